@@ -1,0 +1,1 @@
+"""Reference datapath for Cilium's eBPF NodePort path, operating on real packet bytes."""

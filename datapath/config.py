@@ -1,0 +1,70 @@
+"""Node configuration: what Cilium's agent would program into one node's BPF maps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+Mode = Literal["snat", "dsr", "hybrid"]
+Dispatch = Literal["opt", "geneve"]
+
+
+@attrs.frozen(slots=True)
+class BackendConfig:
+    """One backend as the agent writes it to cilium_lb{4,6}_backends_v3."""
+
+    id: int
+    address: str
+    port: int
+    proto: str = "tcp"
+    state: Literal["active", "terminating", "quarantined", "maintenance"] = "active"
+
+
+@attrs.frozen(slots=True)
+class ServiceConfig:
+    """One frontend as the agent writes it to cilium_lb{4,6}_services_v2 (+ reverse NAT)."""
+
+    frontend: str
+    port: int
+    rev_nat_index: int
+    backends: tuple[int, ...] = ()
+    proto: str = "tcp"
+    kind: Literal["loadbalancer", "nodeport", "externalip", "clusterip"] = "loadbalancer"
+    ext_traffic_local: bool = False
+    fwd_mode: Literal["dsr", "snat"] | None = None
+    source_ranges: tuple[str, ...] = ()
+    source_range_deny: bool = False
+    routable: bool | None = None
+
+
+@attrs.frozen(slots=True)
+class EndpointConfig:
+    """A local endpoint as in cilium_lxc (endpoint map): address -> ifindex, lxc id."""
+
+    address: str
+    ifindex: int = 25
+    ep_id: int = 127
+
+
+@attrs.frozen(slots=True)
+class NodeConfig:
+    """Everything the agent and the compile-time defines fix for one node's datapath."""
+
+    name: str = "node"
+    ipv4: str | None = "10.0.10.1"
+    ipv6: str | None = None
+    mode: Mode = "snat"
+    dispatch: Dispatch = "opt"
+    host_routing: Literal["bpf", "legacy"] = "bpf"
+    services: tuple[ServiceConfig, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+    endpoints: tuple[EndpointConfig, ...] = ()
+    tunnel_endpoints: tuple[tuple[str, str], ...] = ()
+    nat_min: int = 32768
+    nat_max: int = 65535
+    ct_capacity: int = 65536
+    nat_capacity: int = 65536
+    seed: int = 0
+    selection: Literal["random", "first"] = "random"
+    faults: frozenset[str] = frozenset()

@@ -1,0 +1,85 @@
+"""Internet checksum helpers with the semantics of the BPF csum helpers (RFC 1071/1624)."""
+
+from __future__ import annotations
+
+import struct
+
+_H = struct.Struct("!H")
+
+
+def _swap_sum(s: int) -> int:
+    """Fix a native-order (little-endian) word sum back to network order."""
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ((s & 0xFF) << 8) | (s >> 8)
+
+
+_LITTLE = struct.pack("=H", 1) == b"\x01\x00"
+
+
+def ones_sum(data: bytes | bytearray | memoryview, seed: int = 0) -> int:
+    """Folded 16-bit ones'-complement sum of data in network order, plus seed."""
+    n = len(data)
+    s = 0
+    if n >= 2:
+        mv = memoryview(data)[: n & ~1]
+        s = _swap_sum(sum(mv.cast("H"))) if _LITTLE else sum(struct.unpack(f"!{n // 2}H", mv))
+    if n & 1:
+        s += data[n - 1] << 8
+    s += seed
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def csum_fold(s: int) -> int:
+    """Fold a 32-bit partial sum and complement it, like csum_fold()."""
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def checksum(data: bytes | bytearray | memoryview, seed: int = 0) -> int:
+    """Full Internet checksum of data (used where Cilium's helpers compute from scratch)."""
+    return csum_fold(ones_sum(data, seed))
+
+
+def csum_diff(old: bytes, new: bytes, seed: int = 0) -> int:
+    """bpf_csum_diff(): partial sum of ~old + new (both even length) on top of seed."""
+    s = seed + ones_sum(new) + (0xFFFF - ones_sum(old) if old else 0)
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def csum_replace(check: int, diff: int) -> int:
+    """Apply a csum_diff() result to a stored checksum field (RFC 1624 eqn. 3)."""
+    s = ((~check) & 0xFFFF) + diff
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def l3_csum_replace(buf: bytearray, off: int, old: bytes, new: bytes) -> None:
+    """bpf_l3_csum_replace(): incrementally fix the 16-bit checksum at off."""
+    check = _H.unpack_from(buf, off)[0]
+    _H.pack_into(buf, off, csum_replace(check, csum_diff(old, new)))
+
+
+def l4_csum_replace(
+    buf: bytearray, off: int, old: bytes, new: bytes, mangled_0: bool = False
+) -> None:
+    """bpf_l4_csum_replace(); mangled_0 is BPF_F_MARK_MANGLED_0 (UDP: 0 means no checksum)."""
+    check = _H.unpack_from(buf, off)[0]
+    if mangled_0 and check == 0:
+        return
+    res = csum_replace(check, csum_diff(old, new))
+    if mangled_0 and res == 0:
+        res = 0xFFFF
+    _H.pack_into(buf, off, res)
+
+
+def pseudo_sum(saddr: bytes, daddr: bytes, proto: int, length: int) -> int:
+    """Folded sum of the IPv4/IPv6 pseudo header for L4 checksums."""
+    return ones_sum(saddr + daddr, proto + (length & 0xFFFF) + (length >> 16))

@@ -1,0 +1,313 @@
+"""Per-node hook entry points (bpf/bpf_host.c cil_from_netdev/cil_to_netdev, bpf_overlay.c)."""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable
+
+import attrs
+
+from datapath.config import NodeConfig
+from datapath.conntrack import ct_gc
+from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.errors import ConfigError
+from datapath.maps import (
+    BE_STATE_ACTIVE,
+    BE_STATE_MAINTENANCE,
+    BE_STATE_QUARANTINED,
+    BE_STATE_TERMINATING,
+    LB_LOOKUP_SCOPE_EXT,
+    SVC_FLAG_EXT_LOCAL_SCOPE,
+    SVC_FLAG_EXTERNAL_IP,
+    SVC_FLAG_FWD_MODE_DSR,
+    SVC_FLAG_LOADBALANCER,
+    SVC_FLAG_NODEPORT,
+    SVC_FLAG_ROUTABLE,
+    SVC_FLAG_SOURCE_RANGE,
+    SVC_FLAG_SOURCE_RANGE_DENY,
+    EndpointInfo,
+    LbBackend,
+    LbKey,
+    LbReverseNat,
+    LbService,
+    NodeMaps,
+)
+from datapath.nat import snat_rev_nat
+from datapath.nodeport import dsr_ingress, nodeport_lb, rev_dnat
+from datapath.packet import (
+    DSR_GENEVE_OPT_CLASS,
+    DSR_GENEVE_OPT_TYPE,
+    GENEVE_PORT,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PROTO_NAMES,
+    TCP_SYN,
+    Parsed,
+    find_dsr_opt4,
+    find_dsr_opt6,
+    ip_bytes,
+    parse,
+)
+
+_H = struct.Struct("!H")
+_STATES = {"active": BE_STATE_ACTIVE, "terminating": BE_STATE_TERMINATING,
+           "quarantined": BE_STATE_QUARANTINED, "maintenance": BE_STATE_MAINTENANCE}
+HOOKS = ("from-netdev", "to-netdev", "from-overlay")
+
+
+@attrs.frozen(slots=True)
+class HookResult:
+    """What a BPF program hands back: TC verdict, the packet as left, drop reason, target."""
+
+    verdict: Verdict
+    packet: bytes
+    drop_reason: DropReason | None = None
+    target: str | None = None
+
+
+class Node:
+    """One node's datapath instance: its maps plus the bpf_host/bpf_overlay programs."""
+
+    def __init__(self, config: NodeConfig, faults: frozenset[str] | set[str] | None = None):
+        self.config = config
+        self.faults: frozenset[str] = frozenset(faults or ()) | config.faults
+        self.maps = NodeMaps(config.ct_capacity, config.nat_capacity,
+                             lru_refresh="lru_no_refresh_on_lookup" not in self.faults)
+        self.now = 0
+        self.pinned_backend: int | None = None
+        self.internal_errors = 0
+        self.nat_exhaustion_signals = 0
+        self._rng = random.Random(config.seed)
+        self._l4 = ip_bytes(config.ipv4) if config.ipv4 else b"\0" * 4
+        self._l6 = ip_bytes(config.ipv6) if config.ipv6 else b"\0" * 16
+        program_maps(self)
+        self._hooks: dict[str, Callable[[bytearray], HookResult]] = {
+            "from-netdev": self._from_netdev, "to-netdev": self._to_netdev,
+            "from-overlay": self._from_overlay}
+
+    # -- helpers used by the library modules ------------------------------------------
+    def prandom(self) -> int:
+        """get_prandom_u32(), deterministic per node seed."""
+        return self._rng.getrandbits(32)
+
+    def snat_addr(self, v6: bool) -> bytes:
+        """IPV4_DIRECT_ROUTING / IPV6_DIRECT_ROUTING."""
+        return self._l6 if v6 else self._l4
+
+    def _dec_ttl(self, p: Parsed) -> None:
+        if "no_ttl_decrement" in self.faults:
+            return
+        buf = p.buf
+        if p.v6:
+            buf[7] = (buf[7] - 1) & 0xFF
+            return
+        old = _H.unpack_from(buf, 8)[0]
+        buf[8] = (buf[8] - 1) & 0xFF
+        check = _H.unpack_from(buf, 10)[0]
+        s = check + 0x0100  # RFC 1624: TTL is the high byte of its 16-bit word
+        _H.pack_into(buf, 10, (s & 0xFFFF) + (s >> 16))
+        del old
+
+    def fib_redirect(self, p: Parsed) -> tuple[int, str]:
+        """fib_redirect_v4(): ipv4_l3 TTL decrement, then redirect out the native device."""
+        self._dec_ttl(p)
+        return Verdict.CTX_ACT_REDIRECT, "netdev"
+
+    def tunnel_redirect(self) -> tuple[int, str]:
+        """Redirect to the Geneve tunnel device (the kernel adds the outer L2)."""
+        return Verdict.CTX_ACT_REDIRECT, "cilium_geneve"
+
+    def local_delivery(self, p: Parsed) -> tuple[int, str]:
+        """ipv4_local_delivery with BPF host routing, or up the stack without it."""
+        ep = self.maps.lxc.lookup(p.daddr)
+        if ep is None or self.config.host_routing != "bpf":
+            return Verdict.CTX_ACT_OK, "stack"
+        self._dec_ttl(p)
+        return Verdict.CTX_ACT_REDIRECT, f"lxc:{ep.ifindex}"
+
+    # -- entry points -----------------------------------------------------------------
+    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None) -> HookResult:
+        """Run one hook on one packet; never raises, malformed input becomes a drop."""
+        fn = self._hooks.get(hook)
+        if fn is None:
+            raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
+        self.pinned_backend = backend
+        orig = bytes(pkt)
+        try:
+            return fn(bytearray(pkt))
+        except DatapathDrop as d:
+            return HookResult(Verdict.CTX_ACT_DROP, orig, d.reason, None)
+        except Exception:
+            self.internal_errors += 1
+            return HookResult(Verdict.CTX_ACT_DROP, orig, DropReason.DROP_INVALID, None)
+
+    def advance(self, seconds: int) -> None:
+        """Move the node's monotonic clock (bpf_mono_now) forward."""
+        self.now += seconds
+
+    def gc(self) -> int:
+        """Agent CT GC: remove expired entries from all CT maps."""
+        m = self.maps
+        return sum(ct_gc(self, ct) for ct in (m.ct4_tcp, m.ct4_any, m.ct6_tcp, m.ct6_any))
+
+    def _parse(self, buf: bytearray) -> Parsed:
+        p = parse(buf, "ipv6_ext_len_off_by_8" in self.faults)
+        if p.is_frag and not p.frag_first:
+            raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
+        return p
+
+    def _from_netdev(self, buf: bytearray) -> HookResult:
+        p = self._parse(buf)
+        done = None
+        if p.has_ports():
+            done = nodeport_lb(self, p)
+            if done is None:
+                done = self._no_service(p, from_overlay=False)
+        if done is None:
+            done = self.local_delivery(p)
+        return HookResult(Verdict(done[0]), bytes(p.buf), None, done[1])
+
+    def _dsr_enabled(self) -> bool:
+        return self.config.mode in ("dsr", "hybrid")
+
+    def _no_service(self, p: Parsed, from_overlay: bool,
+                    ginfo: tuple[bytes, int] | None = None) -> tuple[int, str] | None:
+        """The 'no service' branch of nodeport_lb4: DSR extraction, then NAT ingress."""
+        if self._dsr_enabled():
+            info: tuple[bytes, int] | None = None
+            if from_overlay:
+                info = ginfo
+            elif self.config.dispatch == "opt" and (
+                    p.proto != IPPROTO_TCP or p.tcp_flags & TCP_SYN):
+                off8 = "ipv6_ext_len_off_by_8" in self.faults
+                info = find_dsr_opt6(p.buf, off8) if p.v6 else find_dsr_opt4(p.buf)
+            if (from_overlay or self.config.dispatch == "opt") and dsr_ingress(self, p, info):
+                return self.local_delivery(p)
+        if snat_rev_nat(self, p):
+            if self.config.mode != "dsr":
+                rev_dnat(self, p, dsr_ok=False)
+            return self.fib_redirect(p)
+        return None
+
+    def _to_netdev(self, buf: bytearray) -> HookResult:
+        p = self._parse(buf)
+        if p.has_ports() and "skip_revnat_to_netdev" not in self.faults:
+            rev_dnat(self, p, dsr_ok=True)
+        return HookResult(Verdict.CTX_ACT_OK, bytes(p.buf), None, "netdev")
+
+    def _from_overlay(self, buf: bytearray) -> HookResult:
+        inner, ginfo = geneve_decap(buf)
+        p = self._parse(inner)
+        done = None
+        if p.has_ports() and self._dsr_enabled():
+            done = self._no_service(p, from_overlay=True, ginfo=ginfo)
+        if done is None:
+            done = self.local_delivery(p)
+        return HookResult(Verdict(done[0]), bytes(p.buf), None, done[1])
+
+
+def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:
+    """The Geneve device's decap plus ctx_get_tunnel_opt(): inner packet and DSR TLV."""
+    outer = parse(buf)
+    if outer.v6 or outer.proto != IPPROTO_UDP or outer.dport != GENEVE_PORT:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    off = outer.l4_off + 8
+    end = outer.l3_len
+    if off + 8 > end:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    optlen = (buf[off] & 0x3F) * 4
+    if buf[off] >> 6 != 0 or off + 8 + optlen + 14 > end:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    info = None
+    o = off + 8
+    oend = o + optlen
+    while o < oend:
+        if o + 4 > oend:
+            raise DatapathDrop(DropReason.DROP_INVALID)
+        cls, typ, ln = _H.unpack_from(buf, o)[0], buf[o + 2], (buf[o + 3] & 0x1F) * 4
+        if o + 4 + ln > oend:
+            raise DatapathDrop(DropReason.DROP_INVALID)
+        if cls == DSR_GENEVE_OPT_CLASS and typ == DSR_GENEVE_OPT_TYPE and ln in (8, 20):
+            alen = ln - 4
+            info = bytes(buf[o + 4:o + 4 + alen]), _H.unpack_from(buf, o + 4 + alen)[0]
+        o += 4 + ln
+    return bytearray(buf[oend + 14:end]), info
+
+
+def program_maps(node: Node) -> None:
+    """What the agent's BPF reconciler writes: services, backends, rev NAT, endpoints."""
+    cfg = node.config
+    m = node.maps
+    bes = {b.id: b for b in cfg.backends}
+    for b in cfg.backends:
+        addr = ip_bytes(b.address)
+        backends = m.lb6_backends if len(addr) == 16 else m.lb4_backends
+        backends.update(b.id, LbBackend(addr, b.port, PROTO_NAMES[b.proto], _STATES[b.state]))
+    local = set()
+    for ep in cfg.endpoints:
+        a = ip_bytes(ep.address)
+        local.add(a)
+        m.lxc.update(a, EndpointInfo(ep.ifindex, ep.ep_id))
+    for addr_s, tep in cfg.tunnel_endpoints:
+        m.ipcache.update(ip_bytes(addr_s), ip_bytes(tep))
+    for s in cfg.services:
+        vip = ip_bytes(s.frontend)
+        v6 = len(vip) == 16
+        proto = PROTO_NAMES[s.proto]
+        ids = []
+        for bid in s.backends:
+            if bid not in bes:
+                raise ConfigError(f"service {s.frontend}:{s.port} names unknown backend {bid}")
+            b = bes[bid]
+            if b.state == "maintenance":
+                continue
+            if s.ext_traffic_local and "etp_local_forwards_offnode" not in node.faults and \
+                    ip_bytes(b.address) not in local:
+                continue
+            ids.append(bid)
+        active = [i for i in ids if bes[i].state == "active"]
+        slots = active or [i for i in ids if bes[i].state == "terminating"]
+        flags = {"loadbalancer": SVC_FLAG_LOADBALANCER, "nodeport": SVC_FLAG_NODEPORT,
+                 "externalip": SVC_FLAG_EXTERNAL_IP, "clusterip": 0}[s.kind]
+        routable = s.routable if s.routable is not None else s.kind != "clusterip"
+        if routable:
+            flags |= SVC_FLAG_ROUTABLE
+        if s.ext_traffic_local:
+            flags |= SVC_FLAG_EXT_LOCAL_SCOPE
+        if s.source_ranges:
+            flags |= SVC_FLAG_SOURCE_RANGE
+        flags2 = SVC_FLAG_SOURCE_RANGE_DENY if s.source_range_deny else 0
+        if _fwd_dsr(node, s.fwd_mode, proto):
+            flags2 |= SVC_FLAG_FWD_MODE_DSR
+        svcs = m.lb6_services if v6 else m.lb4_services
+        svcs.update(LbKey(vip, s.port, proto, LB_LOOKUP_SCOPE_EXT, 0),
+                    LbService(0, len(slots), s.rev_nat_index, flags, flags2))
+        ordered = slots + [i for i in ids if i not in slots]
+        for n, bid in enumerate(ordered, start=1):
+            svcs.update(LbKey(vip, s.port, proto, LB_LOOKUP_SCOPE_EXT, n),
+                        LbService(bid, 0, s.rev_nat_index, flags, flags2))
+        (m.lb6_reverse_nat if v6 else m.lb4_reverse_nat).update(
+            s.rev_nat_index, LbReverseNat(vip, s.port))
+        for cidr in s.source_ranges:
+            net, _, plen = cidr.partition("/")
+            nb = ip_bytes(net)
+            m.src_range.setdefault(s.rev_nat_index, []).append(
+                (nb, int(plen) if plen else len(nb) * 8))
+
+
+def _fwd_dsr(node: Node, fwd_mode: str | None, proto: int) -> bool:
+    """ToSVCForwardingMode(): hybrid + TCP -> DSR, everything else per annotation/SNAT."""
+    if fwd_mode is not None:
+        return fwd_mode == "dsr"
+    mode = node.config.mode
+    if mode == "dsr":
+        return True
+    if mode == "hybrid":
+        return proto == IPPROTO_TCP or "hybrid_udp_as_dsr" in node.faults
+    return False
+
+
+def make_node(config: NodeConfig, faults: frozenset[str] | set[str] | None = None) -> Node:
+    """Default datapath factory used by the vector runner."""
+    return Node(config, faults)

@@ -1,0 +1,159 @@
+"""Service lookup, backend selection and L3/L4 rewrites (bpf/lib/lb.h)."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from datapath.conntrack import ct_create, ct_lookup
+from datapath.csum import l3_csum_replace, l4_csum_replace
+from datapath.drop import DatapathDrop, DropReason
+from datapath.maps import (
+    BE_STATE_ACTIVE,
+    LB_LOOKUP_SCOPE_EXT,
+    TUPLE_F_SERVICE,
+    CtEntry,
+    CtTuple,
+    LbBackend,
+    LbKey,
+    LbService,
+)
+from datapath.packet import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_SYN, Parsed
+
+if TYPE_CHECKING:
+    from datapath.host import Node
+
+_H = struct.Struct("!H")
+
+
+def lb_lookup_service(node: Node, p: Parsed) -> tuple[LbKey, LbService] | None:
+    """lb4_lookup_service(): exact {addr, dport, proto} first, then the wildcard key."""
+    svcs = node.maps.lb6_services if p.v6 else node.maps.lb4_services
+    key = LbKey(p.daddr, p.dport, p.proto, LB_LOOKUP_SCOPE_EXT, 0)
+    svc = svcs.lookup(key)
+    if svc is not None:
+        return key, svc
+    wkey = LbKey(p.daddr, 0, 0, LB_LOOKUP_SCOPE_EXT, 0)
+    wsvc = svcs.lookup(wkey)
+    if wsvc is not None:
+        return wkey, wsvc
+    return None
+
+
+def _select_slot(node: Node, key: LbKey, count: int) -> int:
+    if node.pinned_backend is not None:
+        svcs = node.maps.lb6_services if len(key.address) == 16 else node.maps.lb4_services
+        for slot in range(1, count + 1):
+            s = svcs.lookup(key._replace(backend_slot=slot))
+            if s is not None and s.backend_id == node.pinned_backend:
+                return slot
+    if node.config.selection == "first":
+        return 1
+    return (node.prandom() % count) + 1
+
+
+def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, LbBackend, bool]:
+    """lb4_local(): CT_SERVICE lookup, backend (re)selection, CT_SERVICE creation."""
+    maps = node.maps
+    svcs = maps.lb6_services if p.v6 else maps.lb4_services
+    backends = maps.lb6_backends if p.v6 else maps.lb4_backends
+    tcp = p.proto == IPPROTO_TCP
+    # lb4_extract_tuple crosses the ports: sport holds the destination port.
+    tup = CtTuple(p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_SERVICE)
+    ct = maps.ct_map(p.v6, p.proto)
+    entry = None if "ct_service_not_reused" in node.faults else ct_lookup(
+        node, ct, tup, p.tcp_flags, tcp, service=True)
+    if entry is not None:
+        be = backends.lookup(entry.backend_id)
+        if be is not None and (be.flags == BE_STATE_ACTIVE or not p.tcp_flags & TCP_SYN):
+            return entry.backend_id, be, False
+        if svc.count == 0:
+            raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+        backend_id = _pick(node, svcs, key, svc.count)
+        be = backends.lookup(backend_id)
+        if be is None:
+            raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+        entry.backend_id = backend_id
+        return backend_id, be, False
+    if svc.count == 0:
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    backend_id = _pick(node, svcs, key, svc.count)
+    be = backends.lookup(backend_id)
+    if be is None:
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
+    if not ct_create(node, ct, tup, new, p.tcp_flags, tcp, service=True):
+        raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
+    return backend_id, be, True
+
+
+def _pick(node: Node, svcs: object, key: LbKey, count: int) -> int:
+    from datapath.maps import HashMap
+
+    assert isinstance(svcs, HashMap)
+    slot = _select_slot(node, key, count)
+    s = svcs.lookup(key._replace(backend_slot=slot))
+    return 0 if s is None else int(s.backend_id)
+
+
+def _addr_off(v6: bool, src: bool) -> int:
+    if v6:
+        return 8 if src else 24
+    return 12 if src else 16
+
+
+def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
+            l4_csum: bool = True) -> None:
+    """Rewrite source or destination address/port with incremental checksum fixes."""
+    buf = p.buf
+    csum_off = p.l4_csum_off() if p.frag_first else -1
+    udp = p.proto == IPPROTO_UDP
+    if p.proto == IPPROTO_ICMPV6:
+        csum_off = p.l4_off + 2
+    if addr is not None:
+        off = _addr_off(p.v6, src)
+        alen = len(addr)
+        old = bytes(buf[off:off + alen])
+        if old != addr:
+            buf[off:off + alen] = addr
+            if not p.v6:
+                l3_csum_replace(buf, 10, old, addr)
+            if csum_off >= 0 and l4_csum:
+                l4_csum_replace(buf, csum_off, old, addr, mangled_0=udp)
+        if src:
+            p.saddr = addr
+        else:
+            p.daddr = addr
+    if port is not None and p.has_ports():
+        poff = p.l4_off + (0 if src else 2)
+        old2 = bytes(buf[poff:poff + 2])
+        new2 = _H.pack(port)
+        if old2 != new2:
+            buf[poff:poff + 2] = new2
+            if csum_off >= 0 and l4_csum:
+                l4_csum_replace(buf, csum_off, old2, new2, mangled_0=udp)
+        if src:
+            p.sport = port
+        else:
+            p.dport = port
+
+
+def lb_dnat_request(node: Node, p: Parsed, be: LbBackend) -> None:
+    """lb4_dnat_request(): destination -> backend, port only when the backend has one."""
+    rewrite(p, False, be.address, be.port or None,
+            l4_csum="no_csum_update_after_dnat" not in node.faults)
+
+
+def src_range_ok(node: Node, p: Parsed, svc: LbService, deny: bool) -> bool:
+    """lb4_src_range_ok(): LPM hit in cilium_lb4_source_range XOR the deny flag."""
+    prefixes = node.maps.src_range.get(svc.rev_nat_index, [])
+    addr = int.from_bytes(p.saddr, "big")
+    bits = len(p.saddr) * 8
+    hit = False
+    for net, plen in prefixes:
+        if len(net) == len(p.saddr):
+            mask = ((1 << plen) - 1) << (bits - plen) if plen else 0
+            if addr & mask == int.from_bytes(net, "big") & mask:
+                hit = True
+                break
+    return hit != deny

@@ -1,0 +1,227 @@
+"""NodePort request/reply handling (bpf/lib/nodeport.h, nodeport_egress.h)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import TYPE_CHECKING
+
+from datapath.build import dsr_opt4_bytes, dsr_opt6_bytes, geneve_dsr_opt, geneve_encap
+from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
+from datapath.csum import csum_diff, csum_replace, ones_sum
+from datapath.drop import DatapathDrop, DropReason
+from datapath.lb import lb_dnat_request, lb_local, lb_lookup_service, rewrite, src_range_ok
+from datapath.maps import (
+    SVC_FLAG_FWD_MODE_DSR,
+    SVC_FLAG_ROUTABLE,
+    SVC_FLAG_SOURCE_RANGE,
+    SVC_FLAG_SOURCE_RANGE_DENY,
+    TUPLE_F_OUT,
+    CtEntry,
+    CtTuple,
+    LbBackend,
+    LbService,
+)
+from datapath.nat import snat_nat
+from datapath.packet import (
+    IPPROTO_DSTOPTS,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP_SYN,
+    Parsed,
+)
+
+if TYPE_CHECKING:
+    from datapath.host import Node
+
+WORLD_ID = 2
+_H = struct.Struct("!H")
+
+
+def nodeport_ct_key(p: Parsed) -> CtTuple:
+    """Reversed lb4_extract_tuple of the (DNATed) request with TUPLE_F_OUT: {b, c, cp, bp}."""
+    return CtTuple(p.saddr, p.daddr, p.dport, p.sport, p.proto, TUPLE_F_OUT)
+
+
+def reply_ct_key(p: Parsed) -> CtTuple:
+    """lb4_extract_tuple of a reply B->C with flags forced to OUT: same key as above."""
+    return CtTuple(p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT)
+
+
+def uses_dsr(node: Node, svc: LbService) -> bool:
+    """nodeport_uses_dsr(): hybrid follows the per-frontend flag, dsr mode is always DSR."""
+    mode = node.config.mode
+    if mode == "dsr":
+        return True
+    if mode == "hybrid":
+        return bool(svc.flags2 & SVC_FLAG_FWD_MODE_DSR)
+    return False
+
+
+def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
+    """nodeport_lb4(): returns (verdict, target) when handled, None when no service matched."""
+    found = lb_lookup_service(node, p)
+    if found is None:
+        return None
+    key, svc = found
+    if key.dport == 0 and key.proto == 0:
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    if svc.flags & SVC_FLAG_SOURCE_RANGE and not src_range_ok(
+            node, p, svc, bool(svc.flags2 & SVC_FLAG_SOURCE_RANGE_DENY)):
+        raise DatapathDrop(DropReason.DROP_NOT_IN_SRC_RANGE)
+    if not svc.flags & SVC_FLAG_ROUTABLE and "no_clusterip_check" not in node.faults:
+        raise DatapathDrop(DropReason.DROP_IS_CLUSTER_IP)
+    vip, vport = p.daddr, p.dport
+    _backend_id, be, ct_new = lb_local(node, p, key, svc)
+    lb_dnat_request(node, p, be)
+    backend_local = node.maps.lxc.lookup(be.address) is not None
+    if not backend_local and uses_dsr(node, svc):
+        return _dsr_forward(node, p, be, vip, vport, ct_new)
+    _nodeport_ct_egress(node, p, svc)
+    if backend_local:
+        return node.local_delivery(p)
+    target = node.snat_addr(p.v6)
+    snat_nat(node, p, target)
+    return node.fib_redirect(p)
+
+
+def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:
+    """CT_EGRESS entry with node_port=1; a rev_nat_index mismatch recreates it (GH#10983)."""
+    ct = node.maps.ct_map(p.v6, p.proto)
+    key = nodeport_ct_key(p)
+    tcp = p.proto == IPPROTO_TCP
+    e = ct_lookup(node, ct, key, p.tcp_flags, tcp)
+    if e is not None and e.node_port and (
+            e.rev_nat_index == svc.rev_nat_index
+            or "revnat_index_not_updated_shared_backend" in node.faults):
+        return
+    new = CtEntry(node_port=True, rev_nat_index=svc.rev_nat_index,
+                  src_sec_id=WORLD_IPV6_ID if p.v6 else WORLD_IPV4_ID)
+    if not ct_create(node, ct, key, new, p.tcp_flags, tcp):
+        raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
+
+
+def _wants_dsr_info(node: Node, p: Parsed, every_tcp_fault: str, ct_new: bool) -> bool:
+    if p.proto == IPPROTO_TCP:
+        return bool(p.tcp_flags & TCP_SYN) or every_tcp_fault in node.faults
+    if p.proto == IPPROTO_UDP and "dsr_udp_opt_first_only" in node.faults:
+        return ct_new
+    return True
+
+
+def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
+                 ct_new: bool) -> tuple[int, str]:
+    """tail_nodeport_ipv4_dsr(): opt or Geneve dispatch, then redirect."""
+    if node.config.dispatch == "geneve":
+        opt = b""
+        if _wants_dsr_info(node, p, "geneve_opt_every_tcp", ct_new):
+            opt = geneve_dsr_opt(vip, vport)
+        tep = node.maps.ipcache.lookup(be.address)
+        if tep is None:
+            raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
+        inner = bytes(p.buf)
+        h = zlib.crc32(p.saddr + p.daddr + _H.pack(p.sport) + _H.pack(p.dport))
+        sport = 32768 + h % (61000 - 32768)
+        vni = 0 if "geneve_wrong_vni" in node.faults else (WORLD_IPV6_ID if p.v6 else WORLD_ID)
+        outer = geneve_encap(node.snat_addr(False), tep, inner, vni, opt, sport, p.v6)
+        p.buf[:] = outer
+        return node.tunnel_redirect()
+    if _wants_dsr_info(node, p, "dsr_opt_every_tcp_packet", ct_new):
+        if p.v6:
+            dsr_set_ext6(node, p, vip, vport)
+        else:
+            dsr_set_opt4(node, p, vip, vport)
+    return node.fib_redirect(p)
+
+
+def dsr_set_opt4(node: Node, p: Parsed, vip: bytes, vport: int) -> None:
+    """dsr_set_opt4(): insert the 8-byte option after the base header, fix ihl/tot_len/csum."""
+    buf = p.buf
+    ihl = (buf[0] & 0xF) * 4
+    if ihl + 8 > 60:
+        raise DatapathDrop(DropReason.DROP_CT_INVALID_HDR)
+    opt = dsr_opt4_bytes(vip, vport, network_order="dsr_opt_network_order" in node.faults)
+    at = ihl if "dsr_opt_wrong_offset" in node.faults else 20
+    old = bytes(buf[0:4])
+    buf[at:at] = opt
+    buf[0] = 0x40 | ((ihl + 8) // 4)
+    _H.pack_into(buf, 2, _H.unpack_from(buf, 2)[0] + 8)
+    if "ipv4_csum_not_updated_on_opt" not in node.faults:
+        diff = csum_diff(old, bytes(buf[0:4]), ones_sum(opt))
+        _H.pack_into(buf, 10, csum_replace(_H.unpack_from(buf, 10)[0], diff))
+    p.l4_off += 8
+    p.l3_len += 8
+
+
+def dsr_set_ext6(node: Node, p: Parsed, vip: bytes, vport: int) -> None:
+    """dsr_set_ext6(): insert the 24-byte DEST header right after the fixed header."""
+    buf = p.buf
+    ext = dsr_opt6_bytes(buf[6], vip, vport, port_le="dsr_ipv6_port_le" in node.faults)
+    buf[40:40] = ext
+    buf[6] = IPPROTO_DSTOPTS
+    _H.pack_into(buf, 4, _H.unpack_from(buf, 4)[0] + 24)
+    p.l4_off += 24
+    p.l3_len += 24
+
+
+def dsr_ingress(node: Node, p: Parsed, info: tuple[bytes, int] | None) -> bool:
+    """nodeport_extract_dsr + nodeport_dsr_ingress: maintain the dsr_internal CT entry."""
+    ct = node.maps.ct_map(p.v6, p.proto)
+    key = nodeport_ct_key(p)
+    tcp = p.proto == IPPROTO_TCP
+    syn = tcp and bool(p.tcp_flags & TCP_SYN)
+    if tcp and not syn:
+        e0 = ct.lookup(key)
+        dsr = e0 is not None and e0.dsr_internal
+        info = None
+    else:
+        dsr = info is not None
+        if syn and not dsr and "dsr_keep_flag_on_plain_syn" not in node.faults:
+            e0 = ct.lookup(key)
+            if e0 is not None:
+                e0.dsr_internal = False
+    if not dsr:
+        return False
+    e = ct_lookup(node, ct, key, p.tcp_flags, tcp)
+    if e is not None and e.dsr_internal and not (tcp and info is not None):
+        return True
+    if info is None:
+        if e is not None and e.dsr_internal:
+            return True
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    vip, vport = info
+    if vport == 0:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    no_info = "dsr_ct_no_nat_info" in node.faults
+    new = CtEntry(dsr_internal=True, src_sec_id=WORLD_IPV6_ID if p.v6 else WORLD_IPV4_ID,
+                  nat_addr=b"" if no_info else vip, nat_port=0 if no_info else vport)
+    if not ct_create(node, ct, key, new, p.tcp_flags, tcp):
+        raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
+    return True
+
+
+def rev_dnat(node: Node, p: Parsed, dsr_ok: bool) -> bool:
+    """nodeport_rev_dnat_ipv4 / nodeport_rev_dnat_fwd_ipv4: source back to the frontend."""
+    if not p.has_ports():
+        return False
+    ct = node.maps.ct_map(p.v6, p.proto)
+    e = ct_lookup(node, ct, reply_ct_key(p), p.tcp_flags, p.proto == IPPROTO_TCP)
+    if e is None:
+        return False
+    if e.node_port and e.rev_nat_index:
+        revnat = (node.maps.lb6_reverse_nat if p.v6 else node.maps.lb4_reverse_nat).lookup(
+            e.rev_nat_index)
+        if revnat is None:
+            return False
+        rewrite(p, True, revnat.address, revnat.port or None)
+        return True
+    if dsr_ok and e.dsr_internal:
+        if e.nat_port:
+            rewrite(p, True, e.nat_addr, e.nat_port)
+            return True
+        snat = node.maps.snat6 if p.v6 else node.maps.snat4
+        st = snat.lookup(CtTuple(p.daddr, p.saddr, p.dport, p.sport, p.proto, TUPLE_F_OUT))
+        if st is not None:
+            rewrite(p, True, st.to_addr, st.to_port)
+            return True
+    return False
