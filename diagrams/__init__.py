@@ -1,0 +1,1 @@
+"""Graphviz flow diagrams drawn from model traces."""

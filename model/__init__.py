@@ -1,0 +1,1 @@
+"""Executable model of Cilium's eBPF NodePort datapath (kube-proxy replacement)."""

@@ -1,0 +1,131 @@
+"""Cilium agent configuration (Helm values) and the agent's own validation rules."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from model.errors import ConfigRefused
+
+# Defaults from Cilium's Helm chart / pkg/defaults.
+NODEPORT_MIN_DEFAULT = 30000
+NODEPORT_MAX_DEFAULT = 32767
+NODEPORT_PORT_MAX_NAT = 65535
+SNAT_COLLISION_RETRIES = 32
+CT_MAP_SIZE_TCP_DEFAULT = 524288
+CT_MAP_SIZE_ANY_DEFAULT = 262144
+NAT_MAP_SIZE_DEFAULT = 524288
+
+
+class CiliumVersion(enum.Enum):
+    """Which Cilium release's user-visible NodePort rules apply."""
+
+    V1_13 = "1.13"
+    V1_18 = "1.18"
+    V1_20 = "1.20"
+
+
+class LBMode(enum.Enum):
+    """loadBalancer.mode (--bpf-lb-mode)."""
+
+    SNAT = "snat"
+    DSR = "dsr"
+    HYBRID = "hybrid"
+
+
+class DsrDispatch(enum.Enum):
+    """loadBalancer.dsrDispatch (--bpf-lb-dsr-dispatch); IPIP is outside this model."""
+
+    OPT = "opt"
+    GENEVE = "geneve"
+
+
+class RoutingMode(enum.Enum):
+    """routingMode (--routing-mode)."""
+
+    NATIVE = "native"
+    TUNNEL = "tunnel"
+
+
+class TunnelProtocol(enum.Enum):
+    """tunnelProtocol (--tunnel-protocol)."""
+
+    VXLAN = "vxlan"
+    GENEVE = "geneve"
+
+
+class NoBackendResponse(enum.Enum):
+    """serviceNoBackendResponse (v1.15+): ICMP reject or silent drop."""
+
+    REJECT = "reject"
+    DROP = "drop"
+
+
+@attrs.frozen(kw_only=True)
+class CiliumConfig:
+    """The agent options that shape the NodePort datapath (mirrors node_config.h defines)."""
+
+    version: CiliumVersion = CiliumVersion.V1_18
+    mode: LBMode = LBMode.SNAT
+    dispatch: DsrDispatch = DsrDispatch.OPT
+    routing: RoutingMode = RoutingMode.NATIVE
+    tunnel: TunnelProtocol = TunnelProtocol.VXLAN
+    nodeport_min: int = NODEPORT_MIN_DEFAULT
+    nodeport_max: int = NODEPORT_MAX_DEFAULT
+    no_backend_response: NoBackendResponse = NoBackendResponse.REJECT
+    ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
+    nat_max: int = NAT_MAP_SIZE_DEFAULT
+    seed: int = 0
+
+    @property
+    def nat_min(self) -> int:
+        """NODEPORT_PORT_MIN_NAT: one past the NodePort range."""
+        return self.nodeport_max + 1
+
+    @property
+    def nat_max_port(self) -> int:
+        """NODEPORT_PORT_MAX_NAT."""
+        return NODEPORT_PORT_MAX_NAT
+
+    @property
+    def dsr_enabled(self) -> bool:
+        """ENABLE_DSR: DSR code paths are compiled in (dsr or hybrid)."""
+        return self.mode is not LBMode.SNAT
+
+    @property
+    def tunneling(self) -> bool:
+        """Pod traffic between nodes is encapsulated."""
+        return self.routing is RoutingMode.TUNNEL
+
+    @property
+    def reject_no_backend(self) -> bool:
+        """Whether a backend-less service answers ICMP (v1.15+ serviceNoBackendResponse)."""
+        return (self.version is not CiliumVersion.V1_13
+                and self.no_backend_response is NoBackendResponse.REJECT)
+
+
+def validate(cfg: CiliumConfig) -> None:
+    """Refuse what Cilium's agent refuses (kube_proxy_replacement.go), with its reason."""
+    if cfg.nodeport_min > cfg.nodeport_max:
+        raise ConfigRefused("invalid nodePort.range: min is greater than max")
+    if cfg.nodeport_max >= NODEPORT_PORT_MAX_NAT:
+        raise ConfigRefused("nodePort.range leaves no SNAT port range (NODEPORT_PORT_MIN_NAT "
+                            "must not exceed NODEPORT_PORT_MAX_NAT 65535)")
+    if cfg.mode is LBMode.SNAT:
+        return
+    mode = cfg.mode.value
+    if cfg.version is CiliumVersion.V1_13:
+        if cfg.tunneling:
+            raise ConfigRefused(f"Node Port {mode!r} mode cannot be used with tunneling")
+        if cfg.dispatch is not DsrDispatch.OPT:
+            raise ConfigRefused(f"Invalid value for --bpf-lb-dsr-dispatch: {cfg.dispatch.value} "
+                                "(Cilium 1.13 supports opt and ipip only)")
+        return
+    if cfg.tunneling and cfg.tunnel is TunnelProtocol.VXLAN:
+        raise ConfigRefused(f"Node Port {mode!r} mode cannot be used with vxlan tunneling")
+    if cfg.tunneling and cfg.dispatch is not DsrDispatch.GENEVE:
+        raise ConfigRefused(f"Node Port {mode!r} mode with tunneling requires DSR dispatch "
+                            "'geneve'")
+    if cfg.dispatch is DsrDispatch.GENEVE and cfg.tunnel is not TunnelProtocol.GENEVE:
+        raise ConfigRefused("DSR dispatch 'geneve' requires the geneve tunnel protocol")

@@ -1,0 +1,173 @@
+"""Client flows driven through the cluster, and the traces they leave (trace JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import IPv6Address
+from typing import Any
+
+import attrs
+
+from model.drops import DropReason
+from model.network import Action, ClusterState, EndKind, Hop, World, initial_state, reply_to, walk
+from model.values import Endpoint, IPAddress, Packet, Proto, TcpFlags
+
+
+@attrs.frozen(kw_only=True)
+class FlowSpec:
+    """A client opening one connection (TCP) or datagram stream (UDP) to a frontend."""
+
+    name: str
+    client: str
+    source: Endpoint
+    frontend: Endpoint
+    proto: Proto
+    via: str | None
+    packets: int
+    service: str
+    backend: str | None = None  # pod name pinned by the scenario
+
+
+@attrs.frozen(kw_only=True)
+class FlowTrace:
+    """Everything one flow did: legs in order, what the backend and the client saw."""
+
+    spec: FlowSpec
+    delivered: bool
+    drop: tuple[str, DropReason] | None
+    hops: tuple[Hop, ...]
+    backend_saw: tuple[Packet, ...]
+    client_saw: tuple[Packet, ...]
+    backend_pod: str | None
+
+
+def request(spec: FlowSpec, index: int) -> Packet:
+    """The index-th packet a client sends: SYN first, then ACKs (TCP), or datagrams."""
+    flags = TcpFlags.NONE
+    if spec.proto is Proto.TCP:
+        flags = TcpFlags.SYN if index == 0 else TcpFlags.ACK
+    return Packet(src=spec.source, dst=spec.frontend, proto=spec.proto, flags=flags)
+
+
+def run_flow(world: World, state: ClusterState, spec: FlowSpec
+             ) -> tuple[ClusterState, FlowTrace]:
+    """Send the flow's packets one by one; each delivered request is answered by its pod."""
+    hops: list[Hop] = []
+    backend_saw: list[Packet] = []
+    client_saw: list[Packet] = []
+    drop: tuple[str, DropReason] | None = None
+    pods: list[str] = []
+    pinned: IPAddress | None = None
+    if spec.backend is not None:
+        pinned = world.cluster.pod(spec.backend).ip
+    for i in range(spec.packets):
+        state = attrs.evolve(state, now=state.now + 1)
+        pkt = request(spec, i)
+        hops.append(Hop(at=spec.client, hook=None, action=Action.SEND, packet=pkt, reply=False))
+        w = walk(world, state, ("client", spec.client), pkt, reply=False, via=spec.via,
+                 pinned=pinned)
+        state = w.state
+        hops.extend(w.hops)
+        if w.end is EndKind.CLIENT:  # a reply generated on the way (none today)
+            client_saw.append(w.packet)
+        if w.end is not EndKind.POD:
+            if w.end is EndKind.DROP and w.at == spec.client:
+                client_saw.append(w.packet)  # the ICMP error the node answered with
+            drop = w.drop
+            break
+        backend_saw.append(w.packet)
+        pods.append(w.at)
+        answer = reply_to(w.packet)
+        hops.append(Hop(at=w.at, hook=None, action=Action.REPLY, packet=answer, reply=True))
+        r = walk(world, state, ("pod", w.at), answer, reply=True)
+        state = r.state
+        hops.extend(r.hops)
+        if r.end is not EndKind.CLIENT:
+            drop = r.drop
+            break
+        client_saw.append(r.packet)
+    trace = FlowTrace(spec=spec, delivered=drop is None, drop=drop, hops=tuple(hops),
+                      backend_saw=tuple(backend_saw), client_saw=tuple(client_saw),
+                      backend_pod=pods[0] if pods else None)
+    return state, trace
+
+
+def run_flows(world: World, flows: Sequence[FlowSpec],
+              state: ClusterState | None = None) -> tuple[ClusterState, list[FlowTrace]]:
+    """Run flows in order on shared node state (conntrack and SNAT persist between them)."""
+    st = initial_state(world) if state is None else state
+    traces = []
+    for spec in flows:
+        st, tr = run_flow(world, st, spec)
+        traces.append(tr)
+    return st, traces
+
+
+def endpoint_str(ep: Endpoint) -> str:
+    """`addr:port`, IPv6 bracketed; ICMP has no port so only the address."""
+    return str(ep)
+
+
+def _addr_str(addr: IPAddress) -> str:
+    return f"[{addr}]" if isinstance(addr, IPv6Address) else str(addr)
+
+
+def packet_json(pkt: Packet) -> dict[str, Any]:
+    """A packet in the trace JSON shape."""
+    icmp = pkt.proto in (Proto.ICMP, Proto.ICMPV6)
+    out: dict[str, Any] = {
+        "src": str(pkt.src.addr) if icmp else str(pkt.src),
+        "dst": str(pkt.dst.addr) if icmp else str(pkt.dst),
+        "proto": pkt.proto.name,
+        "flags": pkt.flags.letters() if pkt.proto is Proto.TCP else None,
+        "dsr": str(pkt.dsr.frontend) if pkt.dsr is not None else None,
+        "outer": ({"type": "geneve", "src": str(pkt.outer.src), "dst": str(pkt.outer.dst),
+                   "vni": pkt.outer.vni} if pkt.outer is not None else None),
+    }
+    if pkt.dsr is not None:
+        out["dsr_kind"] = pkt.dsr.kind.value
+    if pkt.icmp is not None:
+        out["icmp"] = pkt.icmp.value
+    return out
+
+
+def _seen(pkt: Packet) -> dict[str, Any]:
+    full = packet_json(pkt)
+    seen = {"src": full["src"], "dst": full["dst"], "proto": full["proto"]}
+    if pkt.proto is Proto.TCP:
+        seen["flags"] = full["flags"]
+    if pkt.icmp is not None:
+        seen["icmp"] = full["icmp"]
+    return seen
+
+
+def _changed(prev: Packet | None, cur: Packet) -> list[str]:
+    if prev is None:
+        return []
+    return [f for f in ("src", "dst", "flags", "dsr", "outer")
+            if getattr(prev, f) != getattr(cur, f)]
+
+
+def trace_json(tr: FlowTrace) -> dict[str, Any]:
+    """One flow in the `nodeport trace --json` shape."""
+    hops = []
+    prev: Packet | None = None
+    for h in tr.hops:
+        hops.append({"at": h.at, "hook": h.hook.value if h.hook else None,
+                     "action": h.action.value, "direction": "reply" if h.reply else "request",
+                     "changed": [] if h.action in (Action.SEND, Action.REPLY)
+                     else _changed(prev, h.packet),
+                     "packet": packet_json(h.packet)})
+        prev = h.packet
+    return {
+        "name": tr.spec.name,
+        "outcome": "delivered" if tr.delivered else "dropped",
+        "drop": ({"at": tr.drop[0], "reason": tr.drop[1].name, "code": tr.drop[1].code}
+                 if tr.drop else None),
+        "client": str(tr.spec.source),
+        "frontend": str(tr.spec.frontend),
+        "backend": tr.backend_pod,
+        "hops": hops,
+        "backend_saw": [_seen(p) for p in tr.backend_saw],
+        "client_saw": [_seen(p) for p in tr.client_saw],
+    }

@@ -1,0 +1,250 @@
+"""The cluster as a whole: hosts exchange packets over a fabric, nodes run their hooks."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+from model.config import CiliumConfig, CiliumVersion, LBMode
+from model.drops import DropReason
+from model.maps import LbMaps, LruMap, NodeState, ServiceEntry, ServiceKey
+from model.nodeport import (
+    Hook,
+    HookResult,
+    NodeCtx,
+    Step,
+    Verdict,
+    from_netdev,
+    from_overlay,
+    reply_hook,
+    to_netdev,
+)
+from model.topology import Cluster, Fabric
+from model.values import DsrKind, IPAddress, Packet, Proto, TcpFlags
+
+MAX_HOPS = 24
+
+
+class Action(enum.Enum):
+    """What happened at a hop that is not a node hook's own step."""
+
+    SEND = "send"
+    RECEIVE = "receive"
+    REPLY = "reply"
+    FABRIC_DROP = "fabric-drop"
+    TO_STACK = "to-stack"
+
+
+@attrs.frozen(kw_only=True)
+class Hop:
+    """One leg of a trace: the packet as it leaves (or dies at) a host or hook."""
+
+    at: str
+    hook: Hook | None
+    action: Action | Step
+    packet: Packet
+    reply: bool  # on the reply path (backend towards client)
+
+
+class EndKind(enum.Enum):
+    """How a walk through the network ended."""
+
+    POD = "pod"
+    CLIENT = "client"
+    DROP = "drop"
+
+
+@attrs.frozen(kw_only=True)
+class Walk:
+    """The result of moving one packet until it is received or lost."""
+
+    state: ClusterState
+    hops: tuple[Hop, ...]
+    end: EndKind
+    at: str
+    packet: Packet
+    drop: tuple[str, DropReason] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class World:
+    """Everything static: the derived cluster, the agent config, who announces which VIP."""
+
+    cluster: Cluster
+    cfg: CiliumConfig
+    announced: Mapping[IPAddress, frozenset[str]] = attrs.field(factory=dict)
+
+    def ipcache(self) -> Mapping[IPAddress, IPAddress]:
+        """cilium_ipcache's tunnel endpoints: pod and node IPs to their node's IP."""
+        nodes = {n.name: n.ip for n in self.cluster.nodes}
+        cache: dict[IPAddress, IPAddress] = {n.ip: n.ip for n in self.cluster.nodes}
+        cache.update({p.ip: nodes[p.node] for p in self.cluster.pods})
+        return MappingProxyType(cache)
+
+    def owns(self, node: str, addr: IPAddress) -> bool:
+        """Whether the fabric lets `node` source this address (AWS source/dest check)."""
+        if self.cluster.node(node).ip == addr:
+            return True
+        if any(p.ip == addr and p.node == node for p in self.cluster.pods):
+            return True
+        return node in self.announced.get(addr, frozenset())
+
+
+@attrs.frozen(kw_only=True)
+class ClusterState:
+    """Per-node map state plus the model clock (seconds)."""
+
+    nodes: Mapping[str, NodeState]
+    now: int = 0
+
+
+def uses_dsr(cfg: CiliumConfig, proto: Proto) -> bool:
+    """SVC_FLAG_FWD_MODE_DSR per frontend: DSR mode, or hybrid for TCP."""
+    return cfg.mode is LBMode.DSR or (cfg.mode is LBMode.HYBRID and proto is Proto.TCP)
+
+
+def lb_maps(world: World, node: str) -> LbMaps:
+    """What the agent writes into one node's LB maps."""
+    c = world.cluster
+    services: dict[ServiceKey, ServiceEntry] = {}
+    revnat = {}
+    for fe in c.frontends_on(node):
+        services[(fe.addr.addr, fe.addr.port, fe.proto)] = ServiceEntry(
+            rev_nat_index=fe.rev_nat_index, backend_slots=fe.backends_for(node, c.backends),
+            routable=fe.routable, etp_local=fe.etp_local, dsr=uses_dsr(world.cfg, fe.proto),
+            source_ranges=fe.source_ranges)
+        revnat[fe.rev_nat_index] = fe.addr
+    return LbMaps(services=services, revnat=revnat,
+                  backends={bid: b.addr for bid, b in c.backends.items()},
+                  local_endpoints=frozenset(p.ip for p in c.pods if p.node == node))
+
+
+def initial_state(world: World) -> ClusterState:
+    """Empty CT and NAT maps, LB maps as the agent programs them."""
+    return ClusterState(nodes=MappingProxyType({
+        n.name: NodeState(lb=lb_maps(world, n.name), ct=LruMap(capacity=world.cfg.ct_max),
+                          snat=LruMap(capacity=world.cfg.nat_max))
+        for n in world.cluster.nodes}))
+
+
+def _ctx(world: World, state: ClusterState, node: str, pinned: IPAddress | None) -> NodeCtx:
+    return NodeCtx(cfg=world.cfg, name=node, ip=world.cluster.node(node).ip,
+                   ipcache=world.ipcache(), now=state.now, pinned=pinned)
+
+
+def _set(state: ClusterState, node: str, st: NodeState) -> ClusterState:
+    nodes = dict(state.nodes)
+    nodes[node] = st
+    return attrs.evolve(state, nodes=MappingProxyType(nodes))
+
+
+def reply_to(pkt: Packet) -> Packet:
+    """What a pod answers: swapped tuple, SYN answered by SYN-ACK, no DSR info."""
+    flags = TcpFlags.NONE
+    if pkt.proto is Proto.TCP:
+        flags = TcpFlags.SYN | TcpFlags.ACK if pkt.is_syn else TcpFlags.ACK
+    return Packet(src=pkt.dst, dst=pkt.src, proto=pkt.proto, flags=flags)
+
+
+def _fabric_loss(world: World, sender: str, pkt: Packet) -> DropReason | None:
+    """Apply the fabric facts to a packet a node puts on the wire."""
+    fabric = world.cluster.fabric
+    src = pkt.outer.src if pkt.outer is not None else pkt.src.addr
+    if Fabric.SOURCE_DEST_CHECK in fabric and not world.owns(sender, src):
+        return DropReason.FABRIC_SOURCE_DEST_CHECK
+    if (Fabric.DROPS_IP_OPTIONS in fabric and pkt.outer is None and pkt.dsr is not None
+            and pkt.dsr.kind in (DsrKind.IPV4_OPTION, DsrKind.IPV6_DSTOPT)):
+        return DropReason.FABRIC_DROPS_IP_OPTIONS
+    return None
+
+
+def _receiver(world: World, pkt: Packet, via: str | None) -> tuple[str, str] | None:
+    """Which host the fabric hands this packet to: ('client'|'node'|'pod', name)."""
+    if pkt.outer is not None:
+        return world.cluster.owner_of(pkt.outer.dst)
+    owner = world.cluster.owner_of(pkt.dst.addr)
+    if owner is not None:
+        return owner
+    nodes = world.announced.get(pkt.dst.addr, frozenset())
+    if via is not None and via in nodes:
+        return ("node", via)
+    if nodes:
+        return ("node", sorted(nodes)[0])
+    return None
+
+
+def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet, *,
+         reply: bool, via: str | None = None, pinned: IPAddress | None = None) -> Walk:
+    """Move a packet from its sender until a pod or client receives it or it is lost."""
+    hops: list[Hop] = []
+    drop: tuple[str, DropReason] | None = None
+
+    def hop(at: str, hook: Hook | None, action: Action | Step, p: Packet) -> None:
+        hops.append(Hop(at=at, hook=hook, action=action, packet=p, reply=reply))
+
+    def end(kind: EndKind, at: str, p: Packet, why: tuple[str, DropReason] | None) -> Walk:
+        return Walk(state=state, hops=tuple(hops), end=kind, at=at, packet=p, drop=why)
+
+    kind, name = sender
+    if kind == "pod":
+        pod = world.cluster.pod(name)
+        hook = reply_hook(world.cfg)
+        st, res = to_netdev(_ctx(world, state, pod.node, None), state.nodes[pod.node], pkt)
+        state = _set(state, pod.node, st)
+        hop(pod.node, hook, res.step, res.packet)
+        kind, name, pkt = "node", pod.node, res.packet
+    for _ in range(MAX_HOPS):
+        if kind == "node":
+            loss = _fabric_loss(world, name, pkt)
+            if loss is not None:
+                hop("fabric", None, Action.FABRIC_DROP, pkt)
+                return end(EndKind.DROP, "fabric", pkt, drop or ("fabric", loss))
+        target = _receiver(world, pkt, via)
+        if target is None:
+            hop("fabric", None, Action.FABRIC_DROP, pkt)
+            return end(EndKind.DROP, "fabric", pkt,
+                       drop or ("fabric", DropReason.FABRIC_NO_ROUTE))
+        tkind, tname = target
+        if tkind == "client":
+            hop(tname, None, Action.RECEIVE, pkt)
+            if drop is not None:
+                return end(EndKind.DROP, tname, pkt, drop)
+            return end(EndKind.CLIENT, tname, pkt, None)
+        node = tname if tkind == "node" else world.cluster.pod(tname).node
+        ctx = _ctx(world, state, node, pinned)
+        hookname = Hook.FROM_OVERLAY if pkt.outer is not None else Hook.FROM_NETDEV
+        prog = from_overlay if pkt.outer is not None else from_netdev
+        st, res = prog(ctx, state.nodes[node], pkt)
+        state = _set(state, node, st)
+        if res.step is Step.DSR_INGRESS and world.cfg.version is CiliumVersion.V1_13:
+            hookname = Hook.TO_CONTAINER
+        hop(node, hookname, res.step, res.packet)
+        outcome = _after_hook(world, node, res)
+        if outcome is not None:
+            ekind, at, why = outcome
+            if ekind is EndKind.POD:
+                hop(at, None, Action.RECEIVE, res.packet)
+            return end(ekind, at, res.packet, drop or why)
+        if res.verdict is Verdict.REJECT:
+            assert res.reason is not None
+            drop = (node, res.reason)
+        kind, name, pkt = "node", node, res.packet
+    raise RuntimeError("forwarding loop in the model")  # pragma: no cover - a model bug
+
+
+def _after_hook(world: World, node: str, res: HookResult
+                ) -> tuple[EndKind, str, tuple[str, DropReason] | None] | None:
+    """Classify a hook's verdict: delivered to a pod, lost, or still travelling (None)."""
+    if res.verdict is Verdict.DROP:
+        assert res.reason is not None
+        return EndKind.DROP, node, (node, res.reason)
+    if res.verdict is Verdict.TO_STACK:
+        return EndKind.DROP, node, (node, DropReason.PUNT_TO_STACK)
+    if res.verdict is Verdict.DELIVER:
+        owner = world.cluster.owner_of(res.packet.dst.addr)
+        assert owner is not None and owner[0] == "pod"
+        return EndKind.POD, owner[1], None
+    return None

@@ -1,0 +1,351 @@
+"""Per-node BPF programs: from-netdev, from-overlay and to-netdev (bpf_host.c, nodeport.h)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+from model.config import CiliumConfig, CiliumVersion, DsrDispatch
+from model.drops import DropReason
+from model.maps import CtEntry, CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
+from model.snat import prandom, snat_nat, snat_rev_nat
+from model.values import DsrKind, DsrMeta, Endpoint, IcmpKind, IPAddress, Outer, Packet, Proto
+
+# CT lifetimes in seconds (bpf/lib/conntrack.h defaults; TCP 21600 before v1.15).
+CT_SYN_TIMEOUT = 60
+CT_CONNECTION_LIFETIME_TCP = 8000
+CT_CONNECTION_LIFETIME_TCP_V113 = 21600
+CT_CONNECTION_LIFETIME_NONTCP = 60
+CT_SERVICE_LIFETIME_TCP = 8000
+CT_CLOSE_TIMEOUT = 10
+
+
+class Hook(enum.Enum):
+    """The attach points the NodePort path runs at."""
+
+    FROM_NETDEV = "from-netdev"
+    TO_NETDEV = "to-netdev"
+    FROM_OVERLAY = "from-overlay"
+    TO_CONTAINER = "to-container"
+    FROM_CONTAINER = "from-container"
+
+
+class Verdict(enum.Enum):
+    """Where a hook sends the packet next."""
+
+    FORWARD = "forward"  # CTX_ACT_REDIRECT / out of the node onto the wire
+    DELIVER = "deliver"  # into a local pod
+    TO_STACK = "to-stack"  # CTX_ACT_OK up the host stack, no further forwarding
+    DROP = "drop"  # CTX_ACT_DROP
+    REJECT = "reject"  # dropped, and an ICMP error goes back out (tail_no_service_ipv4)
+
+
+class Step(enum.Enum):
+    """What the hook did to the packet, for traces and diagrams."""
+
+    PASS = "pass"
+    DNAT = "dnat"
+    SNAT = "dnat+snat"
+    DSR = "dnat+dsr"
+    DSR_INGRESS = "dsr-ingress"
+    REV_DNAT = "rev-dnat"
+    REV_SNAT = "rev-snat"
+    DROP = "drop"
+    REJECT = "icmp-reject"
+
+
+@attrs.frozen(kw_only=True)
+class NodeCtx:
+    """What a node's programs know besides their maps: config, own IP, ipcache, clock."""
+
+    cfg: CiliumConfig
+    name: str
+    ip: IPAddress
+    ipcache: Mapping[IPAddress, IPAddress]  # pod/node IP -> tunnel endpoint (a node's IP)
+    now: int = 0
+    pinned: IPAddress | None = None  # scenario's backend pin, honoured on CT_NEW
+
+
+@attrs.frozen(kw_only=True)
+class HookResult:
+    """A hook's verdict, the packet it emits and the reason for a drop."""
+
+    verdict: Verdict
+    packet: Packet
+    step: Step = Step.PASS
+    reason: DropReason | None = None
+
+
+def ct_tuple(pkt: Packet, flags: TupleFlags) -> CtTuple:
+    """lb4_extract_tuple: addresses as in the packet, ports crossed over."""
+    return CtTuple(daddr=pkt.dst.addr, saddr=pkt.src.addr, dport=pkt.src.port,
+                   sport=pkt.dst.port, nexthdr=pkt.proto, flags=flags)
+
+
+def egress_key(client: Endpoint, backend: Endpoint, proto: Proto) -> CtTuple:
+    """The nodeport CT_EGRESS / DSR key {saddr=b, daddr=c, sport=c_port, dport=b_port, OUT}."""
+    return CtTuple(saddr=backend.addr, daddr=client.addr, sport=client.port,
+                   dport=backend.port, nexthdr=proto, flags=TupleFlags.OUT)
+
+
+def dsr_snat_key(client: Endpoint, backend: Endpoint, proto: Proto) -> NatTuple:
+    """snat_v4_create_dsr's key (v1.14-v1.18 keep the DSR frontend in the SNAT map)."""
+    return NatTuple(saddr=backend.addr, daddr=client.addr, sport=backend.port,
+                    dport=client.port, nexthdr=proto, flags=TupleFlags.OUT)
+
+
+def lifetime(ctx: NodeCtx, pkt: Packet, service: bool = False) -> int:
+    """ct_update_timeout: SYN timeout until a non-SYN is seen, then the connection lifetime."""
+    if pkt.proto is not Proto.TCP:
+        return ctx.now + CT_CONNECTION_LIFETIME_NONTCP
+    if pkt.is_syn and not service:
+        return ctx.now + CT_SYN_TIMEOUT
+    if ctx.cfg.version is CiliumVersion.V1_13:
+        return ctx.now + CT_CONNECTION_LIFETIME_TCP_V113
+    return ctx.now + (CT_SERVICE_LIFETIME_TCP if service else CT_CONNECTION_LIFETIME_TCP)
+
+
+def _drop(pkt: Packet, reason: DropReason) -> HookResult:
+    return HookResult(verdict=Verdict.DROP, packet=pkt, step=Step.DROP, reason=reason)
+
+
+def _in_ranges(addr: IPAddress, ranges: tuple[object, ...]) -> bool:
+    return any(addr in r for r in ranges)  # type: ignore[operator]
+
+
+def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
+              ) -> tuple[NodeState, int | None]:
+    """lb4_local: CT_SERVICE lookup, then keep, reselect or pick a backend (random)."""
+    key = ct_tuple(pkt, TupleFlags.SERVICE)
+    entry = st.ct.get(key)
+    if (entry is not None and entry.rev_nat_index == svc.rev_nat_index
+            and entry.backend_id in st.lb.backends and entry.backend_id in svc.backend_slots):
+        ct = st.ct.put(key, attrs.evolve(entry, lifetime=lifetime(ctx, pkt, True)))
+        return attrs.evolve(st, ct=ct), entry.backend_id
+    if svc.count == 0:
+        return st, None
+    slots = svc.backend_slots
+    pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
+    bid = pinned[0] if pinned else slots[prandom(ctx.cfg.seed, "lb", ctx.name, key) % len(slots)]
+    new = CtEntry(backend_id=bid, rev_nat_index=svc.rev_nat_index,
+                  lifetime=lifetime(ctx, pkt, True))
+    return attrs.evolve(st, ct=st.ct.put(key, new)), bid
+
+
+def _nodeport_ct_egress(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, client: Endpoint,
+                        backend: Endpoint, pkt: Packet) -> NodeState:
+    """The CT_EGRESS node_port entry; recreated when rev_nat_index differs (GH#10983)."""
+    key = egress_key(client, backend, pkt.proto)
+    old = st.ct.get(key)
+    if old is not None and old.node_port and old.rev_nat_index == svc.rev_nat_index:
+        entry = attrs.evolve(old, lifetime=lifetime(ctx, pkt),
+                             seen_non_syn=old.seen_non_syn or not pkt.is_syn)
+    else:
+        entry = CtEntry(rev_nat_index=svc.rev_nat_index, node_port=True,
+                        seen_non_syn=not pkt.is_syn, lifetime=lifetime(ctx, pkt))
+    return attrs.evolve(st, ct=st.ct.put(key, entry))
+
+
+def _carries_dsr(cfg: CiliumConfig, pkt: Packet) -> bool:
+    """DSR info goes on TCP SYNs and every other packet (v1.13 IPv6: every packet)."""
+    if pkt.proto is not Proto.TCP:
+        return True
+    if cfg.version is CiliumVersion.V1_13 and pkt.is_ipv6:
+        return True
+    return pkt.is_syn
+
+
+def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
+                    ) -> tuple[NodeState, HookResult]:
+    """nodeport_svc_lb4: checks, lb4_local, DNAT, then local / DSR / SNAT forwarding."""
+    if svc.source_ranges and not _in_ranges(pkt.src.addr, svc.source_ranges):
+        return st, _drop(pkt, DropReason.DROP_NOT_IN_SRC_RANGE)
+    if not svc.routable:
+        return st, _drop(pkt, DropReason.DROP_IS_CLUSTER_IP)
+    st, bid = lb_select(ctx, st, svc, pkt)
+    if bid is None:
+        if ctx.cfg.reject_no_backend:
+            icmp = Packet(src=Endpoint(addr=pkt.dst.addr, port=0),
+                          dst=Endpoint(addr=pkt.src.addr, port=0),
+                          proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
+                          icmp=IcmpKind.PORT_UNREACHABLE)
+            return st, HookResult(verdict=Verdict.REJECT, packet=icmp, step=Step.REJECT,
+                                  reason=DropReason.DROP_NO_SERVICE)
+        return st, _drop(pkt, DropReason.DROP_NO_SERVICE)
+    backend = st.lb.backends[bid]
+    client = pkt.src
+    out = attrs.evolve(pkt, dst=backend)
+    if backend.addr in st.lb.local_endpoints:
+        st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
+        return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=Step.DNAT)
+    if svc.dsr:
+        return st, _dsr_forward(ctx, pkt, out)
+    st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
+    res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, ctx.ip, ctx.now, ctx.name)
+    st = attrs.evolve(st, snat=res.snat)
+    if res.nat is None:
+        return st, _drop(pkt, DropReason.DROP_NAT_NO_MAPPING)
+    out = attrs.evolve(out, src=res.nat)
+    if ctx.cfg.tunneling:
+        tep = ctx.ipcache.get(backend.addr)
+        if tep is None:
+            return st, _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
+        out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))
+    return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.SNAT)
+
+
+def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet) -> HookResult:
+    """tail_nodeport_ipv4_dsr: attach the frontend (option / ext header / Geneve) and go."""
+    meta = None
+    if _carries_dsr(ctx.cfg, pkt):
+        if ctx.cfg.dispatch is DsrDispatch.GENEVE:
+            kind = DsrKind.GENEVE_OPTION
+        else:
+            kind = DsrKind.IPV6_DSTOPT if pkt.is_ipv6 else DsrKind.IPV4_OPTION
+        meta = DsrMeta(kind=kind, frontend=pkt.dst)
+    out = attrs.evolve(out, dsr=meta)
+    if ctx.cfg.dispatch is DsrDispatch.GENEVE:
+        tep = ctx.ipcache.get(out.dst.addr)
+        if tep is None:
+            return _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
+        out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))
+    return HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.DSR)
+
+
+def _dsr_extract(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
+                 ) -> tuple[NodeState, bool, Endpoint | None]:
+    """nodeport_extract_dsr_v4: is this a DSR flow, and which frontend does it carry?"""
+    rkey = egress_key(pkt.src, pkt.dst, pkt.proto)
+    if pkt.proto is Proto.TCP and not pkt.is_syn:
+        entry = st.ct.get(rkey)
+        return st, entry is not None and entry.dsr_internal, None
+    want = DsrKind.GENEVE_OPTION if hook is Hook.FROM_OVERLAY else None
+    meta = pkt.dsr
+    if meta is not None and (meta.kind is want or (want is None and meta.kind is not
+                                                   DsrKind.GENEVE_OPTION)):
+        return st, True, meta.frontend
+    if pkt.is_syn:  # a SYN without DSR info clears a stale flag (ct_update_dsr)
+        entry = st.ct.get(rkey)
+        if entry is not None and entry.dsr_internal:
+            st = attrs.evolve(st, ct=st.ct.put(rkey, attrs.evolve(entry, dsr_internal=False)))
+    return st, False, None
+
+
+def _dsr_ingress(ctx: NodeCtx, st: NodeState, pkt: Packet, frontend: Endpoint | None
+                 ) -> tuple[NodeState, DropReason | None]:
+    """nodeport_dsr_ingress_ipv4: record the frontend for the reply's reverse NAT."""
+    key = egress_key(pkt.src, pkt.dst, pkt.proto)
+    old = st.ct.get(key)
+    fresh = old is None or not old.dsr_internal
+    if not fresh and not (pkt.is_syn and frontend is not None):
+        assert old is not None
+        entry = attrs.evolve(old, lifetime=lifetime(ctx, pkt),
+                             seen_non_syn=old.seen_non_syn or not pkt.is_syn)
+        return attrs.evolve(st, ct=st.ct.put(key, entry)), None
+    if frontend is None or frontend.port == 0:
+        return st, DropReason.DROP_INVALID
+    in_ct = ctx.cfg.version is CiliumVersion.V1_20
+    entry = CtEntry(dsr_internal=True, seen_non_syn=not pkt.is_syn, lifetime=lifetime(ctx, pkt),
+                    nat_addr=frontend.addr if in_ct else None,
+                    nat_port=frontend.port if in_ct else 0)
+    st = attrs.evolve(st, ct=st.ct.put(key, entry))
+    if not in_ct:
+        nkey = dsr_snat_key(pkt.src, pkt.dst, pkt.proto)
+        st = attrs.evolve(st, snat=st.snat.put(nkey, NatEntry(
+            to_addr=frontend.addr, to_port=frontend.port, created=ctx.now)))
+    return st, None
+
+
+def _rev_dnat(st: NodeState, pkt: Packet) -> tuple[Packet, bool]:
+    """nodeport_rev_dnat_ipv4 / __lb4_rev_nat: source back to the frontend."""
+    entry = st.ct.get(egress_key(pkt.dst, pkt.src, pkt.proto))
+    if entry is None or not entry.node_port or not entry.rev_nat_index:
+        return pkt, False
+    fe = st.lb.revnat.get(entry.rev_nat_index)
+    if fe is None:
+        return pkt, False
+    return attrs.evolve(pkt, src=fe), True
+
+
+def _local(ctx: NodeCtx, st: NodeState, pkt: Packet, step: Step) -> HookResult:
+    """After nodeport: local endpoints get the packet, the node's own IP goes up the stack."""
+    if pkt.dst.addr in st.lb.local_endpoints:
+        return HookResult(verdict=Verdict.DELIVER, packet=pkt, step=step)
+    if pkt.dst.addr == ctx.ip:
+        return HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=step,
+                          reason=DropReason.PUNT_TO_STACK)
+    return HookResult(verdict=Verdict.FORWARD, packet=pkt, step=step)
+
+
+def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
+                ) -> tuple[NodeState, HookResult]:
+    """nodeport_lb4: service traffic to nodeport_svc_lb, the rest to DSR/reverse-SNAT."""
+    if pkt.proto in (Proto.TCP, Proto.UDP):
+        svc = st.lb.services.get((pkt.dst.addr, pkt.dst.port, pkt.proto))
+        if svc is not None:
+            return nodeport_svc_lb(ctx, st, svc, pkt)
+        if ctx.cfg.dsr_enabled and pkt.dst.addr in st.lb.local_endpoints:
+            st, is_dsr, frontend = _dsr_extract(ctx, st, pkt, hook)
+            if is_dsr:
+                st, err = _dsr_ingress(ctx, st, pkt, frontend)
+                if err is not None:
+                    return st, _drop(pkt, err)
+                return st, HookResult(verdict=Verdict.DELIVER, packet=pkt,
+                                      step=Step.DSR_INGRESS)
+        if ctx.cfg.nat_min <= pkt.dst.port <= ctx.cfg.nat_max_port and pkt.dst.addr == ctx.ip:
+            snat, client = snat_rev_nat(st.snat, pkt.src, pkt.dst, pkt.proto)
+            st = attrs.evolve(st, snat=snat)
+            if client is not None:
+                out = attrs.evolve(pkt, dst=client)
+                out, _ = _rev_dnat(st, out)
+                return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.REV_SNAT)
+            # DROP_NAT_NO_MAPPING inside nodeport ingress is punted to the stack.
+    return st, _local(ctx, st, pkt, Step.PASS)
+
+
+def from_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
+    """cil_from_netdev: a packet arriving on the node's native device."""
+    if pkt.outer is not None:
+        return st, _drop(pkt, DropReason.DROP_UNKNOWN_L4)
+    return nodeport_lb(ctx, st, pkt, Hook.FROM_NETDEV)
+
+
+def from_overlay(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
+    """cil_from_overlay: a decapsulated packet off the Geneve device."""
+    inner = attrs.evolve(pkt, outer=None)
+    return nodeport_lb(ctx, st, inner, Hook.FROM_OVERLAY)
+
+
+def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
+    """cil_to_netdev / nodeport_rev_dnat_fwd_ipv4: reverse DNAT for local and DSR backends."""
+    key = egress_key(pkt.dst, pkt.src, pkt.proto)
+    entry = st.ct.get(key)
+    out = pkt
+    step = Step.PASS
+    if entry is not None and entry.dsr_internal:
+        fe: Endpoint | None = None
+        if entry.nat_addr is not None and entry.nat_port:
+            fe = Endpoint(addr=entry.nat_addr, port=entry.nat_port)
+        else:
+            nat = st.snat.get(dsr_snat_key(pkt.dst, pkt.src, pkt.proto))
+            if nat is not None:
+                fe = Endpoint(addr=nat.to_addr, port=nat.to_port)
+        if fe is not None:
+            out, step = attrs.evolve(pkt, src=fe), Step.REV_DNAT
+    elif entry is not None:
+        out, changed = _rev_dnat(st, pkt)
+        step = Step.REV_DNAT if changed else Step.PASS
+    if entry is not None:
+        st = attrs.evolve(st, ct=st.ct.touch(key))
+    tep = ctx.ipcache.get(out.dst.addr)
+    if ctx.cfg.tunneling and tep is not None and tep != ctx.ip:  # to-overlay encapsulation
+        out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))
+    return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=step)
+
+
+def reply_hook(cfg: CiliumConfig) -> Hook:
+    """Where a backend's reply is reverse-translated: bpf_lxc in v1.13, to-netdev after."""
+    return Hook.FROM_CONTAINER if cfg.version is CiliumVersion.V1_13 else Hook.TO_NETDEV
+

@@ -1,0 +1,337 @@
+"""Scenario files (YAML or JSON, Helm-style keys) into a World and flows, with strict checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address, ip_address, ip_network
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import yaml
+
+from model.config import (
+    CiliumConfig,
+    CiliumVersion,
+    DsrDispatch,
+    LBMode,
+    NoBackendResponse,
+    RoutingMode,
+    TunnelProtocol,
+    validate,
+)
+from model.errors import ConfigRefused, ScenarioError
+from model.flows import FlowSpec
+from model.network import World
+from model.topology import Client, Cluster, Fabric, Node, Pod, Service, ServiceType, TrafficPolicy
+from model.topology import derive as derive_cluster
+from model.values import Endpoint, IPAddress, Proto
+
+T = TypeVar("T")
+E = TypeVar("E")
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """A loaded scenario: the static world and the flows to drive through it."""
+
+    source: str
+    world: World
+    flows: tuple[FlowSpec, ...]
+
+
+class _Reader:
+    """Walks the parsed document, naming the key path in every error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, message: str) -> ScenarioError:
+        return ScenarioError(self.source, path, message)
+
+    def mapping(self, value: Any, path: str, allowed: set[str],
+                required: set[str] = frozenset()) -> Mapping[str, Any]:  # type: ignore[assignment]
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"expected a mapping, got {type(value).__name__}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(f"{path}.{key}" if path else str(key),
+                                f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required):
+            if key not in value:
+                raise self.fail(f"{path}.{key}" if path else key, "required key is missing")
+        return value
+
+    def seq(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected a list, got {type(value).__name__}")
+        return value
+
+    def string(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, "expected a non-empty string")
+        return value
+
+    def integer(self, value: Any, path: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"expected an integer, got {value!r}")
+        if not lo <= value <= hi:
+            raise self.fail(path, f"{value} is out of range {lo}-{hi}")
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"expected true or false, got {value!r}")
+        return value
+
+    def addr(self, value: Any, path: str) -> IPAddress:
+        try:
+            return ip_address(str(value)) if isinstance(value, str) else ip_address(value)
+        except ValueError:
+            raise self.fail(path, f"{value!r} is not an IP address") from None
+
+    def enum(self, value: Any, path: str, kind: type[E]) -> E:
+        choices = [m.value for m in kind]  # type: ignore[attr-defined]
+        if value not in choices:
+            raise self.fail(path, f"{value!r} is not one of {', '.join(map(str, choices))}")
+        return kind(value)  # type: ignore[call-arg]
+
+    def opt(self, m: Mapping[str, Any], key: str, path: str, conv: Callable[[Any, str], T],
+            default: T) -> T:
+        return conv(m[key], f"{path}.{key}" if path else key) if key in m else default
+
+
+def _port(r: _Reader) -> Callable[[Any, str], int]:
+    return lambda v, p: r.integer(v, p, 1, 65535)
+
+
+def load(path: str | Path) -> Scenario:
+    """Read and check a scenario file; every problem is a one-line ScenarioError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ScenarioError(str(p), "", f"cannot read: {exc.strerror}") from None
+    try:
+        doc = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"line {line + 1}" if line is not None else ""
+        raise ScenarioError(str(p), where, "not valid YAML/JSON") from None
+    return parse(doc, str(p))
+
+
+def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
+    c = r.mapping(doc.get("cilium", {}), "cilium",
+                  {"version", "loadBalancer", "routingMode", "tunnelProtocol", "nodePort",
+                   "seed", "serviceNoBackendResponse", "bpf"})
+    lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
+    np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
+    bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "natMax"})
+    lo, hi = 30000, 32767
+    if "range" in np:
+        text = str(np["range"]).replace(",", "-")
+        parts = text.split("-")
+        if len(parts) != 2 or not all(x.strip().isdigit() for x in parts):
+            raise r.fail("cilium.nodePort.range", f"{np['range']!r} is not 'MIN-MAX'")
+        lo, hi = (int(x) for x in parts)
+        if not 1 <= lo <= hi <= 65534:
+            raise r.fail("cilium.nodePort.range", f"{np['range']!r} must satisfy "
+                         "1 <= MIN <= MAX <= 65534")
+    version = c.get("version", "1.18")
+    return CiliumConfig(
+        version=r.enum(str(version), "cilium.version", CiliumVersion),
+        mode=r.opt(lb, "mode", "cilium.loadBalancer", lambda v, p: r.enum(v, p, LBMode),
+                   LBMode.SNAT),
+        dispatch=r.opt(lb, "dsrDispatch", "cilium.loadBalancer",
+                       lambda v, p: r.enum(v, p, DsrDispatch), DsrDispatch.OPT),
+        routing=r.opt(c, "routingMode", "cilium", lambda v, p: r.enum(v, p, RoutingMode),
+                      RoutingMode.NATIVE),
+        tunnel=r.opt(c, "tunnelProtocol", "cilium", lambda v, p: r.enum(v, p, TunnelProtocol),
+                     TunnelProtocol.VXLAN),
+        no_backend_response=r.opt(c, "serviceNoBackendResponse", "cilium",
+                                  lambda v, p: r.enum(v, p, NoBackendResponse),
+                                  NoBackendResponse.REJECT),
+        nodeport_min=lo, nodeport_max=hi,
+        seed=r.opt(c, "seed", "cilium", lambda v, p: r.integer(v, p, 0, 2**63), 0),
+        ct_max=r.opt(bpf, "ctTcpMax", "cilium.bpf", lambda v, p: r.integer(v, p, 1, 2**26),
+                     524288),
+        nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
+                      524288))
+
+
+def _named(r: _Reader, doc: Mapping[str, Any], key: str, fields: set[str],
+           required: set[str]) -> list[tuple[str, Mapping[str, Any]]]:
+    out, seen = [], set()
+    for i, item in enumerate(r.seq(doc.get(key, []), key)):
+        path = f"{key}[{i}]"
+        m = r.mapping(item, path, fields, required)
+        name = r.string(m["name"], f"{path}.name")
+        if name in seen:
+            raise r.fail(f"{path}.name", f"duplicate name {name!r}")
+        seen.add(name)
+        out.append((path, m))
+    return out
+
+
+def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod],
+             cfg: CiliumConfig) -> Service:
+    stype = r.enum(m["type"], f"{path}.type", ServiceType)
+    proto_name = m.get("protocol", "TCP")
+    if proto_name not in ("TCP", "UDP"):
+        raise r.fail(f"{path}.protocol", f"{proto_name!r} is not one of TCP, UDP")
+    proto = Proto[proto_name]
+    node_port = r.opt(m, "nodePort", path, _port(r), None)
+    if node_port is not None and not cfg.nodeport_min <= node_port <= cfg.nodeport_max:
+        raise r.fail(f"{path}.nodePort", f"{node_port} is outside nodePort.range "
+                     f"{cfg.nodeport_min}-{cfg.nodeport_max}")
+    if stype in (ServiceType.NODEPORT, ServiceType.LOADBALANCER) and node_port is None:
+        raise r.fail(f"{path}.nodePort", f"required for type {stype.value}")
+    lb_ip = r.opt(m, "loadBalancerIP", path, r.addr, None)
+    if stype is ServiceType.LOADBALANCER and lb_ip is None:
+        raise r.fail(f"{path}.loadBalancerIP", "required for type LoadBalancer")
+    if stype is not ServiceType.LOADBALANCER and lb_ip is not None:
+        raise r.fail(f"{path}.loadBalancerIP", "only for type LoadBalancer")
+    ext = tuple(r.addr(a, f"{path}.externalIPs[{i}]")
+                for i, a in enumerate(r.seq(m.get("externalIPs", []), f"{path}.externalIPs")))
+    if stype is ServiceType.EXTERNALIP and not ext:
+        raise r.fail(f"{path}.externalIPs", "type ExternalIP needs at least one address")
+    backends = tuple(r.string(b, f"{path}.backends[{i}]")
+                     for i, b in enumerate(r.seq(m.get("backends", []), f"{path}.backends")))
+    for i, b in enumerate(backends):
+        if b not in pods:
+            raise r.fail(f"{path}.backends[{i}]", f"unknown pod {b!r}")
+    ranges = []
+    for i, text in enumerate(r.seq(m.get("loadBalancerSourceRanges", []),
+                                   f"{path}.loadBalancerSourceRanges")):
+        try:
+            ranges.append(ip_network(str(text), strict=False))
+        except ValueError:
+            raise r.fail(f"{path}.loadBalancerSourceRanges[{i}]",
+                         f"{text!r} is not a CIDR") from None
+    return Service(
+        name=m["name"], type=stype, proto=proto, port=_port(r)(m["port"], f"{path}.port"),
+        target_port=_port(r)(m["targetPort"], f"{path}.targetPort"), node_port=node_port,
+        load_balancer_ip=lb_ip, external_ips=ext,
+        cluster_ip=r.opt(m, "clusterIP", path, r.addr, None),
+        etp=r.opt(m, "externalTrafficPolicy", path,
+                  lambda v, p: r.enum(v, p, TrafficPolicy), TrafficPolicy.CLUSTER),
+        backends=backends, source_ranges=tuple(ranges))
+
+
+def parse(doc: Any, source: str = "<scenario>") -> Scenario:
+    """Check a parsed document and build the World and flows it describes."""
+    r = _Reader(source)
+    top = r.mapping(doc, "", {"cilium", "fabric", "nodes", "pods", "services", "clients",
+                              "flows"}, {"nodes", "services", "flows"})
+    cfg = _cilium(r, top)
+    fab = r.mapping(top.get("fabric", {}), "fabric", {"dropsIPOptions", "sourceDestCheck"})
+    fabric = Fabric.NONE
+    if r.opt(fab, "dropsIPOptions", "fabric", r.boolean, False):
+        fabric |= Fabric.DROPS_IP_OPTIONS
+    if r.opt(fab, "sourceDestCheck", "fabric", r.boolean, False):
+        fabric |= Fabric.SOURCE_DEST_CHECK
+    addrs: dict[IPAddress, str] = {}
+
+    def own(a: IPAddress, path: str) -> IPAddress:
+        if a in addrs:
+            raise r.fail(path, f"address {a} is already used by {addrs[a]}")
+        addrs[a] = path
+        return a
+
+    nodes = tuple(Node(name=m["name"], ip=own(r.addr(m.get("ip"), f"{p}.ip"), f"{p}.ip"))
+                  for p, m in _named(r, top, "nodes", {"name", "ip"}, {"name", "ip"}))
+    if not nodes:
+        raise r.fail("nodes", "at least one node is required")
+    node_names = {n.name for n in nodes}
+    pods = []
+    for p, m in _named(r, top, "pods", {"name", "node", "ip"}, {"name", "node", "ip"}):
+        if m["node"] not in node_names:
+            raise r.fail(f"{p}.node", f"unknown node {m['node']!r}")
+        pods.append(Pod(name=m["name"], node=m["node"], ip=own(r.addr(m["ip"], f"{p}.ip"),
+                                                                f"{p}.ip")))
+    pod_map = {pd.name: pd for pd in pods}
+    clients = tuple(Client(name=m["name"], ip=own(r.addr(m["ip"], f"{p}.ip"), f"{p}.ip"))
+                    for p, m in _named(r, top, "clients", {"name", "ip"}, {"name", "ip"}))
+    services = tuple(_service(r, p, m, pod_map, cfg) for p, m in _named(
+        r, top, "services",
+        {"name", "type", "protocol", "port", "targetPort", "nodePort", "loadBalancerIP",
+         "externalIPs", "externalTrafficPolicy", "backends", "clusterIP",
+         "loadBalancerSourceRanges"},
+        {"name", "type", "port", "targetPort"}))
+    family = type(nodes[0].ip)
+    hosts: list[tuple[str, list[Node] | list[Pod] | list[Client]]] = [
+        ("nodes", list(nodes)), ("pods", pods), ("clients", list(clients))]
+    for what, items in hosts:
+        for i, item in enumerate(items):
+            if type(item.ip) is not family:
+                raise r.fail(f"{what}[{i}].ip", f"mixed address families: {item.ip} is not "
+                             f"{'IPv4' if family is IPv4Address else 'IPv6'} like nodes[0]")
+    for i, s in enumerate(services):
+        for a in (s.load_balancer_ip, *s.external_ips, s.cluster_ip):
+            if a is not None and type(a) is not family:
+                raise r.fail(f"services[{i}]", f"mixed address families: {a}")
+    try:
+        validate(cfg)
+    except ConfigRefused as exc:
+        raise ConfigRefused(f"{source}: cilium: configuration refused by the agent: {exc}"
+                            ) from None
+    cluster = derive_cluster(Cluster(nodes=nodes, pods=tuple(pods), clients=clients,
+                                     services=services, fabric=fabric))
+    flows, announced = _flows(r, top, cluster)
+    return Scenario(source=source, flows=flows,
+                    world=World(cluster=cluster, cfg=cfg, announced=announced))
+
+
+def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
+           ) -> tuple[tuple[FlowSpec, ...], dict[IPAddress, frozenset[str]]]:
+    clients = {c.name: c for c in cluster.clients}
+    services = {s.name: s for s in cluster.services}
+    nodes = {n.name: n for n in cluster.nodes}
+    announced: dict[IPAddress, set[str]] = {}
+    flows = []
+    for p, m in _named(r, top, "flows",
+                       {"name", "client", "sourcePort", "to", "packets", "backend"},
+                       {"name", "client", "sourcePort", "to"}):
+        if m["client"] not in clients:
+            raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
+        client = clients[m["client"]]
+        to = r.mapping(m["to"], f"{p}.to", {"node", "service", "address", "port", "via"})
+        via: str | None = None
+        if "service" in to:
+            r.mapping(to, f"{p}.to", {"node", "service"}, {"node", "service"})
+            if to["service"] not in services:
+                raise r.fail(f"{p}.to.service", f"unknown service {to['service']!r}")
+            if to["node"] not in nodes:
+                raise r.fail(f"{p}.to.node", f"unknown node {to['node']!r}")
+            svc = services[to["service"]]
+            if svc.node_port is None:
+                raise r.fail(f"{p}.to.service", f"service {svc.name!r} has no nodePort")
+            frontend = Endpoint(addr=nodes[to["node"]].ip, port=svc.node_port)
+            via = to["node"]
+        else:
+            r.mapping(to, f"{p}.to", {"address", "port", "via"}, {"address", "port", "via"})
+            addr = r.addr(to["address"], f"{p}.to.address")
+            frontend = Endpoint(addr=addr, port=_port(r)(to["port"], f"{p}.to.port"))
+            if to["via"] not in nodes:
+                raise r.fail(f"{p}.to.via", f"unknown node {to['via']!r}")
+            via = to["via"]
+            matches = [f for f in cluster.frontends if f.addr == frontend]
+            if not matches:
+                raise r.fail(f"{p}.to", f"no service frontend at {frontend}")
+            svc = services[matches[0].service]
+            if cluster.owner_of(addr) is None:
+                announced.setdefault(addr, set()).add(via)
+        if type(frontend.addr) is not type(client.ip):
+            raise r.fail(f"{p}.to", "mixed address families between client and frontend")
+        backend = r.opt(m, "backend", p, r.string, None)
+        if backend is not None and backend not in svc.backends:
+            raise r.fail(f"{p}.backend", f"{backend!r} is not a backend of {svc.name!r}")
+        flows.append(FlowSpec(
+            name=m["name"], client=client.name, service=svc.name, via=via, backend=backend,
+            source=Endpoint(addr=client.ip, port=_port(r)(m["sourcePort"], f"{p}.sourcePort")),
+            frontend=frontend, proto=svc.proto,
+            packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3)))
+    return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
+

@@ -1,0 +1,144 @@
+"""Immutable packet-level values shared by every model layer."""
+
+from __future__ import annotations
+
+import enum
+from ipaddress import IPv4Address, IPv6Address
+
+import attrs
+
+IPAddress = IPv4Address | IPv6Address
+
+# Cilium's security identity for world traffic, carried in the Geneve VNI (WORLD_ID).
+WORLD_ID = 2
+WORLD_IPV6_ID = 9
+# Geneve UDP port used by Cilium's tunnel device.
+GENEVE_PORT = 6081
+# DSR option constants (bpf/lib/nodeport.h, bpf/lib/tunnel.h).
+DSR_IPV4_OPT_TYPE = 0x9A
+DSR_IPV6_OPT_TYPE = 0x1B
+DSR_GENEVE_OPT_CLASS = 0x014B
+DSR_GENEVE_OPT_TYPE = 0x81
+
+
+class Proto(enum.IntEnum):
+    """L4 protocol numbers as they appear in the IP header's nexthdr."""
+
+    ICMP = 1
+    TCP = 6
+    UDP = 17
+    ICMPV6 = 58
+
+
+class TcpFlags(enum.IntFlag):
+    """TCP header flag bits, as Cilium reads them for CT and DSR decisions."""
+
+    NONE = 0
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+
+    def letters(self) -> str:
+        """Render in the scapy style users know (S, SA, A, FA)."""
+        out = ""
+        for bit, ch in ((TcpFlags.FIN, "F"), (TcpFlags.SYN, "S"), (TcpFlags.RST, "R"),
+                        (TcpFlags.PSH, "P"), (TcpFlags.ACK, "A")):
+            if self & bit:
+                out += ch
+        return out
+
+    @classmethod
+    def parse(cls, text: str) -> TcpFlags:
+        """Inverse of letters(); unknown letters raise ValueError."""
+        table = {"F": cls.FIN, "S": cls.SYN, "R": cls.RST, "P": cls.PSH, "A": cls.ACK}
+        flags = cls.NONE
+        for ch in text:
+            flags |= table[ch]
+        return flags
+
+
+class DsrKind(enum.Enum):
+    """Where the frontend travels on a DSR packet (loadBalancer.dsrDispatch encodings)."""
+
+    IPV4_OPTION = "ipv4-option"
+    IPV6_DSTOPT = "ipv6-dstopt"
+    GENEVE_OPTION = "geneve-option"
+
+
+class IcmpKind(enum.Enum):
+    """The ICMP errors the NodePort path itself generates."""
+
+    PORT_UNREACHABLE = "port-unreachable"
+
+
+@attrs.frozen(kw_only=True, order=True)
+class Endpoint:
+    """An L3 address plus an L4 port, the unit every NAT rewrites."""
+
+    addr: IPAddress
+    port: int = attrs.field(validator=attrs.validators.and_(
+        attrs.validators.ge(0), attrs.validators.le(65535)))
+
+    def __str__(self) -> str:
+        if isinstance(self.addr, IPv6Address):
+            return f"[{self.addr}]:{self.port}"
+        return f"{self.addr}:{self.port}"
+
+
+@attrs.frozen(kw_only=True)
+class DsrMeta:
+    """The service frontend carried to the backend's node (dsr_opt_v4 / dsr_opt_v6 / Geneve)."""
+
+    kind: DsrKind
+    frontend: Endpoint
+
+
+@attrs.frozen(kw_only=True)
+class Outer:
+    """Outer Geneve/UDP header added by encapsulation towards a tunnel endpoint."""
+
+    src: IPAddress
+    dst: IPAddress
+    vni: int = WORLD_ID
+
+
+@attrs.frozen(kw_only=True)
+class Packet:
+    """An L3/L4 packet as the model sees it: tuple, flags, DSR metadata, encapsulation."""
+
+    src: Endpoint
+    dst: Endpoint
+    proto: Proto
+    flags: TcpFlags = TcpFlags.NONE
+    dsr: DsrMeta | None = None
+    outer: Outer | None = None
+    icmp: IcmpKind | None = None
+
+    @property
+    def is_syn(self) -> bool:
+        """True for a TCP packet with SYN set (Cilium's DSR option trigger)."""
+        return self.proto is Proto.TCP and bool(self.flags & TcpFlags.SYN)
+
+    @property
+    def is_ipv6(self) -> bool:
+        """Address family of the inner packet."""
+        return isinstance(self.dst.addr, IPv6Address)
+
+    def key(self) -> FlowKey:
+        """The 5-tuple of this packet in packet order."""
+        return FlowKey(src=self.src, dst=self.dst, proto=self.proto)
+
+
+@attrs.frozen(kw_only=True, order=True)
+class FlowKey:
+    """A 5-tuple in packet order (src, dst, proto); reversed() gives the reply's."""
+
+    src: Endpoint
+    dst: Endpoint
+    proto: Proto
+
+    def reversed(self) -> FlowKey:
+        """The tuple a reply to this packet carries."""
+        return FlowKey(src=self.dst, dst=self.src, proto=self.proto)

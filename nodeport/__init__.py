@@ -1,0 +1,1 @@
+"""The `nodeport` command-line tool."""

@@ -1,0 +1,1 @@
+"""z3 proofs of the NodePort invariants."""
