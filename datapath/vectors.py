@@ -1,0 +1,327 @@
+"""Golden-vector runner: YAML node setup + hook steps + expected bytes/fields/map entries."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import yaml
+
+from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
+from datapath.drop import DropReason, Verdict
+from datapath.errors import ConfigError, VectorFileError
+from datapath.host import HOOKS, HookResult, make_node
+from datapath.maps import CtTuple, NodeMaps
+from datapath.packet import PROTO_NAMES, ip_bytes, ip_text
+from datapath.spec import SpecError, build_packet, describe
+
+
+class Datapath(Protocol):
+    """What the runner needs from a datapath: run hooks and expose readable maps."""
+
+    maps: NodeMaps
+
+    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
+            ) -> HookResult: ...
+
+    def advance(self, seconds: int) -> None: ...
+
+    def gc(self) -> int: ...
+
+
+DatapathFactory = Callable[[NodeConfig, frozenset[str]], Datapath]
+
+
+@attrs.frozen(slots=True)
+class VectorReport:
+    """Outcome of one vector file: which steps ran and every field that differed."""
+
+    path: str
+    source: str
+    steps: int
+    failures: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every expectation held."""
+        return not self.failures
+
+    def format(self) -> str:
+        """Human-readable summary with a field-by-field diff."""
+        head = f"{'PASS' if self.ok else 'FAIL'} {self.path} ({self.steps} steps; {self.source})"
+        return "\n".join([head, *(f"  {f}" for f in self.failures)])
+
+
+def _need(d: Any, key: str, path: str, kp: str) -> Any:
+    if not isinstance(d, Mapping) or key not in d:
+        raise VectorFileError(path, f"{kp}.{key}" if kp else key, "missing required key")
+    return d[key]
+
+
+def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
+    node = doc.get("node", {})
+    if not isinstance(node, Mapping):
+        raise VectorFileError(path, "node", "must be a mapping")
+    try:
+        services = tuple(
+            ServiceConfig(frontend=str(_need(s, "frontend", path, f"services[{i}]")),
+                          port=int(_need(s, "port", path, f"services[{i}]")),
+                          rev_nat_index=int(_need(s, "rev_nat_index", path, f"services[{i}]")),
+                          backends=tuple(int(b) for b in s.get("backends", [])),
+                          proto=str(s.get("proto", "tcp")), kind=s.get("kind", "loadbalancer"),
+                          ext_traffic_local=bool(s.get("ext_traffic_local", False)),
+                          fwd_mode=s.get("fwd_mode"),
+                          source_ranges=tuple(s.get("source_ranges", [])),
+                          source_range_deny=bool(s.get("source_range_deny", False)),
+                          routable=s.get("routable"))
+            for i, s in enumerate(doc.get("services", []) or []))
+        backends = tuple(
+            BackendConfig(id=int(_need(b, "id", path, f"backends[{i}]")),
+                          address=str(_need(b, "address", path, f"backends[{i}]")),
+                          port=int(b.get("port", 0)), proto=str(b.get("proto", "tcp")),
+                          state=b.get("state", "active"))
+            for i, b in enumerate(doc.get("backends", []) or []))
+        endpoints = tuple(
+            EndpointConfig(address=str(_need(e, "address", path, f"endpoints[{i}]")),
+                           ifindex=int(e.get("ifindex", 25)), ep_id=int(e.get("ep_id", 127)))
+            for i, e in enumerate(doc.get("endpoints", []) or []))
+        teps = tuple((str(k), str(v)) for k, v in (doc.get("tunnel_endpoints") or {}).items())
+        for s in services:
+            for a in (s.frontend,):
+                ip_bytes(a)
+            if s.proto not in PROTO_NAMES:
+                raise VectorFileError(path, "services.proto", f"unknown protocol {s.proto!r}")
+        for b in backends:
+            ip_bytes(b.address)
+        cfg = NodeConfig(
+            name=str(node.get("name", "node")), ipv4=node.get("ipv4", "10.0.10.1"),
+            ipv6=node.get("ipv6"), mode=node.get("mode", "snat"),
+            dispatch=node.get("dispatch", "opt"),
+            host_routing=node.get("host_routing", "bpf"), services=services,
+            backends=backends, endpoints=endpoints, tunnel_endpoints=teps,
+            nat_min=int(node.get("nat_min", 32768)), nat_max=int(node.get("nat_max", 65535)),
+            ct_capacity=int(node.get("ct_capacity", 65536)),
+            nat_capacity=int(node.get("nat_capacity", 65536)),
+            seed=int(node.get("seed", 0)), selection=node.get("selection", "random"),
+            faults=frozenset(node.get("faults", []) or []))
+    except (TypeError, ValueError, AttributeError, OSError) as e:
+        if isinstance(e, VectorFileError):
+            raise
+        raise VectorFileError(path, "node/services/backends", str(e)) from None
+    if cfg.mode not in ("snat", "dsr", "hybrid"):
+        raise VectorFileError(path, "node.mode", f"unknown mode {cfg.mode!r}")
+    if cfg.dispatch not in ("opt", "geneve"):
+        raise VectorFileError(path, "node.dispatch", f"unknown dispatch {cfg.dispatch!r}")
+    return cfg
+
+
+def load_vector_file(path: str | Path) -> dict[str, Any]:
+    """Read and structurally check a vector file."""
+    p = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise VectorFileError(p, "<file>", f"cannot read: {e.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise VectorFileError(p, "<yaml>", str(e).splitlines()[0]) from None
+    if not isinstance(doc, dict):
+        raise VectorFileError(p, "<root>", "must be a mapping")
+    if not isinstance(doc.get("source"), str):
+        raise VectorFileError(p, "source", "missing required key (cite the Cilium test)")
+    steps = doc.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise VectorFileError(p, "steps", "must be a non-empty list")
+    for i, st in enumerate(steps):
+        if not isinstance(st, dict):
+            raise VectorFileError(p, f"steps[{i}]", "must be a mapping")
+        acts = [k for k in ("hook", "advance", "gc", "delete") if k in st]
+        if len(acts) != 1:
+            raise VectorFileError(p, f"steps[{i}]", "needs exactly one of hook/advance/gc/delete")
+        if "hook" in st:
+            if st["hook"] not in HOOKS:
+                raise VectorFileError(p, f"steps[{i}].hook", f"unknown hook {st['hook']!r}")
+            if not isinstance(st.get("packet"), dict):
+                raise VectorFileError(p, f"steps[{i}].packet", "missing required mapping")
+    return doc
+
+
+def _subst(v: Any, caps: Mapping[str, Any]) -> Any:
+    if isinstance(v, str) and v.startswith("$"):
+        return caps.get(v[1:], v)
+    if isinstance(v, dict):
+        return {k: _subst(x, caps) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_subst(x, caps) for x in v]
+    return v
+
+
+def _match(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, dict) and "range" in expected:
+        lo, hi = expected["range"]
+        return isinstance(actual, int) and lo <= actual <= hi
+    if isinstance(expected, dict) and "not" in expected:
+        return not _match(expected["not"], actual)
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return bool(expected) == bool(actual)
+    return bool(expected == actual)
+
+
+def _ct_key(d: Mapping[str, Any]) -> CtTuple:
+    proto = d.get("nexthdr", 6)
+    return CtTuple(ip_bytes(str(d["daddr"])), ip_bytes(str(d["saddr"])), int(d["dport"]),
+                   int(d["sport"]), PROTO_NAMES[proto] if isinstance(proto, str) else int(proto),
+                   int(d.get("flags", 0)))
+
+
+def _check_maps(dp: Datapath, exp: list[Any], caps: Mapping[str, Any], where: str, path: str
+                ) -> list[str]:
+    fails = []
+    for j, e in enumerate(exp):
+        e = _subst(e, caps)
+        kp = f"{where}.maps[{j}]"
+        try:
+            m = dp.maps.by_name(str(_need(e, "map", path, kp)))
+        except KeyError:
+            raise VectorFileError(path, f"{kp}.map", f"unknown map {e['map']!r}") from None
+        if "count" in e:
+            if len(m) != int(e["count"]):
+                fails.append(f"{kp} {m.name}: count expected {e['count']} got {len(m)}")
+            continue
+        try:
+            key = _ct_key(_need(e, "key", path, kp))
+        except (KeyError, ValueError, OSError) as err:
+            raise VectorFileError(path, f"{kp}.key", f"bad key: {err}") from None
+        val = m._d.get(key)
+        if e.get("absent"):
+            if val is not None:
+                fails.append(f"{kp} {m.name}: expected no entry for {e['key']}")
+            continue
+        if val is None:
+            fails.append(f"{kp} {m.name}: missing entry {e['key']}")
+            continue
+        vd = attrs.asdict(val, recurse=False)
+        for f, want in (e.get("entry") or {}).items():
+            got = vd.get(f)
+            if isinstance(got, bytes):
+                got = ip_text(got) if got else ""
+            if f not in vd or not _match(want, got):
+                fails.append(f"{kp} {m.name}[{e['key']}].{f}: expected {want!r} got {got!r}")
+    return fails
+
+
+def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
+                  ) -> list[str]:
+    fails = []
+    if "verdict" in exp:
+        try:
+            want_v = Verdict[str(exp["verdict"])]
+        except KeyError:
+            raise VectorFileError(path, f"{where}.verdict", f"unknown {exp['verdict']!r}") from None
+        if res.verdict != want_v:
+            fails.append(f"{where}.verdict: expected {want_v.name} got {res.verdict.name}"
+                         f" (drop_reason={res.drop_reason.name if res.drop_reason else None})")
+    if "drop_reason" in exp:
+        want = exp["drop_reason"]
+        try:
+            want_r = None if want is None else DropReason.parse(want)
+        except (KeyError, ValueError):
+            raise VectorFileError(path, f"{where}.drop_reason", f"unknown {want!r}") from None
+        if res.drop_reason != want_r:
+            got = res.drop_reason.name if res.drop_reason else None
+            fails.append(f"{where}.drop_reason: expected {want} got {got}")
+    if "target" in exp and res.target != exp["target"]:
+        fails.append(f"{where}.target: expected {exp['target']!r} got {res.target!r}")
+    if "hex" in exp:
+        want_b = bytes.fromhex(str(exp["hex"]).replace(" ", ""))
+        if res.packet != want_b:
+            fails.extend(_byte_diff(want_b, res.packet, where))
+    fields = exp.get("fields") or {}
+    if fields:
+        got_f = describe(res.packet)
+        for k, want in fields.items():
+            if k not in got_f or not _match(want, got_f[k]):
+                fails.append(f"{where}.fields.{k}: expected {want!r} got {got_f.get(k)!r}")
+    return fails
+
+
+def _byte_diff(want: bytes, got: bytes, where: str) -> list[str]:
+    out = [f"{where}.hex: {len(want)} bytes expected, {len(got)} bytes got"]
+    dw, dg = describe(want), describe(got)
+    for k in sorted(set(dw) | set(dg)):
+        if dw.get(k) != dg.get(k):
+            out.append(f"  field {k}: expected {dw.get(k)!r} got {dg.get(k)!r}")
+    for i in range(min(len(want), len(got))):
+        if want[i] != got[i]:
+            out.append(f"  first differing byte at offset {i}: {want[i]:02x} != {got[i]:02x}")
+            break
+    return out
+
+
+def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None = None,
+                    faults: frozenset[str] = frozenset()) -> VectorReport:
+    """Run one vector file against a fresh datapath; malformed files raise VectorFileError."""
+    p = str(path)
+    doc = load_vector_file(path)
+    try:
+        cfg = _build_config(doc, p)
+        factory: DatapathFactory = datapath_factory or make_node
+        dp = factory(cfg, frozenset(faults))
+    except ConfigError as e:
+        raise VectorFileError(p, "services", str(e)) from None
+    caps: dict[str, Any] = {}
+    fails: list[str] = []
+    for i, st in enumerate(doc["steps"]):
+        where = f"steps[{i}]" + (f"({st['name']})" if "name" in st else "")
+        if "advance" in st:
+            dp.advance(int(st["advance"]))
+            continue
+        if "gc" in st:
+            dp.gc()
+            continue
+        if "delete" in st:
+            d = _subst(st["delete"], caps)
+            try:
+                m = dp.maps.by_name(str(_need(d, "map", p, f"steps[{i}].delete")))
+                m.delete(_ct_key(_need(d, "key", p, f"steps[{i}].delete")))
+            except (KeyError, ValueError, OSError) as e:
+                raise VectorFileError(p, f"steps[{i}].delete", f"bad map/key: {e}") from None
+            continue
+        try:
+            pkt = build_packet(_subst(st["packet"], caps))
+        except SpecError as e:
+            raise VectorFileError(p, f"steps[{i}].packet.{e.key}", str(e)) from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise VectorFileError(p, f"steps[{i}].packet", f"bad packet spec: {e}") from None
+        if "input_hex" in st and pkt.hex() != str(st["input_hex"]).replace(" ", ""):
+            fails.append(f"{where}.input_hex: packet spec builds {pkt.hex()}")
+        backend = st.get("backend")
+        res = dp.run(st["hook"], pkt, int(backend) if backend is not None else None)
+        exp = st.get("expect") or {}
+        if not isinstance(exp, dict):
+            raise VectorFileError(p, f"steps[{i}].expect", "must be a mapping")
+        fails.extend(_check_result(res, _subst(exp, caps), where, p))
+        if "maps" in exp:
+            fails.extend(_check_maps(dp, list(exp["maps"]), caps, where, p))
+        for name, field in (st.get("capture") or {}).items():
+            caps[str(name)] = describe(res.packet).get(str(field))
+    return VectorReport(p, str(doc["source"]), len(doc["steps"]), tuple(fails))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone runner: python -m datapath.vectors FILE..."""
+    args = sys.argv[1:] if argv is None else argv
+    rc = 0
+    for f in args:
+        rep = run_vector_file(f)
+        print(rep.format())
+        rc |= 0 if rep.ok else 1
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
