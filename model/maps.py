@@ -137,6 +137,7 @@ class ServiceEntry:
     etp_local: bool
     dsr: bool  # SVC_FLAG_FWD_MODE_DSR: this frontend takes the DSR path
     source_ranges: tuple[object, ...] = ()
+    all_backends: tuple[int, ...] = ()  # the service's backends on every node (agent view)
 
     @property
     def count(self) -> int:

@@ -10,6 +10,7 @@ import attrs
 
 from model.config import CiliumConfig, CiliumVersion, LBMode
 from model.drops import DropReason
+from model.faults import ModelFault
 from model.maps import LbMaps, LruMap, NodeState, ServiceEntry, ServiceKey
 from model.nodeport import (
     Hook,
@@ -76,6 +77,7 @@ class World:
     cluster: Cluster
     cfg: CiliumConfig
     announced: Mapping[IPAddress, frozenset[str]] = attrs.field(factory=dict)
+    faults: frozenset[ModelFault] = frozenset()
 
     def ipcache(self) -> Mapping[IPAddress, IPAddress]:
         """cilium_ipcache's tunnel endpoints: pod and node IPs to their node's IP."""
@@ -115,7 +117,7 @@ def lb_maps(world: World, node: str) -> LbMaps:
         services[(fe.addr.addr, fe.addr.port, fe.proto)] = ServiceEntry(
             rev_nat_index=fe.rev_nat_index, backend_slots=fe.backends_for(node, c.backends),
             routable=fe.routable, etp_local=fe.etp_local, dsr=uses_dsr(world.cfg, fe.proto),
-            source_ranges=fe.source_ranges)
+            source_ranges=fe.source_ranges, all_backends=fe.backend_ids)
         revnat[fe.rev_nat_index] = fe.addr
     return LbMaps(services=services, revnat=revnat,
                   backends={bid: b.addr for bid, b in c.backends.items()},
@@ -132,7 +134,7 @@ def initial_state(world: World) -> ClusterState:
 
 def _ctx(world: World, state: ClusterState, node: str, pinned: IPAddress | None) -> NodeCtx:
     return NodeCtx(cfg=world.cfg, name=node, ip=world.cluster.node(node).ip,
-                   ipcache=world.ipcache(), now=state.now, pinned=pinned)
+                   ipcache=world.ipcache(), now=state.now, pinned=pinned, faults=world.faults)
 
 
 def _set(state: ClusterState, node: str, st: NodeState) -> ClusterState:

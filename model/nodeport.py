@@ -9,6 +9,7 @@ import attrs
 
 from model.config import CiliumConfig, CiliumVersion, DsrDispatch
 from model.drops import DropReason
+from model.faults import ModelFault
 from model.maps import CtEntry, CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
 from model.snat import prandom, snat_nat, snat_rev_nat
 from model.values import DsrKind, DsrMeta, Endpoint, IcmpKind, IPAddress, Outer, Packet, Proto
@@ -66,6 +67,11 @@ class NodeCtx:
     ipcache: Mapping[IPAddress, IPAddress]  # pod/node IP -> tunnel endpoint (a node's IP)
     now: int = 0
     pinned: IPAddress | None = None  # scenario's backend pin, honoured on CT_NEW
+    faults: frozenset[ModelFault] = frozenset()
+
+    def has(self, fault: ModelFault) -> bool:
+        """Whether a seeded fault is switched on for this run."""
+        return fault in self.faults
 
 
 @attrs.frozen(kw_only=True)
@@ -116,22 +122,24 @@ def _in_ranges(addr: IPAddress, ranges: tuple[object, ...]) -> bool:
 
 
 def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
-              ) -> tuple[NodeState, int | None]:
+              ) -> tuple[NodeState, int | None, bool]:
     """lb4_local: CT_SERVICE lookup, then keep, reselect or pick a backend (random)."""
     key = ct_tuple(pkt, TupleFlags.SERVICE)
     entry = st.ct.get(key)
-    if (entry is not None and entry.rev_nat_index == svc.rev_nat_index
+    if (entry is not None and not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE)
+            and entry.rev_nat_index == svc.rev_nat_index
             and entry.backend_id in st.lb.backends and entry.backend_id in svc.backend_slots):
         ct = st.ct.put(key, attrs.evolve(entry, lifetime=lifetime(ctx, pkt, True)))
-        return attrs.evolve(st, ct=ct), entry.backend_id
+        return attrs.evolve(st, ct=ct), entry.backend_id, False
     if svc.count == 0:
-        return st, None
+        return st, None, False
     slots = svc.backend_slots
     pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
-    bid = pinned[0] if pinned else slots[prandom(ctx.cfg.seed, "lb", ctx.name, key) % len(slots)]
+    rand = prandom(ctx.cfg.seed, "lb", ctx.name, key, ctx.now)
+    bid = pinned[0] if pinned else slots[rand % len(slots)]
     new = CtEntry(backend_id=bid, rev_nat_index=svc.rev_nat_index,
                   lifetime=lifetime(ctx, pkt, True))
-    return attrs.evolve(st, ct=st.ct.put(key, new)), bid
+    return attrs.evolve(st, ct=st.ct.put(key, new)), bid, entry is None
 
 
 def _nodeport_ct_egress(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, client: Endpoint,
@@ -148,13 +156,13 @@ def _nodeport_ct_egress(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, client: 
     return attrs.evolve(st, ct=st.ct.put(key, entry))
 
 
-def _carries_dsr(cfg: CiliumConfig, pkt: Packet) -> bool:
+def _carries_dsr(ctx: NodeCtx, pkt: Packet, first: bool) -> bool:
     """DSR info goes on TCP SYNs and every other packet (v1.13 IPv6: every packet)."""
     if pkt.proto is not Proto.TCP:
+        return first or not ctx.has(ModelFault.DSR_UDP_FIRST_ONLY)
+    if ctx.cfg.version is CiliumVersion.V1_13 and pkt.is_ipv6:
         return True
-    if cfg.version is CiliumVersion.V1_13 and pkt.is_ipv6:
-        return True
-    return pkt.is_syn
+    return pkt.is_syn and not ctx.has(ModelFault.DSR_NO_OPT_ON_SYN)
 
 
 def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
@@ -164,7 +172,9 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         return st, _drop(pkt, DropReason.DROP_NOT_IN_SRC_RANGE)
     if not svc.routable:
         return st, _drop(pkt, DropReason.DROP_IS_CLUSTER_IP)
-    st, bid = lb_select(ctx, st, svc, pkt)
+    if ctx.has(ModelFault.ETP_LOCAL_FORWARDS_REMOTE) and svc.etp_local:
+        svc = attrs.evolve(svc, backend_slots=svc.all_backends)
+    st, bid, first = lb_select(ctx, st, svc, pkt)
     if bid is None:
         if ctx.cfg.reject_no_backend:
             icmp = Packet(src=Endpoint(addr=pkt.dst.addr, port=0),
@@ -176,18 +186,24 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         return st, _drop(pkt, DropReason.DROP_NO_SERVICE)
     backend = st.lb.backends[bid]
     client = pkt.src
+    if ctx.has(ModelFault.DNAT_KEEPS_FRONTEND_PORT):
+        backend = attrs.evolve(backend, port=pkt.dst.port)
     out = attrs.evolve(pkt, dst=backend)
     if backend.addr in st.lb.local_endpoints:
         st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
         return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=Step.DNAT)
-    if svc.dsr:
-        return st, _dsr_forward(ctx, pkt, out)
+    if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
+        if ctx.has(ModelFault.DSR_ALSO_SNATS):
+            out = attrs.evolve(out, src=Endpoint(addr=ctx.ip, port=client.port))
+        return st, _dsr_forward(ctx, pkt, out, first)
     st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
-    res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, ctx.ip, ctx.now, ctx.name)
+    res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, ctx.ip, ctx.now, ctx.name,
+                   ctx.faults)
     st = attrs.evolve(st, snat=res.snat)
     if res.nat is None:
         return st, _drop(pkt, DropReason.DROP_NAT_NO_MAPPING)
-    out = attrs.evolve(out, src=res.nat)
+    if not ctx.has(ModelFault.SNAT_SKIPPED):
+        out = attrs.evolve(out, src=res.nat)
     if ctx.cfg.tunneling:
         tep = ctx.ipcache.get(backend.addr)
         if tep is None:
@@ -196,10 +212,10 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.SNAT)
 
 
-def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet) -> HookResult:
+def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet, first: bool) -> HookResult:
     """tail_nodeport_ipv4_dsr: attach the frontend (option / ext header / Geneve) and go."""
     meta = None
-    if _carries_dsr(ctx.cfg, pkt):
+    if _carries_dsr(ctx, pkt, first):
         if ctx.cfg.dispatch is DsrDispatch.GENEVE:
             kind = DsrKind.GENEVE_OPTION
         else:
@@ -246,6 +262,8 @@ def _dsr_ingress(ctx: NodeCtx, st: NodeState, pkt: Packet, frontend: Endpoint | 
         return attrs.evolve(st, ct=st.ct.put(key, entry)), None
     if frontend is None or frontend.port == 0:
         return st, DropReason.DROP_INVALID
+    if ctx.has(ModelFault.DSR_CT_NOT_RECORDED):
+        return st, None
     in_ct = ctx.cfg.version is CiliumVersion.V1_20
     entry = CtEntry(dsr_internal=True, seen_non_syn=not pkt.is_syn, lifetime=lifetime(ctx, pkt),
                     nat_addr=frontend.addr if in_ct else None,
@@ -295,7 +313,7 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                 return st, HookResult(verdict=Verdict.DELIVER, packet=pkt,
                                       step=Step.DSR_INGRESS)
         if ctx.cfg.nat_min <= pkt.dst.port <= ctx.cfg.nat_max_port and pkt.dst.addr == ctx.ip:
-            snat, client = snat_rev_nat(st.snat, pkt.src, pkt.dst, pkt.proto)
+            snat, client = snat_rev_nat(st.snat, pkt.src, pkt.dst, pkt.proto, ctx.faults)
             st = attrs.evolve(st, snat=snat)
             if client is not None:
                 out = attrs.evolve(pkt, dst=client)
@@ -332,9 +350,9 @@ def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, Hook
             nat = st.snat.get(dsr_snat_key(pkt.dst, pkt.src, pkt.proto))
             if nat is not None:
                 fe = Endpoint(addr=nat.to_addr, port=nat.to_port)
-        if fe is not None:
+        if fe is not None and not ctx.has(ModelFault.SKIP_REVNAT_DSR):
             out, step = attrs.evolve(pkt, src=fe), Step.REV_DNAT
-    elif entry is not None:
+    elif entry is not None and not ctx.has(ModelFault.SKIP_REVNAT_LOCAL):
         out, changed = _rev_dnat(st, pkt)
         step = Step.REV_DNAT if changed else Step.PASS
     if entry is not None:

@@ -261,12 +261,13 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
          "loadBalancerSourceRanges"},
         {"name", "type", "port", "targetPort"}))
     family = type(nodes[0].ip)
-    hosts: list[tuple[str, list[Node] | list[Pod] | list[Client]]] = [
-        ("nodes", list(nodes)), ("pods", pods), ("clients", list(clients))]
-    for what, items in hosts:
-        for i, item in enumerate(items):
-            if type(item.ip) is not family:
-                raise r.fail(f"{what}[{i}].ip", f"mixed address families: {item.ip} is not "
+    hosts: list[tuple[str, list[IPAddress]]] = [
+        ("nodes", [n.ip for n in nodes]), ("pods", [pd.ip for pd in pods]),
+        ("clients", [c.ip for c in clients])]
+    for what, ips in hosts:
+        for i, ip in enumerate(ips):
+            if type(ip) is not family:
+                raise r.fail(f"{what}[{i}].ip", f"mixed address families: {ip} is not "
                              f"{'IPv4' if family is IPv4Address else 'IPv6'} like nodes[0]")
     for i, s in enumerate(services):
         for a in (s.load_balancer_ip, *s.external_ips, s.cluster_ip):

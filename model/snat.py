@@ -7,6 +7,7 @@ import hashlib
 import attrs
 
 from model.config import SNAT_COLLISION_RETRIES, CiliumConfig, CiliumVersion
+from model.faults import ModelFault
 from model.maps import LruMap, NatEntry, NatTuple, TupleFlags
 from model.values import Endpoint, IPAddress, Proto
 
@@ -19,9 +20,11 @@ def prandom(seed: int, *parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=4).digest(), "big")
 
 
-def clamp_port(cfg: CiliumConfig, val: int) -> int:
+def clamp_port(cfg: CiliumConfig, val: int, faults: frozenset[ModelFault] = frozenset()) -> int:
     """__snat_clamp_port_range: multiply-shift (v1.17+) or modulo (v1.13) into the NAT range."""
     start, end = cfg.nat_min, cfg.nat_max_port
+    if ModelFault.NAT_RANGE_OVERLAPS_NODEPORT in faults:
+        start = cfg.nodeport_min
     val &= 0xFFFF
     if cfg.version is CiliumVersion.V1_13:
         span = end - start
@@ -51,7 +54,8 @@ class SnatResult:
 
 
 def snat_nat(cfg: CiliumConfig, snat: NatMap, client: Endpoint, backend: Endpoint,
-             proto: Proto, target: IPAddress, now: int, salt: object) -> SnatResult:
+             proto: Proto, target: IPAddress, now: int, salt: object,
+             faults: frozenset[ModelFault] = frozenset()) -> SnatResult:
     """snat_v4_nat_handle_mapping + snat_v4_new_mapping for the nodeport forward SNAT."""
     okey = fwd_key(client, backend, proto)
     existing = snat.get(okey)
@@ -69,28 +73,33 @@ def snat_nat(cfg: CiliumConfig, snat: NatMap, client: Endpoint, backend: Endpoin
         snat = snat.delete(okey)
     port = client.port
     if not cfg.nat_min <= port <= cfg.nat_max_port:
-        port = clamp_port(cfg, prandom(cfg.seed, "snat", salt, okey, 0))
+        port = clamp_port(cfg, prandom(cfg.seed, "snat", salt, okey, now, 0), faults)
     for retries in range(SNAT_COLLISION_RETRIES):
         nat = Endpoint(addr=target, port=port)
         rkey = rev_key(backend, nat, proto)
-        inserted = snat.put_noexist(rkey, NatEntry(to_addr=client.addr, to_port=client.port,
-                                                   created=now))
+        rentry = NatEntry(to_addr=client.addr, to_port=client.port, created=now)
+        if ModelFault.SNAT_IGNORE_REVERSE_ENTRY in faults:
+            inserted: NatMap | None = snat.put(rkey, rentry)
+        else:
+            inserted = snat.put_noexist(rkey, rentry)
         if inserted is not None:
             snat = inserted.put(okey, NatEntry(to_addr=target, to_port=port, created=now))
             return SnatResult(snat=snat, nat=nat, retries=retries)
-        nxt = port + 1 if retries else prandom(cfg.seed, "snat", salt, okey, retries + 1)
-        port = clamp_port(cfg, nxt)
+        nxt = port + 1 if retries else prandom(cfg.seed, "snat", salt, okey, now, retries + 1)
+        port = clamp_port(cfg, nxt, faults)
     return SnatResult(snat=snat, nat=None, retries=SNAT_COLLISION_RETRIES)
 
 
-def snat_rev_nat(snat: NatMap, pkt_src: Endpoint, pkt_dst: Endpoint,
-                 proto: Proto) -> tuple[NatMap, Endpoint | None]:
+def snat_rev_nat(snat: NatMap, pkt_src: Endpoint, pkt_dst: Endpoint, proto: Proto,
+                 faults: frozenset[ModelFault] = frozenset()) -> tuple[NatMap, Endpoint | None]:
     """snat_v4_rev_nat: the original client for a reply to L:N, restoring a lost OUT entry."""
     rkey = rev_key(pkt_src, pkt_dst, proto)
     entry = snat.get(rkey)
     if entry is None:
         return snat, None
     client = Endpoint(addr=entry.to_addr, port=entry.to_port)
+    if ModelFault.REVSNAT_WRONG_PORT in faults:
+        client = Endpoint(addr=entry.to_addr, port=pkt_dst.port)
     okey = fwd_key(client, pkt_src, proto)
     snat = snat.touch(rkey)
     if snat.get(okey) is None:  # snat_v4_rev_nat_handle_mapping (v1.17+)

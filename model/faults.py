@@ -1,0 +1,24 @@
+"""Seeded faults in the model: each one is a known way to break a stated property."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ModelFault(enum.Enum):
+    """A deliberate bug the property suite must catch (its value names what it breaks)."""
+
+    SKIP_REVNAT_DSR = "to-netdev skips the reverse NAT of DSR replies"
+    SKIP_REVNAT_LOCAL = "to-netdev skips the reverse DNAT of local-backend replies"
+    DNAT_KEEPS_FRONTEND_PORT = "DNAT rewrites the address but keeps the frontend port"
+    REVSNAT_WRONG_PORT = "reverse SNAT restores the NAT port instead of the client port"
+    SNAT_IGNORE_REVERSE_ENTRY = "SNAT allocation overwrites an existing reverse entry"
+    NAT_RANGE_OVERLAPS_NODEPORT = "SNAT ports are drawn from the NodePort range too"
+    DSR_ALSO_SNATS = "the DSR path also rewrites the source to the node"
+    DSR_UDP_FIRST_ONLY = "DSR metadata only on the first UDP datagram"
+    DSR_NO_OPT_ON_SYN = "the TCP SYN leaves without DSR metadata"
+    DSR_CT_NOT_RECORDED = "the backend node does not record the DSR CT entry"
+    ETP_LOCAL_FORWARDS_REMOTE = "eTP=Local still forwards to a remote backend"
+    HYBRID_UDP_AS_DSR = "hybrid treats UDP as DSR"
+    SNAT_SKIPPED = "the SNAT path forwards with the client's source"
+    LB_IGNORES_CT_SERVICE = "every packet picks a backend afresh (CT_SERVICE ignored)"
