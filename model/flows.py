@@ -9,7 +9,17 @@ from typing import Any
 import attrs
 
 from model.drops import DropReason
-from model.network import Action, ClusterState, EndKind, Hop, World, initial_state, reply_to, walk
+from model.network import (
+    Action,
+    ClusterState,
+    EndKind,
+    Hop,
+    World,
+    gc_all,
+    initial_state,
+    reply_to,
+    walk,
+)
 from model.values import Endpoint, IPAddress, Packet, Proto, TcpFlags
 
 
@@ -26,6 +36,8 @@ class FlowSpec:
     packets: int
     service: str
     backend: str | None = None  # pod name pinned by the scenario
+    idle: int = 0  # seconds of silence before the flow starts (CT GC runs then)
+    close: bool = False  # TCP: end with FIN from the client, answered by the backend
 
 
 @attrs.frozen(kw_only=True)
@@ -42,10 +54,12 @@ class FlowTrace:
 
 
 def request(spec: FlowSpec, index: int) -> Packet:
-    """The index-th packet a client sends: SYN first, then ACKs (TCP), or datagrams."""
+    """The index-th packet a client sends: SYN first, then ACKs, FIN last if closing."""
     flags = TcpFlags.NONE
     if spec.proto is Proto.TCP:
         flags = TcpFlags.SYN if index == 0 else TcpFlags.ACK
+        if spec.close and index == spec.packets - 1 and index > 0:
+            flags = TcpFlags.FIN | TcpFlags.ACK
     return Packet(src=spec.source, dst=spec.frontend, proto=spec.proto, flags=flags)
 
 
@@ -60,6 +74,8 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
     pinned: IPAddress | None = None
     if spec.backend is not None:
         pinned = world.cluster.pod(spec.backend).ip
+    if spec.idle:
+        state = gc_all(attrs.evolve(state, now=state.now + spec.idle))
     for i in range(spec.packets):
         state = attrs.evolve(state, now=state.now + 1)
         pkt = request(spec, i)

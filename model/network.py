@@ -9,6 +9,7 @@ from types import MappingProxyType
 import attrs
 
 from model.config import CiliumConfig, CiliumVersion, LBMode
+from model.conntrack import gc
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import LbMaps, LruMap, NodeState, ServiceEntry, ServiceKey
@@ -143,11 +144,19 @@ def _set(state: ClusterState, node: str, st: NodeState) -> ClusterState:
     return attrs.evolve(state, nodes=MappingProxyType(nodes))
 
 
+def gc_all(state: ClusterState) -> ClusterState:
+    """Run the agent's CT garbage collector on every node at the current time."""
+    nodes = {name: gc(st, state.now) for name, st in state.nodes.items()}
+    return attrs.evolve(state, nodes=MappingProxyType(nodes))
+
+
 def reply_to(pkt: Packet) -> Packet:
-    """What a pod answers: swapped tuple, SYN answered by SYN-ACK, no DSR info."""
+    """What a pod answers: swapped tuple, SYN answered by SYN-ACK, FIN by FIN-ACK."""
     flags = TcpFlags.NONE
     if pkt.proto is Proto.TCP:
         flags = TcpFlags.SYN | TcpFlags.ACK if pkt.is_syn else TcpFlags.ACK
+        if pkt.flags & TcpFlags.FIN:
+            flags = TcpFlags.FIN | TcpFlags.ACK
     return Packet(src=pkt.dst, dst=pkt.src, proto=pkt.proto, flags=flags)
 
 

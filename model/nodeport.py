@@ -8,19 +8,12 @@ from collections.abc import Mapping
 import attrs
 
 from model.config import CiliumConfig, CiliumVersion, DsrDispatch
+from model.conntrack import Direction, created, on_packet, reopens
 from model.drops import DropReason
 from model.faults import ModelFault
-from model.maps import CtEntry, CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
+from model.maps import CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
 from model.snat import prandom, snat_nat, snat_rev_nat
 from model.values import DsrKind, DsrMeta, Endpoint, IcmpKind, IPAddress, Outer, Packet, Proto
-
-# CT lifetimes in seconds (bpf/lib/conntrack.h defaults; TCP 21600 before v1.15).
-CT_SYN_TIMEOUT = 60
-CT_CONNECTION_LIFETIME_TCP = 8000
-CT_CONNECTION_LIFETIME_TCP_V113 = 21600
-CT_CONNECTION_LIFETIME_NONTCP = 60
-CT_SERVICE_LIFETIME_TCP = 8000
-CT_CLOSE_TIMEOUT = 10
 
 
 class Hook(enum.Enum):
@@ -102,17 +95,6 @@ def dsr_snat_key(client: Endpoint, backend: Endpoint, proto: Proto) -> NatTuple:
                     dport=client.port, nexthdr=proto, flags=TupleFlags.OUT)
 
 
-def lifetime(ctx: NodeCtx, pkt: Packet, service: bool = False) -> int:
-    """ct_update_timeout: SYN timeout until a non-SYN is seen, then the connection lifetime."""
-    if pkt.proto is not Proto.TCP:
-        return ctx.now + CT_CONNECTION_LIFETIME_NONTCP
-    if pkt.is_syn and not service:
-        return ctx.now + CT_SYN_TIMEOUT
-    if ctx.cfg.version is CiliumVersion.V1_13:
-        return ctx.now + CT_CONNECTION_LIFETIME_TCP_V113
-    return ctx.now + (CT_SERVICE_LIFETIME_TCP if service else CT_CONNECTION_LIFETIME_TCP)
-
-
 def _drop(pkt: Packet, reason: DropReason) -> HookResult:
     return HookResult(verdict=Verdict.DROP, packet=pkt, step=Step.DROP, reason=reason)
 
@@ -126,10 +108,13 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     """lb4_local: CT_SERVICE lookup, then keep, reselect or pick a backend (random)."""
     key = ct_tuple(pkt, TupleFlags.SERVICE)
     entry = st.ct.get(key)
+    version = ctx.cfg.version
+    if entry is not None and reopens(version, entry, pkt):
+        entry = None
     if (entry is not None and not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE)
             and entry.rev_nat_index == svc.rev_nat_index
             and entry.backend_id in st.lb.backends and entry.backend_id in svc.backend_slots):
-        ct = st.ct.put(key, attrs.evolve(entry, lifetime=lifetime(ctx, pkt, True)))
+        ct = st.ct.put(key, on_packet(version, entry, pkt, ctx.now, service=True))
         return attrs.evolve(st, ct=ct), entry.backend_id, False
     if svc.count == 0:
         return st, None, False
@@ -137,8 +122,8 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
     rand = prandom(ctx.cfg.seed, "lb", ctx.name, key, ctx.now)
     bid = pinned[0] if pinned else slots[rand % len(slots)]
-    new = CtEntry(backend_id=bid, rev_nat_index=svc.rev_nat_index,
-                  lifetime=lifetime(ctx, pkt, True))
+    new = created(version, pkt, ctx.now, service=True, backend_id=bid,
+                  rev_nat_index=svc.rev_nat_index)
     return attrs.evolve(st, ct=st.ct.put(key, new)), bid, entry is None
 
 
@@ -147,12 +132,12 @@ def _nodeport_ct_egress(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, client: 
     """The CT_EGRESS node_port entry; recreated when rev_nat_index differs (GH#10983)."""
     key = egress_key(client, backend, pkt.proto)
     old = st.ct.get(key)
-    if old is not None and old.node_port and old.rev_nat_index == svc.rev_nat_index:
-        entry = attrs.evolve(old, lifetime=lifetime(ctx, pkt),
-                             seen_non_syn=old.seen_non_syn or not pkt.is_syn)
+    version = ctx.cfg.version
+    if (old is not None and old.node_port and old.rev_nat_index == svc.rev_nat_index
+            and not reopens(version, old, pkt)):
+        entry = on_packet(version, old, pkt, ctx.now)
     else:
-        entry = CtEntry(rev_nat_index=svc.rev_nat_index, node_port=True,
-                        seen_non_syn=not pkt.is_syn, lifetime=lifetime(ctx, pkt))
+        entry = created(version, pkt, ctx.now, rev_nat_index=svc.rev_nat_index, node_port=True)
     return attrs.evolve(st, ct=st.ct.put(key, entry))
 
 
@@ -255,17 +240,16 @@ def _dsr_ingress(ctx: NodeCtx, st: NodeState, pkt: Packet, frontend: Endpoint | 
     key = egress_key(pkt.src, pkt.dst, pkt.proto)
     old = st.ct.get(key)
     fresh = old is None or not old.dsr_internal
+    version = ctx.cfg.version
     if not fresh and not (pkt.is_syn and frontend is not None):
         assert old is not None
-        entry = attrs.evolve(old, lifetime=lifetime(ctx, pkt),
-                             seen_non_syn=old.seen_non_syn or not pkt.is_syn)
-        return attrs.evolve(st, ct=st.ct.put(key, entry)), None
+        return attrs.evolve(st, ct=st.ct.put(key, on_packet(version, old, pkt, ctx.now))), None
     if frontend is None or frontend.port == 0:
         return st, DropReason.DROP_INVALID
     if ctx.has(ModelFault.DSR_CT_NOT_RECORDED):
         return st, None
-    in_ct = ctx.cfg.version is CiliumVersion.V1_20
-    entry = CtEntry(dsr_internal=True, seen_non_syn=not pkt.is_syn, lifetime=lifetime(ctx, pkt),
+    in_ct = version is CiliumVersion.V1_20
+    entry = created(version, pkt, ctx.now, dsr_internal=True,
                     nat_addr=frontend.addr if in_ct else None,
                     nat_port=frontend.port if in_ct else 0)
     st = attrs.evolve(st, ct=st.ct.put(key, entry))
@@ -318,6 +302,12 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
             if client is not None:
                 out = attrs.evolve(pkt, dst=client)
                 out, _ = _rev_dnat(st, out)
+                ekey = egress_key(client, pkt.src, pkt.proto)
+                entry = st.ct.get(ekey)
+                if entry is not None:
+                    entry = on_packet(ctx.cfg.version, entry, pkt, ctx.now,
+                                      direction=Direction.REPLY)
+                    st = attrs.evolve(st, ct=st.ct.put(ekey, entry))
                 return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.REV_SNAT)
             # DROP_NAT_NO_MAPPING inside nodeport ingress is punted to the stack.
     return st, _local(ctx, st, pkt, Step.PASS)
@@ -356,7 +346,8 @@ def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, Hook
         out, changed = _rev_dnat(st, pkt)
         step = Step.REV_DNAT if changed else Step.PASS
     if entry is not None:
-        st = attrs.evolve(st, ct=st.ct.touch(key))
+        updated = on_packet(ctx.cfg.version, entry, pkt, ctx.now, direction=Direction.REPLY)
+        st = attrs.evolve(st, ct=st.ct.put(key, updated))
     tep = ctx.ipcache.get(out.dst.addr)
     if ctx.cfg.tunneling and tep is not None and tep != ctx.ip:  # to-overlay encapsulation
         out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))

@@ -293,7 +293,8 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     announced: dict[IPAddress, set[str]] = {}
     flows = []
     for p, m in _named(r, top, "flows",
-                       {"name", "client", "sourcePort", "to", "packets", "backend"},
+                       {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
+                        "close"},
                        {"name", "client", "sourcePort", "to"}):
         if m["client"] not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
@@ -333,6 +334,8 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             name=m["name"], client=client.name, service=svc.name, via=via, backend=backend,
             source=Endpoint(addr=client.ip, port=_port(r)(m["sourcePort"], f"{p}.sourcePort")),
             frontend=frontend, proto=svc.proto,
-            packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3)))
+            packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
+            idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
+            close=r.opt(m, "close", p, r.boolean, False)))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 

@@ -1,0 +1,121 @@
+"""Conntrack entry lifecycle (bpf/lib/conntrack.h): timeouts, closing on FIN/RST, GC."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from model.config import CiliumVersion
+from model.maps import CtEntry, NatEntry, NatTuple, NodeState, TupleFlags
+from model.values import Packet, Proto, TcpFlags
+
+# CT lifetimes in seconds (Cilium's defaults; TCP was 21600 before v1.15).
+CT_SYN_TIMEOUT = 60
+CT_CONNECTION_LIFETIME_TCP = 8000
+CT_CONNECTION_LIFETIME_TCP_V113 = 21600
+CT_CONNECTION_LIFETIME_NONTCP = 60
+CT_SERVICE_LIFETIME_TCP = 8000
+CT_SERVICE_LIFETIME_NONTCP = 60
+CT_CLOSE_TIMEOUT = 10
+
+
+class CtState(enum.Enum):
+    """The life of one CT entry as an operator sees it in `cilium bpf ct list`."""
+
+    ABSENT = "absent"
+    CREATED = "created"  # SYN seen, SYN timeout applies
+    ESTABLISHED = "established"  # a non-SYN seen, connection lifetime applies
+    CLOSING = "closing"  # FIN/RST seen in both directions: close timeout
+    HALF_CLOSING = "half-closing"  # FIN seen in one direction
+    EXPIRED = "expired"  # lifetime passed; GC removes it
+
+
+class Direction(enum.Enum):
+    """Which way a packet crosses an entry: the flow's original or its reply."""
+
+    ORIGINAL = "original"
+    REPLY = "reply"
+
+
+def _lifetime(version: CiliumVersion, pkt: Packet, entry: CtEntry, service: bool,
+              now: int) -> int:
+    """ct_update_timeout: SYN timeout until a non-SYN is seen, then the connection lifetime."""
+    if entry.tx_closing and entry.rx_closing:
+        return now + CT_CLOSE_TIMEOUT
+    if pkt.proto is not Proto.TCP:
+        return now + (CT_SERVICE_LIFETIME_NONTCP if service else CT_CONNECTION_LIFETIME_NONTCP)
+    if not entry.seen_non_syn:
+        return now + CT_SYN_TIMEOUT
+    if version is CiliumVersion.V1_13:
+        return now + CT_CONNECTION_LIFETIME_TCP_V113
+    return now + (CT_SERVICE_LIFETIME_TCP if service else CT_CONNECTION_LIFETIME_TCP)
+
+
+def reopens(version: CiliumVersion, entry: CtEntry, pkt: Packet) -> bool:
+    """ACTION_CREATE: a SYN on a closing entry resets it (v1.19+: SYN without ACK only)."""
+    if not (pkt.is_syn and (entry.tx_closing or entry.rx_closing)):
+        return False
+    if version is CiliumVersion.V1_20:
+        return not pkt.flags & TcpFlags.ACK
+    return True
+
+
+def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
+              direction: Direction = Direction.ORIGINAL, service: bool = False) -> CtEntry:
+    """__ct_lookup's per-hit update: seen_non_syn, closing flags, refreshed lifetime."""
+    seen = entry.seen_non_syn or not (pkt.proto is Proto.TCP and pkt.is_syn)
+    tx, rx = entry.tx_closing, entry.rx_closing
+    if pkt.proto is Proto.TCP and pkt.flags & (TcpFlags.FIN | TcpFlags.RST):
+        both = service or (pkt.flags & TcpFlags.RST and not entry.seen_non_syn)
+        if both:
+            tx = rx = True
+        elif direction is Direction.ORIGINAL:
+            tx = True
+        else:
+            rx = True
+    new = attrs.evolve(entry, seen_non_syn=seen, tx_closing=tx, rx_closing=rx)
+    return attrs.evolve(new, lifetime=_lifetime(version, pkt, new, service, now))
+
+
+def created(version: CiliumVersion, pkt: Packet, now: int, *, service: bool = False,
+            **fields: object) -> CtEntry:
+    """ct_create4: a fresh entry with SYN-timeout semantics for TCP."""
+    entry = CtEntry(**fields)  # type: ignore[arg-type]
+    return on_packet(version, entry, pkt, now, service=service)
+
+
+def state_of(entry: CtEntry | None, now: int) -> CtState:
+    """Classify an entry at a moment (what a CT dump would show)."""
+    if entry is None:
+        return CtState.ABSENT
+    if entry.lifetime < now:
+        return CtState.EXPIRED
+    if entry.tx_closing and entry.rx_closing:
+        return CtState.CLOSING
+    if entry.tx_closing or entry.rx_closing:
+        return CtState.HALF_CLOSING
+    return CtState.ESTABLISHED if entry.seen_non_syn else CtState.CREATED
+
+
+def gc(st: NodeState, now: int) -> NodeState:
+    """The agent's CT GC: expired entries go, and with them their flows' SNAT entries."""
+    ct = st.ct
+    for ckey in [k for k, e in ct.entries.items() if e.lifetime < now]:
+        ct = ct.delete(ckey)
+    live: set[tuple[object, ...]] = {(k.saddr, k.daddr, k.sport, k.dport, k.nexthdr)
+                                     for k in ct.entries if k.flags is TupleFlags.OUT}
+    snat = st.snat
+    for nkey, entry in list(snat.entries.items()):
+        if not nat_has_ct(nkey, entry, live):
+            snat = snat.delete(nkey)
+    return attrs.evolve(st, ct=ct, snat=snat)
+
+
+def nat_has_ct(key: NatTuple, entry: NatEntry, live: set[tuple[object, ...]]) -> bool:
+    """PurgeOrphanNATEntries' test against the CT_EGRESS {saddr=b, daddr=c, c_port, b_port}."""
+    p = key.nexthdr
+    if key.flags is TupleFlags.IN:  # reverse {b, L, b_port, N} -> {c, c_port}
+        return (key.saddr, entry.to_addr, entry.to_port, key.sport, p) in live
+    return ((key.daddr, key.saddr, key.sport, key.dport, p) in live  # forward {c, b, ...}
+            or (key.saddr, key.daddr, key.dport, key.sport, p) in live)  # DSR {b, c, ...}
