@@ -45,9 +45,30 @@ def checksum(data: bytes | bytearray | memoryview, seed: int = 0) -> int:
     return csum_fold(ones_sum(data, seed))
 
 
+_8H = struct.Struct("!8H")
+
+
+def word_sum(b: bytes) -> int:
+    """Unfolded sum of 16-bit words of a 2/4/16-byte field (fast path for rewrites)."""
+    n = len(b)
+    if n == 4:
+        v = int.from_bytes(b, "big")
+        return (v >> 16) + (v & 0xFFFF)
+    if n == 2:
+        return (b[0] << 8) | b[1]
+    if n == 16:
+        return sum(_8H.unpack(b))
+    return ones_sum(b)
+
+
 def csum_diff(old: bytes, new: bytes, seed: int = 0) -> int:
     """bpf_csum_diff(): partial sum of ~old + new (both even length) on top of seed."""
-    s = seed + ones_sum(new) + (0xFFFF - ones_sum(old) if old else 0)
+    s = seed + word_sum(new)
+    if old:
+        o = word_sum(old)
+        while o >> 16:
+            o = (o & 0xFFFF) + (o >> 16)
+        s += 0xFFFF - o
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return s

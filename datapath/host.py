@@ -133,7 +133,7 @@ class Node:
         if fn is None:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         self.pinned_backend = backend
-        orig = bytes(pkt)
+        orig = pkt if isinstance(pkt, bytes) else bytes(pkt)
         try:
             return fn(bytearray(pkt))
         except DatapathDrop as d:

@@ -6,7 +6,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from datapath.conntrack import ct_create, ct_lookup
-from datapath.csum import l3_csum_replace, l4_csum_replace
+from datapath.csum import csum_diff, csum_replace
 from datapath.drop import DatapathDrop, DropReason
 from datapath.maps import (
     BE_STATE_ACTIVE,
@@ -14,6 +14,7 @@ from datapath.maps import (
     TUPLE_F_SERVICE,
     CtEntry,
     CtTuple,
+    HashMap,
     LbBackend,
     LbKey,
     LbService,
@@ -87,10 +88,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
     return backend_id, be, True
 
 
-def _pick(node: Node, svcs: object, key: LbKey, count: int) -> int:
-    from datapath.maps import HashMap
-
-    assert isinstance(svcs, HashMap)
+def _pick(node: Node, svcs: HashMap[LbKey, LbService], key: LbKey, count: int) -> int:
     slot = _select_slot(node, key, count)
     s = svcs.lookup(key._replace(backend_slot=slot))
     return 0 if s is None else int(s.backend_id)
@@ -107,35 +105,40 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
     """Rewrite source or destination address/port with incremental checksum fixes."""
     buf = p.buf
     csum_off = p.l4_csum_off() if p.frag_first else -1
-    udp = p.proto == IPPROTO_UDP
     if p.proto == IPPROTO_ICMPV6:
         csum_off = p.l4_off + 2
+    l4diff = 0
     if addr is not None:
         off = _addr_off(p.v6, src)
         alen = len(addr)
         old = bytes(buf[off:off + alen])
         if old != addr:
             buf[off:off + alen] = addr
+            d = csum_diff(old, addr)
             if not p.v6:
-                l3_csum_replace(buf, 10, old, addr)
-            if csum_off >= 0 and l4_csum:
-                l4_csum_replace(buf, csum_off, old, addr, mangled_0=udp)
+                _H.pack_into(buf, 10, csum_replace(_H.unpack_from(buf, 10)[0], d))
+            l4diff = d
         if src:
             p.saddr = addr
         else:
             p.daddr = addr
     if port is not None and p.has_ports():
         poff = p.l4_off + (0 if src else 2)
-        old2 = bytes(buf[poff:poff + 2])
-        new2 = _H.pack(port)
-        if old2 != new2:
-            buf[poff:poff + 2] = new2
-            if csum_off >= 0 and l4_csum:
-                l4_csum_replace(buf, csum_off, old2, new2, mangled_0=udp)
+        oldp = _H.unpack_from(buf, poff)[0]
+        if oldp != port:
+            _H.pack_into(buf, poff, port)
+            l4diff += (0xFFFF - oldp) + port
         if src:
             p.sport = port
         else:
             p.dport = port
+    if l4diff and csum_off >= 0 and l4_csum:
+        check = _H.unpack_from(buf, csum_off)[0]
+        if p.proto == IPPROTO_UDP:
+            if check:
+                _H.pack_into(buf, csum_off, csum_replace(check, l4diff) or 0xFFFF)
+        else:
+            _H.pack_into(buf, csum_off, csum_replace(check, l4diff))
 
 
 def lb_dnat_request(node: Node, p: Parsed, be: LbBackend) -> None:
