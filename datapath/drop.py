@@ -52,7 +52,7 @@ class DropReason(enum.IntEnum):
         return cls[t]
 
 
-class DatapathDrop(Exception):  # noqa: N818 - mirrors Cilium's "return DROP_*" control flow
+class DatapathDrop(Exception):
     """Raised inside the pipeline to unwind to the hook entry, like a BPF `return DROP_*`."""
 
     def __init__(self, reason: DropReason) -> None:

@@ -219,9 +219,8 @@ def _parse_l4(p: Parsed, end: int) -> None:
         if off + 12 > end:
             raise _drop(DropReason.DROP_INVALID)
         p.sport, p.dport = _PORTS.unpack_from(buf, off)
-    elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
-        if off + 8 > end:
-            raise _drop(DropReason.DROP_INVALID)
+    elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and off + 8 > end:
+        raise _drop(DropReason.DROP_INVALID)
 
 
 def find_dsr_opt4(buf: bytearray | bytes) -> tuple[bytes, int] | None:

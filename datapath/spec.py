@@ -184,7 +184,7 @@ def _describe(pkt: bytes, pre: str, out: dict[str, Any]) -> None:
                     pre + "ip6.dst": ip_text(pkt[24:40])})
         src, dst = pkt[8:24], pkt[24:40]
         end = 40 + _H.unpack_from(pkt, 4)[0]
-        exts = []
+        exts: list[int] = []
         while nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
                      IPPROTO_AUTH) and len(exts) < 8:
             hl = 8 if nh == IPPROTO_FRAGMENT else (

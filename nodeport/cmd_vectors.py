@@ -14,7 +14,8 @@ def _load_factory(spec: str) -> DatapathFactory:
     """Resolve module:factory; a bad spec is bad input (exit 2 via VectorFileError)."""
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
-        raise VectorFileError("--datapath", "module:factory", f"expected module:factory, got {spec!r}")
+        raise VectorFileError("--datapath", "module:factory",
+                              f"expected module:factory, got {spec!r}")
     try:
         obj: Any = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as e:

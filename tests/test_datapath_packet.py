@@ -6,8 +6,8 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP, UDP  # type: ignore[import-not-found]
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt  # type: ignore[import-not-found]
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 
 from datapath.build import (
     dsr_opt4_bytes,

@@ -46,7 +46,8 @@ def test_fault_shows_field_diff() -> None:
     ("steps: []\nsource: x\n", "steps"),
     ("source: x\nsteps:\n  - {hook: nowhere, packet: {hex: ''}}\n", "steps[0].hook"),
     ("steps:\n  - {hook: from-netdev, packet: {hex: ''}}\n", "source"),
-    ("source: x\nsteps:\n  - {hook: from-netdev, packet: {ip: {src: 1.2.3.4}, tcp: {sport: 1, dport: 2}}}\n",
+    ("source: x\nsteps:\n  - {hook: from-netdev, packet: "
+     "{ip: {src: 1.2.3.4}, tcp: {sport: 1, dport: 2}}}\n",
      "steps[0].packet.ip.dst"),
     ("source: x\nservices:\n  - {frontend: 1.2.3.4, port: 80}\nsteps:\n  - {gc: true}\n",
      "services[0].rev_nat_index"),
