@@ -45,7 +45,7 @@ def _select_slot(node: Node, key: LbKey, count: int) -> int:
     if node.pinned_backend is not None:
         svcs = node.maps.lb6_services if len(key.address) == 16 else node.maps.lb4_services
         for slot in range(1, count + 1):
-            s = svcs.lookup(key._replace(backend_slot=slot))
+            s = svcs.lookup(LbKey(key.address, key.dport, key.proto, key.scope, slot))
             if s is not None and s.backend_id == node.pinned_backend:
                 return slot
     if node.config.selection == "first":
@@ -90,7 +90,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
 
 def _pick(node: Node, svcs: HashMap[LbKey, LbService], key: LbKey, count: int) -> int:
     slot = _select_slot(node, key, count)
-    s = svcs.lookup(key._replace(backend_slot=slot))
+    s = svcs.lookup(LbKey(key.address, key.dport, key.proto, key.scope, slot))
     return 0 if s is None else int(s.backend_id)
 
 
