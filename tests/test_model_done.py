@@ -25,8 +25,9 @@ def _flow(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _receiving_node(flow: dict[str, Any]) -> str:
     """The first node whose hook handled the request: the node the client contacted."""
-    return next(h["at"] for h in flow["hops"]
-                if h["direction"] == "request" and h["hook"] is not None)
+    at: str = next(h["at"] for h in flow["hops"]
+                   if h["direction"] == "request" and h["hook"] is not None)
+    return at
 
 
 def _reply_nodes(flow: dict[str, Any]) -> list[str]:
