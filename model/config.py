@@ -114,18 +114,20 @@ def validate(cfg: CiliumConfig) -> None:
                             "must not exceed NODEPORT_PORT_MAX_NAT 65535)")
     if cfg.mode is LBMode.SNAT:
         return
-    mode = cfg.mode.value
+    mode = f'"{cfg.mode.value}"'  # Go's %q, as the agent prints it
     if cfg.version is CiliumVersion.V1_13:
         if cfg.tunneling:
-            raise ConfigRefused(f"Node Port {mode!r} mode cannot be used with tunneling")
+            raise ConfigRefused(f"Node Port {mode} mode cannot be used with tunneling.")
         if cfg.dispatch is not DsrDispatch.OPT:
             raise ConfigRefused(f"Invalid value for --bpf-lb-dsr-dispatch: {cfg.dispatch.value} "
                                 "(Cilium 1.13 supports opt and ipip only)")
         return
+    # pkg/kpr/initializer/kube_proxy_replacement.go, in the agent's order and words.
     if cfg.tunneling and cfg.tunnel is TunnelProtocol.VXLAN:
-        raise ConfigRefused(f"Node Port {mode!r} mode cannot be used with vxlan tunneling")
+        raise ConfigRefused(f"Node Port {mode} mode cannot be used with vxlan tunneling.")
     if cfg.tunneling and cfg.dispatch is not DsrDispatch.GENEVE:
-        raise ConfigRefused(f"Node Port {mode!r} mode with tunneling requires DSR dispatch "
-                            "'geneve'")
+        raise ConfigRefused(f"Tunnel routing with Node Port {mode} mode requires geneve "
+                            "dispatch.")
     if cfg.dispatch is DsrDispatch.GENEVE and cfg.tunnel is not TunnelProtocol.GENEVE:
-        raise ConfigRefused("DSR dispatch 'geneve' requires the geneve tunnel protocol")
+        raise ConfigRefused(f'Node Port {mode} mode with "geneve" dispatch requires geneve '
+                            "tunnel protocol.")
