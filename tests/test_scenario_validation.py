@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nodeport.cli import main
@@ -155,6 +155,24 @@ def test_key_with_newline_still_one_line(tmp_path: Path) -> None:
     assert res.stderr.count("\n") == 1, res.stderr
 
 
+NAME_REFS = [["pods", 0, "node"], ["flows", 0, "client"], ["flows", 0, "to", "service"],
+             ["flows", 0, "to", "node"]]
+
+
+@pytest.mark.xfail(strict=True, reason="model bug: a list/mapping where a node, client or "
+                   "service name is expected raises TypeError (unhashable) instead of an error")
+@pytest.mark.parametrize("path", [*NAME_REFS, ["flows", 0, "to", "via"]],
+                         ids=lambda p: ".".join(map(str, p)))
+def test_unhashable_name_reference(tmp_path: Path, path: list[str | int]) -> None:
+    doc = build_doc()
+    if path[-1] == "via":
+        doc["flows"][0]["to"] = {"address": "192.168.2.3", "port": 30080, "via": "node1"}
+    _set(path, ["node1"])(doc)
+    out = _write(tmp_path, doc)
+    _assert_one_line_error(run_cli("trace", str(out)), out, ".".join(
+        f"[{x}]" if isinstance(x, int) else x for x in path).replace(".[", "["))
+
+
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     _assert_one_line_error(run_cli("trace", str(tmp_path)), tmp_path, "cannot read")
 
@@ -269,7 +287,12 @@ def test_mutated_scenarios_never_traceback(data: st.DataObject) -> None:
         if op == "drop":
             del parent[path[-1]]
         elif op == "retype":
-            parent[path[-1]] = data.draw(JUNK)
+            value = data.draw(JUNK)
+            # A list/mapping as a name reference is the known bug in
+            # test_unhashable_name_reference; drop this assume once it is fixed.
+            assume(not (isinstance(value, list | dict) and path[-1] in
+                        ("node", "client", "service", "via")))
+            parent[path[-1]] = value
         else:
             target = parent[path[-1]]
             if isinstance(target, dict):
