@@ -123,6 +123,8 @@ def geneve_encap(outer_src: bytes, outer_dst: bytes, inner: bytes, vni: int, opt
     gen = struct.pack("!BBHI", len(opts) // 4, 0, ETH_P_TEB, (vni & 0xFFFFFF) << 8) + opts
     udp_payload = gen + eth + inner
     udp = _UDP.pack(sport, GENEVE_PORT, 8 + len(udp_payload), 0) + udp_payload
+    if len(outer_dst) == 16:  # IPv6 underlay: zero UDP checksum (RFC 6935 tunnels)
+        return ipv6(outer_src, outer_dst, IPPROTO_UDP, udp, hlim=ttl)
     return ipv4(outer_src, outer_dst, IPPROTO_UDP, udp, ttl=ttl)
 
 

@@ -68,3 +68,8 @@ class NodeConfig:
     seed: int = 0
     selection: Literal["random", "first"] = "random"
     faults: frozenset[str] = frozenset()
+    # routingMode=tunnel: pod traffic between nodes (SNAT'd requests, replies to remote
+    # nodes) goes through the Geneve device using tunnel_endpoints (cilium_ipcache).
+    tunnel: bool = False
+    # serviceNoBackendResponse: "reject" answers ICMP port unreachable (tail_no_service_ipv4).
+    no_backend_response: Literal["drop", "reject"] = "drop"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from datapath.maps import BPF_ANY, CtEntry, CtTuple, LruHashMap
+from datapath.maps import BPF_ANY, TUPLE_F_IN, TUPLE_F_OUT, CtEntry, CtTuple, LruHashMap, NatEntry
 from datapath.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
 
 if TYPE_CHECKING:
@@ -32,8 +33,13 @@ def _timeout(entry: CtEntry, tcp: bool, service: bool) -> int:
 
 
 def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_flags: int,
-              tcp: bool, service: bool = False) -> CtEntry | None:
-    """__ct_lookup(): None means CT_NEW (including a SYN that reopens a closing entry)."""
+              tcp: bool, service: bool = False, reply: bool = False) -> CtEntry | None:
+    """__ct_lookup(): None means CT_NEW (including a SYN that reopens a closing entry).
+
+    ACTION_CLOSE closes both directions for CT_SERVICE and for an RST before the
+    connection is established; otherwise only the direction the packet travels
+    (CT_INGRESS -> rx_closing for replies, CT_EGRESS -> tx_closing for requests).
+    """
     entry = ct.lookup(key)
     if entry is None:
         return None
@@ -43,11 +49,17 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
             # v1.19+: only a pure SYN on a closing entry resets it (ACTION_CREATE).
             ct.delete(key)
             return None
+        was_established = entry.seen_non_syn
         if not syn:
             entry.seen_non_syn = True
         if tcp_flags & (TCP_FIN | TCP_RST):
-            entry.rx_closing = True
-            entry.tx_closing = True
+            if service or (tcp_flags & TCP_RST and not was_established):
+                entry.rx_closing = True
+                entry.tx_closing = True
+            elif reply:
+                entry.rx_closing = True
+            else:
+                entry.tx_closing = True
     entry.lifetime = node.now + _timeout(entry, tcp, service)
     return entry
 
@@ -67,3 +79,23 @@ def ct_gc(node: Node, ct: LruHashMap[CtTuple, CtEntry]) -> int:
     for k in dead:
         ct.delete(k)
     return len(dead)
+
+
+def nat_gc(cts: Iterable[LruHashMap[CtTuple, CtEntry]],
+           nats: Iterable[LruHashMap[CtTuple, NatEntry]]) -> int:
+    """PurgeOrphanNATEntries: NAT entries whose CT_EGRESS {b, c, c_port, b_port} is gone."""
+    live = {(k.saddr, k.daddr, k.sport, k.dport, k.nexthdr)
+            for ct in cts for k, _e in ct.items() if k.flags == TUPLE_F_OUT}
+    n = 0
+    for nat in nats:
+        for k, e in nat.items():
+            p = k.nexthdr
+            if k.flags == TUPLE_F_IN:  # reverse {b, L, b_port, N} -> {c, c_port}
+                ok = (k.saddr, e.to_addr, e.to_port, k.sport, p) in live
+            else:  # forward {c, b, c_port, b_port}
+                ok = ((k.daddr, k.saddr, k.sport, k.dport, p) in live
+                      or (k.saddr, k.daddr, k.dport, k.sport, p) in live)
+            if not ok:
+                nat.delete(k)
+                n += 1
+    return n

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
 from datapath.config import NodeConfig
-from datapath.conntrack import ct_gc
+from datapath.conntrack import ct_gc, nat_gc
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.errors import ConfigError
 from datapath.maps import (
@@ -27,6 +28,7 @@ from datapath.maps import (
     SVC_FLAG_SOURCE_RANGE,
     SVC_FLAG_SOURCE_RANGE_DENY,
     EndpointInfo,
+    HashMap,
     LbBackend,
     LbKey,
     LbReverseNat,
@@ -34,7 +36,7 @@ from datapath.maps import (
     NodeMaps,
 )
 from datapath.nat import snat_rev_nat
-from datapath.nodeport import dsr_ingress, nodeport_lb, rev_dnat
+from datapath.nodeport import dsr_ingress, encapsulate, nodeport_lb, rev_dnat
 from datapath.packet import (
     DSR_GENEVE_OPT_CLASS,
     DSR_GENEVE_OPT_TYPE,
@@ -76,6 +78,7 @@ class Node:
                              lru_refresh="lru_no_refresh_on_lookup" not in self.faults)
         self.now = 0
         self.pinned_backend: int | None = None
+        self.rejected = False
         self.internal_errors = 0
         self.nat_exhaustion_signals = 0
         self._rng = random.Random(config.seed)
@@ -133,6 +136,7 @@ class Node:
         if fn is None:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         self.pinned_backend = backend
+        self.rejected = False
         orig = pkt if isinstance(pkt, bytes) else bytes(pkt)
         try:
             return fn(bytearray(pkt))
@@ -147,9 +151,28 @@ class Node:
         self.now += seconds
 
     def gc(self) -> int:
-        """Agent CT GC: remove expired entries from all CT maps."""
+        """Agent CT GC: remove expired CT entries, then the NAT entries they orphaned."""
         m = self.maps
-        return sum(ct_gc(self, ct) for ct in (m.ct4_tcp, m.ct4_any, m.ct6_tcp, m.ct6_any))
+        cts = (m.ct4_tcp, m.ct4_any, m.ct6_tcp, m.ct6_any)
+        n = sum(ct_gc(self, ct) for ct in cts)
+        nat_gc(cts, (m.snat4, m.snat6))
+        return n
+
+    def dump(self) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
+        """Plain-data snapshot of every map (what `bpftool map dump` would show)."""
+        return self.maps.dump()
+
+    def reprogram(self, config: NodeConfig) -> None:
+        """The agent rewrites LB/endpoint/ipcache maps; CT and NAT state survive."""
+        m = self.maps
+        lb: list[HashMap[Any, Any]] = [m.lb4_services, m.lb4_backends, m.lb4_reverse_nat,
+                                       m.lb6_services, m.lb6_backends, m.lb6_reverse_nat,
+                                       m.lxc, m.ipcache]
+        for hm in lb:
+            hm.clear()
+        m.src_range.clear()
+        self.config = attrs.evolve(config, faults=self.config.faults)
+        program_maps(self)
 
     def _parse(self, buf: bytearray) -> Parsed:
         p = parse(buf, "ipv6_ext_len_off_by_8" in self.faults)
@@ -166,7 +189,7 @@ class Node:
                 done = self._no_service(p, from_overlay=False)
         if done is None:
             done = self.local_delivery(p)
-        return HookResult(Verdict(done[0]), bytes(p.buf), None, done[1])
+        return self._result(done, p)
 
     def _dsr_enabled(self) -> bool:
         return self.config.mode in ("dsr", "hybrid")
@@ -194,23 +217,40 @@ class Node:
         p = self._parse(buf)
         if p.has_ports() and "skip_revnat_to_netdev" not in self.faults:
             rev_dnat(self, p, dsr_ok=True)
+        if self.config.tunnel:
+            # to-overlay: traffic towards another node's pod or address is encapsulated.
+            tep = self.maps.ipcache.lookup(p.daddr)
+            if tep is not None and tep != self.snat_addr(len(tep) == 16):
+                encapsulate(self, p, tep, b"")
+                return HookResult(Verdict.CTX_ACT_REDIRECT, bytes(p.buf), None,
+                                  "cilium_geneve")
         return HookResult(Verdict.CTX_ACT_OK, bytes(p.buf), None, "netdev")
 
     def _from_overlay(self, buf: bytearray) -> HookResult:
         inner, ginfo = geneve_decap(buf)
         p = self._parse(inner)
         done = None
-        if p.has_ports() and self._dsr_enabled():
-            done = self._no_service(p, from_overlay=True, ginfo=ginfo)
+        if p.has_ports():
+            # cil_from_overlay runs nodeport_lb too: services, DSR ingress, reverse SNAT.
+            done = nodeport_lb(self, p)
+            if done is None:
+                done = self._no_service(p, from_overlay=True, ginfo=ginfo)
         if done is None:
             done = self.local_delivery(p)
+        return self._result(done, p)
+
+    def _result(self, done: tuple[int, str], p: Parsed) -> HookResult:
+        if self.rejected:
+            self.rejected = False
+            return HookResult(Verdict(done[0]), bytes(p.buf), DropReason.DROP_NO_SERVICE,
+                              done[1])
         return HookResult(Verdict(done[0]), bytes(p.buf), None, done[1])
 
 
 def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:
     """The Geneve device's decap plus ctx_get_tunnel_opt(): inner packet and DSR TLV."""
     outer = parse(buf)
-    if outer.v6 or outer.proto != IPPROTO_UDP or outer.dport != GENEVE_PORT:
+    if outer.proto != IPPROTO_UDP or outer.dport != GENEVE_PORT:
         raise DatapathDrop(DropReason.DROP_INVALID)
     off = outer.l4_off + 8
     end = outer.l3_len

@@ -78,6 +78,10 @@ class HashMap(Generic[K, V]):
         """map_delete_elem()."""
         return self._d.pop(key, None) is not None
 
+    def clear(self) -> None:
+        """Delete every entry (the agent re-syncing a map from scratch)."""
+        self._d.clear()
+
     def items(self) -> Iterator[tuple[K, V]]:
         """Iterate like bpftool map dump (oldest first for LRU maps)."""
         return iter(list(self._d.items()))

@@ -6,10 +6,19 @@ import struct
 import zlib
 from typing import TYPE_CHECKING
 
-from datapath.build import dsr_opt4_bytes, dsr_opt6_bytes, geneve_dsr_opt, geneve_encap
+from datapath.build import (
+    dsr_opt4_bytes,
+    dsr_opt6_bytes,
+    geneve_dsr_opt,
+    geneve_encap,
+    icmp4_message,
+    icmp6_message,
+    ipv4,
+    ipv6,
+)
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
 from datapath.csum import csum_diff, csum_replace, ones_sum
-from datapath.drop import DatapathDrop, DropReason
+from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.lb import lb_dnat_request, lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
     SVC_FLAG_FWD_MODE_DSR,
@@ -25,6 +34,8 @@ from datapath.maps import (
 from datapath.nat import snat_nat
 from datapath.packet import (
     IPPROTO_DSTOPTS,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
     TCP_SYN,
@@ -72,7 +83,12 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     if not svc.flags & SVC_FLAG_ROUTABLE and "no_clusterip_check" not in node.faults:
         raise DatapathDrop(DropReason.DROP_IS_CLUSTER_IP)
     vip, vport = p.daddr, p.dport
-    _backend_id, be, ct_new = lb_local(node, p, key, svc)
+    try:
+        _backend_id, be, ct_new = lb_local(node, p, key, svc)
+    except DatapathDrop as d:
+        if d.reason != DropReason.DROP_NO_SERVICE or node.config.no_backend_response != "reject":
+            raise
+        return no_service_reject(node, p)
     lb_dnat_request(node, p, be)
     backend_local = node.maps.lxc.lookup(be.address) is not None
     if not backend_local and uses_dsr(node, svc):
@@ -82,7 +98,40 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
         return node.local_delivery(p)
     target = node.snat_addr(p.v6)
     snat_nat(node, p, target)
+    if node.config.tunnel:
+        return tunnel_forward(node, p, be.address)
     return node.fib_redirect(p)
+
+
+def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"") -> tuple[int, str]:
+    """__encap_with_nodeid(): Geneve towards dst's tunnel endpoint from cilium_ipcache."""
+    tep = node.maps.ipcache.lookup(dst)
+    if tep is None:
+        raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
+    encapsulate(node, p, tep, opt)
+    return node.tunnel_redirect()
+
+
+def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes) -> None:
+    """Outer IP (the node's own address of the underlay family)/UDP 6081/Geneve + inner."""
+    inner = bytes(p.buf)
+    h = zlib.crc32(p.saddr + p.daddr + _H.pack(p.sport) + _H.pack(p.dport))
+    sport = 32768 + h % (61000 - 32768)
+    vni = 0 if "geneve_wrong_vni" in node.faults else (WORLD_IPV6_ID if p.v6 else WORLD_ID)
+    p.buf[:] = geneve_encap(node.snat_addr(len(tep) == 16), tep, inner, vni, opt, sport, p.v6)
+
+
+def no_service_reject(node: Node, p: Parsed) -> tuple[int, str]:
+    """tail_no_service_ipv4/6: answer ICMP port unreachable from the frontend to the client."""
+    node.rejected = True
+    if p.v6:
+        quote = bytes(p.buf[:1232])
+        msg = icmp6_message(p.daddr, p.saddr, 1, 4, b"\0" * 4, quote)
+        p.buf[:] = ipv6(p.daddr, p.saddr, IPPROTO_ICMPV6, msg)
+    else:
+        quote = bytes(p.buf[:p.l4_off + 8])
+        p.buf[:] = ipv4(p.daddr, p.saddr, IPPROTO_ICMP, icmp4_message(3, 3, b"\0" * 4, quote))
+    return Verdict.CTX_ACT_REDIRECT, "netdev"
 
 
 def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:
@@ -116,16 +165,7 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
         opt = b""
         if _wants_dsr_info(node, p, "geneve_opt_every_tcp", ct_new):
             opt = geneve_dsr_opt(vip, vport)
-        tep = node.maps.ipcache.lookup(be.address)
-        if tep is None:
-            raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
-        inner = bytes(p.buf)
-        h = zlib.crc32(p.saddr + p.daddr + _H.pack(p.sport) + _H.pack(p.dport))
-        sport = 32768 + h % (61000 - 32768)
-        vni = 0 if "geneve_wrong_vni" in node.faults else (WORLD_IPV6_ID if p.v6 else WORLD_ID)
-        outer = geneve_encap(node.snat_addr(False), tep, inner, vni, opt, sport, p.v6)
-        p.buf[:] = outer
-        return node.tunnel_redirect()
+        return tunnel_forward(node, p, be.address, opt)
     if _wants_dsr_info(node, p, "dsr_opt_every_tcp_packet", ct_new):
         if p.v6:
             dsr_set_ext6(node, p, vip, vport)
@@ -205,7 +245,8 @@ def rev_dnat(node: Node, p: Parsed, dsr_ok: bool) -> bool:
     if not p.has_ports():
         return False
     ct = node.maps.ct_map(p.v6, p.proto)
-    e = ct_lookup(node, ct, reply_ct_key(p), p.tcp_flags, p.proto == IPPROTO_TCP)
+    e = ct_lookup(node, ct, reply_ct_key(p), p.tcp_flags, p.proto == IPPROTO_TCP,
+                  reply=True)
     if e is None:
         return False
     if e.node_port and e.rev_nat_index:

@@ -1,0 +1,88 @@
+"""One interface for any datapath under test: the reference model, an eBPF build, a kernel.
+
+A datapath implementation is reached through a factory `(NodeConfig, faults) -> Datapath`.
+The reference datapath (datapath.host.Node) is the first implementation; a
+bpf_prog_test_run-driven build or a real kernel path plug in through the same protocol and
+are chosen on the command line with `--datapath module:factory` (shared by `nodeport
+vectors` and `nodeport difftest`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from datapath.config import NodeConfig
+from datapath.errors import VectorFileError
+from datapath.host import HookResult, Node
+
+# `bpftool map dump`-like snapshot: Cilium map name -> rows of (key fields, value fields),
+# addresses as text, ports/flags as ints (datapath.maps.NodeMaps.dump() is the reference).
+MapDump = dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]
+
+DEFAULT_FACTORY = "datapath.host:make_node"
+
+
+@runtime_checkable
+class Datapath(Protocol):
+    """One node's BPF programs and maps (bpf_host.o/bpf_overlay.o + pinned cilium_* maps).
+
+    * configure: the factory receives the NodeConfig the agent would program (services and
+      frontends with rev_nat_index, backends with ids, local endpoints, node addresses,
+      mode/dispatch, NAT range, tunnel, eTP flags...); `reprogram` rewrites the LB,
+      endpoint and ipcache maps later (backend changes) keeping CT and NAT state.
+    * run: one hook ("from-netdev", "to-netdev", "from-overlay") on one packet's bytes
+      starting at the IP header; returns the TC verdict, the bytes as left, the drop
+      reason and the redirect target ("netdev", "cilium_geneve", "lxc:<ifindex>", "stack").
+      `backend` pins the backend chosen on CT_NEW (so two implementations agree).
+    * dump: read every map back for the abstraction function.
+    """
+
+    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
+            ) -> HookResult: ...
+
+    def advance(self, seconds: int) -> None: ...
+
+    def gc(self) -> int: ...
+
+    def dump(self) -> MapDump: ...
+
+    def reprogram(self, config: NodeConfig) -> None: ...
+
+
+DatapathFactory = Callable[[NodeConfig, frozenset[str]], Any]
+
+
+def reference_factory(config: NodeConfig, faults: frozenset[str] = frozenset()) -> Datapath:
+    """The reference (pure Python) datapath."""
+    return Node(config, faults)
+
+
+def load_factory(spec: str | None) -> DatapathFactory:
+    """Resolve `module:factory`; a bad spec is bad input: one line, exit 2 (VectorFileError)."""
+    if not spec:
+        return reference_factory
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise VectorFileError("--datapath", "module:factory",
+                              f"expected module:factory, got {spec!r}")
+    try:
+        obj: Any = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise VectorFileError("--datapath", spec, f"cannot load factory: {e}") from None
+    if not callable(obj):
+        raise VectorFileError("--datapath", spec, "factory is not callable")
+    factory: DatapathFactory = obj
+    return factory
+
+
+def check_datapath(obj: object, spec: str) -> Datapath:
+    """A factory's product must speak the protocol; otherwise it is a bad --datapath."""
+    missing = [m for m in ("run", "advance", "gc", "dump", "reprogram")
+               if not callable(getattr(obj, m, None))]
+    if missing:
+        raise VectorFileError("--datapath", spec,
+                              f"object lacks the Datapath protocol: {', '.join(missing)}")
+    dp: Datapath = obj  # type: ignore[assignment]
+    return dp
