@@ -161,6 +161,21 @@ def test_snat_exhaustion_drops_nat_no_mapping(proto: str) -> None:
         assert t.backend_saw == () and t.client_saw == ()
 
 
+def test_v113_clamp_never_yields_the_range_end() -> None:
+    """v1.13's clamp is start + v % (end - start): port 65535 is unreachable (brief §4.2)."""
+    doc = _exhaustion_doc(3)
+    doc["cilium"]["version"] = "1.13"
+    traces = _traces(doc)
+    assert [t.delivered for t in traces] == [True, False, False]
+    assert traces[0].backend_saw[0].src.port == 65534
+    assert traces[1].drop == ("node1", DropReason.DROP_NAT_NO_MAPPING)
+    # A client port already inside the range is kept, so 65535 is still usable that way.
+    doc = _exhaustion_doc(1)
+    doc["cilium"]["version"] = "1.13"
+    doc["flows"][0]["sourcePort"] = 65535
+    assert _traces(doc)[0].backend_saw[0].src.port == 65535
+
+
 def test_snat_port_collision_picks_another_port() -> None:
     doc = build_doc(packets=2)
     doc["flows"].append(dict(doc["flows"][0], name="second", client="client2"))
