@@ -1,0 +1,295 @@
+"""The abstraction function: datapath bytes and dumped maps -> the model's values and state.
+
+Three translations, each the only bridge between the byte-level datapath and the model:
+
+* `node_config(world, node)`: what the agent programs into one node, from a model World
+  (frontends with their rev_nat_index, backends with their ids, local endpoints, the
+  node's address, mode/dispatch, NAT range, tunnel, eTP, no-backend response).
+* `packet_of(bytes)` / `bytes_of(Packet)`: wire bytes (from the IP header, possibly a Geneve
+  outer header) to model.values.Packet {src, dst, proto, flags, dsr, outer, icmp} and back.
+* `node_state(dump, ...)`: a `Datapath.dump()` to model.maps.NodeState: the four CT maps
+  (cilium_ct{4,6}_global, cilium_ct_any{4,6}_global) union into the model's one CT LruMap,
+  the SNAT maps into its NAT LruMap, the LB maps into LbMaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import IPv6Address, ip_address
+from typing import Any
+
+from datapath.build import (
+    dsr_opt4_bytes,
+    dsr_opt6_bytes,
+    geneve_dsr_opt,
+    geneve_encap,
+    icmp4_message,
+    icmp6_message,
+    ipv4,
+    ipv6,
+    tcp_segment,
+    udp_datagram,
+)
+from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
+from datapath.host import geneve_decap
+from datapath.maps import (
+    SVC_FLAG_EXT_LOCAL_SCOPE,
+    SVC_FLAG_FWD_MODE_DSR,
+    SVC_FLAG_ROUTABLE,
+)
+from datapath.packet import (
+    GENEVE_PORT,
+    IPPROTO_DSTOPTS,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_UDP,
+    find_dsr_opt4,
+    find_dsr_opt6,
+    parse,
+)
+from model.maps import (
+    CtEntry,
+    CtTuple,
+    LbMaps,
+    LruMap,
+    NatEntry,
+    NatTuple,
+    NodeState,
+    ServiceEntry,
+    ServiceKey,
+    TupleFlags,
+)
+from model.network import World
+from model.topology import FrontendKind
+from model.values import (
+    DsrKind,
+    DsrMeta,
+    Endpoint,
+    IcmpKind,
+    IPAddress,
+    Outer,
+    Packet,
+    Proto,
+    TcpFlags,
+)
+
+_KIND = {FrontendKind.NODEPORT: "nodeport", FrontendKind.LOADBALANCER: "loadbalancer",
+         FrontendKind.EXTERNALIP: "externalip", FrontendKind.CLUSTERIP: "clusterip"}
+_PROTO = {Proto.TCP: "tcp", Proto.UDP: "udp"}
+CT_MAPS = ("cilium_ct4_global", "cilium_ct_any4_global", "cilium_ct6_global",
+           "cilium_ct_any6_global")
+NAT_MAPS = ("cilium_snat_v4_external", "cilium_snat_v6_external")
+
+
+class AbstractionError(ValueError):
+    """Bytes or a dump the model has no value for (the datapath emitted something odd)."""
+
+
+# -- configuration: model World -> datapath NodeConfig ------------------------------------
+def node_config(world: World, node: str, *, ct_capacity: int | None = None,
+                nat_capacity: int | None = None) -> NodeConfig:
+    """The NodeConfig the agent would program into `node` for this World."""
+    c = world.cluster
+    cfg = world.cfg
+    me = c.node(node)
+    v6 = isinstance(me.ip, IPv6Address)
+    services = tuple(
+        ServiceConfig(frontend=str(fe.addr.addr), port=fe.addr.port,
+                      rev_nat_index=fe.rev_nat_index, backends=fe.backend_ids,
+                      proto=_PROTO[fe.proto], kind=_KIND[fe.kind],  # type: ignore[arg-type]
+                      ext_traffic_local=fe.etp_local,
+                      source_ranges=tuple(str(r) for r in fe.source_ranges),
+                      routable=fe.routable)
+        for fe in c.frontends_on(node))
+    backends = tuple(BackendConfig(id=bid, address=str(b.addr.addr), port=b.addr.port,
+                                   proto=_PROTO[_backend_proto(world, bid)])
+                     for bid, b in sorted(c.backends.items()))
+    endpoints = tuple(EndpointConfig(address=str(p.ip), ifindex=100 + i, ep_id=1000 + i)
+                      for i, p in enumerate(c.pods) if p.node == node)
+    teps = tuple((str(a), str(t)) for a, t in world.ipcache().items())
+    return NodeConfig(
+        name=node, ipv4=None if v6 else str(me.ip), ipv6=str(me.ip) if v6 else None,
+        mode=cfg.mode.value, dispatch=cfg.dispatch.value,
+        services=services, backends=backends, endpoints=endpoints, tunnel_endpoints=teps,
+        nat_min=cfg.nat_min, nat_max=cfg.nat_max_port,
+        ct_capacity=ct_capacity or cfg.ct_max, nat_capacity=nat_capacity or cfg.nat_max,
+        seed=cfg.seed, tunnel=cfg.tunneling,
+        no_backend_response="reject" if cfg.reject_no_backend else "drop")
+
+
+def _backend_proto(world: World, bid: int) -> Proto:
+    for fe in world.cluster.frontends:
+        if bid in fe.backend_ids:
+            return fe.proto
+    return Proto.TCP
+
+
+# -- packets: bytes <-> model Packet -------------------------------------------------------
+def _ip(b: bytes) -> IPAddress:
+    return ip_address(b)
+
+
+def packet_of(data: bytes | bytearray) -> Packet:
+    """Wire bytes (IP header first, maybe Geneve-encapsulated) to the model's Packet."""
+    buf = bytearray(data)
+    try:
+        p = parse(buf)
+        outer: Outer | None = None
+        dsr: DsrMeta | None = None
+        if p.proto == IPPROTO_UDP and p.dport == GENEVE_PORT:
+            off = p.l4_off + 8
+            vni = int.from_bytes(buf[off + 4:off + 7], "big")
+            outer = Outer(src=_ip(p.saddr), dst=_ip(p.daddr), vni=vni)
+            inner, ginfo = geneve_decap(buf)
+            if ginfo is not None:
+                dsr = DsrMeta(kind=DsrKind.GENEVE_OPTION,
+                              frontend=Endpoint(addr=_ip(ginfo[0]), port=ginfo[1]))
+            buf = inner
+            p = parse(buf)
+        if dsr is None and p.proto in (6, 17):
+            info = find_dsr_opt6(buf) if p.v6 else find_dsr_opt4(buf)
+            if info is not None:
+                dsr = DsrMeta(kind=DsrKind.IPV6_DSTOPT if p.v6 else DsrKind.IPV4_OPTION,
+                              frontend=Endpoint(addr=_ip(info[0]), port=info[1]))
+    except Exception as e:  # the datapath's own drop exception or a short buffer
+        raise AbstractionError(f"unparseable packet {bytes(data[:64]).hex()}: {e}") from None
+    if p.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        t, code = buf[p.l4_off], buf[p.l4_off + 1]
+        icmp = IcmpKind.PORT_UNREACHABLE if (t, code) in ((3, 3), (1, 4)) else None
+        if icmp is None:
+            raise AbstractionError(f"ICMP type {t} code {code} has no model value")
+        return Packet(src=Endpoint(addr=_ip(p.saddr), port=0),
+                      dst=Endpoint(addr=_ip(p.daddr), port=0), proto=Proto(p.proto),
+                      icmp=icmp, outer=outer)
+    if p.proto not in (6, 17):
+        raise AbstractionError(f"protocol {p.proto} has no model value")
+    return Packet(src=Endpoint(addr=_ip(p.saddr), port=p.sport),
+                  dst=Endpoint(addr=_ip(p.daddr), port=p.dport), proto=Proto(p.proto),
+                  flags=TcpFlags(p.tcp_flags & 0x1F), dsr=dsr, outer=outer)
+
+
+def bytes_of(pkt: Packet) -> bytes:
+    """A model Packet as the bytes a client, a pod or a node would put on the wire."""
+    s, d = pkt.src.addr.packed, pkt.dst.addr.packed
+    v6 = len(s) == 16
+    if pkt.icmp is not None:
+        quote = ipv4(d, s, IPPROTO_UDP, udp_datagram(d, s, 1, 1, b""))
+        if v6:
+            msg = icmp6_message(s, d, 1, 4, b"\0" * 4, quote)
+            inner = ipv6(s, d, IPPROTO_ICMPV6, msg)
+        else:
+            inner = ipv4(s, d, IPPROTO_ICMP, icmp4_message(3, 3, b"\0" * 4, quote[:28]))
+    else:
+        proto = int(pkt.proto)
+        l4 = (tcp_segment(s, d, pkt.src.port, pkt.dst.port, int(pkt.flags))
+              if pkt.proto is Proto.TCP else udp_datagram(s, d, pkt.src.port, pkt.dst.port))
+        meta = pkt.dsr
+        fe = meta.frontend if meta is not None else None
+        if meta is not None and fe is not None and meta.kind is DsrKind.IPV4_OPTION:
+            inner = ipv4(s, d, proto, l4, options=dsr_opt4_bytes(fe.addr.packed, fe.port))
+        elif meta is not None and fe is not None and meta.kind is DsrKind.IPV6_DSTOPT:
+            inner = ipv6(s, d, IPPROTO_DSTOPTS,
+                         dsr_opt6_bytes(proto, fe.addr.packed, fe.port) + l4)
+        else:
+            inner = ipv6(s, d, proto, l4) if v6 else ipv4(s, d, proto, l4)
+    if pkt.outer is None:
+        return inner
+    opt = b""
+    if pkt.dsr is not None and pkt.dsr.kind is DsrKind.GENEVE_OPTION:
+        opt = geneve_dsr_opt(pkt.dsr.frontend.addr.packed, pkt.dsr.frontend.port)
+    o = pkt.outer
+    return geneve_encap(o.src.packed, o.dst.packed, inner, o.vni, opt, 40000, v6)
+
+
+# -- maps: dump -> model NodeState ---------------------------------------------------------
+def _addr(text: Any) -> IPAddress:
+    return ip_address(str(text))
+
+
+def _ct_key(k: Mapping[str, Any]) -> CtTuple:
+    return CtTuple(daddr=_addr(k["daddr"]), saddr=_addr(k["saddr"]), dport=int(k["dport"]),
+                   sport=int(k["sport"]), nexthdr=Proto(int(k["nexthdr"])),
+                   flags=TupleFlags(int(k["flags"])))
+
+
+def _ct_entry(v: Mapping[str, Any]) -> CtEntry:
+    nat = v.get("nat_addr")
+    return CtEntry(backend_id=int(v["backend_id"]), rev_nat_index=int(v["rev_nat_index"]),
+                   node_port=bool(v["node_port"]), dsr_internal=bool(v["dsr_internal"]),
+                   nat_addr=_addr(nat) if isinstance(nat, str) and nat else None,
+                   nat_port=int(v["nat_port"]), seen_non_syn=bool(v["seen_non_syn"]),
+                   tx_closing=bool(v["tx_closing"]), rx_closing=bool(v["rx_closing"]),
+                   lifetime=int(v["lifetime"]))
+
+
+def _nat_key(k: Mapping[str, Any]) -> NatTuple:
+    return NatTuple(saddr=_addr(k["saddr"]), daddr=_addr(k["daddr"]), sport=int(k["sport"]),
+                    dport=int(k["dport"]), nexthdr=Proto(int(k["nexthdr"])),
+                    flags=TupleFlags(int(k["flags"])))
+
+
+def _nat_entry(v: Mapping[str, Any]) -> NatEntry:
+    return NatEntry(to_addr=_addr(v["to_addr"]), to_port=int(v["to_port"]),
+                    created=int(v["created"]), needs_ct=bool(v["needs_ct"]))
+
+
+def ct_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int
+           ) -> LruMap[CtTuple, CtEntry]:
+    """The four per-family/per-protocol CT maps as the model's single CT map."""
+    entries: dict[CtTuple, CtEntry] = {}
+    for name in CT_MAPS:
+        for k, v in dump.get(name, []):
+            entries[_ct_key(k)] = _ct_entry(v)
+    return LruMap(capacity=capacity, entries=entries)
+
+
+def nat_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int
+            ) -> LruMap[NatTuple, NatEntry]:
+    """cilium_snat_v{4,6}_external as the model's SNAT map."""
+    entries: dict[NatTuple, NatEntry] = {}
+    for name in NAT_MAPS:
+        for k, v in dump.get(name, []):
+            entries[_nat_key(k)] = _nat_entry(v)
+    return LruMap(capacity=capacity, entries=entries)
+
+
+def lb_maps(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref: LbMaps
+            ) -> LbMaps:
+    """LB maps back to LbMaps; the agent-side views (source ranges, the service's backends
+    on all nodes) are not in any BPF map and are taken from `ref`."""
+    services: dict[ServiceKey, ServiceEntry] = {}
+    for fam in ("4", "6"):
+        rows = dump.get(f"cilium_lb{fam}_services_v2", [])
+        slots: dict[tuple[IPAddress, int, Proto], dict[int, int]] = {}
+        masters: dict[tuple[IPAddress, int, Proto], Mapping[str, Any]] = {}
+        for k, v in rows:
+            key = (_addr(k["address"]), int(k["dport"]), Proto(int(k["proto"])))
+            if int(k["backend_slot"]) == 0:
+                masters[key] = v
+            else:
+                slots.setdefault(key, {})[int(k["backend_slot"])] = int(v["backend_id"])
+        for key, m in masters.items():
+            n = int(m["count"])
+            s = slots.get(key, {})
+            r = ref.services.get(key)
+            services[key] = ServiceEntry(
+                rev_nat_index=int(m["rev_nat_index"]),
+                backend_slots=tuple(s[i] for i in range(1, n + 1) if i in s),
+                routable=bool(int(m["flags"]) & SVC_FLAG_ROUTABLE),
+                etp_local=bool(int(m["flags"]) & SVC_FLAG_EXT_LOCAL_SCOPE),
+                dsr=bool(int(m["flags2"]) & SVC_FLAG_FWD_MODE_DSR),
+                source_ranges=r.source_ranges if r is not None else (),
+                all_backends=r.all_backends if r is not None else ())
+    backends = {int(k["key"]): Endpoint(addr=_addr(v["address"]), port=int(v["port"]))
+                for fam in ("4", "6") for k, v in dump.get(f"cilium_lb{fam}_backends_v3", [])}
+    revnat = {int(k["key"]): Endpoint(addr=_addr(v["address"]), port=int(v["port"]))
+              for fam in ("4", "6") for k, v in dump.get(f"cilium_lb{fam}_reverse_nat", [])}
+    local = frozenset(_addr(k["key"]) for k, _v in dump.get("cilium_lxc", []))
+    return LbMaps(services=services, backends=backends, revnat=revnat, local_endpoints=local)
+
+
+def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref: NodeState
+               ) -> NodeState:
+    """A datapath dump as the model's NodeState (capacities and agent views from `ref`)."""
+    return NodeState(lb=lb_maps(dump, ref.lb), ct=ct_map(dump, ref.ct.capacity),
+                     snat=nat_map(dump, ref.snat.capacity))

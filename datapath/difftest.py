@@ -1,0 +1,537 @@
+"""Differential testing engine: the model and a byte-level datapath run the same program.
+
+A program is a scenario (model.scenario's format: cluster, services, flows).  Both sides
+run it flow by flow, packet by packet, exactly as model.flows.run_flow does (clock +1 per
+packet, `idle` then CT GC, SYN/ACK.../FIN requests, pods answer by swapping):
+
+* model side: model.network.walk over model.nodeport's hooks and immutable NodeState;
+* datapath side: `DatapathNet`, a network of `Datapath` instances (one per node) fed with
+  bytes: the fabric delivers by (outer) destination to the owning node's from-netdev or,
+  for Geneve, from-overlay; a pod's reply enters its node's to-netdev; a redirect to an
+  lxc device is delivery to the pod; CTX_ACT_OK towards the node's own address is a punt
+  to the stack; anything else is forwarded onto the fabric again.
+
+What is compared (every walk = one step):
+  1. every hook execution in order: node, hook, verdict (forward/deliver/to-stack/drop/
+     reject) and the packet it emits, abstracted by datapath.abstraction.packet_of
+     (addresses, ports, protocol, TCP flags, DSR metadata and kind, Geneve outer src/dst/
+     VNI, ICMP kind);
+  2. how the walk ends: delivered to which pod / received by which client / dropped, where
+     and with which drop reason (PUNT_TO_STACK for CTX_ACT_OK to the node itself);
+  3. after the step, every node's CT map and SNAT map (all fields, lifetimes included),
+     abstracted from `Datapath.dump()`; the LB maps once after programming.
+Randomness is removed honestly: every flow pins its backend in both implementations
+(FlowSpec.backend / NodeCtx.pinned vs Datapath.run(backend=id)), and NAT ports the two
+allocate at random are compared up to a bijection learned on first sight per
+(node address, backend, backend port, protocol) and enforced afterwards; a port either
+side kept from the client must be kept by both.
+Not compared: byte-exact checksums/TTLs/payloads (the golden vectors do that), the order
+of LRU entries (capacities are large enough never to evict), fabric faults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from datapath.abstraction import AbstractionError, bytes_of, node_config, node_state, packet_of
+from datapath.adapter import Datapath, DatapathFactory, check_datapath
+from datapath.drop import Verdict as DpVerdict
+from model.drops import DropReason
+from model.flows import FlowSpec, request
+from model.maps import NatEntry, NatTuple, NodeState, TupleFlags
+from model.network import (
+    MAX_HOPS,
+    ClusterState,
+    EndKind,
+    World,
+    gc_all,
+    initial_state,
+    reply_to,
+    walk,
+)
+from model.nodeport import Step
+from model.topology import Fabric
+from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto
+
+
+@attrs.frozen(kw_only=True)
+class Obs:
+    """One hook execution as seen from outside: where, which hook, verdict, emitted packet."""
+
+    at: str
+    hook: str
+    verdict: str
+    packet: Packet | None
+    note: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class End:
+    """How one walk ended: ('pod'|'client'|'drop', where, last packet, drop site/reason)."""
+
+    kind: str
+    at: str
+    packet: Packet | None
+    drop: tuple[str, str] | None
+
+
+@attrs.frozen(kw_only=True)
+class Divergence:
+    """The first disagreement: which step, what differs, and both traces so far."""
+
+    step: str
+    what: tuple[str, ...]
+    model_trace: tuple[str, ...]
+    dp_trace: tuple[str, ...]
+
+
+def pkt_str(p: Packet | None) -> str:
+    """Compact one-line packet rendering for traces."""
+    if p is None:
+        return "-"
+    if p.icmp is not None:
+        s = f"{p.proto.name} {p.src.addr} -> {p.dst.addr} {p.icmp.value}"
+    else:
+        fl = f" [{p.flags.letters()}]" if p.proto is Proto.TCP else ""
+        s = f"{p.proto.name} {p.src} -> {p.dst}{fl}"
+    if p.dsr is not None:
+        s += f" dsr={p.dsr.frontend}({p.dsr.kind.value})"
+    if p.outer is not None:
+        s += f" outer={p.outer.src}->{p.outer.dst}/vni={p.outer.vni}"
+    return s
+
+
+def obs_str(o: Obs | End) -> str:
+    """One trace line."""
+    if isinstance(o, End):
+        d = f" drop={o.drop[1]}@{o.drop[0]}" if o.drop else ""
+        return f"end {o.kind} at {o.at}{d}: {pkt_str(o.packet)}"
+    return f"{o.at} {o.hook} {o.verdict}: {pkt_str(o.packet)}{o.note}"
+
+
+def normalise(p: Packet | None) -> Packet | None:
+    """A Geneve DSR option lives in the outer header: once decapsulated nothing carries it.
+
+    The model keeps `dsr` on the inner packet after from-overlay strips `outer`; on bytes
+    that information is gone, so the model value is compared without it (representation,
+    not behaviour: the CT entry the option created is compared in full).
+    """
+    if p is not None and p.outer is None and p.dsr is not None and \
+            p.dsr.kind is DsrKind.GENEVE_OPTION:
+        return attrs.evolve(p, dsr=None)
+    return p
+
+
+# -- known model bugs ----------------------------------------------------------------------
+# Each entry is a place where the model disagrees with Cilium's source (written up in
+# /work/model-bugs.md).  Unless --strict, the model's value is corrected to Cilium's before
+# comparing, so the datapath is still held to Cilium's behaviour; nothing is masked on the
+# datapath side.
+KNOWN_MODEL_BUGS: dict[str, str] = {
+    "udp-seen-non-syn": "model sets seen_non_syn on non-TCP CT entries; Cilium's "
+                        "ct_update_timeout() only tracks it for TCP",
+    "ipv6-outer-vni": "model encapsulates IPv6 with VNI WORLD_ID (2); Cilium uses "
+                      "WORLD_IPV6_ID (10) for IPv6 (model.values.WORLD_IPV6_ID is 9)",
+}
+WORLD_IPV6_ID = 10
+
+
+def correct_packet(p: Packet | None) -> Packet | None:
+    """The model packet with the known-bug fields set to Cilium's values."""
+    if p is not None and p.outer is not None and p.is_ipv6 and p.outer.vni != WORLD_IPV6_ID:
+        return attrs.evolve(p, outer=attrs.evolve(p.outer, vni=WORLD_IPV6_ID))
+    return p
+
+
+def correct_state(st: NodeState) -> NodeState:
+    """The model state with the known-bug fields set to Cilium's values."""
+    fixed = {k: (attrs.evolve(v, seen_non_syn=False) if k.nexthdr is not Proto.TCP else v)
+             for k, v in st.ct.entries.items()}
+    return attrs.evolve(st, ct=attrs.evolve(st.ct, entries=fixed))
+
+
+# -- NAT port renaming ---------------------------------------------------------------------
+RenKey = tuple[IPAddress, IPAddress, int, Proto]
+
+
+class PortRenaming:
+    """A bijection datapath NAT port -> model NAT port per (node addr, backend, bport, proto)."""
+
+    def __init__(self, node_ips: Iterable[IPAddress], nat_min: int, nat_max: int) -> None:
+        self.node_ips = frozenset(node_ips)
+        self.lo, self.hi = nat_min, nat_max
+        self.fwd: dict[RenKey, dict[int, int]] = {}
+        self.inv: dict[RenKey, dict[int, int]] = {}
+
+    def get(self, key: RenKey, port: int) -> int:
+        """The model's name for a datapath port (itself when never learned)."""
+        return self.fwd.get(key, {}).get(port, port)
+
+    def _nat_side(self, p: Packet) -> tuple[str, RenKey] | None:
+        if p.icmp is not None:
+            return None
+        if p.src.addr in self.node_ips and self.lo <= p.src.port <= self.hi:
+            return "src", (p.src.addr, p.dst.addr, p.dst.port, p.proto)
+        if p.dst.addr in self.node_ips and self.lo <= p.dst.port <= self.hi:
+            return "dst", (p.dst.addr, p.src.addr, p.src.port, p.proto)
+        return None
+
+    def apply(self, d: Packet | None, m: Packet | None, client_port: int) -> Packet | None:
+        """Rename d's NAT port, learning the pair from m on first sight."""
+        if d is None:
+            return d
+        side = self._nat_side(d)
+        if side is None:
+            return d
+        where, key = side
+        dport = d.src.port if where == "src" else d.dst.port
+        if dport not in self.fwd.get(key, {}) and m is not None:
+            ms = self._nat_side(m)
+            if ms is not None and ms[0] == where and ms[1] == key:
+                mport = m.src.port if where == "src" else m.dst.port
+                kept = client_port in (mport, dport)
+                if mport not in self.inv.get(key, {}) and (not kept or mport == dport):
+                    self.fwd.setdefault(key, {})[dport] = mport
+                    self.inv.setdefault(key, {})[mport] = dport
+        new = self.get(key, dport)
+        if where == "src":
+            return attrs.evolve(d, src=Endpoint(addr=d.src.addr, port=new))
+        return attrs.evolve(d, dst=Endpoint(addr=d.dst.addr, port=new))
+
+    def nat_state(self, st: NodeState) -> NodeState:
+        """Rename the NAT ports in a datapath-derived SNAT map."""
+        out: dict[NatTuple, NatEntry] = {}
+        for k, v in st.snat.entries.items():
+            if k.flags is TupleFlags.OUT:
+                nv = attrs.evolve(v, to_port=self.get((v.to_addr, k.daddr, k.dport, k.nexthdr),
+                                                      v.to_port))
+                out[k] = nv
+            else:
+                nk = attrs.evolve(k, dport=self.get((k.daddr, k.saddr, k.sport, k.nexthdr),
+                                                    k.dport))
+                out[nk] = v
+        return attrs.evolve(st, snat=attrs.evolve(st.snat, entries=out))
+
+
+# -- the model side ------------------------------------------------------------------------
+def model_walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet, *,
+               reply: bool, via: str | None, pinned: IPAddress | None, strict: bool = False
+               ) -> tuple[ClusterState, list[Obs], End]:
+    """model.network.walk, with its hops turned into observations."""
+    fix: Callable[[Packet | None], Packet | None] = (
+        normalise if strict else (lambda q: correct_packet(normalise(q))))
+    w = walk(world, state, sender, pkt, reply=reply, via=via, pinned=pinned)
+    hooks = [h for h in w.hops if h.hook is not None]
+    obs = []
+    for i, h in enumerate(hooks):
+        assert h.hook is not None
+        last = i == len(hooks) - 1
+        if h.action is Step.REJECT:
+            v = "reject"
+        elif not last:
+            v = "forward"
+        elif w.end is EndKind.POD:
+            v = "deliver"
+        elif w.end is EndKind.DROP and w.drop is not None and w.drop[0] == h.at == w.at:
+            v = "to-stack" if w.drop[1] is DropReason.PUNT_TO_STACK else "drop"
+        else:
+            v = "forward"
+        obs.append(Obs(at=h.at, hook=h.hook.value, verdict=v, packet=fix(h.packet)))
+    drop = (w.drop[0], w.drop[1].name) if w.drop is not None else None
+    return w.state, obs, End(kind=w.end.value, at=w.at, packet=fix(w.packet), drop=drop)
+
+
+# -- the datapath side ---------------------------------------------------------------------
+class DatapathNet:
+    """A cluster of Datapath instances joined by a byte-level fabric (the test harness)."""
+
+    def __init__(self, world: World, factory: DatapathFactory, faults: frozenset[str],
+                 spec: str = "datapath") -> None:
+        self.world = world
+        self.nodes: dict[str, Datapath] = {
+            n.name: check_datapath(factory(node_config(world, n.name), faults), spec)
+            for n in world.cluster.nodes}
+        self.node_ip = {n.name: n.ip for n in world.cluster.nodes}
+
+    def advance(self, seconds: int) -> None:
+        """Every node's clock moves together."""
+        for dp in self.nodes.values():
+            dp.advance(seconds)
+
+    def gc(self) -> None:
+        """The agent's CT GC (and orphan NAT purge) on every node."""
+        for dp in self.nodes.values():
+            dp.gc()
+
+    def _receiver(self, p: Packet, via: str | None) -> tuple[str, str] | None:
+        c = self.world.cluster
+        if p.outer is not None:
+            return c.owner_of(p.outer.dst)
+        owner = c.owner_of(p.dst.addr)
+        if owner is not None:
+            return owner
+        nodes = self.world.announced.get(p.dst.addr, frozenset())
+        if via is not None and via in nodes:
+            return ("node", via)
+        return ("node", sorted(nodes)[0]) if nodes else None
+
+    def _fabric_loss(self, sender: str, p: Packet, data: bytes) -> str | None:
+        """The fabric facts, judged on the bytes a node puts on the wire."""
+        fabric = self.world.cluster.fabric
+        src = p.outer.src if p.outer is not None else p.src.addr
+        if Fabric.SOURCE_DEST_CHECK in fabric and not self.world.owns(sender, src):
+            return DropReason.FABRIC_SOURCE_DEST_CHECK.name
+        if Fabric.DROPS_IP_OPTIONS in fabric and p.outer is None and (
+                (data[0] >> 4 == 4 and data[0] & 0xF > 5)
+                or (data[0] >> 4 == 6 and data[6] in (0, 43, 60))):
+            return DropReason.FABRIC_DROPS_IP_OPTIONS.name
+        return None
+
+    def _hook(self, node: str, hook: str, data: bytes, pin: int | None
+              ) -> tuple[Obs, bytes, str, tuple[str, str] | None]:
+        """Run one hook; returns the observation, the bytes, and 'go'|'pod'|'stop'."""
+        r = self.nodes[node].run(hook, data, pin)
+        try:
+            out = packet_of(r.packet)
+        except AbstractionError as e:
+            o = Obs(at=node, hook=hook, verdict="garbage", packet=None, note=f" ({e})")
+            return o, r.packet, "stop", (node, "UNPARSEABLE_OUTPUT")
+        if r.verdict == DpVerdict.CTX_ACT_DROP:
+            reason = r.drop_reason.name if r.drop_reason is not None else "DROP_UNKNOWN"
+            return Obs(at=node, hook=hook, verdict="drop", packet=out), r.packet, "stop", \
+                (node, reason)
+        target = r.target or ""
+        if r.verdict == DpVerdict.CTX_ACT_REDIRECT and target.startswith("lxc"):
+            return Obs(at=node, hook=hook, verdict="deliver", packet=out), r.packet, "pod", None
+        if r.drop_reason is not None:  # tail_no_service_*: ICMP answered, request dropped
+            return Obs(at=node, hook=hook, verdict="reject", packet=out), r.packet, "go", \
+                (node, r.drop_reason.name)
+        if r.verdict == DpVerdict.CTX_ACT_OK and target == "stack":
+            if out.outer is None and out.dst.addr == self.node_ip[node]:
+                return Obs(at=node, hook=hook, verdict="to-stack", packet=out), r.packet, \
+                    "stop", (node, DropReason.PUNT_TO_STACK.name)
+            owner = self.world.cluster.owner_of(out.dst.addr)
+            if owner is not None and owner[0] == "pod" and \
+                    self.world.cluster.pod(owner[1]).node == node:
+                return Obs(at=node, hook=hook, verdict="deliver", packet=out), r.packet, \
+                    "pod", None
+        return Obs(at=node, hook=hook, verdict="forward", packet=out), r.packet, "go", None
+
+    def walk(self, sender: tuple[str, str], data: bytes, *, via: str | None,
+             pin: int | None) -> tuple[list[Obs], End, bytes]:
+        """Move bytes from a client or pod until a pod or client gets them or they die."""
+        obs: list[Obs] = []
+        drop: tuple[str, str] | None = None
+        kind, name = sender
+        if kind == "pod":
+            node = self.world.cluster.pod(name).node
+            o, data, go, why = self._hook(node, "to-netdev", data, None)
+            obs.append(o)
+            if go == "stop":
+                return obs, End(kind="drop", at=node, packet=o.packet, drop=why), data
+        sender_node = self.world.cluster.pod(name).node if kind == "pod" else None
+        for _ in range(MAX_HOPS):
+            p = packet_of(data)
+            if sender_node is not None:
+                loss = self._fabric_loss(sender_node, p, data)
+                if loss is not None:
+                    return obs, End(kind="drop", at="fabric", packet=p,
+                                    drop=drop or ("fabric", loss)), data
+            target = self._receiver(p, via)
+            if target is None:
+                return obs, End(kind="drop", at="fabric", packet=p,
+                                drop=drop or ("fabric", DropReason.FABRIC_NO_ROUTE.name)), data
+            tkind, tname = target
+            if tkind == "client":
+                if drop is not None:
+                    return obs, End(kind="drop", at=tname, packet=p, drop=drop), data
+                return obs, End(kind="client", at=tname, packet=p, drop=None), data
+            node = tname if tkind == "node" else self.world.cluster.pod(tname).node
+            hook = "from-overlay" if p.outer is not None else "from-netdev"
+            o, data, go, why = self._hook(node, hook, data, pin)
+            obs.append(o)
+            if go == "pod":
+                assert o.packet is not None
+                owner = self.world.cluster.owner_of(o.packet.dst.addr)
+                at = owner[1] if owner is not None else "?"
+                return obs, End(kind="pod", at=at, packet=o.packet, drop=drop), data
+            if go == "stop":
+                return obs, End(kind="drop", at=node, packet=o.packet, drop=drop or why), data
+            if why is not None:
+                drop = why
+            sender_node = node
+        return obs, End(kind="drop", at="fabric", packet=None, drop=("fabric", "LOOP")), data
+
+    def states(self, ref: Mapping[str, NodeState]) -> dict[str, NodeState]:
+        """Every node's maps through the abstraction function."""
+        return {n: node_state(dp.dump(), ref[n]) for n, dp in self.nodes.items()}
+
+
+# -- comparison ----------------------------------------------------------------------------
+def _diff_maps(node: str, what: str, m: Mapping[Any, Any], d: Mapping[Any, Any]) -> list[str]:
+    out = []
+    for k in sorted(set(m) | set(d), key=repr):
+        if m.get(k) != d.get(k):
+            out.append(f"{node} {what} {k}: model={m.get(k)} datapath={d.get(k)}")
+    return out
+
+
+def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
+                ren: PortRenaming, lb: bool = False) -> list[str]:
+    """Field-by-field differences between the model's and the abstracted datapath state."""
+    out: list[str] = []
+    for node in sorted(model):
+        m, d = model[node], ren.nat_state(dp[node])
+        out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries)
+        out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries)
+        if lb and m.lb != d.lb:
+            out += _diff_maps(node, "lb.services", m.lb.services, d.lb.services)
+            out += _diff_maps(node, "lb.backends", m.lb.backends, d.lb.backends)
+            out += _diff_maps(node, "lb.revnat", m.lb.revnat, d.lb.revnat)
+            if m.lb.local_endpoints != d.lb.local_endpoints:
+                out.append(f"{node} lxc: model={sorted(map(str, m.lb.local_endpoints))} "
+                           f"datapath={sorted(map(str, d.lb.local_endpoints))}")
+    return out
+
+
+@attrs.define
+class Counters:
+    """What a run compared: steps (walks) and packet observations (hooks + walk ends)."""
+
+    steps: int = 0
+    observations: int = 0
+
+
+class DiffRun:
+    """Runs one program on both sides, stopping at the first divergence."""
+
+    def __init__(self, world: World, factory: DatapathFactory,
+                 faults: frozenset[str] = frozenset(), spec: str = "datapath",
+                 counters: Counters | None = None, strict: bool = False) -> None:
+        self.world = world
+        self.strict = strict
+        self.state = initial_state(world)
+        self.net = DatapathNet(world, factory, faults, spec)
+        cfg = world.cfg
+        self.ren = PortRenaming((n.ip for n in world.cluster.nodes), cfg.nat_min,
+                                cfg.nat_max_port)
+        self.mtrace: list[str] = []
+        self.dtrace: list[str] = []
+        self.counters = counters or Counters()
+
+    def _fail(self, step: str, what: list[str]) -> Divergence:
+        return Divergence(step=step, what=tuple(what), model_trace=tuple(self.mtrace),
+                          dp_trace=tuple(self.dtrace))
+
+    def model_states(self) -> dict[str, NodeState]:
+        """The model's node states, known bugs corrected unless strict."""
+        if self.strict:
+            return dict(self.state.nodes)
+        return {n: correct_state(st) for n, st in self.state.nodes.items()}
+
+    def _state_diffs(self, lb: bool = False) -> list[str]:
+        return diff_states(self.model_states(), self.net.states(self.state.nodes), self.ren,
+                           lb=lb)
+
+    def check_programming(self) -> Divergence | None:
+        """LB maps as programmed must abstract to the model's LbMaps."""
+        diffs = self._state_diffs(lb=True)
+        return self._fail("programming", diffs) if diffs else None
+
+    def _compare(self, step: str, mo: list[Obs], me: End, do: list[Obs], de: End,
+                 client_port: int) -> Divergence | None:
+        self.mtrace.append(f"-- {step}")
+        self.dtrace.append(f"-- {step}")
+        self.mtrace += [*map(obs_str, mo), obs_str(me)]
+        what: list[str] = []
+        renamed: list[Obs] = []
+        for i in range(max(len(mo), len(do))):
+            m = mo[i] if i < len(mo) else None
+            d = do[i] if i < len(do) else None
+            if d is not None:
+                d = attrs.evolve(d, packet=self.ren.apply(
+                    d.packet, m.packet if m is not None else None, client_port))
+                renamed.append(d)
+            if m != d:
+                what.append(f"hook #{i + 1}: model {obs_str(m) if m else '(none)'} | "
+                            f"datapath {obs_str(d) if d else '(none)'}")
+        de = attrs.evolve(de, packet=self.ren.apply(de.packet, me.packet, client_port))
+        self.dtrace += [*map(obs_str, renamed), obs_str(de)]
+        if me != de:
+            what.append(f"end: model {obs_str(me)} | datapath {obs_str(de)}")
+        self.counters.steps += 1
+        self.counters.observations += len(mo) + 1
+        if what:
+            return self._fail(step, what)
+        diffs = self._state_diffs()
+        return self._fail(step, diffs) if diffs else None
+
+    def run_flow(self, spec: FlowSpec) -> Divergence | None:
+        """model.flows.run_flow, step by step on both sides."""
+        c = self.world.cluster
+        pinned = c.pod(spec.backend).ip if spec.backend is not None else None
+        pin_id = backend_id(self.world, spec)
+        if spec.idle:
+            self.state = gc_all(attrs.evolve(self.state, now=self.state.now + spec.idle))
+            self.net.advance(spec.idle)
+            self.net.gc()
+            diffs = self._state_diffs()
+            if diffs:
+                return self._fail(f"{spec.name}: idle {spec.idle}s + CT GC", diffs)
+        for i in range(spec.packets):
+            self.state = attrs.evolve(self.state, now=self.state.now + 1)
+            self.net.advance(1)
+            pkt = request(spec, i)
+            self.state, mo, me = model_walk(self.world, self.state, ("client", spec.client),
+                                            pkt, reply=False, via=spec.via, pinned=pinned,
+                                            strict=self.strict)
+            do, de, dbytes = self.net.walk(("client", spec.client), bytes_of(pkt),
+                                           via=spec.via, pin=pin_id)
+            div = self._compare(f"{spec.name}: request {i + 1} {pkt_str(pkt)}", mo, me, do, de,
+                                spec.source.port)
+            if div is not None:
+                return div
+            if me.kind != "pod" or me.packet is None:
+                return None
+            mans = reply_to(me.packet)
+            dans = reply_to(packet_of(dbytes))
+            self.state, mo, me = model_walk(self.world, self.state, ("pod", me.at), mans,
+                                            reply=True, via=None, pinned=None,
+                                            strict=self.strict)
+            do, de, _ = self.net.walk(("pod", de.at), bytes_of(dans), via=None, pin=None)
+            div = self._compare(f"{spec.name}: reply {i + 1} {pkt_str(mans)}", mo, me, do, de,
+                                spec.source.port)
+            if div is not None:
+                return div
+            if me.kind != "client":
+                return None
+        return None
+
+    def run(self, flows: Iterable[FlowSpec],
+            between: Callable[[int], None] | None = None) -> Divergence | None:
+        """The whole program: programming check, then every flow in order."""
+        div = self.check_programming()
+        if div is not None:
+            return div
+        for n, spec in enumerate(flows):
+            if between is not None:
+                between(n)
+            div = self.run_flow(spec)
+            if div is not None:
+                return div
+        return None
+
+
+def backend_id(world: World, spec: FlowSpec) -> int | None:
+    """The backend id the pinned pod has in this flow's service (what the datapath pins)."""
+    if spec.backend is None:
+        return None
+    for fe in world.cluster.frontends:
+        if fe.service == spec.service:
+            for bid in fe.backend_ids:
+                if world.cluster.backends[bid].pod == spec.backend:
+                    return bid
+    return None
