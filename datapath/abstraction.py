@@ -114,6 +114,8 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         nat_min=cfg.nat_min, nat_max=cfg.nat_max_port,
         ct_capacity=ct_capacity or cfg.ct_max, nat_capacity=nat_capacity or cfg.nat_max,
         seed=cfg.seed, tunnel=cfg.tunneling,
+        router_ipv4=str(me.router_ip) if me.router_ip is not None and not v6 else None,
+        router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
         no_backend_response="reject" if cfg.reject_no_backend else "drop")
 
 

@@ -71,5 +71,8 @@ class NodeConfig:
     # routingMode=tunnel: pod traffic between nodes (SNAT'd requests, replies to remote
     # nodes) goes through the Geneve device using tunnel_endpoints (cilium_ipcache).
     tunnel: bool = False
+    # cilium_host's address (IPV4_GATEWAY / IPV6 router IP): the SNAT source in tunnel mode.
+    router_ipv4: str | None = None
+    router_ipv6: str | None = None
     # serviceNoBackendResponse: "reject" answers ICMP port unreachable (tail_no_service_ipv4).
     no_backend_response: Literal["drop", "reject"] = "drop"

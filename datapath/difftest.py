@@ -254,7 +254,7 @@ class DatapathNet:
         self.nodes: dict[str, Datapath] = {
             n.name: check_datapath(factory(node_config(world, n.name), faults), spec)
             for n in world.cluster.nodes}
-        self.node_ip = {n.name: n.ip for n in world.cluster.nodes}
+        self.node_ips = {n.name: (n.ip, n.router_ip) for n in world.cluster.nodes}
 
     def advance(self, seconds: int) -> None:
         """Every node's clock moves together."""
@@ -310,7 +310,7 @@ class DatapathNet:
             return Obs(at=node, hook=hook, verdict="reject", packet=out), r.packet, "go", \
                 (node, r.drop_reason.name)
         if r.verdict == DpVerdict.CTX_ACT_OK and target == "stack":
-            if out.outer is None and out.dst.addr == self.node_ip[node]:
+            if out.outer is None and out.dst.addr in self.node_ips[node]:
                 return Obs(at=node, hook=hook, verdict="to-stack", packet=out), r.packet, \
                     "stop", (node, DropReason.PUNT_TO_STACK.name)
             owner = self.world.cluster.owner_of(out.dst.addr)
@@ -416,8 +416,8 @@ class DiffRun:
         self.state = initial_state(world)
         self.net = DatapathNet(world, factory, faults, spec)
         cfg = world.cfg
-        self.ren = PortRenaming((n.ip for n in world.cluster.nodes), cfg.nat_min,
-                                cfg.nat_max_port)
+        self.ren = PortRenaming([a for n in world.cluster.nodes for a in (n.ip, n.router_ip)
+                                 if a is not None], cfg.nat_min, cfg.nat_max_port)
         self.mtrace: list[str] = []
         self.dtrace: list[str] = []
         self.counters = counters or Counters()

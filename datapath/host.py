@@ -84,6 +84,8 @@ class Node:
         self._rng = random.Random(config.seed)
         self._l4 = ip_bytes(config.ipv4) if config.ipv4 else b"\0" * 4
         self._l6 = ip_bytes(config.ipv6) if config.ipv6 else b"\0" * 16
+        self._r4 = ip_bytes(config.router_ipv4) if config.router_ipv4 else None
+        self._r6 = ip_bytes(config.router_ipv6) if config.router_ipv6 else None
         program_maps(self)
         self._hooks: dict[str, Callable[[bytearray], HookResult]] = {
             "from-netdev": self._from_netdev, "to-netdev": self._to_netdev,
@@ -97,6 +99,10 @@ class Node:
     def snat_addr(self, v6: bool) -> bytes:
         """IPV4_DIRECT_ROUTING / IPV6_DIRECT_ROUTING."""
         return self._l6 if v6 else self._l4
+
+    def router_addr(self, v6: bool) -> bytes | None:
+        """IPV4_GATEWAY / router IPv6: cilium_host's address, if the node has one."""
+        return self._r6 if v6 else self._r4
 
     def _dec_ttl(self, p: Parsed) -> None:
         if "no_ttl_decrement" in self.faults:

@@ -97,6 +97,9 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     if backend_local:
         return node.local_delivery(p)
     target = node.snat_addr(p.v6)
+    if node.config.tunnel and node.maps.ipcache.lookup(be.address) is not None:
+        # Towards a tunnel endpoint the SNAT source is cilium_host's IPV4_GATEWAY.
+        target = node.router_addr(p.v6) or target
     snat_nat(node, p, target)
     if node.config.tunnel:
         return tunnel_forward(node, p, be.address)

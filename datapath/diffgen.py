@@ -1,0 +1,257 @@
+"""Generated programs for differential testing, the Hypothesis driver, and the fault table.
+
+A program is a scenario document in model.scenario's YAML format, so a shrunk failure is
+printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-2 services
+(NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
+backends, backends shared between services, loadBalancerSourceRanges), 1-6 flows (source
+ports in and below the NAT range and reused across flows, 1-4 packets, FIN close, idle
+time with CT GC), in snat / dsr / hybrid, opt / geneve dispatch, native / tunnel routing,
+IPv4 / IPv6, reject / drop for backend-less services; Cilium version 1.20 (the release the
+reference datapath implements: DSR frontend in the CT entry, pure-SYN reopen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import yaml
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hseed
+from hypothesis import strategies as st
+
+from datapath.adapter import DatapathFactory
+from datapath.difftest import KNOWN_MODEL_BUGS, Counters, DiffRun, Divergence
+from model.scenario import parse
+
+ADDR = {
+    "ipv4": {"node": "192.168.2.{}", "pod": "10.0.{}.{}", "client": "203.0.113.{}",
+             "vip": "172.16.10.{}", "ext": "198.51.100.{}", "range_in": "203.0.113.0/24",
+             "range_out": "192.0.2.0/24"},
+    "ipv6": {"node": "2001:db8:2::{}", "pod": "2001:db8:10:{}::{}", "client": "2001:db8:ff00::{}",
+             "vip": "2001:db8:16:10::{}", "ext": "2001:db8:51:100::{}",
+             "range_in": "2001:db8:ff00::/64", "range_out": "2001:db8:eeee::/64"},
+}
+SOURCE_PORTS = (40000, 40001, 33000, 1024, 5000, 65535)
+IDLE = (0, 0, 0, 0, 5, 61, 9000)
+
+
+@st.composite
+def programs(draw: Callable[..., Any]) -> dict[str, Any]:
+    """One scenario document (cluster + services + flows) in the scenario YAML format."""
+    fam = draw(st.sampled_from(("ipv4", "ipv6")))
+    a = ADDR[fam]
+    mode = draw(st.sampled_from(("snat", "dsr", "hybrid")))
+    routing = draw(st.sampled_from(("native", "tunnel")))
+    if mode != "snat" and routing == "tunnel":
+        dispatch = "geneve"
+    else:
+        dispatch = draw(st.sampled_from(("opt", "geneve")))
+    nodes = [f"node{i + 1}" for i in range(draw(st.integers(1, 3)))]
+    pods = []
+    for i in range(draw(st.integers(1, 3))):
+        n = draw(st.integers(0, len(nodes) - 1))
+        pods.append({"name": f"pod{i}", "node": nodes[n],
+                     "ip": a["pod"].format(n + 1, 10 + i)})
+    services = []
+    for i in range(draw(st.integers(1, 2))):
+        stype = draw(st.sampled_from(("NodePort", "LoadBalancer", "ExternalIP")))
+        svc: dict[str, Any] = {
+            "name": f"svc{i}", "type": stype,
+            "protocol": draw(st.sampled_from(("TCP", "UDP"))),
+            "port": 80 + i, "targetPort": draw(st.sampled_from((8080, 8081))),
+            "externalTrafficPolicy": draw(st.sampled_from(("Cluster", "Cluster", "Local"))),
+            "backends": draw(st.lists(st.sampled_from([p["name"] for p in pods]),
+                                      unique=True, max_size=len(pods))),
+        }
+        if stype in ("NodePort", "LoadBalancer"):
+            svc["nodePort"] = 30080 + i
+        if stype == "LoadBalancer":
+            svc["loadBalancerIP"] = a["vip"].format(2 + i)
+            ranges = draw(st.sampled_from(((), ("range_in",), ("range_out",))))
+            if ranges:
+                svc["loadBalancerSourceRanges"] = [a[r] for r in ranges]
+        if stype == "ExternalIP":
+            svc["externalIPs"] = [a["ext"].format(20 + i)]
+        services.append(svc)
+    clients = [{"name": f"client{i}", "ip": a["client"].format(7 + i)} for i in range(2)]
+    flows = []
+    for i in range(draw(st.integers(1, 6))):
+        svc = services[draw(st.integers(0, len(services) - 1))]
+        via = draw(st.sampled_from(nodes))
+        if svc["type"] == "NodePort" or (svc["type"] == "LoadBalancer" and draw(st.booleans())):
+            to: dict[str, Any] = {"node": via, "service": svc["name"]}
+        else:
+            addr = svc["loadBalancerIP"] if svc["type"] == "LoadBalancer" \
+                else svc["externalIPs"][0]
+            to = {"address": addr, "port": svc["port"], "via": via}
+        flow: dict[str, Any] = {
+            "name": f"flow{i}", "client": draw(st.sampled_from(("client0", "client1"))),
+            "sourcePort": draw(st.sampled_from(SOURCE_PORTS)), "to": to,
+            "packets": draw(st.integers(1, 4))}
+        eligible = [b for b in svc["backends"]
+                    if svc["externalTrafficPolicy"] == "Cluster"
+                    or next(p for p in pods if p["name"] == b)["node"] == via]
+        if eligible:
+            flow["backend"] = draw(st.sampled_from(eligible))
+        if svc["protocol"] == "TCP" and draw(st.booleans()):
+            flow["close"] = True
+        idle = draw(st.sampled_from(IDLE))
+        if idle:
+            flow["idle"] = idle
+        flows.append(flow)
+    return {
+        "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+                   "routingMode": routing, "tunnelProtocol": "geneve", "seed": draw(
+                       st.integers(0, 3)),
+                   "serviceNoBackendResponse": draw(st.sampled_from(("reject", "drop")))},
+        "nodes": [{"name": n, "ip": a["node"].format(3 + i)} for i, n in enumerate(nodes)],
+        "pods": pods, "services": services, "clients": clients, "flows": flows,
+    }
+
+
+def run_program(doc: dict[str, Any], factory: DatapathFactory, faults: frozenset[str],
+                counters: Counters, strict: bool = False, spec: str = "datapath"
+                ) -> Divergence | None:
+    """Parse the document and run it on both sides; the first divergence or None."""
+    sc = parse(doc, "<difftest>")
+    return DiffRun(sc.world, factory, faults, spec, counters, strict).run(sc.flows)
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """A shrunk failing program and what diverged."""
+
+    doc: dict[str, Any]
+    divergence: Divergence
+
+
+@attrs.frozen(kw_only=True)
+class Summary:
+    """What one difftest run did."""
+
+    programs: int
+    steps: int
+    observations: int
+    seconds: float
+    failure: Failure | None
+
+    @property
+    def obs_per_s(self) -> float:
+        """Compared packet observations per second."""
+        return self.observations / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        return (f"difftest: {self.programs} programs, {self.steps} steps, "
+                f"{self.observations} packet observations compared in {self.seconds:.1f}s "
+                f"({self.obs_per_s:,.0f} obs/s); "
+                + ("FAILED" if self.failure else "model and datapath agree"))
+
+
+class _Found(Exception):
+    pass
+
+
+def difftest(examples: int, seed: int, factory: DatapathFactory,
+             faults: frozenset[str] = frozenset(), *, strict: bool = False,
+             shrink: bool = True, spec: str = "datapath",
+             progress: Callable[[int, Counters], None] | None = None) -> Summary:
+    """Run `examples` generated programs (fixed seed); on divergence shrink to a minimal one."""
+    counters = Counters()
+    calls = [0]
+    last: list[Failure] = []
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+
+    @hseed(seed)
+    @settings(max_examples=examples, deadline=None, database=None, phases=phases,
+              suppress_health_check=list(HealthCheck), print_blob=False)
+    @given(programs())
+    def prop(doc: dict[str, Any]) -> None:
+        calls[0] += 1
+        div = run_program(doc, factory, faults, counters, strict, spec)
+        if progress is not None:
+            progress(calls[0], counters)
+        if div is not None:
+            last[:] = [Failure(doc=doc, divergence=div)]
+            raise _Found(div.step)
+
+    t0 = time.perf_counter()
+    with contextlib.suppress(_Found):
+        prop()
+    dt = time.perf_counter() - t0
+    return Summary(programs=calls[0], steps=counters.steps, observations=counters.observations,
+                   seconds=dt, failure=last[0] if last else None)
+
+
+def format_failure(f: Failure, width: int = 100) -> str:
+    """The shrunk case as a scenario file plus both traces side by side."""
+    d = f.divergence
+    out = ["# --- minimal failing scenario (load with `nodeport trace FILE`) ---",
+           yaml.safe_dump(f.doc, sort_keys=False, default_flow_style=None, width=100).rstrip(),
+           f"# --- first divergence at: {d.step}"]
+    out += [f"#   {w}" for w in d.what]
+    out.append(f"# --- traces ({'model':<{width - 2}} | datapath)")
+    n = max(len(d.model_trace), len(d.dp_trace))
+    for i in range(n):
+        m = d.model_trace[i] if i < len(d.model_trace) else ""
+        p = d.dp_trace[i] if i < len(d.dp_trace) else ""
+        mark = " " if m == p else "*"
+        ms = m if len(m) <= width else m[:width - 3] + "..."
+        out.append(f"#{mark} {ms:<{width}} | {p}")
+    return "\n".join(out)
+
+
+def text_progress(total: int, stream: Any = None) -> Callable[[int, Counters], None]:
+    """A plain-text progress bar on stderr (no dependency), redrawn in place."""
+    s = stream if stream is not None else sys.stderr
+    t0 = time.perf_counter()
+
+    def show(n: int, c: Counters) -> None:
+        frac = min(1.0, n / total) if total else 1.0
+        bar = "#" * int(30 * frac)
+        rate = c.observations / max(1e-9, time.perf_counter() - t0)
+        s.write(f"\r[{bar:<30}] {n}/{total} programs, {c.observations} obs ({rate:,.0f}/s)")
+        if n >= total:
+            s.write("\n")
+        s.flush()
+    return show
+
+
+def kill_table(examples: int, seed: int, factory: DatapathFactory,
+               progress: Callable[[str], None] | None = None
+               ) -> list[tuple[str, bool, list[str]]]:
+    """For every seeded fault: killed by difftest? which vector files kill it?"""
+    from datapath.faults import FAULTS, faults_killed
+
+    vectors = faults_killed()
+    rows = []
+    for name in FAULTS:
+        if progress is not None:
+            progress(name)
+        s = difftest(examples, seed, factory, frozenset({name}), shrink=False)
+        rows.append((name, s.failure is not None, vectors.get(name, [])))
+    return rows
+
+
+def format_kill_table(rows: list[tuple[str, bool, list[str]]]) -> str:
+    """The kill table: fault | difftest | vectors, and the survivors count."""
+    out = [f"{'fault':44s} {'difftest':9s} vectors"]
+    for name, diff, vec in rows:
+        out.append(f"{name:44s} {'KILLED' if diff else '-':9s} "
+                   f"{', '.join(vec) if vec else '-'}")
+    alive = [n for n, d, v in rows if not d and not v]
+    nd = sum(1 for _n, d, _v in rows if d)
+    nv = sum(1 for _n, _d, v in rows if v)
+    out.append(f"{len(rows)} faults: difftest kills {nd}, vectors kill {nv}, "
+               f"survivors {len(alive)}" + (f" ({', '.join(alive)})" if alive else ""))
+    return "\n".join(out)
+
+
+def known_bugs_note() -> str:
+    """Which model corrections a non-strict run applied."""
+    return "model corrected to Cilium for known model bugs: " + ", ".join(KNOWN_MODEL_BUGS)
