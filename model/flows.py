@@ -160,7 +160,7 @@ def _seen(pkt: Packet) -> dict[str, Any]:
 def _changed(prev: Packet | None, cur: Packet) -> list[str]:
     if prev is None:
         return []
-    return [f for f in ("src", "dst", "flags", "dsr", "outer")
+    return [f for f in ("src", "dst", "proto", "flags", "dsr", "outer")
             if getattr(prev, f) != getattr(cur, f)]
 
 

@@ -84,12 +84,13 @@ class World:
         """cilium_ipcache's tunnel endpoints: pod and node IPs to their node's IP."""
         nodes = {n.name: n.ip for n in self.cluster.nodes}
         cache: dict[IPAddress, IPAddress] = {n.ip: n.ip for n in self.cluster.nodes}
+        cache.update({n.router_ip: n.ip for n in self.cluster.nodes if n.router_ip})
         cache.update({p.ip: nodes[p.node] for p in self.cluster.pods})
         return MappingProxyType(cache)
 
     def owns(self, node: str, addr: IPAddress) -> bool:
         """Whether the fabric lets `node` source this address (AWS source/dest check)."""
-        if self.cluster.node(node).ip == addr:
+        if addr in (self.cluster.node(node).ip, self.cluster.node(node).router_ip):
             return True
         if any(p.ip == addr and p.node == node for p in self.cluster.pods):
             return True
@@ -134,7 +135,8 @@ def initial_state(world: World) -> ClusterState:
 
 
 def _ctx(world: World, state: ClusterState, node: str, pinned: IPAddress | None) -> NodeCtx:
-    return NodeCtx(cfg=world.cfg, name=node, ip=world.cluster.node(node).ip,
+    n = world.cluster.node(node)
+    return NodeCtx(cfg=world.cfg, name=node, ip=n.ip, router_ip=n.router_ip,
                    ipcache=world.ipcache(), now=state.now, pinned=pinned, faults=world.faults)
 
 
@@ -192,9 +194,10 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
     """Move a packet from its sender until a pod or client receives it or it is lost."""
     hops: list[Hop] = []
     drop: tuple[str, DropReason] | None = None
+    backwards = [reply]  # an ICMP error answering a request travels back to the client
 
     def hop(at: str, hook: Hook | None, action: Action | Step, p: Packet) -> None:
-        hops.append(Hop(at=at, hook=hook, action=action, packet=p, reply=reply))
+        hops.append(Hop(at=at, hook=hook, action=action, packet=p, reply=backwards[0]))
 
     def end(kind: EndKind, at: str, p: Packet, why: tuple[str, DropReason] | None) -> Walk:
         return Walk(state=state, hops=tuple(hops), end=kind, at=at, packet=p, drop=why)
@@ -232,6 +235,10 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
         state = _set(state, node, st)
         if res.step is Step.DSR_INGRESS and world.cfg.version is CiliumVersion.V1_13:
             hookname = Hook.TO_CONTAINER
+        if res.verdict is Verdict.REJECT:
+            assert res.reason is not None
+            drop = (node, res.reason)
+            backwards[0] = True
         hop(node, hookname, res.step, res.packet)
         outcome = _after_hook(world, node, res)
         if outcome is not None:
@@ -239,9 +246,6 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
             if ekind is EndKind.POD:
                 hop(at, None, Action.RECEIVE, res.packet)
             return end(ekind, at, res.packet, drop or why)
-        if res.verdict is Verdict.REJECT:
-            assert res.reason is not None
-            drop = (node, res.reason)
         kind, name, pkt = "node", node, res.packet
     raise RuntimeError("forwarding loop in the model")  # pragma: no cover - a model bug
 

@@ -60,6 +60,7 @@ class NodeCtx:
     ipcache: Mapping[IPAddress, IPAddress]  # pod/node IP -> tunnel endpoint (a node's IP)
     now: int = 0
     pinned: IPAddress | None = None  # scenario's backend pin, honoured on CT_NEW
+    router_ip: IPAddress | None = None  # IPV4_GATEWAY: cilium_host, the tunnel SNAT source
     faults: frozenset[ModelFault] = frozenset()
 
     def has(self, fault: ModelFault) -> bool:
@@ -112,8 +113,10 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     if entry is not None and reopens(version, entry, pkt):
         entry = None
     if (entry is not None and not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE)
-            and entry.rev_nat_index == svc.rev_nat_index
-            and entry.backend_id in st.lb.backends and entry.backend_id in svc.backend_slots):
+            and entry.rev_nat_index == svc.rev_nat_index and entry.backend_id in st.lb.backends
+            and (entry.backend_id in svc.backend_slots or not pkt.is_syn)):
+        # An active backend is kept; a terminating one (still in the backend map but no
+        # longer in the service's slots) keeps its existing connections: non-SYNs drain.
         ct = st.ct.put(key, on_packet(version, entry, pkt, ctx.now, service=True))
         return attrs.evolve(st, ct=ct), entry.backend_id, False
     if svc.count == 0:
@@ -182,7 +185,11 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
             out = attrs.evolve(out, src=Endpoint(addr=ctx.ip, port=client.port))
         return st, _dsr_forward(ctx, pkt, out, first)
     st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
-    res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, ctx.ip, ctx.now, ctx.name,
+    tep = ctx.ipcache.get(backend.addr)
+    target = ctx.ip  # IPV4_DIRECT_ROUTING, or IPV4_GATEWAY towards a tunnel endpoint
+    if ctx.cfg.tunneling and tep is not None and ctx.router_ip is not None:
+        target = ctx.router_ip
+    res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, target, ctx.now, ctx.name,
                    ctx.faults)
     st = attrs.evolve(st, snat=res.snat)
     if res.nat is None:
@@ -190,7 +197,6 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     if not ctx.has(ModelFault.SNAT_SKIPPED):
         out = attrs.evolve(out, src=res.nat)
     if ctx.cfg.tunneling:
-        tep = ctx.ipcache.get(backend.addr)
         if tep is None:
             return st, _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
         out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))
@@ -275,7 +281,7 @@ def _local(ctx: NodeCtx, st: NodeState, pkt: Packet, step: Step) -> HookResult:
     """After nodeport: local endpoints get the packet, the node's own IP goes up the stack."""
     if pkt.dst.addr in st.lb.local_endpoints:
         return HookResult(verdict=Verdict.DELIVER, packet=pkt, step=step)
-    if pkt.dst.addr == ctx.ip:
+    if pkt.dst.addr in (ctx.ip, ctx.router_ip):
         return HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=step,
                           reason=DropReason.PUNT_TO_STACK)
     return HookResult(verdict=Verdict.FORWARD, packet=pkt, step=step)
@@ -296,7 +302,8 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                     return st, _drop(pkt, err)
                 return st, HookResult(verdict=Verdict.DELIVER, packet=pkt,
                                       step=Step.DSR_INGRESS)
-        if ctx.cfg.nat_min <= pkt.dst.port <= ctx.cfg.nat_max_port and pkt.dst.addr == ctx.ip:
+        if (ctx.cfg.nat_min <= pkt.dst.port <= ctx.cfg.nat_max_port
+                and pkt.dst.addr in (ctx.ip, ctx.router_ip)):
             snat, client = snat_rev_nat(st.snat, pkt.src, pkt.dst, pkt.proto, ctx.faults)
             st = attrs.evolve(st, snat=snat)
             if client is not None:
@@ -323,7 +330,11 @@ def from_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, Ho
 def from_overlay(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
     """cil_from_overlay: a decapsulated packet off the Geneve device."""
     inner = attrs.evolve(pkt, outer=None)
-    return nodeport_lb(ctx, st, inner, Hook.FROM_OVERLAY)
+    st, res = nodeport_lb(ctx, st, inner, Hook.FROM_OVERLAY)
+    if res.packet.dsr is not None and res.packet.dsr.kind is DsrKind.GENEVE_OPTION:
+        # The Geneve option lives in the tunnel header: decapsulation removes it.
+        res = attrs.evolve(res, packet=attrs.evolve(res.packet, dsr=None))
+    return st, res
 
 
 def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:

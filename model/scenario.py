@@ -56,7 +56,8 @@ class _Reader:
             raise self.fail(path, f"expected a mapping, got {type(value).__name__}")
         for key in value:
             if key not in allowed:
-                raise self.fail(f"{path}.{key}" if path else str(key),
+                shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+                raise self.fail(f"{path}.{shown}" if path else shown,
                                 f"unknown key (allowed: {', '.join(sorted(allowed))})")
         for key in sorted(required):
             if key not in value:
@@ -240,14 +241,17 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
         addrs[a] = path
         return a
 
-    nodes = tuple(Node(name=m["name"], ip=own(r.addr(m.get("ip"), f"{p}.ip"), f"{p}.ip"))
-                  for p, m in _named(r, top, "nodes", {"name", "ip"}, {"name", "ip"}))
+    nodes = tuple(
+        Node(name=m["name"], ip=own(r.addr(m.get("ip"), f"{p}.ip"), f"{p}.ip"),
+             router_ip=own(r.addr(m["routerIP"], f"{p}.routerIP"), f"{p}.routerIP")
+             if "routerIP" in m else None)
+        for p, m in _named(r, top, "nodes", {"name", "ip", "routerIP"}, {"name", "ip"}))
     if not nodes:
         raise r.fail("nodes", "at least one node is required")
     node_names = {n.name for n in nodes}
     pods = []
     for p, m in _named(r, top, "pods", {"name", "node", "ip"}, {"name", "node", "ip"}):
-        if m["node"] not in node_names:
+        if r.string(m["node"], f"{p}.node") not in node_names:
             raise r.fail(f"{p}.node", f"unknown node {m['node']!r}")
         pods.append(Pod(name=m["name"], node=m["node"], ip=own(r.addr(m["ip"], f"{p}.ip"),
                                                                 f"{p}.ip")))
@@ -278,11 +282,28 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
     except ConfigRefused as exc:
         raise ConfigRefused(f"{source}: cilium: configuration refused by the agent: {exc}"
                             ) from None
+    nodes = _default_router_ips(nodes, pods, addrs)
     cluster = derive_cluster(Cluster(nodes=nodes, pods=tuple(pods), clients=clients,
-                                     services=services, fabric=fabric))
+                                     services=services, fabric=fabric),
+                             range_all_ext=cfg.version is CiliumVersion.V1_20)
     flows, announced = _flows(r, top, cluster)
     return Scenario(source=source, flows=flows,
                     world=World(cluster=cluster, cfg=cfg, announced=announced))
+
+
+def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
+                        taken: Mapping[IPAddress, str]) -> tuple[Node, ...]:
+    """cilium_host takes an address from the node's pod CIDR: the first of its pods' /24 (/64)."""
+    out = []
+    for n in nodes:
+        mine = [p.ip for p in pods if p.node == n.name]
+        if n.router_ip is None and mine:
+            prefix = 24 if isinstance(mine[0], IPv4Address) else 64
+            candidate = ip_network(f"{mine[0]}/{prefix}", strict=False)[1]
+            if candidate not in taken:
+                n = attrs.evolve(n, router_ip=candidate)
+        out.append(n)
+    return tuple(out)
 
 
 def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
@@ -296,16 +317,16 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
                         "close"},
                        {"name", "client", "sourcePort", "to"}):
-        if m["client"] not in clients:
+        if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
         client = clients[m["client"]]
         to = r.mapping(m["to"], f"{p}.to", {"node", "service", "address", "port", "via"})
         via: str | None = None
         if "service" in to:
             r.mapping(to, f"{p}.to", {"node", "service"}, {"node", "service"})
-            if to["service"] not in services:
+            if r.string(to["service"], f"{p}.to.service") not in services:
                 raise r.fail(f"{p}.to.service", f"unknown service {to['service']!r}")
-            if to["node"] not in nodes:
+            if r.string(to["node"], f"{p}.to.node") not in nodes:
                 raise r.fail(f"{p}.to.node", f"unknown node {to['node']!r}")
             svc = services[to["service"]]
             if svc.node_port is None:
@@ -316,7 +337,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             r.mapping(to, f"{p}.to", {"address", "port", "via"}, {"address", "port", "via"})
             addr = r.addr(to["address"], f"{p}.to.address")
             frontend = Endpoint(addr=addr, port=_port(r)(to["port"], f"{p}.to.port"))
-            if to["via"] not in nodes:
+            if r.string(to["via"], f"{p}.to.via") not in nodes:
                 raise r.fail(f"{p}.to.via", f"unknown node {to['via']!r}")
             via = to["via"]
             matches = [f for f in cluster.frontends if f.addr == frontend]

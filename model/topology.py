@@ -49,6 +49,7 @@ class Node:
 
     name: str
     ip: IPAddress
+    router_ip: IPAddress | None = None  # cilium_host (IPV4_GATEWAY), tunnel-mode SNAT source
 
 
 @attrs.frozen(kw_only=True)
@@ -141,7 +142,7 @@ class Cluster:
     def owner_of(self, addr: IPAddress) -> tuple[str, str] | None:
         """Which host holds this address: ('client'|'node'|'pod', name)."""
         for n in self.nodes:
-            if n.ip == addr:
+            if addr in (n.ip, n.router_ip):
                 return ("node", n.name)
         for p in self.pods:
             if p.ip == addr:
@@ -156,8 +157,12 @@ class Cluster:
         return tuple(f for f in self.frontends if f.node in (None, node))
 
 
-def derive(cluster: Cluster) -> Cluster:
-    """Allocate backend IDs and rev_nat_indexes the way the agent writes the LB maps."""
+def derive(cluster: Cluster, *, range_all_ext: bool = False) -> Cluster:
+    """Allocate backend IDs and rev_nat_indexes the way the agent writes the LB maps.
+
+    Source ranges (SVC_FLAG_SOURCE_RANGE) guard the LoadBalancer frontend, and from v1.20
+    the ExternalIP frontends too (GetSourceRangesEnabled): `range_all_ext` selects that.
+    """
     pods = {p.name: p for p in cluster.pods}
     backends: dict[int, Backend] = {}
     by_key: dict[tuple[str, int, Proto], int] = {}
@@ -178,11 +183,14 @@ def derive(cluster: Cluster) -> Cluster:
 
     def add(svc: Service, kind: FrontendKind, addr: Endpoint, node: str | None,
             ids: tuple[int, ...]) -> None:
+        guarded = kind is FrontendKind.LOADBALANCER or (
+            kind is FrontendKind.EXTERNALIP and range_all_ext)
         frontends.append(Frontend(
             rev_nat_index=len(frontends) + 1, service=svc.name, kind=kind, addr=addr,
             proto=svc.proto, node=node, backend_ids=ids,
             etp_local=svc.etp is TrafficPolicy.LOCAL and kind is not FrontendKind.CLUSTERIP,
-            routable=kind is not FrontendKind.CLUSTERIP, source_ranges=svc.source_ranges))
+            routable=kind is not FrontendKind.CLUSTERIP,
+            source_ranges=svc.source_ranges if guarded else ()))
 
     for svc in cluster.services:
         ids = backend_ids(svc)

@@ -86,8 +86,6 @@ def test_hybrid_udp_is_snat_over_the_geneve_tunnel(family: str) -> None:
     assert all(p.outer is None for p in tr.client_saw)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: tunnel-mode SNAT uses the node IP, "
-                   "Cilium uses IPV4_GATEWAY (cilium_host) for tunnelled backends")
 def test_tunnel_snat_source_is_the_gateway_address() -> None:
     _, tr = _run(mode="snat", routing="tunnel", tunnel="vxlan", packets=1)
     assert tr.delivered

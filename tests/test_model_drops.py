@@ -134,8 +134,6 @@ def test_source_ranges_ipv6() -> None:
     assert tr.drop == ("node1", DropReason.DROP_NOT_IN_SRC_RANGE)
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: loadBalancerSourceRanges also guard the "
-                   "NodePort frontend; Cilium applies them to the LB frontend only by default")
 def test_source_ranges_do_not_guard_the_nodeport() -> None:
     doc = build_doc(svc_type="LoadBalancer",
                     service={"loadBalancerSourceRanges": ["198.18.0.0/15"]})
