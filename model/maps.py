@@ -49,13 +49,13 @@ class LruMap(Generic[K, V]):
         """Mark key most recently used, as an LRU map lookup does."""
         if key not in self.entries:
             return self
-        d = dict(self.entries)
+        d = self.entries.copy()  # type: ignore[attr-defined]  # dict.copy keeps hashes
         d[key] = d.pop(key)
         return attrs.evolve(self, entries=d)
 
     def put(self, key: K, value: V) -> LruMap[K, V]:
         """map_update_elem(BPF_ANY): evicts the least recently used entry when full."""
-        d = dict(self.entries)
+        d = self.entries.copy()  # type: ignore[attr-defined]  # dict.copy keeps hashes
         d.pop(key, None)
         if len(d) >= self.capacity:
             del d[next(iter(d))]
@@ -72,12 +72,12 @@ class LruMap(Generic[K, V]):
         """map_delete_elem."""
         if key not in self.entries:
             return self
-        d = dict(self.entries)
+        d = self.entries.copy()  # type: ignore[attr-defined]  # dict.copy keeps hashes
         del d[key]
         return attrs.evolve(self, entries=d)
 
 
-@attrs.frozen(kw_only=True, order=True)
+@attrs.frozen(kw_only=True, order=True, cache_hash=True)
 class CtTuple:
     """struct ipv4_ct_tuple / ipv6_ct_tuple: addresses name the reply, ports the original."""
 
@@ -105,7 +105,7 @@ class CtEntry:
     lifetime: int = 0  # absolute expiry, in model seconds
 
 
-@attrs.frozen(kw_only=True, order=True)
+@attrs.frozen(kw_only=True, order=True, cache_hash=True)
 class NatTuple:
     """Key of cilium_snat_v4_external: plain packet order plus NAT_DIR_EGRESS/INGRESS."""
 

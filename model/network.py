@@ -80,13 +80,18 @@ class World:
     announced: Mapping[IPAddress, frozenset[str]] = attrs.field(factory=dict)
     faults: frozenset[ModelFault] = frozenset()
 
-    def ipcache(self) -> Mapping[IPAddress, IPAddress]:
-        """cilium_ipcache's tunnel endpoints: pod and node IPs to their node's IP."""
+    _ipcache: Mapping[IPAddress, IPAddress] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
         nodes = {n.name: n.ip for n in self.cluster.nodes}
         cache: dict[IPAddress, IPAddress] = {n.ip: n.ip for n in self.cluster.nodes}
         cache.update({n.router_ip: n.ip for n in self.cluster.nodes if n.router_ip})
         cache.update({p.ip: nodes[p.node] for p in self.cluster.pods})
-        return MappingProxyType(cache)
+        object.__setattr__(self, "_ipcache", MappingProxyType(cache))
+
+    def ipcache(self) -> Mapping[IPAddress, IPAddress]:
+        """cilium_ipcache's tunnel endpoints: pod, node and router IPs to their node's IP."""
+        return self._ipcache
 
     def owns(self, node: str, addr: IPAddress) -> bool:
         """Whether the fabric lets `node` source this address (AWS source/dest check)."""
