@@ -31,6 +31,7 @@ from datapath.build import (
     udp_datagram,
 )
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
+from datapath.csum import checksum, pseudo_sum
 from datapath.host import geneve_decap
 from datapath.maps import (
     SVC_FLAG_EXT_LOCAL_SCOPE,
@@ -168,6 +169,25 @@ def packet_of(data: bytes | bytearray) -> Packet:
     return Packet(src=Endpoint(addr=_ip(p.saddr), port=p.sport),
                   dst=Endpoint(addr=_ip(p.daddr), port=p.dport), proto=Proto(p.proto),
                   flags=TcpFlags(p.tcp_flags & 0x1F), dsr=dsr, outer=outer)
+
+
+def wire_fault(data: bytes | bytearray) -> str | None:
+    """What a receiving host stack would reject: a bad IPv4 header or L4 checksum."""
+    try:
+        p = parse(bytearray(data))
+        if not p.v6 and checksum(data[:p.l4_off]) != 0:
+            return "BAD_IP_CHECKSUM"
+        seg = bytes(data[p.l4_off:p.l3_len])
+        if p.proto == IPPROTO_ICMP:
+            ok = checksum(seg) == 0
+        elif p.proto in (6, IPPROTO_UDP, IPPROTO_ICMPV6):
+            ok = checksum(seg, pseudo_sum(p.saddr, p.daddr, p.proto, len(seg))) == 0
+            ok = ok or (p.proto == IPPROTO_UDP and not p.v6 and seg[6:8] == b"\0\0")
+        else:
+            ok = True
+    except Exception:
+        return "MALFORMED"
+    return None if ok else "BAD_L4_CHECKSUM"
 
 
 def bytes_of(pkt: Packet) -> bytes:

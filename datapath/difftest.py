@@ -25,7 +25,9 @@ Randomness is removed honestly: every flow pins its backend in both implementati
 allocate at random are compared up to a bijection learned on first sight per
 (node address, backend, backend port, protocol) and enforced afterwards; a port either
 side kept from the client must be kept by both.
-Not compared: byte-exact checksums/TTLs/payloads (the golden vectors do that), the order
+Receivers check what a host stack checks: a packet with a bad IPv4 header or L4 checksum
+reaching a pod or client is a drop there (the model has no checksums: it always delivers).
+Not compared: byte-exact TTLs/payloads/option placement (the golden vectors do that), the order
 of LRU entries (capacities are large enough never to evict), fabric faults.
 """
 
@@ -36,7 +38,14 @@ from typing import Any
 
 import attrs
 
-from datapath.abstraction import AbstractionError, bytes_of, node_config, node_state, packet_of
+from datapath.abstraction import (
+    AbstractionError,
+    bytes_of,
+    node_config,
+    node_state,
+    packet_of,
+    wire_fault,
+)
 from datapath.adapter import Datapath, DatapathFactory, check_datapath
 from datapath.drop import Verdict as DpVerdict
 from model.drops import DropReason
@@ -346,8 +355,10 @@ class DatapathNet:
                                 drop=drop or ("fabric", DropReason.FABRIC_NO_ROUTE.name)), data
             tkind, tname = target
             if tkind == "client":
-                if drop is not None:
-                    return obs, End(kind="drop", at=tname, packet=p, drop=drop), data
+                bad = wire_fault(data)
+                if drop is not None or bad is not None:
+                    return obs, End(kind="drop", at=tname, packet=p,
+                                    drop=drop or (tname, bad or "")), data
                 return obs, End(kind="client", at=tname, packet=p, drop=None), data
             node = tname if tkind == "node" else self.world.cluster.pod(tname).node
             hook = "from-overlay" if p.outer is not None else "from-netdev"
@@ -357,6 +368,9 @@ class DatapathNet:
                 assert o.packet is not None
                 owner = self.world.cluster.owner_of(o.packet.dst.addr)
                 at = owner[1] if owner is not None else "?"
+                bad = wire_fault(data)
+                if bad is not None:  # the pod's stack discards it
+                    return obs, End(kind="drop", at=at, packet=o.packet, drop=(at, bad)), data
                 return obs, End(kind="pod", at=at, packet=o.packet, drop=drop), data
             if go == "stop":
                 return obs, End(kind="drop", at=node, packet=o.packet, drop=drop or why), data
