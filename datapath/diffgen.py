@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
 from hypothesis import strategies as st
 
-from datapath.adapter import DatapathFactory
+from datapath.adapter import DatapathFactory, check_datapath
+from datapath.config import NodeConfig
 from datapath.difftest import KNOWN_MODEL_BUGS, Counters, DiffRun, Divergence
 from model.scenario import parse
 
@@ -189,6 +190,7 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
             last[:] = [Failure(doc=doc, divergence=div)]
             raise _Found(div.step)
 
+    check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
     t0 = time.perf_counter()
     # The budget is split evenly over every accepted configuration so that no mode,
     # dispatch, routing or family is left to the generator's luck.
@@ -225,18 +227,29 @@ def format_failure(f: Failure, width: int = 100) -> str:
     return "\n".join(out)
 
 
+def planned(examples: int) -> int:
+    """How many programs a run generates: the budget rounded up to every configuration."""
+    return max(1, -(-examples // len(COMBOS))) * len(COMBOS)
+
+
 def text_progress(total: int, stream: Any = None) -> Callable[[int, Counters], None]:
-    """A plain-text progress bar on stderr (no dependency), redrawn in place."""
+    """A plain-text progress bar (stderr by default; no dependency), redrawn in place
+    at most ten times a second; programs beyond `total` are shrinking attempts."""
     s = stream if stream is not None else sys.stderr
     t0 = time.perf_counter()
+    last = [0.0]
 
     def show(n: int, c: Counters) -> None:
+        now = time.perf_counter()
+        if now - last[0] < 0.1 and n != total:
+            return
+        last[0] = now
         frac = min(1.0, n / total) if total else 1.0
         bar = "#" * int(30 * frac)
-        rate = c.observations / max(1e-9, time.perf_counter() - t0)
-        s.write(f"\r[{bar:<30}] {n}/{total} programs, {c.observations} obs ({rate:,.0f}/s)")
-        if n >= total:
-            s.write("\n")
+        rate = c.observations / max(1e-9, now - t0)
+        extra = f" (+{n - total} shrinking)" if n > total else ""
+        s.write(f"\r[{bar:<30}] {min(n, total)}/{total} programs{extra}, "
+                f"{c.observations} obs ({rate:,.0f}/s) ")
         s.flush()
     return show
 
