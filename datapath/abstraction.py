@@ -14,6 +14,7 @@ Three translations, each the only bridge between the byte-level datapath and the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from ipaddress import IPv6Address, ip_address
 from typing import Any
@@ -224,6 +225,7 @@ def bytes_of(pkt: Packet) -> bytes:
 
 
 # -- maps: dump -> model NodeState ---------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
 def _addr(text: Any) -> IPAddress:
     return ip_address(str(text))
 
@@ -310,8 +312,9 @@ def lb_maps(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref
     return LbMaps(services=services, backends=backends, revnat=revnat, local_endpoints=local)
 
 
-def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref: NodeState
-               ) -> NodeState:
-    """A datapath dump as the model's NodeState (capacities and agent views from `ref`)."""
-    return NodeState(lb=lb_maps(dump, ref.lb), ct=ct_map(dump, ref.ct.capacity),
-                     snat=nat_map(dump, ref.snat.capacity))
+def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref: NodeState,
+               lb: bool = True) -> NodeState:
+    """A datapath dump as the model's NodeState (capacities and agent views from `ref`);
+    with lb=False the LB maps are not abstracted and `ref.lb` stands in for them."""
+    return NodeState(lb=lb_maps(dump, ref.lb) if lb else ref.lb,
+                     ct=ct_map(dump, ref.ct.capacity), snat=nat_map(dump, ref.snat.capacity))

@@ -10,7 +10,7 @@ vectors` and `nodeport difftest`).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, runtime_checkable
 
 from datapath.config import NodeConfig
@@ -36,7 +36,7 @@ class Datapath(Protocol):
       starting at the IP header; returns the TC verdict, the bytes as left, the drop
       reason and the redirect target ("netdev", "cilium_geneve", "lxc:<ifindex>", "stack").
       `backend` pins the backend chosen on CT_NEW (so two implementations agree).
-    * dump: read every map back for the abstraction function.
+    * dump: read every map (or only the named ones) back for the abstraction function.
     """
 
     def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
@@ -46,7 +46,7 @@ class Datapath(Protocol):
 
     def gc(self) -> int: ...
 
-    def dump(self) -> MapDump: ...
+    def dump(self, maps: Collection[str] | None = None) -> MapDump: ...
 
     def reprogram(self, config: NodeConfig) -> None: ...
 

@@ -39,6 +39,8 @@ from typing import Any
 import attrs
 
 from datapath.abstraction import (
+    CT_MAPS,
+    NAT_MAPS,
     AbstractionError,
     bytes_of,
     node_config,
@@ -379,9 +381,10 @@ class DatapathNet:
             sender_node = node
         return obs, End(kind="drop", at="fabric", packet=None, drop=("fabric", "LOOP")), data
 
-    def states(self, ref: Mapping[str, NodeState]) -> dict[str, NodeState]:
-        """Every node's maps through the abstraction function."""
-        return {n: node_state(dp.dump(), ref[n]) for n, dp in self.nodes.items()}
+    def states(self, ref: Mapping[str, NodeState], lb: bool = False) -> dict[str, NodeState]:
+        """Every node's maps through the abstraction function (CT/NAT only unless lb)."""
+        names = None if lb else CT_MAPS + NAT_MAPS
+        return {n: node_state(dp.dump(names), ref[n], lb) for n, dp in self.nodes.items()}
 
 
 # -- comparison ----------------------------------------------------------------------------
@@ -447,8 +450,8 @@ class DiffRun:
         return {n: correct_state(st) for n, st in self.state.nodes.items()}
 
     def _state_diffs(self, lb: bool = False) -> list[str]:
-        return diff_states(self.model_states(), self.net.states(self.state.nodes), self.ren,
-                           lb=lb)
+        return diff_states(self.model_states(), self.net.states(self.state.nodes, lb),
+                           self.ren, lb=lb)
 
     def check_programming(self) -> Divergence | None:
         """LB maps as programmed must abstract to the model's LbMaps."""
@@ -536,7 +539,8 @@ class DiffRun:
             div = self.run_flow(spec)
             if div is not None:
                 return div
-        return None
+        diffs = self._state_diffs(lb=True)  # hooks must never have written the LB maps
+        return self._fail("end of program", diffs) if diffs else None
 
 
 def backend_id(world: World, spec: FlowSpec) -> int | None:

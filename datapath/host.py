@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import attrs
@@ -164,9 +164,10 @@ class Node:
         nat_gc(cts, (m.snat4, m.snat6))
         return n
 
-    def dump(self) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
-        """Plain-data snapshot of every map (what `bpftool map dump` would show)."""
-        return self.maps.dump()
+    def dump(self, maps: Collection[str] | None = None
+             ) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
+        """Plain-data snapshot of every map, or the named ones (`bpftool map dump`)."""
+        return self.maps.dump(maps)
 
     def reprogram(self, config: NodeConfig) -> None:
         """The agent rewrites LB/endpoint/ipcache maps; CT and NAT state survive."""

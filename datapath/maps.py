@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import attrs
@@ -204,15 +205,25 @@ class EndpointInfo:
 
 
 def _addr(v: Any) -> Any:
-    return ip_text(v) if isinstance(v, bytes) and len(v) in (4, 16) else v
+    return _text(v) if type(v) is bytes and len(v) in (4, 16) else v
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(v: bytes) -> str:
+    return ip_text(v)
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
-        raw: dict[str, Any] = obj._asdict()
-    else:
-        raw = attrs.asdict(obj, recurse=False)
-    return {k: _addr(v) for k, v in raw.items()}
+    t = type(obj)
+    names = _FIELDS.get(t)
+    if names is None:
+        names = t._fields if hasattr(t, "_fields") else tuple(
+            f.name for f in attrs.fields(t))
+        _FIELDS[t] = names
+    return {k: _addr(getattr(obj, k)) for k in names}
 
 
 class NodeMaps:
@@ -268,10 +279,13 @@ class NodeMaps:
                 return m
         raise KeyError(name)
 
-    def dump(self) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
-        """Plain-data snapshot of every map, for the abstraction function and diffs."""
+    def dump(self, names: Collection[str] | None = None
+             ) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
+        """Plain-data snapshot of every map (or only `names`), for the abstraction and diffs."""
         out: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         for m in self.all_maps():
+            if names is not None and m.name not in names:
+                continue
             rows = []
             for k, v in m.items():
                 kd = _as_dict(k) if not isinstance(k, (bytes, int)) else {"key": _addr(k)}
