@@ -59,9 +59,10 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
     fam, mode, dispatch, routing = combo if combo is not None else draw(
         st.sampled_from(COMBOS))
     a = ADDR[fam]
-    nodes = [f"node{i + 1}" for i in range(draw(st.sampled_from((2, 3, 1))))]
+    # sampled_from shrinks towards its first element: simplest values come first.
+    nodes = [f"node{i + 1}" for i in range(draw(st.sampled_from((1, 2, 3))))]
     pods = []
-    for i in range(draw(st.sampled_from((2, 3, 1)))):
+    for i in range(draw(st.sampled_from((1, 2, 3)))):
         n = draw(st.integers(0, len(nodes) - 1))
         pods.append({"name": f"pod{i}", "node": nodes[n],
                      "ip": a["pod"].format(n + 1, 10 + i)})
@@ -75,7 +76,7 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
             "externalTrafficPolicy": draw(st.sampled_from(("Cluster", "Cluster", "Local"))),
             "backends": draw(st.lists(st.sampled_from([p["name"] for p in pods]),
                                       unique=True, max_size=len(pods),
-                                      min_size=draw(st.sampled_from((1, 1, 1, 0))))),
+                                      min_size=draw(st.sampled_from((0, 1, 1, 1))))),
         }
         if draw(st.integers(0, 4)) == 0:
             svc["clusterIP"] = a["cluster"].format(10 + i)
@@ -91,7 +92,7 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
         services.append(svc)
     clients = [{"name": f"client{i}", "ip": a["client"].format(7 + i)} for i in range(2)]
     flows = []
-    for i in range(draw(st.sampled_from((3, 2, 4, 6, 1)))):
+    for i in range(draw(st.sampled_from((1, 2, 3, 4, 6)))):
         svc = services[draw(st.integers(0, len(services) - 1))]
         via = draw(st.sampled_from(nodes))
         if "clusterIP" in svc and draw(st.integers(0, 2)) == 0:
@@ -106,7 +107,7 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
         flow: dict[str, Any] = {
             "name": f"flow{i}", "client": draw(st.sampled_from(("client0", "client1"))),
             "sourcePort": draw(st.sampled_from(SOURCE_PORTS)), "to": to,
-            "packets": draw(st.sampled_from((3, 2, 4, 1)))}
+            "packets": draw(st.sampled_from((1, 2, 3, 4)))}
         eligible = [b for b in svc["backends"]
                     if svc["externalTrafficPolicy"] == "Cluster"
                     or next(p for p in pods if p["name"] == b)["node"] == via]

@@ -24,6 +24,12 @@ def test_mypy_strict_clean() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+# The only datapath modules that may see both worlds: the abstraction function and the
+# differential-testing engine/generator.  The reference datapath itself never imports model.
+DATAPATH_MODEL_BRIDGE = frozenset({"datapath/abstraction.py", "datapath/difftest.py",
+                                   "datapath/diffgen.py"})
+
+
 def test_layering() -> None:
     """model/ imports neither z3 nor graphviz; z3 only in properties/, graphviz in diagrams/."""
     offenders = []
@@ -39,6 +45,7 @@ def test_layering() -> None:
             offenders.append(f"{rel}: z3")
         if gv and top != "diagrams":
             offenders.append(f"{rel}: graphviz")
-        if top == "datapath" and ("from model" in text or "import model" in text):
+        bridge = rel.as_posix() in DATAPATH_MODEL_BRIDGE
+        if top == "datapath" and not bridge and ("from model" in text or "import model" in text):
             offenders.append(f"{rel}: datapath imports model")
     assert offenders == []

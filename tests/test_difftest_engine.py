@@ -1,0 +1,92 @@
+"""Differential testing: the reference datapath agrees with the model; faults are caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+import yaml
+
+from datapath.adapter import reference_factory
+from datapath.diffgen import difftest, format_failure, format_kill_table, kill_table, run_program
+from datapath.difftest import Counters, DiffRun, PortRenaming
+from model.config import CiliumVersion
+from model.errors import ConfigRefused
+from model.scenario import load, parse
+from model.values import Endpoint, Packet, Proto, TcpFlags
+from tests.conftest import EXAMPLES
+
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+
+
+def test_short_run_agrees() -> None:
+    s = difftest(32, 0, reference_factory)
+    assert s.failure is None, format_failure(s.failure)
+    assert s.programs >= 32
+    assert s.steps > 0 and s.observations > s.steps
+    assert "model and datapath agree" in s.line()
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
+def test_examples_agree(path: Path) -> None:
+    try:
+        sc = load(path)
+    except ConfigRefused:
+        pytest.skip("configuration refused by the agent")
+    world = attrs.evolve(sc.world, cfg=attrs.evolve(sc.world.cfg, version=CiliumVersion.V1_20))
+    run = DiffRun(world, reference_factory)
+    assert run.run(sc.flows) is None
+    assert run.counters.observations > 0
+
+
+def test_seeded_fault_is_found_and_shrunk() -> None:
+    s = difftest(48, 1, reference_factory, frozenset({"dsr_ct_no_nat_info"}))
+    assert s.failure is not None
+    text = format_failure(s.failure)
+    assert "minimal failing scenario" in text and "first divergence" in text
+    assert "| " in text  # side by side
+    doc = yaml.safe_load(text.split("# --- first divergence")[0])
+    assert doc == s.failure.doc
+    parse(doc)  # a loadable scenario
+    assert len(doc["flows"]) == 1 and doc["flows"][0]["packets"] == 1  # shrunk
+    assert run_program(doc, reference_factory, frozenset({"dsr_ct_no_nat_info"}),
+                       Counters()) is not None
+    assert run_program(doc, reference_factory, frozenset(), Counters()) is None
+
+
+def test_every_fault_killed_by_difftest_or_vectors() -> None:
+    rows = kill_table(64, 0, reference_factory)
+    assert len(rows) >= 15
+    table = format_kill_table(rows)
+    assert [n for n, d, v in rows if not d and not v] == [], table
+    assert sum(1 for _n, d, _v in rows if d) >= 15, table
+
+
+def _pkt(src: Endpoint, dst: Endpoint) -> Packet:
+    return Packet(src=src, dst=dst, proto=Proto.TCP, flags=TcpFlags.SYN)
+
+
+def test_port_renaming_is_a_bijection() -> None:
+    from ipaddress import ip_address
+    node, b, c = ip_address("192.168.2.3"), ip_address("10.0.2.10"), ip_address("203.0.113.7")
+    ren = PortRenaming([node], 32768, 65535)
+    be = Endpoint(addr=b, port=8080)
+    # random allocations (client port 1024 not kept): learned on first sight
+    d = ren.apply(_pkt(Endpoint(addr=node, port=40001), be),
+                  _pkt(Endpoint(addr=node, port=50000), be), client_port=1024)
+    assert d is not None and d.src.port == 50000
+    # enforced afterwards, both ways
+    d = ren.apply(_pkt(be, Endpoint(addr=node, port=40001)), None, client_port=1024)
+    assert d is not None and d.dst.port == 50000
+    d = ren.apply(_pkt(Endpoint(addr=node, port=40002), be),
+                  _pkt(Endpoint(addr=node, port=50000), be), client_port=1024)
+    assert d is not None and d.src.port == 40002  # 50000 is taken: no second preimage
+    # a kept client port must be kept by both
+    d = ren.apply(_pkt(Endpoint(addr=node, port=45000), be),
+                  _pkt(Endpoint(addr=node, port=40000), be), client_port=40000)
+    assert d is not None and d.src.port == 45000
+    # other addresses are never renamed
+    d = ren.apply(_pkt(Endpoint(addr=c, port=40003), be),
+                  _pkt(Endpoint(addr=c, port=50001), be), client_port=1)
+    assert d is not None and d.src.port == 40003
