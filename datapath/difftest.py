@@ -289,7 +289,7 @@ class DatapathNet:
             return ("node", via)
         return ("node", sorted(nodes)[0]) if nodes else None
 
-    def _fabric_loss(self, sender: str, p: Packet, data: bytes) -> str | None:
+    def _fabric_loss(self, sender: str, p: Packet, data: bytes | bytearray) -> str | None:
         """The fabric facts, judged on the bytes a node puts on the wire."""
         fabric = self.world.cluster.fabric
         src = p.outer.src if p.outer is not None else p.src.addr
@@ -301,8 +301,8 @@ class DatapathNet:
             return DropReason.FABRIC_DROPS_IP_OPTIONS.name
         return None
 
-    def _hook(self, node: str, hook: str, data: bytes, pin: int | None
-              ) -> tuple[Obs, bytes, str, tuple[str, str] | None]:
+    def _hook(self, node: str, hook: str, data: bytes | bytearray, pin: int | None
+              ) -> tuple[Obs, bytes | bytearray, str, tuple[str, str] | None]:
         """Run one hook; returns the observation, the bytes, and 'go'|'pod'|'stop'."""
         r = self.nodes[node].run(hook, data, pin)
         try:
@@ -331,8 +331,8 @@ class DatapathNet:
                     "pod", None
         return Obs(at=node, hook=hook, verdict="forward", packet=out), r.packet, "go", None
 
-    def walk(self, sender: tuple[str, str], data: bytes, *, via: str | None,
-             pin: int | None) -> tuple[list[Obs], End, bytes]:
+    def walk(self, sender: tuple[str, str], data: bytes | bytearray, *, via: str | None,
+             pin: int | None) -> tuple[list[Obs], End, bytes | bytearray]:
         """Move bytes from a client or pod until a pod or client gets them or they die."""
         obs: list[Obs] = []
         drop: tuple[str, str] | None = None

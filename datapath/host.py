@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -43,6 +43,7 @@ from datapath.packet import (
     GENEVE_PORT,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    PORT_PROTOS,
     PROTO_NAMES,
     TCP_SYN,
     Parsed,
@@ -56,14 +57,18 @@ _H = struct.Struct("!H")
 _STATES = {"active": BE_STATE_ACTIVE, "terminating": BE_STATE_TERMINATING,
            "quarantined": BE_STATE_QUARANTINED, "maintenance": BE_STATE_MAINTENANCE}
 HOOKS = ("from-netdev", "to-netdev", "from-overlay")
+_REDIRECT_NETDEV = (Verdict.CTX_ACT_REDIRECT, "netdev")
+_new_result = tuple.__new__  # NamedTuple construction without the Python-level __new__
 
 
-@attrs.frozen(slots=True)
-class HookResult:
-    """What a BPF program hands back: TC verdict, the packet as left, drop reason, target."""
+class HookResult(NamedTuple):
+    """What a BPF program hands back: TC verdict, the packet as left, drop reason, target.
+
+    A NamedTuple (immutable, compared by value) because one is built per packet.
+    """
 
     verdict: Verdict
-    packet: bytes
+    packet: bytes | bytearray  # the program's own buffer: handed out, never copied
     drop_reason: DropReason | None = None
     target: str | None = None
 
@@ -82,6 +87,7 @@ class Node:
         self.internal_errors = 0
         self.nat_exhaustion_signals = 0
         self._rng = random.Random(config.seed)
+        self._off8 = "ipv6_ext_len_off_by_8" in self.faults
         self._l4 = ip_bytes(config.ipv4) if config.ipv4 else b"\0" * 4
         self._l6 = ip_bytes(config.ipv6) if config.ipv6 else b"\0" * 16
         self._r4 = ip_bytes(config.router_ipv4) if config.router_ipv4 else None
@@ -121,7 +127,7 @@ class Node:
     def fib_redirect(self, p: Parsed) -> tuple[int, str]:
         """fib_redirect_v4(): ipv4_l3 TTL decrement, then redirect out the native device."""
         self._dec_ttl(p)
-        return Verdict.CTX_ACT_REDIRECT, "netdev"
+        return _REDIRECT_NETDEV
 
     def tunnel_redirect(self) -> tuple[int, str]:
         """Redirect to the Geneve tunnel device (the kernel adds the outer L2)."""
@@ -143,14 +149,13 @@ class Node:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         self.pinned_backend = backend
         self.rejected = False
-        orig = pkt if isinstance(pkt, bytes) else bytes(pkt)
         try:
-            return fn(bytearray(pkt))
+            return fn(bytearray(pkt))  # the caller's bytes are never written to
         except DatapathDrop as d:
-            return HookResult(Verdict.CTX_ACT_DROP, orig, d.reason, None)
+            return HookResult(Verdict.CTX_ACT_DROP, bytes(pkt), d.reason, None)
         except Exception:
             self.internal_errors += 1
-            return HookResult(Verdict.CTX_ACT_DROP, orig, DropReason.DROP_INVALID, None)
+            return HookResult(Verdict.CTX_ACT_DROP, bytes(pkt), DropReason.DROP_INVALID, None)
 
     def advance(self, seconds: int) -> None:
         """Move the node's monotonic clock (bpf_mono_now) forward."""
@@ -182,15 +187,17 @@ class Node:
         program_maps(self)
 
     def _parse(self, buf: bytearray) -> Parsed:
-        p = parse(buf, "ipv6_ext_len_off_by_8" in self.faults)
+        p = parse(buf, self._off8)
         if p.is_frag and not p.frag_first:
             raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
         return p
 
     def _from_netdev(self, buf: bytearray) -> HookResult:
-        p = self._parse(buf)
+        p = parse(buf, self._off8)
+        if p.is_frag and not p.frag_first:
+            raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
         done = None
-        if p.has_ports():
+        if p.proto in PORT_PROTOS:
             done = nodeport_lb(self, p)
             if done is None:
                 done = self._no_service(p, from_overlay=False)
@@ -229,9 +236,8 @@ class Node:
             tep = self.maps.ipcache.lookup(p.daddr)
             if tep is not None and tep != self.snat_addr(len(tep) == 16):
                 encapsulate(self, p, tep, b"")
-                return HookResult(Verdict.CTX_ACT_REDIRECT, bytes(p.buf), None,
-                                  "cilium_geneve")
-        return HookResult(Verdict.CTX_ACT_OK, bytes(p.buf), None, "netdev")
+                return HookResult(Verdict.CTX_ACT_REDIRECT, p.buf, None, "cilium_geneve")
+        return HookResult(Verdict.CTX_ACT_OK, p.buf, None, "netdev")
 
     def _from_overlay(self, buf: bytearray) -> HookResult:
         inner, ginfo = geneve_decap(buf)
@@ -247,11 +253,12 @@ class Node:
         return self._result(done, p)
 
     def _result(self, done: tuple[int, str], p: Parsed) -> HookResult:
+        v = done[0]
+        verdict = v if type(v) is Verdict else Verdict(v)
         if self.rejected:
             self.rejected = False
-            return HookResult(Verdict(done[0]), bytes(p.buf), DropReason.DROP_NO_SERVICE,
-                              done[1])
-        return HookResult(Verdict(done[0]), bytes(p.buf), None, done[1])
+            return HookResult(verdict, p.buf, DropReason.DROP_NO_SERVICE, done[1])
+        return _new_result(HookResult, (verdict, p.buf, None, done[1]))
 
 
 def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:

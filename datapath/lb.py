@@ -19,7 +19,14 @@ from datapath.maps import (
     LbKey,
     LbService,
 )
-from datapath.packet import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_SYN, Parsed
+from datapath.packet import (
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PORT_PROTOS,
+    TCP_SYN,
+    Parsed,
+)
 
 if TYPE_CHECKING:
     from datapath.host import Node
@@ -94,36 +101,46 @@ def _pick(node: Node, svcs: HashMap[LbKey, LbService], key: LbKey, count: int) -
     return 0 if s is None else int(s.backend_id)
 
 
-def _addr_off(v6: bool, src: bool) -> int:
-    if v6:
-        return 8 if src else 24
-    return 12 if src else 16
+_ADDR_OFF = {(False, True): 12, (False, False): 16, (True, True): 8, (True, False): 24}
+_CSUM_OFF = {IPPROTO_TCP: 16, IPPROTO_UDP: 6, IPPROTO_ICMPV6: 2}
+
+
+def _fold_replace(check: int, diff: int) -> int:
+    # RFC 1624 eqn. 3 (csum_replace), inlined for the per-packet path.
+    s = ((~check) & 0xFFFF) + diff
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
 
 
 def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
             l4_csum: bool = True) -> None:
     """Rewrite source or destination address/port with incremental checksum fixes."""
     buf = p.buf
-    csum_off = p.l4_csum_off() if p.frag_first else -1
-    if p.proto == IPPROTO_ICMPV6:
-        csum_off = p.l4_off + 2
+    proto = p.proto
     l4diff = 0
     if addr is not None:
-        off = _addr_off(p.v6, src)
+        off = _ADDR_OFF[p.v6, src]
         alen = len(addr)
-        old = bytes(buf[off:off + alen])
+        old = buf[off:off + alen]
         if old != addr:
             buf[off:off + alen] = addr
-            d = csum_diff(old, addr)
-            if not p.v6:
-                _H.pack_into(buf, 10, csum_replace(_H.unpack_from(buf, 10)[0], d))
+            if alen == 4:  # bpf_csum_diff() of one 32-bit word, as two 16-bit words
+                o = int.from_bytes(old, "big")
+                n = int.from_bytes(addr, "big")
+                d = (n >> 16) + (n & 0xFFFF) + (0xFFFF - (o >> 16)) + (0xFFFF - (o & 0xFFFF))
+                _H.pack_into(buf, 10, _fold_replace(_H.unpack_from(buf, 10)[0], d))
+            else:
+                d = csum_diff(bytes(old), addr)
+                if not p.v6:
+                    _H.pack_into(buf, 10, csum_replace(_H.unpack_from(buf, 10)[0], d))
             l4diff = d
         if src:
             p.saddr = addr
         else:
             p.daddr = addr
-    if port is not None and p.has_ports():
-        poff = p.l4_off + (0 if src else 2)
+    if port is not None and p.frag_first and proto in PORT_PROTOS:
+        poff = p.l4_off if src else p.l4_off + 2
         oldp = _H.unpack_from(buf, poff)[0]
         if oldp != port:
             _H.pack_into(buf, poff, port)
@@ -132,13 +149,17 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
             p.sport = port
         else:
             p.dport = port
-    if l4diff and csum_off >= 0 and l4_csum:
+    if l4diff and l4_csum and p.frag_first:
+        rel = _CSUM_OFF.get(proto)
+        if rel is None:
+            return
+        csum_off = p.l4_off + rel
         check = _H.unpack_from(buf, csum_off)[0]
-        if p.proto == IPPROTO_UDP:
+        if proto == IPPROTO_UDP:
             if check:
-                _H.pack_into(buf, csum_off, csum_replace(check, l4diff) or 0xFFFF)
+                _H.pack_into(buf, csum_off, _fold_replace(check, l4diff) or 0xFFFF)
         else:
-            _H.pack_into(buf, csum_off, csum_replace(check, l4diff))
+            _H.pack_into(buf, csum_off, _fold_replace(check, l4diff))
 
 
 def lb_dnat_request(node: Node, p: Parsed, be: LbBackend) -> None:

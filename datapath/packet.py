@@ -39,6 +39,8 @@ _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
 _H = struct.Struct("!H")
 
+PORT_PROTOS = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP))
+
 PROTO_NAMES = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP,
                "icmpv6": IPPROTO_ICMPV6, "sctp": IPPROTO_SCTP, "any": 0}
 
@@ -65,14 +67,15 @@ class Parsed:
     __slots__ = ("buf", "daddr", "dport", "frag_first", "is_frag", "l3_len", "l4_off",
                  "proto", "saddr", "sport", "tcp_flags", "v6")
 
-    def __init__(self, buf: bytearray, v6: bool) -> None:
+    def __init__(self, buf: bytearray, v6: bool, saddr: bytes = b"", daddr: bytes = b"",
+                 proto: int = 0, l4_off: int = 0, l3_len: int = 0) -> None:
         self.buf = buf
         self.v6 = v6
-        self.l4_off = 0
-        self.l3_len = 0
-        self.proto = 0
-        self.saddr = b""
-        self.daddr = b""
+        self.l4_off = l4_off
+        self.l3_len = l3_len
+        self.proto = proto
+        self.saddr = saddr
+        self.daddr = daddr
         self.sport = 0
         self.dport = 0
         self.tcp_flags = 0
@@ -81,7 +84,7 @@ class Parsed:
 
     def has_ports(self) -> bool:
         """TCP/UDP/SCTP carry the ports a service lookup needs."""
-        return self.proto in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP) and self.frag_first
+        return self.frag_first and self.proto in PORT_PROTOS
 
     def l4_csum_off(self) -> int:
         """Offset of the L4 checksum field, or -1 when the protocol has none we fix."""
@@ -136,12 +139,7 @@ def _parse4(buf: bytearray) -> Parsed:
         raise _drop(DropReason.DROP_INVALID)
     if ihl > 20:
         validate_ipv4_options(buf, ihl)
-    p = Parsed(buf, False)
-    p.saddr = saddr
-    p.daddr = daddr
-    p.proto = proto
-    p.l4_off = ihl
-    p.l3_len = tot_len
+    p = Parsed(buf, False, saddr, daddr, proto, ihl, tot_len)
     if frag & 0x3FFF:
         p.is_frag = True
         p.frag_first = (frag & 0x1FFF) == 0

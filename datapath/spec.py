@@ -149,11 +149,11 @@ def _build_l4(spec: Mapping[str, Any], src: bytes, dst: bytes) -> tuple[int, byt
     raise SpecError("packet", "needs one of tcp, udp, icmp, raw_l4_hex")
 
 
-def describe(pkt: bytes, prefix: str = "") -> dict[str, Any]:
+def describe(pkt: bytes | bytearray, prefix: str = "") -> dict[str, Any]:
     """Decode a packet into flat named fields (best effort, never raises)."""
     out: dict[str, Any] = {}
     try:
-        _describe(pkt, prefix, out)
+        _describe(bytes(pkt), prefix, out)
     except (IndexError, struct.error, ValueError):
         out[prefix + "truncated"] = True
     return out

@@ -249,7 +249,7 @@ def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
     return fails
 
 
-def _byte_diff(want: bytes, got: bytes, where: str) -> list[str]:
+def _byte_diff(want: bytes, got: bytes | bytearray, where: str) -> list[str]:
     out = [f"{where}.hex: {len(want)} bytes expected, {len(got)} bytes got"]
     dw, dg = describe(want), describe(got)
     for k in sorted(set(dw) | set(dg)):
