@@ -6,7 +6,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from datapath.conntrack import ct_create, ct_lookup
-from datapath.csum import csum_diff, csum_replace
+from datapath.csum import csum_diff
 from datapath.drop import DatapathDrop, DropReason
 from datapath.maps import (
     BE_STATE_ACTIVE,
@@ -101,6 +101,7 @@ def _pick(node: Node, svcs: HashMap[LbKey, LbService], key: LbKey, count: int) -
     return 0 if s is None else int(s.backend_id)
 
 
+_HH = struct.Struct("!HH")
 _ADDR_OFF = {(False, True): 12, (False, False): 16, (True, True): 8, (True, False): 24}
 _CSUM_OFF = {IPPROTO_TCP: 16, IPPROTO_UDP: 6, IPPROTO_ICMPV6: 2}
 
@@ -122,19 +123,17 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
     if addr is not None:
         off = _ADDR_OFF[p.v6, src]
         alen = len(addr)
-        old = buf[off:off + alen]
-        if old != addr:
-            buf[off:off + alen] = addr
-            if alen == 4:  # bpf_csum_diff() of one 32-bit word, as two 16-bit words
-                o = int.from_bytes(old, "big")
-                n = int.from_bytes(addr, "big")
-                d = (n >> 16) + (n & 0xFFFF) + (0xFFFF - (o >> 16)) + (0xFFFF - (o & 0xFFFF))
+        if alen == 4:  # bpf_csum_diff() of one 32-bit word, as two 16-bit words
+            o0, o1 = _HH.unpack_from(buf, off)
+            n0, n1 = _HH.unpack(addr)
+            if o0 != n0 or o1 != n1:
+                buf[off:off + 4] = addr
+                d = n0 + n1 + (0xFFFF - o0) + (0xFFFF - o1)
                 _H.pack_into(buf, 10, _fold_replace(_H.unpack_from(buf, 10)[0], d))
-            else:
-                d = csum_diff(bytes(old), addr)
-                if not p.v6:
-                    _H.pack_into(buf, 10, csum_replace(_H.unpack_from(buf, 10)[0], d))
-            l4diff = d
+                l4diff = d
+        elif buf[off:off + alen] != addr:  # IPv6: no header checksum, L4 only
+            l4diff = csum_diff(bytes(buf[off:off + alen]), addr)
+            buf[off:off + alen] = addr
         if src:
             p.saddr = addr
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from datapath.build import (
     ipv6,
 )
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
-from datapath.csum import csum_diff, csum_replace, ones_sum
+from datapath.csum import csum_replace, ones_sum
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.lb import lb_dnat_request, lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 WORLD_ID = 2
 _H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
 
 
 def nodeport_ct_key(p: Parsed) -> CtTuple:
@@ -177,20 +179,28 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
     return node.fib_redirect(p)
 
 
+@functools.lru_cache(maxsize=1024)
+def _opt4(vip: bytes, vport: int, network_order: bool) -> tuple[bytes, int]:
+    opt = dsr_opt4_bytes(vip, vport, network_order=network_order)
+    return opt, ones_sum(opt)
+
+
 def dsr_set_opt4(node: Node, p: Parsed, vip: bytes, vport: int) -> None:
     """dsr_set_opt4(): insert the 8-byte option after the base header, fix ihl/tot_len/csum."""
     buf = p.buf
     ihl = (buf[0] & 0xF) * 4
     if ihl + 8 > 60:
         raise DatapathDrop(DropReason.DROP_CT_INVALID_HDR)
-    opt = dsr_opt4_bytes(vip, vport, network_order="dsr_opt_network_order" in node.faults)
+    opt, opt_sum = _opt4(vip, vport, "dsr_opt_network_order" in node.faults)
     at = ihl if "dsr_opt_wrong_offset" in node.faults else 20
-    old = bytes(buf[0:4])
+    w0, w1 = _HH.unpack_from(buf, 0)
     buf[at:at] = opt
     buf[0] = 0x40 | ((ihl + 8) // 4)
-    _H.pack_into(buf, 2, _H.unpack_from(buf, 2)[0] + 8)
+    _H.pack_into(buf, 2, w1 + 8)
     if "ipv4_csum_not_updated_on_opt" not in node.faults:
-        diff = csum_diff(old, bytes(buf[0:4]), ones_sum(opt))
+        # bpf_csum_diff(old first word, new first word, seeded with the option's sum)
+        n0, n1 = _HH.unpack_from(buf, 0)
+        diff = opt_sum + n0 + n1 + (0xFFFF - w0) + (0xFFFF - w1)
         _H.pack_into(buf, 10, csum_replace(_H.unpack_from(buf, 10)[0], diff))
     p.l4_off += 8
     p.l3_len += 8
