@@ -143,8 +143,15 @@ def _parse4(buf: bytearray) -> Parsed:
     if frag & 0x3FFF:
         p.is_frag = True
         p.frag_first = (frag & 0x1FFF) == 0
-    if p.frag_first:
-        _parse_l4(p, tot_len)
+        if not p.frag_first:
+            return p
+    if proto == IPPROTO_TCP and ihl + 20 <= tot_len:  # the common case, inlined
+        doff = (buf[ihl + 12] >> 4) * 4
+        if doff >= 20 and ihl + doff <= tot_len:
+            p.sport, p.dport = _PORTS.unpack_from(buf, ihl)
+            p.tcp_flags = buf[ihl + 13]
+            return p
+    _parse_l4(p, tot_len)
     return p
 
 
