@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from datapath.adapter import DatapathFactory, check_datapath
 from datapath.config import NodeConfig
-from datapath.difftest import KNOWN_MODEL_BUGS, Counters, DiffRun, Divergence
+from datapath.difftest import Counters, DiffRun, Divergence
 from model.scenario import parse
 
 ADDR = {
@@ -130,11 +130,11 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
 
 
 def run_program(doc: dict[str, Any], factory: DatapathFactory, faults: frozenset[str],
-                counters: Counters, strict: bool = False, spec: str = "datapath"
+                counters: Counters, spec: str = "datapath"
                 ) -> Divergence | None:
     """Parse the document and run it on both sides; the first divergence or None."""
     sc = parse(doc, "<difftest>")
-    return DiffRun(sc.world, factory, faults, spec, counters, strict).run(sc.flows)
+    return DiffRun(sc.world, factory, faults, spec, counters).run(sc.flows)
 
 
 @attrs.frozen(kw_only=True)
@@ -173,7 +173,7 @@ class _Found(Exception):
 
 
 def difftest(examples: int, seed: int, factory: DatapathFactory,
-             faults: frozenset[str] = frozenset(), *, strict: bool = False,
+             faults: frozenset[str] = frozenset(), *,
              shrink: bool = True, spec: str = "datapath",
              progress: Callable[[int, Counters], None] | None = None) -> Summary:
     """Run `examples` generated programs (fixed seed); on divergence shrink to a minimal one."""
@@ -184,7 +184,7 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
 
     def one(doc: dict[str, Any]) -> None:
         calls[0] += 1
-        div = run_program(doc, factory, faults, counters, strict, spec)
+        div = run_program(doc, factory, faults, counters, spec)
         if progress is not None:
             progress(calls[0], counters)
         if div is not None:
@@ -283,8 +283,3 @@ def format_kill_table(rows: list[tuple[str, bool, list[str]]]) -> str:
     out.append(f"{len(rows)} faults: difftest kills {nd}, vectors kill {nv}, "
                f"survivors {len(alive)}" + (f" ({', '.join(alive)})" if alive else ""))
     return "\n".join(out)
-
-
-def known_bugs_note() -> str:
-    """Which model corrections a non-strict run applied."""
-    return "model corrected to Cilium for known model bugs: " + ", ".join(KNOWN_MODEL_BUGS)

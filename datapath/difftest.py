@@ -65,7 +65,7 @@ from model.network import (
 )
 from model.nodeport import Step
 from model.topology import Fabric
-from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto
+from model.values import Endpoint, IPAddress, Packet, Proto
 
 
 @attrs.frozen(kw_only=True)
@@ -121,47 +121,6 @@ def obs_str(o: Obs | End) -> str:
         d = f" drop={o.drop[1]}@{o.drop[0]}" if o.drop else ""
         return f"end {o.kind} at {o.at}{d}: {pkt_str(o.packet)}"
     return f"{o.at} {o.hook} {o.verdict}: {pkt_str(o.packet)}{o.note}"
-
-
-def normalise(p: Packet | None) -> Packet | None:
-    """A Geneve DSR option lives in the outer header: once decapsulated nothing carries it.
-
-    The model keeps `dsr` on the inner packet after from-overlay strips `outer`; on bytes
-    that information is gone, so the model value is compared without it (representation,
-    not behaviour: the CT entry the option created is compared in full).
-    """
-    if p is not None and p.outer is None and p.dsr is not None and \
-            p.dsr.kind is DsrKind.GENEVE_OPTION:
-        return attrs.evolve(p, dsr=None)
-    return p
-
-
-# -- known model bugs ----------------------------------------------------------------------
-# Each entry is a place where the model disagrees with Cilium's source (written up in
-# /work/model-bugs.md).  Unless --strict, the model's value is corrected to Cilium's before
-# comparing, so the datapath is still held to Cilium's behaviour; nothing is masked on the
-# datapath side.
-KNOWN_MODEL_BUGS: dict[str, str] = {
-    "udp-seen-non-syn": "model sets seen_non_syn on non-TCP CT entries; Cilium's "
-                        "ct_update_timeout() only tracks it for TCP",
-    "ipv6-outer-vni": "model encapsulates IPv6 with VNI WORLD_ID (2); Cilium uses "
-                      "WORLD_IPV6_ID (10) for IPv6 (model.values.WORLD_IPV6_ID is 9)",
-}
-WORLD_IPV6_ID = 10
-
-
-def correct_packet(p: Packet | None) -> Packet | None:
-    """The model packet with the known-bug fields set to Cilium's values."""
-    if p is not None and p.outer is not None and p.is_ipv6 and p.outer.vni != WORLD_IPV6_ID:
-        return attrs.evolve(p, outer=attrs.evolve(p.outer, vni=WORLD_IPV6_ID))
-    return p
-
-
-def correct_state(st: NodeState) -> NodeState:
-    """The model state with the known-bug fields set to Cilium's values."""
-    fixed = {k: (attrs.evolve(v, seen_non_syn=False) if k.nexthdr is not Proto.TCP else v)
-             for k, v in st.ct.entries.items()}
-    return attrs.evolve(st, ct=attrs.evolve(st.ct, entries=fixed))
 
 
 # -- NAT port renaming ---------------------------------------------------------------------
@@ -229,11 +188,9 @@ class PortRenaming:
 
 # -- the model side ------------------------------------------------------------------------
 def model_walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet, *,
-               reply: bool, via: str | None, pinned: IPAddress | None, strict: bool = False
+               reply: bool, via: str | None, pinned: IPAddress | None
                ) -> tuple[ClusterState, list[Obs], End]:
     """model.network.walk, with its hops turned into observations."""
-    fix: Callable[[Packet | None], Packet | None] = (
-        normalise if strict else (lambda q: correct_packet(normalise(q))))
     w = walk(world, state, sender, pkt, reply=reply, via=via, pinned=pinned)
     hooks = [h for h in w.hops if h.hook is not None]
     obs = []
@@ -250,9 +207,9 @@ def model_walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: 
             v = "to-stack" if w.drop[1] is DropReason.PUNT_TO_STACK else "drop"
         else:
             v = "forward"
-        obs.append(Obs(at=h.at, hook=h.hook.value, verdict=v, packet=fix(h.packet)))
+        obs.append(Obs(at=h.at, hook=h.hook.value, verdict=v, packet=h.packet))
     drop = (w.drop[0], w.drop[1].name) if w.drop is not None else None
-    return w.state, obs, End(kind=w.end.value, at=w.at, packet=fix(w.packet), drop=drop)
+    return w.state, obs, End(kind=w.end.value, at=w.at, packet=w.packet, drop=drop)
 
 
 # -- the datapath side ---------------------------------------------------------------------
@@ -427,9 +384,8 @@ class DiffRun:
 
     def __init__(self, world: World, factory: DatapathFactory,
                  faults: frozenset[str] = frozenset(), spec: str = "datapath",
-                 counters: Counters | None = None, strict: bool = False) -> None:
+                 counters: Counters | None = None) -> None:
         self.world = world
-        self.strict = strict
         self.state = initial_state(world)
         self.net = DatapathNet(world, factory, faults, spec)
         cfg = world.cfg
@@ -444,10 +400,8 @@ class DiffRun:
                           dp_trace=tuple(self.dtrace))
 
     def model_states(self) -> dict[str, NodeState]:
-        """The model's node states, known bugs corrected unless strict."""
-        if self.strict:
-            return dict(self.state.nodes)
-        return {n: correct_state(st) for n, st in self.state.nodes.items()}
+        """The model's node states, as they are."""
+        return dict(self.state.nodes)
 
     def _state_diffs(self, lb: bool = False) -> list[str]:
         return diff_states(self.model_states(), self.net.states(self.state.nodes, lb),
@@ -503,8 +457,7 @@ class DiffRun:
             self.net.advance(1)
             pkt = request(spec, i)
             self.state, mo, me = model_walk(self.world, self.state, ("client", spec.client),
-                                            pkt, reply=False, via=spec.via, pinned=pinned,
-                                            strict=self.strict)
+                                            pkt, reply=False, via=spec.via, pinned=pinned)
             do, de, dbytes = self.net.walk(("client", spec.client), bytes_of(pkt),
                                            via=spec.via, pin=pin_id)
             div = self._compare(f"{spec.name}: request {i + 1} {pkt_str(pkt)}", mo, me, do, de,
@@ -516,8 +469,7 @@ class DiffRun:
             mans = reply_to(me.packet)
             dans = reply_to(packet_of(dbytes))
             self.state, mo, me = model_walk(self.world, self.state, ("pod", me.at), mans,
-                                            reply=True, via=None, pinned=None,
-                                            strict=self.strict)
+                                            reply=True, via=None, pinned=None)
             do, de, _ = self.net.walk(("pod", de.at), bytes_of(dans), via=None, pin=None)
             div = self._compare(f"{spec.name}: reply {i + 1} {pkt_str(mans)}", mo, me, do, de,
                                 spec.source.port)

@@ -64,7 +64,8 @@ def reopens(version: CiliumVersion, entry: CtEntry, pkt: Packet) -> bool:
 def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
               direction: Direction = Direction.ORIGINAL, service: bool = False) -> CtEntry:
     """__ct_lookup's per-hit update: seen_non_syn, closing flags, refreshed lifetime."""
-    seen = entry.seen_non_syn or not (pkt.proto is Proto.TCP and pkt.is_syn)
+    # ct_update_timeout tracks seen_non_syn for TCP only; UDP entries keep it clear.
+    seen = entry.seen_non_syn or (pkt.proto is Proto.TCP and not pkt.is_syn)
     tx, rx = entry.tx_closing, entry.rx_closing
     if pkt.proto is Proto.TCP and pkt.flags & (TcpFlags.FIN | TcpFlags.RST):
         both = service or (pkt.flags & TcpFlags.RST and not entry.seen_non_syn)

@@ -13,7 +13,18 @@ from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
 from model.snat import prandom, snat_nat, snat_rev_nat
-from model.values import DsrKind, DsrMeta, Endpoint, IcmpKind, IPAddress, Outer, Packet, Proto
+from model.values import (
+    WORLD_ID,
+    WORLD_IPV6_ID,
+    DsrKind,
+    DsrMeta,
+    Endpoint,
+    IcmpKind,
+    IPAddress,
+    Outer,
+    Packet,
+    Proto,
+)
 
 
 class Hook(enum.Enum):
@@ -94,6 +105,11 @@ def dsr_snat_key(client: Endpoint, backend: Endpoint, proto: Proto) -> NatTuple:
     """snat_v4_create_dsr's key (v1.14-v1.18 keep the DSR frontend in the SNAT map)."""
     return NatTuple(saddr=backend.addr, daddr=client.addr, sport=backend.port,
                     dport=client.port, nexthdr=proto, flags=TupleFlags.OUT)
+
+
+def _outer(ctx: NodeCtx, pkt: Packet, tep: IPAddress) -> Outer:
+    """Geneve towards a tunnel endpoint: VNI WORLD_ID, or WORLD_IPV6_ID for IPv6 inner."""
+    return Outer(src=ctx.ip, dst=tep, vni=WORLD_IPV6_ID if pkt.is_ipv6 else WORLD_ID)
 
 
 def _drop(pkt: Packet, reason: DropReason) -> HookResult:
@@ -199,7 +215,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     if ctx.cfg.tunneling:
         if tep is None:
             return st, _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
-        out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))
+        out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.SNAT)
 
 
@@ -217,7 +233,7 @@ def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet, first: bool) -> HookRes
         tep = ctx.ipcache.get(out.dst.addr)
         if tep is None:
             return _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
-        out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))
+        out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
     return HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.DSR)
 
 
@@ -361,7 +377,7 @@ def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, Hook
         st = attrs.evolve(st, ct=st.ct.put(key, updated))
     tep = ctx.ipcache.get(out.dst.addr)
     if ctx.cfg.tunneling and tep is not None and tep != ctx.ip:  # to-overlay encapsulation
-        out = attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep))
+        out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=step)
 
 

@@ -9,9 +9,10 @@ import attrs
 
 IPAddress = IPv4Address | IPv6Address
 
-# Cilium's security identity for world traffic, carried in the Geneve VNI (WORLD_ID).
+# Cilium's reserved world identities, carried in the Geneve VNI (WORLD_ID; WORLD_IPV6_ID for
+# IPv6 with dual-stack world identities, identity.ReservedIdentityWorldIPv6).
 WORLD_ID = 2
-WORLD_IPV6_ID = 9
+WORLD_IPV6_ID = 10
 # Geneve UDP port used by Cilium's tunnel device.
 GENEVE_PORT = 6081
 # DSR option constants (bpf/lib/nodeport.h, bpf/lib/tunnel.h).

@@ -12,7 +12,6 @@ from datapath.diffgen import (
     format_failure,
     format_kill_table,
     kill_table,
-    known_bugs_note,
     planned,
     text_progress,
 )
@@ -32,15 +31,13 @@ def run(args: argparse.Namespace) -> int:
         print(format_kill_table(rows))
         return 0 if all(d or v for _n, d, v in rows) else 1
     progress = None if args.quiet else text_progress(planned(args.examples))
-    summary = difftest(args.examples, args.seed, factory, strict=args.strict, spec=spec,
+    summary = difftest(args.examples, args.seed, factory, spec=spec,
                        progress=progress)
     if progress is not None:
         print(file=sys.stderr)
     if summary.failure is not None:
         print(format_failure(summary.failure))
     print(summary.line())
-    if not args.strict:
-        print(known_bugs_note())
     return 1 if summary.failure is not None else 0
 
 
@@ -60,7 +57,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="generator seed")
     p.add_argument("--mutants", action="store_true",
                    help="kill table: every seeded datapath fault vs difftest and vectors")
-    p.add_argument("--strict", action="store_true",
-                   help="do not correct the model's known bugs before comparing")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
