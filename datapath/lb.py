@@ -75,30 +75,28 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
         be = backends.lookup(entry.backend_id)
         if be is not None and (be.flags == BE_STATE_ACTIVE or not p.tcp_flags & TCP_SYN):
             return entry.backend_id, be, False
-        if svc.count == 0:
-            raise DatapathDrop(DropReason.DROP_NO_SERVICE)
-        backend_id = _pick(node, svcs, key, svc.count)
-        be = backends.lookup(backend_id)
-        if be is None:
-            raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+        backend_id, be = _pick(node, svcs, backends, key, svc.count)
         entry.backend_id = backend_id
         return backend_id, be, False
-    if svc.count == 0:
-        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
-    backend_id = _pick(node, svcs, key, svc.count)
-    be = backends.lookup(backend_id)
-    if be is None:
-        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    backend_id, be = _pick(node, svcs, backends, key, svc.count)
     new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
     if not ct_create(node, ct, tup, new, p.tcp_flags, tcp, service=True):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
     return backend_id, be, True
 
 
-def _pick(node: Node, svcs: HashMap[LbKey, LbService], key: LbKey, count: int) -> int:
+def _pick(node: Node, svcs: HashMap[LbKey, LbService], backends: HashMap[int, LbBackend],
+          key: LbKey, count: int) -> tuple[int, LbBackend]:
+    """Select a slot and resolve its backend; no backends or a dangling ID: DROP_NO_SERVICE."""
+    if count == 0:
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
     slot = _select_slot(node, key, count)
     s = svcs.lookup(LbKey(key.address, key.dport, key.proto, key.scope, slot))
-    return 0 if s is None else int(s.backend_id)
+    backend_id = 0 if s is None else int(s.backend_id)
+    be = backends.lookup(backend_id)
+    if be is None:
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    return backend_id, be
 
 
 _HH = struct.Struct("!HH")

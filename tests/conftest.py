@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.flows import FlowTrace
+from model.network import Action, Hop
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 NODEPORT = Path(sys.executable).parent / "nodeport"
@@ -81,3 +84,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the installed `nodeport` entry point as a user would."""
     return subprocess.run([str(NODEPORT), *args], cwd=ROOT, capture_output=True, text=True,
                           check=False, timeout=60)
+
+
+def legs(tr: FlowTrace) -> list[list[Hop]]:
+    """The hops of each client packet (request and its reply), split at each send."""
+    out: list[list[Hop]] = []
+    for hop in tr.hops:
+        if hop.action is Action.SEND:
+            out.append([])
+        out[-1].append(hop)
+    return out

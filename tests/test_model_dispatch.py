@@ -9,11 +9,11 @@ import attrs
 import pytest
 
 from model.flows import FlowTrace, run_flows
-from model.network import Action, ClusterState, EndKind, Hop, reply_to, walk
+from model.network import ClusterState, EndKind, reply_to, walk
 from model.nodeport import Hook, Step, egress_key
 from model.scenario import parse
 from model.values import WORLD_ID, DsrKind, Endpoint, Proto, TcpFlags
-from tests.conftest import ADDRS, NODE_PORT, TARGET_PORT, build_doc
+from tests.conftest import ADDRS, NODE_PORT, TARGET_PORT, build_doc, legs
 
 NODES = ("node1", "node2", "node3")
 
@@ -24,13 +24,6 @@ def _run(**kw: Any) -> tuple[ClusterState, FlowTrace]:
     return state, traces[0]
 
 
-def _legs(tr: FlowTrace) -> list[list[Hop]]:
-    out: list[list[Hop]] = []
-    for hop in tr.hops:
-        if hop.action is Action.SEND:
-            out.append([])
-        out[-1].append(hop)
-    return out
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
@@ -45,7 +38,7 @@ def test_geneve_dispatch_in_tunnel_mode(family: str, proto: str, version: str) -
     assert tr.delivered, tr.drop
     assert all(p.src == client for p in tr.backend_saw)
     assert all(p.src == fe and p.outer is None for p in tr.client_saw)
-    for i, leg in enumerate(_legs(tr)):
+    for i, leg in enumerate(legs(tr)):
         hops = [h for h in leg if h.at in NODES]
         pkt = next(h for h in hops if h.at == "node1" and not h.reply).packet
         assert pkt.outer is not None

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from model.flows import FlowTrace, run_flows
 from model.maps import CtTuple, NatEntry, NodeState, TupleFlags
-from model.network import Action, ClusterState, Hop
+from model.network import ClusterState, Hop
 from model.nodeport import Step, dsr_snat_key, egress_key
 from model.scenario import Scenario, parse
 from model.snat import fwd_key, rev_key
 from model.values import DsrKind, Endpoint, Proto
-from tests.conftest import ADDRS, NODE_PORT, SVC_PORT, TARGET_PORT, build_doc
+from tests.conftest import ADDRS, NODE_PORT, SVC_PORT, TARGET_PORT, build_doc, legs
 
 MODES = ("snat", "dsr", "hybrid")
 FAMILIES = ("ipv4", "ipv6")
@@ -72,14 +72,6 @@ def run_case(case: Case) -> tuple[Scenario, ClusterState, FlowTrace]:
     return sc, state, traces[0]
 
 
-def legs(tr: FlowTrace) -> list[list[Hop]]:
-    """The hops of each client packet (request and its reply), split at each send."""
-    out: list[list[Hop]] = []
-    for hop in tr.hops:
-        if hop.action is Action.SEND:
-            out.append([])
-        out[-1].append(hop)
-    return out
 
 
 def _nodes(hops: list[Hop], reply: bool) -> list[str]:
