@@ -40,9 +40,11 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
     connection is established; otherwise only the direction the packet travels
     (CT_INGRESS -> rx_closing for replies, CT_EGRESS -> tx_closing for requests).
     """
-    entry = ct.lookup(key)
+    entry = ct._d.get(key)  # LruHashMap.lookup, inlined for the per-packet path
     if entry is None:
         return None
+    if ct.refresh:
+        ct._d.move_to_end(key)
     if tcp:
         syn = tcp_flags & TCP_SYN
         if (entry.rx_closing or entry.tx_closing) and syn and not tcp_flags & TCP_ACK:

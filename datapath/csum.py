@@ -75,11 +75,13 @@ def csum_diff(old: bytes, new: bytes, seed: int = 0) -> int:
 
 
 def csum_replace(check: int, diff: int) -> int:
-    """Apply a csum_diff() result to a stored checksum field (RFC 1624 eqn. 3)."""
+    """Apply a csum_diff() result to a stored checksum field (RFC 1624 eqn. 3).
+
+    diff is a sum of a few 16-bit words (< 2**32 - 2**16), so two folds always suffice.
+    """
     s = ((~check) & 0xFFFF) + diff
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return (~s) & 0xFFFF
+    s = (s & 0xFFFF) + (s >> 16)
+    return (~((s & 0xFFFF) + (s >> 16))) & 0xFFFF
 
 
 def l3_csum_replace(buf: bytearray, off: int, old: bytes, new: bytes) -> None:

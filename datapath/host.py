@@ -92,10 +92,36 @@ class Node:
         self._l6 = ip_bytes(config.ipv6) if config.ipv6 else b"\0" * 16
         self._r4 = ip_bytes(config.router_ipv4) if config.router_ipv4 else None
         self._r6 = ip_bytes(config.router_ipv6) if config.router_ipv6 else None
+        m = self.maps
+        # The maps' dicts, read directly per packet: a plain HashMap lookup is dict.get.
+        # Keys are Any: a plain tuple finds the LbKey it spells without building one.
+        self.lb4_svc: dict[Any, LbService] = m.lb4_services._d
+        self.lb6_svc: dict[Any, LbService] = m.lb6_services._d
+        self.lb4_be: dict[int, LbBackend] = m.lb4_backends._d
+        self.lb6_be: dict[int, LbBackend] = m.lb6_backends._d
+        self.lxc_eps: dict[bytes, EndpointInfo] = m.lxc._d
+        # Fault switches read on every packet, resolved once (faults never change).
+        f = self.faults
+        self.ttl_dec = "no_ttl_decrement" not in f
+        self.dnat_csum = "no_csum_update_after_dnat" not in f
+        self.ct_svc_reuse = "ct_service_not_reused" not in f
+        self.clusterip_check = "no_clusterip_check" not in f
+        self.keep_stale_revnat = "revnat_index_not_updated_shared_backend" in f
+        self.revnat_to_netdev = "skip_revnat_to_netdev" not in f
         program_maps(self)
+        self._derive()
         self._hooks: dict[str, Callable[[bytearray], HookResult]] = {
             "from-netdev": self._from_netdev, "to-netdev": self._to_netdev,
             "from-overlay": self._from_overlay}
+
+    def _derive(self) -> None:
+        """Config switches read on every packet, resolved per (re)programming."""
+        c = self.config
+        self.mode = c.mode
+        self.dsr_on = c.mode in ("dsr", "hybrid")
+        self.opt_dispatch = c.dispatch == "opt"
+        self.tunnel = c.tunnel
+        self.bpf_routing = c.host_routing == "bpf"
 
     # -- helpers used by the library modules ------------------------------------------
     def prandom(self) -> int:
@@ -111,22 +137,26 @@ class Node:
         return self._r6 if v6 else self._r4
 
     def _dec_ttl(self, p: Parsed) -> None:
-        if "no_ttl_decrement" in self.faults:
+        if not self.ttl_dec:
             return
         buf = p.buf
         if p.v6:
             buf[7] = (buf[7] - 1) & 0xFF
             return
-        old = _H.unpack_from(buf, 8)[0]
         buf[8] = (buf[8] - 1) & 0xFF
-        check = _H.unpack_from(buf, 10)[0]
-        s = check + 0x0100  # RFC 1624: TTL is the high byte of its 16-bit word
+        s = _H.unpack_from(buf, 10)[0] + 0x0100  # RFC 1624: TTL is its word's high byte
         _H.pack_into(buf, 10, (s & 0xFFFF) + (s >> 16))
-        del old
 
     def fib_redirect(self, p: Parsed) -> tuple[int, str]:
         """fib_redirect_v4(): ipv4_l3 TTL decrement, then redirect out the native device."""
-        self._dec_ttl(p)
+        if self.ttl_dec:  # _dec_ttl inlined: this is the common forward path
+            buf = p.buf
+            if p.v6:
+                buf[7] = (buf[7] - 1) & 0xFF
+            else:
+                buf[8] = (buf[8] - 1) & 0xFF
+                s = _H.unpack_from(buf, 10)[0] + 0x0100
+                _H.pack_into(buf, 10, (s & 0xFFFF) + (s >> 16))
         return _REDIRECT_NETDEV
 
     def tunnel_redirect(self) -> tuple[int, str]:
@@ -135,8 +165,8 @@ class Node:
 
     def local_delivery(self, p: Parsed) -> tuple[int, str]:
         """ipv4_local_delivery with BPF host routing, or up the stack without it."""
-        ep = self.maps.lxc.lookup(p.daddr)
-        if ep is None or self.config.host_routing != "bpf":
+        ep = self.lxc_eps.get(p.daddr)
+        if ep is None or not self.bpf_routing:
             return Verdict.CTX_ACT_OK, "stack"
         self._dec_ttl(p)
         return Verdict.CTX_ACT_REDIRECT, f"lxc:{ep.ifindex}"
@@ -185,6 +215,7 @@ class Node:
         m.src_range.clear()
         self.config = attrs.evolve(config, faults=self.config.faults)
         program_maps(self)
+        self._derive()
 
     def _parse(self, buf: bytearray) -> Parsed:
         p = parse(buf, self._off8)
@@ -205,33 +236,29 @@ class Node:
             done = self.local_delivery(p)
         return self._result(done, p)
 
-    def _dsr_enabled(self) -> bool:
-        return self.config.mode in ("dsr", "hybrid")
-
     def _no_service(self, p: Parsed, from_overlay: bool,
                     ginfo: tuple[bytes, int] | None = None) -> tuple[int, str] | None:
         """The 'no service' branch of nodeport_lb4: DSR extraction, then NAT ingress."""
-        if self._dsr_enabled():
+        if self.dsr_on:
             info: tuple[bytes, int] | None = None
             if from_overlay:
                 info = ginfo
-            elif self.config.dispatch == "opt" and (
+            elif self.opt_dispatch and (
                     p.proto != IPPROTO_TCP or p.tcp_flags & TCP_SYN):
-                off8 = "ipv6_ext_len_off_by_8" in self.faults
-                info = find_dsr_opt6(p.buf, off8) if p.v6 else find_dsr_opt4(p.buf)
-            if (from_overlay or self.config.dispatch == "opt") and dsr_ingress(self, p, info):
+                info = find_dsr_opt6(p.buf, self._off8) if p.v6 else find_dsr_opt4(p.buf)
+            if (from_overlay or self.opt_dispatch) and dsr_ingress(self, p, info):
                 return self.local_delivery(p)
         if snat_rev_nat(self, p):
-            if self.config.mode != "dsr":
+            if self.mode != "dsr":
                 rev_dnat(self, p, dsr_ok=False)
             return self.fib_redirect(p)
         return None
 
     def _to_netdev(self, buf: bytearray) -> HookResult:
         p = self._parse(buf)
-        if p.has_ports() and "skip_revnat_to_netdev" not in self.faults:
+        if self.revnat_to_netdev and p.frag_first and p.proto in PORT_PROTOS:
             rev_dnat(self, p, dsr_ok=True)
-        if self.config.tunnel:
+        if self.tunnel:
             # to-overlay: traffic towards another node's pod or address is encapsulated.
             tep = self.maps.ipcache.lookup(p.daddr)
             if tep is not None and tep != self.snat_addr(len(tep) == 16):

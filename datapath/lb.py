@@ -14,7 +14,6 @@ from datapath.maps import (
     TUPLE_F_SERVICE,
     CtEntry,
     CtTuple,
-    HashMap,
     LbBackend,
     LbKey,
     LbService,
@@ -34,25 +33,28 @@ if TYPE_CHECKING:
 _H = struct.Struct("!H")
 
 
+_new = tuple.__new__  # NamedTuple construction without the Python-level __new__
+
+
 def lb_lookup_service(node: Node, p: Parsed) -> tuple[LbKey, LbService] | None:
     """lb4_lookup_service(): exact {addr, dport, proto} first, then the wildcard key."""
-    svcs = node.maps.lb6_services if p.v6 else node.maps.lb4_services
-    key = LbKey(p.daddr, p.dport, p.proto, LB_LOOKUP_SCOPE_EXT, 0)
-    svc = svcs.lookup(key)
-    if svc is not None:
-        return key, svc
-    wkey = LbKey(p.daddr, 0, 0, LB_LOOKUP_SCOPE_EXT, 0)
-    wsvc = svcs.lookup(wkey)
-    if wsvc is not None:
-        return wkey, wsvc
-    return None
+    svcs = node.lb6_svc if p.v6 else node.lb4_svc
+    # A plain tuple hashes and compares equal to the LbKey it spells.
+    t = (p.daddr, p.dport, p.proto, LB_LOOKUP_SCOPE_EXT, 0)
+    svc = svcs.get(t)
+    if svc is None:
+        t = (p.daddr, 0, 0, LB_LOOKUP_SCOPE_EXT, 0)
+        svc = svcs.get(t)
+        if svc is None:
+            return None
+    return _new(LbKey, t), svc
 
 
 def _select_slot(node: Node, key: LbKey, count: int) -> int:
     if node.pinned_backend is not None:
-        svcs = node.maps.lb6_services if len(key.address) == 16 else node.maps.lb4_services
+        svcs = node.lb6_svc if len(key.address) == 16 else node.lb4_svc
         for slot in range(1, count + 1):
-            s = svcs.lookup(LbKey(key.address, key.dport, key.proto, key.scope, slot))
+            s = svcs.get((key.address, key.dport, key.proto, key.scope, slot))
             if s is not None and s.backend_id == node.pinned_backend:
                 return slot
     if node.config.selection == "first":
@@ -62,54 +64,56 @@ def _select_slot(node: Node, key: LbKey, count: int) -> int:
 
 def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, LbBackend, bool]:
     """lb4_local(): CT_SERVICE lookup, backend (re)selection, CT_SERVICE creation."""
+    v6 = p.v6
+    proto = p.proto
+    tcp_flags = p.tcp_flags
     maps = node.maps
-    svcs = maps.lb6_services if p.v6 else maps.lb4_services
-    backends = maps.lb6_backends if p.v6 else maps.lb4_backends
-    tcp = p.proto == IPPROTO_TCP
+    backends = node.lb6_be if v6 else node.lb4_be
+    tcp = proto == IPPROTO_TCP
     # lb4_extract_tuple crosses the ports: sport holds the destination port.
-    tup = CtTuple(p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_SERVICE)
-    ct = maps.ct_map(p.v6, p.proto)
-    entry = None if "ct_service_not_reused" in node.faults else ct_lookup(
-        node, ct, tup, p.tcp_flags, tcp, service=True)
+    tup = _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, proto, TUPLE_F_SERVICE))
+    ct = (maps.ct6_tcp if tcp else maps.ct6_any) if v6 else (
+        maps.ct4_tcp if tcp else maps.ct4_any)
+    entry = ct_lookup(node, ct, tup, tcp_flags, tcp, service=True) if node.ct_svc_reuse \
+        else None
     if entry is not None:
-        be = backends.lookup(entry.backend_id)
-        if be is not None and (be.flags == BE_STATE_ACTIVE or not p.tcp_flags & TCP_SYN):
+        be = backends.get(entry.backend_id)
+        if be is not None and (be.flags == BE_STATE_ACTIVE or not tcp_flags & TCP_SYN):
             return entry.backend_id, be, False
-        backend_id, be = _pick(node, svcs, backends, key, svc.count)
+        backend_id, be = _pick(node, backends, key, svc.count)
         entry.backend_id = backend_id
         return backend_id, be, False
-    backend_id, be = _pick(node, svcs, backends, key, svc.count)
+    backend_id, be = _pick(node, backends, key, svc.count)
     new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
-    if not ct_create(node, ct, tup, new, p.tcp_flags, tcp, service=True):
+    if not ct_create(node, ct, tup, new, tcp_flags, tcp, service=True):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
     return backend_id, be, True
 
 
-def _pick(node: Node, svcs: HashMap[LbKey, LbService], backends: HashMap[int, LbBackend],
-          key: LbKey, count: int) -> tuple[int, LbBackend]:
+def _pick(node: Node, backends: dict[int, LbBackend], key: LbKey,
+          count: int) -> tuple[int, LbBackend]:
     """Select a slot and resolve its backend; no backends or a dangling ID: DROP_NO_SERVICE."""
     if count == 0:
         raise DatapathDrop(DropReason.DROP_NO_SERVICE)
     slot = _select_slot(node, key, count)
-    s = svcs.lookup(LbKey(key.address, key.dport, key.proto, key.scope, slot))
+    svcs = node.lb6_svc if len(key.address) == 16 else node.lb4_svc
+    s = svcs.get((key.address, key.dport, key.proto, key.scope, slot))
     backend_id = 0 if s is None else int(s.backend_id)
-    be = backends.lookup(backend_id)
+    be = backends.get(backend_id)
     if be is None:
         raise DatapathDrop(DropReason.DROP_NO_SERVICE)
     return backend_id, be
 
 
 _HH = struct.Struct("!HH")
-_ADDR_OFF = {(False, True): 12, (False, False): 16, (True, True): 8, (True, False): 24}
 _CSUM_OFF = {IPPROTO_TCP: 16, IPPROTO_UDP: 6, IPPROTO_ICMPV6: 2}
 
 
 def _fold_replace(check: int, diff: int) -> int:
-    # RFC 1624 eqn. 3 (csum_replace), inlined for the per-packet path.
+    # RFC 1624 eqn. 3 (csum_replace); diff is a few 16-bit words, so two folds suffice.
     s = ((~check) & 0xFFFF) + diff
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return (~s) & 0xFFFF
+    s = (s & 0xFFFF) + (s >> 16)
+    return (~((s & 0xFFFF) + (s >> 16))) & 0xFFFF
 
 
 def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
@@ -119,7 +123,7 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
     proto = p.proto
     l4diff = 0
     if addr is not None:
-        off = _ADDR_OFF[p.v6, src]
+        off = (8 if src else 24) if p.v6 else (12 if src else 16)
         alen = len(addr)
         if alen == 4:  # bpf_csum_diff() of one 32-bit word, as two 16-bit words
             o0, o1 = _HH.unpack_from(buf, off)
@@ -127,7 +131,9 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
             if o0 != n0 or o1 != n1:
                 buf[off:off + 4] = addr
                 d = n0 + n1 + (0xFFFF - o0) + (0xFFFF - o1)
-                _H.pack_into(buf, 10, _fold_replace(_H.unpack_from(buf, 10)[0], d))
+                s = ((~_H.unpack_from(buf, 10)[0]) & 0xFFFF) + d  # _fold_replace, inlined
+                s = (s & 0xFFFF) + (s >> 16)
+                _H.pack_into(buf, 10, (~((s & 0xFFFF) + (s >> 16))) & 0xFFFF)
                 l4diff = d
         elif buf[off:off + alen] != addr:  # IPv6: no header checksum, L4 only
             l4diff = csum_diff(bytes(buf[off:off + alen]), addr)
@@ -161,8 +167,7 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
 
 def lb_dnat_request(node: Node, p: Parsed, be: LbBackend) -> None:
     """lb4_dnat_request(): destination -> backend, port only when the backend has one."""
-    rewrite(p, False, be.address, be.port or None,
-            l4_csum="no_csum_update_after_dnat" not in node.faults)
+    rewrite(p, False, be.address, be.port or None, node.dnat_csum)
 
 
 def src_range_ok(node: Node, p: Parsed, svc: LbService, deny: bool) -> bool:

@@ -62,14 +62,16 @@ class HashMap(Generic[K, V]):
     def update(self, key: K, value: V, flags: int = BPF_ANY) -> bool:
         """map_update_elem(); False stands for -EEXIST / -ENOENT / -E2BIG."""
         d = self._d
-        present = key in d
-        if (flags == BPF_NOEXIST and present) or (flags == BPF_EXIST and not present):
+        if key in d:
+            if flags == BPF_NOEXIST:
+                return False
+            d[key] = value
+            if self.lru:  # an overwrite is a use: move it to the recent end
+                d.move_to_end(key)
+            return True
+        if flags == BPF_EXIST or (len(d) >= self.max_entries and not self._evict()):
             return False
-        if not present and len(d) >= self.max_entries and not self._evict():
-            return False
-        d[key] = value
-        if self.lru:
-            d.move_to_end(key)
+        d[key] = value  # a new key is appended at the recent end already
         return True
 
     def _evict(self) -> bool:

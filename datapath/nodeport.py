@@ -39,6 +39,7 @@ from datapath.packet import (
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    PORT_PROTOS,
     TCP_SYN,
     Parsed,
 )
@@ -51,19 +52,22 @@ _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 
 
+_new = tuple.__new__  # NamedTuple construction without the Python-level __new__
+
+
 def nodeport_ct_key(p: Parsed) -> CtTuple:
     """Reversed lb4_extract_tuple of the (DNATed) request with TUPLE_F_OUT: {b, c, cp, bp}."""
-    return CtTuple(p.saddr, p.daddr, p.dport, p.sport, p.proto, TUPLE_F_OUT)
+    return _new(CtTuple, (p.saddr, p.daddr, p.dport, p.sport, p.proto, TUPLE_F_OUT))
 
 
 def reply_ct_key(p: Parsed) -> CtTuple:
     """lb4_extract_tuple of a reply B->C with flags forced to OUT: same key as above."""
-    return CtTuple(p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT)
+    return _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT))
 
 
 def uses_dsr(node: Node, svc: LbService) -> bool:
     """nodeport_uses_dsr(): hybrid follows the per-frontend flag, dsr mode is always DSR."""
-    mode = node.config.mode
+    mode = node.mode
     if mode == "dsr":
         return True
     if mode == "hybrid":
@@ -82,7 +86,7 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     if svc.flags & SVC_FLAG_SOURCE_RANGE and not src_range_ok(
             node, p, svc, bool(svc.flags2 & SVC_FLAG_SOURCE_RANGE_DENY)):
         raise DatapathDrop(DropReason.DROP_NOT_IN_SRC_RANGE)
-    if not svc.flags & SVC_FLAG_ROUTABLE and "no_clusterip_check" not in node.faults:
+    if not svc.flags & SVC_FLAG_ROUTABLE and node.clusterip_check:
         raise DatapathDrop(DropReason.DROP_IS_CLUSTER_IP)
     vip, vport = p.daddr, p.dport
     try:
@@ -92,18 +96,18 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
             raise
         return no_service_reject(node, p)
     lb_dnat_request(node, p, be)
-    backend_local = node.maps.lxc.lookup(be.address) is not None
-    if not backend_local and uses_dsr(node, svc):
+    ep = node.lxc_eps.get(be.address)
+    if ep is None and uses_dsr(node, svc):
         return _dsr_forward(node, p, be, vip, vport, ct_new)
     _nodeport_ct_egress(node, p, svc)
-    if backend_local:
+    if ep is not None:
         return node.local_delivery(p)
     target = node.snat_addr(p.v6)
-    if node.config.tunnel and node.maps.ipcache.lookup(be.address) is not None:
+    if node.tunnel and node.maps.ipcache.lookup(be.address) is not None:
         # Towards a tunnel endpoint the SNAT source is cilium_host's IPV4_GATEWAY.
         target = node.router_addr(p.v6) or target
     snat_nat(node, p, target)
-    if node.config.tunnel:
+    if node.tunnel:
         return tunnel_forward(node, p, be.address)
     return node.fib_redirect(p)
 
@@ -146,8 +150,7 @@ def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:
     tcp = p.proto == IPPROTO_TCP
     e = ct_lookup(node, ct, key, p.tcp_flags, tcp)
     if e is not None and e.node_port and (
-            e.rev_nat_index == svc.rev_nat_index
-            or "revnat_index_not_updated_shared_backend" in node.faults):
+            e.rev_nat_index == svc.rev_nat_index or node.keep_stale_revnat):
         return
     new = CtEntry(node_port=True, rev_nat_index=svc.rev_nat_index,
                   src_sec_id=WORLD_IPV6_ID if p.v6 else WORLD_IPV4_ID)
@@ -157,7 +160,7 @@ def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:
 
 def _wants_dsr_info(node: Node, p: Parsed, every_tcp_fault: str, ct_new: bool) -> bool:
     if p.proto == IPPROTO_TCP:
-        return bool(p.tcp_flags & TCP_SYN) or every_tcp_fault in node.faults
+        return p.tcp_flags & TCP_SYN != 0 or every_tcp_fault in node.faults
     if p.proto == IPPROTO_UDP and "dsr_udp_opt_first_only" in node.faults:
         return ct_new
     return True
@@ -255,7 +258,7 @@ def dsr_ingress(node: Node, p: Parsed, info: tuple[bytes, int] | None) -> bool:
 
 def rev_dnat(node: Node, p: Parsed, dsr_ok: bool) -> bool:
     """nodeport_rev_dnat_ipv4 / nodeport_rev_dnat_fwd_ipv4: source back to the frontend."""
-    if not p.has_ports():
+    if not p.frag_first or p.proto not in PORT_PROTOS:
         return False
     ct = node.maps.ct_map(p.v6, p.proto)
     e = ct_lookup(node, ct, reply_ct_key(p), p.tcp_flags, p.proto == IPPROTO_TCP,
