@@ -122,6 +122,7 @@ class Node:
         self.opt_dispatch = c.dispatch == "opt"
         self.tunnel = c.tunnel
         self.bpf_routing = c.host_routing == "bpf"
+        self.random_pick = c.selection != "first"
 
     # -- helpers used by the library modules ------------------------------------------
     def prandom(self) -> int:
@@ -234,7 +235,12 @@ class Node:
                 done = self._no_service(p, from_overlay=False)
         if done is None:
             done = self.local_delivery(p)
-        return self._result(done, p)
+        v = done[0]  # _result(), inlined for the busiest hook
+        verdict = v if type(v) is Verdict else Verdict(v)
+        if self.rejected:
+            self.rejected = False
+            return HookResult(verdict, p.buf, DropReason.DROP_NO_SERVICE, done[1])
+        return _new_result(HookResult, (verdict, p.buf, None, done[1]))
 
     def _no_service(self, p: Parsed, from_overlay: bool,
                     ginfo: tuple[bytes, int] | None = None) -> tuple[int, str] | None:

@@ -74,7 +74,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
     tup = _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, proto, TUPLE_F_SERVICE))
     ct = (maps.ct6_tcp if tcp else maps.ct6_any) if v6 else (
         maps.ct4_tcp if tcp else maps.ct4_any)
-    entry = ct_lookup(node, ct, tup, tcp_flags, tcp, service=True) if node.ct_svc_reuse \
+    entry = ct_lookup(node, ct, tup, tcp_flags, tcp, True) if node.ct_svc_reuse \
         else None
     if entry is not None:
         be = backends.get(entry.backend_id)
@@ -85,7 +85,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
         return backend_id, be, False
     backend_id, be = _pick(node, backends, key, svc.count)
     new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
-    if not ct_create(node, ct, tup, new, tcp_flags, tcp, service=True):
+    if not ct_create(node, ct, tup, new, tcp_flags, tcp, True):  # service
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
     return backend_id, be, True
 
@@ -95,7 +95,10 @@ def _pick(node: Node, backends: dict[int, LbBackend], key: LbKey,
     """Select a slot and resolve its backend; no backends or a dangling ID: DROP_NO_SERVICE."""
     if count == 0:
         raise DatapathDrop(DropReason.DROP_NO_SERVICE)
-    slot = _select_slot(node, key, count)
+    if node.pinned_backend is None and node.random_pick:  # the common case of _select_slot
+        slot = (node.prandom() % count) + 1
+    else:
+        slot = _select_slot(node, key, count)
     svcs = node.lb6_svc if len(key.address) == 16 else node.lb4_svc
     s = svcs.get((key.address, key.dport, key.proto, key.scope, slot))
     backend_id = 0 if s is None else int(s.backend_id)
@@ -107,13 +110,6 @@ def _pick(node: Node, backends: dict[int, LbBackend], key: LbKey,
 
 _HH = struct.Struct("!HH")
 _CSUM_OFF = {IPPROTO_TCP: 16, IPPROTO_UDP: 6, IPPROTO_ICMPV6: 2}
-
-
-def _fold_replace(check: int, diff: int) -> int:
-    # RFC 1624 eqn. 3 (csum_replace); diff is a few 16-bit words, so two folds suffice.
-    s = ((~check) & 0xFFFF) + diff
-    s = (s & 0xFFFF) + (s >> 16)
-    return (~((s & 0xFFFF) + (s >> 16))) & 0xFFFF
 
 
 def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
@@ -131,7 +127,8 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
             if o0 != n0 or o1 != n1:
                 buf[off:off + 4] = addr
                 d = n0 + n1 + (0xFFFF - o0) + (0xFFFF - o1)
-                s = ((~_H.unpack_from(buf, 10)[0]) & 0xFFFF) + d  # _fold_replace, inlined
+                # RFC 1624 eqn. 3 (csum_replace); d is a few 16-bit words: two folds suffice.
+                s = ((~_H.unpack_from(buf, 10)[0]) & 0xFFFF) + d
                 s = (s & 0xFFFF) + (s >> 16)
                 _H.pack_into(buf, 10, (~((s & 0xFFFF) + (s >> 16))) & 0xFFFF)
                 l4diff = d
@@ -158,16 +155,12 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
             return
         csum_off = p.l4_off + rel
         check = _H.unpack_from(buf, csum_off)[0]
-        if proto == IPPROTO_UDP:
-            if check:
-                _H.pack_into(buf, csum_off, _fold_replace(check, l4diff) or 0xFFFF)
-        else:
-            _H.pack_into(buf, csum_off, _fold_replace(check, l4diff))
-
-
-def lb_dnat_request(node: Node, p: Parsed, be: LbBackend) -> None:
-    """lb4_dnat_request(): destination -> backend, port only when the backend has one."""
-    rewrite(p, False, be.address, be.port or None, node.dnat_csum)
+        if proto == IPPROTO_UDP and not check:
+            return  # UDP without a checksum stays without one (BPF_F_MARK_MANGLED_0)
+        s = ((~check) & 0xFFFF) + l4diff  # csum_replace, as above
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (~((s & 0xFFFF) + (s >> 16))) & 0xFFFF
+        _H.pack_into(buf, csum_off, (s or 0xFFFF) if proto == IPPROTO_UDP else s)
 
 
 def src_range_ok(node: Node, p: Parsed, svc: LbService, deny: bool) -> bool:

@@ -20,7 +20,7 @@ from datapath.build import (
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
 from datapath.csum import csum_replace, ones_sum
 from datapath.drop import DatapathDrop, DropReason, Verdict
-from datapath.lb import lb_dnat_request, lb_local, lb_lookup_service, rewrite, src_range_ok
+from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
     SVC_FLAG_FWD_MODE_DSR,
     SVC_FLAG_ROUTABLE,
@@ -65,16 +65,6 @@ def reply_ct_key(p: Parsed) -> CtTuple:
     return _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT))
 
 
-def uses_dsr(node: Node, svc: LbService) -> bool:
-    """nodeport_uses_dsr(): hybrid follows the per-frontend flag, dsr mode is always DSR."""
-    mode = node.mode
-    if mode == "dsr":
-        return True
-    if mode == "hybrid":
-        return bool(svc.flags2 & SVC_FLAG_FWD_MODE_DSR)
-    return False
-
-
 def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     """nodeport_lb4(): returns (verdict, target) when handled, None when no service matched."""
     found = lb_lookup_service(node, p)
@@ -95,10 +85,14 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
         if d.reason != DropReason.DROP_NO_SERVICE or node.config.no_backend_response != "reject":
             raise
         return no_service_reject(node, p)
-    lb_dnat_request(node, p, be)
-    ep = node.lxc_eps.get(be.address)
-    if ep is None and uses_dsr(node, svc):
-        return _dsr_forward(node, p, be, vip, vport, ct_new)
+    baddr = be.address
+    # lb4_dnat_request(): destination -> backend, port only when the backend has one.
+    rewrite(p, False, baddr, be.port or None, node.dnat_csum)
+    ep = node.lxc_eps.get(baddr)
+    if ep is None:
+        mode = node.mode  # nodeport_uses_dsr(), inlined
+        if mode == "dsr" or (mode == "hybrid" and svc.flags2 & SVC_FLAG_FWD_MODE_DSR):
+            return _dsr_forward(node, p, be, vip, vport, ct_new)
     _nodeport_ct_egress(node, p, svc)
     if ep is not None:
         return node.local_delivery(p)
@@ -145,15 +139,19 @@ def no_service_reject(node: Node, p: Parsed) -> tuple[int, str]:
 
 def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:
     """CT_EGRESS entry with node_port=1; a rev_nat_index mismatch recreates it (GH#10983)."""
-    ct = node.maps.ct_map(p.v6, p.proto)
-    key = nodeport_ct_key(p)
-    tcp = p.proto == IPPROTO_TCP
+    v6 = p.v6
+    proto = p.proto
+    tcp = proto == IPPROTO_TCP
+    maps = node.maps
+    ct = (maps.ct6_tcp if tcp else maps.ct6_any) if v6 else (
+        maps.ct4_tcp if tcp else maps.ct4_any)
+    key = _new(CtTuple, (p.saddr, p.daddr, p.dport, p.sport, proto, TUPLE_F_OUT))
     e = ct_lookup(node, ct, key, p.tcp_flags, tcp)
     if e is not None and e.node_port and (
             e.rev_nat_index == svc.rev_nat_index or node.keep_stale_revnat):
         return
     new = CtEntry(node_port=True, rev_nat_index=svc.rev_nat_index,
-                  src_sec_id=WORLD_IPV6_ID if p.v6 else WORLD_IPV4_ID)
+                  src_sec_id=WORLD_IPV6_ID if v6 else WORLD_IPV4_ID)
     if not ct_create(node, ct, key, new, p.tcp_flags, tcp):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
 
@@ -169,7 +167,7 @@ def _wants_dsr_info(node: Node, p: Parsed, every_tcp_fault: str, ct_new: bool) -
 def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
                  ct_new: bool) -> tuple[int, str]:
     """tail_nodeport_ipv4_dsr(): opt or Geneve dispatch, then redirect."""
-    if node.config.dispatch == "geneve":
+    if not node.opt_dispatch:
         opt = b""
         if _wants_dsr_info(node, p, "geneve_opt_every_tcp", ct_new):
             opt = geneve_dsr_opt(vip, vport)

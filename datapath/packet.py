@@ -37,6 +37,7 @@ ETH_P_TEB = 0x6558
 
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
+_UDP = struct.Struct("!HHH")
 _H = struct.Struct("!H")
 
 PORT_PROTOS = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP))
@@ -68,7 +69,8 @@ class Parsed:
                  "proto", "saddr", "sport", "tcp_flags", "v6")
 
     def __init__(self, buf: bytearray, v6: bool, saddr: bytes = b"", daddr: bytes = b"",
-                 proto: int = 0, l4_off: int = 0, l3_len: int = 0) -> None:
+                 proto: int = 0, l4_off: int = 0, l3_len: int = 0, sport: int = 0,
+                 dport: int = 0, tcp_flags: int = 0) -> None:
         self.buf = buf
         self.v6 = v6
         self.l4_off = l4_off
@@ -76,9 +78,9 @@ class Parsed:
         self.proto = proto
         self.saddr = saddr
         self.daddr = daddr
-        self.sport = 0
-        self.dport = 0
-        self.tcp_flags = 0
+        self.sport = sport
+        self.dport = dport
+        self.tcp_flags = tcp_flags
         self.is_frag = False
         self.frag_first = True
 
@@ -139,17 +141,22 @@ def _parse4(buf: bytearray) -> Parsed:
         raise _drop(DropReason.DROP_INVALID)
     if ihl > 20:
         validate_ipv4_options(buf, ihl)
+    if not frag & 0x3FFF:  # the common cases, inlined: one Parsed built with its ports
+        if proto == IPPROTO_TCP and ihl + 20 <= tot_len:
+            doff = (buf[ihl + 12] >> 4) * 4
+            if doff >= 20 and ihl + doff <= tot_len:
+                sport, dport = _PORTS.unpack_from(buf, ihl)
+                return Parsed(buf, False, saddr, daddr, proto, ihl, tot_len, sport, dport,
+                              buf[ihl + 13])
+        elif proto == IPPROTO_UDP and ihl + 8 <= tot_len:
+            sport, dport, ulen = _UDP.unpack_from(buf, ihl)
+            if ulen >= 8 and ihl + ulen <= tot_len:
+                return Parsed(buf, False, saddr, daddr, proto, ihl, tot_len, sport, dport)
     p = Parsed(buf, False, saddr, daddr, proto, ihl, tot_len)
     if frag & 0x3FFF:
         p.is_frag = True
         p.frag_first = (frag & 0x1FFF) == 0
         if not p.frag_first:
-            return p
-    if proto == IPPROTO_TCP and ihl + 20 <= tot_len:  # the common case, inlined
-        doff = (buf[ihl + 12] >> 4) * 4
-        if doff >= 20 and ihl + doff <= tot_len:
-            p.sport, p.dport = _PORTS.unpack_from(buf, ihl)
-            p.tcp_flags = buf[ihl + 13]
             return p
     _parse_l4(p, tot_len)
     return p
