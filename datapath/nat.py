@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from datapath.drop import DatapathDrop, DropReason
 from datapath.lb import rewrite
 from datapath.maps import BPF_ANY, BPF_NOEXIST, TUPLE_F_IN, TUPLE_F_OUT, CtTuple, NatEntry
-from datapath.packet import Parsed
+from datapath.packet import PORT_PROTOS, Parsed
 
 if TYPE_CHECKING:
     from datapath.host import Node
@@ -23,9 +23,12 @@ def snat_clamp_port_range(start: int, end: int, val: int, modulo: bool = False) 
     return start + ((val * (end - start + 1)) >> 16)
 
 
+_new = tuple.__new__  # NamedTuple construction without the Python-level __new__
+
+
 def _otuple(p: Parsed) -> CtTuple:
     # NAT tuples keep plain packet order: saddr/sport are the packet's source.
-    return CtTuple(p.daddr, p.saddr, p.dport, p.sport, p.proto, TUPLE_F_OUT)
+    return _new(CtTuple, (p.daddr, p.saddr, p.dport, p.sport, p.proto, TUPLE_F_OUT))
 
 
 def snat_new_mapping(node: Node, p: Parsed, otuple: CtTuple, target: bytes) -> int:
@@ -41,7 +44,8 @@ def snat_new_mapping(node: Node, p: Parsed, otuple: CtTuple, target: bytes) -> i
     flag = BPF_ANY if "snat_ignore_reverse_entry" in node.faults else BPF_NOEXIST
     rstate = NatEntry(otuple.saddr, sport, node.now)
     for retries in range(SNAT_COLLISION_RETRIES):
-        rtuple = CtTuple(target, otuple.daddr, port, otuple.dport, otuple.nexthdr, TUPLE_F_IN)
+        rtuple = _new(CtTuple, (target, otuple.daddr, port, otuple.dport, otuple.nexthdr,
+                                TUPLE_F_IN))
         if snat.update(rtuple, rstate, flag):
             break
         port = snat_clamp_port_range(lo, hi, node.prandom() if retries == 0 else port + 1,
@@ -78,13 +82,13 @@ def snat_nat(node: Node, p: Parsed, target: bytes) -> None:
 
 def snat_rev_nat(node: Node, p: Parsed) -> bool:
     """snat_v4_rev_nat(): True when translated, False for NAT_PUNT_TO_STACK / no mapping."""
-    lo, hi = node.config.nat_min, node.config.nat_max
-    if not p.has_ports():
+    if not p.frag_first or p.proto not in PORT_PROTOS:  # Parsed.has_ports()
         return False
+    lo, hi = node.config.nat_min, node.config.nat_max
     if not lo <= p.dport <= hi and "rev_snat_skip_range_check" not in node.faults:
         return False
     snat = node.maps.snat6 if p.v6 else node.maps.snat4
-    rtuple = CtTuple(p.daddr, p.saddr, p.dport, p.sport, p.proto, TUPLE_F_IN)
+    rtuple = _new(CtTuple, (p.daddr, p.saddr, p.dport, p.sport, p.proto, TUPLE_F_IN))
     state = snat.lookup(rtuple)
     if state is None:
         if "rev_snat_skip_range_check" in node.faults:

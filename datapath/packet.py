@@ -38,9 +38,12 @@ ETH_P_TEB = 0x6558
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
 _UDP = struct.Struct("!HHH")
+_IP6 = struct.Struct("!4xHBx16s16s")  # payload_len, nexthdr, saddr, daddr
 _H = struct.Struct("!H")
 
 PORT_PROTOS = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP))
+_EXT_HDRS = frozenset((IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_AUTH,
+                       IPPROTO_FRAGMENT))
 
 PROTO_NAMES = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP,
                "icmpv6": IPPROTO_ICMPV6, "sctp": IPPROTO_SCTP, "any": 0}
@@ -166,26 +169,22 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
     n = len(buf)
     if n < 40:
         raise _drop(DropReason.DROP_INVALID)
-    plen = _H.unpack_from(buf, 4)[0]
+    plen, nh, saddr, daddr = _IP6.unpack_from(buf, 0)
     end = 40 + plen
     if end > n:
         raise _drop(DropReason.DROP_INVALID)
-    p = Parsed(buf, True)
-    p.saddr = bytes(buf[8:24])
-    p.daddr = bytes(buf[24:40])
-    p.l3_len = end
-    nh = buf[6]
+    is_frag = False
+    frag_first = True
     off = 40
     for _ in range(IPV6_MAX_HEADERS):
-        if nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_AUTH,
-                  IPPROTO_FRAGMENT):
+        if nh in _EXT_HDRS:
             if off + 8 > end:
                 raise _drop(DropReason.DROP_INVALID)
             nxt = buf[off]
             if nh == IPPROTO_FRAGMENT:
                 fo = _H.unpack_from(buf, off + 2)[0]
-                p.is_frag = True
-                p.frag_first = (fo & 0xFFF8) == 0
+                is_frag = True
+                frag_first = (fo & 0xFFF8) == 0
                 hl = 8
             elif nh == IPPROTO_AUTH:
                 hl = (buf[off + 1] + 2) * 4
@@ -198,12 +197,13 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
             continue
         break
     else:
-        if nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_AUTH,
-                  IPPROTO_FRAGMENT):
+        if nh in _EXT_HDRS:
             raise _drop(DropReason.DROP_INVALID_EXTHDR)
-    p.proto = nh
-    p.l4_off = off
-    if p.frag_first:
+    p = Parsed(buf, True, saddr, daddr, nh, off, end)
+    if is_frag:
+        p.is_frag = True
+        p.frag_first = frag_first
+    if frag_first:
         _parse_l4(p, end)
     return p
 
