@@ -110,9 +110,6 @@ class Node:
         self.revnat_to_netdev = "skip_revnat_to_netdev" not in f
         program_maps(self)
         self._derive()
-        self._hooks: dict[str, Callable[[bytearray], HookResult]] = {
-            "from-netdev": self._from_netdev, "to-netdev": self._to_netdev,
-            "from-overlay": self._from_overlay}
 
     def _derive(self) -> None:
         """Config switches read on every packet, resolved per (re)programming."""
@@ -175,13 +172,13 @@ class Node:
     # -- entry points -----------------------------------------------------------------
     def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None) -> HookResult:
         """Run one hook on one packet; never raises, malformed input becomes a drop."""
-        fn = self._hooks.get(hook)
+        fn = _HOOK_FNS.get(hook)
         if fn is None:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         self.pinned_backend = backend
         self.rejected = False
         try:
-            return fn(bytearray(pkt))  # the caller's bytes are never written to
+            return fn(self, bytearray(pkt))  # the caller's bytes are never written to
         except DatapathDrop as d:
             return HookResult(Verdict.CTX_ACT_DROP, bytes(pkt), d.reason, None)
         except Exception:
@@ -292,6 +289,13 @@ class Node:
             self.rejected = False
             return HookResult(verdict, p.buf, DropReason.DROP_NO_SERVICE, done[1])
         return _new_result(HookResult, (verdict, p.buf, None, done[1]))
+
+
+# Plain functions, not bound methods kept on the node: a node holding its own bound methods
+# is a reference cycle, so its maps would wait for a full GC pass instead of being freed.
+_HOOK_FNS: dict[str, Callable[[Node, bytearray], HookResult]] = {
+    "from-netdev": Node._from_netdev, "to-netdev": Node._to_netdev,
+    "from-overlay": Node._from_overlay}
 
 
 def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:
