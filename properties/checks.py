@@ -1,0 +1,333 @@
+"""Concrete checkers: each property evaluated on what the model actually did (FlowTrace).
+
+A counterexample from z3 is only accepted once its replay through model/ shows the
+violation here; the checker also names the violating hop (an index into trace["hops"]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from model.config import NODEPORT_PORT_MAX_NAT
+from model.drops import DropReason
+from model.flows import FlowTrace
+from model.maps import NatTuple, NodeState, TupleFlags
+from model.network import Action, ClusterState, Hop, World
+from model.nodeport import Step
+from model.values import Endpoint, Proto
+from properties.configs import Config
+
+
+@attrs.frozen(kw_only=True)
+class Finding:
+    """A concrete violation: which flow, which hop (index into its hops), and why."""
+
+    flow: int
+    hop: int
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Replay:
+    """What a decoded scenario did in the concrete model."""
+
+    cfg: Config
+    world: World
+    traces: tuple[FlowTrace, ...]
+    state: ClusterState
+
+    def target_port(self, tr: FlowTrace) -> int:
+        """The targetPort of the flow's service."""
+        return next(s.target_port for s in self.world.cluster.services
+                    if s.name == tr.spec.service)
+
+    def backend_ips(self, tr: FlowTrace) -> set[object]:
+        """Addresses of the flow's service backends."""
+        svc = next(s for s in self.world.cluster.services if s.name == tr.spec.service)
+        return {self.world.cluster.pod(b).ip for b in svc.backends}
+
+
+Checker = Callable[[Replay], "Finding | None"]
+SERVICE_STEPS = (Step.DNAT, Step.SNAT, Step.DSR, Step.REJECT)
+REV_STEPS = (Step.REV_DNAT, Step.REV_SNAT)
+
+
+def _segments(tr: FlowTrace) -> list[tuple[int, int, bool]]:
+    """(start, end) hop index ranges of each leg, and whether it is a reply leg."""
+    out = []
+    start = 0
+    for i, h in enumerate(tr.hops):
+        if i and h.action in (Action.SEND, Action.REPLY):
+            out.append((start, i, tr.hops[start].reply))
+            start = i
+    out.append((start, len(tr.hops), tr.hops[start].reply if tr.hops else False))
+    return out
+
+
+def _client_receives(tr: FlowTrace) -> list[tuple[int, Hop]]:
+    return [(i, h) for i, h in enumerate(tr.hops)
+            if h.action is Action.RECEIVE and h.at == tr.spec.client and h.reply
+            and h.packet.proto is tr.spec.proto]
+
+
+def _pod_receives(tr: FlowTrace) -> list[tuple[int, Hop]]:
+    return [(i, h) for i, h in enumerate(tr.hops)
+            if h.action is Action.RECEIVE and not h.reply]
+
+
+def _each(rp: Replay, fn: Callable[[int, FlowTrace], Finding | None]) -> Finding | None:
+    for n, tr in enumerate(rp.traces):
+        f = fn(n, tr)
+        if f is not None:
+            return f
+    return None
+
+
+def lb01(rp: Replay) -> Finding | None:
+    """P-LB-01 on the client's received packets."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for i, h in _client_receives(tr):
+            if h.packet.src != tr.spec.frontend or h.packet.dst != tr.spec.source:
+                return Finding(flow=n, hop=i, message=(
+                    f"client received {h.packet.src} -> {h.packet.dst}, expected "
+                    f"{tr.spec.frontend} -> {tr.spec.source}"))
+        return None
+    return _each(rp, one)
+
+
+def lb02(rp: Replay) -> Finding | None:
+    """P-LB-02 on delivered requests and on drops."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for i, h in _pod_receives(tr):
+            ok = (h.packet.dst.addr in rp.backend_ips(tr)
+                  and h.packet.dst.port == rp.target_port(tr))
+            if not ok:
+                return Finding(flow=n, hop=i, message=(
+                    f"request delivered to {h.packet.dst}, not a backend at targetPort "
+                    f"{rp.target_port(tr)}"))
+        if tr.drop is not None and tr.drop[1].code is None:
+            last = len(tr.hops) - 1
+            if not tr.hops[last].reply:
+                return Finding(flow=n, hop=last, message=(
+                    f"request lost without a Cilium drop reason ({tr.drop[1].name})"))
+        return None
+    return _each(rp, one)
+
+
+def nat01(rp: Replay) -> Finding | None:
+    """P-NAT-01: one reverse translation per reply, restoring the original tuple."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for start, end, reply in _segments(tr):
+            if not reply:
+                continue
+            legs = tr.hops[start:end]
+            arrived = [k for k, h in enumerate(legs) if h.action is Action.RECEIVE
+                       and h.at == tr.spec.client]
+            if not arrived:
+                continue
+            revs = [k for k, h in enumerate(legs) if h.action in REV_STEPS]
+            for k in revs:
+                p = legs[k].packet
+                if p.src != tr.spec.frontend or p.dst != tr.spec.source:
+                    return Finding(flow=n, hop=start + k, message=(
+                        f"reverse translation gave {p.src} -> {p.dst}, expected "
+                        f"{tr.spec.frontend} -> {tr.spec.source}"))
+            if len(revs) != 1:
+                return Finding(flow=n, hop=start + arrived[0], message=(
+                    f"reply reached the client after {len(revs)} reverse translations"))
+        return None
+    return _each(rp, one)
+
+
+def nat03(rp: Replay) -> Finding | None:
+    """P-NAT-03: SNAT source ports above the NodePort range; replies never hit a service."""
+    lo = rp.world.cfg.nat_min
+
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for i, h in enumerate(tr.hops):
+            if h.action is Step.SNAT and not lo <= h.packet.src.port <= NODEPORT_PORT_MAX_NAT:
+                return Finding(flow=n, hop=i, message=(
+                    f"SNAT port {h.packet.src.port} outside {lo}-{NODEPORT_PORT_MAX_NAT}"))
+            if h.reply and h.action in SERVICE_STEPS:
+                return Finding(flow=n, hop=i, message=(
+                    f"reply {h.packet.src} -> {h.packet.dst} treated as service traffic "
+                    f"({h.action.value})"))
+        return None
+    return _each(rp, one)
+
+
+def dsr01(rp: Replay) -> Finding | None:
+    """P-DSR-01: the backend sees the client's tuple."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for i, h in _pod_receives(tr):
+            if h.packet.src != tr.spec.source:
+                return Finding(flow=n, hop=i, message=(
+                    f"backend saw source {h.packet.src}, the client is {tr.spec.source}"))
+        return None
+    return _each(rp, one)
+
+
+def dsr02(rp: Replay) -> Finding | None:
+    """P-DSR-02: DSR replies avoid the receiving node; SNAT replies pass it."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for start, end, reply in _segments(tr):
+            if not reply:
+                continue
+            legs = tr.hops[start:end]
+            via = [k for k, h in enumerate(legs) if h.at == tr.spec.via and h.hook is not None
+                   and k > 1]
+            arrived = [k for k, h in enumerate(legs) if h.action is Action.RECEIVE
+                       and h.at == tr.spec.client]
+            if rp.cfg.uses_dsr and via:
+                return Finding(flow=n, hop=start + via[0], message=(
+                    f"DSR reply passed the receiving node {tr.spec.via}"))
+            if not rp.cfg.uses_dsr and arrived and not via:
+                return Finding(flow=n, hop=start + arrived[0], message=(
+                    f"SNAT reply reached the client without passing {tr.spec.via}"))
+        return None
+    return _each(rp, one)
+
+
+def dsr03(rp: Replay) -> Finding | None:
+    """P-DSR-03: DSR metadata on SYN/UDP leaving the LB node; the reply is rev-DNATed."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        count = 0
+        for i, h in enumerate(tr.hops):
+            if h.action is Action.SEND:
+                count += 1
+            due = tr.spec.proto is not Proto.TCP or count == 1
+            if h.at == tr.spec.via and h.action is Step.DSR and due:
+                if h.packet.dsr is None or h.packet.dsr.frontend != tr.spec.frontend:
+                    return Finding(flow=n, hop=i, message=(
+                        "DSR packet left the LB node without the frontend "
+                        f"{tr.spec.frontend}"))
+            if h.action is Action.REPLY and i + 1 < len(tr.hops):
+                nxt = tr.hops[i + 1]
+                if nxt.action is not Step.REV_DNAT or nxt.packet.src != tr.spec.frontend:
+                    return Finding(flow=n, hop=i + 1, message=(
+                        f"backend node's to-netdev did not restore {tr.spec.frontend} "
+                        f"({nxt.action.value}, source {nxt.packet.src})"))
+        return None
+    return _each(rp, one)
+
+
+def etp01(rp: Replay) -> Finding | None:
+    """P-ETP-01: nothing leaves the receiving node for another node; no backend: NO_SERVICE."""
+    local = {p.name for p in rp.world.cluster.pods}
+
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for i, h in enumerate(tr.hops):
+            if (not h.reply and h.at not in (tr.spec.via, tr.spec.client, "fabric")
+                    and h.at not in local):
+                return Finding(flow=n, hop=max(i - 1, 0), message=(
+                    f"eTP=Local request forwarded from {tr.spec.via} to {h.at}"))
+        has_local = any(p.node == tr.spec.via for p in rp.world.cluster.pods)
+        if not has_local and (tr.drop is None
+                              or tr.drop != (tr.spec.via, DropReason.DROP_NO_SERVICE)):
+            return Finding(flow=n, hop=len(tr.hops) - 1, message=(
+                f"no local backend, expected DROP_NO_SERVICE at {tr.spec.via}, got "
+                f"{tr.drop[1].name if tr.drop else 'delivery'}"))
+        return None
+    return _each(rp, one)
+
+
+def hyb01(rp: Replay) -> Finding | None:
+    """P-HYB-01: TCP via DSR, UDP via SNAT at the LB node; replies from F."""
+    want = Step.DSR if rp.cfg.proto is Proto.TCP else Step.SNAT
+
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for i, h in enumerate(tr.hops):
+            if (not h.reply and h.at == tr.spec.via and isinstance(h.action, Step)
+                    and h.action in (Step.DSR, Step.SNAT) and h.action is not want):
+                return Finding(flow=n, hop=i, message=(
+                    f"hybrid sent {tr.spec.proto.name} the {h.action.value} way"))
+        return None
+    return _each(rp, one) or lb01(rp)
+
+
+def env(rp: Replay) -> Finding | None:
+    """P-ENV-01/02: no packet of the flow is lost in the fabric."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        for i, h in enumerate(tr.hops):
+            if h.action is Action.FABRIC_DROP:
+                why = tr.drop[1].name if tr.drop else "fabric"
+                return Finding(flow=n, hop=i, message=(
+                    f"{'reply' if h.reply else 'request'} {h.packet.src} -> {h.packet.dst} "
+                    f"lost in the fabric ({why})"))
+        return None
+    return _each(rp, one)
+
+
+def ct01(rp: Replay) -> Finding | None:
+    """P-CT-01: one backend per flow."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        got = _pod_receives(tr)
+        for i, h in got[1:]:
+            if h.at != got[0][1].at:
+                return Finding(flow=n, hop=i, message=(
+                    f"packet of the flow reached {h.at}, earlier ones {got[0][1].at}"))
+        return None
+    return _each(rp, one)
+
+
+def _nat_pairs(st: NodeState, node_ip: object) -> list[str]:
+    """Bijection problems in one node's nodeport SNAT map (forward <-> reverse, injective)."""
+    problems = []
+    ents = st.snat.entries
+    seen: dict[tuple[object, int, object, int], object] = {}
+    for key, val in ents.items():
+        if key.flags is not TupleFlags.OUT or val.to_addr != node_ip:
+            continue
+        rev = ents.get(NatTuple(saddr=key.daddr, daddr=val.to_addr, sport=key.dport,
+                                dport=val.to_port, nexthdr=key.nexthdr, flags=TupleFlags.IN))
+        if rev is None or (rev.to_addr, rev.to_port) != (key.saddr, key.sport):
+            problems.append(f"forward {key.saddr}:{key.sport} -> {val.to_addr}:{val.to_port} "
+                            "has no matching reverse entry")
+        tup = (key.daddr, key.dport, val.to_addr, val.to_port)
+        if tup in seen:
+            problems.append(f"two flows translate to {val.to_addr}:{val.to_port} -> "
+                            f"{key.daddr}:{key.dport}")
+        seen[tup] = key
+    for key, val in ents.items():
+        if key.flags is TupleFlags.IN and key.daddr == node_ip:
+            fwd = ents.get(NatTuple(saddr=val.to_addr, daddr=key.saddr, sport=val.to_port,
+                                    dport=key.sport, nexthdr=key.nexthdr, flags=TupleFlags.OUT))
+            if fwd is None or (fwd.to_addr, fwd.to_port) != (key.daddr, key.dport):
+                problems.append(f"reverse {key.daddr}:{key.dport} -> {val.to_addr}:"
+                                f"{val.to_port} has no matching forward entry")
+    return problems
+
+
+def nat02(rp: Replay) -> Finding | None:
+    """P-NAT-02 on the LB node's final SNAT map, reported at the last SNAT hop."""
+    node = rp.traces[0].spec.via if rp.traces else None
+    if node is None:
+        return None
+    st = rp.state.nodes[node]
+    ip = rp.world.cluster.node(node).ip
+    problems = _nat_pairs(st, ip)
+    lo = rp.world.cfg.nat_min
+    for key, val in st.snat.entries.items():
+        if key.flags is TupleFlags.OUT and val.to_addr == ip and not (
+                lo <= val.to_port <= NODEPORT_PORT_MAX_NAT):
+            problems.append(f"allocated port {val.to_port} outside {lo}-65535")
+    if not problems:
+        return None
+    last = len(rp.traces) - 1
+    hops = rp.traces[last].hops
+    idx = max((i for i, h in enumerate(hops) if h.action is Step.SNAT), default=0)
+    return Finding(flow=last, hop=idx, message="; ".join(sorted(problems)))
+
+
+def seen_sources(traces: Sequence[FlowTrace]) -> set[Endpoint]:
+    """Sources the backends saw (diagnostics)."""
+    return {p.src for tr in traces for p in tr.backend_saw}
+
+
+CHECKERS: dict[str, Checker] = {
+    "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
+    "P-NAT-03": nat03, "P-DSR-01": dsr01, "P-DSR-02": dsr02, "P-DSR-03": dsr03,
+    "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
+}

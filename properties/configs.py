@@ -1,0 +1,101 @@
+"""Configurations a property is checked under: mode x family x placement x service type ..."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from model.config import (
+    CiliumConfig,
+    CiliumVersion,
+    DsrDispatch,
+    LBMode,
+    NoBackendResponse,
+    RoutingMode,
+    TunnelProtocol,
+)
+from model.topology import ServiceType, TrafficPolicy
+from model.values import DsrKind, Proto
+
+
+class Placement(enum.Enum):
+    """Where the service's backends live relative to the node the client talks to."""
+
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """One cell of the property matrix; mirrors the Helm values a scenario sets (CiliumConfig)."""
+
+    mode: LBMode = LBMode.SNAT
+    family: str = "ipv4"
+    placement: Placement = Placement.REMOTE
+    svc_type: ServiceType = ServiceType.NODEPORT
+    dispatch: DsrDispatch = DsrDispatch.OPT
+    proto: Proto = Proto.TCP
+    etp: TrafficPolicy = TrafficPolicy.CLUSTER
+    drops_ip_options: bool = False
+    source_dest_check: bool = False
+    version: CiliumVersion = CiliumVersion.V1_18
+    reject: bool = True  # serviceNoBackendResponse: reject
+
+    @property
+    def ipv6(self) -> bool:
+        """Address family of every host in the configuration."""
+        return self.family == "ipv6"
+
+    @property
+    def tunneling(self) -> bool:
+        """Geneve dispatch runs in tunnel routing mode (tunnelProtocol geneve)."""
+        return self.mode is not LBMode.SNAT and self.dispatch is DsrDispatch.GENEVE
+
+    @property
+    def dsr_kind(self) -> DsrKind:
+        """How the frontend travels on a DSR packet in this configuration."""
+        if self.dispatch is DsrDispatch.GENEVE:
+            return DsrKind.GENEVE_OPTION
+        return DsrKind.IPV6_DSTOPT if self.ipv6 else DsrKind.IPV4_OPTION
+
+    @property
+    def uses_dsr(self) -> bool:
+        """SVC_FLAG_FWD_MODE_DSR for this frontend (model.network.uses_dsr)."""
+        return self.mode is LBMode.DSR or (self.mode is LBMode.HYBRID and self.proto is Proto.TCP)
+
+    def cilium(self) -> CiliumConfig:
+        """The agent configuration a decoded scenario carries."""
+        return CiliumConfig(
+            version=self.version, mode=self.mode, dispatch=self.dispatch,
+            routing=RoutingMode.TUNNEL if self.tunneling else RoutingMode.NATIVE,
+            tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
+            no_backend_response=(NoBackendResponse.REJECT if self.reject
+                                 else NoBackendResponse.DROP))
+
+    def label(self) -> str:
+        """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
+        parts = [self.mode.value, self.family, self.placement.value,
+                 self.svc_type.value.lower(), self.proto.name.lower()]
+        if self.mode is not LBMode.SNAT:
+            parts.append(self.dispatch.value)
+        if self.etp is TrafficPolicy.LOCAL:
+            parts.append("etp-local")
+        if self.drops_ip_options:
+            parts.append("drops-ipopts")
+        if self.source_dest_check:
+            parts.append("src-dst-check")
+        if self.version is not CiliumVersion.V1_18:
+            parts.append(f"v{self.version.value}")
+        if not self.reject:
+            parts.append("no-backend-drop")
+        return "/".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        """The configuration for --json output."""
+        return {"mode": self.mode.value, "family": self.family,
+                "placement": self.placement.value, "service_type": self.svc_type.value,
+                "proto": self.proto.name, "dispatch": self.dispatch.value,
+                "etp": self.etp.value, "drops_ip_options": self.drops_ip_options,
+                "source_dest_check": self.source_dest_check, "version": self.version.value,
+                "no_backend_response": "reject" if self.reject else "drop"}

@@ -1,0 +1,152 @@
+"""Counterexamples into scenario documents, replayed through the concrete model (model/).
+
+z3's model gives addresses, ports and the backend it picked; the scenario pins that backend
+(`flows[].backend`) where the property allows. Random choices z3 left open (prandom's SNAT
+ports, per-packet picks under faults) are concretised by trying scenario seeds: a seed
+only changes prandom, so the replay shows a violation of the model itself or none at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import z3
+
+from model.faults import ModelFault
+from model.flows import run_flows
+from model.scenario import parse
+from model.topology import ServiceType
+from properties.checks import CHECKERS, Finding, Replay
+from properties.configs import Config, Placement
+from properties.symbolic import B, BV
+
+SEED_TRIES = 48
+
+V4 = {"client": (0xCB007100, 24), "node": (0xC0A80200, 24), "pod1": (0x0A000100, 24),
+      "pod2": (0x0A000200, 24), "vip": (0xAC100A00, 24)}
+V6 = {"client": (0x20010DB8 << 96, 96), "node": (0xFD000000000000020000000000000000, 112),
+      "pod1": (0xFD000000000000100001000000000000, 112),
+      "pod2": (0xFD000000000000100002000000000000, 112),
+      "vip": (0xFD000000000000AC0010000A00000000, 112)}
+
+
+def nice(cfg: Config, role: str, addr: BV) -> B:
+    """Keep decoded addresses in documentation-style prefixes for readable counterexamples."""
+    base, plen = (V6 if cfg.ipv6 else V4)[role]
+    bits = 128 if cfg.ipv6 else 32
+    hi = bits - 1
+    lo = bits - plen
+    return z3.And(z3.Extract(hi, lo, addr) == (base >> lo),  # type: ignore[no-any-return]
+                  z3.Extract(lo - 1, 0, addr) != 0)
+
+
+def ip_text(cfg: Config, m: z3.ModelRef, x: BV) -> str:
+    """A model value as an address string."""
+    v = m.eval(x, model_completion=True).as_long()
+    return str(ipaddress.IPv6Address(v) if cfg.ipv6 else ipaddress.IPv4Address(v))
+
+
+def num(m: z3.ModelRef, x: z3.ExprRef) -> int:
+    """A model value as an int."""
+    return int(m.eval(x, model_completion=True).as_long())
+
+
+@attrs.frozen(kw_only=True)
+class FlowDoc:
+    """One decoded flow: which client, its source port, packets, pinned pod."""
+
+    client: int
+    sport: int
+    packets: int
+    backend: int | None
+
+
+@attrs.frozen(kw_only=True)
+class ScenarioValues:
+    """Concrete values for the decoded cluster."""
+
+    nodes: tuple[str, str]
+    pods: tuple[str, ...]
+    clients: tuple[str, ...]
+    target_port: int
+    node_port: int | None
+    port: int | None
+    vip: str | None
+    other_node_port: int | None
+    flows: tuple[FlowDoc, ...]
+
+
+def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
+    """The scenario YAML/JSON shape (model.scenario.parse) for these values."""
+    on = "node1" if cfg.placement is Placement.LOCAL else "node2"
+    c = cfg.cilium()
+    svc: dict[str, Any] = {"name": "web", "type": cfg.svc_type.value,
+                           "protocol": cfg.proto.name, "port": v.port or 80,
+                           "targetPort": v.target_port,
+                           "externalTrafficPolicy": cfg.etp.value,
+                           "backends": [f"web-{i}" for i in range(len(v.pods))]}
+    if v.node_port is not None:
+        svc["nodePort"] = v.node_port
+    if cfg.svc_type is ServiceType.LOADBALANCER:
+        svc["loadBalancerIP"] = v.vip
+    if cfg.svc_type is ServiceType.EXTERNALIP:
+        svc["externalIPs"] = [v.vip]
+    services = [svc]
+    if v.other_node_port is not None:
+        services.append({"name": "other", "type": "NodePort", "protocol": cfg.proto.name,
+                         "port": 81, "targetPort": 81, "nodePort": v.other_node_port,
+                         "backends": []})
+    flows = []
+    for i, f in enumerate(v.flows):
+        to: dict[str, Any] = ({"node": "node1", "service": "web"}
+                              if cfg.svc_type is ServiceType.NODEPORT
+                              else {"address": v.vip, "port": v.port, "via": "node1"})
+        flow: dict[str, Any] = {"name": f"flow{i + 1}" if len(v.flows) > 1 else "flow",
+                                "client": f"client{f.client + 1}" if len(v.clients) > 1
+                                else "client", "sourcePort": f.sport, "to": to,
+                                "packets": f.packets}
+        if f.backend is not None:
+            flow["backend"] = f"web-{f.backend}"
+        flows.append(flow)
+    return {
+        "cilium": {"version": c.version.value,
+                   "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value},
+                   "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
+                   "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value},
+        "fabric": {"dropsIPOptions": cfg.drops_ip_options,
+                   "sourceDestCheck": cfg.source_dest_check},
+        "nodes": [{"name": "node1", "ip": v.nodes[0]}, {"name": "node2", "ip": v.nodes[1]}],
+        "pods": [{"name": f"web-{i}", "node": on, "ip": ip} for i, ip in enumerate(v.pods)],
+        "services": services,
+        "clients": [{"name": "client" if len(v.clients) == 1 else f"client{i + 1}", "ip": ip}
+                    for i, ip in enumerate(v.clients)],
+        "flows": flows,
+    }
+
+
+@attrs.frozen(kw_only=True)
+class Replayed:
+    """A scenario that showed the violation in the concrete model."""
+
+    doc: dict[str, Any]
+    replay: Replay
+    finding: Finding
+
+
+def replay(prop_id: str, cfg: Config, v: ScenarioValues, faults: frozenset[ModelFault],
+           seeds: Sequence[int] = tuple(range(1, SEED_TRIES + 1))) -> Replayed | None:
+    """Run the decoded scenario (trying seeds) until the concrete checker sees a violation."""
+    check = CHECKERS[prop_id]
+    for seed in seeds:
+        doc = document(cfg, v, seed)
+        sc = parse(doc, f"<{prop_id} counterexample>")
+        world = attrs.evolve(sc.world, faults=faults)
+        state, traces = run_flows(world, sc.flows)
+        rp = Replay(cfg=cfg, world=world, traces=tuple(traces), state=state)
+        finding = check(rp)
+        if finding is not None:
+            return Replayed(doc=doc, replay=rp, finding=finding)
+    return None
