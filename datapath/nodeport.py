@@ -207,10 +207,16 @@ def dsr_set_opt4(node: Node, p: Parsed, vip: bytes, vport: int) -> None:
     p.l3_len += 8
 
 
+@functools.lru_cache(maxsize=1024)
+def _ext6(nexthdr: int, vip: bytes, vport: int, port_le: bool) -> bytes:
+    # One header per frontend and next header, built once rather than per SYN.
+    return dsr_opt6_bytes(nexthdr, vip, vport, port_le=port_le)
+
+
 def dsr_set_ext6(node: Node, p: Parsed, vip: bytes, vport: int) -> None:
     """dsr_set_ext6(): insert the 24-byte DEST header right after the fixed header."""
     buf = p.buf
-    ext = dsr_opt6_bytes(buf[6], vip, vport, port_le="dsr_ipv6_port_le" in node.faults)
+    ext = _ext6(buf[6], vip, vport, "dsr_ipv6_port_le" in node.faults)
     buf[40:40] = ext
     buf[6] = IPPROTO_DSTOPTS
     _H.pack_into(buf, 4, _H.unpack_from(buf, 4)[0] + 24)
