@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from model.errors import InputError
 from properties.catalogue import BY_ID, HOLD, PROPERTIES
-from properties.prove import COUNTEREXAMPLE, UNKNOWN, Result, check, mutants, suite
+from properties.prove import COUNTEREXAMPLE, UNKNOWN, Job, Result, mutants, run_many, suite
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -25,7 +26,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                    help="per-query solver timeout in seconds (default 20)")
     p.add_argument("--mutants", action="store_true",
                    help="run the seeded faults and show which counterexample kills each")
-    p.add_argument("--diagrams", metavar="DIR", help="draw each counterexample as DIR/<id>-<config>.svg")
+    p.add_argument("--diagrams", metavar="DIR",
+                   help="draw each counterexample as DIR/<id>-<config>.svg")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="worker processes (default: 2 or the CPU count if fewer)")
     p.set_defaults(func=run)
 
 
@@ -89,24 +93,21 @@ def _selected(args: argparse.Namespace) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Prove the selected properties; exit 0 iff every result matches its expectation."""
+    if args.jobs < 1:
+        raise InputError("--jobs: must be at least 1")
     if args.timeout <= 0:
         raise InputError("--timeout: must be a positive number of seconds")
     ids = _selected(args)
-    results: list[Result] = []
+    jobs: list[Job] = []
     if args.mutants:
-        for prop, cfg, fault in mutants(ids):
-            if args.mode and cfg.mode.value != args.mode:
-                continue
-            if args.family and cfg.family != args.family:
-                continue
-            results.append(check(prop, cfg, frozenset({fault}), args.timeout))
+        jobs = [(p.id, c, frozenset({f})) for p, c, f in mutants(ids)]
     else:
-        for prop, cfg in suite(ids):
-            if args.mode and cfg.mode.value != args.mode:
-                continue
-            if args.family and cfg.family != args.family:
-                continue
-            results.append(check(prop, cfg, frozenset(), args.timeout))
+        jobs = [(p.id, c, frozenset()) for p, c in suite(ids)]
+    jobs = [j for j in jobs if (not args.mode or j[1].mode.value == args.mode)
+            and (not args.family or j[1].family == args.family)]
+    if not jobs:
+        raise InputError("no property/configuration matches the given filters")
+    results = run_many(jobs, args.timeout, workers=args.jobs)
     notes = _draw(results, args.diagrams) if args.diagrams else []
     if args.json:
         print(json.dumps({"results": [r.as_json() for r in results]}, indent=2))

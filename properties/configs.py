@@ -64,6 +64,11 @@ class Config:
         """SVC_FLAG_FWD_MODE_DSR for this frontend (model.network.uses_dsr)."""
         return self.mode is LBMode.DSR or (self.mode is LBMode.HYBRID and self.proto is Proto.TCP)
 
+    @property
+    def rejects(self) -> bool:
+        """A backend-less service answers ICMP (serviceNoBackendResponse=reject, v1.15+)."""
+        return self.reject and self.version is not CiliumVersion.V1_13
+
     def cilium(self) -> CiliumConfig:
         """The agent configuration a decoded scenario carries."""
         return CiliumConfig(

@@ -32,7 +32,7 @@ def _delivered(r: Run) -> B:
 def _reply_src_is_frontend(r: Run) -> B:
     fe, cl = r.world.frontend, _client(r)
     return band(*[z3.Implies(band(x.reply.active, x.reply.end == END_CLIENT),
-                             band(x.reply.pkt.src.eq(fe), x.reply.pkt.dst.eq(cl)))
+                             band(x.reply.client_pkt.src.eq(fe), x.reply.client_pkt.dst.eq(cl)))
                   for x in r.exchanges])
 
 
@@ -47,7 +47,7 @@ def lb02(r: Run) -> tuple[B, B]:
     parts = []
     for x in r.exchanges:
         q = x.request
-        to_backend = bor(*[band(q.at == i, q.pkt.dst.eq(w.backend(i)))
+        to_backend = bor(*[band(q.at == i, q.pod_pkt.dst.eq(w.backend(i)))
                            for i in range(len(w.pods))])
         cilium_drop = band(q.end == END_DROP, q.reason < 0)
         parts.append(z3.Implies(q.active, bor(band(q.end == END_POD, to_backend),
@@ -96,7 +96,7 @@ def dsr01(r: Run) -> tuple[B, B]:
     """P-DSR-01: the backend sees the client's own address and port as source."""
     cl = _client(r)
     parts = [z3.Implies(band(x.request.active, x.request.end == END_POD),
-                        x.request.pkt.src.eq(cl)) for x in r.exchanges]
+                        x.request.pod_pkt.src.eq(cl)) for x in r.exchanges]
     return _delivered(r), band(*parts)
 
 
@@ -141,7 +141,7 @@ def etp01(r: Run) -> tuple[B, B]:
         if not has_local:
             no_svc = band(q.end == END_DROP, q.at == 0,
                           q.reason == DropReason.DROP_NO_SERVICE.value)
-            if r.world.cfg.reject:
+            if r.world.cfg.rejects:
                 no_svc = band(no_svc, q.icmp_to_client)
             parts.append(z3.Implies(q.active, no_svc))
     premise = r.exchanges[0].request.active

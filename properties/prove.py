@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,8 +17,8 @@ from properties.checks import Finding
 from properties.configs import Config
 from properties.decode import Replayed, ScenarioValues, FlowDoc, ip_text, nice, num, replay
 from properties.formulas import FORMULAS
-from properties.roundtrip import END_POD, Run, World, build, init_invariant, run
-from properties.symbolic import B
+from properties.roundtrip import END_POD, Bounds, Run, World, build, init_invariant, run
+from properties.symbolic import B, Facts, install, snapshot
 
 PROVED, COUNTEREXAMPLE, UNKNOWN, VACUOUS, DRIFT = (
     "proved", "counterexample", "unknown", "vacuous", "drift")
@@ -88,13 +89,48 @@ def assumptions(w: World) -> list[B]:
     return [*w.assumptions, *w.oracle.constraints, *init_invariant(w)]
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class Encoding:
+    """A configuration's symbolic run with its assumptions loaded into a solver (shared by
+    every property checked under that configuration)."""
+
+    world: World
+    run: Run
+    solver: z3.Solver
+    facts: Facts
+    seconds: float
+
+
+_CACHE: dict[tuple[Config, Bounds, frozenset[ModelFault], bool], Encoding] = {}
+
+
+def encoding(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault], empty: bool,
+             timeout_ms: int) -> Encoding:
+    """Build (or reuse) the symbolic cluster and walk the flow through it."""
+    key = (cfg, bounds, faults, empty)
+    enc = _CACHE.get(key)
+    if enc is None:
+        t0 = time.perf_counter()
+        w = build(cfg, bounds, faults, empty=empty, prefix="cex." if empty else "")
+        r = run(w)
+        s = z3.Solver()
+        s.add(*assumptions(w))
+        enc = Encoding(world=w, run=r, solver=s, facts=snapshot(),
+                       seconds=time.perf_counter() - t0)
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        _CACHE[key] = enc
+    install(enc.facts)
+    enc.solver.set(timeout=timeout_ms)
+    return enc
+
+
 def encode(prop: Property, cfg: Config, faults: frozenset[ModelFault], empty: bool,
-           prefix: str = "") -> tuple[World, Run, B, B]:
-    """Build the symbolic cluster, walk the flow, and instantiate the property."""
-    w = build(cfg, prop.bounds, faults, empty=empty, prefix=prefix)
-    r = run(w)
-    premise, safety = FORMULAS[prop.id](r)
-    return w, r, premise, safety
+           timeout_ms: int = 20000) -> tuple[Encoding, B, B]:
+    """The configuration's encoding and the property instantiated over it."""
+    enc = encoding(cfg, prop.bounds, faults, empty, timeout_ms)
+    premise, safety = FORMULAS[prop.id](enc.run)
+    return enc, premise, safety
 
 
 def values(prop: Property, w: World, r: Run, m: z3.ModelRef) -> ScenarioValues:
@@ -123,28 +159,34 @@ def nice_constraints(w: World) -> list[B]:
     out += [nice(cfg, "pod1" if n == 0 else "pod2", a) for a, n in w.pods]
     if w.vip is not None:
         out.append(nice(cfg, "vip", w.vip))
+    out += [z3.UGE(w.cport, 1024), w.tport == 8080]
     return out
 
 
 def counterexample(prop: Property, cfg: Config, faults: frozenset[ModelFault], timer: Timer,
                    timeout_ms: int) -> tuple[str, Replayed | None, str]:
     """Find a violation from empty maps (what a scenario starts with) and replay it."""
-    w, r, _, safety = encode(prop, cfg, faults, empty=True, prefix="cex.")
-    s = z3.Solver()
-    s.set(timeout=timeout_ms)
-    s.add(*assumptions(w), z3.Not(safety))
+    enc, _, safety = encode(prop, cfg, faults, True, timeout_ms)
+    w, r, s = enc.world, enc.run, enc.solver
     s.push()
-    s.add(*nice_constraints(w))
-    ans = timer.check(s, "decode")
-    if ans != z3.sat:
+    try:
+        s.add(z3.Not(safety))
+        s.push()
+        s.add(*nice_constraints(w))
+        ans = timer.check(s, "decode")
+        if ans != z3.sat:
+            s.pop()
+            s.push()
+            ans = timer.check(s, "decode-any")
+        if ans == z3.unknown:
+            return UNKNOWN, None, "timeout while decoding the counterexample"
+        if ans == z3.unsat:
+            return (COUNTEREXAMPLE, None,
+                    "violation needs map contents a fresh cluster cannot have (not replayable)")
+        vals = values(prop, w, r, s.model())
         s.pop()
-        ans = timer.check(s, "decode-any")
-    if ans == z3.unknown:
-        return UNKNOWN, None, "timeout while decoding the counterexample"
-    if ans == z3.unsat:
-        return (COUNTEREXAMPLE, None,
-                "violation needs map contents a fresh cluster cannot have (not replayable)")
-    vals = values(prop, w, r, s.model())
+    finally:
+        s.pop()
     rep = replay(prop.id, cfg, vals, faults)
     if rep is None:
         return DRIFT, None, "z3 found a violation the concrete model does not show"
@@ -156,10 +198,8 @@ def check_bmc(prop: Property, cfg: Config, faults: frozenset[ModelFault],
     """Bounded model check of one round-trip property."""
     t0 = time.perf_counter()
     timer = Timer()
-    w, _, premise, safety = encode(prop, cfg, faults, empty=False)
-    s = z3.Solver()
-    s.set(timeout=timeout_ms)
-    s.add(*assumptions(w))
+    enc, premise, safety = encode(prop, cfg, faults, False, timeout_ms)
+    s = enc.solver
     bound = f"BMC {prop.bounds.describe()}"
     common = {"prop": prop.id, "cfg": cfg, "expected": prop.expect(cfg), "method": "bmc",
               "bound": bound, "faults": faults}
@@ -221,5 +261,33 @@ def mutants(ids: list[str] | None = None) -> Iterator[tuple[Property, Config, Mo
             yield p, c, f
 
 
+Job = tuple[str, Config, frozenset[ModelFault]]
+
+
+def _run_jobs(jobs: list[Job], timeout_s: float) -> list[Result]:
+    return [check(BY_ID[pid], cfg, faults, timeout_s) for pid, cfg, faults in jobs]
+
+
+def run_many(jobs: list[Job], timeout_s: float = 20.0, workers: int = 1) -> list[Result]:
+    """Check many (property, configuration, faults) in order, optionally in parallel worker
+    processes; jobs sharing a configuration go to the same worker to share its encoding."""
+    if workers <= 1 or len(jobs) < 8:
+        return _run_jobs(jobs, timeout_s)
+    groups: dict[tuple[Config, frozenset[ModelFault]], list[int]] = {}
+    for i, (_, cfg, faults) in enumerate(jobs):
+        groups.setdefault((cfg, faults), []).append(i)
+    buckets: list[list[int]] = [[] for _ in range(workers)]
+    for idxs in sorted(groups.values(), key=len, reverse=True):
+        min(buckets, key=len).extend(idxs)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        parts = pool.starmap(_run_jobs, [([jobs[i] for i in b], timeout_s) for b in buckets])
+    out: list[Result | None] = [None] * len(jobs)
+    for b, rs in zip(buckets, parts, strict=True):
+        for i, r in zip(b, rs, strict=True):
+            out[i] = r
+    return [r for r in out if r is not None]
+
+
 __all__ = ["BY_ID", "COUNTEREXAMPLE", "DRIFT", "PROVED", "UNKNOWN", "VACUOUS", "VIOLATED",
-           "Result", "check", "mutants", "suite"]
+           "Result", "check", "mutants", "run_many", "suite"]

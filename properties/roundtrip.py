@@ -44,6 +44,7 @@ from properties.symbolic import (
     from_overlay,
     in_range,
     set_distinct,
+    set_range,
     ite_b,
     ite_bv,
     ite_int,
@@ -93,6 +94,8 @@ class Leg:
     hops: tuple[SHop, ...]
     fabric_drop: B
     icmp_to_client: B
+    pod_pkt: SPkt  # the packet as the pod receives it (meaningful when end == END_POD)
+    client_pkt: SPkt  # as the client receives it (end == END_CLIENT)
 
 
 @dataclass
@@ -191,10 +194,14 @@ def build(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault] = frozenset
     hosts = [client, *ips, *(pa for pa, _ in pods)] + ([vip] if vip is not None else [])
     w.assumptions.append(z3.Distinct(*hosts))
     set_distinct(hosts)
+    log.fresh_ct = lambda k: _fresh_ct(w, k) if not empty else False
+    log.fresh_nat = lambda k: _fresh_nat(w, k) if not empty else False
     w.assumptions += [cport != 0, tport != 0]
     if np is not None:
         w.assumptions.append(in_range(np, NODEPORT_MIN_DEFAULT, NODEPORT_MAX_DEFAULT))
+        set_range(np, NODEPORT_MIN_DEFAULT, NODEPORT_MAX_DEFAULT)
     if np2 is not None:
+        set_range(np2, NODEPORT_MIN_DEFAULT, NODEPORT_MAX_DEFAULT)
         w.assumptions += [in_range(np2, NODEPORT_MIN_DEFAULT, NODEPORT_MAX_DEFAULT),
                           np2 != np if np is not None else z3.BoolVal(True)]
     if sport is not None:
@@ -272,10 +279,19 @@ class _Walk:
     pkt: SPkt
     fabric_drop: B
     icmp: B
+    pod_pkt: SPkt | None = None
+    client_pkt: SPkt | None = None
 
     def finish(self, cond: B, end: int, at: z3.ArithRef | int, reason: z3.ArithRef | int,
                pkt: SPkt) -> None:
         c = band(self.alive, cond)
+        if z3.is_false(z3.simplify(c)):
+            return
+        if end == END_POD:
+            self.pod_pkt = pkt if self.pod_pkt is None else pkt.ite(c, self.pod_pkt)
+        if end == END_CLIENT:
+            self.client_pkt = (pkt if self.client_pkt is None
+                               else pkt.ite(c, self.client_pkt))
         self.end = ite_int(c, end, self.end)
         self.at = ite_int(c, at, self.at)
         self.reason = ite_int(c, reason, self.reason)
@@ -352,7 +368,8 @@ def walk(w: World, states: list[SNode], pkt: SPkt, sender: z3.ArithRef | None, a
         pkt = res.fwd
         sender = node
     leg = Leg(active=active, end=wk.end, at=wk.at, reason=wk.reason, pkt=wk.pkt,
-              hops=tuple(hops), fabric_drop=wk.fabric_drop, icmp_to_client=wk.icmp)
+              hops=tuple(hops), fabric_drop=wk.fabric_drop, icmp_to_client=wk.icmp,
+              pod_pkt=wk.pod_pkt or pkt, client_pkt=wk.client_pkt or pkt)
     return states, leg
 
 
@@ -408,7 +425,7 @@ def run(w: World) -> Run:
         sent = request_packet(w, i)
         states, req = walk(w, states, sent, None, active, False, i)
         delivered = band(req.active, req.end == END_POD)
-        answer = reply_packet(w, req.pkt)
+        answer = reply_packet(w, req.pod_pkt)
         node = pod_node(w, req.at)
         # the backend's node: to-netdev (v1.14+) reverse DNAT, then the wire
         res: SRes | None = None
@@ -444,23 +461,38 @@ def init_invariant(w: World) -> list[B]:
         if st.ct.empty:
             continue
         for k in _unique(w.log.ct):
-            daddr, saddr, dport, sport, flags = k
+            daddr = k[0]
             e = st.ct.initial(k)
-            if flags == TupleFlags.SERVICE:
-                mine = band(saddr == w.client, dport == w.cport)
-            else:
-                mine = band(daddr == w.client, sport == w.cport)
-            out.append(z3.Implies(mine, z3.Not(e.valid)))
-            if flags == TupleFlags.OUT:
+            if z3.is_false(e.valid):
+                continue
+            out.append(z3.Implies(_fresh_ct(w, k), z3.Not(e.valid)))
+            if k[4] == TupleFlags.OUT:
                 out.append(z3.Implies(band(e.valid, bor(e.node_port, e.dsr)),
                                       z3.And(*[daddr != x for x in inside])))
         for k in _unique(w.log.nat):
-            saddr, daddr, sport, dport, flags = k
-            if flags == TupleFlags.OUT:
-                mine = bor(band(saddr == w.client, sport == w.cport),
-                           band(daddr == w.client, dport == w.cport))
-                out.append(z3.Implies(mine, z3.Not(st.snat.initial(k).valid)))
+            e2 = st.snat.initial(k)
+            if k[4] == TupleFlags.OUT and not z3.is_false(e2.valid):
+                out.append(z3.Implies(_fresh_nat(w, k), z3.Not(e2.valid)))
     return out
+
+
+def _fresh_ct(w: World, k: tuple[BV, BV, BV, BV, int]) -> B | bool:
+    """The CT keys of this (new) flow: CT_SERVICE and OUT entries naming the client's port."""
+    daddr, saddr, dport, sport, flags = k
+    if flags == TupleFlags.SERVICE:
+        return band(eq(saddr, w.client), eq(dport, w.cport))
+    if flags == TupleFlags.OUT:
+        return band(eq(daddr, w.client), eq(sport, w.cport))
+    return False
+
+
+def _fresh_nat(w: World, k: tuple[BV, BV, BV, BV, int]) -> B | bool:
+    """The SNAT keys of this flow: its forward entry and a DSR entry keyed to the client."""
+    saddr, daddr, sport, dport, flags = k
+    if flags != TupleFlags.OUT:
+        return False
+    return bor(band(eq(saddr, w.client), eq(sport, w.cport)),
+               band(eq(daddr, w.client), eq(dport, w.cport)))
 
 
 def _unique(keys: list[tuple[BV, BV, BV, BV, int]]) -> list[tuple[BV, BV, BV, BV, int]]:

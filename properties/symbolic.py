@@ -34,19 +34,63 @@ NO_REASON = 0
 
 
 _DISTINCT: set[int] = set()
+_RANGE: dict[int, tuple[int, int]] = {}
+_MEMO: dict[tuple[int, int], Any] = {}
 
 
 def set_distinct(terms: Sequence[z3.ExprRef]) -> None:
     """Declare host addresses pairwise distinct (as asserted with Distinct) for folding."""
     _DISTINCT.clear()
     _DISTINCT.update(t.get_id() for t in terms)
+    _RANGE.clear()
+    _MEMO.clear()
+
+
+Facts = tuple[frozenset[int], dict[int, tuple[int, int]]]
+
+
+def snapshot() -> Facts:
+    """The folding facts of the world just built (to re-install for a cached encoding)."""
+    return frozenset(_DISTINCT), dict(_RANGE)
+
+
+def install(facts: Facts) -> None:
+    """Re-install a world's folding facts before building formulas over its terms."""
+    _DISTINCT.clear()
+    _DISTINCT.update(facts[0])
+    _RANGE.clear()
+    _RANGE.update(facts[1])
+    _MEMO.clear()
+
+
+def set_range(t: BV, lo: int, hi: int) -> None:
+    """Declare lo <= t <= hi (an assumption the caller also asserts) for folding."""
+    _RANGE[t.get_id()] = (lo, hi)
 
 
 def eq(a: BV, b: BV, depth: int = 3) -> B | bool:
-    """a == b, folded when the answer follows from structure or declared distinctness."""
+    """a == b, folded when the answer follows from structure, distinctness or ranges."""
     if a.eq(b):
         return True
-    if a.get_id() in _DISTINCT and b.get_id() in _DISTINCT:
+    ia, ib = a.get_id(), b.get_id()
+    memo = _MEMO.get((ia, ib))
+    if memo is not None:
+        return memo  # type: ignore[no-any-return]
+    out = _eq(a, b, depth)
+    _MEMO[(ia, ib)] = out
+    return out
+
+
+def _eq(a: BV, b: BV, depth: int) -> B | bool:
+    ia, ib = a.get_id(), b.get_id()
+    if ia in _DISTINCT and ib in _DISTINCT:
+        return False
+    ra, rb = _RANGE.get(ia), _RANGE.get(ib)
+    if z3.is_bv_value(a):
+        ra = (a.as_long(), a.as_long())
+    if z3.is_bv_value(b):
+        rb = (b.as_long(), b.as_long())
+    if ra is not None and rb is not None and (ra[1] < rb[0] or rb[1] < ra[0]):
         return False
     if z3.is_bv_value(a) and z3.is_bv_value(b):
         return bool(a.as_long() == b.as_long())
@@ -252,6 +296,9 @@ class KeyLog:
 
     ct: list[Key] = field(default_factory=list)
     nat: list[Key] = field(default_factory=list)
+    # keys the stated invariant declares absent from the initial maps (the flow is new)
+    fresh_ct: Callable[[Key], B | bool] | None = None
+    fresh_nat: Callable[[Key], B | bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -321,7 +368,8 @@ class CtMap:
 
     def initial(self, k: Key) -> SCt:
         """The entry before this run touched the map."""
-        if self.empty:
+        fresh = self.log.fresh_ct(k) if self.log.fresh_ct is not None else False
+        if self.empty or fresh is True:
             return SCt(valid=z3.BoolVal(False), bid=bv(0, 16), rni=bv(0, 16),
                        node_port=z3.BoolVal(False), dsr=z3.BoolVal(False),
                        nat_set=z3.BoolVal(False), nat_addr=bv(0, self.abits),
@@ -379,7 +427,8 @@ class NatMap:
 
     def initial(self, k: Key) -> SNat:
         """The entry before this run touched the map."""
-        if self.empty:
+        fresh = self.log.fresh_nat(k) if self.log.fresh_nat is not None else False
+        if self.empty or fresh is True:
             return SNat(valid=z3.BoolVal(False), addr=bv(0, self.abits), port=bv(0, 16))
         a, p = z3.BitVecSort(self.abits), z3.BitVecSort(16)
         args = (*k[:4], bv(k[4], 1))
@@ -669,6 +718,7 @@ def snat_nat(ctx: SCtx, snat: NatMap, client: SEp, backend: SEp, target: BV
             alt_ok, z3.And(in_range(alt, clamp_start(ctx), NODEPORT_PORT_MAX_NAT), alt_free)))
         port = ite_bv(free0, p0, alt)
         ok = bor(free0, alt_ok)
+        set_range(port, clamp_start(ctx), NODEPORT_PORT_MAX_NAT)
     ctx.oracle.nat_ports.append((r0, alt, alt_ok))
     alloc = base.put(backend.addr, target, backend.port, port, in_f,
                      SNat(valid=z3.BoolVal(True), addr=client.addr, port=client.port)).put(
@@ -717,7 +767,7 @@ def nodeport_svc_lb(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> SRes:
     if ctx.has(ModelFault.ETP_LOCAL_FORWARDS_REMOTE) and svc.etp_local:
         svc = replace(svc, slots=svc.all_backends)
     st, bid, found, first = lb_select(ctx, st, svc, pkt)
-    if ctx.cfg.reject and ctx.cfg.version is not CiliumVersion.V1_13:
+    if ctx.cfg.rejects:
         icmp = replace(pkt, src=SEp(addr=pkt.dst.addr, port=bv(0, 16)),
                        dst=SEp(addr=pkt.src.addr, port=bv(0, 16)), dsr=z3.BoolVal(False),
                        outer=z3.BoolVal(False))
