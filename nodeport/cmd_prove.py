@@ -1,4 +1,4 @@
-"""`nodeport prove`: z3 proofs of the catalogued NodePort invariants, with replayed counterexamples."""
+"""`nodeport prove`: z3 proofs of the catalogued NodePort invariants, counterexamples replayed."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ class Property:
     method: str  # "bmc" or "induction"
     configs: tuple[Config, ...]
     expected: Callable[[Config], str]
-    bounds: Bounds = Bounds()
+    bounds: Bounds = attrs.field(factory=Bounds)
     mutants: tuple[tuple[ModelFault, Config], ...] = ()
     pin_backend: bool = True  # decoded scenarios pin the backend z3 picked
 
@@ -160,9 +160,8 @@ PROPERTIES: tuple[Property, ...] = (
                    "not under SNAT with a remote backend."),
         scope="all modes, both families, local and remote backends, eTP Cluster and Local",
         method="bmc",
-        configs=_matrix(geneve=False) + (
-            _cfg(SNAT, place=L, etp=TrafficPolicy.LOCAL),
-            _cfg(DSR, typ=ServiceType.LOADBALANCER, disp=GEN)),
+        configs=(*_matrix(geneve=False), _cfg(SNAT, place=L, etp=TrafficPolicy.LOCAL),
+                 _cfg(DSR, typ=ServiceType.LOADBALANCER, disp=GEN)),
         expected=_client_ip_kept,
         mutants=((F.DSR_ALSO_SNATS, _cfg(DSR)),)),
     Property(
@@ -183,8 +182,8 @@ PROPERTIES: tuple[Property, ...] = (
                    "DSR CT entry that the reply's reverse NAT uses."),
         scope="dsr and hybrid TCP, remote backends, opt and Geneve dispatch, both families",
         method="bmc",
-        configs=tuple(c for c in _matrix(places=(R,)) if c.uses_dsr) + (
-            _cfg(DSR, proto=UDP, version=CiliumVersion.V1_20),),
+        configs=(*(c for c in _matrix(places=(R,)) if c.uses_dsr),
+                 _cfg(DSR, proto=UDP, version=CiliumVersion.V1_20)),
         expected=_hold,
         mutants=((F.DSR_NO_OPT_ON_SYN, _cfg(DSR)), (F.DSR_UDP_FIRST_ONLY, _cfg(DSR, proto=UDP)),
                  (F.DSR_CT_NOT_RECORDED, _cfg(DSR)),
@@ -198,11 +197,10 @@ PROPERTIES: tuple[Property, ...] = (
         scope="all modes, both families, local and remote backends, NodePort and "
               "LoadBalancer, reject and drop",
         method="bmc",
-        configs=tuple(_cfg(m, fam, p, t, etp=TrafficPolicy.LOCAL) for m, fam, p, t in
-                      itertools.product(LBMode, ("ipv4", "ipv6"), (L, R),
-                                        ALL_TYPES[:2])) + (
-            _cfg(SNAT, etp=TrafficPolicy.LOCAL, reject=False),
-            _cfg(SNAT, etp=TrafficPolicy.LOCAL, version=CiliumVersion.V1_13)),
+        configs=(*(_cfg(m, fam, p, t, etp=TrafficPolicy.LOCAL) for m, fam, p, t in
+                   itertools.product(LBMode, ("ipv4", "ipv6"), (L, R), ALL_TYPES[:2])),
+                 _cfg(SNAT, etp=TrafficPolicy.LOCAL, reject=False),
+                 _cfg(SNAT, etp=TrafficPolicy.LOCAL, version=CiliumVersion.V1_13)),
         expected=_hold,
         mutants=((F.ETP_LOCAL_FORWARDS_REMOTE, _cfg(SNAT, etp=TrafficPolicy.LOCAL)),
                  (F.ETP_LOCAL_FORWARDS_REMOTE, _cfg(DSR, etp=TrafficPolicy.LOCAL)))),

@@ -198,8 +198,8 @@ def dsr03(rp: Replay) -> Finding | None:
             if h.action is Action.SEND:
                 count += 1
             due = tr.spec.proto is not Proto.TCP or count == 1
-            if h.at == tr.spec.via and h.action is Step.DSR and due:
-                if h.packet.dsr is None or h.packet.dsr.frontend != tr.spec.frontend:
+            if (h.at == tr.spec.via and h.action is Step.DSR and due
+                    and (h.packet.dsr is None or h.packet.dsr.frontend != tr.spec.frontend)):
                     return Finding(flow=n, hop=i, message=(
                         "DSR packet left the LB node without the frontend "
                         f"{tr.spec.frontend}"))

@@ -21,7 +21,7 @@ from model.scenario import parse
 from model.topology import ServiceType
 from properties.checks import CHECKERS, Finding, Replay
 from properties.configs import Config, Placement
-from properties.symbolic import B, BV
+from properties.symbolic import BV, B
 
 SEED_TRIES = 48
 
@@ -39,7 +39,7 @@ def nice(cfg: Config, role: str, addr: BV) -> B:
     bits = 128 if cfg.ipv6 else 32
     hi = bits - 1
     lo = bits - plen
-    return z3.And(z3.Extract(hi, lo, addr) == (base >> lo),  # type: ignore[no-any-return]
+    return z3.And(z3.Extract(hi, lo, addr) == (base >> lo),
                   z3.Extract(lo - 1, 0, addr) != 0)
 
 

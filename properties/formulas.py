@@ -62,7 +62,7 @@ def _rev_hops(x: object) -> list[SHop]:
 
 
 def nat01(r: Run) -> tuple[B, B]:
-    """P-NAT-01: each reply reaching the client was reverse-translated once, back to the original."""
+    """P-NAT-01: replies reaching the client were reverse-translated once, to the original."""
     fe, cl = r.world.frontend, _client(r)
     parts = []
     for x in r.exchanges:

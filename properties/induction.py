@@ -1,4 +1,4 @@
-"""Unbounded properties by induction: initiation, consecution (Inv and T imply Inv'), Inv implies Safety.
+"""Unbounded properties by induction: initiation, consecution (Inv, T => Inv'), Inv => Safety.
 
 Maps are arbitrary (uninterpreted initial contents); the universally quantified invariants
 are instantiated at the witness keys and at every key the transition touches, which is
@@ -18,7 +18,7 @@ from model.faults import ModelFault
 from model.maps import TupleFlags
 from properties.catalogue import Property
 from properties.configs import Config
-from properties.decode import FlowDoc, ScenarioValues, ip_text, nice, num, replay
+from properties.decode import FlowDoc, Replayed, ScenarioValues, ip_text, nice, num, replay
 from properties.prove import (
     COUNTEREXAMPLE,
     DRIFT,
@@ -31,8 +31,8 @@ from properties.prove import (
     finish,
 )
 from properties.symbolic import (
-    B,
     BV,
+    B,
     CtMap,
     KeyLog,
     NatMap,
@@ -67,7 +67,7 @@ def inv_fwd(m: NatMap, node: BV, c: BV, cp: BV, b: BV, bp: BV) -> B:
     """A forward entry maps into the NAT range and its reverse entry points back."""
     f = m.get(c, b, cp, bp, OUT)
     r = m.get(b, node, bp, f.port, IN)
-    return z3.Implies(f.valid, band(eq(f.addr, node), in_range(f.port, NAT_MIN,  # type: ignore[no-any-return]
+    return z3.Implies(f.valid, band(eq(f.addr, node), in_range(f.port, NAT_MIN,
                                                                   NODEPORT_PORT_MAX_NAT),
                                     r.valid, eq(r.addr, c), eq(r.port, cp)))
 
@@ -76,7 +76,7 @@ def inv_rev(m: NatMap, node: BV, b: BV, bp: BV, n: BV) -> B:
     """A reverse entry sits in the NAT range and its forward entry points back."""
     r = m.get(b, node, bp, n, IN)
     f = m.get(r.addr, b, r.port, bp, OUT)
-    return z3.Implies(r.valid, band(in_range(n, NAT_MIN, NODEPORT_PORT_MAX_NAT), f.valid,  # type: ignore[no-any-return]
+    return z3.Implies(r.valid, band(in_range(n, NAT_MIN, NODEPORT_PORT_MAX_NAT), f.valid,
                                     eq(f.addr, node), eq(f.port, n)))
 
 
@@ -182,7 +182,7 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
 
 
 def _nat02_reachable(prop: Property, cfg: Config, faults: frozenset[ModelFault],
-                     timer: Timer, ms: int) -> tuple[str, object, str]:
+                     timer: Timer, ms: int) -> tuple[str, Replayed | None, str]:
     """Two flows from empty maps: SYN (allocation) then reply (reverse lookup) each."""
     ab = 128 if cfg.ipv6 else 32
     node, node2, b = z3.BitVec("cx.L", ab), z3.BitVec("cx.R", ab), z3.BitVec("cx.b", ab)
@@ -255,7 +255,7 @@ def ct01(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) ->
 
     def inv(m: CtMap, c: BV, cp: BV) -> B:
         e = m.get(*key(c, cp))
-        return z3.Implies(band(e.valid, eq(e.rni, rni)), band(slot(e.bid), live(e.bid)))  # type: ignore[no-any-return]
+        return z3.Implies(band(e.valid, eq(e.rni, rni)), band(slot(e.bid), live(e.bid)))
 
     def step(m: CtMap, c: BV, cp: BV, oracle: Oracle) -> tuple[CtMap, BV]:
         """lb4_local's CT_SERVICE part (model.nodeport.lb_select) for a packet of flow c:cp."""

@@ -15,7 +15,7 @@ from model.flows import trace_json
 from properties.catalogue import BY_ID, HOLD, PROPERTIES, VIOLATED, Property
 from properties.checks import Finding
 from properties.configs import Config
-from properties.decode import Replayed, ScenarioValues, FlowDoc, ip_text, nice, num, replay
+from properties.decode import FlowDoc, Replayed, ScenarioValues, ip_text, nice, num, replay
 from properties.formulas import FORMULAS
 from properties.roundtrip import END_POD, Bounds, Run, World, build, init_invariant, run
 from properties.symbolic import B, Facts, install, snapshot

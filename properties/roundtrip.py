@@ -22,10 +22,10 @@ from model.topology import ServiceType, TrafficPolicy
 from model.values import DsrKind, Proto, TcpFlags
 from properties.configs import Config, Placement
 from properties.symbolic import (
+    BV,
     STEP,
     VERDICT,
     B,
-    BV,
     CtMap,
     KeyLog,
     NatMap,
@@ -39,15 +39,15 @@ from properties.symbolic import (
     band,
     bor,
     bv,
-    from_netdev,
     eq,
+    from_netdev,
     from_overlay,
     in_range,
-    set_distinct,
-    set_range,
     ite_b,
     ite_bv,
     ite_int,
+    set_distinct,
+    set_range,
     to_netdev,
 )
 
@@ -135,8 +135,13 @@ def build(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault] = frozenset
           empty: bool = False, prefix: str = "") -> World:
     """Symbolic addresses, ports, services and maps for one configuration."""
     ab = _fam_bits(cfg)
-    a = lambda n: z3.BitVec(f"{prefix}{n}", ab)  # noqa: E731
-    p = lambda n: z3.BitVec(f"{prefix}{n}", 16)  # noqa: E731
+
+    def a(n: str) -> BV:
+        return z3.BitVec(f"{prefix}{n}", ab)
+
+    def p(n: str) -> BV:
+        return z3.BitVec(f"{prefix}{n}", 16)
+
     client, cport = a("client"), p("client.port")
     ips = [a("node1.ip"), a("node2.ip")]
     on = 0 if cfg.placement is Placement.LOCAL else 1
@@ -163,7 +168,7 @@ def build(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault] = frozenset
         for j, ip in enumerate(ips):
             rni += 1
             fes.append((SEp(addr=ip, port=np2), j, (), False))
-    frontend = fes[0][0] if cfg.svc_type is ServiceType.NODEPORT else SEp(addr=vip, port=sport)  # type: ignore[arg-type]
+    frontend = fes[0][0] if cfg.svc_type is ServiceType.NODEPORT else SEp(addr=vip, port=sport)
     oracle = Oracle(prefix)
     log = KeyLog()
     ipcache = tuple([(ip, ip) for ip in ips] + [(pa, ips[n]) for pa, n in pods])
@@ -504,7 +509,7 @@ def _unique(keys: list[tuple[BV, BV, BV, BV, int]]) -> list[tuple[BV, BV, BV, BV
 
 def step_is(h: SHop, step: Step) -> B:
     """The hop's step is `step`."""
-    return h.step == STEP[step]  # type: ignore[no-any-return]
+    return h.step == STEP[step]
 
 
 def hop_on(h: SHop, node: int) -> B:

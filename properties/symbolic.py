@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeAlias
 
 import z3
 
@@ -25,8 +25,8 @@ from model.nodeport import Hook, Step, Verdict
 from model.values import DsrKind, Proto, TcpFlags
 from properties.configs import Config
 
-BV = z3.BitVecRef
-B = z3.BoolRef
+BV: TypeAlias = z3.BitVecRef
+B: TypeAlias = z3.BoolRef
 
 STEP = {s: i for i, s in enumerate(Step)}
 VERDICT = {v: i for i, v in enumerate(Verdict)}
@@ -75,7 +75,7 @@ def eq(a: BV, b: BV, depth: int = 3) -> B | bool:
     ia, ib = a.get_id(), b.get_id()
     memo = _MEMO.get((ia, ib))
     if memo is not None:
-        return memo  # type: ignore[no-any-return]
+        return memo
     out = _eq(a, b, depth)
     _MEMO[(ia, ib)] = out
     return out
@@ -105,9 +105,9 @@ def _eq(a: BV, b: BV, depth: int) -> B | bool:
                 if isinstance(ee, bool):
                     if et == ee:
                         return et
-                    return c if et else z3.Not(c)  # type: ignore[no-any-return]
+                    return c if et else z3.Not(c)
                 break
-    return a == b  # type: ignore[no-any-return]
+    return a == b
 
 
 def ne(a: BV, b: BV) -> B | bool:
@@ -123,7 +123,7 @@ def bnot(c: B | bool) -> B | bool:
         return False
     if z3.is_false(c):
         return True
-    return z3.Not(c)  # type: ignore[no-any-return]
+    return z3.Not(c)
 
 
 def bv(v: int, bits: int) -> BV:
@@ -143,7 +143,7 @@ def ite_bv(c: B | bool, a: BV, b: BV) -> BV:
         return a
     if z3.is_false(c):
         return b
-    return z3.If(c, a, b)  # type: ignore[no-any-return]
+    return z3.If(c, a, b)
 
 
 def band(*xs: B | bool) -> B:
@@ -153,7 +153,7 @@ def band(*xs: B | bool) -> B:
         return z3.BoolVal(False)
     if not vals:
         return z3.BoolVal(True)
-    return z3.And(*vals) if len(vals) > 1 else vals[0]  # type: ignore[return-value]
+    return z3.And(*vals) if len(vals) > 1 else vals[0]
 
 
 def bor(*xs: B | bool) -> B:
@@ -163,7 +163,7 @@ def bor(*xs: B | bool) -> B:
         return z3.BoolVal(True)
     if not vals:
         return z3.BoolVal(False)
-    return z3.Or(*vals) if len(vals) > 1 else vals[0]  # type: ignore[return-value]
+    return z3.Or(*vals) if len(vals) > 1 else vals[0]
 
 
 def ite_b(c: B | bool, a: B | bool, b: B | bool) -> B:
@@ -178,7 +178,7 @@ def ite_b(c: B | bool, a: B | bool, b: B | bool) -> B:
         return z3.BoolVal(a) if isinstance(a, bool) else a
     if c is False:
         return z3.BoolVal(b) if isinstance(b, bool) else b
-    return z3.If(c, a, b)  # type: ignore[no-any-return]
+    return z3.If(c, a, b)
 
 
 def ite_int(c: B | bool, a: z3.ArithRef | int, b: z3.ArithRef | int) -> z3.ArithRef:
@@ -193,7 +193,7 @@ def ite_int(c: B | bool, a: z3.ArithRef | int, b: z3.ArithRef | int) -> z3.Arith
         return z3.IntVal(a) if isinstance(a, int) else a
     if c is False:
         return z3.IntVal(b) if isinstance(b, int) else b
-    return z3.If(c, a, b)  # type: ignore[no-any-return]
+    return z3.If(c, a, b)
 
 
 @dataclass(frozen=True)
@@ -396,7 +396,8 @@ class CtMap:
     def put(self, daddr: BV, saddr: BV, dport: BV, sport: BV, flags: int, e: SCt) -> CtMap:
         """map_update_elem(BPF_ANY); no LRU eviction (the map is assumed not full)."""
         k = (daddr, saddr, dport, sport, int(flags))
-        return replace(self, writes=(*self.writes, CtWrite(uid=next(_UID), guard=True, key=k, val=e)))
+        w = CtWrite(uid=next(_UID), guard=True, key=k, val=e)
+        return replace(self, writes=(*self.writes, w))
 
     def ite(self, c: B | bool, o: CtMap) -> CtMap:
         """self if c else o."""
@@ -451,7 +452,8 @@ class NatMap:
     def put(self, saddr: BV, daddr: BV, sport: BV, dport: BV, flags: int, e: SNat) -> NatMap:
         """map_update_elem(BPF_ANY)."""
         k = (saddr, daddr, sport, dport, int(flags))
-        return replace(self, writes=(*self.writes, NatWrite(uid=next(_UID), guard=True, key=k, val=e)))
+        w = NatWrite(uid=next(_UID), guard=True, key=k, val=e)
+        return replace(self, writes=(*self.writes, w))
 
     def delete(self, saddr: BV, daddr: BV, sport: BV, dport: BV, flags: int) -> NatMap:
         """map_delete_elem."""
@@ -610,13 +612,16 @@ class SCtx:
 
 
 def ek(client: SEp, backend: SEp) -> tuple[BV, BV, BV, BV, int]:
-    """model.nodeport.egress_key as CtMap.get/put arguments {saddr=b, daddr=c, sport=c_port, dport=b_port}."""
+    """model.nodeport.egress_key as CtMap.get/put arguments.
+
+    {saddr=b, daddr=c, sport=c_port, dport=b_port, OUT}.
+    """
     return (client.addr, backend.addr, backend.port, client.port, TupleFlags.OUT)
 
 
 def in_range(p: BV, lo: int, hi: int) -> B:
     """lo <= p <= hi, unsigned."""
-    return z3.And(z3.UGE(p, lo), z3.ULE(p, hi))  # type: ignore[no-any-return]
+    return z3.And(z3.UGE(p, lo), z3.ULE(p, hi))
 
 
 def clamp(ctx: SCtx, v: BV) -> BV:
@@ -626,9 +631,9 @@ def clamp(ctx: SCtx, v: BV) -> BV:
     wide = z3.ZeroExt(16, v)
     if ctx.cfg.version is CiliumVersion.V1_13:
         span = end - start
-        return z3.Extract(15, 0, bv(start, 32) + z3.URem(wide, bv(span, 32)))  # type: ignore[no-any-return]
+        return z3.Extract(15, 0, bv(start, 32) + z3.URem(wide, bv(span, 32)))
     span = end - start + 1
-    return z3.Extract(15, 0, bv(start, 32) + z3.LShR(wide * bv(span, 32), 16))  # type: ignore[no-any-return]
+    return z3.Extract(15, 0, bv(start, 32) + z3.LShR(wide * bv(span, 32), 16))
 
 
 def clamp_start(ctx: SCtx) -> int:
