@@ -1,0 +1,132 @@
+"""The prover: proofs, expected counterexamples, replay, drift, vacuity, unknown, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import attrs
+import pytest
+import z3
+
+from model.config import LBMode
+from model.faults import ModelFault
+from model.network import Action
+from properties import checks, decode, formulas, prove
+from properties.catalogue import BY_ID
+from properties.configs import Config, Placement
+from properties.prove import COUNTEREXAMPLE, DRIFT, PROVED, UNKNOWN, VACUOUS, check
+from tests.conftest import NODEPORT, ROOT
+
+SNAT_REMOTE = Config()
+DSR_REMOTE = Config(mode=LBMode.DSR)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(NODEPORT), *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=300)
+
+
+def test_reply_source_is_proved_for_snat_and_dsr() -> None:
+    for cfg in (SNAT_REMOTE, DSR_REMOTE, attrs.evolve(SNAT_REMOTE, family="ipv6")):
+        r = check(BY_ID["P-LB-01"], cfg)
+        assert r.result == PROVED, (cfg.label(), r.note)
+        assert r.ok and r.method == "bmc" and "BMC" in r.bound
+        assert [q.name for q in r.queries] == ["violation", "vacuity"]
+
+
+def test_client_ip_lost_under_snat_is_an_expected_replayed_counterexample() -> None:
+    r = check(BY_ID["P-DSR-01"], SNAT_REMOTE)
+    assert r.expected == "violated" and r.result == COUNTEREXAMPLE and r.ok
+    assert r.counterexample is not None and r.finding is not None
+    hop = r.counterexample["hops"][r.finding.hop]
+    assert hop["action"] == "receive" and hop["direction"] == "request"
+    assert hop["packet"]["src"] != r.counterexample["client"]
+    # the decoded scenario parses and the replay is the model's own behaviour
+    assert r.scenario is not None and r.scenario["cilium"]["loadBalancer"]["mode"] == "snat"
+
+
+def test_seeded_fault_gives_replayed_counterexample() -> None:
+    r = check(BY_ID["P-DSR-03"], DSR_REMOTE, frozenset({ModelFault.DSR_NO_OPT_ON_SYN}))
+    assert r.result == COUNTEREXAMPLE and r.counterexample is not None
+    assert r.finding is not None
+    bad = r.counterexample["hops"][r.finding.hop]
+    assert bad["action"] == "dnat+dsr" and bad["packet"]["dsr"] is None
+    assert not r.ok  # expected hold, got a counterexample
+
+
+def test_replay_that_shows_nothing_is_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(decode.CHECKERS, "P-DSR-01", lambda rp: None)
+    r = check(BY_ID["P-DSR-01"], SNAT_REMOTE)
+    assert r.result == DRIFT and not r.ok and r.counterexample is None
+
+
+def test_unreachable_premise_is_vacuous(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(run: formulas.Run) -> tuple[z3.BoolRef, z3.BoolRef]:
+        return z3.BoolVal(False), z3.BoolVal(True)
+
+    monkeypatch.setitem(prove.FORMULAS, "P-LB-01", never)
+    r = check(BY_ID["P-LB-01"], attrs.evolve(SNAT_REMOTE, placement=Placement.LOCAL))
+    assert r.result == VACUOUS and not r.ok
+
+
+def test_solver_unknown_is_never_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prove.Timer, "check", lambda self, s, name, *e: z3.unknown)
+    r = check(BY_ID["P-LB-01"], SNAT_REMOTE)
+    assert r.result == UNKNOWN and not r.ok
+    r2 = check(BY_ID["P-NAT-02"], SNAT_REMOTE)
+    assert r2.result == UNKNOWN and not r2.ok
+
+
+def test_induction_proves_snat_bijection_and_refutes_the_fault() -> None:
+    r = check(BY_ID["P-NAT-02"], SNAT_REMOTE)
+    assert r.result == PROVED and r.method == "induction"
+    assert {q.name for q in r.queries} >= {"initiation", "consecution-alloc", "safety",
+                                           "vacuity"}
+    bad = check(BY_ID["P-NAT-02"], SNAT_REMOTE,
+                frozenset({ModelFault.SNAT_IGNORE_REVERSE_ENTRY}))
+    assert bad.result == COUNTEREXAMPLE and bad.counterexample is not None
+    assert "induction failed" in bad.note
+
+
+def test_checker_flags_hops_on_real_traces() -> None:
+    vals = decode.ScenarioValues(nodes=("192.168.2.3", "192.168.2.4"), pods=("10.0.2.10",),
+                                 clients=("203.0.113.7",), target_port=8080, node_port=30080,
+                                 port=None, vip=None, other_node_port=None,
+                                 flows=(decode.FlowDoc(client=0, sport=40000, packets=2,
+                                                       backend=0),))
+    rep = decode.replay("P-LB-01", SNAT_REMOTE, vals, frozenset({ModelFault.SKIP_REVNAT_LOCAL}))
+    assert rep is None  # remote backend: the local reverse DNAT is not involved
+    rep = decode.replay("P-DSR-02", SNAT_REMOTE, vals, frozenset({ModelFault.SNAT_SKIPPED}))
+    assert rep is not None
+    hop = rep.replay.traces[0].hops[rep.finding.hop]
+    assert hop.action is Action.RECEIVE and hop.reply
+    assert checks.lb01(rep.replay) is not None  # the reply also has the pod's source
+
+
+def test_cli_table_json_and_exit_codes() -> None:
+    res = _run("prove", "--property", "P-HYB-01", "--family", "ipv4", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    rows = doc["results"]
+    assert rows and {r["id"] for r in rows} == {"P-HYB-01"}
+    for r in rows:
+        assert set(r) >= {"id", "mode", "family", "config", "expected", "result", "method",
+                          "bound", "seconds", "counterexample"}
+        assert r["family"] == "ipv4" and r["result"] == "proved"
+    res = _run("prove", "--property", "P-DSR-01", "--mode", "snat", "--family", "ipv4")
+    assert res.returncode == 0
+    assert "counterexample (expected)" in res.stdout and "<== violation" in res.stdout
+    assert _run("prove", "--property", "P-NOPE").returncode == 2
+    assert "unknown property" in _run("prove", "--property", "P-NOPE").stderr
+    assert _run("prove", "--timeout", "-1").returncode == 2
+
+
+def test_mutants_are_all_killed_by_replayed_counterexamples() -> None:
+    res = _run("prove", "--mutants", "--json")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr
+    rows = json.loads(res.stdout)["results"]
+    assert {f for r in rows for f in r["faults"]} == {f.name for f in ModelFault}
+    for r in rows:
+        assert r["result"] == "counterexample" and r["counterexample"] is not None, r
+        assert 0 <= r["violating_hop"] < len(r["counterexample"]["hops"])
