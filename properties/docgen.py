@@ -1,4 +1,4 @@
-"""Generate docs/properties.md from the catalogue: `python -m properties.docgen > docs/properties.md`.
+"""Generate docs/properties.md from the catalogue: `python -m properties.docgen`.
 
 Each property's scope, expected result per configuration, method, and the time measured
 for it in this run (the suite is run while generating, so the times are current).

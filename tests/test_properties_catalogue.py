@@ -15,7 +15,7 @@ REQUIRED = {"P-LB-01", "P-LB-02", "P-NAT-01", "P-NAT-02", "P-NAT-03", "P-DSR-01"
 def test_required_properties_present_with_unique_ids() -> None:
     ids = [p.id for p in PROPERTIES]
     assert len(ids) == len(set(ids))
-    assert REQUIRED <= set(ids)
+    assert set(ids) >= REQUIRED
 
 
 def test_every_property_has_configs_expectations_and_a_fault() -> None:
