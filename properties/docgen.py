@@ -10,7 +10,7 @@ import sys
 from collections import defaultdict
 
 from properties.catalogue import PROPERTIES
-from properties.prove import Result, mutants, run_many
+from properties.prove import Job, Result, mutants, run_many
 
 
 def render(results: list[Result], kills: list[Result]) -> str:
@@ -52,7 +52,7 @@ def render(results: list[Result], kills: list[Result]) -> str:
 
 def main() -> int:
     """Run the suite and the mutants, print the document."""
-    jobs = [(p.id, c, frozenset()) for p in PROPERTIES for c in p.configs]
+    jobs: list[Job] = [(p.id, c, frozenset()) for p in PROPERTIES for c in p.configs]
     results = run_many(jobs, 20.0, workers=2)
     kills = run_many([(p.id, c, frozenset({f})) for p, c, f in mutants()], 20.0, workers=2)
     sys.stdout.write(render(results, kills))

@@ -16,6 +16,7 @@ from properties import checks, decode, formulas, prove
 from properties.catalogue import BY_ID
 from properties.configs import Config, Placement
 from properties.prove import COUNTEREXAMPLE, DRIFT, PROVED, UNKNOWN, VACUOUS, check
+from properties.roundtrip import Run
 from tests.conftest import NODEPORT, ROOT
 
 SNAT_REMOTE = Config()
@@ -56,16 +57,16 @@ def test_seeded_fault_gives_replayed_counterexample() -> None:
 
 
 def test_replay_that_shows_nothing_is_drift(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(decode.CHECKERS, "P-DSR-01", lambda rp: None)
+    monkeypatch.setitem(checks.CHECKERS, "P-DSR-01", lambda rp: None)
     r = check(BY_ID["P-DSR-01"], SNAT_REMOTE)
     assert r.result == DRIFT and not r.ok and r.counterexample is None
 
 
 def test_unreachable_premise_is_vacuous(monkeypatch: pytest.MonkeyPatch) -> None:
-    def never(run: formulas.Run) -> tuple[z3.BoolRef, z3.BoolRef]:
+    def never(run: Run) -> tuple[z3.BoolRef, z3.BoolRef]:
         return z3.BoolVal(False), z3.BoolVal(True)
 
-    monkeypatch.setitem(prove.FORMULAS, "P-LB-01", never)
+    monkeypatch.setitem(formulas.FORMULAS, "P-LB-01", never)
     r = check(BY_ID["P-LB-01"], attrs.evolve(SNAT_REMOTE, placement=Placement.LOCAL))
     assert r.result == VACUOUS and not r.ok
 
