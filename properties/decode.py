@@ -62,6 +62,7 @@ class FlowDoc:
     sport: int
     packets: int
     backend: int | None
+    close: bool = False  # TCP: the last packet is the client's FIN
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +71,7 @@ class ScenarioValues:
 
     nodes: tuple[str, str]
     pods: tuple[str, ...]
+    routers: tuple[str, str] | None = None
     clients: tuple[str, ...]
     target_port: int
     node_port: int | None
@@ -110,6 +112,8 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                                 "packets": f.packets}
         if f.backend is not None:
             flow["backend"] = f"web-{f.backend}"
+        if f.close:
+            flow["close"] = True
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,
@@ -118,7 +122,8 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
-        "nodes": [{"name": "node1", "ip": v.nodes[0]}, {"name": "node2", "ip": v.nodes[1]}],
+        "nodes": [{"name": f"node{i + 1}", "ip": v.nodes[i],
+                   **({"routerIP": v.routers[i]} if v.routers else {})} for i in range(2)],
         "pods": [{"name": f"web-{i}", "node": on, "ip": ip} for i, ip in enumerate(v.pods)],
         "services": services,
         "clients": [{"name": "client" if len(v.clients) == 1 else f"client{i + 1}", "ip": ip}

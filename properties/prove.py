@@ -141,6 +141,7 @@ def values(prop: Property, w: World, r: Run, m: z3.ModelRef) -> ScenarioValues:
         pin = num(m, r.exchanges[0].request.at)
     return ScenarioValues(
         nodes=(ip_text(cfg, m, w.ips[0]), ip_text(cfg, m, w.ips[1])),
+        routers=(ip_text(cfg, m, w.routers[0]), ip_text(cfg, m, w.routers[1])),
         pods=tuple(ip_text(cfg, m, a) for a, _ in w.pods),
         clients=(ip_text(cfg, m, w.client),), target_port=num(m, w.tport),
         node_port=num(m, w.np) if w.np is not None else None,
@@ -155,7 +156,8 @@ def nice_constraints(w: World) -> list[B]:
     """Readable addresses for decoded counterexamples."""
     cfg = w.cfg
     out = [nice(cfg, "client", w.client), nice(cfg, "node", w.ips[0]),
-           nice(cfg, "node", w.ips[1])]
+           nice(cfg, "node", w.ips[1]), nice(cfg, "pod1", w.routers[0]),
+           nice(cfg, "pod2", w.routers[1])]
     out += [nice(cfg, "pod1" if n == 0 else "pod2", a) for a, n in w.pods]
     if w.vip is not None:
         out.append(nice(cfg, "vip", w.vip))

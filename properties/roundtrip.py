@@ -108,6 +108,7 @@ class World:
     client: BV
     cport: BV
     ips: list[BV]
+    routers: list[BV]
     pods: list[tuple[BV, int]]  # (address, node index)
     tport: BV
     np: BV | None
@@ -144,6 +145,7 @@ def build(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault] = frozenset
 
     client, cport = a("client"), p("client.port")
     ips = [a("node1.ip"), a("node2.ip")]
+    routers = [a("node1.router"), a("node2.router")]  # cilium_host (IPV4_GATEWAY)
     on = 0 if cfg.placement is Placement.LOCAL else 1
     pods = [(a(f"web-{i}.ip"), on) for i in range(bounds.backends)]
     tport = p("targetPort")
@@ -171,7 +173,9 @@ def build(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault] = frozenset
     frontend = fes[0][0] if cfg.svc_type is ServiceType.NODEPORT else SEp(addr=vip, port=sport)
     oracle = Oracle(prefix)
     log = KeyLog()
-    ipcache = tuple([(ip, ip) for ip in ips] + [(pa, ips[n]) for pa, n in pods])
+    ipcache = tuple([(ip, ip) for ip in ips] + [(r, ip) for r, ip in zip(routers, ips,
+                                                                         strict=True)]
+                    + [(pa, ips[n]) for pa, n in pods])
     ctxs = []
     for j, ip in enumerate(ips):
         services = []
@@ -189,14 +193,17 @@ def build(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault] = frozenset
                          backends=backends,
                          local_eps=tuple(pa for pa, n in pods if n == j), ipcache=ipcache,
                          faults=faults, oracle=oracle, abits=ab,
-                         nodeport_min=NODEPORT_MIN_DEFAULT, nodeport_max=NODEPORT_MAX_DEFAULT))
+                         nodeport_min=NODEPORT_MIN_DEFAULT, nodeport_max=NODEPORT_MAX_DEFAULT,
+                         router=routers[j]))
     init = [SNode(ct=CtMap.fresh(f"{prefix}node{j + 1}", ab, log, empty),
                   snat=NatMap.fresh(f"{prefix}node{j + 1}", ab, log, empty))
             for j in range(len(ips))]
-    w = World(cfg=cfg, bounds=bounds, abits=ab, client=client, cport=cport, ips=ips, pods=pods,
+    w = World(cfg=cfg, bounds=bounds, abits=ab, client=client, cport=cport, ips=ips,
+              routers=routers, pods=pods,
               tport=tport, np=np, np2=np2, vip=vip, sport=sport, frontend=frontend, ctxs=ctxs,
               init=init, oracle=oracle, log=log, faults=faults)
-    hosts = [client, *ips, *(pa for pa, _ in pods)] + ([vip] if vip is not None else [])
+    hosts = [client, *ips, *routers, *(pa for pa, _ in pods)] + ([vip] if vip is not None
+                                                                  else [])
     w.assumptions.append(z3.Distinct(*hosts))
     set_distinct(hosts)
     log.fresh_ct = lambda k: _fresh_ct(w, k) if not empty else False
@@ -224,7 +231,7 @@ def _owner(w: World, addr: BV) -> tuple[z3.ArithRef, z3.ArithRef]:
         c = eq(addr, pa)
         kind, node = ite_int(c, NODE, kind), ite_int(c, n, node)
     for j, ip in reversed(list(enumerate(w.ips))):
-        c = eq(addr, ip)
+        c = bor(eq(addr, ip), eq(addr, w.routers[j]))
         kind, node = ite_int(c, NODE, kind), ite_int(c, j, node)
     # the client (checked after nodes and pods, as owner_of does)
     kind = ite_int(band(eq(addr, w.client), z3.simplify(kind == NOWHERE)), CLIENT, kind)
@@ -245,7 +252,8 @@ def receiver(w: World, pkt: SPkt) -> tuple[z3.ArithRef, z3.ArithRef]:
 def fabric_loss(w: World, sender: z3.ArithRef, pkt: SPkt) -> tuple[B, z3.ArithRef]:
     """model.network._fabric_loss for a packet node `sender` puts on the wire."""
     src = ite_bv(pkt.outer, pkt.osrc, pkt.src.addr)
-    owned = bor(*[band(z3.simplify(sender == j), eq(src, ip)) for j, ip in enumerate(w.ips)],
+    owned = bor(*[band(z3.simplify(sender == j), bor(eq(src, ip), eq(src, w.routers[j])))
+                  for j, ip in enumerate(w.ips)],
                 *[band(z3.simplify(sender == n), eq(src, pa)) for pa, n in w.pods],
                 *([band(z3.simplify(sender == 0), eq(src, w.vip))] if w.vip is not None
                   else []))
@@ -461,7 +469,7 @@ def init_invariant(w: World) -> list[B]:
     dsr_internal only name clients outside the cluster.
     """
     out: list[B] = []
-    inside = [*w.ips, *(pa for pa, _ in w.pods)]
+    inside = [*w.ips, *w.routers, *(pa for pa, _ in w.pods)]
     for st in w.init:
         if st.ct.empty:
             continue

@@ -265,10 +265,12 @@ class SCt:
     nat_set: B
     nat_addr: BV
     nat_port: BV
+    closing: B = field(default_factory=lambda: z3.BoolVal(False))  # tx or rx closing
 
     def ite(self, c: B | bool, o: SCt) -> SCt:
         """self if c else o."""
-        return SCt(valid=ite_b(c, self.valid, o.valid), bid=ite_bv(c, self.bid, o.bid),
+        return SCt(closing=ite_b(c, self.closing, o.closing),
+                   valid=ite_b(c, self.valid, o.valid), bid=ite_bv(c, self.bid, o.bid),
                    rni=ite_bv(c, self.rni, o.rni), node_port=ite_b(c, self.node_port,
                                                                    o.node_port),
                    dsr=ite_b(c, self.dsr, o.dsr), nat_set=ite_b(c, self.nat_set, o.nat_set),
@@ -373,14 +375,15 @@ class CtMap:
             return SCt(valid=z3.BoolVal(False), bid=bv(0, 16), rni=bv(0, 16),
                        node_port=z3.BoolVal(False), dsr=z3.BoolVal(False),
                        nat_set=z3.BoolVal(False), nat_addr=bv(0, self.abits),
-                       nat_port=bv(0, 16))
+                       nat_port=bv(0, 16), closing=z3.BoolVal(False))
         args = (*k[:4], bv(k[4], 3))
         bs, p16, a = z3.BoolSort(), z3.BitVecSort(16), z3.BitVecSort(self.abits)
         return SCt(valid=self._fn("valid", bs)(*args), bid=self._fn("bid", p16)(*args),
                    rni=self._fn("rni", p16)(*args), node_port=self._fn("np", bs)(*args),
                    dsr=self._fn("dsr", bs)(*args), nat_set=self._fn("natset", bs)(*args),
                    nat_addr=self._fn("nataddr", a)(*args),
-                   nat_port=self._fn("natport", p16)(*args))
+                   nat_port=self._fn("natport", p16)(*args),
+                   closing=self._fn("closing", bs)(*args))
 
     def get(self, daddr: BV, saddr: BV, dport: BV, sport: BV, flags: int) -> SCt:
         """map_lookup_elem."""
@@ -583,6 +586,7 @@ class SCtx:
     abits: int
     nodeport_min: int
     nodeport_max: int
+    router: BV | None = None  # IPV4_GATEWAY (cilium_host), the tunnel-mode SNAT source
 
     def has(self, f: ModelFault) -> bool:
         """A seeded fault is on."""
@@ -592,6 +596,11 @@ class SCtx:
     def nat_min(self) -> int:
         """NODEPORT_PORT_MIN_NAT."""
         return self.nodeport_max + 1
+
+    def is_own(self, addr: BV) -> B | bool:
+        """The node's own addresses: IPV4_DIRECT_ROUTING and cilium_host."""
+        return bor(eq(addr, self.ip), *([eq(addr, self.router)] if self.router is not None
+                                        else []))
 
     def is_local(self, addr: BV) -> B:
         """__lookup_ip4_endpoint: the address is a pod on this node."""
@@ -641,6 +650,25 @@ def clamp_start(ctx: SCtx) -> int:
     return ctx.nodeport_min if ctx.has(ModelFault.NAT_RANGE_OVERLAPS_NODEPORT) else ctx.nat_min
 
 
+def closes(pkt: SPkt) -> bool:
+    """A TCP FIN or RST marks the entry closing (model.conntrack.on_packet)."""
+    return pkt.proto is Proto.TCP and bool(pkt.flags & (TcpFlags.FIN | TcpFlags.RST))
+
+
+def reopens(ctx: SCtx, e: SCt, pkt: SPkt) -> B | bool:
+    """model.conntrack.reopens: a SYN on a closing entry (v1.19+: without ACK) starts afresh."""
+    if not pkt.is_syn:
+        return False
+    if ctx.cfg.version is CiliumVersion.V1_20 and pkt.flags & TcpFlags.ACK:
+        return False
+    return e.closing
+
+
+def touched(e: SCt, pkt: SPkt) -> SCt:
+    """The entry after a hit (model.conntrack.on_packet) in the fields the encoding tracks."""
+    return replace(e, closing=bor(e.closing, closes(pkt)))
+
+
 def in_backends(ctx: SCtx, bid: BV, ids: Sequence[int]) -> B:
     """bid is one of ids."""
     return bor(*[eq(bid, bv(i, 16)) for i in ids])
@@ -655,29 +683,41 @@ def backend_ep(ctx: SCtx, bid: BV) -> SEp:
     return out
 
 
+def key_of(pkt: SPkt) -> Key:
+    """model.nodeport.ct_tuple(pkt, SERVICE) as CtMap arguments."""
+    return (pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
+
+
 def lb_select(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> tuple[SNode, BV, B, B]:
     """lb4_local: CT_SERVICE hit keeps the backend, else a random slot (oracle pick)."""
     e = st.ct.get(pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
+    e = replace(e, valid=band(e.valid, bnot(reopens(ctx, e, pkt))))
+    # a terminating backend (in the backend map, no longer in the slots) keeps non-SYNs
     hit = band(e.valid, not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE), eq(e.rni, bv(svc.rni, 16)),
-               in_backends(ctx, e.bid, list(ctx.backends)), in_backends(ctx, e.bid, svc.slots))
+               in_backends(ctx, e.bid, list(ctx.backends)),
+               bor(in_backends(ctx, e.bid, svc.slots), not pkt.is_syn))
     if not svc.slots:
-        return st, e.bid, hit, bnot(e.valid)
+        kept = st.ct.put(*key_of(pkt), touched(e, pkt)) if closes(pkt) else st.ct
+        return SNode(ct=kept.ite(hit, st.ct), snat=st.snat), e.bid, hit, bnot(e.valid)
     pick = ctx.oracle.bv("pick", 16)
     ctx.oracle.picks.append(pick)
     ctx.oracle.constraints.append(in_backends(ctx, pick, svc.slots))
     new = SCt(valid=z3.BoolVal(True), bid=pick, rni=bv(svc.rni, 16),
               node_port=z3.BoolVal(False), dsr=z3.BoolVal(False), nat_set=z3.BoolVal(False),
-              nat_addr=bv(0, ctx.abits), nat_port=bv(0, 16))
-    stored = st.ct.put(pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port,
-                       TupleFlags.SERVICE, new)
-    st2 = SNode(ct=st.ct.ite(hit, stored), snat=st.snat)
+              nat_addr=bv(0, ctx.abits), nat_port=bv(0, 16), closing=z3.BoolVal(closes(pkt)))
+    key = (pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
+    stored = st.ct.put(*key, new)
+    kept = st.ct.put(*key, touched(e, pkt)) if closes(pkt) else st.ct
+    st2 = SNode(ct=kept.ite(hit, stored), snat=st.snat)
     return st2, ite_bv(hit, e.bid, pick), True, bnot(e.valid)
 
 
-def ct_egress(ctx: SCtx, st: SNode, svc: SSvc, client: SEp, backend: SEp) -> SNode:
+def ct_egress(ctx: SCtx, st: SNode, svc: SSvc, client: SEp, backend: SEp, pkt: SPkt
+              ) -> SNode:
     """The nodeport CT_EGRESS entry, recreated on a rev_nat_index mismatch (GH#10983)."""
     old = st.ct.get(*ek(client, backend))
-    keep = band(old.valid, old.node_port, eq(old.rni, bv(svc.rni, 16)))
+    keep = band(old.valid, old.node_port, eq(old.rni, bv(svc.rni, 16)),
+                bnot(reopens(ctx, old, pkt)))
     new = SCt(valid=z3.BoolVal(True), bid=bv(0, 16), rni=bv(svc.rni, 16),
               node_port=z3.BoolVal(True), dsr=z3.BoolVal(False), nat_set=z3.BoolVal(False),
               nat_addr=bv(0, ctx.abits), nat_port=bv(0, 16))
@@ -685,7 +725,8 @@ def ct_egress(ctx: SCtx, st: SNode, svc: SSvc, client: SEp, backend: SEp) -> SNo
               rni=ite_bv(keep, old.rni, new.rni), node_port=z3.BoolVal(True),
               dsr=ite_b(keep, old.dsr, False), nat_set=ite_b(keep, old.nat_set, False),
               nat_addr=ite_bv(keep, old.nat_addr, new.nat_addr),
-              nat_port=ite_bv(keep, old.nat_port, new.nat_port))
+              nat_port=ite_bv(keep, old.nat_port, new.nat_port),
+              closing=bor(band(keep, old.closing), closes(pkt)))
     ct = st.ct.put(*ek(client, backend), val)
     return SNode(ct=ct, snat=st.snat)
 
@@ -787,7 +828,7 @@ def nodeport_svc_lb(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> SRes:
         backend = SEp(addr=backend.addr, port=pkt.dst.port)
     out = replace(pkt, dst=backend)
     local = ctx.is_local(backend.addr)
-    st_eg = ct_egress(ctx, st, svc, client, backend)
+    st_eg = ct_egress(ctx, st, svc, client, backend, pkt)
     res_local = result(st_eg, Verdict.DELIVER, Step.DNAT, out)
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
         dout = out
@@ -796,7 +837,11 @@ def nodeport_svc_lb(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> SRes:
         remote = dsr_forward(ctx, st, pkt, dout, first)
     else:
         st2 = st_eg
-        snat, nat, ok = snat_nat(ctx, st2.snat, client, backend, ctx.ip)
+        target = ctx.ip
+        if ctx.cfg.tunneling and ctx.router is not None:
+            found_r, _ = ctx.tep(backend.addr)
+            target = ite_bv(found_r, ctx.router, ctx.ip)
+        snat, nat, ok = snat_nat(ctx, st2.snat, client, backend, target)
         st2 = SNode(ct=st2.ct, snat=snat)
         sout = out if ctx.has(ModelFault.SNAT_SKIPPED) else replace(out, src=nat)
         fwd = result(st2, Verdict.FORWARD, Step.SNAT, sout)
@@ -838,8 +883,8 @@ def dsr_ingress(ctx: SCtx, st: SNode, pkt: SPkt, has_fe: B, fe: SEp) -> tuple[SN
     if ctx.has(ModelFault.DSR_CT_NOT_RECORDED):
         return st, band(bnot(keep), invalid)
     in_ct = ctx.cfg.version is CiliumVersion.V1_20
-    entry = SCt(valid=z3.BoolVal(True), bid=bv(0, 16), rni=bv(0, 16),
-                node_port=z3.BoolVal(False), dsr=z3.BoolVal(True),
+    entry = SCt(valid=z3.BoolVal(True), bid=bv(0, 16), rni=bv(0, 16), closing=z3.BoolVal(
+                closes(pkt)), node_port=z3.BoolVal(False), dsr=z3.BoolVal(True),
                 nat_set=z3.BoolVal(in_ct), nat_addr=fe.addr if in_ct else bv(0, ctx.abits),
                 nat_port=fe.port if in_ct else bv(0, 16))
     ct = st.ct.put(*ek(pkt.src, pkt.dst), entry)
@@ -848,7 +893,10 @@ def dsr_ingress(ctx: SCtx, st: SNode, pkt: SPkt, has_fe: B, fe: SEp) -> tuple[SN
         snat = snat.put(pkt.dst.addr, pkt.src.addr, pkt.dst.port, pkt.src.port, TupleFlags.OUT,
                         SNat(valid=z3.BoolVal(True), addr=fe.addr, port=fe.port))
     created = SNode(ct=ct, snat=snat)
-    new_st = st.ite(bor(keep, invalid), created)
+    kept = st
+    if closes(pkt):
+        kept = SNode(ct=st.ct.put(*ek(pkt.src, pkt.dst), touched(old, pkt)), snat=st.snat)
+    new_st = kept.ite(keep, st.ite(invalid, created))
     return new_st, band(bnot(keep), invalid)
 
 
@@ -870,7 +918,7 @@ def local_out(ctx: SCtx, st: SNode, pkt: SPkt, step: Step) -> SRes:
     deliver = result(st, Verdict.DELIVER, step, pkt)
     stack = result(st, Verdict.TO_STACK, step, pkt, DropReason.PUNT_TO_STACK)
     fwd = result(st, Verdict.FORWARD, step, pkt)
-    return deliver.ite(ctx.is_local(pkt.dst.addr), stack.ite(eq(pkt.dst.addr, ctx.ip), fwd))
+    return deliver.ite(ctx.is_local(pkt.dst.addr), stack.ite(ctx.is_own(pkt.dst.addr), fwd))
 
 
 def _is(c: B | bool, v: bool) -> bool:
@@ -883,13 +931,17 @@ def _no_service(ctx: SCtx, st: SNode, pkt: SPkt, hook: Hook) -> SRes:
     """nodeport_lb4's branch for packets that match no service: DSR ingress, reverse SNAT."""
     def revsnat_or_local(st0: SNode) -> SRes:
         nat_case = band(in_range(pkt.dst.port, ctx.nat_min, NODEPORT_PORT_MAX_NAT),
-                        eq(pkt.dst.addr, ctx.ip))
+                        ctx.is_own(pkt.dst.addr))
         plain = local_out(ctx, st0, pkt, Step.PASS)
         if _is(nat_case, False):
             return plain
         snat, found, client = snat_rev_nat(ctx, st0.snat, pkt.src, pkt.dst)
         st_n = SNode(ct=st0.ct, snat=snat)
         out, _ = rev_dnat(ctx, st_n, replace(pkt, dst=client))
+        if closes(pkt):
+            ce = st_n.ct.get(*ek(client, pkt.src))
+            upd = st_n.ct.put(*ek(client, pkt.src), touched(ce, pkt))
+            st_n = SNode(ct=upd.ite(band(found, ce.valid), st_n.ct), snat=st_n.snat)
         revsnat = result(st_n, Verdict.FORWARD, Step.REV_SNAT, out).ite(
             found, local_out(ctx, st_n, pkt, Step.PASS))
         return revsnat.ite(nat_case, plain)
@@ -931,7 +983,14 @@ def from_netdev(ctx: SCtx, st: SNode, pkt: SPkt) -> SRes:
 def from_overlay(ctx: SCtx, st: SNode, pkt: SPkt) -> SRes:
     """cil_from_overlay: the decapsulated inner packet."""
     inner = replace(pkt, outer=z3.BoolVal(False), osrc=bv(0, ctx.abits), odst=bv(0, ctx.abits))
-    return nodeport_lb(ctx, st, inner, Hook.FROM_OVERLAY)
+    res = nodeport_lb(ctx, st, inner, Hook.FROM_OVERLAY)
+    if ctx.cfg.dsr_kind is not DsrKind.GENEVE_OPTION:
+        return res
+    # the Geneve option lives in the tunnel header: decapsulation removes it
+    off = z3.BoolVal(False)
+    return replace(res, pkt=replace(res.pkt, dsr=off),
+                   fwd=replace(res.fwd, dsr=off) if res.fwd is not None else None,
+                   dlv=replace(res.dlv, dsr=off) if res.dlv is not None else None)
 
 
 def to_netdev(ctx: SCtx, st: SNode, pkt: SPkt) -> SRes:
@@ -949,6 +1008,9 @@ def to_netdev(ctx: SCtx, st: SNode, pkt: SPkt) -> SRes:
     out = replace(pkt, src=fe).ite(dsr_xlate, replace(pkt, src=rd_pkt.src).ite(
         local_xlate, pkt))
     step = ite_int(bor(dsr_xlate, local_xlate), STEP[Step.REV_DNAT], STEP[Step.PASS])
+    if closes(pkt):
+        upd = st.ct.put(*ek(pkt.dst, pkt.src), touched(e, pkt))
+        st = SNode(ct=upd.ite(e.valid, st.ct), snat=st.snat)
     if ctx.cfg.tunneling:
         found, tep = ctx.tep(out.dst.addr)
         enc = band(found, ne(tep, ctx.ip))
