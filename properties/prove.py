@@ -17,7 +17,7 @@ from properties.checks import Finding
 from properties.configs import Config
 from properties.decode import FlowDoc, Replayed, ScenarioValues, ip_text, nice, num, replay
 from properties.formulas import FORMULAS
-from properties.roundtrip import END_POD, Bounds, Run, World, build, init_invariant, run
+from properties.roundtrip import END_OPEN, END_POD, Bounds, Run, World, build, init_invariant, run
 from properties.symbolic import B, Facts, install, snapshot
 
 PROVED, COUNTEREXAMPLE, UNKNOWN, VACUOUS, DRIFT = (
@@ -130,7 +130,11 @@ def encode(prop: Property, cfg: Config, faults: frozenset[ModelFault], empty: bo
     """The configuration's encoding and the property instantiated over it."""
     enc = encoding(cfg, prop.bounds, faults, empty, timeout_ms)
     premise, safety = FORMULAS[prop.id](enc.run)
-    return enc, premise, safety
+    # the bound must cover whole round trips: a leg still travelling at the bound is a
+    # violation of every property (so a too-small bound can never make a proof pass)
+    closed = [z3.Implies(leg.active, leg.end != END_OPEN) for x in enc.run.exchanges
+              for leg in (x.request, x.reply)]
+    return enc, premise, z3.And(safety, *closed)
 
 
 def values(prop: Property, w: World, r: Run, m: z3.ModelRef) -> ScenarioValues:

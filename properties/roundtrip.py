@@ -61,7 +61,7 @@ class Bounds:
 
     packets: int = 2
     backends: int = 1
-    hops: int = 3
+    hops: int = 2
     extra_service: bool = False
 
     def describe(self) -> str:
