@@ -66,8 +66,15 @@ def _draw(results: list[Result], out: str) -> list[str]:
     except ImportError:
         return ["diagrams package not available: --diagrams skipped"]
     draw = getattr(diagrams, "draw_trace", None)
-    if draw is None:
-        return ["diagrams.draw_trace not available yet: --diagrams skipped"]
+    if draw is None:  # an editable install made before diagrams/__init__.py existed
+        try:
+            from diagrams.render import write
+            from diagrams.sequence import trace_dot
+        except ImportError:
+            return ["diagrams.draw_trace not available yet: --diagrams skipped"]
+
+        def draw(trace: dict[str, Any], path: Path, highlight: int | None = None) -> None:
+            write(trace_dot(trace, highlight), path)
     Path(out).mkdir(parents=True, exist_ok=True)
     for r in results:
         if r.counterexample is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import attrs
 import pytest
@@ -131,3 +132,12 @@ def test_mutants_are_all_killed_by_replayed_counterexamples() -> None:
     for r in rows:
         assert r["result"] == "counterexample" and r["counterexample"] is not None, r
         assert 0 <= r["violating_hop"] < len(r["counterexample"]["hops"])
+
+
+def test_diagrams_drawn_for_counterexamples(tmp_path: Path) -> None:
+    res = _run("prove", "--property", "P-DSR-01", "--mode", "snat", "--family", "ipv4",
+               "--diagrams", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    svgs = list(tmp_path.glob("P-DSR-01-*.svg"))
+    assert [p.name for p in svgs] == ["P-DSR-01-snat-ipv4-remote-nodeport-tcp.svg"]
+    assert "<svg" in svgs[0].read_text()
