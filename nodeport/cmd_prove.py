@@ -61,20 +61,8 @@ def _row(r: Result) -> str:
 
 def _draw(results: list[Result], out: str) -> list[str]:
     notes = []
-    try:
-        import diagrams
-    except ImportError:
-        return ["diagrams package not available: --diagrams skipped"]
-    draw = getattr(diagrams, "draw_trace", None)
-    if draw is None:  # an editable install made before diagrams/__init__.py existed
-        try:
-            from diagrams.render import write
-            from diagrams.sequence import trace_dot
-        except ImportError:
-            return ["diagrams.draw_trace not available yet: --diagrams skipped"]
+    from diagrams import draw_trace  # graphviz stays out of the proof path unless asked
 
-        def draw(trace: dict[str, Any], path: Path, highlight: int | None = None) -> None:
-            write(trace_dot(trace, highlight), path)
     Path(out).mkdir(parents=True, exist_ok=True)
     for r in results:
         if r.counterexample is None:
@@ -83,7 +71,7 @@ def _draw(results: list[Result], out: str) -> list[str]:
         if r.faults:
             name += "-" + "-".join(sorted(f.name.lower() for f in r.faults))
         path = Path(out) / f"{name}.svg"
-        draw(r.counterexample, path, highlight=r.finding.hop if r.finding else None)
+        draw_trace(r.counterexample, path, highlight=r.finding.hop if r.finding else None)
         notes.append(f"drew {path}")
     return notes
 
