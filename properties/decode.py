@@ -21,7 +21,7 @@ from model.scenario import parse
 from model.topology import ServiceType
 from properties.checks import CHECKERS, Finding, Replay
 from properties.configs import Config, Placement
-from properties.symbolic import BV, B
+from properties.terms import BV, B
 
 SEED_TRIES = 48
 

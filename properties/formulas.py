@@ -10,7 +10,8 @@ from model.drops import DropReason
 from model.nodeport import Step, Verdict
 from model.values import Proto
 from properties.roundtrip import END_CLIENT, END_DROP, END_POD, Run, SHop, hop_on, step_is
-from properties.symbolic import STEP, VERDICT, B, SEp, band, bor
+from properties.symstate import SEp
+from properties.terms import STEP, VERDICT, B, band, bor
 
 Formula = Callable[[Run], tuple[B, B]]
 REV_STEPS = (Step.REV_DNAT, Step.REV_SNAT)

@@ -30,26 +30,9 @@ from properties.prove import (
     counterexample,
     finish,
 )
-from properties.symbolic import (
-    BV,
-    B,
-    CtMap,
-    KeyLog,
-    NatMap,
-    Oracle,
-    SCt,
-    SCtx,
-    SEp,
-    band,
-    bnot,
-    bv,
-    eq,
-    in_range,
-    ite_bv,
-    set_distinct,
-    snat_nat,
-    snat_rev_nat,
-)
+from properties.symbolic import in_range, snat_nat, snat_rev_nat
+from properties.symstate import CtMap, KeyLog, NatMap, Oracle, SCt, SCtx, SEp
+from properties.terms import BV, B, band, bnot, bv, eq, ite_bv, set_distinct
 
 OUT, IN = TupleFlags.OUT, TupleFlags.IN
 NAT_MIN = NODEPORT_MAX_DEFAULT + 1

@@ -18,7 +18,7 @@ from properties.configs import Config
 from properties.decode import FlowDoc, Replayed, ScenarioValues, ip_text, nice, num, replay
 from properties.formulas import FORMULAS
 from properties.roundtrip import END_OPEN, END_POD, Bounds, Run, World, build, init_invariant, run
-from properties.symbolic import B, Facts, install, snapshot
+from properties.terms import B, Facts, install, snapshot
 
 PROVED, COUNTEREXAMPLE, UNKNOWN, VACUOUS, DRIFT = (
     "proved", "counterexample", "unknown", "vacuous", "drift")

@@ -21,34 +21,22 @@ from model.nodeport import Step, Verdict
 from model.topology import ServiceType, TrafficPolicy
 from model.values import DsrKind, Proto, TcpFlags
 from properties.configs import Config, Placement
-from properties.symbolic import (
+from properties.symbolic import from_netdev, from_overlay, in_range, to_netdev
+from properties.symstate import CtMap, KeyLog, NatMap, Oracle, SCtx, SEp, SNode, SPkt, SRes, SSvc
+from properties.terms import (
     BV,
     STEP,
     VERDICT,
     B,
-    CtMap,
-    KeyLog,
-    NatMap,
-    Oracle,
-    SCtx,
-    SEp,
-    SNode,
-    SPkt,
-    SRes,
-    SSvc,
     band,
     bor,
     bv,
     eq,
-    from_netdev,
-    from_overlay,
-    in_range,
     ite_b,
     ite_bv,
     ite_int,
     set_distinct,
     set_range,
-    to_netdev,
 )
 
 CLIENT, NODE, NOWHERE = 0, 1, 2  # receiver kinds

@@ -26,6 +26,8 @@ from model.scenario import parse
 from model.topology import ServiceType, TrafficPolicy
 from model.values import Endpoint, IPAddress, Packet, Proto
 from properties import symbolic as sy
+from properties import symstate as ss
+from properties import terms as tm
 from properties.configs import Config, Placement
 from properties.decode import FlowDoc, ScenarioValues, document
 
@@ -79,16 +81,16 @@ def _p(port: int) -> z3.BitVecRef:
     return z3.BitVecVal(port, 16)
 
 
-def _ep(e: Endpoint) -> sy.SEp:
-    return sy.SEp(addr=_a(e.addr), port=_p(e.port))
+def _ep(e: Endpoint) -> ss.SEp:
+    return ss.SEp(addr=_a(e.addr), port=_p(e.port))
 
 
-def _zero(ab: int) -> sy.SEp:
-    return sy.SEp(addr=z3.BitVecVal(0, ab), port=_p(0))
+def _zero(ab: int) -> ss.SEp:
+    return ss.SEp(addr=z3.BitVecVal(0, ab), port=_p(0))
 
 
-def _pkt(p: Packet, ab: int) -> sy.SPkt:
-    return sy.SPkt(src=_ep(p.src), dst=_ep(p.dst), proto=p.proto, flags=p.flags,
+def _pkt(p: Packet, ab: int) -> ss.SPkt:
+    return ss.SPkt(src=_ep(p.src), dst=_ep(p.dst), proto=p.proto, flags=p.flags,
                    dsr=z3.BoolVal(p.dsr is not None),
                    dsr_fe=_ep(p.dsr.frontend) if p.dsr is not None else _zero(ab),
                    outer=z3.BoolVal(p.outer is not None),
@@ -96,31 +98,31 @@ def _pkt(p: Packet, ab: int) -> sy.SPkt:
                    odst=_a(p.outer.dst) if p.outer else z3.BitVecVal(0, ab))
 
 
-def _node(st: NodeState, ab: int) -> sy.SNode:
-    ct = sy.CtMap.fresh("c", ab, sy.KeyLog(), empty=True)
+def _node(st: NodeState, ab: int) -> ss.SNode:
+    ct = ss.CtMap.fresh("c", ab, ss.KeyLog(), empty=True)
     for k, e in st.ct.entries.items():
-        ct = ct.put(_a(k.daddr), _a(k.saddr), _p(k.dport), _p(k.sport), k.flags, sy.SCt(
+        ct = ct.put(_a(k.daddr), _a(k.saddr), _p(k.dport), _p(k.sport), k.flags, ss.SCt(
             valid=z3.BoolVal(True), bid=_p(e.backend_id), rni=_p(e.rev_nat_index),
             node_port=z3.BoolVal(e.node_port), dsr=z3.BoolVal(e.dsr_internal),
             nat_set=z3.BoolVal(e.nat_addr is not None),
             nat_addr=_a(e.nat_addr) if e.nat_addr is not None else z3.BitVecVal(0, ab),
             nat_port=_p(e.nat_port), closing=z3.BoolVal(e.tx_closing or e.rx_closing)))
-    nat = sy.NatMap.fresh("n", ab, sy.KeyLog(), empty=True)
+    nat = ss.NatMap.fresh("n", ab, ss.KeyLog(), empty=True)
     for nk, ne in st.snat.entries.items():
         nat = nat.put(_a(nk.saddr), _a(nk.daddr), _p(nk.sport), _p(nk.dport), nk.flags,
-                      sy.SNat(valid=z3.BoolVal(True), addr=_a(ne.to_addr), port=_p(ne.to_port)))
-    return sy.SNode(ct=ct, snat=nat)
+                      ss.SNat(valid=z3.BoolVal(True), addr=_a(ne.to_addr), port=_p(ne.to_port)))
+    return ss.SNode(ct=ct, snat=nat)
 
 
-def _sctx(cfg: Config, world: World, st: NodeState, node: str, oracle: sy.Oracle) -> sy.SCtx:
+def _sctx(cfg: Config, world: World, st: NodeState, node: str, oracle: ss.Oracle) -> ss.SCtx:
     ab = 128 if cfg.ipv6 else 32
     lb = st.lb
     router = world.cluster.node(node).router_ip
-    services = tuple(sy.SSvc(fe=sy.SEp(addr=_a(a), port=_p(p)), rni=e.rev_nat_index,
+    services = tuple(ss.SSvc(fe=ss.SEp(addr=_a(a), port=_p(p)), rni=e.rev_nat_index,
                              slots=e.backend_slots, all_backends=e.all_backends, dsr=e.dsr,
                              etp_local=e.etp_local)
                      for (a, p, _), e in lb.services.items())
-    return sy.SCtx(cfg=cfg, index=0, ip=_a(world.cluster.node(node).ip), services=services,
+    return ss.SCtx(cfg=cfg, index=0, ip=_a(world.cluster.node(node).ip), services=services,
                    revnat={i: _ep(e) for i, e in lb.revnat.items()},
                    backends={i: _ep(e) for i, e in lb.backends.items()},
                    local_eps=tuple(_a(x) for x in lb.local_endpoints),
@@ -130,19 +132,19 @@ def _sctx(cfg: Config, world: World, st: NodeState, node: str, oracle: sy.Oracle
                    router=_a(router) if router is not None else None)
 
 
-def _same(s: sy.SRes, res: npm.HookResult, after: NodeState, before: NodeState,
+def _same(s: ss.SRes, res: npm.HookResult, after: NodeState, before: NodeState,
           ab: int) -> z3.BoolRef:
     p = res.packet
     parts: list[Any] = [
-        s.verdict == sy.VERDICT[res.verdict], s.step == sy.STEP[res.step],
-        s.reason == (res.reason.value if res.reason else sy.NO_REASON),
+        s.verdict == tm.VERDICT[res.verdict], s.step == tm.STEP[res.step],
+        s.reason == (res.reason.value if res.reason else tm.NO_REASON),
         s.pkt.src.addr == _a(p.src.addr), s.pkt.src.port == p.src.port,
         s.pkt.dst.addr == _a(p.dst.addr), s.pkt.dst.port == p.dst.port,
         s.icmp == (p.icmp is not None)]
     if res.verdict in (npm.Verdict.FORWARD, npm.Verdict.DELIVER):
         parts += [s.pkt.dsr == (p.dsr is not None), s.pkt.outer == (p.outer is not None)]
         if p.dsr is not None:
-            parts.append(sy.band(s.pkt.dsr_fe.addr == _a(p.dsr.frontend.addr),
+            parts.append(tm.band(s.pkt.dsr_fe.addr == _a(p.dsr.frontend.addr),
                                  s.pkt.dsr_fe.port == p.dsr.frontend.port))
         if p.outer is not None:
             parts += [s.pkt.osrc == _a(p.outer.src), s.pkt.odst == _a(p.outer.dst)]
@@ -169,7 +171,7 @@ def _same(s: sy.SRes, res: npm.HookResult, after: NodeState, before: NodeState,
 
 
 HOOKS: dict[str, tuple[Callable[..., tuple[NodeState, npm.HookResult]],
-                       Callable[..., sy.SRes]]] = {
+                       Callable[..., ss.SRes]]] = {
     "from-netdev": (npm.from_netdev, sy.from_netdev),
     "from-overlay": (npm.from_overlay, sy.from_overlay),
     "to-netdev": (npm.to_netdev, sy.to_netdev),
@@ -187,8 +189,8 @@ def test_symbolic_hook_admits_exactly_the_concrete_step(
                       router_ip=world.cluster.node(node).router_ip,
                       ipcache=world.ipcache(), now=1000)
     after, res = concrete(ctx, st, pkt)
-    sy.set_distinct([])
-    oracle = sy.Oracle("conf.")
+    tm.set_distinct([])
+    oracle = ss.Oracle("conf.")
     sres = symbolic(_sctx(cfg, world, st, node, oracle), _node(st, ab), _pkt(pkt, ab))
     same = _same(sres, res, after, st, ab)
     s = z3.Solver()
@@ -219,8 +221,8 @@ def test_conformance_notices_a_different_step() -> None:
                       ipcache=sc.world.ipcache(), now=1000,
                       faults=frozenset({ModelFault.SNAT_SKIPPED}))
     after, res = npm.from_netdev(ctx, st, pkt)
-    sy.set_distinct([])
-    oracle = sy.Oracle("neg.")
+    tm.set_distinct([])
+    oracle = ss.Oracle("neg.")
     sres = sy.from_netdev(_sctx(cfg, attrs.evolve(sc.world), st, "node1", oracle),
                           _node(st, 32), _pkt(pkt, 32))
     s = z3.Solver()
