@@ -18,6 +18,7 @@ from model.network import (
     gc_all,
     initial_state,
     reply_to,
+    reprogram,
     walk,
 )
 from model.values import Endpoint, IPAddress, Packet, Proto, TcpFlags
@@ -38,6 +39,10 @@ class FlowSpec:
     backend: str | None = None  # pod name pinned by the scenario
     idle: int = 0  # seconds of silence before the flow starts (CT GC runs then)
     close: bool = False  # TCP: end with FIN from the client, answered by the backend
+    # Endpoint changes applied before the flow: (service, new backends), and the dropped
+    # pods that stay as terminating backends (existing connections drain).
+    set_backends: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    terminating: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -74,6 +79,8 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
     pinned: IPAddress | None = None
     if spec.backend is not None:
         pinned = world.cluster.pod(spec.backend).ip
+    for service, members in spec.set_backends:
+        state = reprogram(world, state, service, members, spec.terminating)
     if spec.idle:
         state = gc_all(attrs.evolve(state, now=state.now + spec.idle))
     for i in range(spec.packets):

@@ -25,7 +25,7 @@ from model.nodeport import (
     to_netdev,
 )
 from model.topology import Cluster, Fabric
-from model.values import DsrKind, IPAddress, Packet, Proto, TcpFlags
+from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto, TcpFlags
 
 MAX_HOPS = 24
 
@@ -129,6 +129,53 @@ def lb_maps(world: World, node: str) -> LbMaps:
     return LbMaps(services=services, revnat=revnat,
                   backends={bid: b.addr for bid, b in c.backends.items()},
                   local_endpoints=frozenset(p.ip for p in c.pods if p.node == node))
+
+
+def reprogram(world: World, state: ClusterState, service: str, backends: tuple[str, ...],
+              terminating: tuple[str, ...] = ()) -> ClusterState:
+    """The agent's update when a service's endpoints change (scale, pod deletion).
+
+    Backend IDs stay stable; a new pod gets the next free ID. Pods listed in `terminating`
+    leave the service's slots but stay in the backend map so existing flows drain (the
+    BE_STATE_TERMINATING case of lb4_local); every other dropped backend is deleted,
+    unless another service still uses it.
+    """
+    c = world.cluster
+    svc = next(x for x in c.services if x.name == service)
+    fes = [f for f in c.frontends if f.service == service]
+    nodes = {}
+    for name, st in state.nodes.items():
+        lb = st.lb
+        by_ep = {ep: bid for bid, ep in lb.backends.items()}
+        table = dict(lb.backends)
+        ids = []
+        for pod in backends:
+            ep = Endpoint(addr=c.pod(pod).ip, port=svc.target_port)
+            if ep not in by_ep:
+                by_ep[ep] = max(table, default=0) + 1
+                table[by_ep[ep]] = ep
+            ids.append(by_ep[ep])
+        owner = {b.addr.addr: b.node for b in c.backends.values()}
+        owner.update({p.ip: p.node for p in c.pods})
+        services = dict(lb.services)
+        for fe in fes:
+            key = (fe.addr.addr, fe.addr.port, fe.proto)
+            if key not in services:
+                continue
+            entry = services[key]
+            slots = tuple(b for b in ids if not entry.etp_local or owner[table[b].addr] == name)
+            services[key] = attrs.evolve(entry, backend_slots=slots, all_backends=tuple(ids))
+        keep = set(ids) | {by_ep[Endpoint(addr=c.pod(p).ip, port=svc.target_port)]
+                           for p in terminating
+                           if Endpoint(addr=c.pod(p).ip, port=svc.target_port) in by_ep}
+        for entry in services.values():
+            keep.update(entry.all_backends)
+        for fe in fes:
+            for bid in fe.backend_ids:
+                if bid not in keep:
+                    table.pop(bid, None)
+        nodes[name] = attrs.evolve(st, lb=attrs.evolve(lb, services=services, backends=table))
+    return attrs.evolve(state, nodes=MappingProxyType(nodes))
 
 
 def initial_state(world: World) -> ClusterState:

@@ -312,10 +312,11 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     services = {s.name: s for s in cluster.services}
     nodes = {n.name: n for n in cluster.nodes}
     announced: dict[IPAddress, set[str]] = {}
+    live: dict[str, tuple[str, ...]] = {}  # each service's backends after earlier changes
     flows = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
-                        "close"},
+                        "close", "setBackends", "terminating"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
@@ -348,8 +349,24 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
                 announced.setdefault(addr, set()).add(via)
         if type(frontend.addr) is not type(client.ip):
             raise r.fail(f"{p}.to", "mixed address families between client and frontend")
+        set_backends = []
+        for sname, pods in r.mapping(m.get("setBackends", {}), f"{p}.setBackends",
+                                     set(services)).items():
+            where = f"{p}.setBackends.{sname}"
+            names = tuple(r.string(x, f"{where}[{i}]") for i, x in enumerate(r.seq(pods, where)))
+            for i, pod in enumerate(names):
+                if pod not in {pd.name for pd in cluster.pods}:
+                    raise r.fail(f"{where}[{i}]", f"unknown pod {pod!r}")
+            set_backends.append((sname, names))
+        terminating = tuple(
+            r.string(x, f"{p}.terminating[{i}]")
+            for i, x in enumerate(r.seq(m.get("terminating", []), f"{p}.terminating")))
+        for i, pod in enumerate(terminating):
+            if pod not in {pd.name for pd in cluster.pods}:
+                raise r.fail(f"{p}.terminating[{i}]", f"unknown pod {pod!r}")
         backend = r.opt(m, "backend", p, r.string, None)
-        if backend is not None and backend not in svc.backends:
+        live.update(dict(set_backends))
+        if backend is not None and backend not in live.get(svc.name, svc.backends):
             raise r.fail(f"{p}.backend", f"{backend!r} is not a backend of {svc.name!r}")
         flows.append(FlowSpec(
             name=m["name"], client=client.name, service=svc.name, via=via, backend=backend,
@@ -357,6 +374,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             frontend=frontend, proto=svc.proto,
             packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
             idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
-            close=r.opt(m, "close", p, r.boolean, False)))
+            close=r.opt(m, "close", p, r.boolean, False),
+            set_backends=tuple(set_backends), terminating=terminating))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 
