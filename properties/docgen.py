@@ -28,7 +28,20 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "Methods: **induction** proves initiation, consecution and Inv => Safety over "
            "arbitrary map contents; **BMC** checks whole round trips (request leg, backend "
            "reply leg) of one flow for all addresses, ports and map contents in which the "
-           "flow is new, to the stated bound.", ""]
+           "flow is new, to the stated bound.", "",
+           "## Assumptions, and what they exclude", "",
+           "- **The flow is new.** Round-trip proofs start from arbitrary CT/SNAT contents in "
+           "which no entry is keyed to the client's port yet. Without it, an older flow's "
+           "entries can answer for the new one: Cilium's documented Known Issue. One client "
+           "reusing a source port towards "
+           "two frontends that share a UDP DSR backend gets replies from the first frontend, "
+           "because `nodeport_dsr_ingress_ipv4` does not refresh an established UDP DSR "
+           "entry. `examples/known-issue-udp-dsr-port-reuse.yaml` shows it concretely.",
+           "- **Maps are not full.** LRU eviction of CT/SNAT entries is modelled concretely "
+           "(`model/maps.py`, the self-healing of SNAT pairs) but not in the symbolic "
+           "encoding.",
+           "- **One fabric fact at a time.** P-ENV-01/02 enable one environment fact per "
+           "configuration.", ""]
     for p in PROPERTIES:
         rs = by_prop.get(p.id, [])
         total = sum(r.seconds for r in rs)
