@@ -89,15 +89,18 @@ class AbstractionError(ValueError):
 
 # -- configuration: model World -> datapath NodeConfig ------------------------------------
 def node_config(world: World, node: str, *, ct_capacity: int | None = None,
-                nat_capacity: int | None = None) -> NodeConfig:
-    """The NodeConfig the agent would program into `node` for this World."""
+                nat_capacity: int | None = None, agent: AgentView | None = None
+                ) -> NodeConfig:
+    """The NodeConfig the agent would program into `node` for this World (after the
+    endpoint changes `agent` has recorded, if given)."""
     c = world.cluster
     cfg = world.cfg
     me = c.node(node)
     v6 = isinstance(me.ip, IPv6Address)
     services = tuple(
         ServiceConfig(frontend=str(fe.addr.addr), port=fe.addr.port,
-                      rev_nat_index=fe.rev_nat_index, backends=fe.backend_ids,
+                      rev_nat_index=fe.rev_nat_index,
+                      backends=fe.backend_ids if agent is None else agent.ids(fe.service),
                       proto=_PROTO[fe.proto], kind=_KIND[fe.kind],  # type: ignore[arg-type]
                       ext_traffic_local=fe.etp_local,
                       source_ranges=tuple(str(r) for r in fe.source_ranges),
@@ -105,7 +108,8 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         for fe in c.frontends_on(node))
     backends = tuple(BackendConfig(id=bid, address=str(b.addr.addr), port=b.addr.port,
                                    proto=_PROTO[_backend_proto(world, bid)])
-                     for bid, b in sorted(c.backends.items()))
+                     for bid, b in sorted(c.backends.items())) if agent is None \
+        else agent.backend_configs()
     endpoints = tuple(EndpointConfig(address=str(p.ip), ifindex=100 + i, ep_id=1000 + i)
                       for i, p in enumerate(c.pods) if p.node == node)
     teps = tuple((str(a), str(t)) for a, t in world.ipcache().items())
@@ -119,6 +123,76 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         router_ipv4=str(me.router_ip) if me.router_ip is not None and not v6 else None,
         router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
         no_backend_response="reject" if cfg.reject_no_backend else "drop")
+
+
+class AgentView:
+    """The agent's endpoint bookkeeping behind cilium_lb{4,6}_backends_v3 IDs.
+
+    Written independently of model.network.reprogram so that the LB maps compared after
+    each change check the model's rule rather than copy it: a backend is one (address, port,
+    protocol); its ID is stable while any service (or a drain) holds it; a new one takes the
+    next ID above the highest in use; a pod dropped from a service is deleted unless listed
+    as terminating (kept with BE_STATE_TERMINATING, in no slot) or still live elsewhere.
+    """
+
+    def __init__(self, world: World) -> None:
+        c = world.cluster
+        self.world = world
+        self.svc = {s.name: s for s in c.services}
+        # backend id -> (pod, port, proto)
+        self.table: dict[int, tuple[str, int, Proto]] = {}
+        for bid, b in c.backends.items():
+            self.table[bid] = (b.pod, b.addr.port, _backend_proto(world, bid))
+        self.live: dict[str, tuple[int, ...]] = {}
+        for fe in c.frontends:
+            self.live.setdefault(fe.service, fe.backend_ids)
+        for s in c.services:
+            self.live.setdefault(s.name, ())
+        self.draining: dict[str, set[int]] = {}  # service -> its terminating backends
+        self.terminating: set[int] = set()
+
+    def ids(self, service: str) -> tuple[int, ...]:
+        """The service's live backend IDs, in slot order."""
+        return self.live[service]
+
+    def backend_id(self, service: str, pod: str) -> int | None:
+        """The ID `pod` has as a backend of `service`, if it is one."""
+        s = self.svc[service]
+        for bid in self.live[service]:
+            if self.table[bid] == (pod, s.target_port, s.proto):
+                return bid
+        return None
+
+    def apply(self, service: str, pods: tuple[str, ...], terminating: tuple[str, ...]) -> None:
+        """One endpoint change: `service` now has `pods`; `terminating` pods drain."""
+        s = self.svc[service]
+        by_key = {k: bid for bid, k in self.table.items()}
+        ids = []
+        for pod in pods:
+            key = (pod, s.target_port, s.proto)
+            if key not in by_key:
+                by_key[key] = max(self.table, default=0) + 1
+                self.table[by_key[key]] = key
+            ids.append(by_key[key])
+        dropped = set(self.live[service]) | self.draining.get(service, set())
+        self.live[service] = tuple(ids)
+        held = {b for v in self.live.values() for b in v}
+        drain = {b for b in dropped - held if self.table[b][0] in terminating}
+        self.draining[service] = drain
+        others = {b for n, v in self.draining.items() if n != service for b in v}
+        for bid in dropped - held - drain - others:
+            self.table.pop(bid)
+        for n in self.draining:  # back in a service: active again
+            self.draining[n] -= held
+        self.terminating = {b for v in self.draining.values() for b in v}
+
+    def backend_configs(self) -> tuple[BackendConfig, ...]:
+        """cilium_lb{4,6}_backends_v3 as the agent writes it now."""
+        c = self.world.cluster
+        return tuple(
+            BackendConfig(id=bid, address=str(c.pod(pod).ip), port=port, proto=_PROTO[proto],
+                          state="terminating" if bid in self.terminating else "active")
+            for bid, (pod, port, proto) in sorted(self.table.items()))
 
 
 def _backend_proto(world: World, bid: int) -> Proto:

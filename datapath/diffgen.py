@@ -4,10 +4,12 @@ A program is a scenario document in model.scenario's YAML format, so a shrunk fa
 printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-2 services
 (NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
 backends, backends shared between services, loadBalancerSourceRanges), 1-6 flows (source
-ports in and below the NAT range and reused across flows, 1-4 packets, FIN close, idle
-time with CT GC), in snat / dsr / hybrid, opt / geneve dispatch, native / tunnel routing,
-IPv4 / IPv6, reject / drop for backend-less services; Cilium version 1.20 (the release the
-reference datapath implements: DSR frontend in the CT entry, pure-SYN reopen).
+ports in and below the NAT range and reused across flows, the same connection sent
+again, 1-4 packets, FIN close, idle time with CT GC, endpoint changes before a flow: scale
+up, pod deletion, termination with drain, replacement), in snat / dsr / hybrid, opt /
+geneve dispatch, native / tunnel routing, IPv4 / IPv6, reject / drop for backend-less
+services; Cilium version 1.20 (the release the reference datapath implements: DSR
+frontend in the CT entry, pure-SYN reopen).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import attrs
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import seed as hseed
 from hypothesis import strategies as st
 
@@ -91,8 +93,29 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
             svc["externalIPs"] = [a["ext"].format(20 + i)]
         services.append(svc)
     clients = [{"name": f"client{i}", "ip": a["client"].format(7 + i)} for i in range(2)]
-    flows = []
+    flows: list[dict[str, Any]] = []
+    live = {s["name"]: list(s["backends"]) for s in services}
+    names = [p["name"] for p in pods]
+    removed = {s["name"]: 0 for s in services}  # endpoint changes that dropped a pod
+    left: set[tuple[str, str]] = set()
     for i in range(draw(st.sampled_from((1, 2, 3, 4, 6)))):
+        before = {k: list(v) for k, v in live.items()}
+        change = _endpoint_change(draw, services, live, names, left) if flows else None
+        for sname, pods_before in before.items():
+            removed[sname] += any(p not in live[sname] for p in pods_before)
+        if flows and draw(st.integers(0, 2)) == 0:  # the same connection again
+            prev = flows[draw(st.integers(0, len(flows) - 1))]
+            flow: dict[str, Any] = {
+                "name": f"flow{i}", "client": prev["client"],
+                "sourcePort": prev["sourcePort"], "to": prev["to"],
+                "packets": draw(st.sampled_from((1, 2, 3, 4)))}
+            svc = next(x for x in services if x["name"] == prev["svc"])
+            via = prev["to"]["via" if "via" in prev["to"] else "node"]
+            flow["svc"] = svc["name"]
+            _finish_flow(draw, flow, svc, via, pods, live, change)
+            _fresh_after_removal(flow, flows, removed)
+            flows.append(flow)
+            continue
         svc = services[draw(st.integers(0, len(services) - 1))]
         via = draw(st.sampled_from(nodes))
         if "clusterIP" in svc and draw(st.integers(0, 2)) == 0:
@@ -104,21 +127,15 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
             addr = svc["loadBalancerIP"] if svc["type"] == "LoadBalancer" \
                 else svc["externalIPs"][0]
             to = {"address": addr, "port": svc["port"], "via": via}
-        flow: dict[str, Any] = {
+        flow = {
             "name": f"flow{i}", "client": draw(st.sampled_from(("client0", "client1"))),
             "sourcePort": draw(st.sampled_from(SOURCE_PORTS)), "to": to,
-            "packets": draw(st.sampled_from((1, 2, 3, 4)))}
-        eligible = [b for b in svc["backends"]
-                    if svc["externalTrafficPolicy"] == "Cluster"
-                    or next(p for p in pods if p["name"] == b)["node"] == via]
-        if eligible:
-            flow["backend"] = draw(st.sampled_from(eligible))
-        if svc["protocol"] == "TCP" and draw(st.booleans()):
-            flow["close"] = True
-        idle = draw(st.sampled_from(IDLE))
-        if idle:
-            flow["idle"] = idle
+            "packets": draw(st.sampled_from((1, 2, 3, 4))), "svc": svc["name"]}
+        _finish_flow(draw, flow, svc, via, pods, live, change)
+        _fresh_after_removal(flow, flows, removed)
         flows.append(flow)
+    for f in flows:
+        del f["svc"], f["_removed"]
     return {
         "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
                    "routingMode": routing, "tunnelProtocol": "geneve", "seed": draw(
@@ -126,6 +143,109 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
                    "serviceNoBackendResponse": draw(st.sampled_from(("reject", "drop")))},
         "nodes": [{"name": n, "ip": a["node"].format(3 + i)} for i, n in enumerate(nodes)],
         "pods": pods, "services": services, "clients": clients, "flows": flows,
+    }
+
+
+def _endpoint_change(draw: Callable[..., Any], services: list[dict[str, Any]],
+                     live: dict[str, list[str]], pods: list[str], left: set[tuple[str, str]]
+                     ) -> tuple[dict[str, list[str]], list[str]] | None:
+    """Sometimes an endpoint change before a flow: scale up (a pod joins), pod deletion or
+    termination (a pod leaves, deleted or draining), or a replacement (one of each)."""
+    kind = draw(st.sampled_from(("none", "none", "up", "delete", "terminate", "replace")))
+    if kind == "none" or len({(s["targetPort"], s["protocol"]) for s in services}) > len(
+            {s["targetPort"] for s in services}):
+        # model.network.reprogram matches backends by (address, port) only, so a TCP and a
+        # UDP service on one targetPort would share a backend ID (a known model bug).
+        return None
+    svc = services[draw(st.integers(0, len(services) - 1))]["name"]
+    now = list(live[svc])
+    out = [p for p in pods if p not in now]
+    gone: list[str] = []
+    if kind in ("up", "replace") and out:
+        now.append(draw(st.sampled_from(out)))
+    # Only pods no other service holds leave: a backend still live elsewhere stays
+    # BE_STATE_ACTIVE in the shared backend map, and lb4_local then keeps even a SYN on it
+    # while the model reselects (a backend outside the service's slots counts as
+    # terminating there): reported, not generated.
+    # Nor pods an earlier change added: the model never deletes those (it only considers
+    # the service's original backend IDs; a known model bug).
+    first = next(x for x in services if x["name"] == svc)["backends"]
+    mine = [p for p in live[svc] if p in first and (svc, p) not in left
+            and not any(p in v for n, v in live.items() if n != svc)]
+    if kind in ("delete", "terminate", "replace") and mine:
+        gone = [draw(st.sampled_from(mine))]
+        now.remove(gone[0])
+        left.add((svc, gone[0]))  # back later under a new ID, which the model never drops
+    if now == live[svc] or not now:
+        # Not to zero: for a SYN on a stale CT_SERVICE entry of a backend-less service the
+        # model skips the CT lifetime refresh ct_lookup4 did before lb4_local gave up (a
+        # known model bug).
+        return None
+    live[svc] = now
+    return {svc: now}, (gone if kind in ("terminate", "replace") else [])
+
+
+def _fresh_after_removal(flow: dict[str, Any], flows: list[dict[str, Any]],
+                         removed: dict[str, int]) -> None:
+    """A connection whose CT_SERVICE entry has seen more than a SYN is not reopened after
+    its service lost a pod: a fresh source port instead.  On reselection lb4_local keeps
+    the entry ct_lookup4 refreshed (ct_update_svc_entry sets backend and rev_nat_index
+    only) while the model writes a new one (a known model bug; see the report)."""
+    key = (flow["client"], flow["sourcePort"], repr(flow["to"]))
+    for f in flows:
+        if (f["client"], f["sourcePort"], repr(f["to"])) == key and (
+                f["_removed"] != removed[flow["svc"]]) and (
+                f["packets"] > 1 or f.get("close")):
+            flow["sourcePort"] = 41000 + len(flows)
+            break
+    flow["_removed"] = removed[flow["svc"]]
+
+
+def _finish_flow(draw: Callable[..., Any], flow: dict[str, Any], svc: dict[str, Any],
+                 via: str, pods: list[dict[str, Any]], live: dict[str, list[str]],
+                 change: tuple[dict[str, list[str]], list[str]] | None) -> None:
+    """Endpoint change, pinned backend (from the service's backends after the change),
+    FIN close and idle time of one generated flow."""
+    if change is not None:
+        flow["setBackends"] = change[0]
+        if change[1]:
+            flow["terminating"] = change[1]
+    eligible = [b for b in live[svc["name"]]
+                if svc["externalTrafficPolicy"] == "Cluster"
+                or next(p for p in pods if p["name"] == b)["node"] == via]
+    if eligible:
+        flow["backend"] = draw(st.sampled_from(eligible))
+    if svc["protocol"] == "TCP" and draw(st.booleans()):
+        flow["close"] = True
+    idle = draw(st.sampled_from(IDLE))
+    if idle:
+        flow["idle"] = idle
+
+
+def drain_program(combo: tuple[str, str, str, str]) -> dict[str, Any]:
+    """The explicit example every configuration starts with: a connection whose backend
+    is replaced and left terminating, then opened again with a SYN (lb4_local must not
+    keep a terminating backend for it), then a fresh connection."""
+    fam, mode, dispatch, routing = combo
+    a = ADDR[fam]
+    to = {"node": "node1", "service": "web"}
+    return {
+        "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+                   "routingMode": routing, "tunnelProtocol": "geneve", "seed": 0},
+        "nodes": [{"name": "node1", "ip": a["node"].format(3)},
+                  {"name": "node2", "ip": a["node"].format(4)}],
+        "pods": [{"name": "pod0", "node": "node2", "ip": a["pod"].format(2, 10)},
+                 {"name": "pod1", "node": "node2", "ip": a["pod"].format(2, 11)}],
+        "services": [{"name": "web", "type": "NodePort", "protocol": "TCP", "port": 80,
+                      "targetPort": 8080, "nodePort": 30080, "backends": ["pod0"]}],
+        "clients": [{"name": "client0", "ip": a["client"].format(7)}],
+        "flows": [
+            {"name": "open", "client": "client0", "sourcePort": 40000, "to": to,
+             "packets": 1, "backend": "pod0"},
+            {"name": "reopen", "client": "client0", "sourcePort": 40000, "to": to,
+             "packets": 2, "setBackends": {"web": ["pod1"]}, "terminating": ["pod0"]},
+            {"name": "fresh", "client": "client0", "sourcePort": 40001, "to": to,
+             "packets": 1, "setBackends": {"web": ["pod1", "pod0"]}, "backend": "pod0"}],
     }
 
 
@@ -200,7 +320,7 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
         prop = hseed(seed * 1000 + i)(settings(
             max_examples=per, deadline=None, database=None, phases=phases,
             suppress_health_check=list(HealthCheck), print_blob=False)(
-                given(programs(combo))(one)))
+                given(programs(combo))(example(drain_program(combo))(one))))
         with contextlib.suppress(_Found):
             prop()
         if last:

@@ -42,6 +42,7 @@ from datapath.abstraction import (
     CT_MAPS,
     NAT_MAPS,
     AbstractionError,
+    AgentView,
     bytes_of,
     node_config,
     node_state,
@@ -61,6 +62,7 @@ from model.network import (
     gc_all,
     initial_state,
     reply_to,
+    reprogram,
     walk,
 )
 from model.nodeport import Step
@@ -391,6 +393,7 @@ class DiffRun:
         cfg = world.cfg
         self.ren = PortRenaming([a for n in world.cluster.nodes for a in (n.ip, n.router_ip)
                                  if a is not None], cfg.nat_min, cfg.nat_max_port)
+        self.agent = AgentView(world)
         self.mtrace: list[str] = []
         self.dtrace: list[str] = []
         self.counters = counters or Counters()
@@ -443,8 +446,13 @@ class DiffRun:
     def run_flow(self, spec: FlowSpec) -> Divergence | None:
         """model.flows.run_flow, step by step on both sides."""
         c = self.world.cluster
+        if spec.set_backends:
+            div = self.change_endpoints(spec)
+            if div is not None:
+                return div
         pinned = c.pod(spec.backend).ip if spec.backend is not None else None
-        pin_id = backend_id(self.world, spec)
+        pin_id = None if spec.backend is None else self.agent.backend_id(spec.service,
+                                                                         spec.backend)
         if spec.idle:
             self.state = gc_all(attrs.evolve(self.state, now=self.state.now + spec.idle))
             self.net.advance(spec.idle)
@@ -478,6 +486,22 @@ class DiffRun:
             if me.kind != "client":
                 return None
         return None
+
+    def change_endpoints(self, spec: FlowSpec) -> Divergence | None:
+        """The flow's endpoint changes: model.network.reprogram on the model side, the
+        agent's new NodeConfig through Datapath.reprogram on every node; then the LB maps
+        (backend IDs, slots, deleted and draining backends) and CT/NAT must still agree."""
+        for service, pods in spec.set_backends:
+            self.state = reprogram(self.world, self.state, service, pods, spec.terminating)
+            self.agent.apply(service, pods, spec.terminating)
+        for name, dp in self.net.nodes.items():
+            dp.reprogram(node_config(self.world, name, agent=self.agent))
+        changes = "; ".join(f"{s}={list(p)}" for s, p in spec.set_backends)
+        step = f"{spec.name}: setBackends {changes} terminating={list(spec.terminating)}"
+        self.mtrace.append(f"-- {step}")
+        self.dtrace.append(f"-- {step}")
+        diffs = self._state_diffs(lb=True)
+        return self._fail(step, diffs) if diffs else None
 
     def run(self, flows: Iterable[FlowSpec],
             between: Callable[[int], None] | None = None) -> Divergence | None:

@@ -108,6 +108,7 @@ class Node:
         self.clusterip_check = "no_clusterip_check" not in f
         self.keep_stale_revnat = "revnat_index_not_updated_shared_backend" in f
         self.revnat_to_netdev = "skip_revnat_to_netdev" not in f
+        self.syn_keeps_terminating = "terminating_backend_kept_for_syn" in f
         program_maps(self)
         self._derive()
 

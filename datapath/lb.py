@@ -78,7 +78,8 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
         else None
     if entry is not None:
         be = backends.get(entry.backend_id)
-        if be is not None and (be.flags == BE_STATE_ACTIVE or not tcp_flags & TCP_SYN):
+        if be is not None and (be.flags == BE_STATE_ACTIVE or not tcp_flags & TCP_SYN
+                               or node.syn_keeps_terminating):
             return entry.backend_id, be, False
         backend_id, be = _pick(node, backends, key, svc.count)
         entry.backend_id = backend_id

@@ -37,7 +37,7 @@ def test_examples_agree(path: Path) -> None:
 
 
 def test_seeded_fault_is_found_and_shrunk() -> None:
-    s = difftest(48, 1, reference_factory, frozenset({"dsr_ct_no_nat_info"}))
+    s = difftest(48, 1, reference_factory, frozenset({"snat_keep_port_out_of_range"}))
     assert s.failure is not None
     text = format_failure(s.failure)
     assert "minimal failing scenario" in text and "first divergence" in text
@@ -46,7 +46,7 @@ def test_seeded_fault_is_found_and_shrunk() -> None:
     assert doc == s.failure.doc
     parse(doc)  # a loadable scenario
     assert len(doc["flows"]) == 1 and doc["flows"][0]["packets"] == 1  # shrunk
-    assert run_program(doc, reference_factory, frozenset({"dsr_ct_no_nat_info"}),
+    assert run_program(doc, reference_factory, frozenset({"snat_keep_port_out_of_range"}),
                        Counters()) is not None
     assert run_program(doc, reference_factory, frozenset(), Counters()) is None
 
@@ -86,3 +86,29 @@ def test_port_renaming_is_a_bijection() -> None:
     d = ren.apply(_pkt(Endpoint(addr=c, port=40003), be),
                   _pkt(Endpoint(addr=c, port=50001), be), client_port=1)
     assert d is not None and d.src.port == 40003
+
+
+def test_program_with_backend_changes_agrees_and_reprograms_both_sides() -> None:
+    from datapath.diffgen import COMBOS, drain_program
+
+    for combo in (COMBOS[0], COMBOS[-1]):
+        doc = drain_program(combo)
+        sc = parse(doc)
+        run = DiffRun(sc.world, reference_factory)
+        assert run.run(sc.flows) is None, combo
+        assert any("setBackends" in line for line in run.dtrace)
+        # pod0 drained, then came back under its old, stable ID
+        assert run.agent.backend_id("web", "pod0") == 1
+        assert set(run.state.nodes["node1"].lb.backends) == {1, 2}
+
+
+def test_fault_only_visible_after_a_backend_change_is_caught() -> None:
+    from datapath.diffgen import COMBOS, drain_program
+
+    doc = drain_program(COMBOS[0])
+    fault = frozenset({"terminating_backend_kept_for_syn"})
+    div = run_program(doc, reference_factory, fault, Counters())
+    assert div is not None and div.step.startswith("reopen: request 1")
+    static = dict(doc, flows=[dict(f, sourcePort=40000 + i) for i, f in enumerate(
+        [x for x in doc["flows"] if "setBackends" not in x])])
+    assert run_program(static, reference_factory, fault, Counters()) is None
