@@ -131,7 +131,8 @@ class AgentView:
     Written independently of model.network.reprogram so that the LB maps compared after
     each change check the model's rule rather than copy it: a backend is one (address, port,
     protocol); its ID is stable while any service (or a drain) holds it; a new one takes the
-    next ID above the highest in use; a pod dropped from a service is deleted unless listed
+    allocator's next ID (pkg/loadbalancer's IDAllocator: nextID++, freed IDs are not handed
+    straight back); a pod dropped from a service is deleted unless listed
     as terminating (kept with BE_STATE_TERMINATING, in no slot) or still live elsewhere.
     """
 
@@ -150,6 +151,7 @@ class AgentView:
             self.live.setdefault(s.name, ())
         self.draining: dict[str, set[int]] = {}  # service -> its terminating backends
         self.terminating: set[int] = set()
+        self.next_id = max(self.table, default=0) + 1
 
     def ids(self, service: str) -> tuple[int, ...]:
         """The service's live backend IDs, in slot order."""
@@ -171,7 +173,7 @@ class AgentView:
         for pod in pods:
             key = (pod, s.target_port, s.proto)
             if key not in by_key:
-                by_key[key] = max(self.table, default=0) + 1
+                by_key[key], self.next_id = self.next_id, self.next_id + 1
                 self.table[by_key[key]] = key
             ids.append(by_key[key])
         dropped = set(self.live[service]) | self.draining.get(service, set())

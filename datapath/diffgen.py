@@ -96,13 +96,9 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
     flows: list[dict[str, Any]] = []
     live = {s["name"]: list(s["backends"]) for s in services}
     names = [p["name"] for p in pods]
-    removed = {s["name"]: 0 for s in services}  # endpoint changes that dropped a pod
     left: set[tuple[str, str]] = set()
     for i in range(draw(st.sampled_from((1, 2, 3, 4, 6)))):
-        before = {k: list(v) for k, v in live.items()}
         change = _endpoint_change(draw, services, live, names, left) if flows else None
-        for sname, pods_before in before.items():
-            removed[sname] += any(p not in live[sname] for p in pods_before)
         if flows and draw(st.integers(0, 2)) == 0:  # the same connection again
             prev = flows[draw(st.integers(0, len(flows) - 1))]
             flow: dict[str, Any] = {
@@ -113,7 +109,6 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
             via = prev["to"]["via" if "via" in prev["to"] else "node"]
             flow["svc"] = svc["name"]
             _finish_flow(draw, flow, svc, via, pods, live, change)
-            _fresh_after_removal(flow, flows, removed)
             flows.append(flow)
             continue
         svc = services[draw(st.integers(0, len(services) - 1))]
@@ -132,10 +127,9 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
             "sourcePort": draw(st.sampled_from(SOURCE_PORTS)), "to": to,
             "packets": draw(st.sampled_from((1, 2, 3, 4))), "svc": svc["name"]}
         _finish_flow(draw, flow, svc, via, pods, live, change)
-        _fresh_after_removal(flow, flows, removed)
         flows.append(flow)
     for f in flows:
-        del f["svc"], f["_removed"]
+        del f["svc"]
     return {
         "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
                    "routingMode": routing, "tunnelProtocol": "geneve", "seed": draw(
@@ -151,11 +145,9 @@ def _endpoint_change(draw: Callable[..., Any], services: list[dict[str, Any]],
                      ) -> tuple[dict[str, list[str]], list[str]] | None:
     """Sometimes an endpoint change before a flow: scale up (a pod joins), pod deletion or
     termination (a pod leaves, deleted or draining), or a replacement (one of each)."""
-    kind = draw(st.sampled_from(("none", "none", "up", "delete", "terminate", "replace")))
-    if kind == "none" or len({(s["targetPort"], s["protocol"]) for s in services}) > len(
-            {s["targetPort"] for s in services}):
-        # model.network.reprogram matches backends by (address, port) only, so a TCP and a
-        # UDP service on one targetPort would share a backend ID (a known model bug).
+    kind = draw(st.sampled_from(("none", "none", "up", "delete", "terminate", "replace",
+                                 "all")))
+    if kind == "none":
         return None
     svc = services[draw(st.integers(0, len(services) - 1))]["name"]
     now = list(live[svc])
@@ -163,42 +155,16 @@ def _endpoint_change(draw: Callable[..., Any], services: list[dict[str, Any]],
     gone: list[str] = []
     if kind in ("up", "replace") and out:
         now.append(draw(st.sampled_from(out)))
-    # Only pods no other service holds leave: a backend still live elsewhere stays
-    # BE_STATE_ACTIVE in the shared backend map, and lb4_local then keeps even a SYN on it
-    # while the model reselects (a backend outside the service's slots counts as
-    # terminating there): reported, not generated.
-    # Nor pods an earlier change added: the model never deletes those (it only considers
-    # the service's original backend IDs; a known model bug).
-    first = next(x for x in services if x["name"] == svc)["backends"]
-    mine = [p for p in live[svc] if p in first and (svc, p) not in left
-            and not any(p in v for n, v in live.items() if n != svc)]
-    if kind in ("delete", "terminate", "replace") and mine:
-        gone = [draw(st.sampled_from(mine))]
+    if kind in ("delete", "terminate", "replace") and now:
+        gone = [draw(st.sampled_from(now))]
         now.remove(gone[0])
-        left.add((svc, gone[0]))  # back later under a new ID, which the model never drops
-    if now == live[svc] or not now:
-        # Not to zero: for a SYN on a stale CT_SERVICE entry of a backend-less service the
-        # model skips the CT lifetime refresh ct_lookup4 did before lb4_local gave up (a
-        # known model bug).
+    if kind == "all":  # scale to zero: every pod leaves (some terminating)
+        gone, now = list(now), []
+    left.update((svc, g) for g in gone)
+    if now == live[svc]:
         return None
     live[svc] = now
-    return {svc: now}, (gone if kind in ("terminate", "replace") else [])
-
-
-def _fresh_after_removal(flow: dict[str, Any], flows: list[dict[str, Any]],
-                         removed: dict[str, int]) -> None:
-    """A connection whose CT_SERVICE entry has seen more than a SYN is not reopened after
-    its service lost a pod: a fresh source port instead.  On reselection lb4_local keeps
-    the entry ct_lookup4 refreshed (ct_update_svc_entry sets backend and rev_nat_index
-    only) while the model writes a new one (a known model bug; see the report)."""
-    key = (flow["client"], flow["sourcePort"], repr(flow["to"]))
-    for f in flows:
-        if (f["client"], f["sourcePort"], repr(f["to"])) == key and (
-                f["_removed"] != removed[flow["svc"]]) and (
-                f["packets"] > 1 or f.get("close")):
-            flow["sourcePort"] = 41000 + len(flows)
-            break
-    flow["_removed"] = removed[flow["svc"]]
+    return {svc: now}, (gone if kind in ("terminate", "replace", "all") else [])
 
 
 def _finish_flow(draw: Callable[..., Any], flow: dict[str, Any], svc: dict[str, Any],

@@ -61,6 +61,13 @@ def reopens(version: CiliumVersion, entry: CtEntry, pkt: Packet) -> bool:
     return True
 
 
+def reset(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int,
+          service: bool = True) -> CtEntry:
+    """ACTION_CREATE on a closing entry: closing and seen flags cleared, SYN timeout again."""
+    fresh = attrs.evolve(entry, tx_closing=False, rx_closing=False, seen_non_syn=False)
+    return attrs.evolve(fresh, lifetime=_lifetime(version, pkt, fresh, service, now))
+
+
 def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
               direction: Direction = Direction.ORIGINAL, service: bool = False) -> CtEntry:
     """__ct_lookup's per-hit update: seen_non_syn, closing flags, refreshed lifetime."""

@@ -156,6 +156,7 @@ class LbMaps:
     backends: Mapping[int, Endpoint] = attrs.field(converter=_frozen_map)
     revnat: Mapping[int, Endpoint] = attrs.field(converter=_frozen_map)
     local_endpoints: frozenset[IPAddress] = frozenset()  # cilium_lxc
+    terminating: frozenset[int] = frozenset()  # backend IDs flagged BE_STATE_TERMINATING
 
 
 @attrs.frozen(kw_only=True)

@@ -24,7 +24,7 @@ from model.nodeport import (
     reply_hook,
     to_netdev,
 )
-from model.topology import Cluster, Fabric
+from model.topology import Cluster, Fabric, Service
 from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto, TcpFlags
 
 MAX_HOPS = 24
@@ -108,6 +108,7 @@ class ClusterState:
 
     nodes: Mapping[str, NodeState]
     now: int = 0
+    agent: AgentBackends | None = None  # None: still as topology.derive() made them
 
 
 def uses_dsr(cfg: CiliumConfig, proto: Proto) -> bool:
@@ -131,56 +132,92 @@ def lb_maps(world: World, node: str) -> LbMaps:
                   local_endpoints=frozenset(p.ip for p in c.pods if p.node == node))
 
 
+@attrs.frozen(kw_only=True)
+class AgentBackends:
+    """The agent's endpoint bookkeeping behind the backend IDs (pkg/loadbalancer).
+
+    A backend is one (pod, port, protocol); its ID stays while any service holds it or it
+    drains; new backends take IDs from a counter that never hands a freed ID straight back.
+    """
+
+    table: Mapping[int, tuple[str, int, Proto]]  # backend ID -> (pod, port, protocol)
+    live: Mapping[str, tuple[int, ...]]  # service -> backend IDs in slot order
+    draining: Mapping[str, frozenset[int]] = attrs.field(factory=dict)  # terminating
+    next_id: int = 1
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> AgentBackends:
+        """The bookkeeping topology.derive() started with."""
+        table = {bid: (b.pod, b.addr.port, b.proto) for bid, b in cluster.backends.items()}
+        live: dict[str, tuple[int, ...]] = {s.name: () for s in cluster.services}
+        live.update({fe.service: fe.backend_ids for fe in cluster.frontends})
+        return cls(table=table, live=live, next_id=max(table, default=0) + 1)
+
+    @property
+    def terminating(self) -> frozenset[int]:
+        """Backend IDs flagged BE_STATE_TERMINATING."""
+        return frozenset(b for ids in self.draining.values() for b in ids)
+
+    def apply(self, svc: Service, pods: tuple[str, ...], terminating: tuple[str, ...]
+              ) -> AgentBackends:
+        """`svc` now has `pods`; dropped `terminating` pods drain, other dropped ones go."""
+        table = dict(self.table)
+        by_key = {k: bid for bid, k in table.items()}
+        next_id = self.next_id
+        ids = []
+        for pod in pods:
+            key = (pod, svc.target_port, svc.proto)
+            if key not in by_key:
+                by_key[key], next_id = next_id, next_id + 1
+                table[by_key[key]] = key
+            ids.append(by_key[key])
+        live = dict(self.live)
+        dropped = set(live[svc.name]) | set(self.draining.get(svc.name, frozenset()))
+        live[svc.name] = tuple(ids)
+        held = {b for v in live.values() for b in v}
+        draining = {n: frozenset(v - held) for n, v in self.draining.items() if n != svc.name}
+        draining[svc.name] = frozenset(b for b in dropped - held if table[b][0] in terminating)
+        still = {b for v in draining.values() for b in v}
+        for bid in dropped - held - still:
+            del table[bid]
+        return AgentBackends(table=table, live=live, draining=draining, next_id=next_id)
+
+
 def reprogram(world: World, state: ClusterState, service: str, backends: tuple[str, ...],
               terminating: tuple[str, ...] = ()) -> ClusterState:
     """The agent's update when a service's endpoints change (scale, pod deletion).
 
-    Backend IDs stay stable; a new pod gets the next free ID. Pods listed in `terminating`
-    leave the service's slots but stay in the backend map so existing flows drain (the
-    BE_STATE_TERMINATING case of lb4_local); every other dropped backend is deleted,
-    unless another service still uses it.
+    Backend IDs stay stable; a new (pod, port, protocol) takes the next ID. Pods listed in
+    `terminating` leave the slots but stay in the backend map flagged BE_STATE_TERMINATING,
+    so lb4_local keeps them for established flows (non-SYN) only; every other dropped
+    backend is deleted unless another service still holds it.
     """
     c = world.cluster
     svc = next(x for x in c.services if x.name == service)
-    fes = [f for f in c.frontends if f.service == service]
+    agent = (state.agent or AgentBackends.of(c)).apply(svc, backends, terminating)
+    pod_ip = {p.name: p.ip for p in c.pods}
+    pod_node = {p.name: p.node for p in c.pods}
+    table = {bid: Endpoint(addr=pod_ip[pod], port=port)
+             for bid, (pod, port, _proto) in agent.table.items()}
+    ids = agent.live[service]
+    keys = {(fe.addr.addr, fe.addr.port, fe.proto) for fe in c.frontends if fe.service == service}
     nodes = {}
     for name, st in state.nodes.items():
-        lb = st.lb
-        by_ep = {ep: bid for bid, ep in lb.backends.items()}
-        table = dict(lb.backends)
-        ids = []
-        for pod in backends:
-            ep = Endpoint(addr=c.pod(pod).ip, port=svc.target_port)
-            if ep not in by_ep:
-                by_ep[ep] = max(table, default=0) + 1
-                table[by_ep[ep]] = ep
-            ids.append(by_ep[ep])
-        owner = {b.addr.addr: b.node for b in c.backends.values()}
-        owner.update({p.ip: p.node for p in c.pods})
-        services = dict(lb.services)
-        for fe in fes:
-            key = (fe.addr.addr, fe.addr.port, fe.proto)
-            if key not in services:
-                continue
+        services = dict(st.lb.services)
+        for key in keys & services.keys():
             entry = services[key]
-            slots = tuple(b for b in ids if not entry.etp_local or owner[table[b].addr] == name)
-            services[key] = attrs.evolve(entry, backend_slots=slots, all_backends=tuple(ids))
-        keep = set(ids) | {by_ep[Endpoint(addr=c.pod(p).ip, port=svc.target_port)]
-                           for p in terminating
-                           if Endpoint(addr=c.pod(p).ip, port=svc.target_port) in by_ep}
-        for entry in services.values():
-            keep.update(entry.all_backends)
-        for fe in fes:
-            for bid in fe.backend_ids:
-                if bid not in keep:
-                    table.pop(bid, None)
-        nodes[name] = attrs.evolve(st, lb=attrs.evolve(lb, services=services, backends=table))
-    return attrs.evolve(state, nodes=MappingProxyType(nodes))
+            slots = tuple(b for b in ids
+                          if not entry.etp_local or pod_node[agent.table[b][0]] == name)
+            services[key] = attrs.evolve(entry, backend_slots=slots, all_backends=ids)
+        lb = attrs.evolve(st.lb, services=services, backends=table,
+                          terminating=agent.terminating)
+        nodes[name] = attrs.evolve(st, lb=lb)
+    return attrs.evolve(state, nodes=MappingProxyType(nodes), agent=agent)
 
 
 def initial_state(world: World) -> ClusterState:
     """Empty CT and NAT maps, LB maps as the agent programs them."""
-    return ClusterState(nodes=MappingProxyType({
+    return ClusterState(agent=AgentBackends.of(world.cluster), nodes=MappingProxyType({
         n.name: NodeState(lb=lb_maps(world, n.name), ct=LruMap(capacity=world.cfg.ct_max),
                           snat=LruMap(capacity=world.cfg.nat_max))
         for n in world.cluster.nodes}))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import attrs
 
 from model.config import CiliumConfig, CiliumVersion, DsrDispatch
-from model.conntrack import Direction, created, on_packet, reopens
+from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
@@ -127,22 +127,30 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     entry = st.ct.get(key)
     version = ctx.cfg.version
     if entry is not None and reopens(version, entry, pkt):
+        # ACTION_CREATE: the closing entry is reset in place and the lookup says CT_NEW.
+        st = attrs.evolve(st, ct=st.ct.put(key, reset(version, entry, pkt, ctx.now)))
         entry = None
+    if entry is not None:  # the CT lookup itself refreshes the entry (ct_update_timeout)
+        entry = on_packet(version, entry, pkt, ctx.now, service=True)
     if (entry is not None and not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE)
             and entry.rev_nat_index == svc.rev_nat_index and entry.backend_id in st.lb.backends
-            and (entry.backend_id in svc.backend_slots or not pkt.is_syn)):
-        # An active backend is kept; a terminating one (still in the backend map but no
-        # longer in the service's slots) keeps its existing connections: non-SYNs drain.
-        ct = st.ct.put(key, on_packet(version, entry, pkt, ctx.now, service=True))
-        return attrs.evolve(st, ct=ct), entry.backend_id, False
+            and (entry.backend_id not in st.lb.terminating or not pkt.is_syn)):
+        # An existing backend is kept; a BE_STATE_TERMINATING one only for established
+        # connections (non-SYN): they drain, new connections go elsewhere.
+        return attrs.evolve(st, ct=st.ct.put(key, entry)), entry.backend_id, False
     if svc.count == 0:
+        if entry is not None:
+            st = attrs.evolve(st, ct=st.ct.put(key, entry))
         return st, None, False
     slots = svc.backend_slots
     pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
     rand = prandom(ctx.cfg.seed, "lb", ctx.name, key, ctx.now)
     bid = pinned[0] if pinned else slots[rand % len(slots)]
-    new = created(version, pkt, ctx.now, service=True, backend_id=bid,
-                  rev_nat_index=svc.rev_nat_index)
+    if entry is not None:  # reselect: the entry stays, only its backend changes
+        new = attrs.evolve(entry, backend_id=bid, rev_nat_index=svc.rev_nat_index)
+    else:
+        new = created(version, pkt, ctx.now, service=True, backend_id=bid,
+                      rev_nat_index=svc.rev_nat_index)
     return attrs.evolve(st, ct=st.ct.put(key, new)), bid, entry is None
 
 

@@ -95,6 +95,7 @@ class Backend:
     addr: Endpoint
     pod: str
     node: str
+    proto: Proto
 
 
 @attrs.frozen(kw_only=True)
@@ -175,7 +176,7 @@ def derive(cluster: Cluster, *, range_all_ext: bool = False) -> Cluster:
             if key not in by_key:
                 bid = len(backends) + 1
                 pod = pods[name]
-                backends[bid] = Backend(backend_id=bid, pod=name, node=pod.node,
+                backends[bid] = Backend(backend_id=bid, pod=name, node=pod.node, proto=svc.proto,
                                         addr=Endpoint(addr=pod.ip, port=svc.target_port))
                 by_key[key] = bid
             ids.append(by_key[key])

@@ -125,10 +125,10 @@ def lb_select(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> tuple[SNode, BV, B,
     """lb4_local: CT_SERVICE hit keeps the backend, else a random slot (oracle pick)."""
     e = st.ct.get(pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
     e = replace(e, valid=band(e.valid, bnot(reopens(ctx, e, pkt))))
-    # a terminating backend (in the backend map, no longer in the slots) keeps non-SYNs
+    # an existing backend is kept unless it is terminating and this is a SYN
     hit = band(e.valid, not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE), eq(e.rni, bv(svc.rni, 16)),
                in_backends(ctx, e.bid, list(ctx.backends)),
-               bor(in_backends(ctx, e.bid, svc.slots), not pkt.is_syn))
+               bor(bnot(in_backends(ctx, e.bid, ctx.terminating)), not pkt.is_syn))
     if not svc.slots:
         kept = st.ct.put(*key_of(pkt), touched(e, pkt)) if closes(pkt) else st.ct
         return SNode(ct=kept.ite(hit, st.ct), snat=st.snat), e.bid, hit, bnot(e.valid)

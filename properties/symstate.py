@@ -422,6 +422,7 @@ class SCtx:
     nodeport_min: int
     nodeport_max: int
     router: BV | None = None  # IPV4_GATEWAY (cilium_host), the tunnel-mode SNAT source
+    terminating: tuple[int, ...] = ()  # backend IDs flagged BE_STATE_TERMINATING
 
     def has(self, f: ModelFault) -> bool:
         """A seeded fault is on."""

@@ -125,6 +125,7 @@ def _sctx(cfg: Config, world: World, st: NodeState, node: str, oracle: ss.Oracle
     return ss.SCtx(cfg=cfg, index=0, ip=_a(world.cluster.node(node).ip), services=services,
                    revnat={i: _ep(e) for i, e in lb.revnat.items()},
                    backends={i: _ep(e) for i, e in lb.backends.items()},
+                   terminating=tuple(sorted(lb.terminating)),
                    local_eps=tuple(_a(x) for x in lb.local_endpoints),
                    ipcache=tuple((_a(k), _a(v)) for k, v in world.ipcache().items()),
                    faults=frozenset(), oracle=oracle, abits=ab,
