@@ -10,6 +10,7 @@ decoded into a scenario and replayed through model/.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import z3
 
@@ -151,14 +152,10 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
     s.set(timeout=ms)
     s.add(*hyp, f1.valid)
     vac = timer.check(s, "vacuity")
-    if any(a == z3.unknown for _, a in answers) or vac == z3.unknown:
-        return Result(result=UNKNOWN, seconds=time.perf_counter() - t0, note="solver timeout",
-                      queries=tuple(timer.queries), **common)  # type: ignore[arg-type]
-    failed = [name for name, a in answers if a == z3.sat]
-    if not failed:
-        res = PROVED if vac == z3.sat else VACUOUS
-        return Result(result=res, seconds=time.perf_counter() - t0,
-                      queries=tuple(timer.queries), **common)  # type: ignore[arg-type]
+    verdict = _verdict(answers, vac, common, t0, timer)
+    if isinstance(verdict, Result):
+        return verdict
+    failed = verdict
     note = f"induction failed ({', '.join(failed)}); "
     res, rep, msg = _nat02_reachable(prop, cfg, faults, timer, ms)
     return finish(common, res, rep, note + msg, t0, timer)
@@ -281,17 +278,28 @@ def ct01(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) ->
     s.set(timeout=ms)
     s.add(*hyp, premise, same_flow)
     vac = timer.check(s, "vacuity")
+    verdict = _verdict(answers, vac, common, t0, timer)
+    if isinstance(verdict, Result):
+        return verdict
+    failed = verdict
+    res, rep, msg = counterexample(prop, cfg, faults, timer, ms)
+    return finish(common, res, rep, f"induction failed ({', '.join(failed)}); {msg}", t0,
+                  timer)
+
+
+def _verdict(answers: list[tuple[str, Any]], vac: Any, common: dict[str, Any], t0: float,
+             timer: Timer) -> Result | list[str]:
+    """All obligations unsat and the premise reachable: proved (else vacuous); any unknown:
+    unknown, never proved; otherwise the names of the failed obligations."""
     if any(a == z3.unknown for _, a in answers) or vac == z3.unknown:
         return Result(result=UNKNOWN, seconds=time.perf_counter() - t0, note="solver timeout",
-                      queries=tuple(timer.queries), **common)  # type: ignore[arg-type]
+                      queries=tuple(timer.queries), **common)
     failed = [name for name, a in answers if a == z3.sat]
     if not failed:
         res = PROVED if vac == z3.sat else VACUOUS
         return Result(result=res, seconds=time.perf_counter() - t0,
-                      queries=tuple(timer.queries), **common)  # type: ignore[arg-type]
-    res, rep, msg = counterexample(prop, cfg, faults, timer, ms)
-    return finish(common, res, rep, f"induction failed ({', '.join(failed)}); {msg}", t0,
-                  timer)
+                      queries=tuple(timer.queries), **common)
+    return failed
 
 
 def check_induction(prop: Property, cfg: Config, faults: frozenset[ModelFault],

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import z3
 
@@ -183,6 +183,18 @@ def _merge(a: tuple[Any, ...], b: tuple[Any, ...], c: B | bool,
     return tuple(out)
 
 
+_Entry = TypeVar("_Entry", SCt, SNat)
+
+
+def _read(writes: Sequence[Any], k: Key, cur: _Entry) -> _Entry:
+    """The value at k after a log of guarded writes: later writes shadow earlier ones."""
+    for w in writes:
+        c = band(w.guard, key_eq(w.key, k))
+        if c is not False and not z3.is_false(c):
+            cur = w.val.ite(c, cur)
+    return cur
+
+
 @dataclass(frozen=True)
 class CtMap:
     """cilium_ct{4,6}_global: arbitrary initial contents (uninterpreted functions of the
@@ -224,12 +236,7 @@ class CtMap:
         """map_lookup_elem."""
         k = (daddr, saddr, dport, sport, int(flags))
         self.log.ct.append(k)
-        cur = self.initial(k)
-        for w in self.writes:
-            c = band(w.guard, key_eq(w.key, k))
-            if c is not False and not z3.is_false(c):
-                cur = w.val.ite(c, cur)
-        return cur
+        return _read(self.writes, k, self.initial(k))
 
     def put(self, daddr: BV, saddr: BV, dport: BV, sport: BV, flags: int, e: SCt) -> CtMap:
         """map_update_elem(BPF_ANY); no LRU eviction (the map is assumed not full)."""
@@ -280,12 +287,7 @@ class NatMap:
         """map_lookup_elem."""
         k = (saddr, daddr, sport, dport, int(flags))
         self.log.nat.append(k)
-        cur = self.initial(k)
-        for w in self.writes:
-            c = band(w.guard, key_eq(w.key, k))
-            if c is not False and not z3.is_false(c):
-                cur = w.val.ite(c, cur)
-        return cur
+        return _read(self.writes, k, self.initial(k))
 
     def put(self, saddr: BV, daddr: BV, sport: BV, dport: BV, flags: int, e: SNat) -> NatMap:
         """map_update_elem(BPF_ANY)."""
