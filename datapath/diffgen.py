@@ -108,6 +108,8 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
             svc = next(x for x in services if x["name"] == prev["svc"])
             via = prev["to"]["via" if "via" in prev["to"] else "node"]
             flow["svc"] = svc["name"]
+            if svc["protocol"] == "TCP" and draw(st.booleans()):
+                flow["resume"] = True  # continue the connection: ACKs, no SYN
             _finish_flow(draw, flow, svc, via, pods, live, change)
             flows.append(flow)
             continue
@@ -190,8 +192,9 @@ def _finish_flow(draw: Callable[..., Any], flow: dict[str, Any], svc: dict[str, 
 
 def drain_program(combo: tuple[str, str, str, str]) -> dict[str, Any]:
     """The explicit example every configuration starts with: a connection whose backend
-    is replaced and left terminating, then opened again with a SYN (lb4_local must not
-    keep a terminating backend for it), then a fresh connection."""
+    is replaced and left terminating keeps draining to it (ACKs, lb4_local keeps the
+    backend), is then opened again with a SYN (which must not stay on a terminating
+    backend), then a fresh connection."""
     fam, mode, dispatch, routing = combo
     a = ADDR[fam]
     to = {"node": "node1", "service": "web"}
@@ -208,6 +211,9 @@ def drain_program(combo: tuple[str, str, str, str]) -> dict[str, Any]:
         "flows": [
             {"name": "open", "client": "client0", "sourcePort": 40000, "to": to,
              "packets": 1, "backend": "pod0"},
+            {"name": "drain", "client": "client0", "sourcePort": 40000, "to": to,
+             "packets": 2, "resume": True, "setBackends": {"web": ["pod1"]},
+             "terminating": ["pod0"]},
             {"name": "reopen", "client": "client0", "sourcePort": 40000, "to": to,
              "packets": 2, "setBackends": {"web": ["pod1"]}, "terminating": ["pod0"]},
             {"name": "fresh", "client": "client0", "sourcePort": 40001, "to": to,

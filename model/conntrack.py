@@ -88,9 +88,11 @@ def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
 
 def created(version: CiliumVersion, pkt: Packet, now: int, *, service: bool = False,
             **fields: object) -> CtEntry:
-    """ct_create4: a fresh entry with SYN-timeout semantics for TCP."""
+    """ct_create4: a fresh entry, SYN-timeout semantics for TCP; closing is only ever
+    applied by a lookup (ACTION_CLOSE), so a first packet carrying FIN does not close it."""
     entry = CtEntry(**fields)  # type: ignore[arg-type]
-    return on_packet(version, entry, pkt, now, service=service)
+    entry = attrs.evolve(entry, seen_non_syn=pkt.proto is Proto.TCP and not pkt.is_syn)
+    return attrs.evolve(entry, lifetime=_lifetime(version, pkt, entry, service, now))
 
 
 def state_of(entry: CtEntry | None, now: int) -> CtState:

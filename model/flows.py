@@ -43,6 +43,7 @@ class FlowSpec:
     # pods that stay as terminating backends (existing connections drain).
     set_backends: tuple[tuple[str, tuple[str, ...]], ...] = ()
     terminating: tuple[str, ...] = ()
+    resume: bool = False  # TCP: continue an established connection (no SYN first)
 
 
 @attrs.frozen(kw_only=True)
@@ -62,8 +63,8 @@ def request(spec: FlowSpec, index: int) -> Packet:
     """The index-th packet a client sends: SYN first, then ACKs, FIN last if closing."""
     flags = TcpFlags.NONE
     if spec.proto is Proto.TCP:
-        flags = TcpFlags.SYN if index == 0 else TcpFlags.ACK
-        if spec.close and index == spec.packets - 1 and index > 0:
+        flags = TcpFlags.SYN if index == 0 and not spec.resume else TcpFlags.ACK
+        if spec.close and index == spec.packets - 1 and (index > 0 or spec.resume):
             flags = TcpFlags.FIN | TcpFlags.ACK
     return Packet(src=spec.source, dst=spec.frontend, proto=spec.proto, flags=flags)
 

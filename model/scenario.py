@@ -316,7 +316,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     flows = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
-                        "close", "setBackends", "terminating"},
+                        "close", "setBackends", "terminating", "resume"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
@@ -375,6 +375,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
             idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
             close=r.opt(m, "close", p, r.boolean, False),
-            set_backends=tuple(set_backends), terminating=terminating))
+            set_backends=tuple(set_backends), terminating=terminating,
+            resume=r.opt(m, "resume", p, r.boolean, False)))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 

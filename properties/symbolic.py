@@ -123,25 +123,30 @@ def key_of(pkt: SPkt) -> Key:
 
 def lb_select(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> tuple[SNode, BV, B, B]:
     """lb4_local: CT_SERVICE hit keeps the backend, else a random slot (oracle pick)."""
-    e = st.ct.get(pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
-    e = replace(e, valid=band(e.valid, bnot(reopens(ctx, e, pkt))))
+    raw = st.ct.get(pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
+    reopen = reopens(ctx, raw, pkt)
+    e = replace(raw, valid=band(raw.valid, bnot(reopen)))
+    key = (pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
+    # the lookup itself refreshes a live entry (closing on FIN) or resets a reopened one
+    looked = st.ct.put(*key, replace(raw, closing=band(bnot(reopen),
+                                                        bor(raw.closing, closes(pkt)))))
+    after_lookup = looked.ite(raw.valid, st.ct)
     # an existing backend is kept unless it is terminating and this is a SYN
     hit = band(e.valid, not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE), eq(e.rni, bv(svc.rni, 16)),
                in_backends(ctx, e.bid, list(ctx.backends)),
                bor(bnot(in_backends(ctx, e.bid, ctx.terminating)), not pkt.is_syn))
     if not svc.slots:
-        kept = st.ct.put(*key_of(pkt), touched(e, pkt)) if closes(pkt) else st.ct
-        return SNode(ct=kept.ite(hit, st.ct), snat=st.snat), e.bid, hit, bnot(e.valid)
+        return SNode(ct=after_lookup, snat=st.snat), e.bid, hit, bnot(e.valid)
     pick = ctx.oracle.bv("pick", 16)
     ctx.oracle.picks.append(pick)
     ctx.oracle.constraints.append(in_backends(ctx, pick, svc.slots))
+    # a reselect keeps the (refreshed) entry and changes its backend; else a fresh entry
     new = SCt(valid=z3.BoolVal(True), bid=pick, rni=bv(svc.rni, 16),
               node_port=z3.BoolVal(False), dsr=z3.BoolVal(False), nat_set=z3.BoolVal(False),
-              nat_addr=bv(0, ctx.abits), nat_port=bv(0, 16), closing=z3.BoolVal(closes(pkt)))
-    key = (pkt.dst.addr, pkt.src.addr, pkt.src.port, pkt.dst.port, TupleFlags.SERVICE)
+              nat_addr=bv(0, ctx.abits), nat_port=bv(0, 16),
+              closing=band(e.valid, bor(e.closing, closes(pkt))))
     stored = st.ct.put(*key, new)
-    kept = st.ct.put(*key, touched(e, pkt)) if closes(pkt) else st.ct
-    st2 = SNode(ct=kept.ite(hit, stored), snat=st.snat)
+    st2 = SNode(ct=after_lookup.ite(hit, stored), snat=st.snat)
     return st2, ite_bv(hit, e.bid, pick), True, bnot(e.valid)
 
 
@@ -159,7 +164,7 @@ def ct_egress(ctx: SCtx, st: SNode, svc: SSvc, client: SEp, backend: SEp, pkt: S
               dsr=ite_b(keep, old.dsr, False), nat_set=ite_b(keep, old.nat_set, False),
               nat_addr=ite_bv(keep, old.nat_addr, new.nat_addr),
               nat_port=ite_bv(keep, old.nat_port, new.nat_port),
-              closing=bor(band(keep, old.closing), closes(pkt)))
+              closing=band(keep, bor(old.closing, closes(pkt))))
     ct = st.ct.put(*ek(client, backend), val)
     return SNode(ct=ct, snat=st.snat)
 
@@ -316,8 +321,8 @@ def dsr_ingress(ctx: SCtx, st: SNode, pkt: SPkt, has_fe: B, fe: SEp) -> tuple[SN
     if ctx.has(ModelFault.DSR_CT_NOT_RECORDED):
         return st, band(bnot(keep), invalid)
     in_ct = ctx.cfg.version is CiliumVersion.V1_20
-    entry = SCt(valid=z3.BoolVal(True), bid=bv(0, 16), rni=bv(0, 16), closing=z3.BoolVal(
-                closes(pkt)), node_port=z3.BoolVal(False), dsr=z3.BoolVal(True),
+    entry = SCt(valid=z3.BoolVal(True), bid=bv(0, 16), rni=bv(0, 16),
+                closing=z3.BoolVal(False), node_port=z3.BoolVal(False), dsr=z3.BoolVal(True),
                 nat_set=z3.BoolVal(in_ct), nat_addr=fe.addr if in_ct else bv(0, ctx.abits),
                 nat_port=fe.port if in_ct else bv(0, 16))
     ct = st.ct.put(*ek(pkt.src, pkt.dst), entry)
