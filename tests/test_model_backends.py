@@ -89,3 +89,19 @@ def test_scenario_rejects_unknown_service_and_pod_in_set_backends() -> None:
         parse(_doc(setBackends={"web": ["ghost"]}))
     with pytest.raises(ScenarioError, match=r"flows\[0\]\.backend"):
         parse(_doc(setBackends={"web": ["web-1"]}, backend="web-0"))
+
+
+def test_resumed_connection_drains_to_its_terminating_backend() -> None:
+    doc = _doc()
+    doc["flows"].append({"name": "drain", "client": "client", "sourcePort": 40000,
+                         "to": {"node": "node1", "service": "web"}, "packets": 2,
+                         "resume": True, "setBackends": {"web": ["web-1"]},
+                         "terminating": ["web-0"]})
+    doc["flows"].append({"name": "new", "client": "client", "sourcePort": 40001,
+                         "to": {"node": "node1", "service": "web"}, "packets": 1})
+    sc = parse(doc)
+    _, traces = run_flows(sc.world, sc.flows)
+    drain, new = traces[1], traces[2]
+    assert drain.delivered and drain.backend_pod == "web-0"
+    assert [p.flags for p in drain.backend_saw] == [TcpFlags.ACK, TcpFlags.ACK]
+    assert new.delivered and new.backend_pod == "web-1"
