@@ -22,3 +22,4 @@ class ModelFault(enum.Enum):
     HYBRID_UDP_AS_DSR = "hybrid treats UDP as DSR"
     SNAT_SKIPPED = "the SNAT path forwards with the client's source"
     LB_IGNORES_CT_SERVICE = "every packet picks a backend afresh (CT_SERVICE ignored)"
+    TERMINATING_BACKEND_TAKES_SYN = "a SYN stays on a terminating (BE_STATE_TERMINATING) backend"

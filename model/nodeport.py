@@ -134,7 +134,8 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         entry = on_packet(version, entry, pkt, ctx.now, service=True)
     if (entry is not None and not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE)
             and entry.rev_nat_index == svc.rev_nat_index and entry.backend_id in st.lb.backends
-            and (entry.backend_id not in st.lb.terminating or not pkt.is_syn)):
+            and (entry.backend_id not in st.lb.terminating or not pkt.is_syn
+                 or ctx.has(ModelFault.TERMINATING_BACKEND_TAKES_SYN))):
         # An existing backend is kept; a BE_STATE_TERMINATING one only for established
         # connections (non-SYN): they drain, new connections go elsewhere.
         return attrs.evolve(st, ct=st.ct.put(key, entry)), entry.backend_id, False

@@ -99,7 +99,7 @@ def main() -> int:
 
     print("\ninduction proofs do not depend on cluster size (any number of backends, nodes,"
           " map entries):")
-    for pid in ("P-NAT-02", "P-CT-01"):
+    for pid in ("P-NAT-02", "P-CT-01", "P-CT-02"):
         prove._CACHE.clear()
         r = prove.check(BY_ID[pid], cfg)
         print(f"  {pid}: {r.result} in {r.seconds * 1000:.1f} ms "

@@ -245,7 +245,7 @@ PROPERTIES: tuple[Property, ...] = (
         id="P-CT-01", title="flow stickiness",
         statement=("All packets of one flow reach the same backend while that backend "
                    "exists: a CT_SERVICE entry that names a live backend of its own service "
-                   "(the inductive invariant, also P-CT-02's content) is kept and followed."),
+                   "(the inductive invariant) is kept and followed."),
         scope="one node's CT_SERVICE entries under any packets of any flows, any number of "
               "backends; witnessed by two-backend flows in every mode",
         method="induction",
@@ -253,6 +253,19 @@ PROPERTIES: tuple[Property, ...] = (
         expected=_hold, bounds=Bounds(packets=2, backends=2), pin_backend=False,
         mutants=((F.LB_IGNORES_CT_SERVICE, _cfg(SNAT)),
                  (F.LB_IGNORES_CT_SERVICE, _cfg(DSR, proto=UDP)))),
+    Property(
+        id="P-CT-02", title="graceful termination",
+        statement=("A connection whose backend turns terminating keeps reaching that backend "
+                   "(non-SYN packets drain to it) while it stays in the backend map, and no "
+                   "new connection (a SYN) is ever sent to a terminating backend."),
+        scope="one node's CT_SERVICE entries under any packets of any flows and any "
+              "endpoint changes of the service (pods added, deleted, or dropped as "
+              "BE_STATE_TERMINATING), any number of backends, other services sharing them",
+        method="induction",
+        configs=(_cfg(SNAT), _cfg(DSR, "ipv6"), _cfg(HYB)),
+        expected=_hold, pin_backend=False,
+        mutants=((F.TERMINATING_BACKEND_TAKES_SYN, _cfg(SNAT)),
+                 (F.TERMINATING_BACKEND_TAKES_SYN, _cfg(DSR, "ipv6")))),
 )
 
 BY_ID = {p.id: p for p in PROPERTIES}

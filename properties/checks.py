@@ -14,7 +14,15 @@ from model.config import NODEPORT_PORT_MAX_NAT
 from model.drops import DropReason
 from model.flows import FlowTrace
 from model.maps import NatTuple, NodeState, TupleFlags
-from model.network import Action, ClusterState, Hop, World
+from model.network import (
+    Action,
+    AgentBackends,
+    ClusterState,
+    Hop,
+    World,
+    initial_state,
+    reprogram,
+)
 from model.nodeport import Step
 from model.values import Endpoint, Proto
 from properties.configs import Config
@@ -272,6 +280,30 @@ def ct01(rp: Replay) -> Finding | None:
     return _each(rp, one)
 
 
+def ct02(rp: Replay) -> Finding | None:
+    """P-CT-02: no SYN reaches a terminating backend; an established connection whose
+    backend is terminating (still in the backend map) keeps reaching it."""
+    state = initial_state(rp.world)
+    conn: dict[tuple[str, Endpoint], str] = {}
+    for n, tr in enumerate(rp.traces):
+        for service, members in tr.spec.set_backends:
+            state = reprogram(rp.world, state, service, members, tr.spec.terminating)
+        agent = state.agent or AgentBackends.of(rp.world.cluster)
+        draining = {agent.table[b][0] for b in agent.terminating}
+        key = (tr.spec.client, tr.spec.source)
+        for i, h in _pod_receives(tr):
+            before = conn.get(key)
+            if h.packet.is_syn and h.at in draining:
+                return Finding(flow=n, hop=i, message=(
+                    f"a new connection's SYN reached terminating backend {h.at}"))
+            if not h.packet.is_syn and before in draining and h.at != before:
+                return Finding(flow=n, hop=i, message=(
+                    f"established connection left its terminating backend {before} "
+                    f"for {h.at}"))
+            conn[key] = h.at
+    return None
+
+
 def _nat_pairs(st: NodeState, node_ip: object) -> list[str]:
     """Bijection problems in one node's nodeport SNAT map (forward <-> reverse, injective)."""
     problems = []
@@ -330,4 +362,5 @@ CHECKERS: dict[str, Checker] = {
     "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
     "P-NAT-03": nat03, "P-DSR-01": dsr01, "P-DSR-02": dsr02, "P-DSR-03": dsr03,
     "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
+    "P-CT-02": ct02,
 }

@@ -63,6 +63,10 @@ class FlowDoc:
     packets: int
     backend: int | None
     close: bool = False  # TCP: the last packet is the client's FIN
+    resume: bool = False  # TCP: an established connection continues (no SYN first)
+    # endpoint change before the flow: the service's new pods, and dropped pods that drain
+    set_backends: tuple[int, ...] | None = None
+    terminating: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -114,6 +118,12 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
             flow["backend"] = f"web-{f.backend}"
         if f.close:
             flow["close"] = True
+        if f.resume:
+            flow["resume"] = True
+        if f.set_backends is not None:
+            flow["setBackends"] = {"web": [f"web-{i}" for i in f.set_backends]}
+        if f.terminating:
+            flow["terminating"] = [f"web-{i}" for i in f.terminating]
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,

@@ -40,6 +40,10 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "- **Maps are not full.** LRU eviction of CT/SNAT entries is modelled concretely "
            "(`model/maps.py`, the self-healing of SNAT pairs) but not in the symbolic "
            "encoding.",
+           "- **Endpoint changes over ID sets.** P-CT-02 treats the backend map, slots and "
+           "BE_STATE_TERMINATING flags as arbitrary backend-ID sets and lets an endpoint "
+           "change slot any ID (more than Cilium's counting-up allocator allows); the agent "
+           "does not touch CT entries, and the CT map itself is arbitrary.",
            "- **One fabric fact at a time.** P-ENV-01/02 enable one environment fact per "
            "configuration.", ""]
     for p in PROPERTIES:

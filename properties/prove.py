@@ -276,18 +276,19 @@ def _run_jobs(jobs: list[Job], timeout_s: float) -> list[Result]:
 
 def run_many(jobs: list[Job], timeout_s: float = 20.0, workers: int = 1) -> list[Result]:
     """Check many (property, configuration, faults) in order, optionally in parallel worker
-    processes; jobs sharing a configuration go to the same worker to share its encoding."""
+    processes; jobs sharing a configuration form one task to share its encoding, and tasks
+    go, largest first, to whichever worker is free (a static split by job count left one
+    worker with the expensive configurations)."""
     if workers <= 1 or len(jobs) < 8:
         return _run_jobs(jobs, timeout_s)
     groups: dict[tuple[Config, frozenset[ModelFault]], list[int]] = {}
     for i, (_, cfg, faults) in enumerate(jobs):
         groups.setdefault((cfg, faults), []).append(i)
-    buckets: list[list[int]] = [[] for _ in range(workers)]
-    for idxs in sorted(groups.values(), key=len, reverse=True):
-        min(buckets, key=len).extend(idxs)
+    buckets = sorted(groups.values(), key=len, reverse=True)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
-        parts = pool.starmap(_run_jobs, [([jobs[i] for i in b], timeout_s) for b in buckets])
+        parts = pool.starmap(_run_jobs, [([jobs[i] for i in b], timeout_s) for b in buckets],
+                             chunksize=1)
     out: list[Result | None] = [None] * len(jobs)
     for b, rs in zip(buckets, parts, strict=True):
         for i, r in zip(b, rs, strict=True):

@@ -134,7 +134,8 @@ def lb_select(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> tuple[SNode, BV, B,
     # an existing backend is kept unless it is terminating and this is a SYN
     hit = band(e.valid, not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE), eq(e.rni, bv(svc.rni, 16)),
                in_backends(ctx, e.bid, list(ctx.backends)),
-               bor(bnot(in_backends(ctx, e.bid, ctx.terminating)), not pkt.is_syn))
+               bor(bnot(in_backends(ctx, e.bid, ctx.terminating)), not pkt.is_syn,
+                   ctx.has(ModelFault.TERMINATING_BACKEND_TAKES_SYN)))
     if not svc.slots:
         return SNode(ct=after_lookup, snat=st.snat), e.bid, hit, bnot(e.valid)
     pick = ctx.oracle.bv("pick", 16)

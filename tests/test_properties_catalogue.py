@@ -9,7 +9,8 @@ from properties.catalogue import HOLD, PROPERTIES, VIOLATED
 from tests.conftest import ROOT
 
 REQUIRED = {"P-LB-01", "P-LB-02", "P-NAT-01", "P-NAT-02", "P-NAT-03", "P-DSR-01", "P-DSR-02",
-            "P-DSR-03", "P-ETP-01", "P-HYB-01", "P-ENV-01", "P-ENV-02", "P-CT-01"}
+            "P-DSR-03", "P-ETP-01", "P-HYB-01", "P-ENV-01", "P-ENV-02", "P-CT-01",
+            "P-CT-02"}
 
 
 def test_required_properties_present_with_unique_ids() -> None:
