@@ -189,14 +189,9 @@ def _nat02_reachable(prop: Property, cfg: Config, faults: frozenset[ModelFault],
     s.add(nice(cfg, "node", node), nice(cfg, "node", node2), nice(cfg, "pod2", b),
           *(nice(cfg, "client", c) for c, _ in clients), bp == 8080,
           *(z3.UGE(cp, NAT_MIN) for _, cp in clients))
-    ans = timer.check(s, "reachable")
-    if ans != z3.sat:
-        s.pop()
-        ans = timer.check(s, "reachable-any")
-    if ans == z3.unknown:
-        return UNKNOWN, None, "timeout searching a reachable counterexample"
-    if ans == z3.unsat:
-        return UNKNOWN, None, "no reachable violation within 2 flows"
+    miss = _reachable(s, timer, "within 2 flows")
+    if miss is not None:
+        return UNKNOWN, None, miss
     mdl = s.model()
     ips: list[str] = []
     flows = []
@@ -441,14 +436,9 @@ def _ct02_reachable(prop: Property, cfg: Config, faults: frozenset[ModelFault],
     s.push()
     s.add(nice(cfg, "node", node), nice(cfg, "node", node2), nice(cfg, "pod2", pods[0]),
           nice(cfg, "pod2", pods[1]), nice(cfg, "client", c), tp == 8080, z3.UGE(cp, 1024))
-    ans = timer.check(s, "reachable")
-    if ans != z3.sat:
-        s.pop()
-        ans = timer.check(s, "reachable-any")
-    if ans == z3.unknown:
-        return UNKNOWN, None, "timeout searching a reachable counterexample"
-    if ans == z3.unsat:
-        return UNKNOWN, None, "no reachable violation across one endpoint change"
+    miss = _reachable(s, timer, "across one endpoint change")
+    if miss is not None:
+        return UNKNOWN, None, miss
     mdl = s.model()
     was = num(mdl, first) - 1
     sport = num(mdl, cp)
@@ -465,6 +455,20 @@ def _ct02_reachable(prop: Property, cfg: Config, faults: frozenset[ModelFault],
     if rep is None:
         return DRIFT, None, "z3 found a violation the concrete model does not show"
     return COUNTEREXAMPLE, rep, rep.finding.message
+
+
+def _reachable(s: z3.Solver, timer: Timer, bound: str) -> str | None:
+    """Search a concrete witness, first with readable values (the pushed frame), then any;
+    None when one is found (s holds the model), else why not."""
+    ans = timer.check(s, "reachable")
+    if ans != z3.sat:
+        s.pop()
+        ans = timer.check(s, "reachable-any")
+    if ans == z3.unknown:
+        return "timeout searching a reachable counterexample"
+    if ans == z3.unsat:
+        return f"no reachable violation {bound}"
+    return None
 
 
 def _verdict(answers: list[tuple[str, Any]], vac: Any, common: dict[str, Any], t0: float,
