@@ -90,10 +90,9 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
     answers = []
     # initiation: the empty map satisfies Inv at every witness
     empty = NatMap.fresh("init", ab, KeyLog(), empty=True)
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(z3.Not(band(inv_fwd(empty, node, *wf), inv_rev(empty, node, *wr))))
-    answers.append(("initiation", timer.check(s, "initiation")))
+    answers.append(("initiation", _query(
+        timer, ms, "initiation",
+        z3.Not(band(inv_fwd(empty, node, *wf), inv_rev(empty, node, *wr))))))
     # consecution, one query per transition kind
     for kind in ("alloc", "revnat", "delete"):
         log = KeyLog()
@@ -128,10 +127,9 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
         rev_t = [wr, *extra_rev, (wf[2], wf[3], fw.port), (wf[2], wf[3], fw2.port)]
         hyp = _nat_instances(m, node, fwd_t, rev_t)
         goal = band(inv_fwd(m2, node, *wf), inv_rev(m2, node, *wr))
-        s = z3.Solver()
-        s.set(timeout=ms)
-        s.add(*hyp, *pre, *oracle.constraints, z3.Not(goal))
-        answers.append((f"consecution-{kind}", timer.check(s, f"consecution-{kind}")))
+        answers.append((f"consecution-{kind}", _query(
+            timer, ms, f"consecution-{kind}", *hyp, *pre, *oracle.constraints,
+            z3.Not(goal))))
     # Inv implies Safety: injective, outside the NodePort range
     m = NatMap.fresh("S", ab, KeyLog(), empty=False)
     c1, cp1, b, bp = _nat_vars("k1", ab)
@@ -143,15 +141,9 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
         band(f1.valid, f2.valid, z3.Or(c1 != c2, cp1 != cp2), eq(f1.addr, f2.addr),
              eq(f1.port, f2.port)),
         band(f1.valid, in_range(f1.port, NODEPORT_MIN_DEFAULT, NODEPORT_MAX_DEFAULT)))
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*hyp, unsafe)
-    answers.append(("safety", timer.check(s, "safety")))
+    answers.append(("safety", _query(timer, ms, "safety", *hyp, unsafe)))
     # vacuity: a state with a live translation satisfies the invariant
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*hyp, f1.valid)
-    vac = timer.check(s, "vacuity")
+    vac = _query(timer, ms, "vacuity", *hyp, f1.valid)
     verdict = _verdict(answers, vac, common, t0, timer)
     if isinstance(verdict, Result):
         return verdict
@@ -248,31 +240,20 @@ def ct01(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) ->
     tc, tcp = z3.BitVec("t.c", ab), z3.BitVec("t.cp", 16)
     answers = []
     empty = CtMap.fresh("init", ab, KeyLog(), empty=True)
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(z3.Not(inv(empty, wc, wcp)))
-    answers.append(("initiation", timer.check(s, "initiation")))
+    answers.append(("initiation", _query(timer, ms, "initiation", z3.Not(inv(empty, wc, wcp)))))
     m = CtMap.fresh("S", ab, KeyLog(), empty=False)
     oracle = Oracle("o.")
     m2, chosen = step(m, tc, tcp, oracle)
     hyp = [inv(m, wc, wcp), inv(m, tc, tcp), *oracle.constraints]
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*hyp, z3.Not(inv(m2, wc, wcp)))
-    answers.append(("consecution", timer.check(s, "consecution")))
+    answers.append(("consecution", _query(timer, ms, "consecution", *hyp,
+                                          z3.Not(inv(m2, wc, wcp)))))
     ew, ew2 = m.get(*key(wc, wcp)), m2.get(*key(wc, wcp))
     premise = band(ew.valid, eq(ew.rni, rni), live(ew.bid))
     same_flow = band(eq(tc, wc), eq(tcp, wcp))
     stick = band(ew2.valid, eq(ew2.bid, ew.bid),
                  z3.Implies(same_flow, chosen == ew.bid))
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*hyp, premise, z3.Not(stick))
-    answers.append(("safety", timer.check(s, "safety")))
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*hyp, premise, same_flow)
-    vac = timer.check(s, "vacuity")
+    answers.append(("safety", _query(timer, ms, "safety", *hyp, premise, z3.Not(stick))))
+    vac = _query(timer, ms, "vacuity", *hyp, premise, same_flow)
     verdict = _verdict(answers, vac, common, t0, timer)
     if isinstance(verdict, Result):
         return verdict
@@ -363,16 +344,13 @@ def ct02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) ->
     syn, reopen = z3.Bool("t.syn"), z3.Bool("t.reopen")
     answers = []
     # initiation: the agent's first programming (slots, nothing terminating) satisfies Inv
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(z3.ForAll([wb], z3.And(z3.Not(tus(wb)), z3.Not(toth(wb)),
-                                 live(wb) == z3.Or(slot(wb), oth(wb)))), z3.Not(inv(wb)))
-    answers.append(("initiation", timer.check(s, "initiation")))
+    answers.append(("initiation", _query(
+        timer, ms, "initiation",
+        z3.ForAll([wb], z3.And(z3.Not(tus(wb)), z3.Not(toth(wb)),
+                               live(wb) == z3.Or(slot(wb), oth(wb)))),
+        z3.Not(inv(wb)))))
     # consecution: a packet leaves the backend sets alone; an endpoint change keeps Inv
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(inv(wb), z3.Not(inv2(wb)))
-    answers.append(("consecution", timer.check(s, "consecution")))
+    answers.append(("consecution", _query(timer, ms, "consecution", inv(wb), z3.Not(inv2(wb)))))
     # safety, on one packet from any Inv state and any CT map
     m = CtMap.fresh("S", ab, KeyLog(), empty=False)
     oracle = Oracle("o.")
@@ -382,20 +360,11 @@ def ct02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) ->
     drain = band(e.valid, eq(e.rni, rni), term(e.bid), bnot(syn))
     unsafe = z3.Or(band(syn, term(chosen)),
                    band(drain, z3.Or(chosen != e.bid, bnot(e2.valid), e2.bid != e.bid)))
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*hyp, unsafe)
-    answers.append(("safety", timer.check(s, "safety")))
+    answers.append(("safety", _query(timer, ms, "safety", *hyp, unsafe)))
     # vacuity: a draining connection and a SYN beside a terminating backend both exist
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*hyp, drain)
-    vac = timer.check(s, "vacuity")
+    vac = _query(timer, ms, "vacuity", *hyp, drain)
     if vac == z3.sat:
-        s = z3.Solver()
-        s.set(timeout=ms)
-        s.add(*hyp, syn, e.valid, eq(e.rni, rni), term(e.bid))
-        vac = timer.check(s, "vacuity-syn")
+        vac = _query(timer, ms, "vacuity-syn", *hyp, syn, e.valid, eq(e.rni, rni), term(e.bid))
     verdict = _verdict(answers, vac, common, t0, timer)
     if isinstance(verdict, Result):
         return verdict
@@ -455,6 +424,14 @@ def _ct02_reachable(prop: Property, cfg: Config, faults: frozenset[ModelFault],
     if rep is None:
         return DRIFT, None, "z3 found a violation the concrete model does not show"
     return COUNTEREXAMPLE, rep, rep.finding.message
+
+
+def _query(timer: Timer, ms: int, name: str, *facts: Any) -> Any:
+    """One proof obligation: a fresh solver with the timeout, the facts, a timed check."""
+    s = z3.Solver()
+    s.set(timeout=ms)
+    s.add(*facts)
+    return timer.check(s, name)
 
 
 def _reachable(s: z3.Solver, timer: Timer, bound: str) -> str | None:
