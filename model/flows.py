@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv6Address
 from typing import Any
 
 import attrs
@@ -125,15 +124,6 @@ def run_flows(world: World, flows: Sequence[FlowSpec],
         st, tr = run_flow(world, st, spec)
         traces.append(tr)
     return st, traces
-
-
-def endpoint_str(ep: Endpoint) -> str:
-    """`addr:port`, IPv6 bracketed; ICMP has no port so only the address."""
-    return str(ep)
-
-
-def _addr_str(addr: IPAddress) -> str:
-    return f"[{addr}]" if isinstance(addr, IPv6Address) else str(addr)
 
 
 def packet_json(pkt: Packet) -> dict[str, Any]:

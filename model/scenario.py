@@ -198,11 +198,7 @@ def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod
                 for i, a in enumerate(r.seq(m.get("externalIPs", []), f"{path}.externalIPs")))
     if stype is ServiceType.EXTERNALIP and not ext:
         raise r.fail(f"{path}.externalIPs", "type ExternalIP needs at least one address")
-    backends = tuple(r.string(b, f"{path}.backends[{i}]")
-                     for i, b in enumerate(r.seq(m.get("backends", []), f"{path}.backends")))
-    for i, b in enumerate(backends):
-        if b not in pods:
-            raise r.fail(f"{path}.backends[{i}]", f"unknown pod {b!r}")
+    backends = _pod_list(r, m.get("backends", []), f"{path}.backends", set(pods))
     ranges = []
     for i, text in enumerate(r.seq(m.get("loadBalancerSourceRanges", []),
                                    f"{path}.loadBalancerSourceRanges")):
@@ -291,6 +287,15 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
                     world=World(cluster=cluster, cfg=cfg, announced=announced))
 
 
+def _pod_list(r: _Reader, value: Any, where: str, known: set[str]) -> tuple[str, ...]:
+    """A list of pod names, each one known."""
+    names = tuple(r.string(x, f"{where}[{i}]") for i, x in enumerate(r.seq(value, where)))
+    for i, pod in enumerate(names):
+        if pod not in known:
+            raise r.fail(f"{where}[{i}]", f"unknown pod {pod!r}")
+    return names
+
+
 def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
                         taken: Mapping[IPAddress, str]) -> tuple[Node, ...]:
     """cilium_host takes an address from the node's pod CIDR: the first of its pods' /24 (/64)."""
@@ -313,6 +318,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     nodes = {n.name: n for n in cluster.nodes}
     announced: dict[IPAddress, set[str]] = {}
     live: dict[str, tuple[str, ...]] = {}  # each service's backends after earlier changes
+    pod_names = {pd.name for pd in cluster.pods}
     flows = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
@@ -352,18 +358,9 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
         set_backends = []
         for sname, pods in r.mapping(m.get("setBackends", {}), f"{p}.setBackends",
                                      set(services)).items():
-            where = f"{p}.setBackends.{sname}"
-            names = tuple(r.string(x, f"{where}[{i}]") for i, x in enumerate(r.seq(pods, where)))
-            for i, pod in enumerate(names):
-                if pod not in {pd.name for pd in cluster.pods}:
-                    raise r.fail(f"{where}[{i}]", f"unknown pod {pod!r}")
-            set_backends.append((sname, names))
-        terminating = tuple(
-            r.string(x, f"{p}.terminating[{i}]")
-            for i, x in enumerate(r.seq(m.get("terminating", []), f"{p}.terminating")))
-        for i, pod in enumerate(terminating):
-            if pod not in {pd.name for pd in cluster.pods}:
-                raise r.fail(f"{p}.terminating[{i}]", f"unknown pod {pod!r}")
+            set_backends.append((sname, _pod_list(r, pods, f"{p}.setBackends.{sname}",
+                                                  pod_names)))
+        terminating = _pod_list(r, m.get("terminating", []), f"{p}.terminating", pod_names)
         backend = r.opt(m, "backend", p, r.string, None)
         live.update(dict(set_backends))
         if backend is not None and backend not in live.get(svc.name, svc.backends):
