@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
-from types import MappingProxyType
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -24,8 +23,115 @@ class TupleFlags(enum.IntFlag):
     SERVICE = 4
 
 
-def _frozen_map(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    return MappingProxyType(dict(value))
+class EqMap(Mapping[K, V]):
+    """An immutable insertion-ordered mapping whose keys need only `==`.
+
+    Concrete keys live in a dict. A key that cannot be hashed (a symbolic port during a
+    proof) switches the map to a list of pairs searched with `==`, so every comparison the
+    model makes is one the prover sees: the lookup is the model's, not a twin's.
+    """
+
+    __slots__ = ("_d", "_pairs")
+
+    def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
+        pairs = tuple(items.items() if isinstance(items, Mapping) else items)
+        self._d: dict[K, V] | None
+        self._pairs: tuple[tuple[K, V], ...]
+        try:
+            self._d, self._pairs = dict(pairs), ()
+        except TypeError:
+            self._d, self._pairs = None, pairs
+
+    def _find(self, key: object) -> int:
+        for i, (k, _) in enumerate(self._pairs):
+            if k == key:
+                return i
+        return -1
+
+    def __getitem__(self, key: K) -> V:
+        if self._d is not None:
+            try:
+                return self._d[key]
+            except TypeError:  # an unhashable key against concrete ones
+                for k, v in self._d.items():
+                    if k == key:
+                        return v
+                raise KeyError(key) from None
+        i = self._find(key)
+        if i < 0:
+            raise KeyError(key)
+        return self._pairs[i][1]
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """Mapping.get through __getitem__'s equality search."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[K]:
+        if self._d is not None:
+            return iter(self._d)
+        return (k for k, _ in self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._d) if self._d is not None else len(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"EqMap({dict(self._d) if self._d is not None else list(self._pairs)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return len(self) == len(other) and all(
+            k in other and other[k] == v for k, v in self.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def without(self, key: K) -> EqMap[K, V]:
+        """A copy with key removed (recency of the others kept)."""
+        if self._d is not None:
+            try:
+                d = self._d.copy()
+                d.pop(key, None)
+                return _from_dict(d)
+            except TypeError:
+                pass
+        return EqMap((k, v) for k, v in self.items() if k != key)
+
+    def with_item(self, key: K, value: V, capacity: int | None = None) -> EqMap[K, V]:
+        """A copy with key (re)inserted as most recent; the oldest goes when at capacity."""
+        if self._d is not None:
+            try:
+                d = self._d.copy()
+                d.pop(key, None)
+                if capacity is not None and len(d) >= capacity:
+                    del d[next(iter(d))]
+                d[key] = value
+                return _from_dict(d)
+            except TypeError:
+                pass
+        rest = [(k, v) for k, v in self.items() if k != key]
+        if capacity is not None and len(rest) >= capacity:
+            rest = rest[1:]
+        return EqMap([*rest, (key, value)])
+
+
+def _from_dict(d: dict[K, V]) -> EqMap[K, V]:
+    m: EqMap[K, V] = EqMap.__new__(EqMap)
+    m._d, m._pairs = d, ()
+    return m
+
+
+def _frozen_map(value: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> EqMap[Any, Any]:
+    return value if isinstance(value, EqMap) else EqMap(value)
 
 
 @attrs.frozen(kw_only=True, eq=True)
@@ -33,7 +139,7 @@ class LruMap(Generic[K, V]):
     """A BPF_MAP_TYPE_LRU_HASH: bounded, lookups refresh, inserts into a full map evict."""
 
     capacity: int
-    entries: Mapping[K, V] = attrs.field(factory=dict, converter=_frozen_map)
+    entries: EqMap[K, V] = attrs.field(factory=EqMap, converter=_frozen_map)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -43,24 +149,19 @@ class LruMap(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         """Lookup without touching recency (map_lookup_elem on a read-only path)."""
-        return self.entries.get(key)
+        got: V | None = self.entries.get(key)
+        return got
 
     def touch(self, key: K) -> LruMap[K, V]:
         """Mark key most recently used, as an LRU map lookup does."""
-        if key not in self.entries:
+        value = self.entries.get(key)
+        if value is None:
             return self
-        d = self.entries.copy()  # type: ignore[attr-defined]  # dict.copy keeps hashes
-        d[key] = d.pop(key)
-        return attrs.evolve(self, entries=d)
+        return attrs.evolve(self, entries=self.entries.with_item(key, value))
 
     def put(self, key: K, value: V) -> LruMap[K, V]:
         """map_update_elem(BPF_ANY): evicts the least recently used entry when full."""
-        d = self.entries.copy()  # type: ignore[attr-defined]  # dict.copy keeps hashes
-        d.pop(key, None)
-        if len(d) >= self.capacity:
-            del d[next(iter(d))]
-        d[key] = value
-        return attrs.evolve(self, entries=d)
+        return attrs.evolve(self, entries=self.entries.with_item(key, value, self.capacity))
 
     def put_noexist(self, key: K, value: V) -> LruMap[K, V] | None:
         """map_update_elem(BPF_NOEXIST): None when the key is already present."""
@@ -72,9 +173,7 @@ class LruMap(Generic[K, V]):
         """map_delete_elem."""
         if key not in self.entries:
             return self
-        d = self.entries.copy()  # type: ignore[attr-defined]  # dict.copy keeps hashes
-        del d[key]
-        return attrs.evolve(self, entries=d)
+        return attrs.evolve(self, entries=self.entries.without(key))
 
 
 @attrs.frozen(kw_only=True, order=True, cache_hash=True)
@@ -152,9 +251,9 @@ ServiceKey = tuple[IPAddress, int, Proto]  # lb4_key {address, dport, proto}, sc
 class LbMaps:
     """Per-node LB maps: services (lb4_services_v2), backends (lb4_backends_v3), revnat."""
 
-    services: Mapping[ServiceKey, ServiceEntry] = attrs.field(converter=_frozen_map)
-    backends: Mapping[int, Endpoint] = attrs.field(converter=_frozen_map)
-    revnat: Mapping[int, Endpoint] = attrs.field(converter=_frozen_map)
+    services: EqMap[ServiceKey, ServiceEntry] = attrs.field(converter=_frozen_map)
+    backends: EqMap[int, Endpoint] = attrs.field(converter=_frozen_map)
+    revnat: EqMap[int, Endpoint] = attrs.field(converter=_frozen_map)
     local_endpoints: frozenset[IPAddress] = frozenset()  # cilium_lxc
     terminating: frozenset[int] = frozenset()  # backend IDs flagged BE_STATE_TERMINATING
 

@@ -24,6 +24,7 @@ from model.nodeport import (
     reply_hook,
     to_netdev,
 )
+from model.snat import RandomSource, SeededRandom
 from model.topology import Cluster, Fabric, Service
 from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto, TcpFlags
 
@@ -79,6 +80,7 @@ class World:
     cfg: CiliumConfig
     announced: Mapping[IPAddress, frozenset[str]] = attrs.field(factory=dict)
     faults: frozenset[ModelFault] = frozenset()
+    rand: RandomSource | None = None  # None: seeded by cfg.seed; a prover passes its own
 
     _ipcache: Mapping[IPAddress, IPAddress] = attrs.field(init=False, eq=False, repr=False)
 
@@ -225,8 +227,10 @@ def initial_state(world: World) -> ClusterState:
 
 def _ctx(world: World, state: ClusterState, node: str, pinned: IPAddress | None) -> NodeCtx:
     n = world.cluster.node(node)
+    rand = world.rand if world.rand is not None else SeededRandom(world.cfg.seed)
     return NodeCtx(cfg=world.cfg, name=node, ip=n.ip, router_ip=n.router_ip,
-                   ipcache=world.ipcache(), now=state.now, pinned=pinned, faults=world.faults)
+                   ipcache=world.ipcache(), now=state.now, pinned=pinned, faults=world.faults,
+                   rand=rand)
 
 
 def _set(state: ClusterState, node: str, st: NodeState) -> ClusterState:

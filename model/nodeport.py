@@ -12,7 +12,7 @@ from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
-from model.snat import prandom, snat_nat, snat_rev_nat
+from model.snat import RandomSource, snat_nat, snat_rev_nat
 from model.values import (
     WORLD_ID,
     WORLD_IPV6_ID,
@@ -73,6 +73,7 @@ class NodeCtx:
     pinned: IPAddress | None = None  # scenario's backend pin, honoured on CT_NEW
     router_ip: IPAddress | None = None  # IPV4_GATEWAY: cilium_host, the tunnel SNAT source
     faults: frozenset[ModelFault] = frozenset()
+    rand: RandomSource  # get_prandom_u32(): seeded (SeededRandom), or a prover's choice
 
     def has(self, fault: ModelFault) -> bool:
         """Whether a seeded fault is switched on for this run."""
@@ -145,14 +146,23 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         return st, None, False
     slots = svc.backend_slots
     pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
-    rand = prandom(ctx.cfg.seed, "lb", ctx.name, key, ctx.now)
-    bid = pinned[0] if pinned else slots[rand % len(slots)]
+    draw = ctx.rand.u32("lb", ctx.name, key, ctx.now)
+    bid = pinned[0] if pinned else _random_slot(slots, draw)
     if entry is not None:  # reselect: the entry stays, only its backend changes
         new = attrs.evolve(entry, backend_id=bid, rev_nat_index=svc.rev_nat_index)
     else:
         new = created(version, pkt, ctx.now, service=True, backend_id=bid,
                       rev_nat_index=svc.rev_nat_index)
     return attrs.evolve(st, ct=st.ct.put(key, new)), bid, entry is None
+
+
+def _random_slot(slots: tuple[int, ...], rand: int) -> int:
+    """lb4_select_backend_id_random: slot (rand % count) + 1, compared slot by slot."""
+    pick = rand % len(slots)
+    for i, bid in enumerate(slots):
+        if pick == i:
+            return bid
+    raise AssertionError("rand % count is below count")  # pragma: no cover
 
 
 def _nodeport_ct_egress(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, client: Endpoint,
@@ -215,7 +225,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     if ctx.cfg.tunneling and tep is not None and ctx.router_ip is not None:
         target = ctx.router_ip
     res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, target, ctx.now, ctx.name,
-                   ctx.faults)
+                   ctx.rand, ctx.faults)
     st = attrs.evolve(st, snat=res.snat)
     if res.nat is None:
         return st, _drop(pkt, DropReason.DROP_NAT_NO_MAPPING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol
 
 import attrs
 
@@ -18,6 +19,25 @@ def prandom(seed: int, *parts: object) -> int:
     """get_prandom_u32() made deterministic: a 32-bit hash of the seed and call site."""
     text = repr((seed, *parts)).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=4).digest(), "big")
+
+
+class RandomSource(Protocol):
+    """Where get_prandom_u32() comes from: seeded for traces, an open choice for proofs."""
+
+    def u32(self, *site: object) -> int:
+        """One 32-bit draw at a call site (the site makes concrete draws reproducible)."""
+        ...
+
+
+@attrs.frozen
+class SeededRandom:
+    """The scenario's `cilium.seed`: every draw a hash of the seed and its call site."""
+
+    seed: int
+
+    def u32(self, *site: object) -> int:
+        """prandom of the seed and site."""
+        return prandom(self.seed, *site)
 
 
 def clamp_port(cfg: CiliumConfig, val: int, faults: frozenset[ModelFault] = frozenset()) -> int:
@@ -54,7 +74,7 @@ class SnatResult:
 
 
 def snat_nat(cfg: CiliumConfig, snat: NatMap, client: Endpoint, backend: Endpoint,
-             proto: Proto, target: IPAddress, now: int, salt: object,
+             proto: Proto, target: IPAddress, now: int, salt: object, rand: RandomSource,
              faults: frozenset[ModelFault] = frozenset()) -> SnatResult:
     """snat_v4_nat_handle_mapping + snat_v4_new_mapping for the nodeport forward SNAT."""
     okey = fwd_key(client, backend, proto)
@@ -73,7 +93,7 @@ def snat_nat(cfg: CiliumConfig, snat: NatMap, client: Endpoint, backend: Endpoin
         snat = snat.delete(okey)
     port = client.port
     if not cfg.nat_min <= port <= cfg.nat_max_port:
-        port = clamp_port(cfg, prandom(cfg.seed, "snat", salt, okey, now, 0), faults)
+        port = clamp_port(cfg, rand.u32("snat", salt, okey, now, 0), faults)
     for retries in range(SNAT_COLLISION_RETRIES):
         nat = Endpoint(addr=target, port=port)
         rkey = rev_key(backend, nat, proto)
@@ -85,7 +105,7 @@ def snat_nat(cfg: CiliumConfig, snat: NatMap, client: Endpoint, backend: Endpoin
         if inserted is not None:
             snat = inserted.put(okey, NatEntry(to_addr=target, to_port=port, created=now))
             return SnatResult(snat=snat, nat=nat, retries=retries)
-        nxt = port + 1 if retries else prandom(cfg.seed, "snat", salt, okey, now, retries + 1)
+        nxt = port + 1 if retries else rand.u32("snat", salt, okey, now, retries + 1)
         port = clamp_port(cfg, nxt, faults)
     return SnatResult(snat=snat, nat=None, retries=SNAT_COLLISION_RETRIES)
 
