@@ -121,13 +121,13 @@ def uses_dsr(cfg: CiliumConfig, proto: Proto) -> bool:
 def lb_maps(world: World, node: str) -> LbMaps:
     """What the agent writes into one node's LB maps."""
     c = world.cluster
-    services: dict[ServiceKey, ServiceEntry] = {}
+    services: list[tuple[ServiceKey, ServiceEntry]] = []
     revnat = {}
     for fe in c.frontends_on(node):
-        services[(fe.addr.addr, fe.addr.port, fe.proto)] = ServiceEntry(
+        services.append(((fe.addr.addr, fe.addr.port, fe.proto), ServiceEntry(
             rev_nat_index=fe.rev_nat_index, backend_slots=fe.backends_for(node, c.backends),
             routable=fe.routable, etp_local=fe.etp_local, dsr=uses_dsr(world.cfg, fe.proto),
-            source_ranges=fe.source_ranges, all_backends=fe.backend_ids)
+            source_ranges=fe.source_ranges, all_backends=fe.backend_ids)))
         revnat[fe.rev_nat_index] = fe.addr
     return LbMaps(services=services, revnat=revnat,
                   backends={bid: b.addr for bid, b in c.backends.items()},

@@ -24,7 +24,7 @@ from properties.catalogue import BY_ID, PROPERTIES
 from properties.checks import CHECKERS, Replay
 from properties.configs import Config
 from properties.decode import FlowDoc, ScenarioValues, document
-from properties.roundtrip import Bounds
+from properties.symworld import Bounds
 
 
 def _suite() -> tuple[float, list[prove.Result]]:
@@ -38,8 +38,7 @@ def _growth(cfg: Config) -> list[tuple[Bounds, float, float]]:
     """(bound, encode+solve seconds, solve-only seconds) for P-LB-01, fresh caches."""
     out = []
     for b in (Bounds(packets=1), Bounds(packets=2), Bounds(packets=3),
-              Bounds(packets=2, backends=2), Bounds(packets=2, backends=3),
-              Bounds(packets=2, hops=4)):
+              Bounds(packets=2, backends=2), Bounds(packets=2, backends=3)):
         prove._CACHE.clear()
         prop = attrs.evolve(BY_ID["P-LB-01"], bounds=b)
         t0 = time.perf_counter()

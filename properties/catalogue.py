@@ -17,7 +17,7 @@ from model.faults import ModelFault
 from model.topology import ServiceType, TrafficPolicy
 from model.values import Proto
 from properties.configs import Config, Placement
-from properties.roundtrip import Bounds
+from properties.symworld import Bounds
 
 HOLD, VIOLATED = "hold", "violated"
 F = ModelFault

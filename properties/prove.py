@@ -12,62 +12,22 @@ import z3
 
 from model.faults import ModelFault
 from model.flows import trace_json
-from properties.catalogue import BY_ID, HOLD, PROPERTIES, VIOLATED, Property
-from properties.checks import Finding
+from properties.catalogue import BY_ID, PROPERTIES, VIOLATED, Property
 from properties.configs import Config
 from properties.decode import FlowDoc, Replayed, ScenarioValues, ip_text, nice, num, replay
 from properties.formulas import FORMULAS
+from properties.results import (
+    COUNTEREXAMPLE,
+    DRIFT,
+    PROVED,
+    RAISED,
+    UNKNOWN,
+    VACUOUS,
+    Query,
+    Result,
+)
 from properties.roundtrip import END_OPEN, END_POD, Bounds, Run, World, build, init_invariant, run
 from properties.terms import B, Facts, install, snapshot
-
-PROVED, COUNTEREXAMPLE, UNKNOWN, VACUOUS, DRIFT = (
-    "proved", "counterexample", "unknown", "vacuous", "drift")
-
-
-@attrs.frozen(kw_only=True)
-class Query:
-    """One solver call and its wall time."""
-
-    name: str
-    seconds: float
-    answer: str
-
-
-@attrs.frozen(kw_only=True)
-class Result:
-    """The outcome of one property under one configuration (and seeded faults)."""
-
-    prop: str
-    cfg: Config
-    expected: str
-    result: str
-    method: str
-    bound: str
-    seconds: float
-    faults: frozenset[ModelFault] = frozenset()
-    counterexample: dict[str, Any] | None = None
-    scenario: dict[str, Any] | None = None
-    finding: Finding | None = None
-    note: str = ""
-    queries: tuple[Query, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """The result matches the catalogue's expectation."""
-        if self.expected == HOLD:
-            return self.result == PROVED
-        return self.result == COUNTEREXAMPLE and self.counterexample is not None
-
-    def as_json(self) -> dict[str, Any]:
-        """The `nodeport prove --json` row."""
-        return {"id": self.prop, "mode": self.cfg.mode.value, "family": self.cfg.family,
-                "config": self.cfg.label(), "config_detail": self.cfg.as_dict(),
-                "expected": self.expected, "result": self.result, "method": self.method,
-                "bound": self.bound, "seconds": round(self.seconds, 4),
-                "faults": sorted(f.name for f in self.faults),
-                "counterexample": self.counterexample,
-                "violating_hop": self.finding.hop if self.finding else None,
-                "message": self.finding.message if self.finding else self.note}
 
 
 class Timer:
@@ -246,7 +206,8 @@ def check(prop: Property, cfg: Config, faults: frozenset[ModelFault] = frozenset
     if prop.method == "induction":
         from properties.induction import check_induction
         return check_induction(prop, cfg, faults, ms)
-    return check_bmc(prop, cfg, faults, ms)
+    from properties.bmc import check_bmc as explore
+    return explore(prop, cfg, faults, ms)
 
 
 def suite(ids: list[str] | None = None) -> Iterator[tuple[Property, Config]]:
@@ -296,5 +257,6 @@ def run_many(jobs: list[Job], timeout_s: float = 20.0, workers: int = 1) -> list
     return [r for r in out if r is not None]
 
 
-__all__ = ["BY_ID", "COUNTEREXAMPLE", "DRIFT", "PROVED", "UNKNOWN", "VACUOUS", "VIOLATED",
+__all__ = ["BY_ID", "COUNTEREXAMPLE", "DRIFT", "PROVED", "RAISED", "UNKNOWN", "VACUOUS",
+           "VIOLATED",
            "Result", "check", "mutants", "run_many", "suite"]

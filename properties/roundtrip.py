@@ -23,6 +23,7 @@ from model.values import DsrKind, Proto, TcpFlags
 from properties.configs import Config, Placement
 from properties.symbolic import from_netdev, from_overlay, in_range, to_netdev
 from properties.symstate import CtMap, KeyLog, NatMap, Oracle, SCtx, SEp, SNode, SPkt, SRes, SSvc
+from properties.symworld import Bounds
 from properties.terms import (
     BV,
     STEP,
@@ -40,21 +41,8 @@ from properties.terms import (
 )
 
 CLIENT, NODE, NOWHERE = 0, 1, 2  # receiver kinds
+HOPS_PER_LEG = 2
 END_OPEN, END_POD, END_CLIENT, END_DROP = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The BMC bound: packets per flow, backends, node hooks per leg, an extra service."""
-
-    packets: int = 2
-    backends: int = 1
-    hops: int = 2
-    extra_service: bool = False
-
-    def describe(self) -> str:
-        """Human form of the bound for the results table."""
-        return f"{self.packets} pkts, {self.backends} backends, {self.hops} hooks/leg"
 
 
 @dataclass(frozen=True)
@@ -342,7 +330,7 @@ def walk(w: World, states: list[SNode], pkt: SPkt, sender: z3.ArithRef | None, a
                reason=z3.IntVal(0), pkt=pkt, fabric_drop=z3.BoolVal(False),
                icmp=z3.BoolVal(False))
     hops: list[SHop] = []
-    for _ in range(w.bounds.hops):
+    for _ in range(HOPS_PER_LEG):
         if sender is not None:
             lost, why = fabric_loss(w, sender, pkt)
             wk.fabric_drop = bor(wk.fabric_drop, band(wk.alive, lost))

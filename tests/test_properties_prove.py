@@ -13,11 +13,10 @@ import z3
 from model.config import LBMode
 from model.faults import ModelFault
 from model.network import Action
-from properties import checks, decode, formulas, prove
+from properties import bmc, checks, decode, prove
 from properties.catalogue import BY_ID
 from properties.configs import Config, Placement
 from properties.prove import COUNTEREXAMPLE, DRIFT, PROVED, UNKNOWN, VACUOUS, check
-from properties.roundtrip import Run
 from tests.conftest import NODEPORT, ROOT
 
 SNAT_REMOTE = Config()
@@ -33,8 +32,9 @@ def test_reply_source_is_proved_for_snat_and_dsr() -> None:
     for cfg in (SNAT_REMOTE, DSR_REMOTE, attrs.evolve(SNAT_REMOTE, family="ipv6")):
         r = check(BY_ID["P-LB-01"], cfg)
         assert r.result == PROVED, (cfg.label(), r.note)
-        assert r.ok and r.method == "bmc" and "BMC" in r.bound
-        assert [q.name for q in r.queries] == ["violation", "vacuity"]
+        assert r.ok and r.method == "bmc" and "BMC" in r.bound and "paths" in r.bound
+        assert [q.name for q in r.queries] == ["explore"]
+        assert "3 concrete witnesses agree" in r.note
 
 
 def test_client_ip_lost_under_snat_is_an_expected_replayed_counterexample() -> None:
@@ -58,24 +58,38 @@ def test_seeded_fault_gives_replayed_counterexample() -> None:
 
 
 def test_replay_that_shows_nothing_is_drift(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(checks.CHECKERS, "P-DSR-01", lambda rp: None)
+    monkeypatch.setattr(bmc, "replay", lambda *a, **k: None)
     r = check(BY_ID["P-DSR-01"], SNAT_REMOTE)
     assert r.result == DRIFT and not r.ok and r.counterexample is None
 
 
-def test_unreachable_premise_is_vacuous(monkeypatch: pytest.MonkeyPatch) -> None:
-    def never(run: Run) -> tuple[z3.BoolRef, z3.BoolRef]:
-        return z3.BoolVal(False), z3.BoolVal(True)
+def test_witness_that_disagrees_is_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proof whose concrete witness shows a violation is never reported as proved."""
+    def only_concrete(rp: checks.Replay) -> checks.Finding | None:
+        port = rp.traces[0].spec.source.port
+        return checks.Finding(flow=0, hop=0, message="x") if isinstance(port, int) else None
 
-    monkeypatch.setitem(formulas.FORMULAS, "P-LB-01", never)
+    monkeypatch.setitem(checks.CHECKERS, "P-LB-01", only_concrete)
+    r = check(BY_ID["P-LB-01"], SNAT_REMOTE)
+    assert r.result == DRIFT and not r.ok and "witness" in r.note
+
+
+def test_unreachable_premise_is_vacuous(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(bmc.PREMISES, "P-LB-01", lambda rp: False)
     r = check(BY_ID["P-LB-01"], attrs.evolve(SNAT_REMOTE, placement=Placement.LOCAL))
     assert r.result == VACUOUS and not r.ok
 
 
 def test_solver_unknown_is_never_success(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prove.Timer, "check", lambda self, s, name, *e: z3.unknown)
+    real = z3.Solver.check
+
+    def unknown_on_branches(self: z3.Solver, *extra: z3.BoolRef) -> z3.CheckSatResult:
+        return z3.unknown if extra else real(self)
+
+    monkeypatch.setattr(z3.Solver, "check", unknown_on_branches)
     r = check(BY_ID["P-LB-01"], SNAT_REMOTE)
     assert r.result == UNKNOWN and not r.ok
+    monkeypatch.setattr(prove.Timer, "check", lambda self, s, name, *e: z3.unknown)
     r2 = check(BY_ID["P-NAT-02"], SNAT_REMOTE)
     assert r2.result == UNKNOWN and not r2.ok
 

@@ -1,0 +1,181 @@
+"""A configuration cell as a scenario the model itself runs, with its ports and draws left open.
+
+The cell becomes an ordinary scenario document (the one `decode.document` writes for
+counterexamples), parsed by model/scenario.py like any user file. Its ports are marker values;
+on each explored path they are replaced by symbolic inputs with their legal domains, and
+get_prandom_u32() becomes an open choice. Addresses stay concrete: the model only compares
+addresses for equality (and source-range prefixes, which these cells do not use), so one
+assignment of distinct addresses stands for every other (data independence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from model.config import NODEPORT_MAX_DEFAULT, NODEPORT_MIN_DEFAULT, NODEPORT_PORT_MAX_NAT
+from model.faults import ModelFault
+from model.flows import FlowSpec, FlowTrace, run_flows
+from model.network import ClusterState, World
+from model.scenario import parse
+from model.topology import ServiceType
+from properties.configs import Config, Placement
+from properties.decode import FlowDoc, ScenarioValues, document
+from properties.symexec import Path, SymInt, SymRandom
+
+V4_HOSTS = {"node1": "192.168.2.2", "node2": "192.168.2.3", "router1": "10.0.1.1",
+            "router2": "10.0.2.1", "client": "203.0.113.7", "vip": "172.16.10.10"}
+V6_HOSTS = {"node1": "fd00::2:2", "node2": "fd00::2:3", "router1": "fd00::10:1:0:1",
+            "router2": "fd00::10:2:0:1", "client": "2001:db8::7", "vip": "fd00::ac10:a0a"}
+
+
+@attrs.frozen(kw_only=True)
+class Input:
+    """One open value of the cell: its marker in the document and its legal domain."""
+
+    name: str
+    marker: int
+    lo: int
+    hi: int
+
+
+# Marker values are unusual enough that no other port-like field of a cell carries them.
+SPORT = Input(name="client.sourcePort", marker=40404, lo=1, hi=NODEPORT_PORT_MAX_NAT)
+NODE_PORT = Input(name="service.nodePort", marker=31313, lo=NODEPORT_MIN_DEFAULT,
+                  hi=NODEPORT_MAX_DEFAULT)
+TARGET_PORT = Input(name="service.targetPort", marker=18181, lo=1, hi=NODEPORT_PORT_MAX_NAT)
+SVC_PORT = Input(name="service.port", marker=8484, lo=1, hi=NODEPORT_PORT_MAX_NAT)
+OTHER_NODE_PORT = Input(name="other.nodePort", marker=31414, lo=NODEPORT_MIN_DEFAULT,
+                        hi=NODEPORT_MAX_DEFAULT)
+PORT_FIELDS = frozenset({"port", "target_port", "node_port"})
+
+
+@attrs.frozen(kw_only=True)
+class Bounds:
+    """The bound of a cell: packets per flow, backends, an extra service on the node."""
+
+    packets: int = 2
+    backends: int = 1
+    extra_service: bool = False
+
+    def describe(self) -> str:
+        """Human form of the bound for the results table."""
+        return f"{self.packets} pkts, {self.backends} backends"
+
+
+@attrs.frozen(kw_only=True)
+class Cell:
+    """A parsed cell: the world and flows the model runs, and the inputs left open."""
+
+    cfg: Config
+    bounds: Bounds
+    world: World
+    flows: tuple[FlowSpec, ...]
+    inputs: tuple[Input, ...]
+
+    def values(self, pick: Mapping[str, int], backend: int | None) -> ScenarioValues:
+        """The document values for chosen inputs (a counterexample or a witness)."""
+        return cell_values(self.cfg, self.bounds, {i.marker: pick[i.name] for i in self.inputs},
+                           backend)
+
+
+def _hosts(cfg: Config) -> dict[str, str]:
+    return V6_HOSTS if cfg.ipv6 else V4_HOSTS
+
+
+def _pod_ip(cfg: Config, i: int) -> str:
+    node = 1 if cfg.placement is Placement.LOCAL else 2
+    return f"fd00::10:{node}:0:{i + 10:x}" if cfg.ipv6 else f"10.0.{node}.{i + 10}"
+
+
+def _has_node_port(cfg: Config) -> bool:
+    """NodePort and LoadBalancer services carry a nodePort; ExternalIP ones may not."""
+    return cfg.svc_type in (ServiceType.NODEPORT, ServiceType.LOADBALANCER)
+
+
+def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: int | None
+                ) -> ScenarioValues:
+    """The cell's scenario values with its ports given by marker -> value."""
+    h = _hosts(cfg)
+    nodeport = cfg.svc_type is ServiceType.NODEPORT
+    return ScenarioValues(
+        nodes=(h["node1"], h["node2"]), routers=(h["router1"], h["router2"]),
+        pods=tuple(_pod_ip(cfg, i) for i in range(bounds.backends)), clients=(h["client"],),
+        target_port=ports[TARGET_PORT.marker],
+        node_port=ports[NODE_PORT.marker] if _has_node_port(cfg) else None,
+        port=None if nodeport else ports[SVC_PORT.marker],
+        vip=None if nodeport else h["vip"],
+        other_node_port=ports[OTHER_NODE_PORT.marker] if bounds.extra_service else None,
+        flows=(FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
+                       backend=backend),))
+
+
+def cell(cfg: Config, bounds: Bounds) -> Cell:
+    """Parse the cell's document once; paths substitute its open inputs."""
+    inputs = [SPORT, TARGET_PORT]
+    if _has_node_port(cfg):
+        inputs.append(NODE_PORT)
+    if cfg.svc_type is not ServiceType.NODEPORT:
+        inputs.append(SVC_PORT)
+    if bounds.extra_service:
+        inputs.append(OTHER_NODE_PORT)
+    markers = {i.marker: i.marker for i in (SPORT, TARGET_PORT, NODE_PORT, SVC_PORT,
+                                            OTHER_NODE_PORT)}
+    sc = parse(document(cfg, cell_values(cfg, bounds, markers, None), seed=1),
+               f"<cell {cfg.label()}>")
+    return Cell(cfg=cfg, bounds=bounds, world=sc.world, flows=sc.flows, inputs=tuple(inputs))
+
+
+def _subst(obj: Any, ports: Mapping[int, SymInt], field: str | None = None) -> Any:
+    """obj with every marker port replaced by its symbolic input."""
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return ports.get(obj, obj) if field in PORT_FIELDS else obj
+    if isinstance(obj, tuple):
+        return tuple(_subst(x, ports, field) for x in obj)
+    if isinstance(obj, Mapping):
+        return type(obj)({k: _subst(v, ports, field) for k, v in obj.items()}) \
+            if isinstance(obj, dict) else _remap(obj, ports, field)
+    if attrs.has(type(obj)):
+        changes = {}
+        for a in attrs.fields(type(obj)):
+            if not a.init:
+                continue
+            old = getattr(obj, a.name)
+            new = _subst(old, ports, a.name)
+            if new is not old:
+                changes[a.alias] = new
+        return attrs.evolve(obj, **changes) if changes else obj
+    return obj
+
+
+def _remap(m: Mapping[Any, Any], ports: Mapping[int, SymInt], field: str | None) -> Any:
+    from model.maps import EqMap
+    items = [(k, _subst(v, ports, field)) for k, v in m.items()]
+    if all(v is m[k] for k, v in items):
+        return m
+    return EqMap(items)
+
+
+@attrs.frozen(kw_only=True)
+class Run:
+    """What the model did on one path: the world it ran, its traces and final state."""
+
+    world: World
+    traces: tuple[FlowTrace, ...]
+    state: ClusterState
+    inputs: Mapping[str, SymInt]
+
+
+def run_cell(c: Cell, path: Path, faults: frozenset[ModelFault]) -> Run:
+    """Run the cell's flows through the model with this path's open inputs."""
+    syms = {i.name: path.fresh(i.name, i.lo, i.hi) for i in c.inputs}
+    if NODE_PORT.name in syms and OTHER_NODE_PORT.name in syms:
+        # the agent refuses two services on one nodePort (pkg/loadbalancer)
+        path.assume(syms[NODE_PORT.name].e != syms[OTHER_NODE_PORT.name].e)
+    ports = {i.marker: syms[i.name] for i in c.inputs}
+    world = attrs.evolve(_subst(c.world, ports), faults=faults, rand=SymRandom(path))
+    flows = tuple(_subst(f, ports) for f in c.flows)
+    state, traces = run_flows(world, flows)
+    return Run(world=world, traces=tuple(traces), state=state, inputs=syms)
