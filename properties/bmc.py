@@ -34,7 +34,7 @@ from properties.results import (
     Result,
     counterexample_result,
 )
-from properties.symexec import Explorer, Outcome, Path, Status
+from properties.symexec import Explorer, Outcome, Status
 from properties.symworld import Cell, Run, cell, run_cell
 
 WITNESSES = 3  # concrete premise witnesses re-run per proved result
@@ -83,41 +83,39 @@ NICE: dict[str, Callable[[z3.ArithRef], z3.BoolRef]] = {
 
 @attrs.frozen(kw_only=True)
 class PathValue:
-    """What one explored path produced."""
+    """What one explored path produced: the model's run and each property's verdict."""
 
-    finding: Finding | None
-    premise: bool
     run: Run
+    findings: tuple[Finding | None, ...]
+    premises: tuple[bool, ...]
 
 
-def _pick(o: Outcome[PathValue], prefer: bool = True,
+def _pick(o: Outcome[PathValue], c: Cell, prefer: bool = True,
           avoid: tuple[dict[str, int], ...] = ()) -> dict[str, int] | None:
     """Input values of a path: readable where the path allows, unlike `avoid`'s."""
-    assert o.value is not None
-    syms = o.value.run.inputs
     s = z3.Solver()
     s.add(o.condition)
     for old in avoid:
-        s.add(z3.Or(*[x.e != old[n] for n, x in syms.items()]))
+        s.add(z3.Or(*[i.var.e != old[i.name] for i in c.inputs]))
     if prefer:
         s.push()
-        s.add(*[NICE[n](x.e) for n, x in syms.items() if n in NICE])
+        s.add(*[NICE[i.name](i.var.e) for i in c.inputs if i.name in NICE])
         if s.check() != z3.sat:
             s.pop()
     if s.check() != z3.sat:
         return None
     m = s.model()
-    return {n: m.eval(x.e, model_completion=True).as_long() for n, x in syms.items()}
+    return {i.name: m.eval(i.var.e, model_completion=True).as_long() for i in c.inputs}
 
 
-def _witnesses(outs: list[Outcome[PathValue]]) -> list[tuple[Outcome[PathValue],
-                                                              dict[str, int]]]:
+def _witnesses(outs: list[Outcome[PathValue]], c: Cell
+               ) -> list[tuple[Outcome[PathValue], dict[str, int]]]:
     """WITNESSES diverse assignments: round-robin over premise paths, each unlike the last."""
     got: list[tuple[Outcome[PathValue], dict[str, int]]] = []
     for i in range(WITNESSES * 2):
         o = outs[i % len(outs)]
         seen = tuple(v for p, v in got if p is o)
-        vals = _pick(o, prefer=not seen, avoid=seen)
+        vals = _pick(o, c, prefer=not seen, avoid=seen)
         if vals is not None:
             got.append((o, vals))
         if len(got) == WITNESSES:
@@ -147,24 +145,36 @@ def _witness_ok(prop: Property, c: Cell, o: Outcome[PathValue], pick: dict[str, 
     return None
 
 
-def check_bmc(prop: Property, cfg: Config, faults: frozenset[ModelFault],
-              timeout_ms: int) -> Result:
-    """Explore every path of the cell; a violating path is replayed, a proof re-checked."""
-    t0 = time.perf_counter()
-    c = cell(cfg, prop.bounds)
-    checker, premise = CHECKERS[prop.id], PREMISES[prop.id]
+@attrs.define
+class _Tally:
+    """One property's view of the exploration."""
 
-    def one(path: Path) -> PathValue:
-        r = run_cell(c, path, faults)
+    prop: Property
+    violation: Outcome[PathValue] | None = None
+    premise_paths: list[Outcome[PathValue]] = attrs.Factory(list)
+
+
+def check_cell(props: list[Property], cfg: Config, faults: frozenset[ModelFault],
+               timeout_ms: int) -> list[Result]:
+    """Explore every path of one cell once; each property's checker runs on every path."""
+    t0 = time.perf_counter()
+    bounds = props[0].bounds
+    assert all(p.bounds == bounds for p in props)
+    c = cell(cfg, bounds)
+    checkers = [CHECKERS[p.id] for p in props]
+    premises = [PREMISES[p.id] for p in props]
+
+    def one() -> PathValue:
+        r = run_cell(c, faults)
         rp = Replay(cfg=cfg, world=r.world, traces=r.traces, state=r.state)
-        f = checker(rp)
-        return PathValue(finding=f, premise=f is not None or premise(rp), run=r)
+        found = tuple(chk(rp) for chk in checkers)
+        return PathValue(run=r, findings=found, premises=tuple(
+            f is not None or bool(pre(rp)) for f, pre in zip(found, premises, strict=True)))
 
     ex = Explorer(timeout_ms=timeout_ms)
-    witnesses: list[Outcome[PathValue]] = []
-    violation: Outcome[PathValue] | None = None
+    tallies = [_Tally(prop=p) for p in props]
     unknown = raised = None
-    for o in ex.run(one):
+    for o in ex.run(one, c.inputs, c.facts):
         if o.status is Status.RAISED:
             raised = o
             break
@@ -172,24 +182,35 @@ def check_bmc(prop: Property, cfg: Config, faults: frozenset[ModelFault],
             unknown = o
         if o.value is None:
             continue
-        if o.value.finding is not None:
-            violation = o
+        for t, f, pre in zip(tallies, o.value.findings, o.value.premises, strict=True):
+            if f is not None and t.violation is None:
+                t.violation = o
+            elif pre and len(t.premise_paths) < WITNESSES:
+                t.premise_paths.append(o)
+        if all(t.violation is not None for t in tallies):
             break
-        if o.value.premise and len(witnesses) < WITNESSES:
-            witnesses.append(o)
-    seconds = time.perf_counter() - t0
+    share = (time.perf_counter() - t0) / len(props)
+    return [_verdict(t, c, cfg, faults, ex, share, unknown, raised) for t in tallies]
+
+
+def _verdict(t: _Tally, c: Cell, cfg: Config, faults: frozenset[ModelFault], ex: Explorer,
+             share: float, unknown: Outcome[PathValue] | None,
+             raised: Outcome[PathValue] | None) -> Result:
+    """One property's result from a shared exploration (its share of the time)."""
+    t0 = time.perf_counter() - share
+    prop = t.prop
     base = Result(prop=prop.id, cfg=cfg, expected=prop.expect(cfg), result=UNKNOWN,
                   method="bmc", bound=f"BMC {prop.bounds.describe()}, {ex.paths} paths",
-                  seconds=seconds, faults=faults,
-                  queries=(Query(name="explore", seconds=seconds,
+                  seconds=share, faults=faults,
+                  queries=(Query(name="explore", seconds=share,
                                  answer=f"{ex.paths} paths, {ex.queries} queries"),))
     if raised is not None:
         return attrs.evolve(base, result=RAISED,
                             note=f"the model raised on a feasible input: {raised.error}")
-    if violation is not None:
-        pick = _pick(violation)
+    if t.violation is not None:
+        pick = _pick(t.violation, c)
         assert pick is not None  # the explorer found this path satisfiable
-        rep: Replayed | None = replay(prop.id, cfg, c.values(pick, _backend(violation, prop)),
+        rep: Replayed | None = replay(prop.id, cfg, c.values(pick, _backend(t.violation, prop)),
                                       faults)
         if rep is None:
             return attrs.evolve(base, result=DRIFT, seconds=time.perf_counter() - t0,
@@ -198,10 +219,10 @@ def check_bmc(prop: Property, cfg: Config, faults: frozenset[ModelFault],
     if unknown is not None or ex.truncated:
         why = "path limit reached" if ex.truncated else "solver could not decide a branch"
         return attrs.evolve(base, note=why)
-    if not witnesses:
+    if not t.premise_paths:
         return attrs.evolve(base, result=VACUOUS,
                             note="no path reaches the premise: the proof is vacuous")
-    drawn = _witnesses(witnesses)
+    drawn = _witnesses(t.premise_paths, c)
     for w, pick in drawn:
         bad = _witness_ok(prop, c, w, pick, faults)
         if bad is not None:
@@ -210,4 +231,10 @@ def check_bmc(prop: Property, cfg: Config, faults: frozenset[ModelFault],
                         note=f"{len(drawn)} concrete witnesses agree")
 
 
-__all__ = ["COUNTEREXAMPLE", "PREMISES", "PROVED", "check_bmc"]
+def check_bmc(prop: Property, cfg: Config, faults: frozenset[ModelFault],
+              timeout_ms: int) -> Result:
+    """One property under one configuration."""
+    return check_cell([prop], cfg, faults, timeout_ms)[0]
+
+
+__all__ = ["COUNTEREXAMPLE", "PREMISES", "PROVED", "check_bmc", "check_cell"]

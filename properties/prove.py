@@ -232,7 +232,22 @@ Job = tuple[str, Config, frozenset[ModelFault]]
 
 
 def _run_jobs(jobs: list[Job], timeout_s: float) -> list[Result]:
-    return [check(BY_ID[pid], cfg, faults, timeout_s) for pid, cfg, faults in jobs]
+    """Jobs in order; round-trip properties of one cell share a single exploration."""
+    from properties.bmc import check_cell
+    ms = max(1, int(timeout_s * 1000))
+    cells: dict[tuple[Config, object, frozenset[ModelFault]], list[int]] = {}
+    out: dict[int, Result] = {}
+    for i, (pid, cfg, faults) in enumerate(jobs):
+        prop = BY_ID[pid]
+        if prop.method == "bmc":
+            cells.setdefault((cfg, prop.bounds, faults), []).append(i)
+        else:
+            out[i] = check(prop, cfg, faults, timeout_s)
+    for (cfg, _, faults), idx in cells.items():
+        for i, r in zip(idx, check_cell([BY_ID[jobs[i][0]] for i in idx], cfg, faults, ms),
+                        strict=True):
+            out[i] = r
+    return [out[i] for i in range(len(jobs))]
 
 
 def run_many(jobs: list[Job], timeout_s: float = 20.0, workers: int = 1) -> list[Result]:

@@ -9,6 +9,7 @@ each against the z3 solver, so the explorer visits every feasible path of the co
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -17,7 +18,17 @@ import attrs
 import z3
 
 T = TypeVar("T")
-Num = "int | SymInt"
+
+# The path being explored: a symbolic value's `if` is decided by whichever path runs it.
+_PATH: contextvars.ContextVar[Path] = contextvars.ContextVar("nodeport_symexec_path")
+
+
+def current() -> Path:
+    """The path under exploration (symbolic values are only ever used inside one)."""
+    try:
+        return _PATH.get()
+    except LookupError:
+        raise SymbolicMisuse("a symbolic value was used outside an exploration") from None
 
 
 class Status(enum.Enum):
@@ -53,14 +64,13 @@ def _is_num(x: object) -> bool:
 class SymBool:
     """A z3 condition; Python's `if`, `and`, `or` and `not` turn it into a decision."""
 
-    __slots__ = ("e", "path")
+    __slots__ = ("e",)
 
-    def __init__(self, e: z3.BoolRef, path: Path) -> None:
+    def __init__(self, e: z3.BoolRef) -> None:
         self.e = e
-        self.path = path
 
     def __bool__(self) -> bool:
-        return self.path.decide(self.e)
+        return current().decide(self.e)
 
     def __hash__(self) -> int:
         raise SymbolicMisuse("a symbolic condition cannot be hashed")
@@ -72,17 +82,16 @@ class SymBool:
 class SymInt:
     """A z3 integer with Python int semantics for + - * // % & >> and comparisons."""
 
-    __slots__ = ("e", "path")
+    __slots__ = ("e",)
 
-    def __init__(self, e: z3.ArithRef, path: Path) -> None:
+    def __init__(self, e: z3.ArithRef) -> None:
         self.e = e
-        self.path = path
 
     def _new(self, e: z3.ArithRef) -> SymInt:
-        return SymInt(e, self.path)
+        return SymInt(e)
 
     def _cmp(self, e: z3.BoolRef) -> SymBool:
-        return SymBool(e, self.path)
+        return SymBool(e)
 
     def __add__(self, o: object) -> SymInt:
         return self._new(self.e + _term(o)) if _is_num(o) else NotImplemented
@@ -116,7 +125,7 @@ class SymInt:
         # a low-bit mask of a non-negative value (val & 0xFFFF) is a remainder
         if not isinstance(o, int) or o < 0 or (o + 1) & o:
             raise SymbolicMisuse("only masks of the form 2**k - 1 are supported")
-        self.path.require(self.e >= 0, "masked value is non-negative")
+        current().require(self.e >= 0, "masked value is non-negative")
         return self._new(self.e % (o + 1))
 
     __rand__ = __and__
@@ -143,7 +152,7 @@ class SymInt:
         return self._cmp(self.e >= _term(o)) if _is_num(o) else NotImplemented
 
     def __bool__(self) -> bool:
-        return self.path.decide(self.e != 0)
+        return current().decide(self.e != 0)
 
     def __hash__(self) -> int:
         raise SymbolicMisuse(f"symbolic int {self.e} cannot be hashed")
@@ -170,6 +179,95 @@ def _positive(o: object) -> z3.ArithRef:
 
 
 @attrs.frozen
+class Input:
+    """A named open value of an exploration with its domain [lo, hi]."""
+
+    name: str
+    lo: int
+    hi: int
+    var: SymInt = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "var", SymInt(z3.Int(self.name)))
+
+    def fact(self) -> z3.BoolRef:
+        """lo <= var <= hi."""
+        return z3.And(self.var.e >= self.lo, self.var.e <= self.hi)
+
+
+Interval = tuple[int, int]
+
+
+def _interval(e: z3.ExprRef, bounds: dict[int, Interval]) -> Interval | None:
+    """Bounds of an integer term from its inputs' domains (None: unbounded or not linear)."""
+    if z3.is_int_value(e):
+        v = e.as_long()
+        return v, v
+    if z3.is_const(e):
+        return bounds.get(e.get_id())
+    k = e.decl().kind()
+    kids = [_interval(c, bounds) for c in e.children()]
+    if any(x is None for x in kids):
+        return None
+    iv = [x for x in kids if x is not None]
+    if k == z3.Z3_OP_ADD:
+        return sum(x[0] for x in iv), sum(x[1] for x in iv)
+    if k == z3.Z3_OP_SUB and len(iv) == 2:
+        return iv[0][0] - iv[1][1], iv[0][1] - iv[1][0]
+    if k == z3.Z3_OP_UMINUS:
+        return -iv[0][1], -iv[0][0]
+    if k == z3.Z3_OP_MUL and len(iv) == 2:
+        prods = [a * b for a in iv[0] for b in iv[1]]
+        return min(prods), max(prods)
+    if k in (z3.Z3_OP_IDIV, z3.Z3_OP_DIV) and len(iv) == 2 and iv[1][0] == iv[1][1] > 0:
+        d = iv[1][0]
+        return iv[0][0] // d, iv[0][1] // d
+    if k == z3.Z3_OP_MOD and len(iv) == 2 and iv[1][0] == iv[1][1] > 0:
+        d = iv[1][0]
+        if iv[0][0] >= 0 and iv[0][1] < d:
+            return iv[0]
+        return 0, d - 1
+    return None
+
+
+def _truth(c: z3.ExprRef, bounds: dict[int, Interval]) -> bool | None:
+    """Decide a condition by interval arithmetic alone (None when intervals cannot)."""
+    if z3.is_true(c):
+        return True
+    if z3.is_false(c):
+        return False
+    k = c.decl().kind()
+    if k == z3.Z3_OP_NOT:
+        t = _truth(c.arg(0), bounds)
+        return None if t is None else not t
+    if k in (z3.Z3_OP_AND, z3.Z3_OP_OR):
+        ts = [_truth(x, bounds) for x in c.children()]
+        if k == z3.Z3_OP_AND:
+            return False if False in ts else (True if all(t is True for t in ts) else None)
+        return True if True in ts else (False if all(t is False for t in ts) else None)
+    if c.num_args() != 2 or not z3.is_int(c.arg(0)):
+        return None
+    a, b = _interval(c.arg(0), bounds), _interval(c.arg(1), bounds)
+    if a is None or b is None:
+        return None
+    if k == z3.Z3_OP_LE:
+        return True if a[1] <= b[0] else (False if a[0] > b[1] else None)
+    if k == z3.Z3_OP_LT:
+        return True if a[1] < b[0] else (False if a[0] >= b[1] else None)
+    if k == z3.Z3_OP_GE:
+        return True if a[0] >= b[1] else (False if a[1] < b[0] else None)
+    if k == z3.Z3_OP_GT:
+        return True if a[0] > b[1] else (False if a[1] <= b[0] else None)
+    if k in (z3.Z3_OP_EQ, z3.Z3_OP_DISTINCT):
+        is_eq = bool(k == z3.Z3_OP_EQ)
+        if a[0] == a[1] == b[0] == b[1]:
+            return is_eq
+        if a[1] < b[0] or b[1] < a[0]:
+            return not is_eq
+    return None
+
+
+@attrs.frozen
 class Decision:
     """One branch taken; `check` when the solver has not yet seen this side feasible."""
 
@@ -180,7 +278,8 @@ class Decision:
 class Path:
     """One execution: replays a decision prefix, then decides new branches with the solver."""
 
-    def __init__(self, solver: z3.Solver, prefix: tuple[Decision, ...], timeout_ms: int) -> None:
+    def __init__(self, solver: z3.Solver, prefix: tuple[Decision, ...], timeout_ms: int,
+                 inputs: tuple[Input, ...] = ()) -> None:
         self.solver = solver
         self.prefix = prefix
         self.timeout_ms = timeout_ms
@@ -193,16 +292,22 @@ class Path:
         self._names: dict[str, int] = {}
         self._memo: dict[int, bool] = {}  # by AST id; _alive keeps those ids from reuse
         self._alive: list[z3.ExprRef] = []
+        self.bounds: dict[int, tuple[int, int]] = {}  # input id -> domain, for _interval
         solver.reset()
         solver.set(timeout=timeout_ms)
+        for i in inputs:
+            self.bounds[i.var.e.get_id()] = (i.lo, i.hi)
+            self.assume(i.fact())
 
     def fresh(self, name: str, lo: int, hi: int) -> SymInt:
         """A new input in [lo, hi]; names repeat identically on every replay of a prefix."""
         n = self._names.get(name, 0)
         self._names[name] = n + 1
         x = z3.Int(f"{name}#{n}" if n else name)
+        self.bounds[x.get_id()] = (lo, hi)
+        self._alive.append(x)
         self.assume(z3.And(x >= lo, x <= hi))
-        return SymInt(x, self)
+        return SymInt(x)
 
     def assume(self, fact: z3.BoolRef) -> None:
         """A fact about the inputs (a domain), not a branch."""
@@ -227,6 +332,9 @@ class Path:
 
     def decide(self, cond: z3.BoolRef) -> bool:
         """The branch this path takes on `cond`; records the other side for later."""
+        known = _truth(cond, self.bounds)
+        if known is not None:  # the inputs' domains alone decide it: no branch at all
+            return known
         c = z3.simplify(cond)
         if z3.is_true(c):
             return True
@@ -299,8 +407,9 @@ class Explorer:
     queries: int = 0
     truncated: bool = False
 
-    def run(self, fn: Callable[[Path], T]) -> Iterator[Outcome[T]]:
-        """Yield one Outcome per feasible path of fn(path)."""
+    def run(self, fn: Callable[[], T], inputs: tuple[Input, ...] = (),
+            facts: tuple[z3.BoolRef, ...] = ()) -> Iterator[Outcome[T]]:
+        """Yield one Outcome per feasible path of fn() over the inputs' domains and facts."""
         solver = z3.Solver()
         stack: list[tuple[Decision, ...]] = [()]
         while stack:
@@ -308,12 +417,15 @@ class Explorer:
                 self.truncated = True
                 return
             prefix = stack.pop()
-            path = Path(solver, prefix, self.timeout_ms)
+            path = Path(solver, prefix, self.timeout_ms, inputs)
+            for f in facts:
+                path.assume(f)
             value: T | None = None
             error = None
             status = Status.DONE
+            token = _PATH.set(path)
             try:
-                value = fn(path)
+                value = fn()
             except Infeasible:
                 self.infeasible += 1
                 self.queries += path.queries
@@ -322,6 +434,8 @@ class Explorer:
                 raise
             except Exception as exc:  # the model itself failed on a feasible input
                 status, error = Status.RAISED, f"{type(exc).__name__}: {exc}"
+            finally:
+                _PATH.reset(token)
             self.paths += 1
             self.queries += path.queries
             stack.extend(reversed(path.alternatives))
@@ -332,16 +446,28 @@ class Explorer:
                           depth=len(path.taken))
 
 
+def construct(fn: Callable[[], T], inputs: tuple[Input, ...]) -> T:
+    """Build a structure holding symbolic inputs (validators may compare them) without
+    branching: every condition met on the way must follow from the inputs' domains."""
+    path = Path(z3.Solver(), (), 5000, inputs)
+    token = _PATH.set(path)
+    try:
+        out = fn()
+    finally:
+        _PATH.reset(token)
+    if path.alternatives or path.unknown:
+        raise SymbolicMisuse("building the symbolic world branched on an input")
+    return out
+
+
 @attrs.frozen
 class SymRandom:
     """get_prandom_u32() as an open choice: every draw a fresh input in [0, 2**32)."""
 
-    path: Path
-
     def u32(self, *site: object) -> int:
-        """A fresh 32-bit input named after its call site's kind."""
+        """A fresh 32-bit input of the running path, named after its call site's kind."""
         kind = str(site[0]) if site else "rand"
-        r: int = self.path.fresh(f"rand.{kind}", 0, 0xFFFFFFFF)  # type: ignore[assignment]
+        r: int = current().fresh(f"rand.{kind}", 0, 0xFFFFFFFF)  # type: ignore[assignment]
         return r
 
 

@@ -10,10 +10,12 @@ assignment of distinct addresses stands for every other (data independence).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import z3
 
 from model.config import NODEPORT_MAX_DEFAULT, NODEPORT_MIN_DEFAULT, NODEPORT_PORT_MAX_NAT
 from model.faults import ModelFault
@@ -23,7 +25,7 @@ from model.scenario import parse
 from model.topology import ServiceType
 from properties.configs import Config, Placement
 from properties.decode import FlowDoc, ScenarioValues, document
-from properties.symexec import Path, SymInt, SymRandom
+from properties.symexec import Input, SymInt, SymRandom, construct
 
 V4_HOSTS = {"node1": "192.168.2.2", "node2": "192.168.2.3", "router1": "10.0.1.1",
             "router2": "10.0.2.1", "client": "203.0.113.7", "vip": "172.16.10.10"}
@@ -32,8 +34,8 @@ V6_HOSTS = {"node1": "fd00::2:2", "node2": "fd00::2:3", "router1": "fd00::10:1:0
 
 
 @attrs.frozen(kw_only=True)
-class Input:
-    """One open value of the cell: its marker in the document and its legal domain."""
+class Port:
+    """One open port of the cell: its marker in the document and its legal domain."""
 
     name: str
     marker: int
@@ -42,12 +44,12 @@ class Input:
 
 
 # Marker values are unusual enough that no other port-like field of a cell carries them.
-SPORT = Input(name="client.sourcePort", marker=40404, lo=1, hi=NODEPORT_PORT_MAX_NAT)
-NODE_PORT = Input(name="service.nodePort", marker=31313, lo=NODEPORT_MIN_DEFAULT,
+SPORT = Port(name="client.sourcePort", marker=40404, lo=1, hi=NODEPORT_PORT_MAX_NAT)
+NODE_PORT = Port(name="service.nodePort", marker=31313, lo=NODEPORT_MIN_DEFAULT,
                   hi=NODEPORT_MAX_DEFAULT)
-TARGET_PORT = Input(name="service.targetPort", marker=18181, lo=1, hi=NODEPORT_PORT_MAX_NAT)
-SVC_PORT = Input(name="service.port", marker=8484, lo=1, hi=NODEPORT_PORT_MAX_NAT)
-OTHER_NODE_PORT = Input(name="other.nodePort", marker=31414, lo=NODEPORT_MIN_DEFAULT,
+TARGET_PORT = Port(name="service.targetPort", marker=18181, lo=1, hi=NODEPORT_PORT_MAX_NAT)
+SVC_PORT = Port(name="service.port", marker=8484, lo=1, hi=NODEPORT_PORT_MAX_NAT)
+OTHER_NODE_PORT = Port(name="other.nodePort", marker=31414, lo=NODEPORT_MIN_DEFAULT,
                         hi=NODEPORT_MAX_DEFAULT)
 PORT_FIELDS = frozenset({"port", "target_port", "node_port"})
 
@@ -71,13 +73,15 @@ class Cell:
 
     cfg: Config
     bounds: Bounds
-    world: World
+    world: World  # ports already symbolic, get_prandom_u32 an open choice
     flows: tuple[FlowSpec, ...]
+    ports: tuple[Port, ...]
     inputs: tuple[Input, ...]
+    facts: tuple[z3.BoolRef, ...]
 
     def values(self, pick: Mapping[str, int], backend: int | None) -> ScenarioValues:
         """The document values for chosen inputs (a counterexample or a witness)."""
-        return cell_values(self.cfg, self.bounds, {i.marker: pick[i.name] for i in self.inputs},
+        return cell_values(self.cfg, self.bounds, {p.marker: pick[p.name] for p in self.ports},
                            backend)
 
 
@@ -112,20 +116,31 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
                        backend=backend),))
 
 
+@functools.lru_cache(maxsize=256)
 def cell(cfg: Config, bounds: Bounds) -> Cell:
-    """Parse the cell's document once; paths substitute its open inputs."""
-    inputs = [SPORT, TARGET_PORT]
+    """Parse the cell's document once and make its ports symbolic inputs."""
+    ports = [SPORT, TARGET_PORT]
     if _has_node_port(cfg):
-        inputs.append(NODE_PORT)
+        ports.append(NODE_PORT)
     if cfg.svc_type is not ServiceType.NODEPORT:
-        inputs.append(SVC_PORT)
+        ports.append(SVC_PORT)
     if bounds.extra_service:
-        inputs.append(OTHER_NODE_PORT)
-    markers = {i.marker: i.marker for i in (SPORT, TARGET_PORT, NODE_PORT, SVC_PORT,
+        ports.append(OTHER_NODE_PORT)
+    markers = {p.marker: p.marker for p in (SPORT, TARGET_PORT, NODE_PORT, SVC_PORT,
                                             OTHER_NODE_PORT)}
     sc = parse(document(cfg, cell_values(cfg, bounds, markers, None), seed=1),
                f"<cell {cfg.label()}>")
-    return Cell(cfg=cfg, bounds=bounds, world=sc.world, flows=sc.flows, inputs=tuple(inputs))
+    inputs = {p.name: Input(name=p.name, lo=p.lo, hi=p.hi) for p in ports}
+    facts = []
+    if NODE_PORT.name in inputs and OTHER_NODE_PORT.name in inputs:
+        # the agent refuses two services on one nodePort (pkg/loadbalancer)
+        facts.append(inputs[NODE_PORT.name].var.e != inputs[OTHER_NODE_PORT.name].var.e)
+    syms = {p.marker: inputs[p.name].var for p in ports}
+    ins = tuple(inputs.values())
+    world = construct(lambda: attrs.evolve(_subst(sc.world, syms), rand=SymRandom()), ins)
+    flows = construct(lambda: tuple(_subst(f, syms) for f in sc.flows), ins)
+    return Cell(cfg=cfg, bounds=bounds, world=world, flows=flows, ports=tuple(ports),
+                inputs=ins, facts=tuple(facts))
 
 
 def _subst(obj: Any, ports: Mapping[int, SymInt], field: str | None = None) -> Any:
@@ -165,17 +180,10 @@ class Run:
     world: World
     traces: tuple[FlowTrace, ...]
     state: ClusterState
-    inputs: Mapping[str, SymInt]
 
 
-def run_cell(c: Cell, path: Path, faults: frozenset[ModelFault]) -> Run:
-    """Run the cell's flows through the model with this path's open inputs."""
-    syms = {i.name: path.fresh(i.name, i.lo, i.hi) for i in c.inputs}
-    if NODE_PORT.name in syms and OTHER_NODE_PORT.name in syms:
-        # the agent refuses two services on one nodePort (pkg/loadbalancer)
-        path.assume(syms[NODE_PORT.name].e != syms[OTHER_NODE_PORT.name].e)
-    ports = {i.marker: syms[i.name] for i in c.inputs}
-    world = attrs.evolve(_subst(c.world, ports), faults=faults, rand=SymRandom(path))
-    flows = tuple(_subst(f, ports) for f in c.flows)
-    state, traces = run_flows(world, flows)
-    return Run(world=world, traces=tuple(traces), state=state, inputs=syms)
+def run_cell(c: Cell, faults: frozenset[ModelFault]) -> Run:
+    """Run the cell's flows through the model on the path being explored."""
+    world = attrs.evolve(c.world, faults=faults) if faults else c.world
+    state, traces = run_flows(world, c.flows)
+    return Run(world=world, traces=tuple(traces), state=state)
