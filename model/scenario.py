@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import attrs
 
 import safeyaml
-
 from model.config import (
     CiliumConfig,
     CiliumVersion,
@@ -383,12 +382,12 @@ def _check_services(r: _Reader, services: tuple[Service, ...], family: type,
         fronts: list[tuple[str, IPAddress | str, int]] = []
         if s.node_port is not None:
             fronts.append((f"{path}.nodePort", "every node's IP", s.node_port))
-        fronts += [(w, a, s.port) for w, a in vips if a is not None]
-        for where, a, port in fronts:
-            key = (a, port, s.proto)
+        fronts += [(w, v, s.port) for w, v in vips if v is not None]
+        for where, fa, port in fronts:
+            key = (fa, port, s.proto)
             if key in owner and owner[key][0] != s.name:
-                shown = f"{a}:{port}" if isinstance(a, IPv4Address) else (
-                    f"[{a}]:{port}" if not isinstance(a, str) else f"{a}, port {port}")
+                shown = f"{fa}:{port}" if isinstance(fa, IPv4Address) else (
+                    f"[{fa}]:{port}" if not isinstance(fa, str) else f"{fa}, port {port}")
                 raise r.fail(where, f"frontend already owned by another service: {shown}/"
                              f"{s.proto.name} is owned by {owner[key][0]} ({owner[key][1]}); "
                              "Cilium's agent refuses this service")

@@ -187,10 +187,9 @@ class _Builder:
         memo_key = (e.value, e.implicit, e.tag)
         if memo_key in self.memo:  # scalars are immutable: repeated ones are built once
             return self.memo[memo_key]
-        tag = e.tag
-        implicit = tag is None or tag == "!"
-        if implicit:
-            tag = self.loader.resolve(ScalarNode, e.value, e.implicit)
+        implicit = e.tag is None or e.tag == "!"
+        tag: str = (self.loader.resolve(ScalarNode, e.value, e.implicit)  # type: ignore[no-untyped-call]
+                    if implicit or e.tag is None else e.tag)
         if tag == MERGE:
             top = self.stack[-1] if self.stack else None
             if top is not None and isinstance(top.value, dict) and top.key is _NO_KEY:
@@ -202,7 +201,7 @@ class _Builder:
                     if implicit else f"YAML tag {shown} is not accepted here (only strings, "
                     "numbers, booleans and null)")
             raise DocumentError(self.path(), hint, _line(e))
-        node = ScalarNode(tag, e.value, e.start_mark, e.end_mark, style=e.style)
+        node = ScalarNode(tag, e.value, style=e.style)
         try:
             value = self.loader.yaml_constructors[tag](self.loader, node)
         except (ValueError, TypeError, yaml.YAMLError):
@@ -212,7 +211,7 @@ class _Builder:
         if isinstance(value, float) and not math.isfinite(value):
             raise DocumentError(self.path(), f"{e.value!r}: NaN and infinity are not accepted",
                                 _line(e))
-        if len(self.memo) < 65536:
+        if len(self.memo) < 65536 and e.value != "<<":
             self.memo[memo_key] = value
         return value
 
@@ -254,7 +253,7 @@ class _Builder:
         if len(self.stack) >= MAX_DEPTH:
             raise DocumentError(_short(self.path()), f"nested more than {MAX_DEPTH} levels deep",
                                 _line(e))
-        if e.tag not in (None, "!", SEQ, MAP):
+        if e.tag is not None and e.tag not in ("!", SEQ, MAP):
             shown = e.tag.replace("tag:yaml.org,2002:", "!!")
             raise DocumentError(self.path(), f"YAML tag {shown} is not accepted here",
                                 _line(e))
