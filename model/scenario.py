@@ -436,7 +436,7 @@ def _target(r: _Reader, value: Any, path: str, cluster: Cluster,
         raise r.fail(f"{path}.protocol", f"{frontend} serves both TCP and UDP; say which")
     owner = cluster.owner_of(addr)
     if owner is not None and owner[0] == "node" and owner[1] != via:
-        raise r.fail(f"{path}.via", f"{addr} is node {owner[1]!r}'s address; a packet to it "
+        raise r.fail(f"{path}.via", f"{addr} is {owner[1]}'s address; a packet to it "
                      f"arrives at {owner[1]}, not {via}")
     return services[matches[0].service], frontend, via, addr
 
