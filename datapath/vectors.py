@@ -331,6 +331,17 @@ def _ct_key(d: Mapping[str, Any]) -> CtTuple:
                    int(d.get("flags", 0)))
 
 
+def _maps(dp: Datapath) -> NodeMaps:
+    """The datapath's maps, which map expectations and deletes read; a datapath without
+    them cannot run such a vector file (bad --datapath, not a failed vector)."""
+    maps = getattr(dp, "maps", None)
+    if maps is None or not callable(getattr(maps, "by_name", None)):
+        raise VectorFileError("--datapath", type(dp).__name__, "has no `maps` with "
+                              "by_name(), which this vector file's map steps read")
+    m: NodeMaps = maps
+    return m
+
+
 def _check_maps(dp: Datapath, exp: list[Any], caps: Mapping[str, Any], where: str, path: str
                 ) -> list[str]:
     fails = []
@@ -338,7 +349,7 @@ def _check_maps(dp: Datapath, exp: list[Any], caps: Mapping[str, Any], where: st
         e = _subst(e, caps)
         kp = f"{where}.maps[{j}]"
         try:
-            m = dp.maps.by_name(str(_need(e, "map", path, kp)))
+            m = _maps(dp).by_name(str(_need(e, "map", path, kp)))
         except KeyError:
             raise VectorFileError(path, f"{kp}.map", f"unknown map {e['map']!r}") from None
         if "count" in e:
@@ -377,7 +388,7 @@ def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
             raise VectorFileError(path, f"{where}.verdict", f"unknown {exp['verdict']!r}") from None
         if res.verdict != want_v:
             fails.append(f"{where}.verdict: expected {want_v.name} got {res.verdict.name}"
-                         f" (drop_reason={res.drop_reason.name if res.drop_reason else None})")
+                         f" (drop reason {res.drop_reason.name if res.drop_reason else 'none'})")
     if "drop_reason" in exp:
         want = exp["drop_reason"]
         try:
@@ -385,8 +396,8 @@ def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
         except (KeyError, ValueError):
             raise VectorFileError(path, f"{where}.drop_reason", f"unknown {want!r}") from None
         if res.drop_reason != want_r:
-            got = res.drop_reason.name if res.drop_reason else None
-            fails.append(f"{where}.drop_reason: expected {want} got {got}")
+            got = res.drop_reason.name if res.drop_reason else "none"
+            fails.append(f"{where}.drop_reason: expected {want or 'none'} got {got}")
     if "target" in exp and res.target != exp["target"]:
         fails.append(f"{where}.target: expected {exp['target']!r} got {res.target!r}")
     if "hex" in exp:
@@ -439,7 +450,7 @@ def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None =
         if "delete" in st:
             d = _subst(st["delete"], caps)
             try:
-                m = dp.maps.by_name(str(_need(d, "map", p, f"steps[{i}].delete")))
+                m = _maps(dp).by_name(str(_need(d, "map", p, f"steps[{i}].delete")))
                 m.delete(_ct_key(_need(d, "key", p, f"steps[{i}].delete")))
             except (KeyError, ValueError, OSError) as e:
                 raise VectorFileError(p, f"steps[{i}].delete", f"bad map/key: {e}") from None

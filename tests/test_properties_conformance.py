@@ -51,7 +51,7 @@ def cases(draw: st.DrawFn) -> tuple[Config, World, NodeState, str, str, Packet]:
     n1, n2, local, remote, client, vip = V6 if cfg.ipv6 else V4
     pods = local if cfg.placement is Placement.LOCAL else remote
     flows = tuple(FlowDoc(client=0, sport=p, packets=draw(st.integers(1, 4)), backend=None,
-                          close=draw(st.booleans()))
+                          close=cfg.proto is Proto.TCP and draw(st.booleans()))
                   for p in draw(st.lists(st.sampled_from(PORTS), min_size=1, max_size=3)))
     vals = ScenarioValues(nodes=(n1, n2), pods=pods, clients=(client,),
                           target_port=draw(st.sampled_from([80, 8080, 40000])),
