@@ -371,8 +371,17 @@ def _check_services(r: _Reader, services: tuple[Service, ...], family: type,
             if type(a) is not family:
                 raise r.fail(where, f"mixed address families: {a} is not {fam} like nodes[0]")
             if a in hosts:
-                raise r.fail(where, f"address {a} is already used by {hosts[a]} (a VIP that "
-                             "is a host's own address is outside this model)")
+                node_ip = hosts[a].startswith("nodes[") and hosts[a].endswith("].ip")
+                if not node_ip or where.endswith(".clusterIP"):
+                    raise r.fail(where, f"address {a} is already used by {hosts[a]} (a VIP "
+                                 "that is a pod's, client's or router's address, or a "
+                                 "ClusterIP on a node's, is outside this model)")
+                if cfg.nodeport_min <= s.port <= cfg.nodeport_max:
+                    # Such a frontend would shadow the node's own NodePorts; Cilium's
+                    # load-balancer writer is described as dropping it with a warning.
+                    raise r.fail(where, f"{a} is {hosts[a]} and port {s.port} is in the "
+                                 "NodePort range, where it would shadow the node's NodePort "
+                                 "frontends (Cilium drops such a frontend)")
         for k, net in enumerate(s.source_ranges):
             if net.version != (4 if family is IPv4Address else 6):
                 raise r.fail(f"{path}.loadBalancerSourceRanges[{k}]",

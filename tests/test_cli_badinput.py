@@ -175,3 +175,11 @@ def test_no_colour_when_piped_or_no_color(monkeypatch: pytest.MonkeyPatch) -> No
     assert not colour_on(Tty())  # type: ignore[arg-type]
     res = run_cli("trace", "examples/dsr-remote-backend.yaml")
     assert "\033[" not in res.stdout
+
+
+def test_accepted_external_ip_on_a_node_address(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["trace", "--json", str(CORPUS / "accepted" / "externalip-on-node-ip.yaml")])
+    flow = json.loads(capsys.readouterr().out)["flows"][0]
+    assert rc == 0 and flow["outcome"] == "delivered" and flow["backend"] == "web-0"
+    assert flow["frontend"] == "192.168.2.3:8443"
+    assert all(p["src"] == "192.168.2.3:8443" for p in flow["client_saw"])
