@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol, runtime_checkable
 
 from datapath.config import NodeConfig
-from datapath.errors import VectorFileError
+from datapath.errors import ConfigError, VectorFileError
 from datapath.host import HookResult, Node
 
 # `bpftool map dump`-like snapshot: Cilium map name -> rows of (key fields, value fields),
@@ -60,21 +60,54 @@ def reference_factory(config: NodeConfig, faults: frozenset[str] = frozenset()) 
 
 
 def load_factory(spec: str | None) -> DatapathFactory:
-    """Resolve `module:factory`; a bad spec is bad input: one line, exit 2 (VectorFileError)."""
+    """Resolve `module:factory`; a bad spec is bad input: one line, exit 2 (VectorFileError).
+
+    Importing runs the user's module: whatever it raises (a syntax error, an exception at
+    import time) is reported against --datapath, and so is a factory that raises or builds
+    something that is not a Datapath."""
     if not spec:
         return reference_factory
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
         raise VectorFileError("--datapath", "module:factory",
                               f"expected module:factory, got {spec!r}")
+    if mod_name.startswith("."):
+        raise VectorFileError("--datapath", spec, "relative module names cannot be imported "
+                              "here; give the absolute module path (package.module:factory)")
     try:
-        obj: Any = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise VectorFileError("--datapath", spec, f"cannot load factory: {e}") from None
-    if not callable(obj):
-        raise VectorFileError("--datapath", spec, "factory is not callable")
-    factory: DatapathFactory = obj
-    return factory
+        module = importlib.import_module(mod_name)
+    except SyntaxError as e:
+        raise VectorFileError("--datapath", spec, f"cannot import {mod_name}: syntax error "
+                              f"in {e.filename}, line {e.lineno}: {e.msg}") from None
+    except ImportError as e:
+        raise VectorFileError("--datapath", spec, f"cannot import {mod_name}: {e}") from None
+    except Exception as e:  # the user's module failed while importing
+        raise VectorFileError("--datapath", spec, f"importing {mod_name} raised "
+                              f"{type(e).__name__}: {e}") from None
+    obj: Any = getattr(module, attr, None)
+    if obj is None:
+        raise VectorFileError("--datapath", spec, f"module {mod_name} has no attribute {attr!r}")
+    if not callable(obj) or (isinstance(obj, type) and not hasattr(obj, "run")):
+        raise VectorFileError("--datapath", spec, f"{attr} is not a factory "
+                              "(a callable taking (NodeConfig, faults))")
+    return _guarded(obj, spec)
+
+
+def _guarded(factory: Callable[..., Any], spec: str) -> DatapathFactory:
+    """The user's factory, with what it raises or returns checked and named."""
+    def make(config: NodeConfig, faults: frozenset[str]) -> Any:
+        try:
+            obj = factory(config, faults)
+        except (VectorFileError, ConfigError):
+            raise
+        except TypeError as e:
+            raise VectorFileError("--datapath", spec, f"calling the factory failed ({e}); it "
+                                  "must take (NodeConfig, faults)") from None
+        except Exception as e:
+            raise VectorFileError("--datapath", spec, f"the factory raised "
+                                  f"{type(e).__name__}: {e}") from None
+        return check_datapath(obj, spec)
+    return make
 
 
 def check_datapath(obj: object, spec: str) -> Datapath:
@@ -83,6 +116,7 @@ def check_datapath(obj: object, spec: str) -> Datapath:
                if not callable(getattr(obj, m, None))]
     if missing:
         raise VectorFileError("--datapath", spec,
-                              f"object lacks the Datapath protocol: {', '.join(missing)}")
+                              f"the factory returned a {type(obj).__name__}, which lacks the "
+                              f"Datapath protocol: {', '.join(missing)}")
     dp: Datapath = obj  # type: ignore[assignment]
     return dp

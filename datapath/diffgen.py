@@ -254,8 +254,12 @@ class Summary:
 
     def line(self) -> str:
         """The one-line summary the CLI prints."""
-        return (f"difftest: {self.programs} programs, {self.steps} steps, "
-                f"{self.observations} packet observations compared in {self.seconds:.1f}s "
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}{'' if count == 1 else 's'}"
+
+        return (f"difftest: {n(self.programs, 'program')}, {n(self.steps, 'step')}, "
+                f"{n(self.observations, 'packet observation')} compared in "
+                f"{self.seconds:.1f}s "
                 f"({self.obs_per_s:,.0f} obs/s); "
                 + ("FAILED" if self.failure else "model and datapath agree"))
 

@@ -232,3 +232,113 @@ def _describe_geneve(pkt: bytes, off: int, out: dict[str, Any]) -> None:
             out["geneve.dsr_port"] = _H.unpack_from(pkt, o + ln)[0]
     inner = off + 8 + optlen + 14
     _describe(pkt[inner:], "inner.", out)
+
+
+# Every field name `describe` can produce; vector files may only expect or capture these.
+_BASE_FIELDS = (
+    "ip.version", "ip.ihl", "ip.tot_len", "ip.id", "ip.ttl", "ip.proto", "ip.check", "ip.src",
+    "ip.dst", "ip.options", "ip.csum_ok", "ip6.plen", "ip6.nexthdr", "ip6.hlim", "ip6.src",
+    "ip6.dst", "ip6.ext", "l4.proto", "l4.sport", "l4.dport", "l4.check", "l4.csum_ok",
+    "tcp.flags", "icmp.type", "icmp.code", "truncated", "dsr4.type", "dsr4.len", "dsr4.port",
+    "dsr4.addr", "dsr6.opt_type", "dsr6.opt_len", "dsr6.hdrlen", "dsr6.addr", "dsr6.port")
+FIELD_NAMES = frozenset(
+    [*_BASE_FIELDS, *(f"inner.{f}" for f in _BASE_FIELDS),
+     *(f"geneve.{f}" for f in ("opt_len", "proto", "vni", "opt_class", "opt_type",
+                               "opt_datalen", "dsr_addr", "dsr_port"))])
+
+_L3_KEYS = {"ip": {"src", "dst", "proto", "ttl", "id", "tos", "frag", "options", "csum"},
+            "ip6": {"src", "dst", "ext", "nexthdr", "hlim"}}
+_L4_KEYS = {"tcp": {"sport", "dport", "flags", "seq", "ack", "window"},
+            "udp": {"sport", "dport"}, "icmp": {"type", "code", "inner"}}
+_TOP_KEYS = {"hex", "geneve", "ip", "ip6", "tcp", "udp", "icmp", "raw_l4_hex", "proto",
+             "payload", "payload_hex"}
+_RANGES = {"sport": 0xFFFF, "dport": 0xFFFF, "port": 0xFFFF, "ttl": 0xFF, "hlim": 0xFF,
+           "tos": 0xFF, "id": 0xFFFF, "frag": 0xFFFF, "proto": 0xFF, "nexthdr": 0xFF,
+           "type": 0xFF, "code": 0xFF, "seq": 0xFFFFFFFF, "ack": 0xFFFFFFFF,
+           "window": 0xFFFF, "vni": 0xFFFFFF}
+_HEX_KEYS = {"hex", "raw_l4_hex", "payload_hex", "options", "opts_hex", "raw_hex"}
+
+
+def _captured(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith("$")
+
+
+def _check_value(key: str, v: Any, path: str) -> None:
+    if _captured(v):
+        return  # filled in from an earlier step's capture when the step runs
+    if key in _HEX_KEYS:
+        text = v if isinstance(v, str) else None
+        digits = "" if text is None else text.replace(" ", "")
+        if text is None or len(digits) % 2 or any(c not in "0123456789abcdefABCDEF"
+                                                  for c in digits):
+            raise SpecError(path, f"{v!r} is not hex bytes (an even number of hex digits)")
+    elif key in ("src", "dst", "addr"):
+        if not isinstance(v, str):
+            raise SpecError(path, f"expected an IP address as a string, got {v!r}")
+        try:
+            ip_bytes(v)
+        except (ValueError, OSError):
+            raise SpecError(path, f"bad address {v!r}") from None
+    elif key in _RANGES:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _RANGES[key]:
+            raise SpecError(path, f"expected an integer 0-{_RANGES[key]}, got {v!r}")
+    elif key == "flags" and not isinstance(v, (str, int)):
+        raise SpecError(path, f"expected TCP flag letters (e.g. SA) or a number, got {v!r}")
+
+
+def _check_keys(d: Any, path: str, allowed: set[str], skip: frozenset[str] = frozenset()
+                ) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise SpecError(path, f"expected a mapping, got {type(d).__name__}")
+    for k, v in d.items():
+        if k not in allowed:
+            raise SpecError(f"{path}.{k}" if path else str(k),
+                            f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        if k not in skip:
+            _check_value(str(k), v, f"{path}.{k}" if path else str(k))
+    return d
+
+
+def check_spec(spec: Any, path: str = "") -> None:
+    """Check a packet spec's keys and values before anything is built (SpecError names the
+    key path): unknown keys, odd hex, bad addresses and out-of-range numbers."""
+    d = _check_keys(spec, path, _TOP_KEYS)
+
+    def sub(k: str) -> str:
+        return f"{path}.{k}" if path else k
+
+    if "hex" not in d and not any(k in d for k in ("ip", "ip6", "geneve")):
+        raise SpecError(path or "packet", "needs one of hex, ip, ip6, geneve")
+    for k in ("ip", "ip6"):
+        if k in d:
+            l3 = _check_keys(d[k], sub(k), _L3_KEYS[k])
+            for need in ("src", "dst"):
+                if need not in l3:
+                    raise SpecError(f"{sub(k)}.{need}", "missing address")
+            for i, ext in enumerate(l3.get("ext", []) or []):
+                _check_keys(ext, f"{sub(k)}.ext[{i}]", {"type", "hex", "raw_hex"},
+                            frozenset({"type"}))
+                if ext.get("type") not in _EXT:
+                    raise SpecError(f"{sub(k)}.ext[{i}].type",
+                                    f"unknown extension header {ext.get('type')!r}")
+    if "geneve" in d:
+        g = _check_keys(d["geneve"], sub("geneve"), {"src", "dst", "vni", "opts_hex", "dsr",
+                                                     "sport"})
+        if "dsr" in g:
+            dsr = _check_keys(g["dsr"], sub("geneve.dsr"), {"addr", "port"})
+            for need in ("addr", "port"):
+                if need not in dsr:
+                    raise SpecError(f"{sub('geneve.dsr')}.{need}", "missing")
+    if "hex" not in d:
+        l4 = [k for k in ("tcp", "udp", "icmp", "raw_l4_hex") if k in d]
+        if len(l4) != 1:
+            raise SpecError(path or "packet", "needs exactly one of tcp, udp, icmp, raw_l4_hex")
+    for k in ("tcp", "udp", "icmp"):
+        if k in d:
+            l4d = _check_keys(d[k], sub(k), _L4_KEYS[k])
+            if k != "icmp":
+                for need in ("sport", "dport"):
+                    if need not in l4d:
+                        raise SpecError(f"{sub(k)}.{need}", "missing port")
+            elif "inner" in l4d:
+                check_spec(l4d["inner"], f"{sub(k)}.inner")

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
-import yaml
 
+import safeyaml
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.drop import DropReason, Verdict
 from datapath.errors import ConfigError, VectorFileError
 from datapath.host import HOOKS, HookResult, make_node
 from datapath.maps import CtTuple, NodeMaps
 from datapath.packet import PROTO_NAMES, ip_bytes, ip_text
-from datapath.spec import SpecError, build_packet, describe
+from datapath.spec import FIELD_NAMES, SpecError, build_packet, check_spec, describe
 
 
 class Datapath(Protocol):
@@ -118,35 +118,188 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
     return cfg
 
 
+_TOP = {"source", "description", "node", "services", "backends", "endpoints",
+        "tunnel_endpoints", "steps"}
+_NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hybrid"),
+         "dispatch": ("opt", "geneve"), "host_routing": ("bpf", "legacy"),
+         "nat_min": "port", "nat_max": "port", "ct_capacity": "size", "nat_capacity": "size",
+         "seed": "u64", "selection": ("random", "first"), "faults": "strs", "tunnel": "bool",
+         "router_ipv4": "ip", "router_ipv6": "ip", "no_backend_response": ("drop", "reject")}
+_SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
+            "proto": "str", "kind": "str", "ext_traffic_local": "bool", "fwd_mode": "any",
+            "source_ranges": "strs", "source_range_deny": "bool", "routable": "any"}
+_BACKEND = {"id": "u32", "address": "ip", "port": "port", "proto": "str", "state": "str"}
+_ENDPOINT = {"address": "ip", "ifindex": "u32", "ep_id": "u16"}
+_STEP = {"name", "hook", "packet", "expect", "capture", "backend", "input_hex", "advance",
+         "gc", "delete"}
+_EXPECT = {"verdict", "drop_reason", "target", "hex", "fields", "maps"}
+_MAP_EXPECT = {"map", "key", "entry", "absent", "count"}
+_CT_KEY = {"saddr": "ip", "daddr": "ip", "sport": "port", "dport": "port", "nexthdr": "any",
+           "flags": "u16"}
+_BOUNDS = {"port": 0xFFFF, "u16": 0xFFFF, "u32": 2**32 - 1, "u64": 2**64 - 1, "size": 2**26}
+
+
+def _check(p: str, value: Any, kp: str, kind: Any) -> None:
+    """One value of the schema; `$name` strings are captures filled in later."""
+    if kind == "any" or (isinstance(value, str) and value.startswith("$")):
+        return
+    ok = True
+    if isinstance(kind, tuple):
+        ok = value in kind
+        if not ok:
+            raise VectorFileError(p, kp, f"{value!r} is not one of {', '.join(kind)}")
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "ip":
+        ok = isinstance(value, str)
+        if ok:
+            try:
+                ip_bytes(value)
+            except (ValueError, OSError):
+                raise VectorFileError(p, kp, f"{value!r} is not an IP address") from None
+    elif kind in _BOUNDS:
+        ok = isinstance(value, int) and not isinstance(value, bool) and \
+            0 <= value <= _BOUNDS[kind]
+        if not ok:
+            raise VectorFileError(p, kp, f"expected an integer 0-{_BOUNDS[kind]}, "
+                                  f"got {value!r}")
+    elif kind in ("strs", "ints"):
+        want = str if kind == "strs" else int
+        ok = isinstance(value, list) and all(isinstance(x, want) and not isinstance(x, bool)
+                                             for x in value)
+    if not ok:
+        raise VectorFileError(p, kp, f"expected {kind}, got {value!r}")
+
+
+def _record(p: str, d: Any, kp: str, schema: Mapping[str, Any],
+            required: tuple[str, ...] = ()) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise VectorFileError(p, kp, f"must be a mapping, got {type(d).__name__}")
+    for k, v in d.items():
+        if k not in schema:
+            raise VectorFileError(p, f"{kp}.{k}", "unknown key (allowed: "
+                                  f"{', '.join(sorted(schema))})")
+        _check(p, v, f"{kp}.{k}", schema[k])
+    for k in required:
+        if k not in d:
+            raise VectorFileError(p, f"{kp}.{k}", "missing required key")
+    return d
+
+
+def _records(p: str, doc: Mapping[str, Any], key: str, schema: Mapping[str, Any],
+             required: tuple[str, ...]) -> None:
+    items = doc.get(key) or []
+    if not isinstance(items, list):
+        raise VectorFileError(p, key, "must be a list")
+    for i, item in enumerate(items):
+        _record(p, item, f"{key}[{i}]", schema, required)
+
+
+def _check_expect(p: str, exp: Any, kp: str) -> None:
+    if not isinstance(exp, Mapping):
+        raise VectorFileError(p, kp, "must be a mapping")
+    for k in exp:
+        if k not in _EXPECT:
+            raise VectorFileError(p, f"{kp}.{k}", "unknown key (allowed: "
+                                  f"{', '.join(sorted(_EXPECT))})")
+    if "hex" in exp:
+        try:
+            check_spec({"hex": exp["hex"]})
+        except SpecError as e:
+            raise VectorFileError(p, f"{kp}.hex", str(e)) from None
+    fields = exp.get("fields") or {}
+    if not isinstance(fields, Mapping):
+        raise VectorFileError(p, f"{kp}.fields", "must be a mapping of field: value")
+    for f in fields:
+        if f not in FIELD_NAMES:
+            raise VectorFileError(p, f"{kp}.fields.{f}", "unknown packet field (see "
+                                  "datapath.spec.FIELD_NAMES)")
+    maps = exp.get("maps") or []
+    if not isinstance(maps, list):
+        raise VectorFileError(p, f"{kp}.maps", "must be a list")
+    for j, m in enumerate(maps):
+        _record(p, m, f"{kp}.maps[{j}]", dict.fromkeys(_MAP_EXPECT, "any"), ("map",))
+        if "key" in m:
+            _record(p, m["key"], f"{kp}.maps[{j}].key", _CT_KEY,
+                    ("saddr", "daddr", "sport", "dport"))
+
+
+def _check_step(p: str, i: int, st: Any) -> None:
+    kp = f"steps[{i}]"
+    if not isinstance(st, dict):
+        raise VectorFileError(p, kp, "must be a mapping")
+    for k in st:
+        if k not in _STEP:
+            raise VectorFileError(p, f"{kp}.{k}", f"unknown key (allowed: "
+                                  f"{', '.join(sorted(_STEP))})")
+    acts = [k for k in ("hook", "advance", "gc", "delete") if k in st]
+    if len(acts) != 1:
+        raise VectorFileError(p, kp, "needs exactly one of hook/advance/gc/delete")
+    if "advance" in st:
+        _check(p, st["advance"], f"{kp}.advance", "u32")
+    if "backend" in st:
+        _check(p, st["backend"], f"{kp}.backend", "u32")
+    if "delete" in st:
+        d = _record(p, st["delete"], f"{kp}.delete", {"map": "str", "key": "any"},
+                    ("map", "key"))
+        _record(p, d["key"], f"{kp}.delete.key", _CT_KEY, ("saddr", "daddr", "sport",
+                                                            "dport"))
+    if "hook" not in st:
+        return
+    if st["hook"] not in HOOKS:
+        raise VectorFileError(p, f"{kp}.hook", f"unknown hook {st['hook']!r}")
+    if not isinstance(st.get("packet"), dict):
+        raise VectorFileError(p, f"{kp}.packet", "missing required mapping")
+    try:
+        check_spec(st["packet"])
+        if "input_hex" in st:
+            check_spec({"hex": st["input_hex"]})
+    except SpecError as e:
+        key = "input_hex" if e.key == "hex" and "input_hex" in st else f"packet.{e.key}"
+        raise VectorFileError(p, f"{kp}.{key}", str(e)) from None
+    _check_expect(p, st.get("expect") or {}, f"{kp}.expect")
+    caps = st.get("capture") or {}
+    if not isinstance(caps, Mapping):
+        raise VectorFileError(p, f"{kp}.capture", "must be a mapping of name: field")
+    for name, field in caps.items():
+        if field not in FIELD_NAMES:
+            raise VectorFileError(p, f"{kp}.capture.{name}", f"unknown packet field {field!r}")
+
+
 def load_vector_file(path: str | Path) -> dict[str, Any]:
-    """Read and structurally check a vector file."""
+    """Read and check a vector file against its schema (every key path named on error)."""
     p = str(path)
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise VectorFileError(p, "<file>", f"cannot read: {e.strerror}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise VectorFileError(p, "<yaml>", str(e).splitlines()[0]) from None
+        doc = safeyaml.load_path(path)
+    except safeyaml.DocumentError as e:
+        where = e.path or (f"line {e.line}" if e.line else "<file>")
+        if e.path and e.line:
+            where = f"{e.path} (line {e.line})"
+        raise VectorFileError(p, where, e.message) from None
     if not isinstance(doc, dict):
         raise VectorFileError(p, "<root>", "must be a mapping")
+    for k in doc:
+        if k not in _TOP:
+            raise VectorFileError(p, str(k), f"unknown key (allowed: {', '.join(sorted(_TOP))})")
     if not isinstance(doc.get("source"), str):
         raise VectorFileError(p, "source", "missing required key (cite the Cilium test)")
+    _record(p, doc.get("node") or {}, "node", _NODE)
+    _records(p, doc, "services", _SERVICE, ("frontend", "port", "rev_nat_index"))
+    _records(p, doc, "backends", _BACKEND, ("id", "address"))
+    _records(p, doc, "endpoints", _ENDPOINT, ("address",))
+    teps = doc.get("tunnel_endpoints") or {}
+    if not isinstance(teps, Mapping):
+        raise VectorFileError(p, "tunnel_endpoints", "must be a mapping of address: node IP")
+    for k, v in teps.items():
+        _check(p, k, f"tunnel_endpoints.{k}", "ip")
+        _check(p, v, f"tunnel_endpoints.{k}", "ip")
     steps = doc.get("steps")
     if not isinstance(steps, list) or not steps:
         raise VectorFileError(p, "steps", "must be a non-empty list")
     for i, st in enumerate(steps):
-        if not isinstance(st, dict):
-            raise VectorFileError(p, f"steps[{i}]", "must be a mapping")
-        acts = [k for k in ("hook", "advance", "gc", "delete") if k in st]
-        if len(acts) != 1:
-            raise VectorFileError(p, f"steps[{i}]", "needs exactly one of hook/advance/gc/delete")
-        if "hook" in st:
-            if st["hook"] not in HOOKS:
-                raise VectorFileError(p, f"steps[{i}].hook", f"unknown hook {st['hook']!r}")
-            if not isinstance(st.get("packet"), dict):
-                raise VectorFileError(p, f"steps[{i}].packet", "missing required mapping")
+        _check_step(p, i, st)
     return doc
 
 
@@ -178,6 +331,17 @@ def _ct_key(d: Mapping[str, Any]) -> CtTuple:
                    int(d.get("flags", 0)))
 
 
+def _maps(dp: Datapath) -> NodeMaps:
+    """The datapath's maps, which map expectations and deletes read; a datapath without
+    them cannot run such a vector file (bad --datapath, not a failed vector)."""
+    maps = getattr(dp, "maps", None)
+    if maps is None or not callable(getattr(maps, "by_name", None)):
+        raise VectorFileError("--datapath", type(dp).__name__, "has no `maps` with "
+                              "by_name(), which this vector file's map steps read")
+    m: NodeMaps = maps
+    return m
+
+
 def _check_maps(dp: Datapath, exp: list[Any], caps: Mapping[str, Any], where: str, path: str
                 ) -> list[str]:
     fails = []
@@ -185,7 +349,7 @@ def _check_maps(dp: Datapath, exp: list[Any], caps: Mapping[str, Any], where: st
         e = _subst(e, caps)
         kp = f"{where}.maps[{j}]"
         try:
-            m = dp.maps.by_name(str(_need(e, "map", path, kp)))
+            m = _maps(dp).by_name(str(_need(e, "map", path, kp)))
         except KeyError:
             raise VectorFileError(path, f"{kp}.map", f"unknown map {e['map']!r}") from None
         if "count" in e:
@@ -224,7 +388,7 @@ def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
             raise VectorFileError(path, f"{where}.verdict", f"unknown {exp['verdict']!r}") from None
         if res.verdict != want_v:
             fails.append(f"{where}.verdict: expected {want_v.name} got {res.verdict.name}"
-                         f" (drop_reason={res.drop_reason.name if res.drop_reason else None})")
+                         f" (drop reason {res.drop_reason.name if res.drop_reason else 'none'})")
     if "drop_reason" in exp:
         want = exp["drop_reason"]
         try:
@@ -232,8 +396,8 @@ def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
         except (KeyError, ValueError):
             raise VectorFileError(path, f"{where}.drop_reason", f"unknown {want!r}") from None
         if res.drop_reason != want_r:
-            got = res.drop_reason.name if res.drop_reason else None
-            fails.append(f"{where}.drop_reason: expected {want} got {got}")
+            got = res.drop_reason.name if res.drop_reason else "none"
+            fails.append(f"{where}.drop_reason: expected {want or 'none'} got {got}")
     if "target" in exp and res.target != exp["target"]:
         fails.append(f"{where}.target: expected {exp['target']!r} got {res.target!r}")
     if "hex" in exp:
@@ -286,7 +450,7 @@ def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None =
         if "delete" in st:
             d = _subst(st["delete"], caps)
             try:
-                m = dp.maps.by_name(str(_need(d, "map", p, f"steps[{i}].delete")))
+                m = _maps(dp).by_name(str(_need(d, "map", p, f"steps[{i}].delete")))
                 m.delete(_ct_key(_need(d, "key", p, f"steps[{i}].delete")))
             except (KeyError, ValueError, OSError) as e:
                 raise VectorFileError(p, f"steps[{i}].delete", f"bad map/key: {e}") from None

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable, Mapping
-from ipaddress import IPv4Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
-import yaml
 
+import safeyaml
 from model.config import (
     CiliumConfig,
     CiliumVersion,
@@ -71,26 +71,52 @@ class _Reader:
 
     def string(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not value:
-            raise self.fail(path, "expected a non-empty string")
+            raise self.fail(path, f"expected a non-empty string, got {_shown(value)}")
+        if not value.isprintable():
+            raise self.fail(path, f"{value!r} contains control characters (they would forge "
+                            "output lines)")
         return value
+
+    def name(self, value: Any, path: str, kind: str) -> str:
+        """A name as Kubernetes spells it (services: DNS-1035 label; pods, nodes: DNS-1123
+        subdomain) or, for the model's own clients and flows, a file-name-safe word."""
+        text = self.string(value, path)
+        pattern, rule = _NAME_RULES[kind]
+        if not pattern.fullmatch(text):
+            raise self.fail(path, f"{text!r} is not a valid {kind} name ({rule})")
+        return text
 
     def integer(self, value: Any, path: str, lo: int, hi: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"expected an integer, got {value!r}")
+            raise self.fail(path, f"expected an integer, got {_shown(value)}")
         if not lo <= value <= hi:
             raise self.fail(path, f"{value} is out of range {lo}-{hi}")
         return value
 
     def boolean(self, value: Any, path: str) -> bool:
         if not isinstance(value, bool):
-            raise self.fail(path, f"expected true or false, got {value!r}")
+            raise self.fail(path, f"expected true or false, got {_shown(value)}")
         return value
 
     def addr(self, value: Any, path: str) -> IPAddress:
+        """An address written as text: numbers and booleans are not addresses (ip: true
+        would be 0.0.0.1), nor are IPv6 zone IDs, which no BPF map key carries."""
+        if not isinstance(value, str):
+            raise self.fail(path, f"expected an IP address as a string, got {_shown(value)}")
+        if "%" in value:
+            raise self.fail(path, f"{value!r}: IPv6 zone IDs (%...) are not allowed")
         try:
-            return ip_address(str(value)) if isinstance(value, str) else ip_address(value)
+            return ip_address(value.strip())
         except ValueError:
             raise self.fail(path, f"{value!r} is not an IP address") from None
+
+    def host(self, value: Any, path: str) -> IPAddress:
+        """A unicast address a host or a frontend can own."""
+        a = self.addr(value, path)
+        why = _not_unicast(a)
+        if why:
+            raise self.fail(path, f"{a} is {why}; a host or frontend needs a unicast address")
+        return a
 
     def enum(self, value: Any, path: str, kind: type[E]) -> E:
         choices = [m.value for m in kind]  # type: ignore[attr-defined]
@@ -103,6 +129,42 @@ class _Reader:
         return conv(m[key], f"{path}.{key}" if path else key) if key in m else default
 
 
+_NAME_RULES = {
+    "service": (re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"),
+                "Kubernetes DNS-1035 label: lower-case letters, digits, '-', starting with a "
+                "letter, at most 63"),
+    "pod": (re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                       r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"),
+            "Kubernetes DNS-1123 subdomain: lower-case letters, digits, '-' and '.'"),
+    "client": (re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"),
+               "letters, digits, '.', '_', '-', at most 63, no '/' or spaces"),
+}
+_NAME_RULES["node"] = _NAME_RULES["pod"]
+_NAME_RULES["flow"] = _NAME_RULES["client"]
+
+
+def _shown(value: Any) -> str:
+    """A value in an error line: short, one line, its type named when it is not text."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text if isinstance(value, (str, int, float)) else f"{type(value).__name__} {text}"
+
+
+def _not_unicast(a: IPAddress) -> str:
+    if a.is_unspecified:
+        return "the unspecified address"
+    if a.is_multicast:
+        return "a multicast address"
+    if isinstance(a, IPv4Address) and a == IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    if a.is_loopback:
+        return "a loopback address"
+    if isinstance(a, IPv6Address) and a.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 address"
+    return ""
+
+
 def _port(r: _Reader) -> Callable[[Any, str], int]:
     return lambda v, p: r.integer(v, p, 1, 65535)
 
@@ -111,15 +173,11 @@ def load(path: str | Path) -> Scenario:
     """Read and check a scenario file; every problem is a one-line ScenarioError."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ScenarioError(str(p), "", f"cannot read: {exc.strerror}") from None
-    try:
-        doc = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f"line {line + 1}" if line is not None else ""
-        raise ScenarioError(str(p), where, "not valid YAML/JSON") from None
+        doc = safeyaml.load_path(p)
+    except safeyaml.DocumentError as exc:
+        where = exc.path if not exc.line else (
+            f"{exc.path} (line {exc.line})" if exc.path else f"line {exc.line}")
+        raise ScenarioError(str(p), where, exc.message) from None
     return parse(doc, str(p))
 
 
@@ -134,13 +192,17 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     if "range" in np:
         text = str(np["range"]).replace(",", "-")
         parts = text.split("-")
-        if len(parts) != 2 or not all(x.strip().isdigit() for x in parts):
+        if len(parts) != 2 or not all(x.strip().isascii() and x.strip().isdigit()
+                                      for x in parts):
             raise r.fail("cilium.nodePort.range", f"{np['range']!r} is not 'MIN-MAX'")
         lo, hi = (int(x) for x in parts)
         if not 1 <= lo <= hi <= 65534:
             raise r.fail("cilium.nodePort.range", f"{np['range']!r} must satisfy "
                          "1 <= MIN <= MAX <= 65534")
     version = c.get("version", "1.18")
+    if isinstance(version, float):
+        raise r.fail("cilium.version", f"{version!r} is a number, so YAML dropped its digits; "
+                     'quote it ("1.20")')
     return CiliumConfig(
         version=r.enum(str(version), "cilium.version", CiliumVersion),
         mode=r.opt(lb, "mode", "cilium.loadBalancer", lambda v, p: r.enum(v, p, LBMode),
@@ -165,10 +227,11 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
 def _named(r: _Reader, doc: Mapping[str, Any], key: str, fields: set[str],
            required: set[str]) -> list[tuple[str, Mapping[str, Any]]]:
     out, seen = [], set()
+    kind = key.rstrip("s")
     for i, item in enumerate(r.seq(doc.get(key, []), key)):
         path = f"{key}[{i}]"
         m = r.mapping(item, path, fields, required)
-        name = r.string(m["name"], f"{path}.name")
+        name = r.name(m["name"], f"{path}.name", kind)
         if name in seen:
             raise r.fail(f"{path}.name", f"duplicate name {name!r}")
         seen.add(name)
@@ -189,21 +252,29 @@ def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod
                      f"{cfg.nodeport_min}-{cfg.nodeport_max}")
     if stype in (ServiceType.NODEPORT, ServiceType.LOADBALANCER) and node_port is None:
         raise r.fail(f"{path}.nodePort", f"required for type {stype.value}")
-    lb_ip = r.opt(m, "loadBalancerIP", path, r.addr, None)
+    lb_ip = r.opt(m, "loadBalancerIP", path, r.host, None)
     if stype is ServiceType.LOADBALANCER and lb_ip is None:
         raise r.fail(f"{path}.loadBalancerIP", "required for type LoadBalancer")
     if stype is not ServiceType.LOADBALANCER and lb_ip is not None:
         raise r.fail(f"{path}.loadBalancerIP", "only for type LoadBalancer")
-    ext = tuple(r.addr(a, f"{path}.externalIPs[{i}]")
+    ext = tuple(r.host(a, f"{path}.externalIPs[{i}]")
                 for i, a in enumerate(r.seq(m.get("externalIPs", []), f"{path}.externalIPs")))
+    for i, a in enumerate(ext):
+        if a in ext[:i]:
+            raise r.fail(f"{path}.externalIPs[{i}]", f"{a} is listed twice")
     if stype is ServiceType.EXTERNALIP and not ext:
         raise r.fail(f"{path}.externalIPs", "type ExternalIP needs at least one address")
     backends = _pod_list(r, m.get("backends", []), f"{path}.backends", set(pods))
     ranges = []
     for i, text in enumerate(r.seq(m.get("loadBalancerSourceRanges", []),
                                    f"{path}.loadBalancerSourceRanges")):
+        if not isinstance(text, str):
+            raise r.fail(f"{path}.loadBalancerSourceRanges[{i}]",
+                         f"expected a CIDR as a string, got {_shown(text)}")
         try:
-            ranges.append(ip_network(str(text), strict=False))
+            if not text.isascii():
+                raise ValueError(text)
+            ranges.append(ip_network(text.strip(), strict=False))
         except ValueError:
             raise r.fail(f"{path}.loadBalancerSourceRanges[{i}]",
                          f"{text!r} is not a CIDR") from None
@@ -211,7 +282,7 @@ def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod
         name=m["name"], type=stype, proto=proto, port=_port(r)(m["port"], f"{path}.port"),
         target_port=_port(r)(m["targetPort"], f"{path}.targetPort"), node_port=node_port,
         load_balancer_ip=lb_ip, external_ips=ext,
-        cluster_ip=r.opt(m, "clusterIP", path, r.addr, None),
+        cluster_ip=r.opt(m, "clusterIP", path, r.host, None),
         etp=r.opt(m, "externalTrafficPolicy", path,
                   lambda v, p: r.enum(v, p, TrafficPolicy), TrafficPolicy.CLUSTER),
         backends=backends, source_ranges=tuple(ranges))
@@ -238,8 +309,8 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
         return a
 
     nodes = tuple(
-        Node(name=m["name"], ip=own(r.addr(m.get("ip"), f"{p}.ip"), f"{p}.ip"),
-             router_ip=own(r.addr(m["routerIP"], f"{p}.routerIP"), f"{p}.routerIP")
+        Node(name=m["name"], ip=own(r.host(m.get("ip"), f"{p}.ip"), f"{p}.ip"),
+             router_ip=own(r.host(m["routerIP"], f"{p}.routerIP"), f"{p}.routerIP")
              if "routerIP" in m else None)
         for p, m in _named(r, top, "nodes", {"name", "ip", "routerIP"}, {"name", "ip"}))
     if not nodes:
@@ -249,10 +320,10 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
     for p, m in _named(r, top, "pods", {"name", "node", "ip"}, {"name", "node", "ip"}):
         if r.string(m["node"], f"{p}.node") not in node_names:
             raise r.fail(f"{p}.node", f"unknown node {m['node']!r}")
-        pods.append(Pod(name=m["name"], node=m["node"], ip=own(r.addr(m["ip"], f"{p}.ip"),
+        pods.append(Pod(name=m["name"], node=m["node"], ip=own(r.host(m["ip"], f"{p}.ip"),
                                                                 f"{p}.ip")))
     pod_map = {pd.name: pd for pd in pods}
-    clients = tuple(Client(name=m["name"], ip=own(r.addr(m["ip"], f"{p}.ip"), f"{p}.ip"))
+    clients = tuple(Client(name=m["name"], ip=own(r.host(m["ip"], f"{p}.ip"), f"{p}.ip"))
                     for p, m in _named(r, top, "clients", {"name", "ip"}, {"name", "ip"}))
     services = tuple(_service(r, p, m, pod_map, cfg) for p, m in _named(
         r, top, "services",
@@ -269,10 +340,7 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
             if type(ip) is not family:
                 raise r.fail(f"{what}[{i}].ip", f"mixed address families: {ip} is not "
                              f"{'IPv4' if family is IPv4Address else 'IPv6'} like nodes[0]")
-    for i, s in enumerate(services):
-        for a in (s.load_balancer_ip, *s.external_ips, s.cluster_ip):
-            if a is not None and type(a) is not family:
-                raise r.fail(f"services[{i}]", f"mixed address families: {a}")
+    _check_services(r, services, family, addrs, cfg)
     try:
         validate(cfg)
     except ConfigRefused as exc:
@@ -287,6 +355,54 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
                     world=World(cluster=cluster, cfg=cfg, announced=announced))
 
 
+def _check_services(r: _Reader, services: tuple[Service, ...], family: type,
+                    hosts: Mapping[IPAddress, str], cfg: CiliumConfig) -> None:
+    """One address family; VIPs that are nobody's host address; no frontend owned twice."""
+    fam = "IPv4" if family is IPv4Address else "IPv6"
+    owner: dict[tuple[IPAddress | str, int, Proto], tuple[str, str]] = {}
+    for i, s in enumerate(services):
+        path = f"services[{i}]"
+        vips: list[tuple[str, IPAddress | None]] = [
+            (f"{path}.clusterIP", s.cluster_ip), (f"{path}.loadBalancerIP", s.load_balancer_ip),
+            *((f"{path}.externalIPs[{k}]", a) for k, a in enumerate(s.external_ips))]
+        for where, a in vips:
+            if a is None:
+                continue
+            if type(a) is not family:
+                raise r.fail(where, f"mixed address families: {a} is not {fam} like nodes[0]")
+            if a in hosts:
+                node_ip = hosts[a].startswith("nodes[") and hosts[a].endswith("].ip")
+                if not node_ip or where.endswith(".clusterIP"):
+                    raise r.fail(where, f"address {a} is already used by {hosts[a]} (a VIP "
+                                 "that is a pod's, client's or router's address, or a "
+                                 "ClusterIP on a node's, is outside this model)")
+                if cfg.nodeport_min <= s.port <= cfg.nodeport_max:
+                    # Such a frontend would shadow the node's own NodePorts; Cilium's
+                    # load-balancer writer is described as dropping it with a warning.
+                    raise r.fail(where, f"{a} is {hosts[a]} and port {s.port} is in the "
+                                 "NodePort range, where it would shadow the node's NodePort "
+                                 "frontends (Cilium drops such a frontend)")
+        for k, net in enumerate(s.source_ranges):
+            if net.version != (4 if family is IPv4Address else 6):
+                raise r.fail(f"{path}.loadBalancerSourceRanges[{k}]",
+                             f"{net} is not {fam}; this cluster is single-stack {fam}")
+        # Cilium's pkg/loadbalancer/writer: UpsertServiceAndFrontends refuses a service
+        # whose frontend (address, port, protocol) another service owns (ErrFrontendConflict).
+        fronts: list[tuple[str, IPAddress | str, int]] = []
+        if s.node_port is not None:
+            fronts.append((f"{path}.nodePort", "every node's IP", s.node_port))
+        fronts += [(w, v, s.port) for w, v in vips if v is not None]
+        for where, fa, port in fronts:
+            key = (fa, port, s.proto)
+            if key in owner and owner[key][0] != s.name:
+                shown = f"{fa}:{port}" if isinstance(fa, IPv4Address) else (
+                    f"[{fa}]:{port}" if not isinstance(fa, str) else f"{fa}, port {port}")
+                raise r.fail(where, f"frontend already owned by another service: {shown}/"
+                             f"{s.proto.name} is owned by {owner[key][0]} ({owner[key][1]}); "
+                             "Cilium's agent refuses this service")
+            owner[key] = (s.name, where)
+
+
 def _pod_list(r: _Reader, value: Any, where: str, known: set[str]) -> tuple[str, ...]:
     """A list of pod names, each one known."""
     names = tuple(r.string(x, f"{where}[{i}]") for i, x in enumerate(r.seq(value, where)))
@@ -294,6 +410,44 @@ def _pod_list(r: _Reader, value: Any, where: str, known: set[str]) -> tuple[str,
         if pod not in known:
             raise r.fail(f"{where}[{i}]", f"unknown pod {pod!r}")
     return names
+
+
+def _target(r: _Reader, value: Any, path: str, cluster: Cluster,
+            services: Mapping[str, Service], nodes: Mapping[str, Node]
+            ) -> tuple[Service, Endpoint, str, IPAddress | None]:
+    """A flow's `to`: the service, its frontend, the entry node, and the VIP if addressed."""
+    to = r.mapping(value, path, {"node", "service", "address", "port", "via", "protocol"})
+    if "service" in to:
+        r.mapping(to, path, {"node", "service"}, {"node", "service"})
+        if r.string(to["service"], f"{path}.service") not in services:
+            raise r.fail(f"{path}.service", f"unknown service {to['service']!r}")
+        if r.string(to["node"], f"{path}.node") not in nodes:
+            raise r.fail(f"{path}.node", f"unknown node {to['node']!r}")
+        svc = services[to["service"]]
+        if svc.node_port is None:
+            raise r.fail(f"{path}.service", f"service {svc.name!r} has no nodePort")
+        return svc, Endpoint(addr=nodes[to["node"]].ip, port=svc.node_port), to["node"], None
+    r.mapping(to, path, {"address", "port", "via", "protocol"}, {"address", "port", "via"})
+    addr = r.addr(to["address"], f"{path}.address")
+    frontend = Endpoint(addr=addr, port=_port(r)(to["port"], f"{path}.port"))
+    if r.string(to["via"], f"{path}.via") not in nodes:
+        raise r.fail(f"{path}.via", f"unknown node {to['via']!r}")
+    via: str = to["via"]
+    matches = [f for f in cluster.frontends if f.addr == frontend]
+    if "protocol" in to:
+        if to["protocol"] not in ("TCP", "UDP"):
+            raise r.fail(f"{path}.protocol", f"{to['protocol']!r} is not one of TCP, UDP")
+        matches = [f for f in matches if f.proto is Proto[to["protocol"]]]
+    if not matches:
+        raise r.fail(path, f"no service frontend at {frontend}"
+                     + (f"/{to['protocol']}" if "protocol" in to else ""))
+    if len({f.proto for f in matches}) > 1:
+        raise r.fail(f"{path}.protocol", f"{frontend} serves both TCP and UDP; say which")
+    owner = cluster.owner_of(addr)
+    if owner is not None and owner[0] == "node" and owner[1] != via:
+        raise r.fail(f"{path}.via", f"{addr} is {owner[1]}'s address; a packet to it "
+                     f"arrives at {owner[1]}, not {via}")
+    return services[matches[0].service], frontend, via, addr
 
 
 def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
@@ -319,6 +473,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     announced: dict[IPAddress, set[str]] = {}
     live: dict[str, tuple[str, ...]] = {}  # each service's backends after earlier changes
     pod_names = {pd.name for pd in cluster.pods}
+    draining: dict[str, set[str]] = {}  # each service's terminating pods after changes
     flows = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
@@ -327,52 +482,44 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
         if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
         client = clients[m["client"]]
-        to = r.mapping(m["to"], f"{p}.to", {"node", "service", "address", "port", "via"})
-        via: str | None = None
-        if "service" in to:
-            r.mapping(to, f"{p}.to", {"node", "service"}, {"node", "service"})
-            if r.string(to["service"], f"{p}.to.service") not in services:
-                raise r.fail(f"{p}.to.service", f"unknown service {to['service']!r}")
-            if r.string(to["node"], f"{p}.to.node") not in nodes:
-                raise r.fail(f"{p}.to.node", f"unknown node {to['node']!r}")
-            svc = services[to["service"]]
-            if svc.node_port is None:
-                raise r.fail(f"{p}.to.service", f"service {svc.name!r} has no nodePort")
-            frontend = Endpoint(addr=nodes[to["node"]].ip, port=svc.node_port)
-            via = to["node"]
-        else:
-            r.mapping(to, f"{p}.to", {"address", "port", "via"}, {"address", "port", "via"})
-            addr = r.addr(to["address"], f"{p}.to.address")
-            frontend = Endpoint(addr=addr, port=_port(r)(to["port"], f"{p}.to.port"))
-            if r.string(to["via"], f"{p}.to.via") not in nodes:
-                raise r.fail(f"{p}.to.via", f"unknown node {to['via']!r}")
-            via = to["via"]
-            matches = [f for f in cluster.frontends if f.addr == frontend]
-            if not matches:
-                raise r.fail(f"{p}.to", f"no service frontend at {frontend}")
-            svc = services[matches[0].service]
-            if cluster.owner_of(addr) is None:
-                announced.setdefault(addr, set()).add(via)
+        svc, frontend, via, addr = _target(r, m["to"], f"{p}.to", cluster, services, nodes)
         if type(frontend.addr) is not type(client.ip):
             raise r.fail(f"{p}.to", "mixed address families between client and frontend")
+        if addr is not None and cluster.owner_of(addr) is None:
+            announced.setdefault(addr, set()).add(via)
         set_backends = []
-        for sname, pods in r.mapping(m.get("setBackends", {}), f"{p}.setBackends",
-                                     set(services)).items():
-            set_backends.append((sname, _pod_list(r, pods, f"{p}.setBackends.{sname}",
-                                                  pod_names)))
+        changes = r.mapping(m.get("setBackends", {}), f"{p}.setBackends", set(services))
+        dropped: set[str] = set()
+        for sname, pods in changes.items():
+            new = _pod_list(r, pods, f"{p}.setBackends.{sname}", pod_names)
+            before = set(live.get(sname, services[sname].backends)) | draining.get(sname, set())
+            dropped |= before - set(new)
+            set_backends.append((sname, new))
         terminating = _pod_list(r, m.get("terminating", []), f"{p}.terminating", pod_names)
+        for i, pod in enumerate(terminating):
+            if pod not in dropped:
+                raise r.fail(f"{p}.terminating[{i}]", f"{pod!r} is not dropped from a service "
+                             "by this flow's setBackends, so it cannot be terminating")
+        for sname, new in set_backends:
+            before = set(live.get(sname, services[sname].backends)) | draining.get(sname, set())
+            draining[sname] = {x for x in before - set(new) if x in terminating}
         backend = r.opt(m, "backend", p, r.string, None)
         live.update(dict(set_backends))
         if backend is not None and backend not in live.get(svc.name, svc.backends):
             raise r.fail(f"{p}.backend", f"{backend!r} is not a backend of {svc.name!r}")
+        close = r.opt(m, "close", p, r.boolean, False)
+        resume = r.opt(m, "resume", p, r.boolean, False)
+        for key, on in (("close", close), ("resume", resume)):
+            if on and svc.proto is not Proto.TCP:
+                raise r.fail(f"{p}.{key}", f"only for TCP flows; service {svc.name!r} is "
+                             f"{svc.proto.name} (UDP has no connection to close or resume)")
         flows.append(FlowSpec(
             name=m["name"], client=client.name, service=svc.name, via=via, backend=backend,
             source=Endpoint(addr=client.ip, port=_port(r)(m["sourcePort"], f"{p}.sourcePort")),
             frontend=frontend, proto=svc.proto,
             packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
             idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
-            close=r.opt(m, "close", p, r.boolean, False),
-            set_backends=tuple(set_backends), terminating=terminating,
-            resume=r.opt(m, "resume", p, r.boolean, False)))
+            close=close, set_backends=tuple(set_backends), terminating=terminating,
+            resume=resume))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 

@@ -12,6 +12,7 @@ A scenario with several flows and no --flow draws its first flow and says so on 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,34 @@ def _check_combination(args: argparse.Namespace) -> None:
         raise InputError("--png only applies to --standard (name the -o file .png instead)")
 
 
+def _writable(out: Path, directory: bool = False) -> None:
+    """Refuse an -o that cannot be written before any drawing work is done."""
+    if directory:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"-o {out}: --standard needs a directory")
+        return
+    if out.is_dir():
+        raise InputError(f"-o {out}: is a directory; name a .svg, .png or .dot file")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"-o {out}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK):
+                raise InputError(f"-o {out}: directory {parent} is not writable")
+            break
+
+
+def _write(write: Any, dot: str, out: Path) -> None:
+    try:
+        write(dot, out)
+    except OSError as exc:
+        raise InputError(f"-o {out}: cannot write: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Draw what the arguments ask for; bad input raises InputError (exit 2)."""
     _check_combination(args)
+    _writable(Path(args.output), directory=bool(args.standard))
     # Imported here: graphviz is only needed by this subcommand.
     from diagrams.catalogue import draw_standard, hosts_of
     from diagrams.lifecycle import scenario_lifecycle_dot, state_dot
@@ -69,21 +95,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.standard:
         out = Path(args.output)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out}: --standard needs a directory")
         formats = ("svg", "dot", "png") if args.png else ("svg", "dot")
-        written = draw_standard(out, formats)
+        try:
+            written = draw_standard(out, formats)
+        except OSError as exc:
+            raise InputError(f"-o {out}: cannot write: {exc.strerror or exc}") from None
         print(f"wrote {len(written)} files to {out}")
         return 0
     output_format(args.output)
     if args.state:
-        write(state_dot(args.state), args.output)
+        _write(write, state_dot(args.state), Path(args.output))
         return 0
     scenario = load(args.scenario)
+    if not scenario.flows:
+        raise InputError(f"{args.scenario}: flows: the scenario has no flows to draw")
     if args.lifecycle:
-        write(scenario_lifecycle_dot(scenario.world, scenario.flows,
-                                     f"CT and SNAT entry lifecycle: {Path(args.scenario).name}",
-                                     args.scenario), args.output)
+        _write(write, scenario_lifecycle_dot(
+            scenario.world, scenario.flows,
+            f"CT and SNAT entry lifecycle: {Path(args.scenario).name}", args.scenario),
+            Path(args.output))
         return 0
     names = [f.name for f in scenario.flows]
     if args.flow is not None and args.flow not in names:
@@ -94,12 +124,12 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         out = Path(args.output)
         for t in traces:
-            write(trace_dot(trace_json(t), hosts=hosts),
-                  out.with_name(f"{out.stem}-{t.spec.name}{out.suffix}"))
+            _write(write, trace_dot(trace_json(t), hosts=hosts),
+                   out.with_name(f"{out.stem}-{t.spec.name}{out.suffix}"))
         return 0
     chosen = args.flow or names[0]
     if args.flow is None and len(names) > 1:
-        print(f"nodeport diagram: {args.scenario} has {len(names)} flows; drew {chosen!r} "
+        print(f"nodeport: note: {args.scenario} has {len(names)} flows; drew {chosen!r} "
               "(use --flow NAME or --all)", file=sys.stderr)
     trace = trace_json(next(t for t in traces if t.spec.name == chosen))
     highlight = None
@@ -108,5 +138,5 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--highlight {args.highlight}: flow {chosen!r} has legs "
                              f"1..{len(trace['hops'])}")
         highlight = args.highlight - 1
-    write(trace_dot(trace, highlight, hosts=hosts), args.output)
+    _write(write, trace_dot(trace, highlight, hosts=hosts), Path(args.output))
     return 0

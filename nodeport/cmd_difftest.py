@@ -15,14 +15,15 @@ from datapath.diffgen import (
     planned,
     text_progress,
 )
+from model.errors import InputError
 
 
 def run(args: argparse.Namespace) -> int:
     """0 when model and datapath agree (or every fault is killed), 1 otherwise."""
+    if args.examples < 1:
+        raise InputError(f"--examples: {args.examples} is not at least 1")
     factory = load_factory(args.datapath)
     spec = args.datapath or DEFAULT_FACTORY
-    if args.examples < 1:
-        raise SystemExit(_usage("--examples must be at least 1"))
     if args.mutants:
         def note(name: str) -> None:
             if not args.quiet:
@@ -39,11 +40,6 @@ def run(args: argparse.Namespace) -> int:
         print(format_failure(summary.failure))
     print(summary.line())
     return 1 if summary.failure is not None else 0
-
-
-def _usage(msg: str) -> int:
-    print(f"nodeport difftest: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def register(subparsers: Any) -> None:

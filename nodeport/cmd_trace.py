@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from model.errors import InputError
 from model.flows import run_flows, trace_json
 from model.scenario import load
+from nodeport.term import colour_on, paint
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add the trace subcommand."""
-    p = sub.add_parser("trace", help="trace a scenario's flows leg by leg")
+    p = sub.add_parser("trace", help="trace a scenario's flows leg by leg",
+                       description="Trace each scenario's flows through the model. A file "
+                       "that is refused is reported on stderr and the others still run; "
+                       "the exit status is then 2.")
     p.add_argument("scenario", nargs="+", help="scenario file(s), YAML or JSON")
     p.add_argument("--json", action="store_true", help="machine-readable trace JSON")
     p.set_defaults(func=run)
@@ -35,13 +41,14 @@ def _fmt(pkt: dict[str, Any], changed: list[str]) -> str:
     return text
 
 
-def render(flow: dict[str, Any]) -> str:
+def render(flow: dict[str, Any], colour: bool = False) -> str:
     """The human trace of one flow: a line per leg, rewritten fields starred."""
-    head = f"flow {flow['name']}: {flow['outcome']}"
+    ok = flow["outcome"] == "delivered"
+    head = f"flow {flow['name']}: " + paint(flow["outcome"], "green" if ok else "red", colour)
+    if flow["drop"]:
+        head += f" at {flow['drop']['at']}: {flow['drop']['reason']}"
     if flow["backend"]:
         head += f" (backend {flow['backend']})"
-    if flow["drop"]:
-        head += f" — dropped at {flow['drop']['at']}: {flow['drop']['reason']}"
     lines = [head]
     for i, h in enumerate(flow["hops"], 1):
         arrow = "<-" if h["direction"] == "reply" else "->"
@@ -51,18 +58,28 @@ def render(flow: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Trace each scenario given; exit 0 when all loaded."""
+    """Trace each scenario given; a refused file is reported and the rest still run (exit 2)."""
+    from nodeport.cli import fail
+
     docs = []
+    refused = 0
     for path in args.scenario:
-        scenario = load(path)
+        try:
+            scenario = load(path)
+        except InputError as exc:
+            fail(str(exc))
+            refused += 1
+            continue
         _, traces = run_flows(scenario.world, scenario.flows)
         docs.append({"scenario": path, "flows": [trace_json(t) for t in traces]})
     if args.json:
-        out = docs[0] if len(docs) == 1 else {"scenarios": docs}
-        print(json.dumps(out, indent=2))
+        if docs:
+            out = docs[0] if len(args.scenario) == 1 else {"scenarios": docs}
+            print(json.dumps(out, indent=2))
     else:
+        colour = colour_on(sys.stdout)
         for doc in docs:
-            print(f"# {doc['scenario']}")
+            print(paint(f"# {doc['scenario']}", "bold", colour))
             for flow in doc["flows"]:
-                print(render(flow))
-    return 0
+                print(render(flow, colour))
+    return 2 if refused else 0

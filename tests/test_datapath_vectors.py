@@ -52,7 +52,7 @@ def test_fault_shows_field_diff() -> None:
     ("source: x\nservices:\n  - {frontend: 1.2.3.4, port: 80}\nsteps:\n  - {gc: true}\n",
      "services[0].rev_nat_index"),
     ("source: x\nnode: {mode: bogus}\nsteps:\n  - {gc: true}\n", "node.mode"),
-    (": : :\n", "<yaml>"),
+    (": : :\n", "line 1: not valid YAML"),
 ])
 def test_malformed_vector_file(tmp_path: Path, text: str, key: str) -> None:
     f = tmp_path / "bad.yaml"

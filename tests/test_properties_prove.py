@@ -145,7 +145,7 @@ def test_mutants_are_all_killed_by_replayed_counterexamples() -> None:
     assert {f for r in rows for f in r["faults"]} == {f.name for f in ModelFault}
     for r in rows:
         assert r["result"] == "counterexample" and r["counterexample"] is not None, r
-        assert 0 <= r["violating_hop"] < len(r["counterexample"]["hops"])
+        assert 1 <= r["violating_hop"] <= len(r["counterexample"]["hops"])  # 1-based legs
 
 
 def test_diagrams_drawn_for_counterexamples(tmp_path: Path) -> None:

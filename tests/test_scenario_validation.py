@@ -128,7 +128,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
 def test_invalid_json(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{"nodes": [}')
-    _assert_one_line_error(run_cli("trace", str(path)), path, "not valid YAML/JSON")
+    _assert_one_line_error(run_cli("trace", str(path)), path, "not valid JSON")
 
 
 def test_json_scenario_accepted(tmp_path: Path) -> None:
