@@ -35,7 +35,7 @@ from properties.results import (
     counterexample_result,
 )
 from properties.symexec import Explorer, Outcome, Status
-from properties.symworld import Cell, Run, cell, run_cell
+from properties.symworld import Bounds, Cell, Run, cell, run_cell
 
 WITNESSES = 3  # concrete premise witnesses re-run per proved result
 
@@ -59,6 +59,11 @@ def _sent(rp: Replay) -> bool:
     return bool(rp.traces)
 
 
+def _two_translations(rp: Replay) -> bool:
+    from model.nodeport import Step
+    return sum(1 for tr in rp.traces for h in tr.hops if h.action is Step.SNAT) >= 2
+
+
 def _repeat_delivery(rp: Replay) -> bool:
     return any(len(tr.backend_saw) > 1 for tr in rp.traces)
 
@@ -68,7 +73,14 @@ PREMISES: dict[str, Premise] = {
     "P-LB-01": _reply_arrives, "P-LB-02": _delivered, "P-NAT-01": _reply_arrives,
     "P-NAT-03": _snat_on_lb_node, "P-DSR-01": _delivered, "P-DSR-02": _reply_arrives,
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
-    "P-ENV-02": _sent, "P-CT-01": _repeat_delivery,
+    "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
+}
+
+# Induction properties whose statement is also checked, within these bounds, by exploring
+# the model's own code (properties/prove.py cross_checked).
+CROSS_CHECK: dict[str, Bounds] = {
+    "P-NAT-02": Bounds(packets=1, clients=2),
+    "P-CT-01": Bounds(packets=2, backends=2),
 }
 
 # Readable counterexamples: preferred input values, dropped when the path cannot have them.

@@ -308,7 +308,7 @@ def _nat_pairs(st: NodeState, node_ip: object) -> list[str]:
     """Bijection problems in one node's nodeport SNAT map (forward <-> reverse, injective)."""
     problems = []
     ents = st.snat.entries
-    seen: dict[tuple[object, int, object, int], object] = {}
+    seen: list[tuple[object, int, object, int]] = []  # compared with ==, never hashed
     for key, val in ents.items():
         if key.flags is not TupleFlags.OUT or val.to_addr != node_ip:
             continue
@@ -321,7 +321,7 @@ def _nat_pairs(st: NodeState, node_ip: object) -> list[str]:
         if tup in seen:
             problems.append(f"two flows translate to {val.to_addr}:{val.to_port} -> "
                             f"{key.daddr}:{key.dport}")
-        seen[tup] = key
+        seen.append(tup)
     for key, val in ents.items():
         if key.flags is TupleFlags.IN and key.daddr == node_ip:
             fwd = ents.get(NatTuple(saddr=val.to_addr, daddr=key.saddr, sport=val.to_port,

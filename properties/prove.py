@@ -203,11 +203,36 @@ def check(prop: Property, cfg: Config, faults: frozenset[ModelFault] = frozenset
           timeout_s: float = 20.0) -> Result:
     """Prove (or refute) one property under one configuration."""
     ms = max(1, int(timeout_s * 1000))
+    from properties.bmc import CROSS_CHECK
+    from properties.bmc import check_bmc as explore
     if prop.method == "induction":
         from properties.induction import check_induction
-        return check_induction(prop, cfg, faults, ms)
-    from properties.bmc import check_bmc as explore
+        proof = check_induction(prop, cfg, faults, ms)
+        if prop.id not in CROSS_CHECK:
+            return proof
+        # the induction is over properties/symbolic.py's encoding of the hooks; the model's
+        # own code is explored too (bounded), and its counterexample wins
+        bounded = explore(attrs.evolve(prop, bounds=CROSS_CHECK[prop.id]), cfg, faults, ms)
+        return cross_checked(proof, bounded)
     return explore(prop, cfg, faults, ms)
+
+
+def cross_checked(proof: Result, bounded: Result) -> Result:
+    """An induction result checked against a bounded exploration of the model's own code."""
+    queries = proof.queries + bounded.queries
+    seconds = proof.seconds + bounded.seconds
+    if bounded.result in (COUNTEREXAMPLE, RAISED, DRIFT) and proof.result != COUNTEREXAMPLE:
+        return attrs.evolve(bounded, method=proof.method, queries=queries, seconds=seconds,
+                            note=f"the model's own code refutes it ({bounded.bound}): "
+                                 f"{bounded.note}")
+    if proof.result == PROVED and bounded.result != PROVED:
+        return attrs.evolve(proof, result=bounded.result, queries=queries, seconds=seconds,
+                            note=f"induction proved it, the bounded exploration of the model "
+                                 f"did not: {bounded.note}")
+    note = proof.note
+    if proof.result == PROVED:
+        note = f"{note}; model explored: {bounded.bound}, {bounded.note}".lstrip("; ")
+    return attrs.evolve(proof, queries=queries, seconds=seconds, note=note)
 
 
 def suite(ids: list[str] | None = None) -> Iterator[tuple[Property, Config]]:

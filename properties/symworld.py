@@ -28,9 +28,11 @@ from properties.decode import FlowDoc, ScenarioValues, document
 from properties.symexec import Input, SymInt, SymRandom, construct
 
 V4_HOSTS = {"node1": "192.168.2.2", "node2": "192.168.2.3", "router1": "10.0.1.1",
-            "router2": "10.0.2.1", "client": "203.0.113.7", "vip": "172.16.10.10"}
+            "router2": "10.0.2.1", "client": "203.0.113.7", "client2": "203.0.113.8",
+            "vip": "172.16.10.10"}
 V6_HOSTS = {"node1": "fd00::2:2", "node2": "fd00::2:3", "router1": "fd00::10:1:0:1",
-            "router2": "fd00::10:2:0:1", "client": "2001:db8::7", "vip": "fd00::ac10:a0a"}
+            "router2": "fd00::10:2:0:1", "client": "2001:db8::7", "client2": "2001:db8::8",
+            "vip": "fd00::ac10:a0a"}
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +51,7 @@ NODE_PORT = Port(name="service.nodePort", marker=31313, lo=NODEPORT_MIN_DEFAULT,
                   hi=NODEPORT_MAX_DEFAULT)
 TARGET_PORT = Port(name="service.targetPort", marker=18181, lo=1, hi=NODEPORT_PORT_MAX_NAT)
 SVC_PORT = Port(name="service.port", marker=8484, lo=1, hi=NODEPORT_PORT_MAX_NAT)
+SPORT2 = Port(name="client2.sourcePort", marker=40405, lo=1, hi=NODEPORT_PORT_MAX_NAT)
 OTHER_NODE_PORT = Port(name="other.nodePort", marker=31414, lo=NODEPORT_MIN_DEFAULT,
                         hi=NODEPORT_MAX_DEFAULT)
 PORT_FIELDS = frozenset({"port", "target_port", "node_port"})
@@ -61,10 +64,12 @@ class Bounds:
     packets: int = 2
     backends: int = 1
     extra_service: bool = False
+    clients: int = 1  # one flow per client, in order, on shared node state
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
-        return f"{self.packets} pkts, {self.backends} backends"
+        flows = f", {self.clients} flows" if self.clients > 1 else ""
+        return f"{self.packets} pkts, {self.backends} backends{flows}"
 
 
 @attrs.frozen(kw_only=True)
@@ -106,14 +111,16 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
     nodeport = cfg.svc_type is ServiceType.NODEPORT
     return ScenarioValues(
         nodes=(h["node1"], h["node2"]), routers=(h["router1"], h["router2"]),
-        pods=tuple(_pod_ip(cfg, i) for i in range(bounds.backends)), clients=(h["client"],),
+        pods=tuple(_pod_ip(cfg, i) for i in range(bounds.backends)),
+        clients=(h["client"], h["client2"])[:bounds.clients],
         target_port=ports[TARGET_PORT.marker],
         node_port=ports[NODE_PORT.marker] if _has_node_port(cfg) else None,
         port=None if nodeport else ports[SVC_PORT.marker],
         vip=None if nodeport else h["vip"],
         other_node_port=ports[OTHER_NODE_PORT.marker] if bounds.extra_service else None,
-        flows=(FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
-                       backend=backend),))
+        flows=tuple(FlowDoc(client=i, sport=ports[p.marker], packets=bounds.packets,
+                            backend=backend if i == 0 else None)
+                    for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])))
 
 
 @functools.lru_cache(maxsize=256)
@@ -126,8 +133,10 @@ def cell(cfg: Config, bounds: Bounds) -> Cell:
         ports.append(SVC_PORT)
     if bounds.extra_service:
         ports.append(OTHER_NODE_PORT)
+    if bounds.clients > 1:
+        ports.append(SPORT2)
     markers = {p.marker: p.marker for p in (SPORT, TARGET_PORT, NODE_PORT, SVC_PORT,
-                                            OTHER_NODE_PORT)}
+                                            OTHER_NODE_PORT, SPORT2)}
     sc = parse(document(cfg, cell_values(cfg, bounds, markers, None), seed=1),
                f"<cell {cfg.label()}>")
     inputs = {p.name: Input(name=p.name, lo=p.lo, hi=p.hi) for p in ports}
