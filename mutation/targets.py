@@ -77,7 +77,8 @@ MODEL_TESTS = (
 # difftest checks run that CLI already) are deselected.
 DATAPATH_TESTS = (
     "tests/test_datapath_maps.py", "tests/test_datapath_packet.py",
-    "tests/test_datapath_robust.py", "tests/test_datapath_vectors.py",
+    "tests/test_datapath_robust.py", "tests/test_datapath_rewrite.py",
+    "tests/test_datapath_vectors.py",
     "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",
     "--deselect", "tests/test_datapath_vectors.py::test_every_fault_killed",
     "--deselect", "tests/test_difftest_engine.py::test_every_fault_killed_by_difftest_or_vectors",
