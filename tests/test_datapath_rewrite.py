@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from datapath.abstraction import wire_fault
 from datapath.build import ipv4, ipv6, tcp_segment, udp_datagram
 from datapath.lb import rewrite
+from datapath.nodeport import dsr_set_ext6, dsr_set_opt4
 from datapath.packet import IPPROTO_TCP, IPPROTO_UDP, parse
 
 ADDR4 = st.binary(min_size=4, max_size=4)
@@ -97,3 +99,22 @@ def test_udp_without_checksum_stays_without(src: bool, s: bytes, d: bytes, new: 
     rewrite(p, src, new, port)
     assert p.buf[20 + 6:20 + 8] == b"\0\0"
     _assert_rewritten(p.buf, p, src, new, port)
+
+
+class _NoFaults:
+    faults: frozenset[str] = frozenset()
+
+
+@given(st.booleans(), st.data(), PORT, PORT, PORT)
+def test_dsr_insert_keeps_the_view_in_sync(v6: bool, data: st.DataObject, sp: int, dp: int,
+                                           vport: int) -> None:
+    """dsr_set_opt4 / dsr_set_ext6: after the insert the parsed view equals a re-parse."""
+    addrs = ADDR6 if v6 else ADDR4
+    s, d, vip = data.draw(addrs), data.draw(addrs), data.draw(addrs)
+    p = parse(_packet(v6, IPPROTO_TCP, s, d, sp, dp))
+    node: Any = _NoFaults()
+    (dsr_set_ext6 if v6 else dsr_set_opt4)(node, p, vip, vport)
+    assert wire_fault(p.buf) is None
+    again = parse(bytearray(p.buf))
+    for field in ("saddr", "daddr", "sport", "dport", "l4_off", "l3_len", "proto"):
+        assert getattr(again, field) == getattr(p, field), field
