@@ -103,3 +103,10 @@ def test_bad_classification_names_the_key(tmp_path: Path, text: str, key: str) -
     path.write_text(text + "\n")
     with pytest.raises(MutationError, match=key.replace(".", r"\.")):
         load_classifications(path)
+
+
+def test_committed_classifications_load() -> None:
+    root = Path(__file__).resolve().parent.parent
+    classes = load_classifications(root / "mutation" / "classifications.yaml")
+    assert classes
+    assert all(len(k.split(":")) == 4 for k in classes), "file:line:col:operator"
