@@ -77,12 +77,15 @@ def test_ipv6_udp_destopt_matches_scapy(s: bytes, d: bytes, sp: int, dp: int,
 
 @settings(max_examples=100, deadline=None)
 @given(st.binary(min_size=20, max_size=60).filter(lambda b: len(b) % 2 == 0),
-       st.integers(0, 7), ADDR4)
-def test_incremental_equals_full(data: bytes, idx: int, new: bytes) -> None:
-    off = (idx * 2) % (len(data) - 4)
+       st.integers(0, 7), st.sampled_from([2, 4, 16]), st.data())
+def test_incremental_equals_full(data: bytes, idx: int, width: int,
+                                 draw: st.DataObject) -> None:
+    """A port (2 bytes), IPv4 (4) or IPv6 (16) address replaced: each word_sum path."""
+    new = draw.draw(st.binary(min_size=width, max_size=width))
+    off = (idx * 2) % (len(data) - width)
     buf = bytearray(data + struct.pack("!H", checksum(data)))
-    old = bytes(buf[off:off + 4])
-    buf[off:off + 4] = new
+    old = bytes(buf[off:off + width])
+    buf[off:off + width] = new
     l4_csum_replace(buf, len(data), old, new)
     stored = struct.unpack_from("!H", buf, len(data))[0]
     full = checksum(bytes(buf[:-2]))

@@ -1,0 +1,234 @@
+"""The markdown report: kill tables, rates, and every survivor with its classification."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import attrs
+import yaml
+
+from mutation.operators import Mutant, operator_family
+from mutation.runner import MutationError, Result
+from mutation.targets import Target
+
+CLASSES = ("equivalent", "gap")
+
+
+@attrs.frozen(kw_only=True)
+class Classification:
+    """A survivor's class: equivalent (why) or gap (the missing property/test)."""
+
+    kind: str
+    why: str
+
+
+def load_classifications(path: Path) -> dict[str, Classification]:
+    """The checked-in YAML keyed by mutant ID; malformed entries are one-line errors."""
+    if not path.exists():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MutationError(f"{path}: not YAML: {exc}".splitlines()[0]) from exc
+    if not isinstance(doc, dict):
+        raise MutationError(f"{path}: expected a mapping of mutant ID to classification")
+    out: dict[str, Classification] = {}
+    for key, entry in doc.items():
+        where = f"{path}: {key}"
+        if not isinstance(entry, dict):
+            raise MutationError(f"{where}: expected a mapping with 'class' and 'why'")
+        extra = set(entry) - {"class", "why"}
+        if extra:
+            raise MutationError(f"{where}.{sorted(extra)[0]}: unknown key")
+        kind, why = entry.get("class"), entry.get("why")
+        if kind not in CLASSES:
+            raise MutationError(f"{where}.class: expected one of {', '.join(CLASSES)}")
+        if not isinstance(why, str) or not why.strip():
+            raise MutationError(f"{where}.why: a reason is required")
+        out[str(key)] = Classification(kind=kind, why=" ".join(why.split()))
+    return out
+
+
+@attrs.frozen(kw_only=True)
+class Summary:
+    """Counts the report and --check are built from."""
+
+    total: int
+    measured: int
+    by_killer: dict[str, int]
+    timeouts: dict[str, int]
+    survived: list[str]
+    unclassified: list[str]
+    stale: int
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{100.0 * n / d:.1f}%" if d else "n/a"
+
+
+def summarise(target: Target, mutants: list[Mutant], results: dict[str, Result],
+              classes: dict[str, Classification], tree: str) -> Summary:
+    """Counts over the mutants that have a result for their current edit."""
+    by_killer: Counter[str] = Counter()
+    timeouts: Counter[str] = Counter()
+    survived: list[str] = []
+    measured = stale = 0
+    for m in mutants:
+        r = results.get(m.id)
+        if r is None:
+            continue
+        measured += 1
+        stale += r.tree != tree
+        if r.outcome == "killed" and r.killer:
+            by_killer[r.killer] += 1
+        elif r.outcome == "timeout" and r.killer:
+            timeouts[r.killer] += 1
+        else:
+            survived.append(m.id)
+    return Summary(total=len(mutants), measured=measured, by_killer=dict(by_killer),
+                   timeouts=dict(timeouts), survived=survived,
+                   unclassified=[s for s in survived if s not in classes], stale=stale)
+
+
+def measured_results(mutants: list[Mutant], results: dict[str, Result],
+                     sources: dict[str, bytes]) -> dict[str, Result]:
+    """Results whose recorded edit is the mutant's current edit (source may have moved)."""
+    out: dict[str, Result] = {}
+    for m in mutants:
+        r = results.get(m.id)
+        if r is not None and r.digest == m.digest(sources[m.path]):
+            out[m.id] = r
+    return out
+
+
+def render(target: Target, mutants: list[Mutant], results: dict[str, Result],
+           classes: dict[str, Classification], tree: str) -> str:
+    """The whole markdown document."""
+    s = summarise(target, mutants, results, classes, tree)
+    names = [c.name for c in target.checks]
+    first = names[0]
+    killed = sum(s.by_killer.values())
+    hung = sum(s.timeouts.values())
+    lines = [
+        f"# Mutation check: `{target.name}`",
+        "",
+        f"Real source mutations of {', '.join(f'`{f}`' for f in target.files)}, each run in a",
+        "temporary copy of the repository against the checks below, in order, stopping at the",
+        "first check that kills it. Regenerate with `bash scripts/mutation.sh "
+        f"{target.name}` (see [mutation.md](mutation.md));",
+        f"survivor classes live in `{target.classifications}`.",
+        "",
+        "## Checks",
+        "",
+        "| # | check | command | why |",
+        "|---|---|---|---|",
+    ]
+    for i, c in enumerate(target.checks, 1):
+        lines.append(f"| {i} | {c.name} | `{c.shown}` | {c.why} |")
+    lines += [
+        "",
+        "## Rates",
+        "",
+        f"- Mutants generated: **{s.total}**; measured: **{s.measured}**"
+        + (" (a sample or shards; the rest not run yet)" if s.measured < s.total else "")
+        + (f"; {s.stale} measured on an older tree" if s.stale else "") + ".",
+    ]
+    for n in names:
+        lines.append(f"- Killed first by **{n}**: {s.by_killer.get(n, 0)}"
+                     + (f", plus {s.timeouts[n]} by timeout in it" if s.timeouts.get(n) else ""))
+    lines += [
+        f"- Survived: **{len(s.survived)}** ({len(s.unclassified)} unclassified).",
+        f"- Kill rate of **{first} alone**: "
+        f"{_pct(s.by_killer.get(first, 0) + s.timeouts.get(first, 0), s.measured)}"
+        f" ({s.by_killer.get(first, 0)} + {s.timeouts.get(first, 0)} timeouts of {s.measured}).",
+        f"- Kill rate of **{' + '.join(names)}**: {_pct(killed + hung, s.measured)}"
+        f" ({killed} + {hung} timeouts of {s.measured}).",
+    ]
+    gaps = sum(1 for x in s.survived if x in classes and classes[x].kind == "gap")
+    equiv = sum(1 for x in s.survived if x in classes and classes[x].kind == "equivalent")
+    if s.measured:
+        lines.append(f"- Survivors: {equiv} equivalent, {gaps} gaps, "
+                     f"{len(s.unclassified)} UNCLASSIFIED. Score without equivalents: "
+                     f"{_pct(killed + hung, s.measured - equiv)}.")
+    secs = [r.seconds for m in mutants if (r := results.get(m.id)) is not None]
+    if secs:
+        lines.append(f"- Time per mutant (wall, all checks it reached): median "
+                     f"{statistics.median(secs):.1f} s, mean {statistics.mean(secs):.1f} s, "
+                     f"sum {sum(secs) / 60:.1f} min over all workers.")
+    lines += ["", "## Per file", "", _table(target, mutants, results, lambda m: m.path), "",
+              "## Per operator", "",
+              _table(target, mutants, results, lambda m: operator_family(m.operator)), ""]
+    lines += _survivors(mutants, results, classes)
+    lines += _timeouts(mutants, results)
+    lines += _kills(mutants, results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _table(target: Target, mutants: list[Mutant], results: dict[str, Result],
+           key: object) -> str:
+    names = [c.name for c in target.checks]
+    rows: dict[str, Counter[str]] = defaultdict(Counter)
+    for m in mutants:
+        k = key(m)  # type: ignore[operator]
+        rows[k]["mutants"] += 1
+        r = results.get(m.id)
+        if r is None:
+            continue
+        rows[k]["measured"] += 1
+        col = r.killer if r.outcome == "killed" else (
+            "timeout" if r.outcome == "timeout" else "survived")
+        rows[k][col or "survived"] += 1
+    head = ["", "mutants", "measured", *names, "timeout", "survived", "killed %"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in sorted(rows):
+        c = rows[k]
+        dead = sum(c[n] for n in names) + c["timeout"]
+        out.append("| " + " | ".join([f"`{k}`", str(c["mutants"]), str(c["measured"]),
+                                      *(str(c[n]) for n in names), str(c["timeout"]),
+                                      str(c["survived"]), _pct(dead, c["measured"])]) + " |")
+    return "\n".join(out)
+
+
+def _survivors(mutants: list[Mutant], results: dict[str, Result],
+               classes: dict[str, Classification]) -> list[str]:
+    out = ["## Survivors", "",
+           "Each survivor passed every check. `equivalent`: no input can tell it from the",
+           "original (the reason says why); `gap`: a behaviour no check pins (the reason says",
+           "which property or test is missing); UNCLASSIFIED makes `--check` fail.", ""]
+    rows = [(m, classes.get(m.id)) for m in mutants
+            if (r := results.get(m.id)) is not None and r.outcome == "survived"]
+    if not rows:
+        return [*out, "None.", ""]
+    out += ["| mutant | edit | class | why |", "|---|---|---|---|"]
+    for m, c in rows:
+        kind = c.kind if c else "**UNCLASSIFIED**"
+        why = (c.why if c else "").replace("|", "\\|")
+        out.append(f"| `{m.id}` | {m.describe().replace('|', chr(92) + '|')} | {kind} | {why} |")
+    return [*out, ""]
+
+
+def _timeouts(mutants: list[Mutant], results: dict[str, Result]) -> list[str]:
+    rows = [(m, r) for m in mutants
+            if (r := results.get(m.id)) is not None and r.outcome == "timeout"]
+    if not rows:
+        return []
+    out = ["## Killed by timeout", "", "| mutant | edit | check |", "|---|---|---|"]
+    out += [f"| `{m.id}` | {m.describe().replace('|', chr(92) + '|')} | {r.killer} |"
+            for m, r in rows]
+    return [*out, ""]
+
+
+def _kills(mutants: list[Mutant], results: dict[str, Result]) -> list[str]:
+    rows = [(m, r) for m in mutants
+            if (r := results.get(m.id)) is not None and r.outcome == "killed"]
+    if not rows:
+        return []
+    out = ["## Kill table", "", "<details><summary>Every killed mutant and the check that "
+           f"killed it ({len(rows)})</summary>", "", "| mutant | killed by | first line |",
+           "|---|---|---|"]
+    for m, r in rows:
+        detail = r.checks[-1].detail.replace("|", "\\|").replace("`", "'")
+        out.append(f"| `{m.id}` | {r.killer} | {detail[:90]} |")
+    return [*out, "", "</details>", ""]

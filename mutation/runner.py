@@ -1,0 +1,296 @@
+"""Run mutants: one repository copy per worker, checks in order, first kill wins."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import attrs
+
+from mutation.operators import Mutant, mutants_of
+from mutation.targets import Check, Target
+
+_COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".hypothesis",
+                                      ".mypy_cache", ".ruff_cache", ".pytest_cache",
+                                      "*.egg-info", "build", "out")
+# What the checks read: a result is fresh only for the tree it was measured on.
+_TREE_DIRS = ("model", "properties", "datapath", "diagrams", "nodeport", "tests", "vectors",
+              "examples")
+
+
+class MutationError(Exception):
+    """A set-up problem (a check failing on the unmutated tree, a bad selection): exit 2."""
+
+
+@attrs.frozen(kw_only=True)
+class CheckRun:
+    """One check on one mutant: pass, fail (a kill) or timeout (a kill, counted apart)."""
+
+    name: str
+    status: str
+    seconds: float
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class Result:
+    """A mutant's outcome: the first check that killed it, or survived."""
+
+    id: str
+    digest: str
+    tree: str
+    outcome: str  # killed | timeout | survived
+    killer: str | None
+    checks: tuple[CheckRun, ...]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for the results file."""
+        return attrs.asdict(self)
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Result:
+        """Inverse of to_json."""
+        checks = tuple(CheckRun(**c) for c in d["checks"])
+        return Result(id=d["id"], digest=d["digest"], tree=d["tree"], outcome=d["outcome"],
+                      killer=d["killer"], checks=checks, seconds=d["seconds"])
+
+
+def all_mutants(root: Path, target: Target, files: list[str] | None = None) -> list[Mutant]:
+    """Every mutant of the target's files (or the chosen subset), in a stable order."""
+    chosen = list(target.files)
+    if files:
+        unknown = [f for f in files if f not in target.files]
+        if unknown:
+            raise MutationError(f"--files: {unknown[0]} is not one of {', '.join(target.files)}")
+        chosen = [f for f in target.files if f in files]
+    out: list[Mutant] = []
+    for rel in chosen:
+        out.extend(mutants_of(root / rel, rel, immutable_writes=target.immutable_writes))
+    return out
+
+
+def select(mutants: list[Mutant], *, sample: int | None, seed: int,
+           shard: tuple[int, int] | None, ids: list[str] | None) -> list[Mutant]:
+    """Deterministic subset: explicit IDs, else a seeded sample, then every N-th for a shard."""
+    chosen = mutants
+    if ids:
+        by_id = {m.id: m for m in mutants}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise MutationError(f"--ids: no mutant {missing[0]}")
+        chosen = [by_id[i] for i in ids]
+    elif sample is not None and sample < len(mutants):
+        picked = set(random.Random(seed).sample(range(len(mutants)), sample))
+        chosen = [m for i, m in enumerate(mutants) if i in picked]
+    if shard is not None:
+        index, count = shard
+        chosen = [m for i, m in enumerate(chosen) if i % count == index - 1]
+    return chosen
+
+
+def tree_fingerprint(root: Path, target: Target) -> str:
+    """Hash of every file the checks read, plus the check commands themselves."""
+    h = hashlib.sha256()
+    for d in _TREE_DIRS:
+        for p in sorted((root / d).rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                h.update(p.relative_to(root).as_posix().encode())
+                h.update(p.read_bytes())
+    for c in target.checks:
+        h.update(c.shown.encode())
+    return h.hexdigest()[:16]
+
+
+def load_results(path: Path) -> dict[str, Result]:
+    """The results file as {mutant id: Result}; missing file means none yet."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {r["id"]: Result.from_json(r) for r in data["results"]}
+
+
+def _store(path: Path, result: Result) -> None:
+    """Merge one result into the file under a lock (shards may share it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".lock")
+    with lock.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        results = load_results(path)
+        results[result.id] = result
+        rows = [results[k].to_json() for k in sorted(results)]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"results": rows}, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+    with contextlib.suppress(FileNotFoundError):
+        lock.unlink()
+
+
+@contextlib.contextmanager
+def workspace(root: Path) -> Iterator[Path]:
+    """A throw-away copy of the repository; the worktree itself is never written."""
+    tmp = Path(tempfile.mkdtemp(prefix="nodeport-mutation-"))
+    try:
+        ws = tmp / "repo"
+        shutil.copytree(root, ws, ignore=_COPY_IGNORE, symlinks=True)
+        yield ws
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _env(ws: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ws)  # ahead of the editable install of the worktree
+    env["PYTHONHASHSEED"] = "0"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def run_check(ws: Path, check: Check, timeout: float) -> CheckRun:
+    """Run one check in the workspace; kill its whole process group on timeout."""
+    shutil.rmtree(ws / ".hypothesis", ignore_errors=True)  # no examples carried over
+    start = time.monotonic()
+    proc = subprocess.Popen(check.argv(ws), cwd=ws, env=_env(ws), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return CheckRun(name=check.name, status="timeout",
+                        seconds=round(time.monotonic() - start, 2),
+                        detail=f"no verdict within {timeout:.0f} s")
+    secs = round(time.monotonic() - start, 2)
+    if proc.returncode == 0:
+        return CheckRun(name=check.name, status="pass", seconds=secs, detail="")
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    tail = lines[-1] if lines else ""
+    return CheckRun(name=check.name, status="fail", seconds=secs,
+                    detail=f"exit {proc.returncode}: {tail[:160]}")
+
+
+def _forget_bytecode(path: Path) -> None:
+    for pyc in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+        pyc.unlink(missing_ok=True)
+
+
+def verify_workspace(ws: Path, target: Target) -> None:
+    """The checks must import the copy, not the installed worktree."""
+    pkgs = sorted({f.split("/")[0] for f in target.files})
+    code = ("import importlib, sys\n"
+            "print(*(importlib.import_module(p).__file__ for p in sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", code, *pkgs], cwd=ws, env=_env(ws),
+                         capture_output=True, text=True, check=False)
+    paths = out.stdout.split()
+    if out.returncode != 0 or not paths or not all(p.startswith(str(ws)) for p in paths):
+        raise MutationError(f"workspace imports {paths or out.stderr.strip()} instead of {ws}")
+
+
+def baseline(root: Path, target: Target, log: Callable[[str], None]) -> dict[str, float]:
+    """Every check must pass on the unmutated tree; returns each check's seconds."""
+    secs: dict[str, float] = {}
+    with workspace(root) as ws:
+        verify_workspace(ws, target)
+        for check in target.checks:
+            run = run_check(ws, check, timeout=3600)
+            if run.status != "pass":
+                raise MutationError(f"check {check.name} fails on the unmutated tree: "
+                                    f"{run.detail}")
+            secs[check.name] = run.seconds
+            log(f"baseline {check.name}: {run.seconds:.1f} s")
+    return secs
+
+
+def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, float],
+               tree: str) -> Result:
+    """Apply the mutant in the workspace, run checks until the first kill, restore."""
+    path = ws / mutant.path
+    original = path.read_bytes()
+    start = time.monotonic()
+    runs: list[CheckRun] = []
+    outcome, killer = "survived", None
+    try:
+        path.write_bytes(mutant.apply(original))
+        _forget_bytecode(path)
+        for check in target.checks:
+            run = run_check(ws, check, timeouts[check.name])
+            runs.append(run)
+            if run.status != "pass":
+                outcome = "killed" if run.status == "fail" else "timeout"
+                killer = check.name
+                break
+    finally:
+        path.write_bytes(original)
+        _forget_bytecode(path)
+    return Result(id=mutant.id, digest=mutant.digest(original), tree=tree, outcome=outcome,
+                  killer=killer, checks=tuple(runs),
+                  seconds=round(time.monotonic() - start, 2))
+
+
+def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results: Path,
+        timeout_factor: float, timeout_min: float, fresh: bool,
+        log: Callable[[str], None]) -> list[Result]:
+    """Run the mutants that have no result for this tree yet; store each as it finishes."""
+    tree = tree_fingerprint(root, target)
+    have = load_results(results)
+    todo: list[Mutant] = []
+    for m in mutants:
+        r = have.get(m.id)
+        if fresh or r is None or r.tree != tree or r.digest != m.digest(
+                (root / m.path).read_bytes()):
+            todo.append(m)
+    log(f"{len(mutants)} selected, {len(mutants) - len(todo)} already measured on tree "
+        f"{tree}, {len(todo)} to run with {jobs} job(s)")
+    if not todo:
+        return []
+    base = baseline(root, target, log)
+    timeouts = {k: max(timeout_min, timeout_factor * v) for k, v in base.items()}
+    queue: Queue[Mutant] = Queue()
+    for m in todo:
+        queue.put(m)
+    done: list[Result] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with workspace(root) as ws:
+                verify_workspace(ws, target)
+                while True:
+                    try:
+                        m = queue.get_nowait()
+                    except Empty:
+                        return
+                    res = run_mutant(ws, m, target, timeouts, tree)
+                    with lock:
+                        _store(results, res)
+                        done.append(res)
+                        log(f"[{len(done)}/{len(todo)}] {res.id}: {res.outcome}"
+                            f"{' by ' + res.killer if res.killer else ''} ({res.seconds:.1f} s)")
+        except BaseException as exc:  # surfaced after join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return done

@@ -1,0 +1,126 @@
+"""What is mutated and which checks may kill it: the model's and the datapath's targets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+# argv for a check, given the workspace root (a copy of the repository).
+Argv = Callable[[Path], list[str]]
+
+
+@attrs.frozen(kw_only=True)
+class Check:
+    """One killing check: a command that exits 0 on the unmutated tree."""
+
+    name: str
+    argv: Argv
+    shown: str  # the command as the report prints it
+    why: str  # why this check, and this selection, belongs here
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """The files to mutate and the checks, cheapest-first or as the report's rates need."""
+
+    name: str
+    files: tuple[str, ...]
+    checks: tuple[Check, ...]
+    immutable_writes: bool
+    report: str  # docs/ path of the markdown report
+    results: str  # checked-in JSON of per-mutant results
+    classifications: str  # checked-in YAML of survivor classes
+
+
+def _py() -> str:
+    return sys.executable
+
+
+def _nodeport(*args: str) -> Argv:
+    return lambda root: [_py(), "-m", "nodeport.cli", *args]
+
+
+def _vectors(root: Path) -> list[str]:
+    return [_py(), "-m", "nodeport.cli", "vectors",
+            *sorted(str(p.relative_to(root)) for p in (root / "vectors").glob("*.yaml"))]
+
+
+def _pytest(*selection: str) -> Argv:
+    return lambda root: [_py(), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                         "--hypothesis-seed=0", *selection]
+
+
+DIFFTEST_EXAMPLES, DIFFTEST_SEED = 50, 1
+_DIFFTEST = Check(
+    name="difftest",
+    argv=_nodeport("difftest", "--examples", str(DIFFTEST_EXAMPLES), "--seed",
+                   str(DIFFTEST_SEED), "--quiet"),
+    shown=f"nodeport difftest --examples {DIFFTEST_EXAMPLES} --seed {DIFFTEST_SEED} --quiet",
+    why="the model and the byte-level datapath walked side by side on generated programs "
+        "(fixed seed: the same programs for every mutant)",
+)
+
+# Tests that exercise model/ directly; the CLI-validation suite (scenario.py's input
+# errors), the prove suite (already the prove check), docs/lint tests and the seeded-fault
+# kill tables (slow, about registered faults, not source) are left out.
+MODEL_TESTS = (
+    "tests/test_model_backends.py", "tests/test_model_dispatch.py", "tests/test_model_done.py",
+    "tests/test_model_drops.py", "tests/test_model_matrix.py",
+    "tests/test_model_properties.py", "tests/test_properties_conformance.py",
+    "tests/test_diagrams_lifecycle.py", "tests/test_cli_trace.py::test_example_traces",
+)
+# Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they
+# re-run vectors and difftest per registered fault) and the CLI loader test (the vectors and
+# difftest checks run that CLI already) are deselected.
+DATAPATH_TESTS = (
+    "tests/test_datapath_maps.py", "tests/test_datapath_packet.py",
+    "tests/test_datapath_robust.py", "tests/test_datapath_rewrite.py",
+    "tests/test_datapath_vectors.py",
+    "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",
+    "--deselect", "tests/test_datapath_vectors.py::test_every_fault_killed",
+    "--deselect", "tests/test_difftest_engine.py::test_every_fault_killed_by_difftest_or_vectors",
+    "--deselect", "tests/test_difftest_abstraction.py::test_cli_runs_and_vectors_share_the_loader",
+)
+
+MODEL = Target(
+    name="model",
+    files=("model/nodeport.py", "model/snat.py", "model/conntrack.py", "model/network.py",
+           "model/maps.py"),
+    checks=(
+        Check(name="prove", argv=_nodeport("prove", "--jobs", "1"),
+              shown="nodeport prove --jobs 1",
+              why="the default property suite; run on every mutant so that its kill rate "
+                  "alone is known"),
+        _DIFFTEST,
+        Check(name="tests", argv=_pytest(*MODEL_TESTS), shown="pytest -x " + " ".join(
+            MODEL_TESTS), why="the model's unit and scenario tests, the concrete-vs-symbolic "
+                              "conformance test, and every example traced through the CLI"),
+    ),
+    immutable_writes=True,
+    report="docs/mutation-model.md",
+    results="mutation/results/model.json",
+    classifications="mutation/classifications.yaml",
+)
+
+DATAPATH = Target(
+    name="datapath",
+    files=tuple(f"datapath/{m}.py" for m in (
+        "lb", "conntrack", "nat", "nodeport", "host", "packet", "build", "csum", "maps")),
+    checks=(
+        Check(name="vectors", argv=_vectors, shown="nodeport vectors vectors/*.yaml",
+              why="golden packet vectors taken from Cilium's bpf/tests (about 1 s)"),
+        _DIFFTEST,
+        Check(name="tests", argv=_pytest(*DATAPATH_TESTS), shown="pytest -x " + " ".join(
+            DATAPATH_TESTS), why="the datapath's parser, map, robustness, vector-format and "
+                                 "difftest-engine tests"),
+    ),
+    immutable_writes=False,
+    report="docs/mutation-datapath.md",
+    results="mutation/results/datapath.json",
+    classifications="mutation/classifications.yaml",
+)
+
+TARGETS = {t.name: t for t in (MODEL, DATAPATH)}

@@ -1,0 +1,112 @@
+"""The runner and report on a tiny repository: kills, survivors, timeouts, classes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from mutation.report import Classification, load_classifications, render, summarise
+from mutation.runner import MutationError, all_mutants, load_results, run, select
+from mutation.targets import Check, Target
+
+MOD = '''def inc(x: int) -> int:
+    return x + 1
+
+
+def unused() -> int:
+    return 5
+
+
+def spin(n: int) -> int:
+    while n > 0:
+        n -= 1
+    return n
+'''
+CHECK = "import pkg.mod as m; assert m.inc(1) == 2; assert m.spin(3) == 0"
+KILLED, SURVIVOR, HANG = ("pkg/mod.py:2:11:binop-add-sub", "pkg/mod.py:6:11:const-inc",
+                          "pkg/mod.py:11:8:stmt-del")
+
+
+def _repo(tmp_path: Path) -> tuple[Path, Target]:
+    root = tmp_path / "repo"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "mod.py").write_text(MOD)
+    check = Check(name="trivial", argv=lambda ws: [sys.executable, "-c", CHECK],
+                  shown="python -c ...", why="test")
+    target = Target(name="tiny", files=("pkg/mod.py",), checks=(check,),
+                    immutable_writes=False, report="docs/tiny.md",
+                    results="mutation/results/tiny.json",
+                    classifications="mutation/classifications.yaml")
+    return root, target
+
+
+def test_killed_survived_and_timeout_reported(tmp_path: Path) -> None:
+    root, target = _repo(tmp_path)
+    mutants = select(all_mutants(root, target), sample=None, seed=0, shard=None,
+                     ids=[KILLED, SURVIVOR, HANG])
+    results_file = root / target.results
+    done = run(root, target, mutants, jobs=2, results=results_file, timeout_factor=1.0,
+               timeout_min=3.0, fresh=False, log=lambda s: None)
+    by_id = {r.id: r for r in done}
+    assert by_id[KILLED].outcome == "killed" and by_id[KILLED].killer == "trivial"
+    assert "AssertionError" in by_id[KILLED].checks[0].detail
+    assert by_id[SURVIVOR].outcome == "survived" and by_id[SURVIVOR].killer is None
+    assert by_id[HANG].outcome == "timeout" and by_id[HANG].killer == "trivial"
+    # The worktree was never mutated; results were stored; a re-run skips them.
+    assert (root / "pkg" / "mod.py").read_text() == MOD
+    assert set(load_results(results_file)) == {KILLED, SURVIVOR, HANG}
+    assert run(root, target, mutants, jobs=1, results=results_file, timeout_factor=1.0,
+               timeout_min=3.0, fresh=False, log=lambda s: None) == []
+
+    stored = load_results(results_file)
+    everything = all_mutants(root, target)
+    unclassified = render(target, everything, stored, {}, tree=stored[KILLED].tree)
+    assert f"| `{SURVIVOR}` | `5` -> `(6)` | **UNCLASSIFIED** |" in unclassified
+    assert "Kill rate of **trivial alone**: 66.7% (1 + 1 timeouts of 3)" in unclassified
+    assert "## Killed by timeout" in unclassified
+    classes = {SURVIVOR: Classification(kind="gap", why="nothing calls unused()")}
+    classified = render(target, everything, stored, classes, tree=stored[KILLED].tree)
+    assert f"| `{SURVIVOR}` | `5` -> `(6)` | gap | nothing calls unused() |" in classified
+    s = summarise(target, everything, stored, classes, tree=stored[KILLED].tree)
+    assert s.survived == [SURVIVOR] and s.unclassified == []
+
+
+def test_a_check_failing_on_the_original_is_refused(tmp_path: Path) -> None:
+    root, target = _repo(tmp_path)
+    (root / "pkg" / "mod.py").write_text(MOD.replace("x + 1", "x + 2"))
+    mutants = all_mutants(root, target)[:1]
+    with pytest.raises(MutationError, match="fails on the unmutated tree"):
+        run(root, target, mutants, jobs=1, results=root / target.results,
+            timeout_factor=1.0, timeout_min=3.0, fresh=False, log=lambda s: None)
+
+
+def test_selection_is_deterministic(tmp_path: Path) -> None:
+    root, target = _repo(tmp_path)
+    ms = all_mutants(root, target)
+    a = select(ms, sample=4, seed=7, shard=None, ids=None)
+    assert a == select(ms, sample=4, seed=7, shard=None, ids=None) and len(a) == 4
+    shards = [select(ms, sample=None, seed=0, shard=(i, 3), ids=None) for i in (1, 2, 3)]
+    assert sorted(m.id for s in shards for m in s) == sorted(m.id for m in ms)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("a:1:2:op: {class: maybe, why: x}", "a:1:2:op.class"),
+    ("a:1:2:op: {class: gap}", "a:1:2:op.why"),
+    ("a:1:2:op: {class: gap, why: x, extra: 1}", "a:1:2:op.extra"),
+    ("a:1:2:op: [gap]", "a:1:2:op"),
+])
+def test_bad_classification_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(MutationError, match=key.replace(".", r"\.")):
+        load_classifications(path)
+
+
+def test_committed_classifications_load() -> None:
+    root = Path(__file__).resolve().parent.parent
+    classes = load_classifications(root / "mutation" / "classifications.yaml")
+    assert classes
+    assert all(len(k.split(":")) == 4 for k in classes), "file:line:col:operator"
