@@ -25,21 +25,30 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "Generated from `properties/catalogue.py` by `python -m properties.docgen`; do not "
            "edit by hand. `nodeport prove` checks every row; `nodeport prove --mutants` "
            "shows each seeded fault (model/faults.py) caught by a replayed counterexample.", "",
-           "Methods: **induction** proves initiation, consecution and Inv => Safety over "
-           "arbitrary map contents; **BMC** checks whole round trips (request leg, backend "
-           "reply leg) of one flow for all addresses, ports and map contents in which the "
-           "flow is new, to the stated bound.", "",
+           "Methods: **BMC** explores every feasible path of the model's own code "
+           "(`model/flows.py` and the hooks it calls) on the configuration's scenario, with "
+           "every port and every get_prandom_u32() draw symbolic and z3 deciding each branch; "
+           "the property's checker (`properties/checks.py`) runs on each path, a violating "
+           "path is replayed through `nodeport trace`, and a proof is re-run on three diverse "
+           "concrete witnesses. **induction** proves initiation, consecution and "
+           "Inv => Safety over arbitrary map contents on an older hand-written encoding of "
+           "the SNAT and CT steps; P-NAT-02 and P-CT-01 are also explored on the model's own "
+           "code within the bound shown, and that exploration's counterexample wins.", "",
            "## Assumptions, and what they exclude", "",
-           "- **The flow is new.** Round-trip proofs start from arbitrary CT/SNAT contents in "
-           "which no entry is keyed to the client's port yet. Without it, an older flow's "
-           "entries can answer for the new one: Cilium's documented Known Issue. One client "
+           "- **Addresses are data.** The model only compares addresses for equality, so one "
+           "assignment of distinct addresses per configuration stands for all of them (data "
+           "independence); ports and random draws range over their whole domains.",
+           "- **Round trips start from the empty maps a scenario starts with** (BMC), and the "
+           "induction proofs cover arbitrary map contents. A round trip on maps left by older "
+           "flows is covered only through those proofs: an older flow's "
+           "entries can answer for a new one, Cilium's documented Known Issue. One client "
            "reusing a source port towards "
            "two frontends that share a UDP DSR backend gets replies from the first frontend, "
            "because `nodeport_dsr_ingress_ipv4` does not refresh an established UDP DSR "
            "entry. `examples/known-issue-udp-dsr-port-reuse.yaml` shows it concretely.",
            "- **Maps are not full.** LRU eviction of CT/SNAT entries is modelled concretely "
-           "(`model/maps.py`, the self-healing of SNAT pairs) but not in the symbolic "
-           "encoding.",
+           "(`model/maps.py`, the self-healing of SNAT pairs) and in the explored round "
+           "trips, not in the induction proofs.",
            "- **Endpoint changes over ID sets.** P-CT-02 treats the backend map, slots and "
            "BE_STATE_TERMINATING flags as arbitrary backend-ID sets and lets an endpoint "
            "change slot any ID (more than Cilium's counting-up allocator allows); the agent "

@@ -159,33 +159,6 @@ def counterexample(prop: Property, cfg: Config, faults: frozenset[ModelFault], t
     return COUNTEREXAMPLE, rep, rep.finding.message
 
 
-def check_bmc(prop: Property, cfg: Config, faults: frozenset[ModelFault],
-              timeout_ms: int) -> Result:
-    """Bounded model check of one round-trip property."""
-    t0 = time.perf_counter()
-    timer = Timer()
-    enc, premise, safety = encode(prop, cfg, faults, False, timeout_ms)
-    s = enc.solver
-    bound = f"BMC {prop.bounds.describe()}"
-    common = {"prop": prop.id, "cfg": cfg, "expected": prop.expect(cfg), "method": "bmc",
-              "bound": bound, "faults": faults}
-    s.push()
-    s.add(z3.Not(safety))
-    ans = timer.check(s, "violation")
-    s.pop()
-    if ans == z3.unknown:
-        return Result(result=UNKNOWN, seconds=time.perf_counter() - t0, note="solver timeout",
-                      queries=tuple(timer.queries), **common)  # type: ignore[arg-type]
-    if ans == z3.unsat:
-        vac = timer.check(s, "vacuity", premise)
-        res = PROVED if vac == z3.sat else VACUOUS if vac == z3.unsat else UNKNOWN
-        note = "premise unreachable: the proof is vacuous" if res == VACUOUS else ""
-        return Result(result=res, seconds=time.perf_counter() - t0, note=note,
-                      queries=tuple(timer.queries), **common)  # type: ignore[arg-type]
-    res, rep, note = counterexample(prop, cfg, faults, timer, timeout_ms)
-    return finish(common, res, rep, note, t0, timer)
-
-
 def finish(common: dict[str, Any], res: str, rep: Replayed | None, note: str, t0: float,
            timer: Timer) -> Result:
     """Attach the replayed trace to a counterexample result."""
