@@ -190,10 +190,9 @@ def check_cell(props: list[Property], cfg: Config, faults: frozenset[ModelFault]
         if o.status is Status.RAISED:
             raised = o
             break
-        if o.status is Status.UNKNOWN:
+        if o.status is Status.UNKNOWN:  # nothing can be proved now; stop exploring
             unknown = o
-        if o.value is None:
-            continue
+            break
         for t, f, pre in zip(tallies, o.value.findings, o.value.premises, strict=True):
             if f is not None and t.violation is None:
                 t.violation = o

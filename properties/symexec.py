@@ -198,15 +198,26 @@ class Input:
 Interval = tuple[int, int]
 
 
-def _interval(e: z3.ExprRef, bounds: dict[int, Interval]) -> Interval | None:
-    """Bounds of an integer term from its inputs' domains (None: unbounded or not linear)."""
+def _interval(e: z3.ExprRef, bounds: dict[int, Interval],
+              memo: dict[int, Interval | None] | None = None) -> Interval | None:
+    """Bounds of an integer term from its inputs' domains (None: unbounded or not linear).
+    Terms are DAGs (a retry loop nests `port + 1` in itself): shared subterms are memoized."""
+    memo = {} if memo is None else memo
+    key = e.get_id()
+    if key not in memo:
+        memo[key] = _interval_of(e, bounds, memo)
+    return memo[key]
+
+
+def _interval_of(e: z3.ExprRef, bounds: dict[int, Interval],
+                 memo: dict[int, Interval | None]) -> Interval | None:
     if z3.is_int_value(e):
         v = e.as_long()
         return v, v
     if z3.is_const(e):
         return bounds.get(e.get_id())
     k = e.decl().kind()
-    kids = [_interval(c, bounds) for c in e.children()]
+    kids = [_interval(c, bounds, memo) for c in e.children()]
     if any(x is None for x in kids):
         return None
     iv = [x for x in kids if x is not None]
@@ -247,7 +258,8 @@ def _truth(c: z3.ExprRef, bounds: dict[int, Interval]) -> bool | None:
         return True if True in ts else (False if all(t is False for t in ts) else None)
     if c.num_args() != 2 or not z3.is_int(c.arg(0)):
         return None
-    a, b = _interval(c.arg(0), bounds), _interval(c.arg(1), bounds)
+    memo: dict[int, Interval | None] = {}
+    a, b = _interval(c.arg(0), bounds, memo), _interval(c.arg(1), bounds, memo)
     if a is None or b is None:
         return None
     if k == z3.Z3_OP_LE:
