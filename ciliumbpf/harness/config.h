@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Load-time configuration values (NODE_CONFIG) that the agent would assign. */
+#pragma once
+
+#ifdef NPH_NAT_PORT_MAX_MIN1
+/* NODEPORT_PORT_MIN_NAT is nodeport_port_max + 1 (lib/nat.h). */
+ASSIGN_CONFIG(__u16, nodeport_port_min, 30000)
+ASSIGN_CONFIG(__u16, nodeport_port_max, NPH_NAT_PORT_MAX_MIN1)
+#endif
+#ifdef NPH_NATIVE_IFINDEX
+ASSIGN_CONFIG(__u32, direct_routing_dev_ifindex, NPH_NATIVE_IFINDEX)
+ASSIGN_CONFIG(__u32, interface_ifindex, NPH_NATIVE_IFINDEX)
+#endif
