@@ -11,7 +11,6 @@ the slot lb4_select_backend_id_random() draws.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Collection, Iterator
@@ -30,7 +29,7 @@ from datapath.drop import DropReason, Verdict
 from datapath.errors import ConfigError
 from datapath.host import HookResult
 from datapath.maps import TUPLE_F_IN, TUPLE_F_OUT, CtEntry, CtTuple, NatEntry
-from datapath.packet import GENEVE_PORT, IPPROTO_UDP, PROTO_NAMES, parse
+from datapath.packet import parse
 
 HOOKS = ("from-netdev", "to-netdev", "from-overlay")
 _ETH_NODE = bytes.fromhex("020000000001")
@@ -41,6 +40,7 @@ NAT_MAPS = {"cilium_snat_v4_external": False, "cilium_snat_v6_external": True}
 LB_MAPS = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_reverse_nat",
            "cilium_lb6_services_v2", "cilium_lb6_backends_v3", "cilium_lb6_reverse_nat",
            "cilium_lxc", "cilium_ipcache_v2")
+AGENT_MAPS = (*LB_MAPS, "cilium_lb4_source_range", "cilium_lb6_source_range")
 _KNOWN_DROPS = {-r.value: r for r in DropReason}
 
 
@@ -102,7 +102,7 @@ class CiliumBpfNode:
 
     def reprogram(self, config: NodeConfig) -> None:
         """The agent rewrites LB/endpoint/ipcache maps; CT and NAT state survive."""
-        for name in LB_MAPS:
+        for name in AGENT_MAPS:
             m = self.host.maps.get(name)
             if m is not None:
                 for k in list(m.keys()):
@@ -143,7 +143,12 @@ class CiliumBpfNode:
 
     def _run(self, hook: str, program: Program, obj: _Object, ip: bytes) -> HookResult:
         frame = _ETH_NODE + _ETH_PEER + _ethertype(ip) + ip
-        res = program.test_run(frame, self._ctx)
+        try:
+            res = program.test_run(frame, self._ctx)
+        except OSError:
+            # The kernel refuses the frame before the program runs (bpf_prog_test_run_skb:
+            # shorter than an Ethernet + minimal L3 header): nothing reaches Cilium's code.
+            return HookResult(Verdict.CTX_ACT_DROP, ip, DropReason.DROP_INVALID, None)
         out = res.data[14:] if len(res.data) >= 14 else b""
         cap = self._cap.unpack_value(self._cap.lookup(b"\0" * 4) or self._zero_cap)
         try:
@@ -264,16 +269,11 @@ class CiliumBpfNode:
         for name in NAT_MAPS:
             if want is None or name in want:
                 out[name] = [(_as_dict(k), _as_dict(v)) for k, v in self.nat(name).items()]
-        lb = self._entries.ref.dump([n for n in LB_MAPS if want is None or n in want])
-        for name, rows in lb.items():
-            out[name] = self._lb_rows(name, rows)
+        for name in LB_MAPS:
+            if (want is None or name in want) and name in self.host.maps:
+                out[name] = [r for _raw, k, v in self._rows(name)
+                             if (r := prog.lb_row(name, k, v)) is not None]
         return out
-
-    def _lb_rows(self, name: str, ref_rows: list[tuple[dict[str, Any], dict[str, Any]]]
-                 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """LB maps as read back from BPF, in the reference's row shape."""
-        del name
-        return ref_rows
 
     @property
     def maps(self) -> _MapsView:
@@ -329,13 +329,31 @@ class _MapsView:
         raise KeyError(name)
 
 
-def make_node(config: NodeConfig, faults: frozenset[str] | set[str] | None = None,
-              cilium_src: str | None = None) -> CiliumBpfNode:
-    """Datapath factory for `--datapath cilium-bpf` (tree: --cilium-src/NODEPORT_CILIUM_SRC)."""
-    if faults or config.faults:
-        raise ConfigError("cilium-bpf runs the user's Cilium code: the reference datapath's "
-                          f"seeded faults do not apply ({', '.join(sorted(set(faults or ()) | config.faults))})")
-    return CiliumBpfNode(config, cilium_tree(cilium_src or os.environ.get("NODEPORT_CILIUM_SRC")))
+class Factory:
+    """`--datapath cilium-bpf`: the tree (--cilium-src or $NODEPORT_CILIUM_SRC) is checked and
+    the toolchain installed once, before any node is built; `cilium_version` tells the
+    vector runner which vectors apply."""
+
+    def __init__(self, cilium_src: str | None) -> None:
+        self.tree = cilium_tree(cilium_src)
+        ensure_toolchain()
+        self.cilium_version = self.tree.version
+
+    def __call__(self, config: NodeConfig, faults: frozenset[str] | set[str] | None = None
+                 ) -> CiliumBpfNode:
+        bad = set(faults or ()) | set(config.faults)
+        if bad:
+            raise ConfigError("cilium-bpf runs the Cilium tree's own code; the reference "
+                              f"datapath's seeded faults do not apply: {', '.join(sorted(bad))}")
+        return CiliumBpfNode(config, self.tree)
 
 
-__all__ = ["PROTO_NAMES", "GENEVE_PORT", "IPPROTO_UDP", "CiliumBpfNode", "make_node"]
+def factory(cilium_src: str | None) -> Factory:
+    """The `cilium-bpf` factory for a tree path (None: $NODEPORT_CILIUM_SRC)."""
+    return Factory(cilium_src)
+
+
+def make_node(config: NodeConfig, faults: frozenset[str] | set[str] | None = None
+              ) -> CiliumBpfNode:
+    """`--datapath ciliumbpf.adapter:make_node`: the tree from $NODEPORT_CILIUM_SRC."""
+    return factory(None)(config, faults)

@@ -79,6 +79,8 @@ def defines(cfg: NodeConfig, overlay: bool = False) -> dict[str, str]:
         d["TUNNEL_MODE"] = "1"
     if cfg.router_ipv4:
         d["NPH_IPV4_GATEWAY"] = _be32(cfg.router_ipv4)
+    if cfg.no_backend_response == "reject":
+        d["SERVICE_NO_BACKEND_RESPONSE"] = "1"  # tail_no_service_ipv{4,6}: ICMP unreachable
     if cfg.selection == "first":
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
                  LB_SELECTION="3")
@@ -113,7 +115,7 @@ class Entries:
         count = master[0].count if master else 0
         return [out[i] for i in range(1, count + 1) if i in out]
 
-    def rows(self) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    def rows(self) -> Iterator[tuple[str, Any, Any]]:
         """Every entry the agent writes, as BTF field dicts."""
         m = self.ref.maps
         for fam, svcs, bes, revs in (("4", m.lb4_services, m.lb4_backends, m.lb4_reverse_nat),
@@ -138,6 +140,14 @@ class Entries:
             key["family"] = 2 if v6 else 1  # ENDPOINT_KEY_IPV6 / ENDPOINT_KEY_IPV4
             yield ("cilium_lxc", key,
                    {"ifindex": ep.ifindex, "lxc_id": ep.lxc_id, "sec_id": POD_IDENTITY})
+        for idx, cidrs in m.src_range.items():
+            for net, plen in cidrs:
+                v6 = len(net) == 16
+                # lb{4,6}_src_range_ok: prefix = 32 bits of rev_nat_id/pad + the CIDR; the
+                # IPv4 addr is a plain __u32 holding network-order bytes.
+                key = {"lpm_key": {"prefixlen": 32 + plen}, "rev_nat_id": idx,
+                       "addr": {"addr": net} if v6 else int.from_bytes(net, "little")}
+                yield f"cilium_lb{'6' if v6 else '4'}_source_range", key, 1
         yield from self._ipcache()
 
     def _ipcache(self) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -153,7 +163,7 @@ class Entries:
             key["ip6" if v6 else "ip4"] = {"addr": bytes(addr)}
             val: dict[str, Any] = {"sec_identity": POD_IDENTITY}
             tep = teps.get(addr)
-            if tep is not None and self.cfg.tunnel:
+            if tep is not None:
                 if len(tep) == 16:
                     val["tunnel_endpoint"] = {"ip6": {"addr": tep}}
                     val["flag_ipv6_tunnel_ep"] = 1
@@ -180,9 +190,11 @@ def ct_tuple(k: Mapping[str, Any], v6: bool) -> CtTuple:
 
 
 def ct_entry(key: CtTuple, v: Mapping[str, Any], v6: bool) -> CtEntry:
-    """struct ct_entry: the union holds backend_id (CT_SERVICE) or nat_addr (others)."""
+    """struct ct_entry: the union holds backend_id (CT_SERVICE) or nat_addr (others); an
+    IPv4 nat_addr sits in the last word (p4), as nodeport_extract_dsr_v4 stores it."""
     service = bool(key.flags & TUPLE_F_SERVICE)
-    nat = b"" if service else _addr(v.get("nat_addr", b""), v6)
+    raw = b"" if service else bytes(v.get("nat_addr", {}).get("addr", b""))
+    nat = raw if v6 else raw[12:16]
     return CtEntry(lifetime=int(v["lifetime"]), rx_closing=bool(v["rx_closing"]),
                    tx_closing=bool(v["tx_closing"]), seen_non_syn=bool(v["seen_non_syn"]),
                    node_port=bool(v["node_port"]), dsr_internal=bool(v["dsr_internal"]),
@@ -197,3 +209,37 @@ def nat_entry(v: Mapping[str, Any], v6: bool) -> NatEntry:
     common = v.get("common", v)
     return NatEntry(to_addr=_addr(v["to_saddr"], v6), to_port=int(v["to_sport"]),
                     created=int(common["created"]), needs_ct=bool(common["needs_ct"]))
+
+
+def _text(v: Any, v6: bool) -> str:
+    return str(ip_address(_addr(v, v6)))
+
+
+def lb_row(name: str, k: Any, v: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """An agent-written map row read back from BPF, in NodeMaps.dump()'s shape (None: a row
+    the reference has no counterpart for, e.g. an ipcache identity without a tunnel)."""
+    v6 = "lb6" in name
+    if name.endswith("_services_v2"):
+        return ({"address": _text(k["address"], v6), "dport": k["dport"], "proto": k["proto"],
+                 "scope": k["scope"], "backend_slot": k["backend_slot"]},
+                {"backend_id": v["backend_id"], "count": v["count"],
+                 "rev_nat_index": v["rev_nat_index"], "flags": v["flags"],
+                 "flags2": v["flags2"]})
+    if name.endswith("_backends_v3"):
+        return ({"key": int(k)}, {"address": _text(v["address"], v6), "port": v["port"],
+                                  "proto": v["proto"], "flags": v["flags"]})
+    if name.endswith("_reverse_nat"):
+        return ({"key": int(k)}, {"address": _text(v["address"], v6), "port": v["port"]})
+    if name == "cilium_lxc":
+        v6 = k["family"] == 2
+        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
+        return ({"key": str(ip_address(raw))}, {"ifindex": v["ifindex"], "lxc_id": v["lxc_id"]})
+    if name == "cilium_ipcache_v2":
+        if not v.get("flag_has_tunnel_ep"):
+            return None
+        v6 = k["family"] == 2
+        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
+        tv6 = bool(v.get("flag_ipv6_tunnel_ep"))
+        tep = v["tunnel_endpoint"]["ip6" if tv6 else "ip4"]["addr"]
+        return ({"key": str(ip_address(raw))}, {"value": str(ip_address(bytes(tep)))})
+    return None

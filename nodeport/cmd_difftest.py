@@ -19,7 +19,7 @@ from datapath.diffgen import (
 
 def run(args: argparse.Namespace) -> int:
     """0 when model and datapath agree (or every fault is killed), 1 otherwise."""
-    factory = load_factory(args.datapath)
+    factory = load_factory(args.datapath, args.cilium_src)
     spec = args.datapath or DEFAULT_FACTORY
     if args.examples < 1:
         raise SystemExit(_usage("--examples must be at least 1"))
@@ -50,6 +50,8 @@ def register(subparsers: Any) -> None:
     """Add the `difftest` subcommand to the nodeport CLI."""
     p = subparsers.add_parser(
         "difftest", help="differential testing: model vs datapath on generated programs")
+    p.add_argument("--cilium-src", default=None, metavar="DIR",
+                   help="Cilium tree for --datapath cilium-bpf (default: $NODEPORT_CILIUM_SRC)")
     p.add_argument("--datapath", default=None, metavar="module:factory",
                    help=f"datapath factory (default: {DEFAULT_FACTORY})")
     p.add_argument("--examples", type=int, default=200, metavar="N",

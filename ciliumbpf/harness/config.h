@@ -11,3 +11,7 @@ ASSIGN_CONFIG(__u16, nodeport_port_max, NPH_NAT_PORT_MAX_MIN1)
 ASSIGN_CONFIG(__u32, direct_routing_dev_ifindex, NPH_NATIVE_IFINDEX)
 ASSIGN_CONFIG(__u32, interface_ifindex, NPH_NATIVE_IFINDEX)
 #endif
+
+/* enable-no-service-endpoints-routable (agent default true): a frontend without
+ * backends drops with DROP_NO_SERVICE instead of passing the packet on. */
+ASSIGN_CONFIG(bool, enable_no_service_endpoints_routable, true)
