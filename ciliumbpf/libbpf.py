@@ -256,7 +256,7 @@ class Map:
 
     def delete(self, key: bytes) -> bool:
         """Remove key; False when it was absent."""
-        rc = lib().bpf_map_delete_elem(self.fd, self._key(key))
+        rc = int(lib().bpf_map_delete_elem(self.fd, self._key(key)))
         if rc < 0 and -rc != errno.ENOENT:
             raise OSError(-rc, f"map {self.name}: delete: {os.strerror(-rc)}")
         return rc == 0
