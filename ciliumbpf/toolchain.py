@@ -106,22 +106,68 @@ def cflags(tree: CiliumTree) -> tuple[str, ...]:
     return (*CILIUM_TEST_CFLAGS, f"-D__NR_CPUS__={os.cpu_count() or 1}")
 
 
+_DIR_DIGESTS: dict[Path, str] = {}
+
+
+def dir_digest(path: Path) -> str:
+    """Content hash of every file under a directory (symlinks followed); memoized per process."""
+    path = Path(path).absolute()
+    if path not in _DIR_DIGESTS:
+        h = hashlib.sha256()
+        for f in sorted(path.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes())
+        _DIR_DIGESTS[path] = h.hexdigest()
+    return _DIR_DIGESTS[path]
+
+
 def _digest(tree: CiliumTree, source: Path, defines: Mapping[str, str],
             include_dirs: Sequence[Path], cwd: Path) -> str:
+    """Cache key: every byte the compile can read (tree's bpf/, include dirs, source), flags."""
     h = hashlib.sha256()
-    for part in (str(tree.root), tree.version, str(source.resolve()), str(cwd.resolve()),
+    for part in (tree.version, dir_digest(tree.bpf), str(source), str(cwd.absolute()),
                  *cflags(tree), *sorted(f"{k}={v}" for k, v in defines.items()),
-                 *(str(Path(d).resolve()) for d in include_dirs)):
+                 *(dir_digest(Path(d)) for d in include_dirs)):
         h.update(part.encode() + b"\0")
     h.update(source.read_bytes())
     return h.hexdigest()[:20]
+
+
+def shadow_tree(tree: CiliumTree, patches: Mapping[str, str], dest: Path) -> CiliumTree:
+    """A tree of symlinks to `tree` under dest, with the files in `patches` (bpf/-relative) replaced.
+
+    The user's tree stays untouched; relative includes resolve exactly as in the original.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    targets = {Path("bpf") / rel for rel in patches}
+    for rel in targets:
+        if not (tree.root / rel).is_file():
+            raise BpfInputError(f"patch: {rel}: no such file in {tree.root}")
+    dest.mkdir(parents=True)
+    (dest / "VERSION").symlink_to(tree.root / "VERSION")
+
+    def mirror(rel: Path) -> None:
+        (dest / rel).mkdir(exist_ok=True)
+        for entry in sorted((tree.root / rel).iterdir()):
+            sub = rel / entry.name
+            if any(t == sub for t in targets):
+                (dest / sub).write_text(patches[str(sub.relative_to("bpf"))])
+            elif any(sub in t.parents for t in targets):
+                mirror(sub)
+            else:
+                (dest / sub).symlink_to(entry)
+
+    mirror(Path("bpf"))
+    return CiliumTree(root=dest.absolute(), version=tree.version)
 
 
 def compile_object(tree: CiliumTree, source: Path, *, defines: Mapping[str, str] | None = None,
                    include_dirs: Sequence[Path] = (), cwd: Path | None = None) -> Path:
     """Compile one C file against the tree; cached in build_dir()/obj by inputs' hash."""
     defines = dict(defines or {})
-    source = Path(source).resolve()
+    source = Path(source).absolute()
     if not source.is_file():
         raise BpfInputError(f"{source}: no such C source")
     workdir = Path(cwd) if cwd is not None else source.parent
@@ -131,7 +177,7 @@ def compile_object(tree: CiliumTree, source: Path, *, defines: Mapping[str, str]
     out = out_dir / f"{source.stem}-{key}.o"
     if out.exists():
         return out
-    cmd = [CLANG, *(f"-I{Path(d).resolve()}" for d in include_dirs),
+    cmd = [CLANG, *(f"-I{Path(d).absolute()}" for d in include_dirs),
            f"-I{tree.bpf}", f"-I{tree.bpf / 'include'}", *cflags(tree),
            *(f"-D{k}={v}" if v != "" else f"-D{k}" for k, v in sorted(defines.items())),
            "-c", str(source)]
