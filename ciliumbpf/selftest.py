@@ -1,4 +1,4 @@
-"""Cilium's own bpf/tests run without Go: the loader's self-check (bpf/tests/bpftest/bpf_test.go)."""
+"""Cilium's own bpf/tests without Go: the loader's self-check (bpf/tests/bpftest/bpf_test.go)."""
 
 from __future__ import annotations
 

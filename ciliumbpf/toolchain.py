@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -85,8 +86,11 @@ def build_dir() -> Path:
 def _have_toolchain() -> bool:
     if shutil.which(CLANG) is None:
         return False
-    return any(Path(p, LIBBPF_SONAME).exists() for p in (
-        "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"))
+    try:
+        ctypes.CDLL(LIBBPF_SONAME)
+    except OSError:
+        return False
+    return True
 
 
 def ensure_toolchain() -> None:
@@ -134,7 +138,7 @@ def _digest(tree: CiliumTree, source: Path, defines: Mapping[str, str],
 
 
 def shadow_tree(tree: CiliumTree, patches: Mapping[str, str], dest: Path) -> CiliumTree:
-    """A tree of symlinks to `tree` under dest, with the files in `patches` (bpf/-relative) replaced.
+    """Symlinks to `tree` under dest, with the files in `patches` (bpf/-relative) replaced.
 
     The user's tree stays untouched; relative includes resolve exactly as in the original.
     """
