@@ -1,4 +1,4 @@
-"""The BPF loader's pure parts: BTF layouts, trf.proto decoding, printk formatting, shadow trees, CLI."""
+"""The loader's pure parts: BTF layouts, trf.proto decoding, printk format, shadow trees, CLI."""
 
 from __future__ import annotations
 
