@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from model.errors import InputError
 
 # Each module defines register(subparsers); the parser sets args.func(args) -> int.
-COMMANDS = ("trace", "prove", "diagram", "vectors", "difftest", "bench")
+COMMANDS = ("trace", "prove", "diagram", "vectors", "difftest", "bench", "bpf_tests")
 
 
 class _Parser(argparse.ArgumentParser):
