@@ -58,7 +58,10 @@ def defines(cfg: NodeConfig, overlay: bool = False) -> dict[str, str]:
                          "NPH_NATIVE_IFINDEX": str(NATIVE_IFINDEX),
                          # NODEPORT_PORT_MIN_NAT is nodeport_port_max + 1 (lib/nat.h).
                          "NPH_NAT_PORT_MAX_MIN1": str(cfg.nat_min - 1),
-                         "NODEPORT_PORT_MAX_NAT": str(cfg.nat_max)}
+                         "NODEPORT_PORT_MAX_NAT": str(cfg.nat_max),
+                         # the agent's CT timeout flags (defaults), not node_config.h's
+                         "NPH_CT_LIFETIME_TCP": "8000", "NPH_CT_LIFETIME_ANY": "60",
+                         "NPH_CT_SYN_TIMEOUT": "60", "NPH_CT_CLOSE_TIMEOUT": "10"}
     if cfg.ipv4:
         d["ENABLE_IPV4"] = "1"
         d["IPV4_DIRECT_ROUTING"] = _be32(cfg.ipv4)

@@ -312,3 +312,21 @@ nph_tail_call_dynamic(struct __ctx_buff *ctx, const void *map __maybe_unused, __
 	tail_call(ctx, &nph_policy_calls, 0);
 }
 #define tail_call_dynamic nph_tail_call_dynamic
+
+/* CT timeouts as the agent renders them from its flags (bpf-ct-timeout-regular-tcp and
+ * -service-tcp default 2h13m20s = 8000 s since v1.15, -syn 1m, -fin 10s, -any 1m);
+ * the tree's node_config.h carries compile-test values (21600 s). */
+#ifdef NPH_CT_LIFETIME_TCP
+# undef CT_CONNECTION_LIFETIME_TCP
+# define CT_CONNECTION_LIFETIME_TCP NPH_CT_LIFETIME_TCP
+# undef CT_SERVICE_LIFETIME_TCP
+# define CT_SERVICE_LIFETIME_TCP NPH_CT_LIFETIME_TCP
+# undef CT_CONNECTION_LIFETIME_NONTCP
+# define CT_CONNECTION_LIFETIME_NONTCP NPH_CT_LIFETIME_ANY
+# undef CT_SERVICE_LIFETIME_NONTCP
+# define CT_SERVICE_LIFETIME_NONTCP NPH_CT_LIFETIME_ANY
+# undef CT_SYN_TIMEOUT
+# define CT_SYN_TIMEOUT NPH_CT_SYN_TIMEOUT
+# undef CT_CLOSE_TIMEOUT
+# define CT_CLOSE_TIMEOUT NPH_CT_CLOSE_TIMEOUT
+#endif

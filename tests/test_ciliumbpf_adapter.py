@@ -1,0 +1,119 @@
+"""The cilium-bpf adapter: agent-side programming, dump conversion, version matching, and
+(when a Cilium tree and the toolchain are present) vectors through the real bpf_host.c."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ciliumbpf import programming as prog
+from datapath.config import BackendConfig, NodeConfig, ServiceConfig
+from datapath.errors import VectorFileError
+from datapath.vectors import run_vector_file
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "vectors"
+TREE = ROOT.parent / "shared" / "cilium" / "v1.20.0-dev"
+
+
+def _cfg(**kw: object) -> NodeConfig:
+    base: dict[str, object] = dict(
+        ipv4="10.0.10.1",
+        services=(ServiceConfig(frontend="172.16.10.2", port=80, rev_nat_index=1,
+                                backends=(124, 125)),),
+        backends=(BackendConfig(id=124, address="192.168.0.2", port=8080),
+                  BackendConfig(id=125, address="192.168.0.3", port=8080)))
+    base.update(kw)
+    return NodeConfig(**base)  # type: ignore[arg-type]
+
+
+def test_defines_follow_mode_and_dispatch() -> None:
+    snat = prog.defines(_cfg())
+    assert "ENABLE_DSR" not in snat and snat["ENABLE_IPV4"] == "1"
+    assert snat["IPV4_DIRECT_ROUTING"] == hex(int.from_bytes(bytes([10, 0, 10, 1]), "little"))
+    assert snat["NPH_NAT_PORT_MAX_MIN1"] == "32767"  # NODEPORT_PORT_MIN_NAT = max + 1
+    dsr = prog.defines(_cfg(mode="dsr"))
+    assert dsr["ENABLE_DSR"] == "1" and dsr["DSR_ENCAP_MODE"] == dsr["DSR_ENCAP_NONE"]
+    assert "ENABLE_DSR_BYUSER" not in dsr
+    gen = prog.defines(_cfg(mode="hybrid", dispatch="geneve"))
+    assert gen["DSR_ENCAP_MODE"] == gen["DSR_ENCAP_GENEVE"] and gen["ENABLE_DSR_BYUSER"] == "1"
+    assert "ENCAP_IFINDEX" in gen
+
+
+def test_entries_keep_the_agent_slot_order() -> None:
+    e = prog.Entries(_cfg())
+    assert e.slots(bytes([172, 16, 10, 2]), 80, 6) == [124, 125]
+    rows = list(e.rows())
+    masters = [v for n, k, v in rows if n == "cilium_lb4_services_v2" and k["backend_slot"] == 0]
+    assert masters == [{"backend_id": 0, "count": 2, "rev_nat_index": 1, "flags": 96,
+                        "flags2": 0}]
+
+
+def test_ct_entry_reads_the_union_by_tuple_kind() -> None:
+    k = prog.ct_tuple({"daddr": 0x6E000B01, "saddr": 0xC0A80001, "dport": 8080, "sport": 111,
+                       "nexthdr": 6, "flags": 0}, v6=False)
+    v = {"nat_addr": {"addr": bytes(12) + bytes([172, 16, 10, 1])}, "backend_id": 77,
+         "lifetime": 60, "rx_closing": 0, "tx_closing": 0, "seen_non_syn": 0, "node_port": 0,
+         "dsr_internal": 1, "rev_nat_index": 0, "nat_port": 80}
+    e = prog.ct_entry(k, v, v6=False)
+    assert e.nat_addr == bytes([172, 16, 10, 1]) and e.backend_id == 0 and e.dsr_internal
+    svc = prog.ct_entry(k._replace(flags=4), v, v6=False)
+    assert svc.backend_id == 77 and svc.nat_addr == b""
+
+
+def test_versions_select_vectors(tmp_path: Path) -> None:
+    rep = run_vector_file(VECTORS / "snat_clamp.yaml", version="1.20.0-dev")
+    assert rep.skipped.startswith("reference datapath only")
+    rep = run_vector_file(VECTORS / "lb4_nat_fwd.yaml", version="1.18.0-dev")
+    assert "tree is 1.18.0-dev" in rep.skipped
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((VECTORS / "lb4_nat_fwd.yaml").read_text().replace(
+        'cilium: ["1.20"]', "cilium: 1.20"))
+    with pytest.raises(VectorFileError, match="cilium"):
+        run_vector_file(bad, version="1.20.0-dev")
+
+
+def test_stale_divergence_is_a_failure(tmp_path: Path) -> None:
+    """A documented divergence on a step that now passes fails the file (no silent allowlist)."""
+    text = (VECTORS / "lb4_nat_fwd.yaml").read_text().replace(
+        "  - name: tc_nodeport_nat_fwd\n",
+        '  - name: tc_nodeport_nat_fwd\n    diverges: {"1.20": "example"}\n', 1)
+    f = tmp_path / "stale.yaml"
+    f.write_text(text)
+    rep = run_vector_file(f, version="1.20.0-dev")  # the reference datapath agrees
+    assert not rep.ok and "no longer happens" in rep.failures[0]
+
+
+def _real_bpf_ready() -> str:
+    if not TREE.is_dir():
+        return f"no Cilium tree at {TREE}"
+    if shutil.which("clang-19") is None:
+        return "clang-19 not installed (scripts/bootstrap-bpf.sh)"
+    if os.geteuid() != 0:
+        return "BPF_PROG_TEST_RUN needs root"
+    return ""
+
+
+real = pytest.mark.skipif(bool(_real_bpf_ready()), reason=_real_bpf_ready() or "ready")
+
+
+@real
+def test_real_bpf_host_snat_vector() -> None:
+    from ciliumbpf.adapter import factory
+
+    f = factory(str(TREE))
+    rep = run_vector_file(VECTORS / "lb4_nat_fwd.yaml", f, version=f.cilium_version)
+    assert rep.ok, rep.format()
+
+
+@real
+def test_real_bpf_host_documented_divergence() -> None:
+    from ciliumbpf.adapter import factory
+
+    f = factory(str(TREE))
+    rep = run_vector_file(VECTORS / "lb4_dsr_backend.yaml", f, version=f.cilium_version)
+    assert rep.ok, rep.format()
+    assert any("nodeport.h:1972" in d for d in rep.diverged)
