@@ -21,6 +21,7 @@ import attrs
 
 from ciliumbpf import programming as prog
 from ciliumbpf.btf import STRUCT
+from ciliumbpf.errors import BpfError
 from ciliumbpf.libbpf import BpfObject, Map, Program
 from ciliumbpf.toolchain import CiliumTree, cilium_tree, compile_object, ensure_toolchain
 from datapath.build import geneve_encap
@@ -197,8 +198,10 @@ class CiliumBpfNode:
         return geneve_encap(local, remote, inner, int(cap["tun_id"]), opts, sport, p.v6)
 
     def _from_overlay(self, pkt: bytes, backend: int | None) -> HookResult:
-        """The Geneve device decapsulates and hands the tunnel key to cil_from_overlay."""
-        raise NotImplementedError  # filled in with the overlay object
+        """cil_from_overlay needs bpf_overlay.o sharing this node's maps (not wired yet)."""
+        del pkt, backend
+        raise BpfError("cilium-bpf: from-overlay (bpf_overlay.c) is not supported yet: the "
+                       "overlay object cannot share bpf_host's maps through the loader")
 
     # -- clock, GC, dumps ----------------------------------------------------------------
     def advance(self, seconds: int) -> None:

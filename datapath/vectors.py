@@ -14,15 +14,22 @@ from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceCo
 from datapath.drop import DropReason, Verdict
 from datapath.errors import ConfigError, VectorFileError
 from datapath.host import HOOKS, HookResult, make_node
-from datapath.maps import CtTuple, NodeMaps
+from datapath.maps import CtTuple
 from datapath.packet import PROTO_NAMES, ip_bytes, ip_text
 from datapath.spec import SpecError, build_packet, describe
+
+
+class MapsView(Protocol):
+    """Maps by Cilium name (NodeMaps, or a real datapath's snapshot view)."""
+
+    def by_name(self, name: str) -> Any: ...
 
 
 class Datapath(Protocol):
     """What the runner needs from a datapath: run hooks and expose readable maps."""
 
-    maps: NodeMaps
+    @property
+    def maps(self) -> MapsView: ...
 
     def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
             ) -> HookResult: ...

@@ -11,7 +11,8 @@ from datapath.vectors import DatapathFactory, run_vector_file
 
 def run(args: argparse.Namespace) -> int:
     """Run every file; 0 when all pass, 1 on any mismatch (bad input raises)."""
-    factory: DatapathFactory | None = load_factory(args.datapath, args.cilium_src) if args.datapath else None
+    factory: DatapathFactory | None = (
+        load_factory(args.datapath, args.cilium_src) if args.datapath else None)
     rc = 0
     for f in args.files:
         rep = run_vector_file(f, factory, version=getattr(factory, "cilium_version", None))
