@@ -62,7 +62,7 @@ def test_cilium_nodeport_tests_pass_through_our_loader(version: str) -> None:
 
 def _enclosing_check(text: str, line: str) -> str:
     head = text[:text.index(line)]
-    return re.findall(r'CHECK\("[a-z]+", "([^"]+)"\)', head)[-1]
+    return str(re.findall(r'CHECK\("[a-z]+", "([^"]+)"\)', head)[-1])
 
 
 @pytest.mark.parametrize("version", VERSIONS)
