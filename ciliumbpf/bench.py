@@ -12,7 +12,7 @@ import time
 
 from ciliumbpf.errors import BpfError
 from ciliumbpf.libbpf import BpfObject, Program, in_netns
-from ciliumbpf.selftest import CTX_SIZE
+from ciliumbpf.selftest import CTX_SIZE, compile_test
 from ciliumbpf.toolchain import build_dir, cilium_tree, compile_object, ensure_toolchain
 
 # The floor: the project's own one-instruction tc program, built against the tree's headers.
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_text(FLOOR_C)
         floor_o = compile_object(tree, src, cwd=src.parent)
-        real_o = compile_object(tree, tree.tests / REAL_TEST, cwd=tree.tests)
+        real_o = compile_test(tree, tree.tests / REAL_TEST)
         rows = []
         with in_netns():
             for label, path, name in (("minimal tc program (floor)", floor_o, "floor_pass"),

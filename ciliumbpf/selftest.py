@@ -98,6 +98,17 @@ def scapy_include_dir(tree: CiliumTree) -> Path | None:
     return root
 
 
+def test_include_dirs(tree: CiliumTree, extra: Sequence[Path] = ()) -> list[Path]:
+    """-I dirs for bpf/tests objects: extra, then the generated scapy header's root if any."""
+    scapy = scapy_include_dir(tree)
+    return [*extra, *([scapy] if scapy is not None else [])]
+
+
+def compile_test(tree: CiliumTree, source: Path) -> Path:
+    """One bpf/tests object, compiled (or cached) exactly as run_tests compiles it."""
+    return compile_object(tree, source, include_dirs=test_include_dirs(tree), cwd=tree.tests)
+
+
 # -- trf.proto decoding (protobuf wire format, just what SuiteResult needs) ---------------
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -300,11 +311,7 @@ def run_tests(tree: CiliumTree, sources: Sequence[Path], *, jobs: int = 1,
               include_dirs: Sequence[Path] = ()) -> Iterator[ObjectResult]:
     """Compile and run each source (jobs in parallel, each object in a fresh netns), in order."""
     codes = status_codes(tree)
-    incs = list(include_dirs)
-    scapy = scapy_include_dir(tree) if any(
-        "scapy" in s.read_text(errors="replace") for s in sources) else None
-    if scapy is not None:
-        incs.append(scapy)
+    incs = test_include_dirs(tree, include_dirs)
     if jobs <= 1:
         for s in sources:
             yield _job(tree, s, tuple(incs), codes)

@@ -15,7 +15,7 @@ import pytest
 
 from ciliumbpf.errors import LoadError
 from ciliumbpf.libbpf import BpfObject, in_netns
-from ciliumbpf.selftest import run_object, run_tests, test_sources
+from ciliumbpf.selftest import compile_test, run_object, run_tests, test_sources
 from ciliumbpf.toolchain import CiliumTree, build_dir, cilium_tree, compile_object, shadow_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ def test_a_flipped_expectation_fails(version: str) -> None:
 
 def test_loader_fills_tail_calls_and_reads_maps_by_btf() -> None:
     tree = _tree("v1.20.0-dev")
-    obj_path = compile_object(tree, tree.tests / FLIP_SOURCE, cwd=tree.tests)
+    obj_path = compile_test(tree, tree.tests / FLIP_SOURCE)
     with in_netns(), BpfObject.open(obj_path) as obj:
         # bpf_host.c's tails are static, tagged tail:cilium_calls/N (CILIUM_CALL_* indices)
         slots = obj.tail_calls["cilium_calls"]
@@ -108,7 +108,7 @@ def test_loader_fills_tail_calls_and_reads_maps_by_btf() -> None:
 
 def test_1_18_legacy_calls_map_is_converted() -> None:
     tree = _tree("v1.18.0-dev")
-    obj_path = compile_object(tree, tree.tests / FLIP_SOURCE, cwd=tree.tests)
+    obj_path = compile_test(tree, tree.tests / FLIP_SOURCE)
     with in_netns(), BpfObject.open(obj_path) as obj:
         (legacy,) = obj.legacy_maps
         assert legacy.type == 3 and legacy.id == 2  # PROG_ARRAY, CILIUM_MAP_CALLS
