@@ -15,16 +15,18 @@ import pytest
 
 from ciliumbpf.errors import LoadError
 from ciliumbpf.libbpf import BpfObject, in_netns
-from ciliumbpf.selftest import compile_test, run_object, run_tests, test_sources
+from ciliumbpf.selftest import compile_test, run_object, run_tests
+from ciliumbpf.selftest import test_sources as find_sources
 from ciliumbpf.toolchain import CiliumTree, build_dir, cilium_tree, compile_object, shadow_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 TREES = ROOT.parent / "shared" / "cilium"
 VERSIONS = ("v1.18.0-dev", "v1.20.0-dev")
 # The CI subset: NAT LB, DSR backend, and (1.20) the SNAT port-conflict test, per tree.
-SUBSET = ("tc_nodeport_lb4_nat_lb", "tc_nodeport_lb4_dsr_backend")
+SUBSET = ("tc_nodeport_lb4_dsr_backend", "tc_nodeport_lb4_nat_lb")  # sorted, as run
 FLIP_SOURCE = "tc_nodeport_lb4_nat_lb.c"
 FLIP_LINE = "if (l4->dest != BACKEND_PORT)"
+FLIPPED = "if (l4->dest != BACKEND_PORT + 1)"  # expects a port the NAT never writes
 
 
 def _skip_reason() -> str | None:
@@ -51,7 +53,7 @@ def _tree(version: str) -> CiliumTree:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_cilium_nodeport_tests_pass_through_our_loader(version: str) -> None:
     tree = _tree(version)
-    results = list(run_tests(tree, test_sources(tree, list(SUBSET)), jobs=2))
+    results = list(run_tests(tree, find_sources(tree, list(SUBSET)), jobs=2))
     assert [r.source for r in results] == [f"{s}.c" for s in SUBSET]
     for r in results:
         assert r.error is None, f"{r.source}: {r.stage}: {r.error}"
@@ -67,12 +69,12 @@ def _enclosing_check(text: str, line: str) -> str:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_flipped_expectation_fails(version: str) -> None:
-    """A copy of one Cilium test with `!=` turned to `==` in one check must FAIL just that test."""
+    """A copy of one Cilium test expecting a wrong port in one check must FAIL just that test."""
     tree = _tree(version)
     text = (tree.tests / FLIP_SOURCE).read_text()
     assert FLIP_LINE in text, f"{FLIP_SOURCE} changed: {FLIP_LINE!r} not found"
     victim = _enclosing_check(text, FLIP_LINE)
-    patched = text.replace(FLIP_LINE, FLIP_LINE.replace("!=", "=="), 1)
+    patched = text.replace(FLIP_LINE, FLIPPED, 1)
     shadow = shadow_tree(tree, {f"tests/{FLIP_SOURCE}": patched},
                          build_dir() / "shadow" / f"flip-{version}")
     (res,) = run_tests(shadow, [shadow.tests / FLIP_SOURCE], jobs=1)
