@@ -130,7 +130,8 @@ def _digest(tree: CiliumTree, source: Path, defines: Mapping[str, str],
             include_dirs: Sequence[Path], cwd: Path) -> str:
     """Cache key: every byte the compile can read (tree's bpf/, include dirs, source), flags."""
     h = hashlib.sha256()
-    for part in (_CACHE_SCHEMA, tree.version, dir_digest(tree.bpf), str(source), str(cwd.absolute()),
+    for part in (_CACHE_SCHEMA, tree.version, dir_digest(tree.bpf), str(source),
+                 str(cwd.absolute()),
                  *cflags(tree), *sorted(f"{k}={v}" for k, v in defines.items()),
                  *(dir_digest(Path(d)) for d in include_dirs)):
         h.update(part.encode() + b"\0")
