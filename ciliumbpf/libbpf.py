@@ -136,8 +136,12 @@ def _take_log() -> str:
 def _reason(log: str, fallback: str) -> str:
     """The most telling libbpf line: the first warning that is not a generic summary."""
     lines = [ln.strip() for ln in log.splitlines() if ln.strip().startswith("libbpf:")]
-    for ln in lines:
-        if "failed to load object" not in ln and "-- BEGIN" not in ln:
+    generic = ("failed to load object", "loading object", "-- BEGIN", "-- END",
+               "unrecognized ELF section name")
+    telling = re.compile(r"bad|fail|unsupported|not supported|invalid|refuse|unknown|error|"
+                         r"missing|unrecognized|permission", re.IGNORECASE)
+    for ln in lines:  # the first specific complaint is the cause; later ones are fallout
+        if telling.search(ln) and not any(g in ln for g in generic):
             return ln.removeprefix("libbpf: ")
     return fallback
 

@@ -111,6 +111,7 @@ def cflags(tree: CiliumTree) -> tuple[str, ...]:
 
 
 _DIR_DIGESTS: dict[Path, str] = {}
+_CACHE_SCHEMA = "2"  # bump when the compile command changes in ways the key cannot see
 
 
 def dir_digest(path: Path) -> str:
@@ -129,7 +130,8 @@ def _digest(tree: CiliumTree, source: Path, defines: Mapping[str, str],
             include_dirs: Sequence[Path], cwd: Path) -> str:
     """Cache key: every byte the compile can read (tree's bpf/, include dirs, source), flags."""
     h = hashlib.sha256()
-    for part in (tree.version, dir_digest(tree.bpf), str(source), str(cwd.absolute()),
+    for part in (_CACHE_SCHEMA, tree.version, dir_digest(tree.bpf), str(source),
+                 str(cwd.absolute()),
                  *cflags(tree), *sorted(f"{k}={v}" for k, v in defines.items()),
                  *(dir_digest(Path(d)) for d in include_dirs)):
         h.update(part.encode() + b"\0")
@@ -184,7 +186,7 @@ def compile_object(tree: CiliumTree, source: Path, *, defines: Mapping[str, str]
     cmd = [CLANG, *(f"-I{Path(d).absolute()}" for d in include_dirs),
            f"-I{tree.bpf}", f"-I{tree.bpf / 'include'}", *cflags(tree),
            *(f"-D{k}={v}" if v != "" else f"-D{k}" for k, v in sorted(defines.items())),
-           "-c", str(source)]
+           "-c", _as_given(source, workdir)]
     # Write to a temp name and rename: parallel jobs never see half an object.
     fd, tmp = tempfile.mkstemp(suffix=".o", dir=out_dir)
     os.close(fd)
@@ -198,6 +200,18 @@ def compile_object(tree: CiliumTree, source: Path, *, defines: Mapping[str, str]
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def _as_given(source: Path, cwd: Path) -> str:
+    """The source relative to cwd when inside it, as `make` passes it: __FILE__ stays short.
+
+    (bpf/tests' result encoder writes string lengths as one byte; a long absolute __FILE__ in
+    a test_log message would corrupt suite_result_map.)
+    """
+    try:
+        return str(source.relative_to(cwd.absolute()))
+    except ValueError:
+        return str(source)
 
 
 class CompileError(ToolchainError):
