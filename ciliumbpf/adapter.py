@@ -21,11 +21,11 @@ import attrs
 
 from ciliumbpf import programming as prog
 from ciliumbpf.btf import STRUCT
-from ciliumbpf.errors import BpfError
 from ciliumbpf.libbpf import BpfObject, Map, Program
 from ciliumbpf.toolchain import CiliumTree, cilium_tree, compile_object, ensure_toolchain
 from datapath.build import geneve_encap
 from datapath.config import NodeConfig
+from datapath.difftest import Declared, Obs
 from datapath.drop import DropReason, Verdict
 from datapath.errors import ConfigError
 from datapath.host import HookResult
@@ -43,6 +43,7 @@ LB_MAPS = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_rever
            "cilium_lxc", "cilium_ipcache_v2")
 AGENT_MAPS = (*LB_MAPS, "cilium_lb4_source_range", "cilium_lb6_source_range")
 _KNOWN_DROPS = {-r.value: r for r in DropReason}
+MAP_CAPACITY = 16384
 
 
 def _ethertype(data: bytes | bytearray) -> bytes:
@@ -52,10 +53,16 @@ def _ethertype(data: bytes | bytearray) -> bytes:
 class _Object:
     """One compiled and loaded harness object (bpf_host or bpf_overlay)."""
 
-    def __init__(self, tree: CiliumTree, source: str, cfg: NodeConfig, overlay: bool) -> None:
+    def __init__(self, tree: CiliumTree, source: str, cfg: NodeConfig, overlay: bool,
+                 share: BpfObject | None = None) -> None:
         path = compile_object(tree, prog.HARNESS_DIR / source,
                               defines=prog.defines(cfg, overlay), include_dirs=(prog.HARNESS_DIR,))
         self.obj = BpfObject.open(path)
+        # The agent sizes maps at load time; the tests never come near MAP_CAPACITY entries,
+        # and preallocated 512k-entry LRU maps would cost ~0.5 GB of kernel memory a node.
+        self.obj.cap_maps(MAP_CAPACITY)
+        # One node's programs share its cilium_* maps (Cilium pins them in bpffs).
+        self.shared = self.obj.reuse_maps(share) if share is not None else []
         self.obj.load()
         self.maps = self.obj.maps()
         skb = self.obj.btf.find(STRUCT, "__sk_buff")
@@ -82,6 +89,9 @@ class CiliumBpfNode:
         self.config = config
         self.now = 0
         self.host = _Object(tree, "host.c", config, overlay=False)
+        self._overlay: _Object | None = None
+        progs = self.host.obj.programs()
+        self._from_container = progs.get("nph_from_container")
         self._progs = {"from-netdev": self.host.program("cil_from_netdev"),
                        "to-netdev": self.host.program("cil_to_netdev")}
         self._ctx = bytes(self.host.ctx_size)
@@ -124,6 +134,14 @@ class CiliumBpfNode:
         slots = self._entries.slots(bytes(p.daddr), p.dport, p.proto)
         return slots.index(backend) if backend in slots else None
 
+    def overlay(self) -> _Object:
+        """bpf_overlay, loaded on first use onto bpf_host's maps."""
+        if self._overlay is None:
+            self._overlay = _Object(self.tree, "overlay.c", self.config, overlay=True,
+                                    share=self.host.obj)
+            self._progs["from-overlay"] = self._overlay.program("cil_from_overlay")
+        return self._overlay
+
     def _control(self, pin: int | None, tun: dict[str, Any] | None) -> None:
         val: dict[str, Any] = {"now_sec": self.now, "pin_valid": int(pin is not None),
                                "pin_value": pin or 0}
@@ -140,10 +158,18 @@ class CiliumBpfNode:
         if hook == "from-overlay":
             return self._from_overlay(bytes(pkt), backend)
         self._control(self._pin(pkt, backend), None)
+        if hook == "to-netdev" and self._from_container is not None:
+            # tunnel routing: the pod's bpf_lxc encapsulation first (host.c), then, when
+            # it did not tunnel the packet, cil_to_netdev
+            r = self._run(hook, self._from_container, self.host, bytes(pkt))
+            if r.verdict != Verdict.CTX_ACT_OK:
+                return r
+            self._control(None, None)
         return self._run(hook, self._progs[hook], self.host, bytes(pkt))
 
-    def _run(self, hook: str, program: Program, obj: _Object, ip: bytes) -> HookResult:
-        frame = _ETH_NODE + _ETH_PEER + _ethertype(ip) + ip
+    def _run(self, hook: str, program: Program, obj: _Object, ip: bytes,
+             eth: bytes | None = None) -> HookResult:
+        frame = (eth if eth is not None else _ETH_NODE + _ETH_PEER + _ethertype(ip)) + ip
         try:
             res = program.test_run(frame, self._ctx)
         except OSError:
@@ -198,10 +224,22 @@ class CiliumBpfNode:
         return geneve_encap(local, remote, inner, int(cap["tun_id"]), opts, sport, p.v6)
 
     def _from_overlay(self, pkt: bytes, backend: int | None) -> HookResult:
-        """cil_from_overlay needs bpf_overlay.o sharing this node's maps (not wired yet)."""
-        del pkt, backend
-        raise BpfError("cilium-bpf: from-overlay (bpf_overlay.c) is not supported yet: the "
-                       "overlay object cannot share bpf_host's maps through the loader")
+        """What the Geneve device does, then cil_from_overlay on the inner frame.
+
+        The kernel's geneve driver (drivers/net/geneve.c geneve_udp_encap_recv/geneve_rx)
+        takes UDP to 6081 with version 0 and protocol Transparent Ethernet Bridging, strips
+        the outer headers and attaches the tunnel info: the VNI, the outer source as the
+        remote, the whole option block (bpf_skb_get_tunnel_key/opt read these). A packet
+        it would not decapsulate never reaches bpf_overlay: the hook reports it dropped
+        as DROP_INVALID, the reference datapath's answer for it (datapath.host.geneve_decap).
+        """
+        dec = geneve_device(pkt)
+        if dec is None:
+            return HookResult(Verdict.CTX_ACT_DROP, pkt, DropReason.DROP_INVALID, None)
+        tun, eth, inner = dec
+        ov = self.overlay()
+        self._control(self._pin(inner, backend), tun)
+        return self._run("from-overlay", self._progs["from-overlay"], ov, inner, eth)
 
     # -- clock, GC, dumps ----------------------------------------------------------------
     def advance(self, seconds: int) -> None:
@@ -285,7 +323,53 @@ class CiliumBpfNode:
 
     def close(self) -> None:
         """Free the loaded objects."""
+        if self._overlay is not None:
+            self._overlay.close()
         self.host.close()
+
+
+GENEVE_PORT = 6081
+ETH_P_TEB = 0x6558
+
+
+def geneve_device(pkt: bytes) -> tuple[dict[str, Any], bytes, bytes] | None:
+    """The geneve driver's receive path on an outer IPv4/IPv6 packet: (the tunnel info as
+    the harness's control fields, the inner Ethernet header, the inner L3 packet), or None
+    when the device would not take it."""
+    if len(pkt) < 1:
+        return None
+    v6 = pkt[0] >> 4 == 6
+    if v6:
+        if len(pkt) < 40 or pkt[6] != 17:
+            return None
+        remote, l4 = pkt[8:24], 40
+        end = min(len(pkt), 40 + int.from_bytes(pkt[4:6], "big"))
+    else:
+        ihl = (pkt[0] & 0xF) * 4
+        if pkt[0] >> 4 != 4 or ihl < 20 or len(pkt) < ihl + 8 or pkt[9] != 17:
+            return None
+        remote, l4 = pkt[12:16], ihl
+        end = min(len(pkt), int.from_bytes(pkt[2:4], "big"))
+    if int.from_bytes(pkt[l4 + 2:l4 + 4], "big") != GENEVE_PORT:
+        return None
+    g = l4 + 8
+    if end < g + 8:
+        return None
+    ver, optlen = pkt[g] >> 6, (pkt[g] & 0x3F) * 4
+    if ver != 0 or int.from_bytes(pkt[g + 2:g + 4], "big") != ETH_P_TEB:
+        return None
+    inner = g + 8 + optlen
+    if end < inner + 14 or optlen > 64:
+        return None
+    tun: dict[str, Any] = {"tun_valid": 1, "tun_v6": int(v6),
+                           "tun_id": int.from_bytes(pkt[g + 4:g + 7], "big"),
+                           "tun_opt_len": optlen,
+                           "tun_opt": bytes(pkt[g + 8:inner]).ljust(64, b"\0")}
+    if v6:
+        tun["tun_remote6"] = [int.from_bytes(remote[i:i + 4], "little") for i in (0, 4, 8, 12)]
+    else:
+        tun["tun_remote4"] = int.from_bytes(remote, "big")
+    return tun, bytes(pkt[inner:inner + 14]), bytes(pkt[inner + 14:end])
 
 
 @attrs.define
@@ -332,6 +416,47 @@ class _MapsView:
         raise KeyError(name)
 
 
+def _only_vni(m: Obs, d: Obs, model_vni: int, dp_vni: int) -> bool:
+    """The observations differ in the outer VNI alone, model_vni vs dp_vni."""
+    mp, dp = m.packet, d.packet
+    if mp is None or dp is None or mp.outer is None or dp.outer is None \
+            or mp.outer.vni != model_vni or dp.outer.vni != dp_vni:
+        return False
+    return attrs.evolve(d, packet=attrs.evolve(dp, outer=attrs.evolve(
+        dp.outer, vni=model_vni))) == m
+
+
+def _pod_egress_vni(m: Obs, d: Obs) -> bool:
+    """A backend's tunnelled reply (to-netdev): the pod's identity vs the model's WORLD_ID."""
+    return m.hook == "to-netdev" and any(
+        _only_vni(m, d, w, prog.POD_IDENTITY) for w in (prog.WORLD_ID, prog.WORLD_IPV6_ID))
+
+
+def _ipv6_world_vni(m: Obs, d: Obs) -> bool:
+    """IPv6 world traffic tunnelled by nodeport: WORLD_ID on the wire vs the model's 10."""
+    return _only_vni(m, d, prog.WORLD_IPV6_ID, prog.WORLD_ID)
+
+
+# Differences between the model and Cilium that the difftest counts and prints instead of
+# stopping at (datapath.difftest.Declared); each one is a model finding, with its line.
+DECLARED = (
+    Declared(name="pod-egress-vni",
+             cite="bpf_lxc.c:1340 (handle_ipv4_from_lxc; handle_ipv6_from_lxc alike) "
+                  "encapsulates a pod's packet with encap_and_redirect_lxc(ctx, info, "
+                  "SECLABEL_IPV4, ...): the VNI is the pod's security identity "
+                  "(lib/encap.h __encap_with_nodeid), not WORLD_ID as the model's "
+                  "to-overlay _outer() has it",
+             match=_pod_egress_vni),
+    Declared(name="ipv6-world-vni",
+             cite="lib/common.h:122 get_tunnel_id() writes WORLD_ID for WORLD_IPV6_ID into "
+                  "the VNI (dual-stack), and single-stack node_config.h:27 defines "
+                  "WORLD_IPV6_ID as 2: an IPv6 nodeport packet (nodeport.h:1310 "
+                  "nodeport_add_tunnel_encap(..., WORLD_IPV6_ID, ...)) carries VNI 2, "
+                  "the model's _outer() says WORLD_IPV6_ID = 10",
+             match=_ipv6_world_vni),
+)
+
+
 class Factory:
     """`--datapath cilium-bpf`: the tree (--cilium-src or $NODEPORT_CILIUM_SRC) is checked and
     the toolchain installed once, before any node is built; `cilium_version` tells the
@@ -341,6 +466,7 @@ class Factory:
         self.tree = cilium_tree(cilium_src)
         ensure_toolchain()
         self.cilium_version = self.tree.version
+        self.declared = DECLARED
 
     def __call__(self, config: NodeConfig, faults: frozenset[str] | set[str] | None = None
                  ) -> CiliumBpfNode:

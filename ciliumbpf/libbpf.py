@@ -25,6 +25,8 @@ PROG_SCHED_CLS, PROG_SCHED_ACT, PROG_XDP = 3, 4, 6
 ATTACH_XDP = 37
 MAP_PROG_ARRAY = 3
 _PERCPU_MAPS = frozenset({5, 6, 10})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+# HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH, LPM_TRIE: sizes that are only capacities
+_SIZED_MAPS = frozenset({1, 5, 9, 10, 11})
 _TEST_RUNNABLE = frozenset({PROG_SCHED_CLS, PROG_SCHED_ACT, PROG_XDP})
 # Section prefixes that fix a program type (cilium/ebpf's elf_reader section table).
 _SECTION_TYPES = (("tc", PROG_SCHED_CLS), ("classifier", PROG_SCHED_CLS),
@@ -112,6 +114,8 @@ def lib() -> ctypes.CDLL:
         "bpf_map__btf_key_type_id": ([p], u),
         "bpf_map__btf_value_type_id": ([p], u),
         "bpf_map__set_pin_path": ([p, ctypes.c_char_p], i),
+        "bpf_map__reuse_fd": ([p, i], i),
+        "bpf_map__set_max_entries": ([p, u], i),
         "bpf_map_lookup_elem": ([i, p, p], i),
         "bpf_map_update_elem": ([i, p, p, ctypes.c_uint64], i),
         "bpf_map_delete_elem": ([i, p], i),
@@ -205,7 +209,7 @@ class Program:
 class Map:
     """A created map: raw bytes access plus dict pack/unpack from the object's BTF."""
 
-    def __init__(self, ptr: int, obj: BpfObject) -> None:
+    def __init__(self, ptr: int, obj: BpfObject, like: Map | None = None) -> None:
         so = lib()
         self._ptr, self._obj = ptr, obj
         self.name: str = (so.bpf_map__name(ptr) or b"").decode()
@@ -213,9 +217,14 @@ class Map:
         self.key_size: int = int(so.bpf_map__key_size(ptr))
         self.value_size: int = int(so.bpf_map__value_size(ptr))
         self.max_entries: int = int(so.bpf_map__max_entries(ptr))
+        self.key_type: Layout | None
+        self.value_type: Layout | None
+        if like is not None:  # a reused map: its BTF type ids are the owner's
+            self.key_type, self.value_type = like.key_type, like.value_type
+            return
         kid, vid = so.bpf_map__btf_key_type_id(ptr), so.bpf_map__btf_value_type_id(ptr)
-        self.key_type: Layout | None = obj.btf.layout(kid) if kid else None
-        self.value_type: Layout | None = obj.btf.layout(vid) if vid else None
+        self.key_type = obj.btf.layout(kid) if kid else None
+        self.value_type = obj.btf.layout(vid) if vid else None
 
     @property
     def fd(self) -> int:
@@ -316,6 +325,7 @@ class BpfObject:
         self.tail_calls: dict[str, dict[int, str]] = {}
         self._progs: dict[str, Program] = {}
         self._maps: dict[str, Map] = {}
+        self._reused: dict[str, Map] = {}
         self.loaded = False
         so = lib()
         cur = so.bpf_object__next_program(ptr, None)
@@ -402,7 +412,8 @@ class BpfObject:
         self.loaded = True
         cur = so.bpf_object__next_map(self._ptr, None)
         while cur:
-            m = Map(cur, self)
+            name = (so.bpf_map__name(cur) or b"").decode()
+            m = Map(cur, self, self._reused.get(name))
             self._maps[m.name] = m
             cur = so.bpf_object__next_map(self._ptr, cur)
         for map_name, slots in self.tail_calls.items():
@@ -410,6 +421,55 @@ class BpfObject:
             for index, prog in sorted(slots.items()):
                 fd = self.program(prog).fd
                 pmap.update(index.to_bytes(4, "little"), fd.to_bytes(4, "little"))
+
+    def reuse_maps(self, other: BpfObject) -> list[str]:
+        """Before load: share `other`'s (loaded) maps of the same name, as Cilium's programs
+        share the pinned cilium_* maps of one node; tail-call arrays and the object's own
+        .data/.rodata/.bss stay private. Returns the shared names."""
+        if self._ptr is None or self.loaded:
+            raise LoadError(f"{self.name}: maps can only be shared before load")
+        so = lib()
+        theirs = other.maps()
+        shared = []
+        cur = so.bpf_object__next_map(self._ptr, None)
+        while cur:
+            name = (so.bpf_map__name(cur) or b"").decode()
+            src = theirs.get(name)
+            if src is not None and "." not in name and src.type != MAP_PROG_ARRAY:
+                mine = (int(so.bpf_map__type(cur)), int(so.bpf_map__key_size(cur)),
+                        int(so.bpf_map__value_size(cur)))
+                if mine != (src.type, src.key_size, src.value_size):
+                    raise LoadError(f"{self.name}: map {name} differs from {other.name}'s "
+                                    f"(type, key, value sizes {mine} vs "
+                                    f"{(src.type, src.key_size, src.value_size)})")
+                rc = so.bpf_map__reuse_fd(cur, src.fd)
+                if rc < 0:
+                    raise LoadError(f"{self.name}: map {name}: reuse_fd: {os.strerror(-rc)}")
+                self._reused[name] = src
+                shared.append(name)
+            cur = so.bpf_object__next_map(self._ptr, cur)
+        return shared
+
+    def cap_maps(self, limit: int, types: frozenset[int] = _SIZED_MAPS) -> dict[str, int]:
+        """Before load: shrink hash/LRU/LPM maps above `limit` entries, as the agent sizes
+        them at load time (bpf-map-dynamic-size-ratio, bpf-nat-global-max...); arrays keep
+        their size since their indexes mean something. Returns the changed maps' old sizes."""
+        if self._ptr is None or self.loaded:
+            raise LoadError(f"{self.name}: maps can only be sized before load")
+        so = lib()
+        changed = {}
+        cur = so.bpf_object__next_map(self._ptr, None)
+        while cur:
+            n = int(so.bpf_map__max_entries(cur))
+            if int(so.bpf_map__type(cur)) in types and n > limit:
+                rc = so.bpf_map__set_max_entries(cur, limit)
+                if rc < 0:
+                    name = (so.bpf_map__name(cur) or b"").decode()
+                    raise LoadError(f"{self.name}: map {name}: set_max_entries: "
+                                    f"{os.strerror(-rc)}")
+                changed[(so.bpf_map__name(cur) or b"").decode()] = n
+            cur = so.bpf_object__next_map(self._ptr, cur)
+        return changed
 
     def set_autoload(self, name: str, on: bool) -> None:
         """Include or skip one program at load (before load())."""
@@ -442,6 +502,12 @@ class BpfObject:
         if self._ptr is not None:
             lib().bpf_object__close(self._ptr)
             self._ptr = None
+
+    def __del__(self) -> None:
+        # Unclosed objects pin kernel memory (preallocated LRU maps): free them with the
+        # last reference.
+        if getattr(self, "_ptr", None) is not None:
+            self.close()
 
     def __enter__(self) -> BpfObject:
         return self

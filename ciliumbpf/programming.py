@@ -28,6 +28,7 @@ ENCAP_IFINDEX = 3
 HOST_IFINDEX = 4
 # pkg/identity: reserved identities as node_config.h numbers them.
 WORLD_ID = 2
+WORLD_IPV6_ID = 10  # identity.ReservedIdentityWorldIPv6 (dual-stack)
 REMOTE_NODE_ID = 6
 POD_IDENTITY = 1000
 TUPLE_F_SERVICE = 4
@@ -80,8 +81,16 @@ def defines(cfg: NodeConfig, overlay: bool = False) -> dict[str, str]:
     if cfg.tunnel or (cfg.mode != "snat" and cfg.dispatch == "geneve") or overlay:
         d["ENCAP_IFINDEX"] = str(ENCAP_IFINDEX)
         d["TUNNEL_MODE"] = "1"
-    if cfg.router_ipv4:
-        d["NPH_IPV4_GATEWAY"] = _be32(cfg.router_ipv4)
+    if cfg.tunnel and not overlay:
+        d["NPH_POD_EGRESS"] = str(POD_IDENTITY)  # host.c nph_from_container's SECLABEL
+    # cilium_host's address, the SNAT source towards a tunnel endpoint (nodeport.h
+    # tail_nodeport_nat_egress_ipv4: IPV4_GATEWAY, _ipv6: CONFIG(router_ipv6)): the
+    # scenario's router IP, and for a node without one the model's rule
+    # (model/nodeport.py nodeport_lb: the node's own address).
+    if cfg.router_ipv4 or cfg.ipv4:
+        d["NPH_IPV4_GATEWAY"] = _be32(cfg.router_ipv4 or cfg.ipv4 or "")
+    if cfg.router_ipv6 or cfg.ipv6:
+        d["NPH_ROUTER_IPV6"] = _v6_init(cfg.router_ipv6 or cfg.ipv6 or "")
     if cfg.no_backend_response == "reject":
         d["SERVICE_NO_BACKEND_RESPONSE"] = "1"  # tail_no_service_ipv{4,6}: ICMP unreachable
     if cfg.selection == "first":

@@ -226,7 +226,11 @@ def run_program(doc: dict[str, Any], factory: DatapathFactory, faults: frozenset
                 ) -> Divergence | None:
     """Parse the document and run it on both sides; the first divergence or None."""
     sc = parse(doc, "<difftest>")
-    return DiffRun(sc.world, factory, faults, spec, counters).run(sc.flows)
+    run = DiffRun(sc.world, factory, faults, spec, counters)
+    try:
+        return run.run(sc.flows)
+    finally:
+        run.net.close()
 
 
 @attrs.frozen(kw_only=True)
@@ -246,6 +250,7 @@ class Summary:
     observations: int
     seconds: float
     failure: Failure | None
+    declared: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def obs_per_s(self) -> float:
@@ -257,7 +262,9 @@ class Summary:
         return (f"difftest: {self.programs} programs, {self.steps} steps, "
                 f"{self.observations} packet observations compared in {self.seconds:.1f}s "
                 f"({self.obs_per_s:,.0f} obs/s); "
-                + ("FAILED" if self.failure else "model and datapath agree"))
+                + ("FAILED" if self.failure else "model and datapath agree")
+                + "".join(f"; {n} observations differ as declared ({k})"
+                          for k, n in sorted(self.declared.items())))
 
 
 class _Found(Exception):
@@ -283,7 +290,9 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
             last[:] = [Failure(doc=doc, divergence=div)]
             raise _Found(div.step)
 
-    check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
+    probe = check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
+    if callable(getattr(probe, "close", None)):
+        probe.close()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     # The budget is split evenly over every accepted configuration so that no mode,
     # dispatch, routing or family is left to the generator's luck.
@@ -299,7 +308,8 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
             break
     dt = time.perf_counter() - t0
     return Summary(programs=calls[0], steps=counters.steps, observations=counters.observations,
-                   seconds=dt, failure=last[0] if last else None)
+                   seconds=dt, failure=last[0] if last else None,
+                   declared=dict(counters.declared))
 
 
 def format_failure(f: Failure, width: int = 100) -> str:

@@ -92,6 +92,17 @@ class End:
 
 
 @attrs.frozen(kw_only=True)
+class Declared:
+    """A difference a datapath declares up front, with the source line that explains it:
+    `match(model, datapath)` recognises exactly that difference in one hook observation.
+    Each use is counted and printed with the run's summary; nothing else is forgiven."""
+
+    name: str
+    cite: str
+    match: Callable[[Obs, Obs], bool]
+
+
+@attrs.frozen(kw_only=True)
 class Divergence:
     """The first disagreement: which step, what differs, and both traces so far."""
 
@@ -225,6 +236,13 @@ class DatapathNet:
             n.name: check_datapath(factory(node_config(world, n.name), faults), spec)
             for n in world.cluster.nodes}
         self.node_ips = {n.name: (n.ip, n.router_ip) for n in world.cluster.nodes}
+
+    def close(self) -> None:
+        """Free every node that holds resources (a `close()` method: real BPF objects)."""
+        for dp in self.nodes.values():
+            fn = getattr(dp, "close", None)
+            if callable(fn):
+                fn()
 
     def advance(self, seconds: int) -> None:
         """Every node's clock moves together."""
@@ -375,10 +393,12 @@ def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
 
 @attrs.define
 class Counters:
-    """What a run compared: steps (walks) and packet observations (hooks + walk ends)."""
+    """What a run compared: steps (walks), packet observations (hooks + walk ends), and
+    how many observations differed only as a declared divergence (by name)."""
 
     steps: int = 0
     observations: int = 0
+    declared: dict[str, int] = attrs.field(factory=dict)
 
 
 class DiffRun:
@@ -388,6 +408,7 @@ class DiffRun:
                  faults: frozenset[str] = frozenset(), spec: str = "datapath",
                  counters: Counters | None = None) -> None:
         self.world = world
+        self.declared: tuple[Declared, ...] = tuple(getattr(factory, "declared", ()))
         self.state = initial_state(world)
         self.net = DatapathNet(world, factory, faults, spec)
         cfg = world.cfg
@@ -429,6 +450,12 @@ class DiffRun:
                 d = attrs.evolve(d, packet=self.ren.apply(
                     d.packet, m.packet if m is not None else None, client_port))
                 renamed.append(d)
+            if m != d and m is not None and d is not None:
+                w = next((w for w in self.declared if w.match(m, d)), None)
+                if w is not None:
+                    self.counters.declared[w.name] = self.counters.declared.get(w.name, 0) + 1
+                    renamed[-1] = attrs.evolve(d, note=f"{d.note} (declared: {w.name})")
+                    continue
             if m != d:
                 what.append(f"hook #{i + 1}: model {obs_str(m) if m else '(none)'} | "
                             f"datapath {obs_str(d) if d else '(none)'}")

@@ -12,6 +12,10 @@ ASSIGN_CONFIG(__u32, direct_routing_dev_ifindex, NPH_NATIVE_IFINDEX)
 ASSIGN_CONFIG(__u32, interface_ifindex, NPH_NATIVE_IFINDEX)
 #endif
 
+#ifdef NPH_ROUTER_IPV6
+ASSIGN_CONFIG(union v6addr, router_ipv6, NPH_ROUTER_IPV6)
+#endif
+
 /* enable-no-service-endpoints-routable (agent default true): a frontend without
  * backends drops with DROP_NO_SERVICE instead of passing the packet on. */
 ASSIGN_CONFIG(bool, enable_no_service_endpoints_routable, true)

@@ -28,6 +28,7 @@ struct nph_control {
 	__u32 pin_valid;	/* next get_prandom_u32() returns pin_value */
 	__u32 pin_value;
 	__u32 tun_valid;	/* cil_from_overlay: a tunnel key is present */
+	__u32 tun_v6;		/* the outer header (tunnel info family) is IPv6 */
 	__u32 tun_id;		/* VNI (the source identity) */
 	__u32 tun_remote4;	/* host order, as bpf_tunnel_key.remote_ipv4 */
 	__u32 tun_remote6[4];
@@ -233,8 +234,12 @@ nph_get_tunnel_key(struct __sk_buff *ctx __maybe_unused, struct bpf_tunnel_key *
 {
 	struct nph_control *c = nph_ctl();
 
+	/* bpf_skb_get_tunnel_key: -EINVAL without tunnel info, or when the family the
+	 * caller asks for (BPF_F_TUNINFO_IPV6) is not the tunnel's. */
 	if (!c || !c->tun_valid)
-		return -1;
+		return -22;
+	if (!!(flags & BPF_F_TUNINFO_IPV6) != !!c->tun_v6)
+		return -22;
 	key->tunnel_id = c->tun_id;
 	if (flags & BPF_F_TUNINFO_IPV6) {
 		key->remote_ipv6[0] = c->tun_remote6[0];
@@ -249,30 +254,43 @@ nph_get_tunnel_key(struct __sk_buff *ctx __maybe_unused, struct bpf_tunnel_key *
 #undef ctx_get_tunnel_key
 #define ctx_get_tunnel_key nph_get_tunnel_key
 
+/* One 4-byte word of bpf_skb_get_tunnel_opt's copy: the option's bytes up to its length,
+ * zeros after it (the kernel zero-fills the rest of the buffer, and all of it on error). */
+#define NPH_OPT_WORD(k)							\
+	do {								\
+		if (len >= (k)) {					\
+			if (n >= (k))					\
+				__bpf_memcpy_builtin(opt + (k) - 4,	\
+						     c->tun_opt + (k) - 4, 4); \
+			else						\
+				__bpf_memset_builtin(opt + (k) - 4, 0, 4); \
+		}							\
+	} while (0)
+
 static __always_inline int
 nph_get_tunnel_opt(struct __sk_buff *ctx __maybe_unused, void *opt, __u32 len)
 {
 	struct nph_control *c = nph_ctl();
-	__u32 n;
+	__u32 n = 0;
+	int ret;
 
-	if (!c || !c->tun_valid || !c->tun_opt_len)
-		return -2; /* -ENOENT: no option on this packet */
-	n = c->tun_opt_len;
-	if (n > len)
-		return -28; /* -ENOMSG-like: the kernel refuses a short buffer */
-	if (n >= 4)
-		__bpf_memcpy_builtin(opt, c->tun_opt, 4);
-	if (n >= 8)
-		__bpf_memcpy_builtin(opt + 4, c->tun_opt + 4, 4);
-	if (n >= 12)
-		__bpf_memcpy_builtin(opt + 8, c->tun_opt + 8, 4);
-	if (n >= 16)
-		__bpf_memcpy_builtin(opt + 12, c->tun_opt + 12, 4);
-	if (n >= 20)
-		__bpf_memcpy_builtin(opt + 16, c->tun_opt + 16, 4);
-	if (n >= 24)
-		__bpf_memcpy_builtin(opt + 20, c->tun_opt + 20, 4);
-	return (int)n;
+	if (!c || !c->tun_valid || !c->tun_opt_len) {
+		ret = -2; /* -ENOENT: no option on this packet */
+	} else if (c->tun_opt_len > len) {
+		ret = -12; /* -ENOMEM: the buffer is shorter than the options */
+	} else {
+		n = c->tun_opt_len;
+		ret = (int)n;
+	}
+	if (!c)
+		return ret;
+	NPH_OPT_WORD(4);
+	NPH_OPT_WORD(8);
+	NPH_OPT_WORD(12);
+	NPH_OPT_WORD(16);
+	NPH_OPT_WORD(20);
+	NPH_OPT_WORD(24);
+	return ret;
 }
 #undef ctx_get_tunnel_opt
 #define ctx_get_tunnel_opt nph_get_tunnel_opt
