@@ -43,7 +43,10 @@ LB_MAPS = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_rever
            "cilium_lxc", "cilium_ipcache_v2")
 AGENT_MAPS = (*LB_MAPS, "cilium_lb4_source_range", "cilium_lb6_source_range")
 _KNOWN_DROPS = {-r.value: r for r in DropReason}
-MAP_CAPACITY = 16384
+MAP_CAPACITY = 4096
+MAP_PROG_ARRAY = 3
+POOL_PER_CONFIG = 3  # a generated program has at most 3 nodes
+_ARRAYS = frozenset({2, 6})  # ARRAY, PERCPU_ARRAY
 
 
 def _ethertype(data: bytes | bytearray) -> bytes:
@@ -56,7 +59,8 @@ class _Object:
     def __init__(self, tree: CiliumTree, source: str, cfg: NodeConfig, overlay: bool,
                  share: BpfObject | None = None) -> None:
         path = compile_object(tree, prog.HARNESS_DIR / source,
-                              defines=prog.defines(cfg, overlay), include_dirs=(prog.HARNESS_DIR,))
+                              defines=prog.defines(cfg, overlay, tree.version),
+                              include_dirs=(prog.HARNESS_DIR,))
         self.obj = BpfObject.open(path)
         # The agent sizes maps at load time; the tests never come near MAP_CAPACITY entries,
         # and preallocated 512k-entry LRU maps would cost ~0.5 GB of kernel memory a node.
@@ -83,11 +87,13 @@ class _Object:
 class CiliumBpfNode:
     """One node's real datapath: bpf_host (+ bpf_overlay) from the user's tree, test-run."""
 
-    def __init__(self, config: NodeConfig, tree: CiliumTree) -> None:
+    def __init__(self, config: NodeConfig, tree: CiliumTree,
+                 pool: list[CiliumBpfNode] | None = None) -> None:
         ensure_toolchain()
         self.tree = tree
         self.config = config
         self.now = 0
+        self._pool = pool
         self.host = _Object(tree, "host.c", config, overlay=False)
         self._overlay: _Object | None = None
         progs = self.host.obj.programs()
@@ -98,10 +104,39 @@ class CiliumBpfNode:
         m = self.host.maps
         self._ctl, self._cap = m["nph_control"], m["nph_capture"]
         self._zero_cap = bytes(self._cap.value_size)
+        self._start(config)
+
+    def _start(self, config: NodeConfig) -> None:
+        """Seed the random source and program the agent's maps (maps otherwise empty)."""
+        self.config = config
+        self.now = 0
         seed = (config.seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) % (1 << 64) or 1
-        m["nph_rng"].update(b"\0" * 4, seed.to_bytes(8, "little"))
+        self.host.maps["nph_rng"].update(b"\0" * 4, seed.to_bytes(8, "little"))
         self._entries = prog.Entries(config)
         self._program()
+
+    def reset(self, config: NodeConfig) -> None:
+        """Back to a just-loaded node for `config` (same defines): every hash/LRU/LPM map
+        emptied, every array and .bss zeroed (as at creation), then programmed afresh.
+        Tail-call arrays and .rodata/.data keep what load gave them."""
+        objs = [self.host] + ([self._overlay] if self._overlay is not None else [])
+        seen: set[int] = set()
+        for o in objs:
+            for name, m in o.maps.items():
+                if m.type == MAP_PROG_ARRAY or ("." in name and not name.endswith(".bss")):
+                    continue
+                ident = id(self.host.maps.get(name)) if name in o.shared else id(m)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                if m.type in _ARRAYS:
+                    zero = bytes(len(m._value_buf().raw))
+                    for i in range(m.max_entries):
+                        m.update(i.to_bytes(4, "little"), zero)
+                else:
+                    for k in list(m.keys()):
+                        m.delete(k)
+        self._start(config)
 
     # -- programming -------------------------------------------------------------------
     def _program(self) -> None:
@@ -109,7 +144,8 @@ class CiliumBpfNode:
             m = self.host.maps.get(name)
             if m is None:
                 raise ConfigError(f"{self.tree.version}: bpf_host has no map {name}")
-            m.update(m.pack_key(key), m.pack_value(val))
+            m.update(m.pack_key(prog.fit(m.key_type, key)),
+                     m.pack_value(prog.fit(m.value_type, val)))
 
     def reprogram(self, config: NodeConfig) -> None:
         """The agent rewrites LB/endpoint/ipcache maps; CT and NAT state survive."""
@@ -193,6 +229,12 @@ class CiliumBpfNode:
 
     def _redirect(self, out: bytes, cap: dict[str, Any]) -> HookResult:
         kind, ifindex = int(cap["kind"]), int(cap["ifindex"])
+        if kind == 1 and cap["self"] and _port_unreachable(out):
+            # tail_no_service_ipv{4,6} (lib/lb.h:2340): the ICMP answer goes back out the
+            # receiving device (redirect_self); the protocol reports a reject as the
+            # request dropped with DROP_NO_SERVICE beside the REDIRECT of the answer.
+            return HookResult(Verdict.CTX_ACT_REDIRECT, out, DropReason.DROP_NO_SERVICE,
+                              "netdev")
         if kind == 4:  # the pod's policy tail call: delivery to its lxc device
             eps = {e.ep_id: e.ifindex for e in self.config.endpoints}
             return HookResult(Verdict.CTX_ACT_REDIRECT, out, None,
@@ -322,10 +364,25 @@ class CiliumBpfNode:
         return _MapsView(self)
 
     def close(self) -> None:
+        """Free the loaded objects, or give the node back to its factory's pool."""
+        if self._pool is not None and len(self._pool) < POOL_PER_CONFIG:
+            self._pool.append(self)
+            return
+        self.free()
+
+    def free(self) -> None:
         """Free the loaded objects."""
         if self._overlay is not None:
             self._overlay.close()
         self.host.close()
+
+
+def _port_unreachable(ip: bytes) -> bool:
+    """ICMP destination/port unreachable (IPv4 3/3, IPv6 1/4) without extension headers."""
+    if len(ip) >= 22 and ip[0] >> 4 == 4 and ip[9] == 1:
+        off = (ip[0] & 0xF) * 4
+        return len(ip) >= off + 2 and ip[off:off + 2] == b"\x03\x03"
+    return len(ip) >= 42 and ip[0] >> 4 == 6 and ip[6] == 58 and ip[40:42] == b"\x01\x04"
 
 
 GENEVE_PORT = 6081
@@ -467,6 +524,7 @@ class Factory:
         ensure_toolchain()
         self.cilium_version = self.tree.version
         self.declared = DECLARED
+        self._pool: dict[tuple[tuple[str, str], ...], list[CiliumBpfNode]] = {}
 
     def __call__(self, config: NodeConfig, faults: frozenset[str] | set[str] | None = None
                  ) -> CiliumBpfNode:
@@ -474,7 +532,19 @@ class Factory:
         if bad:
             raise ConfigError("cilium-bpf runs the Cilium tree's own code; the reference "
                               f"datapath's seeded faults do not apply: {', '.join(sorted(bad))}")
-        return CiliumBpfNode(config, self.tree)
+        key = tuple(sorted(prog.defines(config, False, self.tree.version).items()))
+        pool = self._pool.setdefault(key, [])
+        if pool:  # loading is most of a node's cost: reuse a released one, reset
+            node = pool.pop()
+            node.reset(config)
+            return node
+        return CiliumBpfNode(config, self.tree, pool)
+
+    def free(self) -> None:
+        """Free every pooled node."""
+        for pool in self._pool.values():
+            while pool:
+                pool.pop().free()
 
 
 def factory(cilium_src: str | None) -> Factory:

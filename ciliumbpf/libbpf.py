@@ -67,13 +67,16 @@ def _vsnprintf() -> Callable[..., int]:
     return fn
 
 
-def _print(_level: int, fmt: bytes | None, args: int | None) -> int:
+def _print(level: int, fmt: bytes | None, args: int | None) -> int:
+    if level >= _LIBBPF_DEBUG:  # thousands per load, never part of a reason
+        return 0
     buf = ctypes.create_string_buffer(4096)
     _VSNPRINTF(buf, len(buf), fmt, args)
     _log.append(buf.value.decode(errors="replace"))
     return 0
 
 
+_LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 _print_cb = _PRINT_FN(_print)
 
 

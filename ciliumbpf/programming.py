@@ -17,7 +17,9 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
+from ciliumbpf.btf import Layout
 from datapath.config import NodeConfig
+from datapath.errors import ConfigError
 from datapath.host import Node
 from datapath.maps import CtEntry, CtTuple, NatEntry
 
@@ -53,16 +55,31 @@ def harness_rev() -> str:
     return h.hexdigest()[:12]
 
 
-def defines(cfg: NodeConfig, overlay: bool = False) -> dict[str, str]:
+def minor(version: str) -> int:
+    """'1.18.0-dev' -> 118: the harness's NPH_CILIUM_MINOR (config names differ by release)."""
+    major, _, rest = version.partition(".")
+    try:
+        return int(major) * 100 + int(rest.partition(".")[0])
+    except ValueError:
+        return 120
+
+
+def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> dict[str, str]:
     """The defines the agent would render for this node (node_config.h / netdev_config.h)."""
     d: dict[str, str] = {"NPH_HARNESS_REV": harness_rev(), "ENABLE_NODEPORT": "1",
+                         "NPH_CILIUM_MINOR": str(minor(version)),
                          "NPH_NATIVE_IFINDEX": str(NATIVE_IFINDEX),
                          # NODEPORT_PORT_MIN_NAT is nodeport_port_max + 1 (lib/nat.h).
                          "NPH_NAT_PORT_MAX_MIN1": str(cfg.nat_min - 1),
-                         "NODEPORT_PORT_MAX_NAT": str(cfg.nat_max),
+                         "NPH_NAT_PORT_MAX": str(cfg.nat_max),
                          # the agent's CT timeout flags (defaults), not node_config.h's
                          "NPH_CT_LIFETIME_TCP": "8000", "NPH_CT_LIFETIME_ANY": "60",
                          "NPH_CT_SYN_TIMEOUT": "60", "NPH_CT_CLOSE_TIMEOUT": "10"}
+    if minor(version) < 120:
+        # bpf-lb-proto-diff (agent default true since v1.17): services keyed by protocol,
+        # as later releases always are (lib/lb.h lb4_key_set_protocol)
+        d["ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION"] = "1"
+        d["ENABLE_SRC_RANGE_CHECK"] = "1"  # loadBalancerSourceRanges (agent default on)
     if cfg.ipv4:
         d["ENABLE_IPV4"] = "1"
         d["IPV4_DIRECT_ROUTING"] = _be32(cfg.ipv4)
@@ -76,7 +93,9 @@ def defines(cfg: NodeConfig, overlay: bool = False) -> dict[str, str]:
         # pkg/datapath/linux/config: DSR_ENCAP_NONE/IPIP/GENEVE and the mode in use.
         d.update(DSR_ENCAP_NONE="1", DSR_ENCAP_IPIP="2", DSR_ENCAP_GENEVE="3",
                  DSR_ENCAP_MODE="3" if cfg.dispatch == "geneve" else "1")
-        if cfg.mode == "hybrid":
+        if cfg.mode == "hybrid" and minor(version) < 120:
+            d["ENABLE_DSR_HYBRID"] = "1"  # v1.18 nodeport_uses_dsr: TCP -> DSR, others SNAT
+        elif cfg.mode == "hybrid":
             d["ENABLE_DSR_BYUSER"] = "1"  # per-service SVC_FLAG_FWD_MODE_DSR decides
     if cfg.tunnel or (cfg.mode != "snat" and cfg.dispatch == "geneve") or overlay:
         d["ENCAP_IFINDEX"] = str(ENCAP_IFINDEX)
@@ -183,6 +202,50 @@ class Entries:
                     val["tunnel_endpoint"] = {"ip4": {"addr": tep}}
                 val["flag_has_tunnel_ep"] = 1
             yield "cilium_ipcache_v2", key, val
+
+
+def fit(lay: Layout | None, value: Any, path: str = "") -> Any:
+    """A row written in the current release's shape, fitted to this tree's BTF layout:
+    `{"addr": bytes}` (union v4addr) into an older plain __be32, and fields the older
+    struct lacks dropped when they are zero (a non-zero one is an error: that release
+    cannot express the row)."""
+    if lay is None:
+        return value
+    if lay.kind == "int" and isinstance(value, Mapping) and len(value) == 1:
+        (k, v), = value.items()
+        if k == "addr":
+            return int.from_bytes(bytes(v), "big" if lay.big_endian else "little")
+        return fit(lay, v, f"{path}.{k}")  # {"ip4": {"addr": ...}} into a plain __be32
+    if lay.kind in ("struct", "union") and isinstance(value, Mapping):
+        fields = _members(lay)
+        out = {}
+        for k, v in value.items():
+            f = fields.get(k)
+            if f is not None:
+                out[k] = v if f.bit_size else fit(f.type, v, f"{path}.{k}")
+            elif k in _IMPLIED:
+                continue
+            elif v not in (0, False, None) and v != {} and not (
+                    isinstance(v, bytes) and not any(v)):
+                raise ConfigError(f"{lay.name}{path}.{k}: this Cilium release has no such "
+                                  f"field, and the agent's row needs {v!r}")
+        return out
+    return value
+
+
+# Fields a newer release spells out and an older one implies.
+_IMPLIED = {"flag_has_tunnel_ep": "v1.18 remote_endpoint_info: a non-zero tunnel_endpoint"}
+
+
+def _members(lay: Layout) -> dict[str, Any]:
+    """Named members, those of anonymous struct/union members included."""
+    out: dict[str, Any] = {}
+    for f in lay.fields:
+        if f.name:
+            out[f.name] = f
+        else:
+            out.update(_members(f.type))
+    return out
 
 
 # -- dumps: Cilium's rows -> the reference's row shape (datapath.maps.NodeMaps.dump) ----

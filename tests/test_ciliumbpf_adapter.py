@@ -11,7 +11,7 @@ import pytest
 
 from ciliumbpf import programming as prog
 from datapath.config import BackendConfig, NodeConfig, ServiceConfig
-from datapath.errors import VectorFileError
+from datapath.errors import ConfigError, VectorFileError
 from datapath.vectors import run_vector_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,10 +67,10 @@ def test_ct_entry_reads_the_union_by_tuple_kind() -> None:
 def test_versions_select_vectors(tmp_path: Path) -> None:
     rep = run_vector_file(VECTORS / "snat_clamp.yaml", version="1.20.0-dev")
     assert rep.skipped.startswith("reference datapath only")
-    rep = run_vector_file(VECTORS / "lb4_nat_fwd.yaml", version="1.18.0-dev")
+    rep = run_vector_file(VECTORS / "lb4_dsr_backend.yaml", version="1.18.0-dev")
     assert "tree is 1.18.0-dev" in rep.skipped
     bad = tmp_path / "bad.yaml"
-    bad.write_text((VECTORS / "lb4_nat_fwd.yaml").read_text().replace(
+    bad.write_text((VECTORS / "lb4_dsr_backend.yaml").read_text().replace(
         'cilium: ["1.20"]', "cilium: 1.20"))
     with pytest.raises(VectorFileError, match="cilium"):
         run_vector_file(bad, version="1.20.0-dev")
@@ -150,10 +150,11 @@ def test_declared_divergences_match_only_the_vni() -> None:
     from model.values import Endpoint, Outer, Packet, Proto
 
     a, b = ip_address("10.0.2.10"), ip_address("192.168.2.3")
+    outer = Outer(src=ip_address("192.168.2.4"), dst=b, vni=2)
     p = Packet(src=Endpoint(addr=a, port=8080), dst=Endpoint(addr=b, port=40000),
-               proto=Proto.TCP, outer=Outer(src=ip_address("192.168.2.4"), dst=b, vni=2))
+               proto=Proto.TCP, outer=outer)
     m = Obs(at="node2", hook="to-netdev", verdict="forward", packet=p)
-    pod = attrs.evolve(p, outer=attrs.evolve(p.outer, vni=prog.POD_IDENTITY))
+    pod = attrs.evolve(p, outer=attrs.evolve(outer, vni=prog.POD_IDENTITY))
     d = attrs.evolve(m, packet=pod)
     by = {w.name: w for w in DECLARED}
     assert by["pod-egress-vni"].match(m, d)
@@ -180,11 +181,57 @@ def test_real_bpf_difftest_tunnel_program() -> None:
     """One difftest program through two real nodes in tunnel routing (from-overlay, the
     pod's encapsulation, reverse SNAT after decap), agreeing up to the declared VNI."""
     from ciliumbpf.adapter import factory
-    from datapath.difftest import Counters
     from datapath.diffgen import drain_program, run_program
+    from datapath.difftest import Counters
 
     f = factory(str(TREE))
     c = Counters()
     div = run_program(drain_program(("ipv4", "snat", "geneve", "tunnel")), f, frozenset(), c)
     assert div is None, div
     assert c.observations > 10 and c.declared.get("pod-egress-vni", 0) > 0
+
+
+def test_rows_fit_an_older_release_layout() -> None:
+    """v1.18's plain __be32 addresses and implied tunnel flag take the agent's v1.20 rows;
+    a field the older struct lacks is refused unless it is zero."""
+    from ciliumbpf.btf import Field, Layout
+
+    u32 = Layout(name="__be32", kind="int", size=4, big_endian=True)
+    u8 = Layout(name="__u8", kind="int", size=1)
+    lay = Layout(name="remote_endpoint_info", kind="struct", size=9, fields=(
+        Field(name="sec_identity", offset=0, type=u32),
+        Field(name="tunnel_endpoint", offset=4, type=u32),
+        Field(name="key", offset=8, type=u8)))
+    row = {"sec_identity": 1000, "tunnel_endpoint": {"ip4": {"addr": bytes([10, 0, 0, 1])}},
+           "flag_has_tunnel_ep": 1}
+    assert prog.fit(lay, row) == {"sec_identity": 1000, "tunnel_endpoint": 0x0A000001}
+    assert prog.fit(lay, {"sec_identity": 1, "flag_ipv6_tunnel_ep": 0}) == {"sec_identity": 1}
+    with pytest.raises(ConfigError, match="flag_ipv6_tunnel_ep"):
+        prog.fit(lay, {"flag_ipv6_tunnel_ep": 1})
+
+
+def test_defines_follow_the_tree_release() -> None:
+    old = prog.defines(_cfg(mode="hybrid"), version="1.18.0-dev")
+    new = prog.defines(_cfg(mode="hybrid"), version="1.20.0-dev")
+    assert old["NPH_CILIUM_MINOR"] == "118" and new["NPH_CILIUM_MINOR"] == "120"
+    assert old["ENABLE_DSR_HYBRID"] == "1" and "ENABLE_DSR_BYUSER" not in old
+    assert new["ENABLE_DSR_BYUSER"] == "1" and "ENABLE_DSR_HYBRID" not in new
+    assert old["ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION"] == "1"
+    assert "ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION" not in new
+
+
+TREE_118 = ROOT.parent / "shared" / "cilium" / "v1.18.0-dev"
+
+
+@real
+def test_real_bpf_host_118_vectors() -> None:
+    """The harness builds against v1.18's bpf_host.c too (test_cilium_* map names, defines
+    instead of load-time config); its SNAT and hybrid vectors pass there."""
+    from ciliumbpf.adapter import factory
+
+    if not TREE_118.is_dir():
+        pytest.skip(f"no Cilium tree at {TREE_118}")
+    f = factory(str(TREE_118))
+    for name in ("lb4_nat_fwd.yaml", "hybrid.yaml"):
+        rep = run_vector_file(VECTORS / name, f, version=f.cilium_version)
+        assert rep.ok and not rep.skipped, rep.format()

@@ -21,6 +21,58 @@
 
 #include <node_config.h>
 
+/* The NAT port range the agent renders (NODEPORT_PORT_MIN_NAT is nodeport-port-max + 1). */
+#ifdef NPH_NAT_PORT_MAX
+# undef NODEPORT_PORT_MAX_NAT
+# define NODEPORT_PORT_MAX_NAT NPH_NAT_PORT_MAX
+#endif
+
+#if NPH_CILIUM_MINOR < 120
+/* Before the maps were renamed, the tree's node_config.h names them test_cilium_*; the
+ * agent names them as later releases do, and so does the adapter. */
+# undef CT_MAP_TCP4
+# define CT_MAP_TCP4 cilium_ct4_global
+# undef CT_MAP_ANY4
+# define CT_MAP_ANY4 cilium_ct_any4_global
+# undef CT_MAP_TCP6
+# define CT_MAP_TCP6 cilium_ct6_global
+# undef CT_MAP_ANY6
+# define CT_MAP_ANY6 cilium_ct_any6_global
+# undef SNAT_MAPPING_IPV4
+# define SNAT_MAPPING_IPV4 cilium_snat_v4_external
+# undef SNAT_MAPPING_IPV6
+# define SNAT_MAPPING_IPV6 cilium_snat_v6_external
+# undef ENDPOINTS_MAP
+# define ENDPOINTS_MAP cilium_lxc
+# undef IPCACHE_MAP
+# define IPCACHE_MAP cilium_ipcache_v2
+# undef LB4_SERVICES_MAP_V2
+# define LB4_SERVICES_MAP_V2 cilium_lb4_services_v2
+# undef LB4_BACKEND_MAP
+# define LB4_BACKEND_MAP cilium_lb4_backends_v3
+# undef LB4_REVERSE_NAT_MAP
+# define LB4_REVERSE_NAT_MAP cilium_lb4_reverse_nat
+# undef LB6_SERVICES_MAP_V2
+# define LB6_SERVICES_MAP_V2 cilium_lb6_services_v2
+# undef LB6_BACKEND_MAP
+# define LB6_BACKEND_MAP cilium_lb6_backends_v3
+# undef LB6_REVERSE_NAT_MAP
+# define LB6_REVERSE_NAT_MAP cilium_lb6_reverse_nat
+# undef LB4_SRC_RANGE_MAP
+# define LB4_SRC_RANGE_MAP cilium_lb4_source_range
+# undef LB6_SRC_RANGE_MAP
+# define LB6_SRC_RANGE_MAP cilium_lb6_source_range
+/* NODEPORT_PORT_MIN_NAT is NODEPORT_PORT_MAX + 1 here (a define, not CONFIG()). */
+# ifdef NPH_NAT_PORT_MAX_MIN1
+#  undef NODEPORT_PORT_MAX
+#  define NODEPORT_PORT_MAX NPH_NAT_PORT_MAX_MIN1
+# endif
+# ifdef NPH_NATIVE_IFINDEX
+#  undef DIRECT_ROUTING_DEV_IFINDEX
+#  define DIRECT_ROUTING_DEV_IFINDEX NPH_NATIVE_IFINDEX
+# endif
+#endif
+
 #define NPH_OPT_MAX 64
 
 struct nph_control {
@@ -41,6 +93,7 @@ struct nph_capture {
 	__u32 ifindex;
 	__u32 flags;
 	__u32 fib_calls;
+	__u32 self;		/* redirected back out the receiving device (redirect_self) */
 	__u32 tun_set;		/* ctx_set_tunnel_key was called */
 	__u32 tun_id;
 	__u32 tun_v6;
@@ -158,7 +211,11 @@ static __always_inline void nph_record(__u32 kind, int ifindex, __u32 flags)
 static __always_inline int
 nph_ctx_redirect(const struct __sk_buff *ctx __maybe_unused, int ifindex, __u32 flags)
 {
+	struct nph_capture *cap = nph_cap();
+
 	nph_record(1, ifindex, flags);
+	if (cap)
+		cap->self = (__u32)ifindex == ctx->ifindex;
 	return CTX_ACT_REDIRECT;
 }
 #define ctx_redirect nph_ctx_redirect

@@ -4,6 +4,13 @@
 #include <bpf/ctx/skb.h>
 #include <bpf/api.h>
 
+#if NPH_CILIUM_MINOR < 120
+/* bpf_host.c includes the tree's ep_config.h, which names the CT maps again: take it in
+ * first, so the harness's map names (harness.h) are the last word. */
+# include <node_config.h>
+# include <ep_config.h>
+#endif
+
 #include "harness.h"
 
 #include <bpf_host.c>
