@@ -494,6 +494,16 @@ def _ipv6_world_vni(m: Obs, d: Obs) -> bool:
     return _only_vni(m, d, prog.WORLD_IPV6_ID, prog.WORLD_ID)
 
 
+def _ct_created_as_syn(what: str, _key: Any, m: Any, d: Any) -> bool:
+    """A TCP CT entry created by a non-SYN packet: Cilium still records it as a SYN (no
+    seen_non_syn, the SYN timeout), the model as established; nothing else may differ."""
+    if what != "ct" or m is None or d is None:
+        return False
+    if not m.seen_non_syn or d.seen_non_syn or d.lifetime >= m.lifetime:
+        return False
+    return bool(attrs.evolve(d, seen_non_syn=True, lifetime=m.lifetime) == m)
+
+
 # Differences between the model and Cilium that the difftest counts and prints instead of
 # stopping at (datapath.difftest.Declared); each one is a model finding, with its line.
 DECLARED = (
@@ -511,6 +521,14 @@ DECLARED = (
                   "nodeport_add_tunnel_encap(..., WORLD_IPV6_ID, ...)) carries VNI 2, "
                   "the model's _outer() says WORLD_IPV6_ID = 10",
              match=_ipv6_world_vni),
+    Declared(name="ct-created-as-syn",
+             cite="lib/conntrack.h:1137 ct_create4 (ct_create6 alike) creates every TCP "
+                  "entry with seen_flags = TCP_FLAG_SYN, whatever the packet: an entry a "
+                  "non-SYN creates (a resumed connection's ACK after its backend changed: "
+                  "the new backend's nodeport CT_EGRESS entry) has seen_non_syn 0 and the "
+                  "SYN timeout until the next packet; the model's conntrack.created() sets "
+                  "seen_non_syn from the packet and the established lifetime",
+             row=_ct_created_as_syn),
 )
 
 

@@ -263,7 +263,7 @@ class Summary:
                 f"{self.observations} packet observations compared in {self.seconds:.1f}s "
                 f"({self.obs_per_s:,.0f} obs/s); "
                 + ("FAILED" if self.failure else "model and datapath agree")
-                + "".join(f"; {n} observations differ as declared ({k})"
+                + "".join(f"; {n} comparisons differ as declared ({k})"
                           for k, n in sorted(self.declared.items())))
 
 

@@ -99,7 +99,10 @@ class Declared:
 
     name: str
     cite: str
-    match: Callable[[Obs, Obs], bool]
+    match: Callable[[Obs, Obs], bool] = attrs.field(default=lambda _m, _d: False)
+    # a map row: (map kind "ct"/"snat", key, model value, datapath value) -> declared?
+    row: Callable[[str, Any, Any, Any], bool] = attrs.field(
+        default=lambda _w, _k, _m, _d: False)
 
 
 @attrs.frozen(kw_only=True)
@@ -365,22 +368,30 @@ class DatapathNet:
 
 
 # -- comparison ----------------------------------------------------------------------------
-def _diff_maps(node: str, what: str, m: Mapping[Any, Any], d: Mapping[Any, Any]) -> list[str]:
+def _diff_maps(node: str, what: str, m: Mapping[Any, Any], d: Mapping[Any, Any],
+               declared: tuple[Declared, ...] = (), seen: dict[str, int] | None = None
+               ) -> list[str]:
     out = []
     for k in sorted(set(m) | set(d), key=repr):
         if m.get(k) != d.get(k):
+            w = next((w for w in declared if w.row(what, k, m.get(k), d.get(k))), None)
+            if w is not None and seen is not None:
+                seen[w.name] = seen.get(w.name, 0) + 1
+                continue
             out.append(f"{node} {what} {k}: model={m.get(k)} datapath={d.get(k)}")
     return out
 
 
 def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
-                ren: PortRenaming, lb: bool = False) -> list[str]:
-    """Field-by-field differences between the model's and the abstracted datapath state."""
+                ren: PortRenaming, lb: bool = False, declared: tuple[Declared, ...] = (),
+                seen: dict[str, int] | None = None) -> list[str]:
+    """Field-by-field differences between the model's and the abstracted datapath state
+    (rows a declared divergence recognises are counted in `seen` instead)."""
     out: list[str] = []
     for node in sorted(model):
         m, d = model[node], ren.nat_state(dp[node])
-        out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries)
-        out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries)
+        out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries, declared, seen)
+        out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries, declared, seen)
         if lb and m.lb != d.lb:
             out += _diff_maps(node, "lb.services", m.lb.services, d.lb.services)
             out += _diff_maps(node, "lb.backends", m.lb.backends, d.lb.backends)
@@ -429,7 +440,8 @@ class DiffRun:
 
     def _state_diffs(self, lb: bool = False) -> list[str]:
         return diff_states(self.model_states(), self.net.states(self.state.nodes, lb),
-                           self.ren, lb=lb)
+                           self.ren, lb=lb, declared=self.declared,
+                           seen=self.counters.declared)
 
     def check_programming(self) -> Divergence | None:
         """LB maps as programmed must abstract to the model's LbMaps."""
