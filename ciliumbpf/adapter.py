@@ -504,6 +504,16 @@ def _ct_created_as_syn(what: str, _key: Any, m: Any, d: Any) -> bool:
     return bool(attrs.evolve(d, seen_non_syn=True, lifetime=m.lifetime) == m)
 
 
+def _dead_entry_not_refreshed(what: str, _key: Any, m: Any, d: Any) -> bool:
+    """A CT entry closed in both directions: a later packet does not move Cilium's
+    lifetime (earlier than the model's); nothing else may differ."""
+    if what != "ct" or m is None or d is None:
+        return False
+    if not (m.tx_closing and m.rx_closing) or d.lifetime >= m.lifetime:
+        return False
+    return bool(attrs.evolve(d, lifetime=m.lifetime) == m)
+
+
 # Differences between the model and Cilium that the difftest counts and prints instead of
 # stopping at (datapath.difftest.Declared); each one is a model finding, with its line.
 DECLARED = (
@@ -529,6 +539,13 @@ DECLARED = (
                   "SYN timeout until the next packet; the model's conntrack.created() sets "
                   "seen_non_syn from the packet and the established lifetime",
              row=_ct_created_as_syn),
+    Declared(name="ct-dead-entry-not-refreshed",
+             cite="lib/conntrack.h:373 __ct_lookup refreshes the lifetime only "
+                  "if (ct_entry_alive(entry)); an entry closed in both directions keeps the "
+                  "CT_CLOSE_TIMEOUT it got when it closed (a later FIN/RST re-arms it, "
+                  "conntrack.h:427), while the model's _lifetime() gives now + "
+                  "CT_CLOSE_TIMEOUT on every packet",
+             row=_dead_entry_not_refreshed),
 )
 
 

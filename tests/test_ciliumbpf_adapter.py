@@ -235,3 +235,22 @@ def test_real_bpf_host_118_vectors() -> None:
     for name in ("lb4_nat_fwd.yaml", "hybrid.yaml"):
         rep = run_vector_file(VECTORS / name, f, version=f.cilium_version)
         assert rep.ok and not rep.skipped, rep.format()
+
+
+def test_mutant_patches_apply_or_say_why(tmp_path: Path) -> None:
+    """Mutants are zero-context diffs: applied at their line, or where the old line occurs
+    exactly once; anything else is a one-line error, never a partial patch."""
+    from ciliumbpf.errors import BpfInputError
+    from ciliumbpf.mutate import apply_hunks, load_mutants, parse_diff
+
+    muts = load_mutants()
+    assert len(muts) >= 4 and all(m.description for m in muts)
+    desc, patches = parse_diff("# flips x\n--- a/bpf/lib/x.h\n+++ b/bpf/lib/x.h\n"
+                               "@@ -2 +2 @@\n-b = 1;\n+b = 0;\n", "t.diff")
+    assert desc == "flips x" and list(patches) == ["lib/x.h"]
+    assert apply_hunks("a;\nb = 1;\nc;", patches["lib/x.h"], "x") == "a;\nb = 0;\nc;"
+    assert apply_hunks("z;\na;\nb = 1;", patches["lib/x.h"], "x") == "z;\na;\nb = 0;"
+    with pytest.raises(BpfInputError, match="does not apply"):
+        apply_hunks("b = 1;\nq;\nb = 1;", patches["lib/x.h"], "x")
+    with pytest.raises(BpfInputError, match="not under bpf/"):
+        parse_diff("--- a/x.h\n+++ b/x.h\n@@ -1 +1 @@\n-a\n+b\n", "t.diff")
