@@ -22,6 +22,8 @@ from datapath.host import HookResult, Node
 MapDump = dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]
 
 DEFAULT_FACTORY = "datapath.host:make_node"
+# Short names for --datapath; `cilium-bpf` runs the user's Cilium tree (--cilium-src).
+SHORT_NAMES = {"reference": DEFAULT_FACTORY, "cilium-bpf": "ciliumbpf.adapter:make_node"}
 
 
 @runtime_checkable
@@ -59,14 +61,19 @@ def reference_factory(config: NodeConfig, faults: frozenset[str] = frozenset()) 
     return Node(config, faults)
 
 
-def load_factory(spec: str | None) -> DatapathFactory:
-    """Resolve `module:factory`; a bad spec is bad input: one line, exit 2 (VectorFileError).
+def load_factory(spec: str | None, cilium_src: str | None = None) -> DatapathFactory:
+    """Resolve `module:factory` or a short name; a bad spec is bad input: one line, exit 2.
 
     Importing runs the user's module: whatever it raises (a syntax error, an exception at
     import time) is reported against --datapath, and so is a factory that raises or builds
     something that is not a Datapath."""
     if not spec:
         return reference_factory
+    if spec == "cilium-bpf":
+        mod: Any = importlib.import_module("ciliumbpf.adapter")
+        real: DatapathFactory = mod.factory(cilium_src)
+        return real
+    spec = SHORT_NAMES.get(spec, spec)
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
         raise VectorFileError("--datapath", "module:factory",

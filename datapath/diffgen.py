@@ -226,7 +226,11 @@ def run_program(doc: dict[str, Any], factory: DatapathFactory, faults: frozenset
                 ) -> Divergence | None:
     """Parse the document and run it on both sides; the first divergence or None."""
     sc = parse(doc, "<difftest>")
-    return DiffRun(sc.world, factory, faults, spec, counters).run(sc.flows)
+    run = DiffRun(sc.world, factory, faults, spec, counters)
+    try:
+        return run.run(sc.flows)
+    finally:
+        run.net.close()
 
 
 @attrs.frozen(kw_only=True)
@@ -246,6 +250,8 @@ class Summary:
     observations: int
     seconds: float
     failure: Failure | None
+    declared: dict[str, int] = attrs.field(factory=dict)
+    units: tuple[int, ...] = ()  # the campaign units this run covered (see plan())
 
     @property
     def obs_per_s(self) -> float:
@@ -261,18 +267,69 @@ class Summary:
                 f"{n(self.observations, 'packet observation')} compared in "
                 f"{self.seconds:.1f}s "
                 f"({self.obs_per_s:,.0f} obs/s); "
-                + ("FAILED" if self.failure else "model and datapath agree"))
+                + ("FAILED" if self.failure else "model and datapath agree")
+                + "".join(f"; {n} comparisons differ as declared ({k})"
+                          for k, n in sorted(self.declared.items())))
 
 
 class _Found(Exception):
     pass
 
 
-def difftest(examples: int, seed: int, factory: DatapathFactory,
-             faults: frozenset[str] = frozenset(), *,
+CHUNK = 10  # generated programs per unit: the grain of --shard and --jobs
+
+
+@attrs.frozen(kw_only=True)
+class Unit:
+    """One deterministic slice of a campaign: a configuration, a chunk of its budget, and
+    the Hypothesis seed that generates exactly those programs wherever it runs."""
+
+    index: int
+    combo: int
+    chunk: int
+    examples: int
+    seed: int
+
+
+def plan(examples: int, seed: int) -> list[Unit]:
+    """The campaign: the budget split evenly over every configuration (no mode, dispatch,
+    routing or family left to the generator's luck), each share in chunks of CHUNK."""
+    per = max(1, -(-examples // len(COMBOS)))
+    units: list[Unit] = []
+    for i in range(len(COMBOS)):
+        for j in range(-(-per // CHUNK)):
+            useed = seed * 1000 + i + j * (1 << 32)  # chunk 0 keeps the historical seed
+            units.append(Unit(index=len(units), combo=i, chunk=j,
+                              examples=min(CHUNK, per - j * CHUNK), seed=useed))
+    return units
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' (0 <= I < N) into (I, N); ValueError with the reason otherwise."""
+    i, sep, n = text.partition("/")
+    if not sep or not i.isdigit() or not n.isdigit() or int(n) < 1 or int(i) >= int(n):
+        raise ValueError(f"--shard: expected I/N with 0 <= I < N, got {text!r}")
+    return int(i), int(n)
+
+
+@attrs.frozen(kw_only=True)
+class UnitResult:
+    """What one unit did (counters, and its shrunk failure if any)."""
+
+    unit: Unit
+    programs: int
+    steps: int
+    observations: int
+    declared: dict[str, int]
+    failure: Failure | None
+
+
+def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = frozenset(),
              shrink: bool = True, spec: str = "datapath",
-             progress: Callable[[int, Counters], None] | None = None) -> Summary:
-    """Run `examples` generated programs (fixed seed); on divergence shrink to a minimal one."""
+             progress: Callable[[int, Counters], None] | None = None,
+             base: int = 0) -> UnitResult:
+    """One unit's programs (the explicit drain example with chunk 0), stopping at the
+    first divergence, shrunk when `shrink`."""
     counters = Counters()
     calls = [0]
     last: list[Failure] = []
@@ -282,28 +339,92 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
         calls[0] += 1
         div = run_program(doc, factory, faults, counters, spec)
         if progress is not None:
-            progress(calls[0], counters)
+            progress(base + calls[0], counters)
         if div is not None:
             last[:] = [Failure(doc=doc, divergence=div)]
             raise _Found(div.step)
 
-    check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
+    combo = COMBOS[unit.combo]
+    test = given(programs(combo))(one)
+    if unit.chunk == 0:
+        test = example(drain_program(combo))(test)
+    prop = hseed(unit.seed)(settings(
+        max_examples=unit.examples, deadline=None, database=None, phases=phases,
+        suppress_health_check=list(HealthCheck), print_blob=False)(test))
+    with contextlib.suppress(_Found):
+        prop()
+    return UnitResult(unit=unit, programs=calls[0], steps=counters.steps,
+                      observations=counters.observations, declared=dict(counters.declared),
+                      failure=last[0] if last else None)
+
+
+_WORK: tuple[DatapathFactory, frozenset[str], bool, str] | None = None
+
+
+def _work(unit: Unit) -> UnitResult:
+    assert _WORK is not None
+    factory, faults, shrink, spec = _WORK
+    return run_unit(unit, factory, faults, shrink, spec)
+
+
+def difftest(examples: int, seed: int, factory: DatapathFactory,
+             faults: frozenset[str] = frozenset(), *,
+             shrink: bool = True, spec: str = "datapath",
+             progress: Callable[[int, Counters], None] | None = None,
+             jobs: int = 1, shard: tuple[int, int] = (0, 1)) -> Summary:
+    """Run `examples` generated programs (fixed seed); on divergence shrink to a minimal one.
+
+    `shard` (I, N) runs the units whose index is I mod N: the union of all N shards is the
+    unsharded campaign, unit for unit. `jobs` > 1 runs units in that many forked processes;
+    the failure reported is the lowest unit's, as a sequential run would find first."""
+    global _WORK
+    probe = check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
+    if callable(getattr(probe, "close", None)):
+        probe.close()  # type: ignore[attr-defined]
+    units = [u for u in plan(examples, seed) if u.index % shard[1] == shard[0]]
     t0 = time.perf_counter()
-    # The budget is split evenly over every accepted configuration so that no mode,
-    # dispatch, routing or family is left to the generator's luck.
-    per = max(1, -(-examples // len(COMBOS)))
-    for i, combo in enumerate(COMBOS):
-        prop = hseed(seed * 1000 + i)(settings(
-            max_examples=per, deadline=None, database=None, phases=phases,
-            suppress_health_check=list(HealthCheck), print_blob=False)(
-                given(programs(combo))(example(drain_program(combo))(one))))
-        with contextlib.suppress(_Found):
-            prop()
-        if last:
-            break
+    results: list[UnitResult] = []
+    if jobs <= 1 or len(units) <= 1:
+        done = 0
+        for u in units:
+            r = run_unit(u, factory, faults, shrink, spec, progress, done)
+            done += r.programs
+            results.append(r)
+            if r.failure is not None:
+                break
+    else:
+        import multiprocessing
+
+        free = getattr(factory, "free", None)
+        if callable(free):
+            free()  # loaded objects must not be shared with the forked workers
+        _WORK = (factory, faults, shrink, spec)
+        total = Counters()
+        try:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                for r in pool.imap_unordered(_work, units):
+                    results.append(r)
+                    total.steps += r.steps
+                    total.observations += r.observations
+                    if progress is not None:
+                        progress(sum(x.programs for x in results), total)
+        finally:
+            _WORK = None
+        results.sort(key=lambda r: r.unit.index)
+        first = next((i for i, r in enumerate(results) if r.failure is not None), None)
+        if first is not None:
+            results = results[:first + 1]
     dt = time.perf_counter() - t0
-    return Summary(programs=calls[0], steps=counters.steps, observations=counters.observations,
-                   seconds=dt, failure=last[0] if last else None)
+    declared: dict[str, int] = {}
+    for r in results:
+        for k, n in r.declared.items():
+            declared[k] = declared.get(k, 0) + n
+    fail = next((r.failure for r in results if r.failure is not None), None)
+    return Summary(programs=sum(r.programs for r in results),
+                   steps=sum(r.steps for r in results),
+                   observations=sum(r.observations for r in results),
+                   seconds=dt, failure=fail, declared=declared,
+                   units=tuple(r.unit.index for r in results))
 
 
 def format_failure(f: Failure, width: int = 100) -> str:
@@ -324,9 +445,10 @@ def format_failure(f: Failure, width: int = 100) -> str:
     return "\n".join(out)
 
 
-def planned(examples: int) -> int:
-    """How many programs a run generates: the budget rounded up to every configuration."""
-    return max(1, -(-examples // len(COMBOS))) * len(COMBOS)
+def planned(examples: int, shard: tuple[int, int] = (0, 1)) -> int:
+    """How many programs a run (or one shard) generates: the budget rounded up to every
+    configuration."""
+    return max(1, sum(u.examples for u in plan(examples, 0) if u.index % shard[1] == shard[0]))
 
 
 def text_progress(total: int, stream: Any = None) -> Callable[[int, Counters], None]:

@@ -92,6 +92,20 @@ class End:
 
 
 @attrs.frozen(kw_only=True)
+class Declared:
+    """A difference a datapath declares up front, with the source line that explains it:
+    `match(model, datapath)` recognises exactly that difference in one hook observation.
+    Each use is counted and printed with the run's summary; nothing else is forgiven."""
+
+    name: str
+    cite: str
+    match: Callable[[Obs, Obs], bool] = attrs.field(default=lambda _m, _d: False)
+    # a map row: (map kind "ct"/"snat", key, model value, datapath value) -> declared?
+    row: Callable[[str, Any, Any, Any], bool] = attrs.field(
+        default=lambda _w, _k, _m, _d: False)
+
+
+@attrs.frozen(kw_only=True)
 class Divergence:
     """The first disagreement: which step, what differs, and both traces so far."""
 
@@ -226,6 +240,13 @@ class DatapathNet:
             for n in world.cluster.nodes}
         self.node_ips = {n.name: (n.ip, n.router_ip) for n in world.cluster.nodes}
 
+    def close(self) -> None:
+        """Free every node that holds resources (a `close()` method: real BPF objects)."""
+        for dp in self.nodes.values():
+            fn = getattr(dp, "close", None)
+            if callable(fn):
+                fn()
+
     def advance(self, seconds: int) -> None:
         """Every node's clock moves together."""
         for dp in self.nodes.values():
@@ -347,22 +368,30 @@ class DatapathNet:
 
 
 # -- comparison ----------------------------------------------------------------------------
-def _diff_maps(node: str, what: str, m: Mapping[Any, Any], d: Mapping[Any, Any]) -> list[str]:
+def _diff_maps(node: str, what: str, m: Mapping[Any, Any], d: Mapping[Any, Any],
+               declared: tuple[Declared, ...] = (), seen: dict[str, int] | None = None
+               ) -> list[str]:
     out = []
     for k in sorted(set(m) | set(d), key=repr):
         if m.get(k) != d.get(k):
+            w = next((w for w in declared if w.row(what, k, m.get(k), d.get(k))), None)
+            if w is not None and seen is not None:
+                seen[w.name] = seen.get(w.name, 0) + 1
+                continue
             out.append(f"{node} {what} {k}: model={m.get(k)} datapath={d.get(k)}")
     return out
 
 
 def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
-                ren: PortRenaming, lb: bool = False) -> list[str]:
-    """Field-by-field differences between the model's and the abstracted datapath state."""
+                ren: PortRenaming, lb: bool = False, declared: tuple[Declared, ...] = (),
+                seen: dict[str, int] | None = None) -> list[str]:
+    """Field-by-field differences between the model's and the abstracted datapath state
+    (rows a declared divergence recognises are counted in `seen` instead)."""
     out: list[str] = []
     for node in sorted(model):
         m, d = model[node], ren.nat_state(dp[node])
-        out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries)
-        out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries)
+        out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries, declared, seen)
+        out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries, declared, seen)
         if lb and m.lb != d.lb:
             out += _diff_maps(node, "lb.services", m.lb.services, d.lb.services)
             out += _diff_maps(node, "lb.backends", m.lb.backends, d.lb.backends)
@@ -375,10 +404,12 @@ def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
 
 @attrs.define
 class Counters:
-    """What a run compared: steps (walks) and packet observations (hooks + walk ends)."""
+    """What a run compared: steps (walks), packet observations (hooks + walk ends), and
+    how many observations differed only as a declared divergence (by name)."""
 
     steps: int = 0
     observations: int = 0
+    declared: dict[str, int] = attrs.field(factory=dict)
 
 
 class DiffRun:
@@ -388,6 +419,7 @@ class DiffRun:
                  faults: frozenset[str] = frozenset(), spec: str = "datapath",
                  counters: Counters | None = None) -> None:
         self.world = world
+        self.declared: tuple[Declared, ...] = tuple(getattr(factory, "declared", ()))
         self.state = initial_state(world)
         self.net = DatapathNet(world, factory, faults, spec)
         cfg = world.cfg
@@ -408,7 +440,8 @@ class DiffRun:
 
     def _state_diffs(self, lb: bool = False) -> list[str]:
         return diff_states(self.model_states(), self.net.states(self.state.nodes, lb),
-                           self.ren, lb=lb)
+                           self.ren, lb=lb, declared=self.declared,
+                           seen=self.counters.declared)
 
     def check_programming(self) -> Divergence | None:
         """LB maps as programmed must abstract to the model's LbMaps."""
@@ -429,6 +462,12 @@ class DiffRun:
                 d = attrs.evolve(d, packet=self.ren.apply(
                     d.packet, m.packet if m is not None else None, client_port))
                 renamed.append(d)
+            if m != d and m is not None and d is not None:
+                w = next((w for w in self.declared if w.match(m, d)), None)
+                if w is not None:
+                    self.counters.declared[w.name] = self.counters.declared.get(w.name, 0) + 1
+                    renamed[-1] = attrs.evolve(d, note=f"{d.note} (declared: {w.name})")
+                    continue
             if m != d:
                 what.append(f"hook #{i + 1}: model {obs_str(m) if m else '(none)'} | "
                             f"datapath {obs_str(d) if d else '(none)'}")

@@ -14,15 +14,22 @@ from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceCo
 from datapath.drop import DropReason, Verdict
 from datapath.errors import ConfigError, VectorFileError
 from datapath.host import HOOKS, HookResult, make_node
-from datapath.maps import CtTuple, NodeMaps
+from datapath.maps import CtTuple
 from datapath.packet import PROTO_NAMES, ip_bytes, ip_text
 from datapath.spec import FIELD_NAMES, SpecError, build_packet, check_spec, describe
+
+
+class MapsView(Protocol):
+    """Maps by Cilium name (NodeMaps, or a real datapath's snapshot view)."""
+
+    def by_name(self, name: str) -> Any: ...
 
 
 class Datapath(Protocol):
     """What the runner needs from a datapath: run hooks and expose readable maps."""
 
-    maps: NodeMaps
+    @property
+    def maps(self) -> MapsView: ...
 
     def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
             ) -> HookResult: ...
@@ -43,16 +50,42 @@ class VectorReport:
     source: str
     steps: int
     failures: tuple[str, ...]
+    skipped: str = ""  # why this datapath/version is not covered by the file
+    diverged: tuple[str, ...] = ()  # steps that still diverge as the file documents
 
     @property
     def ok(self) -> bool:
-        """True when every expectation held."""
+        """True when every expectation held (or the file does not cover this version)."""
         return not self.failures
 
     def format(self) -> str:
         """Human-readable summary with a field-by-field diff."""
+        if self.skipped:
+            return f"SKIP {self.path} ({self.skipped})"
         head = f"{'PASS' if self.ok else 'FAIL'} {self.path} ({self.steps} steps; {self.source})"
-        return "\n".join([head, *(f"  {f}" for f in self.failures)])
+        return "\n".join([head, *(f"  {f}" for f in self.failures),
+                          *(f"  DIVERGES {d}" for d in self.diverged)])
+
+
+def _minor(version: str) -> str:
+    """'1.20.0-dev' -> '1.20'."""
+    return ".".join(version.split(".")[:2])
+
+
+def covers(doc: Mapping[str, Any], path: str, version: str | None) -> str:
+    """Why a vector file does not cover this Cilium version ('' when it does). `cilium:`
+    lists the versions whose bytes the file encodes; without it, the reference only."""
+    if version is None:
+        return ""
+    vs = doc.get("cilium")
+    if vs is None:
+        why = doc.get("reference_only", "the file names no Cilium version (key `cilium`)")
+        return f"reference datapath only: {why}"
+    if not isinstance(vs, list) or not all(isinstance(v, str) for v in vs):
+        raise VectorFileError(path, "cilium", "must be a list of versions like \"1.20\"")
+    if _minor(version) not in vs:
+        return f"bytes from Cilium {', '.join(vs)}; tree is {version}"
+    return ""
 
 
 def _need(d: Any, key: str, path: str, kp: str) -> Any:
@@ -427,10 +460,16 @@ def _byte_diff(want: bytes, got: bytes | bytearray, where: str) -> list[str]:
 
 
 def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None = None,
-                    faults: frozenset[str] = frozenset()) -> VectorReport:
-    """Run one vector file against a fresh datapath; malformed files raise VectorFileError."""
+                    faults: frozenset[str] = frozenset(), version: str | None = None
+                    ) -> VectorReport:
+    """Run one vector file against a fresh datapath; malformed files raise VectorFileError.
+    `version`: the Cilium tree's VERSION when the datapath is Cilium's own code."""
     p = str(path)
     doc = load_vector_file(path)
+    why = covers(doc, p, version)
+    if why:
+        return VectorReport(p, str(doc["source"]), len(doc["steps"]), (), skipped=why)
+    diverged: list[str] = []
     try:
         cfg = _build_config(doc, p)
         factory: DatapathFactory = datapath_factory or make_node
@@ -468,12 +507,31 @@ def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None =
         exp = st.get("expect") or {}
         if not isinstance(exp, dict):
             raise VectorFileError(p, f"steps[{i}].expect", "must be a mapping")
-        fails.extend(_check_result(res, _subst(exp, caps), where, p))
+        step_fails = _check_result(res, _subst(exp, caps), where, p)
         if "maps" in exp:
-            fails.extend(_check_maps(dp, list(exp["maps"]), caps, where, p))
+            step_fails += _check_maps(dp, list(exp["maps"]), caps, where, p)
+        why_div = _divergence(st, version, p, where)
+        if why_div and step_fails:
+            diverged.append(f"{where}: {why_div}")
+        elif why_div:
+            fails.append(f"{where}: documented divergence no longer happens: {why_div}")
+        else:
+            fails.extend(step_fails)
         for name, field in (st.get("capture") or {}).items():
             caps[str(name)] = describe(res.packet).get(str(field))
-    return VectorReport(p, str(doc["source"]), len(doc["steps"]), tuple(fails))
+    return VectorReport(p, str(doc["source"]), len(doc["steps"]), tuple(fails),
+                        diverged=tuple(diverged))
+
+
+def _divergence(st: Mapping[str, Any], version: str | None, path: str, where: str) -> str:
+    """A step's documented disagreement with this Cilium version (`diverges: {"1.20": why}`),
+    citing the Cilium source line; the step must still disagree, or the file is stale."""
+    div = st.get("diverges")
+    if div is None or version is None:
+        return ""
+    if not isinstance(div, Mapping):
+        raise VectorFileError(path, f"{where}.diverges", "must map versions to reasons")
+    return str(div.get(_minor(version), ""))
 
 
 def main(argv: list[str] | None = None) -> int:

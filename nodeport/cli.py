@@ -13,7 +13,7 @@ from model.errors import InputError
 from nodeport.term import colour_on, paint
 
 # Each module defines register(subparsers); the parser sets args.func(args) -> int.
-COMMANDS = ("trace", "prove", "diagram", "vectors", "difftest", "bench")
+COMMANDS = ("trace", "prove", "diagram", "vectors", "difftest", "bench", "bpf_tests")
 PREFIX = "nodeport: error: "
 
 # Exit statuses, shown in every --help; a command adds its own meaning of 1 (and 3).
@@ -25,6 +25,7 @@ EXIT_CODES = {
     "vectors": "1  a vector failed (the datapath disagrees with a golden vector)",
     "difftest": "1  model and datapath disagree (or a seeded fault survived)",
     "bench": "1  -",
+    "bpf-tests": "1  a Cilium test failed, or an object could not be opened or loaded",
 }
 
 

@@ -12,6 +12,7 @@ from datapath.diffgen import (
     format_failure,
     format_kill_table,
     kill_table,
+    parse_shard,
     planned,
     text_progress,
 )
@@ -22,8 +23,10 @@ def run(args: argparse.Namespace) -> int:
     """0 when model and datapath agree (or every fault is killed), 1 otherwise."""
     if args.examples < 1:
         raise InputError(f"--examples: {args.examples} is not at least 1")
-    factory = load_factory(args.datapath)
+    factory = load_factory(args.datapath, args.cilium_src)
     spec = args.datapath or DEFAULT_FACTORY
+    if args.mutants and args.datapath == "cilium-bpf":
+        return _bpf_mutants(args)
     if args.mutants:
         def note(name: str) -> None:
             if not args.quiet:
@@ -31,27 +34,64 @@ def run(args: argparse.Namespace) -> int:
         rows = kill_table(args.examples, args.seed, factory, progress=note)
         print(format_kill_table(rows))
         return 0 if all(d or v for _n, d, v in rows) else 1
-    progress = None if args.quiet else text_progress(planned(args.examples))
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as e:
+        raise SystemExit(_usage(str(e))) from None
+    if args.jobs < 1:
+        raise SystemExit(_usage("--jobs must be at least 1"))
+    progress = None if args.quiet else text_progress(planned(args.examples, shard))
     summary = difftest(args.examples, args.seed, factory, spec=spec,
-                       progress=progress)
+                       progress=progress, jobs=args.jobs, shard=shard)
     if progress is not None:
         print(file=sys.stderr)
     if summary.failure is not None:
         print(format_failure(summary.failure))
+    if shard != (0, 1):
+        print(f"shard {shard[0]}/{shard[1]}: units {','.join(map(str, summary.units))}")
     print(summary.line())
     return 1 if summary.failure is not None else 0
+
+
+def _usage(msg: str) -> int:
+    print(f"nodeport: error: difftest: {msg}", file=sys.stderr)
+    return 2
+
+
+def _bpf_mutants(args: argparse.Namespace) -> int:
+    """The real datapath's kill table: ciliumbpf/mutants/*.diff on shadow copies of the tree."""
+    from pathlib import Path
+
+    from ciliumbpf.mutate import all_killed, format_kill_table, kill_table
+
+    vectors = sorted((Path(__file__).resolve().parent.parent / "vectors").glob("*.yaml"))
+
+    def note(name: str) -> None:
+        if not args.quiet:
+            print(f"  mutant {name}...", file=sys.stderr, flush=True)
+    rows = kill_table(args.cilium_src, args.examples, args.seed, vectors, progress=note)
+    print(format_kill_table(rows))
+    return 0 if all_killed(rows) else 1
 
 
 def register(subparsers: Any) -> None:
     """Add the `difftest` subcommand to the nodeport CLI."""
     p = subparsers.add_parser(
         "difftest", help="differential testing: model vs datapath on generated programs")
+    p.add_argument("--cilium-src", default=None, metavar="DIR",
+                   help="Cilium tree for --datapath cilium-bpf (default: $NODEPORT_CILIUM_SRC)")
     p.add_argument("--datapath", default=None, metavar="module:factory",
                    help=f"datapath factory (default: {DEFAULT_FACTORY})")
     p.add_argument("--examples", type=int, default=200, metavar="N",
                    help="generated programs (split over every configuration; default 200)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="generator seed")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run the campaign's units in N processes (default 1)")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="run only units I, I+N, I+2N... (deterministic seeds: the N shards "
+                        "together are the unsharded run)")
     p.add_argument("--mutants", action="store_true",
-                   help="kill table: every seeded datapath fault vs difftest and vectors")
+                   help="kill table: every seeded datapath fault vs difftest and vectors "
+                        "(cilium-bpf: the source patches in ciliumbpf/mutants/)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)

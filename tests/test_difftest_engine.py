@@ -112,3 +112,24 @@ def test_fault_only_visible_after_a_backend_change_is_caught() -> None:
     static = dict(doc, flows=[dict(f, sourcePort=40000 + i) for i, f in enumerate(
         [x for x in doc["flows"] if "setBackends" not in x])])
     assert run_program(static, reference_factory, fault, Counters()) is None
+
+
+def test_shards_partition_the_campaign() -> None:
+    """--shard I/N: deterministic units; the N shards together are the unsharded run, and
+    --jobs runs the same units in worker processes with the same totals."""
+    from datapath.diffgen import parse_shard, plan
+
+    whole = difftest(40, 3, reference_factory)
+    parts = [difftest(40, 3, reference_factory, shard=(i, 3)) for i in range(3)]
+    assert sorted(u for p in parts for u in p.units) == list(whole.units)
+    assert len(whole.units) == len(plan(40, 3))
+    assert sum(p.programs for p in parts) == whole.programs
+    assert sum(p.steps for p in parts) == whole.steps
+    assert sum(p.observations for p in parts) == whole.observations
+    par = difftest(40, 3, reference_factory, jobs=2)
+    assert (par.programs, par.steps, par.observations) == (
+        whole.programs, whole.steps, whole.observations)
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)

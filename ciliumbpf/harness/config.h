@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Load-time configuration values (NODE_CONFIG) that the agent would assign. */
+#pragma once
+
+#if NPH_CILIUM_MINOR >= 120
+#ifdef NPH_NAT_PORT_MAX_MIN1
+/* NODEPORT_PORT_MIN_NAT is nodeport_port_max + 1 (lib/nat.h). */
+ASSIGN_CONFIG(__u16, nodeport_port_min, 30000)
+ASSIGN_CONFIG(__u16, nodeport_port_max, NPH_NAT_PORT_MAX_MIN1)
+#endif
+#ifdef NPH_NATIVE_IFINDEX
+ASSIGN_CONFIG(__u32, direct_routing_dev_ifindex, NPH_NATIVE_IFINDEX)
+#endif
+#endif
+#ifdef NPH_NATIVE_IFINDEX
+ASSIGN_CONFIG(__u32, interface_ifindex, NPH_NATIVE_IFINDEX)
+#endif
+
+#if NPH_CILIUM_MINOR >= 120
+#ifdef NPH_ROUTER_IPV6
+ASSIGN_CONFIG(union v6addr, router_ipv6, NPH_ROUTER_IPV6)
+#endif
+
+/* enable-no-service-endpoints-routable (agent default true): a frontend without
+ * backends drops with DROP_NO_SERVICE instead of passing the packet on. */
+ASSIGN_CONFIG(bool, enable_no_service_endpoints_routable, true)
+#endif

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* nodeport-model harness for the user's bpf_host.c (cil_from_netdev, cil_to_netdev).
+ * Configuration comes as -D defines rendered by ciliumbpf/programming.py. */
+#include <bpf/ctx/skb.h>
+#include <bpf/api.h>
+
+#if NPH_CILIUM_MINOR < 120
+/* bpf_host.c includes the tree's ep_config.h, which names the CT maps again: take it in
+ * first, so the harness's map names (harness.h) are the last word. */
+# include <node_config.h>
+# include <ep_config.h>
+#endif
+
+#include "harness.h"
+
+#include <bpf_host.c>
+
+#include "config.h"
+
+#if defined(TUNNEL_MODE) && defined(NPH_POD_EGRESS)
+/* The pod's own bpf_lxc (cil_from_container) is not loaded. With tunnel routing, the one
+ * thing it does to a backend's reply that the model's to-netdev hook folds in is the
+ * encapsulation towards a remote tunnel endpoint; this program makes that decision with
+ * Cilium's own code (bpf_lxc.c handle_ipv4_from_lxc / handle_ipv6_from_lxc: ipcache
+ * lookup, encap_and_redirect_lxc with the pod's identity as SECLABEL). CTX_ACT_OK means
+ * "not tunnelled": the adapter continues with cil_to_netdev. */
+__section_entry
+int nph_from_container(struct __ctx_buff *ctx)
+{
+	const struct remote_endpoint_info *info = NULL;
+	struct trace_ctx trace = {};
+	void *data, *data_end;
+	__be16 proto = 0;
+
+	if (!validate_ethertype(ctx, &proto))
+		return CTX_ACT_OK;
+	switch (proto) {
+# ifdef ENABLE_IPV4
+	case bpf_htons(ETH_P_IP): {
+		struct iphdr *ip4;
+
+		if (!revalidate_data(ctx, &data, &data_end, &ip4))
+			return DROP_INVALID;
+		info = lookup_ip4_remote_endpoint(ip4->daddr, 0);
+		break;
+	}
+# endif
+# ifdef ENABLE_IPV6
+	case bpf_htons(ETH_P_IPV6): {
+		struct ipv6hdr *ip6;
+
+		if (!revalidate_data(ctx, &data, &data_end, &ip6))
+			return DROP_INVALID;
+		info = lookup_ip6_remote_endpoint((union v6addr *)&ip6->daddr, 0);
+		break;
+	}
+# endif
+	default:
+		return CTX_ACT_OK;
+	}
+	if (info && info->flag_has_tunnel_ep)
+		return encap_and_redirect_lxc(ctx, info, NPH_POD_EGRESS, info->sec_identity,
+					      &trace, proto);
+	return CTX_ACT_OK;
+}
+#endif

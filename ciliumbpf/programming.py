@@ -1,0 +1,320 @@
+"""NodeConfig -> Cilium's compile-time defines and map entries; Cilium's CT/SNAT rows -> MapDump.
+
+The agent side of one node, for the real datapath: what `pkg/datapath/linux/config`
+renders as defines (ENABLE_DSR, DSR_ENCAP_MODE, IPV4_DIRECT_ROUTING...) and what the
+BPF reconcilers write into cilium_lb{4,6}_services_v2 / _backends_v3 / _reverse_nat,
+cilium_lxc and cilium_ipcache_v2. Which frontend slot holds which backend is the agent's
+rule, shared with the reference datapath (datapath.host.program_maps), so both datapaths
+under test start from the same maps. Values go through the object's BTF layouts
+(ciliumbpf.btf.Layout.pack), never hand-written struct formats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from ciliumbpf.btf import Layout
+from datapath.config import NodeConfig
+from datapath.errors import ConfigError
+from datapath.host import Node
+from datapath.maps import CtEntry, CtTuple, NatEntry
+
+HARNESS_DIR = Path(__file__).resolve().parent / "harness"
+# Interface indexes the harness reports (the FIB stub routes everything out NATIVE).
+NATIVE_IFINDEX = 2
+ENCAP_IFINDEX = 3
+HOST_IFINDEX = 4
+# pkg/identity: reserved identities as node_config.h numbers them.
+WORLD_ID = 2
+WORLD_IPV6_ID = 10  # identity.ReservedIdentityWorldIPv6 (dual-stack)
+REMOTE_NODE_ID = 6
+POD_IDENTITY = 1000
+TUPLE_F_SERVICE = 4
+
+
+def _be32(addr: str) -> str:
+    """A __be32 constant as C sees it on a little-endian target (bpf_htonl of the address)."""
+    return hex(int.from_bytes(ip_address(addr).packed, "little"))
+
+
+def _v6_init(addr: str) -> str:
+    """`{ .addr = { ... } }` for a union v6addr define (IPV6_DIRECT_ROUTING)."""
+    return "{ .addr = { " + ", ".join(hex(b) for b in ip_address(addr).packed) + " } }"
+
+
+def harness_rev() -> str:
+    """Hash of the harness sources: part of the compile cache key (headers are not hashed)."""
+    h = hashlib.sha256()
+    for f in sorted(HARNESS_DIR.iterdir()):
+        if f.suffix in (".c", ".h"):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def minor(version: str) -> int:
+    """'1.18.0-dev' -> 118: the harness's NPH_CILIUM_MINOR (config names differ by release)."""
+    major, _, rest = version.partition(".")
+    try:
+        return int(major) * 100 + int(rest.partition(".")[0])
+    except ValueError:
+        return 120
+
+
+def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> dict[str, str]:
+    """The defines the agent would render for this node (node_config.h / netdev_config.h)."""
+    d: dict[str, str] = {"NPH_HARNESS_REV": harness_rev(), "ENABLE_NODEPORT": "1",
+                         "NPH_CILIUM_MINOR": str(minor(version)),
+                         "NPH_NATIVE_IFINDEX": str(NATIVE_IFINDEX),
+                         # NODEPORT_PORT_MIN_NAT is nodeport_port_max + 1 (lib/nat.h).
+                         "NPH_NAT_PORT_MAX_MIN1": str(cfg.nat_min - 1),
+                         "NPH_NAT_PORT_MAX": str(cfg.nat_max),
+                         # the agent's CT timeout flags (defaults), not node_config.h's
+                         "NPH_CT_LIFETIME_TCP": "8000", "NPH_CT_LIFETIME_ANY": "60",
+                         "NPH_CT_SYN_TIMEOUT": "60", "NPH_CT_CLOSE_TIMEOUT": "10"}
+    if minor(version) < 120:
+        # bpf-lb-proto-diff (agent default true since v1.17): services keyed by protocol,
+        # as later releases always are (lib/lb.h lb4_key_set_protocol)
+        d["ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION"] = "1"
+        d["ENABLE_SRC_RANGE_CHECK"] = "1"  # loadBalancerSourceRanges (agent default on)
+    if cfg.ipv4:
+        d["ENABLE_IPV4"] = "1"
+        d["IPV4_DIRECT_ROUTING"] = _be32(cfg.ipv4)
+    if cfg.ipv6:
+        d["ENABLE_IPV6"] = "1"
+        d["IPV6_DIRECT_ROUTING"] = _v6_init(cfg.ipv6)
+    if cfg.host_routing == "bpf":
+        d["ENABLE_HOST_ROUTING"] = "1"
+    if cfg.mode in ("dsr", "hybrid"):
+        d["ENABLE_DSR"] = "1"
+        # pkg/datapath/linux/config: DSR_ENCAP_NONE/IPIP/GENEVE and the mode in use.
+        d.update(DSR_ENCAP_NONE="1", DSR_ENCAP_IPIP="2", DSR_ENCAP_GENEVE="3",
+                 DSR_ENCAP_MODE="3" if cfg.dispatch == "geneve" else "1")
+        if cfg.mode == "hybrid" and minor(version) < 120:
+            d["ENABLE_DSR_HYBRID"] = "1"  # v1.18 nodeport_uses_dsr: TCP -> DSR, others SNAT
+        elif cfg.mode == "hybrid":
+            d["ENABLE_DSR_BYUSER"] = "1"  # per-service SVC_FLAG_FWD_MODE_DSR decides
+    if cfg.tunnel or (cfg.mode != "snat" and cfg.dispatch == "geneve") or overlay:
+        d["ENCAP_IFINDEX"] = str(ENCAP_IFINDEX)
+        d["TUNNEL_MODE"] = "1"
+    if cfg.tunnel and not overlay:
+        d["NPH_POD_EGRESS"] = str(POD_IDENTITY)  # host.c nph_from_container's SECLABEL
+    # cilium_host's address, the SNAT source towards a tunnel endpoint (nodeport.h
+    # tail_nodeport_nat_egress_ipv4: IPV4_GATEWAY, _ipv6: CONFIG(router_ipv6)): the
+    # scenario's router IP, and for a node without one the model's rule
+    # (model/nodeport.py nodeport_lb: the node's own address).
+    if cfg.router_ipv4 or cfg.ipv4:
+        d["NPH_IPV4_GATEWAY"] = _be32(cfg.router_ipv4 or cfg.ipv4 or "")
+    if cfg.router_ipv6 or cfg.ipv6:
+        d["NPH_ROUTER_IPV6"] = _v6_init(cfg.router_ipv6 or cfg.ipv6 or "")
+    if cfg.no_backend_response == "reject":
+        d["SERVICE_NO_BACKEND_RESPONSE"] = "1"  # tail_no_service_ipv{4,6}: ICMP unreachable
+    if cfg.selection == "first":
+        d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
+                 LB_SELECTION="3")
+    return d
+
+
+def _u(addr: bytes) -> int:
+    return int.from_bytes(addr, "big")
+
+
+def _v6(addr: bytes) -> dict[str, Any]:
+    return {"addr": bytes(addr)}
+
+
+class Entries:
+    """The maps' contents for one NodeConfig: (map name, key fields, value fields) rows."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.ref = Node(cfg)  # the agent's slot/eTP/maintenance rules (program_maps)
+
+    def slots(self, vip: bytes, port: int, proto: int) -> list[int]:
+        """Backend ids in slot order (1..count) of one frontend."""
+        m = self.ref.maps
+        svcs = m.lb6_services if len(vip) == 16 else m.lb4_services
+        out: dict[int, int] = {}
+        for k, v in svcs.items():
+            if k.address == vip and k.dport == port and k.proto == proto and k.backend_slot:
+                out[k.backend_slot] = v.backend_id
+        master = [v for k, v in svcs.items() if k.address == vip and k.dport == port
+                  and k.proto == proto and k.backend_slot == 0]
+        count = master[0].count if master else 0
+        return [out[i] for i in range(1, count + 1) if i in out]
+
+    def rows(self) -> Iterator[tuple[str, Any, Any]]:
+        """Every entry the agent writes, as BTF field dicts."""
+        m = self.ref.maps
+        for fam, svcs, bes, revs in (("4", m.lb4_services, m.lb4_backends, m.lb4_reverse_nat),
+                                     ("6", m.lb6_services, m.lb6_backends, m.lb6_reverse_nat)):
+            a = _u if fam == "4" else _v6
+            for k, v in svcs.items():
+                yield (f"cilium_lb{fam}_services_v2",
+                       {"address": a(k.address), "dport": k.dport, "backend_slot": k.backend_slot,
+                        "proto": k.proto, "scope": k.scope},
+                       {"backend_id": v.backend_id, "count": v.count,
+                        "rev_nat_index": v.rev_nat_index, "flags": v.flags, "flags2": v.flags2})
+            for bid, b in bes.items():
+                yield (f"cilium_lb{fam}_backends_v3", bid,
+                       {"address": a(b.address), "port": b.port, "proto": b.proto,
+                        "flags": b.flags})
+            for idx, r in revs.items():
+                yield (f"cilium_lb{fam}_reverse_nat", idx,
+                       {"address": a(r.address), "port": r.port})
+        for addr, ep in m.lxc.items():
+            v6 = len(addr) == 16
+            key: dict[str, Any] = {"ip6" if v6 else "ip4": {"addr": bytes(addr)}}
+            key["family"] = 2 if v6 else 1  # ENDPOINT_KEY_IPV6 / ENDPOINT_KEY_IPV4
+            yield ("cilium_lxc", key,
+                   {"ifindex": ep.ifindex, "lxc_id": ep.lxc_id, "sec_id": POD_IDENTITY})
+        for idx, cidrs in m.src_range.items():
+            for net, plen in cidrs:
+                v6 = len(net) == 16
+                # lb{4,6}_src_range_ok: prefix = 32 bits of rev_nat_id/pad + the CIDR; the
+                # IPv4 addr is a plain __u32 holding network-order bytes.
+                key = {"lpm_key": {"prefixlen": 32 + plen}, "rev_nat_id": idx,
+                       "addr": {"addr": net} if v6 else int.from_bytes(net, "little")}
+                yield f"cilium_lb{'6' if v6 else '4'}_source_range", key, 1
+        yield from self._ipcache()
+
+    def _ipcache(self) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """cilium_ipcache_v2: pods (local and tunnelled) with an identity, and the world."""
+        teps = {ip_address(a).packed: ip_address(t).packed for a, t in self.cfg.tunnel_endpoints}
+        addrs: set[bytes] = set(teps)
+        addrs |= {ip_address(b.address).packed for b in self.cfg.backends}
+        addrs |= {ip_address(e.address).packed for e in self.cfg.endpoints}
+        for addr in sorted(addrs):
+            v6 = len(addr) == 16
+            key: dict[str, Any] = {"lpm_key": {"prefixlen": 32 + (128 if v6 else 32)},
+                                   "family": 2 if v6 else 1}
+            key["ip6" if v6 else "ip4"] = {"addr": bytes(addr)}
+            val: dict[str, Any] = {"sec_identity": POD_IDENTITY}
+            tep = teps.get(addr)
+            if tep is not None:
+                if len(tep) == 16:
+                    val["tunnel_endpoint"] = {"ip6": {"addr": tep}}
+                    val["flag_ipv6_tunnel_ep"] = 1
+                else:
+                    val["tunnel_endpoint"] = {"ip4": {"addr": tep}}
+                val["flag_has_tunnel_ep"] = 1
+            yield "cilium_ipcache_v2", key, val
+
+
+def fit(lay: Layout | None, value: Any, path: str = "") -> Any:
+    """A row written in the current release's shape, fitted to this tree's BTF layout:
+    `{"addr": bytes}` (union v4addr) into an older plain __be32, and fields the older
+    struct lacks dropped when they are zero (a non-zero one is an error: that release
+    cannot express the row)."""
+    if lay is None:
+        return value
+    if lay.kind == "int" and isinstance(value, Mapping) and len(value) == 1:
+        (k, v), = value.items()
+        if k == "addr":
+            return int.from_bytes(bytes(v), "big" if lay.big_endian else "little")
+        return fit(lay, v, f"{path}.{k}")  # {"ip4": {"addr": ...}} into a plain __be32
+    if lay.kind in ("struct", "union") and isinstance(value, Mapping):
+        fields = _members(lay)
+        out = {}
+        for k, v in value.items():
+            f = fields.get(k)
+            if f is not None:
+                out[k] = v if f.bit_size else fit(f.type, v, f"{path}.{k}")
+            elif k in _IMPLIED:
+                continue
+            elif v not in (0, False, None) and v != {} and not (
+                    isinstance(v, bytes) and not any(v)):
+                raise ConfigError(f"{lay.name}{path}.{k}: this Cilium release has no such "
+                                  f"field, and the agent's row needs {v!r}")
+        return out
+    return value
+
+
+# Fields a newer release spells out and an older one implies.
+_IMPLIED = {"flag_has_tunnel_ep": "v1.18 remote_endpoint_info: a non-zero tunnel_endpoint"}
+
+
+def _members(lay: Layout) -> dict[str, Any]:
+    """Named members, those of anonymous struct/union members included."""
+    out: dict[str, Any] = {}
+    for f in lay.fields:
+        if f.name:
+            out[f.name] = f
+        else:
+            out.update(_members(f.type))
+    return out
+
+
+# -- dumps: Cilium's rows -> the reference's row shape (datapath.maps.NodeMaps.dump) ----
+def _addr(v: Any, v6: bool) -> bytes:
+    if isinstance(v, Mapping):
+        raw = bytes(v.get("addr", b""))
+        return raw if v6 else raw[:4]
+    if isinstance(v, bytes | bytearray):
+        return bytes(v)
+    return int(v).to_bytes(16 if v6 else 4, "big")
+
+
+def ct_tuple(k: Mapping[str, Any], v6: bool) -> CtTuple:
+    """struct ipv{4,6}_ct_tuple fields (daddr, saddr, dport, sport, nexthdr, flags)."""
+    return CtTuple(_addr(k["daddr"], v6), _addr(k["saddr"], v6), int(k["dport"]),
+                   int(k["sport"]), int(k["nexthdr"]), int(k["flags"]))
+
+
+def ct_entry(key: CtTuple, v: Mapping[str, Any], v6: bool) -> CtEntry:
+    """struct ct_entry: the union holds backend_id (CT_SERVICE) or nat_addr (others); an
+    IPv4 nat_addr sits in the last word (p4), as nodeport_extract_dsr_v4 stores it."""
+    service = bool(key.flags & TUPLE_F_SERVICE)
+    raw = b"" if service else bytes(v.get("nat_addr", {}).get("addr", b""))
+    nat = raw if v6 else raw[12:16]
+    return CtEntry(lifetime=int(v["lifetime"]), rx_closing=bool(v["rx_closing"]),
+                   tx_closing=bool(v["tx_closing"]), seen_non_syn=bool(v["seen_non_syn"]),
+                   node_port=bool(v["node_port"]), dsr_internal=bool(v["dsr_internal"]),
+                   backend_id=int(v["backend_id"]) if service else 0,
+                   rev_nat_index=int(v["rev_nat_index"]),
+                   nat_addr=b"" if not any(nat) else nat, nat_port=int(v.get("nat_port", 0)),
+                   src_sec_id=int(v.get("src_sec_id", 0)))
+
+
+def nat_entry(v: Mapping[str, Any], v6: bool) -> NatEntry:
+    """struct ipv{4,6}_nat_entry: to_saddr/to_sport (OUT) and to_daddr/to_dport (IN) alias."""
+    common = v.get("common", v)
+    return NatEntry(to_addr=_addr(v["to_saddr"], v6), to_port=int(v["to_sport"]),
+                    created=int(common["created"]), needs_ct=bool(common["needs_ct"]))
+
+
+def _text(v: Any, v6: bool) -> str:
+    return str(ip_address(_addr(v, v6)))
+
+
+def lb_row(name: str, k: Any, v: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """An agent-written map row read back from BPF, in NodeMaps.dump()'s shape (None: a row
+    the reference has no counterpart for, e.g. an ipcache identity without a tunnel)."""
+    v6 = "lb6" in name
+    if name.endswith("_services_v2"):
+        return ({"address": _text(k["address"], v6), "dport": k["dport"], "proto": k["proto"],
+                 "scope": k["scope"], "backend_slot": k["backend_slot"]},
+                {"backend_id": v["backend_id"], "count": v["count"],
+                 "rev_nat_index": v["rev_nat_index"], "flags": v["flags"],
+                 "flags2": v["flags2"]})
+    if name.endswith("_backends_v3"):
+        return ({"key": int(k)}, {"address": _text(v["address"], v6), "port": v["port"],
+                                  "proto": v["proto"], "flags": v["flags"]})
+    if name.endswith("_reverse_nat"):
+        return ({"key": int(k)}, {"address": _text(v["address"], v6), "port": v["port"]})
+    if name == "cilium_lxc":
+        v6 = k["family"] == 2
+        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
+        return ({"key": str(ip_address(raw))}, {"ifindex": v["ifindex"], "lxc_id": v["lxc_id"]})
+    if name == "cilium_ipcache_v2":
+        if not v.get("flag_has_tunnel_ep"):
+            return None
+        v6 = k["family"] == 2
+        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
+        tv6 = bool(v.get("flag_ipv6_tunnel_ep"))
+        tep = v["tunnel_endpoint"]["ip6" if tv6 else "ip4"]["addr"]
+        return ({"key": str(ip_address(raw))}, {"value": str(ip_address(bytes(tep)))})
+    return None

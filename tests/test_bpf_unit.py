@@ -1,0 +1,137 @@
+"""The loader's pure parts: BTF layouts, trf.proto decoding, printk format, shadow trees, CLI."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ciliumbpf.btf import INT, STRUCT, TYPEDEF, Btf, BtfType
+from ciliumbpf.selftest import decode_suite, format_log, status_codes
+from ciliumbpf.toolchain import cilium_tree, shadow_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+TREES = ROOT.parent / "shared" / "cilium"
+
+
+def _btf(types: list[BtfType], strings: bytes) -> Btf:
+    empty = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 0, 0, 1) + b"\0"
+    btf = Btf(empty)
+    btf.strings = bytearray(strings)
+    btf.types = types
+    return Btf(btf.encode())  # through the encoder and back
+
+
+def _lb4_key_btf() -> tuple[Btf, int]:
+    strs = b"\0__u32\0__be16\0__u16\0lb4_key\0address\0dport\0backend_slot\0proto\0scope\0"
+    off = {s: strs.index(s.encode() + b"\0") for s in
+           ("__u32", "__be16", "__u16", "lb4_key", "address", "dport", "backend_slot",
+            "proto", "scope")}
+    u8 = BtfType(name_off=0, kind=INT, vlen=0, kflag=False, size_type=1, extra=[(8,)])
+    types = [
+        BtfType(name_off=off["__u32"], kind=INT, vlen=0, kflag=False, size_type=4,
+                extra=[(32,)]),                                              # 1
+        BtfType(name_off=off["__u16"], kind=INT, vlen=0, kflag=False, size_type=2,
+                extra=[(16,)]),                                              # 2
+        BtfType(name_off=off["__be16"], kind=TYPEDEF, vlen=0, kflag=False, size_type=2,
+                extra=[]),                                                   # 3
+        u8,                                                                  # 4
+        BtfType(name_off=off["lb4_key"], kind=STRUCT, vlen=5, kflag=False, size_type=12,
+                extra=[(off["address"], 1, 0), (off["dport"], 3, 32),
+                       (off["backend_slot"], 2, 48), (off["proto"], 4, 64),
+                       (off["scope"], 4, 72)]),                              # 5
+    ]
+    return _btf(types, strs), 5
+
+
+def test_btf_layout_packs_like_the_c_struct() -> None:
+    btf, tid = _lb4_key_btf()
+    lay = btf.layout(tid)
+    assert [(f.name, f.offset, f.size, f.kind) for f in lay.fields] == [
+        ("address", 0, 4, "int"), ("dport", 4, 2, "int"), ("backend_slot", 6, 2, "int"),
+        ("proto", 8, 1, "int"), ("scope", 9, 1, "int")]
+    raw = lay.pack({"address": 0x0100000A, "dport": 30080, "proto": 6})
+    # __be16 is stored in network order, everything else little-endian (host order on BPF/x86)
+    assert raw == bytes([0x0A, 0, 0, 1]) + (30080).to_bytes(2, "big") + bytes([0, 0, 6]) + bytes(3)
+    assert lay.unpack(raw) == {"address": 0x0100000A, "dport": 30080, "backend_slot": 0,
+                               "proto": 6, "scope": 0}
+
+
+def test_btf_pack_names_the_bad_field() -> None:
+    btf, tid = _lb4_key_btf()
+    with pytest.raises(ValueError, match="unknown field 'port'"):
+        btf.layout(tid).pack({"port": 1})
+    with pytest.raises(ValueError, match=r"lb4_key\.proto: 256 out of range"):
+        btf.layout(tid).pack({"proto": 256})
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(num: int, payload: bytes | int) -> bytes:
+    if isinstance(payload, int):
+        return _pb_varint(num << 3) + _pb_varint(payload)
+    return _pb_varint(num << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def test_suite_result_decoding_reads_names_statuses_and_logs() -> None:
+    codes = {"UNKNOWN": 0, "ERROR": 100, "PASS": 101, "FAIL": 102, "SKIP": 103}
+    log = _pb(1, b"want %u got %lx\0") + _pb(2, struct.pack("<QQ", 80, 0x0A000001))
+    suite = (_pb(1, _pb(1, b"one\0") + _pb(2, 101)) +
+             _pb(1, _pb(1, b"two\0") + _pb(2, 102) + _pb(3, log)) +
+             _pb(2, _pb(1, b"suite\0")))
+    results, suite_logs = decode_suite(suite + bytes(64), codes)  # the map's zero tail
+    assert results == [("one", "PASS", []), ("two", "FAIL", ["want 80 got 0a000001"])]
+    assert suite_logs == ["suite"]
+
+
+def test_format_log_follows_the_go_runner() -> None:
+    assert format_log("%d %lu %llx %x", [0xFFFF, 7, 255, 0x1234]) == \
+        "-1 7 00000000000000ff 1234"
+    assert format_log("a %u", []) == "a %!u(MISSING)"
+
+
+@pytest.mark.skipif(not TREES.is_dir(), reason="no ../shared/cilium trees")
+def test_status_codes_follow_each_trees_trf_proto() -> None:
+    old = status_codes(cilium_tree(TREES / "v1.18.0-dev"))
+    assert old["PASS"] == 1 and old["_setup_status_checked"] == 0
+    assert status_codes(cilium_tree(TREES / "v1.20.0-dev"))["PASS"] == 101
+
+
+def test_shadow_tree_patches_a_copy_and_leaves_the_tree(tmp_path: Path) -> None:
+    src = tmp_path / "cilium"
+    (src / "bpf" / "tests").mkdir(parents=True)
+    (src / "VERSION").write_text("1.20.0-dev\n")
+    (src / "bpf" / "a.h").write_text("orig\n")
+    (src / "bpf" / "tests" / "t.c").write_text("test\n")
+    tree = cilium_tree(src)
+    shadow = shadow_tree(tree, {"tests/t.c": "patched\n"}, tmp_path / "shadow")
+    assert (shadow.tests / "t.c").read_text() == "patched\n"
+    assert (shadow.bpf / "a.h").is_symlink() and (shadow.bpf / "a.h").read_text() == "orig\n"
+    assert (src / "bpf" / "tests" / "t.c").read_text() == "test\n"
+    assert shadow.version == "1.20.0-dev"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nodeport.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["bpf-tests", "--cilium-src", "/nonexistent"], "--cilium-src: /nonexistent: no bpf/"),
+    (["bpf-tests", "--cilium-src", str(ROOT)], "no bpf/ directory"),
+    (["bpf-tests", "--jobs", "0", "--cilium-src", "x"], "--jobs: must be >= 1"),
+])
+def test_bad_cli_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
+    res = _cli(*args)
+    assert res.returncode == 2
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1

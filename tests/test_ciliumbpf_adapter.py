@@ -1,0 +1,256 @@
+"""The cilium-bpf adapter: agent-side programming, dump conversion, version matching, and
+(when a Cilium tree and the toolchain are present) vectors through the real bpf_host.c."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ciliumbpf import programming as prog
+from datapath.config import BackendConfig, NodeConfig, ServiceConfig
+from datapath.errors import ConfigError, VectorFileError
+from datapath.vectors import run_vector_file
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "vectors"
+TREE = ROOT.parent / "shared" / "cilium" / "v1.20.0-dev"
+
+
+def _cfg(**kw: object) -> NodeConfig:
+    base: dict[str, object] = dict(
+        ipv4="10.0.10.1",
+        services=(ServiceConfig(frontend="172.16.10.2", port=80, rev_nat_index=1,
+                                backends=(124, 125)),),
+        backends=(BackendConfig(id=124, address="192.168.0.2", port=8080),
+                  BackendConfig(id=125, address="192.168.0.3", port=8080)))
+    base.update(kw)
+    return NodeConfig(**base)  # type: ignore[arg-type]
+
+
+def test_defines_follow_mode_and_dispatch() -> None:
+    snat = prog.defines(_cfg())
+    assert "ENABLE_DSR" not in snat and snat["ENABLE_IPV4"] == "1"
+    assert snat["IPV4_DIRECT_ROUTING"] == hex(int.from_bytes(bytes([10, 0, 10, 1]), "little"))
+    assert snat["NPH_NAT_PORT_MAX_MIN1"] == "32767"  # NODEPORT_PORT_MIN_NAT = max + 1
+    dsr = prog.defines(_cfg(mode="dsr"))
+    assert dsr["ENABLE_DSR"] == "1" and dsr["DSR_ENCAP_MODE"] == dsr["DSR_ENCAP_NONE"]
+    assert "ENABLE_DSR_BYUSER" not in dsr
+    gen = prog.defines(_cfg(mode="hybrid", dispatch="geneve"))
+    assert gen["DSR_ENCAP_MODE"] == gen["DSR_ENCAP_GENEVE"] and gen["ENABLE_DSR_BYUSER"] == "1"
+    assert "ENCAP_IFINDEX" in gen
+
+
+def test_entries_keep_the_agent_slot_order() -> None:
+    e = prog.Entries(_cfg())
+    assert e.slots(bytes([172, 16, 10, 2]), 80, 6) == [124, 125]
+    rows = list(e.rows())
+    masters = [v for n, k, v in rows if n == "cilium_lb4_services_v2" and k["backend_slot"] == 0]
+    assert masters == [{"backend_id": 0, "count": 2, "rev_nat_index": 1, "flags": 96,
+                        "flags2": 0}]
+
+
+def test_ct_entry_reads_the_union_by_tuple_kind() -> None:
+    k = prog.ct_tuple({"daddr": 0x6E000B01, "saddr": 0xC0A80001, "dport": 8080, "sport": 111,
+                       "nexthdr": 6, "flags": 0}, v6=False)
+    v = {"nat_addr": {"addr": bytes(12) + bytes([172, 16, 10, 1])}, "backend_id": 77,
+         "lifetime": 60, "rx_closing": 0, "tx_closing": 0, "seen_non_syn": 0, "node_port": 0,
+         "dsr_internal": 1, "rev_nat_index": 0, "nat_port": 80}
+    e = prog.ct_entry(k, v, v6=False)
+    assert e.nat_addr == bytes([172, 16, 10, 1]) and e.backend_id == 0 and e.dsr_internal
+    svc = prog.ct_entry(k._replace(flags=4), v, v6=False)
+    assert svc.backend_id == 77 and svc.nat_addr == b""
+
+
+def test_versions_select_vectors(tmp_path: Path) -> None:
+    rep = run_vector_file(VECTORS / "snat_clamp.yaml", version="1.20.0-dev")
+    assert rep.skipped.startswith("reference datapath only")
+    rep = run_vector_file(VECTORS / "lb4_dsr_backend.yaml", version="1.18.0-dev")
+    assert "tree is 1.18.0-dev" in rep.skipped
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((VECTORS / "lb4_dsr_backend.yaml").read_text().replace(
+        'cilium: ["1.20"]', "cilium: 1.20"))
+    with pytest.raises(VectorFileError, match="cilium"):
+        run_vector_file(bad, version="1.20.0-dev")
+
+
+def test_stale_divergence_is_a_failure(tmp_path: Path) -> None:
+    """A documented divergence on a step that now passes fails the file (no silent allowlist)."""
+    text = (VECTORS / "lb4_nat_fwd.yaml").read_text().replace(
+        "  - name: tc_nodeport_nat_fwd\n",
+        '  - name: tc_nodeport_nat_fwd\n    diverges: {"1.20": "example"}\n', 1)
+    f = tmp_path / "stale.yaml"
+    f.write_text(text)
+    rep = run_vector_file(f, version="1.20.0-dev")  # the reference datapath agrees
+    assert not rep.ok and "no longer happens" in rep.failures[0]
+
+
+def _real_bpf_ready() -> str:
+    if not TREE.is_dir():
+        return f"no Cilium tree at {TREE}"
+    if shutil.which("clang-19") is None:
+        return "clang-19 not installed (scripts/bootstrap-bpf.sh)"
+    if os.geteuid() != 0:
+        return "BPF_PROG_TEST_RUN needs root"
+    return ""
+
+
+real = pytest.mark.skipif(bool(_real_bpf_ready()), reason=_real_bpf_ready() or "ready")
+
+
+@real
+def test_real_bpf_host_snat_vector() -> None:
+    from ciliumbpf.adapter import factory
+
+    f = factory(str(TREE))
+    rep = run_vector_file(VECTORS / "lb4_nat_fwd.yaml", f, version=f.cilium_version)
+    assert rep.ok, rep.format()
+
+
+@real
+def test_real_bpf_host_documented_divergence() -> None:
+    from ciliumbpf.adapter import factory
+
+    f = factory(str(TREE))
+    rep = run_vector_file(VECTORS / "lb4_dsr_backend.yaml", f, version=f.cilium_version)
+    assert rep.ok, rep.format()
+    assert any("nodeport.h:1972" in d for d in rep.diverged)
+
+
+def test_geneve_device_presents_the_tunnel_info() -> None:
+    """The harness's Geneve decap hands cil_from_overlay what the kernel's device would."""
+    from ciliumbpf.adapter import geneve_device
+    from datapath.build import geneve_encap, ipv4, tcp_segment
+
+    inner = ipv4(bytes([110, 0, 11, 1]), bytes([192, 168, 0, 2]), 6,
+                 tcp_segment(bytes([110, 0, 11, 1]), bytes([192, 168, 0, 2]), 111, 8080))
+    opt = bytes.fromhex("014b8102") + bytes([172, 16, 10, 2]) + bytes.fromhex("00500000")
+    pkt = geneve_encap(bytes([10, 0, 10, 1]), bytes([10, 0, 10, 2]), inner, 2, opt, 40000)
+    dec = geneve_device(pkt)
+    assert dec is not None
+    tun, eth, l3 = dec
+    assert l3 == inner and eth[12:14] == b"\x08\x00"
+    assert tun["tun_id"] == 2 and tun["tun_v6"] == 0 and tun["tun_opt_len"] == 12
+    assert tun["tun_remote4"] == 0x0A000A01 and tun["tun_opt"][:12] == opt
+    assert geneve_device(inner) is None  # not UDP 6081: the device never sees it
+    bad = bytearray(pkt)
+    bad[20 + 8] |= 0x40  # Geneve version 1
+    assert geneve_device(bytes(bad)) is None
+
+
+def test_declared_divergences_match_only_the_vni() -> None:
+    from ipaddress import ip_address
+
+    import attrs
+
+    from ciliumbpf.adapter import DECLARED
+    from datapath.difftest import Obs
+    from model.values import Endpoint, Outer, Packet, Proto
+
+    a, b = ip_address("10.0.2.10"), ip_address("192.168.2.3")
+    outer = Outer(src=ip_address("192.168.2.4"), dst=b, vni=2)
+    p = Packet(src=Endpoint(addr=a, port=8080), dst=Endpoint(addr=b, port=40000),
+               proto=Proto.TCP, outer=outer)
+    m = Obs(at="node2", hook="to-netdev", verdict="forward", packet=p)
+    pod = attrs.evolve(p, outer=attrs.evolve(outer, vni=prog.POD_IDENTITY))
+    d = attrs.evolve(m, packet=pod)
+    by = {w.name: w for w in DECLARED}
+    assert by["pod-egress-vni"].match(m, d)
+    assert not by["pod-egress-vni"].match(m, attrs.evolve(d, hook="from-netdev"))
+    other = attrs.evolve(pod, dst=Endpoint(addr=b, port=40001))
+    assert not by["pod-egress-vni"].match(m, attrs.evolve(d, packet=other))
+    assert not by["ipv6-world-vni"].match(m, d)
+    assert all(w.cite for w in DECLARED)
+
+
+@real
+def test_real_bpf_overlay_geneve_dsr_backend() -> None:
+    """bpf_overlay.o shares bpf_host.o's maps: the CT entry from-overlay creates is the one
+    to-netdev uses for the reply."""
+    from ciliumbpf.adapter import factory
+
+    f = factory(str(TREE))
+    rep = run_vector_file(VECTORS / "geneve_dsr_backend.yaml", f, version=f.cilium_version)
+    assert rep.ok and not rep.skipped, rep.format()
+
+
+@real
+def test_real_bpf_difftest_tunnel_program() -> None:
+    """One difftest program through two real nodes in tunnel routing (from-overlay, the
+    pod's encapsulation, reverse SNAT after decap), agreeing up to the declared VNI."""
+    from ciliumbpf.adapter import factory
+    from datapath.diffgen import drain_program, run_program
+    from datapath.difftest import Counters
+
+    f = factory(str(TREE))
+    c = Counters()
+    div = run_program(drain_program(("ipv4", "snat", "geneve", "tunnel")), f, frozenset(), c)
+    assert div is None, div
+    assert c.observations > 10 and c.declared.get("pod-egress-vni", 0) > 0
+
+
+def test_rows_fit_an_older_release_layout() -> None:
+    """v1.18's plain __be32 addresses and implied tunnel flag take the agent's v1.20 rows;
+    a field the older struct lacks is refused unless it is zero."""
+    from ciliumbpf.btf import Field, Layout
+
+    u32 = Layout(name="__be32", kind="int", size=4, big_endian=True)
+    u8 = Layout(name="__u8", kind="int", size=1)
+    lay = Layout(name="remote_endpoint_info", kind="struct", size=9, fields=(
+        Field(name="sec_identity", offset=0, type=u32),
+        Field(name="tunnel_endpoint", offset=4, type=u32),
+        Field(name="key", offset=8, type=u8)))
+    row = {"sec_identity": 1000, "tunnel_endpoint": {"ip4": {"addr": bytes([10, 0, 0, 1])}},
+           "flag_has_tunnel_ep": 1}
+    assert prog.fit(lay, row) == {"sec_identity": 1000, "tunnel_endpoint": 0x0A000001}
+    assert prog.fit(lay, {"sec_identity": 1, "flag_ipv6_tunnel_ep": 0}) == {"sec_identity": 1}
+    with pytest.raises(ConfigError, match="flag_ipv6_tunnel_ep"):
+        prog.fit(lay, {"flag_ipv6_tunnel_ep": 1})
+
+
+def test_defines_follow_the_tree_release() -> None:
+    old = prog.defines(_cfg(mode="hybrid"), version="1.18.0-dev")
+    new = prog.defines(_cfg(mode="hybrid"), version="1.20.0-dev")
+    assert old["NPH_CILIUM_MINOR"] == "118" and new["NPH_CILIUM_MINOR"] == "120"
+    assert old["ENABLE_DSR_HYBRID"] == "1" and "ENABLE_DSR_BYUSER" not in old
+    assert new["ENABLE_DSR_BYUSER"] == "1" and "ENABLE_DSR_HYBRID" not in new
+    assert old["ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION"] == "1"
+    assert "ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION" not in new
+
+
+TREE_118 = ROOT.parent / "shared" / "cilium" / "v1.18.0-dev"
+
+
+@real
+def test_real_bpf_host_118_vectors() -> None:
+    """The harness builds against v1.18's bpf_host.c too (test_cilium_* map names, defines
+    instead of load-time config); its SNAT and hybrid vectors pass there."""
+    from ciliumbpf.adapter import factory
+
+    if not TREE_118.is_dir():
+        pytest.skip(f"no Cilium tree at {TREE_118}")
+    f = factory(str(TREE_118))
+    for name in ("lb4_nat_fwd.yaml", "hybrid.yaml"):
+        rep = run_vector_file(VECTORS / name, f, version=f.cilium_version)
+        assert rep.ok and not rep.skipped, rep.format()
+
+
+def test_mutant_patches_apply_or_say_why(tmp_path: Path) -> None:
+    """Mutants are zero-context diffs: applied at their line, or where the old line occurs
+    exactly once; anything else is a one-line error, never a partial patch."""
+    from ciliumbpf.errors import BpfInputError
+    from ciliumbpf.mutate import apply_hunks, load_mutants, parse_diff
+
+    muts = load_mutants()
+    assert len(muts) >= 4 and all(m.description for m in muts)
+    desc, patches = parse_diff("# flips x\n--- a/bpf/lib/x.h\n+++ b/bpf/lib/x.h\n"
+                               "@@ -2 +2 @@\n-b = 1;\n+b = 0;\n", "t.diff")
+    assert desc == "flips x" and list(patches) == ["lib/x.h"]
+    assert apply_hunks("a;\nb = 1;\nc;", patches["lib/x.h"], "x") == "a;\nb = 0;\nc;"
+    assert apply_hunks("z;\na;\nb = 1;", patches["lib/x.h"], "x") == "z;\na;\nb = 0;"
+    with pytest.raises(BpfInputError, match="does not apply"):
+        apply_hunks("b = 1;\nq;\nb = 1;", patches["lib/x.h"], "x")
+    with pytest.raises(BpfInputError, match="not under bpf/"):
+        parse_diff("--- a/x.h\n+++ b/x.h\n@@ -1 +1 @@\n-a\n+b\n", "t.diff")
