@@ -201,6 +201,11 @@ class Entries:
                 else:
                     val["tunnel_endpoint"] = {"ip4": {"addr": tep}}
                 val["flag_has_tunnel_ep"] = 1
+                if not self.cfg.tunnel:
+                    # native routing: the endpoint is there for Geneve DSR only
+                    # (nodeport.h:1844 encap_geneve_dsr_opt4 checks flag_has_tunnel_ep);
+                    # other paths skip it (nodeport.h:2594 SNAT, bpf_host.c:384).
+                    val["flag_skip_tunnel"] = 1
             yield "cilium_ipcache_v2", key, val
 
 

@@ -254,3 +254,21 @@ def test_mutant_patches_apply_or_say_why(tmp_path: Path) -> None:
         apply_hunks("b = 1;\nq;\nb = 1;", patches["lib/x.h"], "x")
     with pytest.raises(BpfInputError, match="not under bpf/"):
         parse_diff("--- a/x.h\n+++ b/x.h\n@@ -1 +1 @@\n-a\n+b\n", "t.diff")
+
+
+@real
+def test_real_bpf_mutant_is_killed_by_its_vector() -> None:
+    """A mutant builds from a shadow copy (the tree untouched) and its vector fails there."""
+    from ciliumbpf.adapter import Factory
+    from ciliumbpf.mutate import load_mutants, mutant_tree
+    from ciliumbpf.toolchain import cilium_tree
+
+    tree = cilium_tree(str(TREE))
+    m = next(m for m in load_mutants() if m.name == "rev_dnat_port")
+    shadow = mutant_tree(tree, m)
+    assert shadow.root != tree.root and (shadow.bpf / "lib" / "lb.h").read_text() != (
+        tree.bpf / "lib" / "lb.h").read_text()
+    f = Factory(str(shadow.root))
+    rep = run_vector_file(VECTORS / "lb4_nat_fwd.yaml", f, version=f.cilium_version)
+    f.free()
+    assert not rep.ok and any("sport" in x for x in rep.failures), rep.format()
