@@ -364,14 +364,14 @@ def _ct_key(d: Mapping[str, Any]) -> CtTuple:
                    int(d.get("flags", 0)))
 
 
-def _maps(dp: Datapath) -> NodeMaps:
+def _maps(dp: Datapath) -> MapsView:
     """The datapath's maps, which map expectations and deletes read; a datapath without
     them cannot run such a vector file (bad --datapath, not a failed vector)."""
     maps = getattr(dp, "maps", None)
     if maps is None or not callable(getattr(maps, "by_name", None)):
         raise VectorFileError("--datapath", type(dp).__name__, "has no `maps` with "
                               "by_name(), which this vector file's map steps read")
-    m: NodeMaps = maps
+    m: MapsView = maps
     return m
 
 

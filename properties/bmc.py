@@ -190,7 +190,7 @@ def check_cell(props: list[Property], cfg: Config, faults: frozenset[ModelFault]
         if o.status is Status.RAISED:
             raised = o
             break
-        if o.status is Status.UNKNOWN:  # nothing can be proved now; stop exploring
+        if o.status is Status.UNKNOWN or o.value is None:  # nothing can be proved now
             unknown = o
             break
         for t, f, pre in zip(tallies, o.value.findings, o.value.premises, strict=True):
