@@ -34,6 +34,10 @@ def _skip_reason() -> str | None:
         return f"real-BPF checks skipped: no Cilium trees at {TREES}"
     if os.geteuid() != 0:
         return "real-BPF checks skipped: BPF_PROG_TEST_RUN and netns need root"
+    from ciliumbpf.probe import wedged
+    why = wedged()
+    if why is not None:
+        return f"real-BPF checks skipped: {why}"
     return None
 
 

@@ -94,7 +94,8 @@ def _real_bpf_ready() -> str:
         return "clang-19 not installed (scripts/bootstrap-bpf.sh)"
     if os.geteuid() != 0:
         return "BPF_PROG_TEST_RUN needs root"
-    return ""
+    from ciliumbpf.probe import wedged
+    return wedged() or ""
 
 
 real = pytest.mark.skipif(bool(_real_bpf_ready()), reason=_real_bpf_ready() or "ready")
