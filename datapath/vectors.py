@@ -151,8 +151,10 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
     return cfg
 
 
+# `cilium` (versions the bytes come from), `reference_only` (why none) and a step's
+# `diverges` are checked where they are read (covers, _divergence).
 _TOP = {"source", "description", "node", "services", "backends", "endpoints",
-        "tunnel_endpoints", "steps"}
+        "tunnel_endpoints", "steps", "cilium", "reference_only"}
 _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hybrid"),
          "dispatch": ("opt", "geneve"), "host_routing": ("bpf", "legacy"),
          "nat_min": "port", "nat_max": "port", "ct_capacity": "size", "nat_capacity": "size",
@@ -164,7 +166,7 @@ _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends"
 _BACKEND = {"id": "u32", "address": "ip", "port": "port", "proto": "str", "state": "str"}
 _ENDPOINT = {"address": "ip", "ifindex": "u32", "ep_id": "u16"}
 _STEP = {"name", "hook", "packet", "expect", "capture", "backend", "input_hex", "advance",
-         "gc", "delete"}
+         "gc", "delete", "diverges"}
 _EXPECT = {"verdict", "drop_reason", "target", "hex", "fields", "maps"}
 _MAP_EXPECT = {"map", "key", "entry", "absent", "count"}
 _CT_KEY = {"saddr": "ip", "daddr": "ip", "sport": "port", "dport": "port", "nexthdr": "any",
