@@ -547,3 +547,39 @@ def in_netns() -> Iterator[None]:
                 raise OSError(err, f"setns back to the original netns: {os.strerror(err)}")
     finally:
         os.close(old)
+
+
+_PROBE = """
+import ctypes, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+insns = ctypes.create_string_buffer(struct.pack("<BBhiBBhi", 0xb7, 0, 0, 0, 0x95, 0, 0, 0))
+lic = ctypes.create_string_buffer(b"GPL")
+attr = ctypes.create_string_buffer(struct.pack(
+    "<IIQQIIQI", 3, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0
+).ljust(128, b"\\0"), 128)
+fd = libc.syscall(321, 5, attr, 128)
+print(fd, ctypes.get_errno())
+"""
+
+
+def kernel_answers(timeout: float = 20.0) -> str:
+    """'' when a child process can load a 2-instruction tc program within `timeout` seconds;
+    otherwise why not (a kernel whose BPF_PROG_LOAD hangs would hang every real-BPF check,
+    so CI asks first, in a child it can abandon)."""
+    import subprocess
+    import sys as _sys
+
+    if _sys.platform != "linux" or os.uname().machine != "x86_64":
+        return ""
+    child = subprocess.Popen([_sys.executable, "-c", _PROBE], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()  # a task stuck in the kernel cannot be reaped: abandon it, never wait
+        return f"BPF_PROG_LOAD did not answer within {timeout:.0f} s (kernel BPF is stuck)"
+    fd = out.split()[0] if out.split() else ""
+    if not fd.lstrip("-").isdigit() or int(fd) < 0:
+        return f"BPF_PROG_LOAD refused a trivial program ({out.strip() or err.strip()})"
+    return ""
+

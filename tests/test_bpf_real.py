@@ -34,10 +34,16 @@ def _skip_reason() -> str | None:
         return f"real-BPF checks skipped: no Cilium trees at {TREES}"
     if os.geteuid() != 0:
         return "real-BPF checks skipped: BPF_PROG_TEST_RUN and netns need root"
+    from ciliumbpf.libbpf import kernel_answers
+
+    stuck = kernel_answers()
+    if stuck:
+        return f"real-BPF checks skipped: {stuck}"
     return None
 
 
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+_SKIP = _skip_reason()
+pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 
 @pytest.fixture(scope="module", autouse=True)
