@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from ipaddress import ip_address
 from typing import Any
 
@@ -46,6 +46,10 @@ _KNOWN_DROPS = {-r.value: r for r in DropReason}
 MAP_CAPACITY = 4096
 MAP_PROG_ARRAY = 3
 POOL_PER_CONFIG = 3  # a generated program has at most 3 nodes
+# Pooled nodes in all: each holds ~60 JIT-ed programs, and freeing thousands at once (process
+# exit) queues one kernel work item per program; 6.18's bpf_prog_pack_free can then deadlock
+# the system workqueue (vfree's purge waits behind 1024 blocked frees per CPU). Keep bursts small.
+POOL_TOTAL = 8
 _ARRAYS = frozenset({2, 6})  # ARRAY, PERCPU_ARRAY
 
 
@@ -88,7 +92,7 @@ class CiliumBpfNode:
     """One node's real datapath: bpf_host (+ bpf_overlay) from the user's tree, test-run."""
 
     def __init__(self, config: NodeConfig, tree: CiliumTree,
-                 pool: list[CiliumBpfNode] | None = None) -> None:
+                 pool: Callable[[CiliumBpfNode], bool] | None = None) -> None:
         ensure_toolchain()
         self.tree = tree
         self.config = config
@@ -365,8 +369,7 @@ class CiliumBpfNode:
 
     def close(self) -> None:
         """Free the loaded objects, or give the node back to its factory's pool."""
-        if self._pool is not None and len(self._pool) < POOL_PER_CONFIG:
-            self._pool.append(self)
+        if self._pool is not None and self._pool(self):
             return
         self.free()
 
@@ -559,7 +562,8 @@ class Factory:
         ensure_toolchain()
         self.cilium_version = self.tree.version
         self.declared = DECLARED
-        self._pool: dict[tuple[tuple[str, str], ...], list[CiliumBpfNode]] = {}
+        self._pool: list[tuple[tuple[tuple[str, str], ...], CiliumBpfNode]] = []
+        self._keys: dict[int, tuple[tuple[str, str], ...]] = {}
 
     def __call__(self, config: NodeConfig, faults: frozenset[str] | set[str] | None = None
                  ) -> CiliumBpfNode:
@@ -568,18 +572,35 @@ class Factory:
             raise ConfigError("cilium-bpf runs the Cilium tree's own code; the reference "
                               f"datapath's seeded faults do not apply: {', '.join(sorted(bad))}")
         key = tuple(sorted(prog.defines(config, False, self.tree.version).items()))
-        pool = self._pool.setdefault(key, [])
-        if pool:  # loading is most of a node's cost: reuse a released one, reset
-            node = pool.pop()
-            node.reset(config)
-            return node
-        return CiliumBpfNode(config, self.tree, pool)
+        for i, (k, node) in enumerate(self._pool):
+            if k == key:  # loading is most of a node's cost: reuse a released one, reset
+                del self._pool[i]
+                node.reset(config)
+                return node
+        node = CiliumBpfNode(config, self.tree, self._release)
+        self._keys[id(node)] = key
+        return node
+
+    def _release(self, node: CiliumBpfNode) -> bool:
+        """Keep a closed node for reuse (oldest evicted first; at most POOL_TOTAL, and
+        POOL_PER_CONFIG of one configuration); False: the caller frees it."""
+        key = self._keys.get(id(node))
+        if key is None or sum(1 for k, _n in self._pool if k == key) >= POOL_PER_CONFIG:
+            self._keys.pop(id(node), None)
+            return False
+        if len(self._pool) >= POOL_TOTAL:
+            _k, old = self._pool.pop(0)
+            self._keys.pop(id(old), None)
+            old.free()
+        self._pool.append((key, node))
+        return True
 
     def free(self) -> None:
         """Free every pooled node."""
-        for pool in self._pool.values():
-            while pool:
-                pool.pop().free()
+        while self._pool:
+            _k, node = self._pool.pop()
+            self._keys.pop(id(node), None)
+            node.free()
 
 
 def factory(cilium_src: str | None) -> Factory:

@@ -8,3 +8,11 @@ echo "== datapath: reference datapath vs scapy (pkt/s), difftest throughput (obs
 $py -m datapath.bench "$@"
 echo "== properties: the proof suite (per query, total, growth with the bound)"
 $py -m properties.bench
+tree="${NODEPORT_CILIUM_SRC:-../shared/cilium/v1.20.0-dev}"
+if [ -d "$tree/bpf" ]; then
+  echo "== ciliumbpf: real BPF under test-run vs the floor and the reference datapath (pkt/s), difftest vs real BPF (obs/s)"
+  bash scripts/bootstrap-bpf.sh >/dev/null
+  $py -m ciliumbpf.bench --cilium-src "$tree"
+else
+  echo "== ciliumbpf: skipped (no Cilium tree at $tree)"
+fi

@@ -98,7 +98,8 @@ def _real_bpf_ready() -> str:
     return wedged() or ""
 
 
-real = pytest.mark.skipif(bool(_real_bpf_ready()), reason=_real_bpf_ready() or "ready")
+_NOT_READY = _real_bpf_ready()
+real = pytest.mark.skipif(bool(_NOT_READY), reason=_NOT_READY or "ready")
 
 
 @real
@@ -273,3 +274,30 @@ def test_real_bpf_mutant_is_killed_by_its_vector() -> None:
     rep = run_vector_file(VECTORS / "lb4_nat_fwd.yaml", f, version=f.cilium_version)
     f.free()
     assert not rep.ok and any("sport" in x for x in rep.failures), rep.format()
+
+
+def test_node_pool_is_bounded() -> None:
+    """Released nodes are kept for reuse, at most POOL_PER_CONFIG of a configuration and
+    POOL_TOTAL in all (oldest freed first): a process never frees thousands of programs at
+    once."""
+    from ciliumbpf import adapter
+
+    class FakeNode:
+        freed = 0
+
+        def free(self) -> None:
+            FakeNode.freed += 1
+
+    f = adapter.Factory.__new__(adapter.Factory)
+    f._pool, f._keys = [], {}
+    nodes = [FakeNode() for _ in range(adapter.POOL_TOTAL + 4)]
+    for i, n in enumerate(nodes):
+        f._keys[id(n)] = (("cfg", str(i % 5)),)
+    kept = [f._release(n) for n in nodes]  # type: ignore[arg-type]
+    assert len(f._pool) == adapter.POOL_TOTAL
+    assert kept.count(False) + FakeNode.freed == len(nodes) - adapter.POOL_TOTAL
+    per = {k for k, _n in f._pool}
+    assert all(sum(1 for k, _n in f._pool if k == key) <= adapter.POOL_PER_CONFIG
+               for key in per)
+    f.free()
+    assert not f._pool and FakeNode.freed + kept.count(False) == len(nodes)
