@@ -547,16 +547,3 @@ def in_netns() -> Iterator[None]:
                 raise OSError(err, f"setns back to the original netns: {os.strerror(err)}")
     finally:
         os.close(old)
-
-
-_PROBE = """
-import ctypes, struct, sys
-libc = ctypes.CDLL(None, use_errno=True)
-insns = ctypes.create_string_buffer(struct.pack("<BBhiBBhi", 0xb7, 0, 0, 0, 0x95, 0, 0, 0))
-lic = ctypes.create_string_buffer(b"GPL")
-attr = ctypes.create_string_buffer(struct.pack(
-    "<IIQQIIQI", 3, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0
-).ljust(128, b"\\0"), 128)
-fd = libc.syscall(321, 5, attr, 128)
-print(fd, ctypes.get_errno())
-"""
