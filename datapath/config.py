@@ -76,3 +76,11 @@ class NodeConfig:
     router_ipv6: str | None = None
     # serviceNoBackendResponse: "reject" answers ICMP port unreachable (tail_no_service_ipv4).
     no_backend_response: Literal["drop", "reject"] = "drop"
+    # enable-no-service-endpoints-routable (v1.20 CONFIG, agent default true): false passes
+    # a backend-less service's packets on to the stack (eTP/iTP=Local ones drop); v1.18
+    # has no such switch and behaves as true.
+    no_service_endpoints_routable: bool = True
+    # bpf.ctAccounting: CT entries count packets and bytes (frames, L2 header included);
+    # a load-time switch in v1.20 (off by default), CONNTRACK_ACCOUNTING at compile time
+    # in v1.18.
+    ct_accounting: bool = False

@@ -40,6 +40,7 @@ class DropReason(enum.IntEnum):
     DROP_FRAG_NOT_FOUND = -175
     DROP_NOT_IN_SRC_RANGE = -177
     DROP_DSR_ENCAP_UNSUPP_PROTO = -193
+    DROP_RATE_LIMITED = -198
 
     @classmethod
     def parse(cls, text: str | int) -> DropReason:

@@ -186,6 +186,8 @@ class CtEntry:
     nat_addr: bytes = b""
     nat_port: int = 0
     src_sec_id: int = 0
+    packets: int = 0  # bpf.ctAccounting: packets and bytes (frames) seen on this entry
+    bytes: int = 0
 
 
 @attrs.frozen(slots=True)
@@ -196,6 +198,21 @@ class NatEntry:
     to_port: int
     created: int = 0
     needs_ct: bool = False
+
+
+class RatelimitKey(NamedTuple):
+    """struct ratelimit_key: {usage, key.icmpv6.netdev_idx} (ratelimit.h)."""
+
+    usage: int
+    netdev_idx: int
+
+
+@attrs.define(slots=True)
+class RatelimitValue:
+    """struct ratelimit_value: a token bucket, mutated in place like the BPF code does."""
+
+    last_topup: int  # ns
+    tokens: int
 
 
 @attrs.frozen(slots=True)
@@ -254,6 +271,8 @@ class NodeMaps:
             "cilium_snat_v6_external", nat_capacity, lru_refresh)
         self.lxc: HashMap[bytes, EndpointInfo] = HashMap("cilium_lxc", 65536)
         self.ipcache: HashMap[bytes, bytes] = HashMap("cilium_ipcache_v2", 512000)
+        self.ratelimit: LruHashMap[RatelimitKey, RatelimitValue] = LruHashMap(
+            "cilium_ratelimit", 1024, lru_refresh)
         self.src_range: dict[int, list[tuple[bytes, int]]] = {}
 
     def ct_map(self, v6: bool, nexthdr: int) -> LruHashMap[CtTuple, CtEntry]:
@@ -266,7 +285,8 @@ class NodeMaps:
         """Every map in a stable order, for dumps."""
         return [self.lb4_services, self.lb4_backends, self.lb4_reverse_nat, self.lb6_services,
                 self.lb6_backends, self.lb6_reverse_nat, self.ct4_tcp, self.ct4_any,
-                self.ct6_tcp, self.ct6_any, self.snat4, self.snat6, self.lxc, self.ipcache]
+                self.ct6_tcp, self.ct6_any, self.snat4, self.snat6, self.lxc, self.ipcache,
+                self.ratelimit]
 
     def by_name(self, name: str) -> HashMap[Any, Any]:
         """Find a map by its Cilium name or a short alias (ct4, snat4, ...)."""

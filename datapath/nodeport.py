@@ -12,14 +12,11 @@ from datapath.build import (
     dsr_opt6_bytes,
     geneve_dsr_opt,
     geneve_encap,
-    icmp4_message,
-    icmp6_message,
-    ipv4,
-    ipv6,
 )
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
 from datapath.csum import csum_replace, ones_sum
-from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.drop import DatapathDrop, DropReason
+from datapath.icmp import no_service
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
     SVC_FLAG_FWD_MODE_DSR,
@@ -35,8 +32,6 @@ from datapath.maps import (
 from datapath.nat import snat_nat
 from datapath.packet import (
     IPPROTO_DSTOPTS,
-    IPPROTO_ICMP,
-    IPPROTO_ICMPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
     PORT_PROTOS,
@@ -82,9 +77,9 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     try:
         _backend_id, be, ct_new = lb_local(node, p, key, svc)
     except DatapathDrop as d:
-        if d.reason != DropReason.DROP_NO_SERVICE or node.config.no_backend_response != "reject":
+        if d.reason != DropReason.DROP_NO_SERVICE:
             raise
-        return no_service_reject(node, p)
+        return no_service(node, p, svc)
     baddr = be.address
     # lb4_dnat_request(): destination -> backend, port only when the backend has one.
     rewrite(p, False, baddr, be.port or None, node.dnat_csum)
@@ -122,19 +117,6 @@ def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes) -> None:
     sport = 32768 + h % (61000 - 32768)
     vni = 0 if "geneve_wrong_vni" in node.faults else (WORLD_IPV6_ID if p.v6 else WORLD_ID)
     p.buf[:] = geneve_encap(node.snat_addr(len(tep) == 16), tep, inner, vni, opt, sport, p.v6)
-
-
-def no_service_reject(node: Node, p: Parsed) -> tuple[int, str]:
-    """tail_no_service_ipv4/6: answer ICMP port unreachable from the frontend to the client."""
-    node.rejected = True
-    if p.v6:
-        quote = bytes(p.buf[:1232])
-        msg = icmp6_message(p.daddr, p.saddr, 1, 4, b"\0" * 4, quote)
-        p.buf[:] = ipv6(p.daddr, p.saddr, IPPROTO_ICMPV6, msg)
-    else:
-        quote = bytes(p.buf[:p.l4_off + 8])
-        p.buf[:] = ipv4(p.daddr, p.saddr, IPPROTO_ICMP, icmp4_message(3, 3, b"\0" * 4, quote))
-    return Verdict.CTX_ACT_REDIRECT, "netdev"
 
 
 def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:

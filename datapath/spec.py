@@ -164,7 +164,8 @@ def _describe(pkt: bytes, pre: str, out: dict[str, Any]) -> None:
     out[pre + "ip.version"] = ver
     if ver == 4:
         ihl = (pkt[0] & 0xF) * 4
-        out.update({pre + "ip.ihl": ihl // 4, pre + "ip.tot_len": _H.unpack_from(pkt, 2)[0],
+        out.update({pre + "ip.ihl": ihl // 4, pre + "ip.tos": pkt[1],
+                    pre + "ip.tot_len": _H.unpack_from(pkt, 2)[0],
                     pre + "ip.id": _H.unpack_from(pkt, 4)[0], pre + "ip.ttl": pkt[8],
                     pre + "ip.proto": pkt[9], pre + "ip.check": _H.unpack_from(pkt, 10)[0],
                     pre + "ip.src": ip_text(pkt[12:16]), pre + "ip.dst": ip_text(pkt[16:20]),
@@ -214,6 +215,10 @@ def _describe(pkt: bytes, pre: str, out: dict[str, Any]) -> None:
             _describe_geneve(pkt, off + 8, out)
     elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
         out[pre + "icmp.type"], out[pre + "icmp.code"] = pkt[off], pkt[off + 1]
+        out[pre + "icmp.check"] = _H.unpack_from(pkt, off + 2)[0]
+        seg = pkt[off:end]
+        seed = pseudo_sum(src, dst, proto, len(seg)) if proto == IPPROTO_ICMPV6 else 0
+        out[pre + "icmp.csum_ok"] = checksum(seg, seed) == 0
 
 
 def _describe_geneve(pkt: bytes, off: int, out: dict[str, Any]) -> None:
@@ -236,11 +241,12 @@ def _describe_geneve(pkt: bytes, off: int, out: dict[str, Any]) -> None:
 
 # Every field name `describe` can produce; vector files may only expect or capture these.
 _BASE_FIELDS = (
-    "ip.version", "ip.ihl", "ip.tot_len", "ip.id", "ip.ttl", "ip.proto", "ip.check", "ip.src",
-    "ip.dst", "ip.options", "ip.csum_ok", "ip6.plen", "ip6.nexthdr", "ip6.hlim", "ip6.src",
-    "ip6.dst", "ip6.ext", "l4.proto", "l4.sport", "l4.dport", "l4.check", "l4.csum_ok",
-    "tcp.flags", "icmp.type", "icmp.code", "truncated", "dsr4.type", "dsr4.len", "dsr4.port",
-    "dsr4.addr", "dsr6.opt_type", "dsr6.opt_len", "dsr6.hdrlen", "dsr6.addr", "dsr6.port")
+    "ip.version", "ip.ihl", "ip.tos", "ip.tot_len", "ip.id", "ip.ttl", "ip.proto", "ip.check",
+    "ip.src", "ip.dst", "ip.options", "ip.csum_ok", "ip6.plen", "ip6.nexthdr", "ip6.hlim",
+    "ip6.src", "ip6.dst", "ip6.ext", "l4.proto", "l4.sport", "l4.dport", "l4.check",
+    "l4.csum_ok", "tcp.flags", "icmp.type", "icmp.code", "icmp.check", "icmp.csum_ok",
+    "truncated", "dsr4.type", "dsr4.len", "dsr4.port", "dsr4.addr", "dsr6.opt_type",
+    "dsr6.opt_len", "dsr6.hdrlen", "dsr6.addr", "dsr6.port")
 FIELD_NAMES = frozenset(
     [*_BASE_FIELDS, *(f"inner.{f}" for f in _BASE_FIELDS),
      *(f"geneve.{f}" for f in ("opt_len", "proto", "vni", "opt_class", "opt_type",

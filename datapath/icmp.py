@@ -1,0 +1,111 @@
+"""A service without backends: what gates the answer, the ICMP error Cilium builds, and the
+ICMPv6 rate limit (bpf/lib/lb.h tail_no_service_ipv4/6, icmp.h, icmp6.h, ratelimit.h)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from datapath.build import icmp4_message, icmp6_message, ipv4, ipv6
+from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.maps import (
+    SVC_FLAG_EXT_LOCAL_SCOPE,
+    SVC_FLAG_EXTERNAL_IP,
+    SVC_FLAG_INT_LOCAL_SCOPE,
+    SVC_FLAG_LOADBALANCER,
+    SVC_FLAG_NODEPORT,
+    LbService,
+    RatelimitKey,
+    RatelimitValue,
+)
+from datapath.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, Parsed
+
+if TYPE_CHECKING:
+    from datapath.host import Node
+
+ETH_HLEN = 14
+# The sample an ICMP error quotes: ctx_full_len() (the frame, Ethernet header included)
+# capped at these sizes, copied from the IP header on; a shorter frame is padded with the
+# zeros ctx_adjust_troom() grows it by (v1.20 icmp.h:17, icmp6.h:573; v1.18 lb.h:1912, 2049).
+ICMP_PACKET_MAX_SAMPLE_SIZE = 64
+ICMPV6_PACKET_MAX_SAMPLE_SIZE = 1280 - 40 - 8
+IPDEFTTL = 64
+# The reply's type/code: ICMP_DEST_UNREACH/ICMP_PORT_UNREACH (lb.h:2345) and
+# ICMPV6_DEST_UNREACH/ICMPV6_PORT_UNREACH (lb.h:2383), as <linux/icmp.h>/<linux/icmpv6.h>
+# number them. Written here, not shared with the parser or the abstraction, so that a
+# wrong value cannot hide itself; vectors/no_backend_reject.yaml pins them.
+ICMP_DEST_UNREACH, ICMP_PORT_UNREACH = 3, 3
+ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH = 1, 4
+# ratelimit.h: RATELIMIT_USAGE_ICMPV6 and tail_no_service_ipv6's settings (lb.h:2370):
+# 100 replies per second, bursts up to 1000, per receiving device.
+RATELIMIT_USAGE_ICMPV6 = 1
+ICMPV6_BUCKET_SIZE = 1000
+ICMPV6_TOKENS_PER_TOPUP = 100
+NSEC_PER_SEC = 1_000_000_000
+# The receiving device's ifindex: BPF_PROG_TEST_RUN runs programs on lo (ifindex 1), the
+# key Cilium's tests look up (bpf/tests/lib/icmp.h validate_icmpv6_reply, dst_idx = 1).
+NETDEV_IFINDEX = 1
+
+
+def no_service(node: Node, p: Parsed, svc: LbService) -> tuple[int, str]:
+    """lb4_local said DROP_NO_SERVICE: pass it on, drop it, or answer ICMP (nodeport.h:2797
+    in v1.20; v1.18 has no routable gate, nodeport.h:2574)."""
+    if not node.config.no_service_endpoints_routable:
+        # handle_nonroutable_endpoints_v4 (lb.h:2403): eTP/iTP=Local drops, the rest goes on
+        # to the stack untranslated.
+        external = svc.flags & (SVC_FLAG_EXTERNAL_IP | SVC_FLAG_LOADBALANCER |
+                                SVC_FLAG_NODEPORT)
+        if (external and svc.flags & SVC_FLAG_EXT_LOCAL_SCOPE) or (
+                not external and svc.flags2 & SVC_FLAG_INT_LOCAL_SCOPE):
+            raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+        return node.local_delivery(p)
+    if node.config.no_backend_response != "reject":  # SERVICE_NO_BACKEND_RESPONSE unset
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    if p.v6:
+        if not ratelimit_take(node):
+            raise DatapathDrop(DropReason.DROP_RATE_LIMITED)
+        generate_icmp6_reply(p, ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH)
+    else:
+        generate_icmp4_reply(p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH)
+    node.rejected = True
+    return Verdict.CTX_ACT_REDIRECT, "netdev"  # redirect_self(): out the receiving device
+
+
+def _sample(p: Parsed, cap: int) -> bytes:
+    """The first min(frame length, cap) bytes from the IP header on, zero-padded."""
+    n = min(len(p.buf) + ETH_HLEN, cap)
+    return bytes(p.buf[:n]).ljust(n, b"\0")
+
+
+def generate_icmp4_reply(p: Parsed, icmp_type: int, code: int) -> None:
+    """generate_icmp4_reply(): reversed addresses, the request's TOS, id 0, TTL 64."""
+    tos = p.buf[1]
+    msg = icmp4_message(icmp_type, code, b"\0" * 4, _sample(p, ICMP_PACKET_MAX_SAMPLE_SIZE))
+    p.buf[:] = ipv4(p.daddr, p.saddr, IPPROTO_ICMP, msg, ttl=IPDEFTTL, tos=tos)
+
+
+def generate_icmp6_reply(p: Parsed, icmp_type: int, code: int) -> None:
+    """generate_icmp6_reply(): reversed addresses, traffic class and flow label 0."""
+    msg = icmp6_message(p.daddr, p.saddr, icmp_type, code, b"\0" * 4,
+                        _sample(p, ICMPV6_PACKET_MAX_SAMPLE_SIZE))
+    p.buf[:] = ipv6(p.daddr, p.saddr, IPPROTO_ICMPV6, msg, hlim=IPDEFTTL)
+
+
+def ratelimit_take(node: Node) -> bool:
+    """ratelimit_check_and_take() for the ICMPv6 bucket of the receiving device: a new
+    bucket starts with one top-up less the token taken; whole elapsed intervals top up
+    (strictly more than one interval since the last), capped at the bucket size."""
+    m = node.maps.ratelimit
+    key = RatelimitKey(RATELIMIT_USAGE_ICMPV6, NETDEV_IFINDEX)
+    now = node.now * NSEC_PER_SEC
+    v = m.lookup(key)
+    if v is None:
+        return m.update(key, RatelimitValue(now, ICMPV6_TOKENS_PER_TOPUP - 1))
+    since = now - v.last_topup
+    if since > NSEC_PER_SEC:
+        v.tokens = min(v.tokens + since // NSEC_PER_SEC * ICMPV6_TOKENS_PER_TOPUP,
+                       ICMPV6_BUCKET_SIZE)
+        v.last_topup = now - since % NSEC_PER_SEC
+    if v.tokens > 0:
+        v.tokens -= 1
+        return True
+    return False
