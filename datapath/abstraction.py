@@ -59,6 +59,7 @@ from model.maps import (
     NodeState,
     ServiceEntry,
     ServiceKey,
+    TokenBucket,
     TupleFlags,
 )
 from model.network import World
@@ -122,7 +123,8 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         seed=cfg.seed, tunnel=cfg.tunneling,
         router_ipv4=str(me.router_ip) if me.router_ip is not None and not v6 else None,
         router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
-        no_backend_response="reject" if cfg.reject_no_backend else "drop")
+        no_backend_response="reject" if cfg.reject_no_backend else "drop",
+        no_service_endpoints_routable=cfg.no_service_endpoints_routable)
 
 
 class AgentView:
@@ -390,9 +392,23 @@ def lb_maps(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref
     return LbMaps(services=services, backends=backends, revnat=revnat, local_endpoints=local)
 
 
+def icmp6_bucket(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]],
+                 ref: TokenBucket | None) -> TokenBucket | None:
+    """cilium_ratelimit's ICMPv6 bucket (usage 1) in model seconds; a datapath that does not
+    dump the map leaves the model's bucket standing in for it."""
+    if "cilium_ratelimit" not in dump:
+        return ref
+    for k, v in dump["cilium_ratelimit"]:
+        if int(k["usage"]) == 1:
+            return TokenBucket(last_topup=int(v["last_topup"]) // 1_000_000_000,
+                               tokens=int(v["tokens"]))
+    return None
+
+
 def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref: NodeState,
                lb: bool = True) -> NodeState:
     """A datapath dump as the model's NodeState (capacities and agent views from `ref`);
     with lb=False the LB maps are not abstracted and `ref.lb` stands in for them."""
     return NodeState(lb=lb_maps(dump, ref.lb) if lb else ref.lb,
-                     ct=ct_map(dump, ref.ct.capacity), snat=nat_map(dump, ref.snat.capacity))
+                     ct=ct_map(dump, ref.ct.capacity), snat=nat_map(dump, ref.snat.capacity),
+                     icmp6_bucket=icmp6_bucket(dump, ref.icmp6_bucket))

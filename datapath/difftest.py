@@ -239,6 +239,11 @@ class DatapathNet:
             n.name: check_datapath(factory(node_config(world, n.name), faults), spec)
             for n in world.cluster.nodes}
         self.node_ips = {n.name: (n.ip, n.router_ip) for n in world.cluster.nodes}
+        # Frontends a node serves: a packet for one that the node passes up its stack (a
+        # backend-less service with enable-no-service-endpoints-routable=false) ends there.
+        self.frontends = {n.name: frozenset(fe.addr.addr for fe in
+                                            world.cluster.frontends_on(n.name))
+                          for n in world.cluster.nodes}
 
     def close(self) -> None:
         """Free every node that holds resources (a `close()` method: real BPF objects)."""
@@ -301,7 +306,8 @@ class DatapathNet:
             return Obs(at=node, hook=hook, verdict="reject", packet=out), r.packet, "go", \
                 (node, r.drop_reason.name)
         if r.verdict == DpVerdict.CTX_ACT_OK and target == "stack":
-            if out.outer is None and out.dst.addr in self.node_ips[node]:
+            if out.outer is None and (out.dst.addr in self.node_ips[node]
+                                      or out.dst.addr in self.frontends[node]):
                 return Obs(at=node, hook=hook, verdict="to-stack", packet=out), r.packet, \
                     "stop", (node, DropReason.PUNT_TO_STACK.name)
             owner = self.world.cluster.owner_of(out.dst.addr)
@@ -363,7 +369,7 @@ class DatapathNet:
 
     def states(self, ref: Mapping[str, NodeState], lb: bool = False) -> dict[str, NodeState]:
         """Every node's maps through the abstraction function (CT/NAT only unless lb)."""
-        names = None if lb else CT_MAPS + NAT_MAPS
+        names = None if lb else (*CT_MAPS, *NAT_MAPS, "cilium_ratelimit")
         return {n: node_state(dp.dump(names), ref[n], lb) for n, dp in self.nodes.items()}
 
 
@@ -392,6 +398,10 @@ def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
         m, d = model[node], ren.nat_state(dp[node])
         out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries, declared, seen)
         out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries, declared, seen)
+        mt, dt = (b.tokens if b is not None else None for b in (m.icmp6_bucket,
+                                                                 d.icmp6_bucket))
+        if mt != dt:  # tokens only: a real datapath's bucket runs on its own clock
+            out.append(f"{node} icmp6 rate-limit tokens: model={mt} datapath={dt}")
         if lb and m.lb != d.lb:
             out += _diff_maps(node, "lb.services", m.lb.services, d.lb.services)
             out += _diff_maps(node, "lb.backends", m.lb.backends, d.lb.backends)

@@ -74,6 +74,9 @@ class CiliumConfig:
     nodeport_min: int = NODEPORT_MIN_DEFAULT
     nodeport_max: int = NODEPORT_MAX_DEFAULT
     no_backend_response: NoBackendResponse = NoBackendResponse.REJECT
+    # --enable-no-service-endpoints-routable (v1.20; the 1.18 datapath has no such switch):
+    # false sends a backend-less service's packets up the stack, eTP=Local ones dropped.
+    no_service_endpoints_routable: bool = True
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT
     seed: int = 0

@@ -21,6 +21,7 @@ class DropReason(enum.Enum):
     DROP_NAT_NOT_NEEDED = -173
     DROP_IS_CLUSTER_IP = -174
     DROP_NOT_IN_SRC_RANGE = -177
+    DROP_RATE_LIMITED = -198
     # Losses outside Cilium: the fabric between hosts (no Cilium code).
     FABRIC_DROPS_IP_OPTIONS = 1
     FABRIC_SOURCE_DEST_CHECK = 2

@@ -259,9 +259,18 @@ class LbMaps:
 
 
 @attrs.frozen(kw_only=True)
+class TokenBucket:
+    """struct ratelimit_value: the node's ICMPv6 error bucket (cilium_ratelimit)."""
+
+    last_topup: int  # model seconds
+    tokens: int
+
+
+@attrs.frozen(kw_only=True)
 class NodeState:
     """Everything one node's datapath keeps between packets."""
 
     lb: LbMaps
     ct: LruMap[CtTuple, CtEntry]
     snat: LruMap[NatTuple, NatEntry]
+    icmp6_bucket: TokenBucket | None = None  # created by the first ICMPv6 reject

@@ -11,7 +11,15 @@ from model.config import CiliumConfig, CiliumVersion, DsrDispatch
 from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
-from model.maps import CtTuple, NatEntry, NatTuple, NodeState, ServiceEntry, TupleFlags
+from model.maps import (
+    CtTuple,
+    NatEntry,
+    NatTuple,
+    NodeState,
+    ServiceEntry,
+    TokenBucket,
+    TupleFlags,
+)
 from model.snat import RandomSource, snat_nat, snat_rev_nat
 from model.values import (
     WORLD_ID,
@@ -25,6 +33,10 @@ from model.values import (
     Packet,
     Proto,
 )
+
+# The ICMPv6 error bucket per receiving device: 100 replies a second, bursts up to 1000.
+ICMP6_TOKENS_PER_TOPUP = 100
+ICMP6_BUCKET_SIZE = 1000
 
 
 class Hook(enum.Enum):
@@ -199,14 +211,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         svc = attrs.evolve(svc, backend_slots=svc.all_backends)
     st, bid, first = lb_select(ctx, st, svc, pkt)
     if bid is None:
-        if ctx.cfg.reject_no_backend:
-            icmp = Packet(src=Endpoint(addr=pkt.dst.addr, port=0),
-                          dst=Endpoint(addr=pkt.src.addr, port=0),
-                          proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
-                          icmp=IcmpKind.PORT_UNREACHABLE)
-            return st, HookResult(verdict=Verdict.REJECT, packet=icmp, step=Step.REJECT,
-                                  reason=DropReason.DROP_NO_SERVICE)
-        return st, _drop(pkt, DropReason.DROP_NO_SERVICE)
+        return _no_service(ctx, st, svc, pkt)
     backend = st.lb.backends[bid]
     client = pkt.src
     if ctx.has(ModelFault.DNAT_KEEPS_FRONTEND_PORT):
@@ -236,6 +241,47 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
             return st, _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
         out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.SNAT)
+
+
+def _no_service(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
+                ) -> tuple[NodeState, HookResult]:
+    """lb4_local found no backend: v1.20's routable switch (nodeport.h:2797), then
+    tail_no_service_ipv4/6 under serviceNoBackendResponse=reject (lb.h:2340, 2363)."""
+    if not ctx.cfg.no_service_endpoints_routable:
+        # handle_nonroutable_endpoints_v4: every frontend here is external; eTP=Local drops,
+        # the rest goes up the stack untranslated.
+        if svc.etp_local:
+            return st, _drop(pkt, DropReason.DROP_NO_SERVICE)
+        return st, HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=Step.PASS,
+                              reason=DropReason.PUNT_TO_STACK)
+    if not ctx.cfg.reject_no_backend:
+        return st, _drop(pkt, DropReason.DROP_NO_SERVICE)
+    if pkt.is_ipv6:
+        bucket, allowed = icmp6_ratelimit(st.icmp6_bucket, ctx.now)
+        st = attrs.evolve(st, icmp6_bucket=bucket)
+        if not allowed:
+            return st, _drop(pkt, DropReason.DROP_RATE_LIMITED)
+    icmp = Packet(src=Endpoint(addr=pkt.dst.addr, port=0),
+                  dst=Endpoint(addr=pkt.src.addr, port=0),
+                  proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
+                  icmp=IcmpKind.PORT_UNREACHABLE)
+    return st, HookResult(verdict=Verdict.REJECT, packet=icmp, step=Step.REJECT,
+                          reason=DropReason.DROP_NO_SERVICE)
+
+
+def icmp6_ratelimit(bucket: TokenBucket | None, now: int) -> tuple[TokenBucket, bool]:
+    """ratelimit_check_and_take() with tail_no_service_ipv6's settings (lb.h:2370): a new
+    bucket starts with one top-up less the token taken (ratelimit.h:96); each whole second,
+    once more than one has passed, adds 100 up to 1000 (ratelimit.h:116-124)."""
+    if bucket is None:
+        return TokenBucket(last_topup=now, tokens=ICMP6_TOKENS_PER_TOPUP - 1), True
+    since = now - bucket.last_topup
+    if since > 1:
+        bucket = TokenBucket(last_topup=now, tokens=min(
+            bucket.tokens + since * ICMP6_TOKENS_PER_TOPUP, ICMP6_BUCKET_SIZE))
+    if bucket.tokens > 0:
+        return attrs.evolve(bucket, tokens=bucket.tokens - 1), True
+    return bucket, False
 
 
 def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet, first: bool) -> HookResult:

@@ -184,7 +184,8 @@ def load(path: str | Path) -> Scenario:
 def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     c = r.mapping(doc.get("cilium", {}), "cilium",
                   {"version", "loadBalancer", "routingMode", "tunnelProtocol", "nodePort",
-                   "seed", "serviceNoBackendResponse", "bpf"})
+                   "seed", "serviceNoBackendResponse", "enableNoServiceEndpointsRoutable",
+                   "bpf"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
     bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "natMax"})
@@ -203,8 +204,14 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     if isinstance(version, float):
         raise r.fail("cilium.version", f"{version!r} is a number, so YAML dropped its digits; "
                      'quote it ("1.20")')
+    routable = r.opt(c, "enableNoServiceEndpointsRoutable", "cilium",
+                     lambda v, p: r.boolean(v, p), True)
+    ver = r.enum(str(version), "cilium.version", CiliumVersion)
+    if not routable and ver is not CiliumVersion.V1_20:
+        raise r.fail("cilium.enableNoServiceEndpointsRoutable", "false needs version 1.20 "
+                     f"(the {ver.value} datapath has no such switch)")
     return CiliumConfig(
-        version=r.enum(str(version), "cilium.version", CiliumVersion),
+        version=ver,
         mode=r.opt(lb, "mode", "cilium.loadBalancer", lambda v, p: r.enum(v, p, LBMode),
                    LBMode.SNAT),
         dispatch=r.opt(lb, "dsrDispatch", "cilium.loadBalancer",
@@ -216,6 +223,7 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         no_backend_response=r.opt(c, "serviceNoBackendResponse", "cilium",
                                   lambda v, p: r.enum(v, p, NoBackendResponse),
                                   NoBackendResponse.REJECT),
+        no_service_endpoints_routable=routable,
         nodeport_min=lo, nodeport_max=hi,
         seed=r.opt(c, "seed", "cilium", lambda v, p: r.integer(v, p, 0, 2**63), 0),
         ct_max=r.opt(bpf, "ctTcpMax", "cilium.bpf", lambda v, p: r.integer(v, p, 1, 2**26),
