@@ -16,10 +16,11 @@ from datapath.host import make_node
 from datapath.icmp import ICMP_PACKET_MAX_SAMPLE_SIZE, ICMPV6_PACKET_MAX_SAMPLE_SIZE
 from datapath.spec import build_packet, describe
 from model.drops import DropReason
+from model.errors import ScenarioError
 from model.flows import FlowTrace, run_flows
 from model.maps import TokenBucket
 from model.nodeport import icmp6_ratelimit
-from model.scenario import ScenarioError, parse
+from model.scenario import parse
 from tests.conftest import build_doc
 
 
