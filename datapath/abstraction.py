@@ -84,6 +84,23 @@ CT_MAPS = ("cilium_ct4_global", "cilium_ct_any4_global", "cilium_ct6_global",
 NAT_MAPS = ("cilium_snat_v4_external", "cilium_snat_v6_external")
 
 
+# Each ICMP error the model names, per family: (IP version, kind) -> (type, code), as
+# <linux/icmp.h> and <linux/icmpv6.h> number them. Written here, not imported from the
+# datapath's builder (datapath/icmp.py), so that a wrong number on either side shows as a
+# divergence instead of cancelling out; tests/test_abstraction_icmp.py pins the table
+# against the bytes of vectors/no_backend_reject.yaml (checksums Cilium's tests assert).
+ICMP_KINDS: dict[tuple[int, IcmpKind], tuple[int, int]] = {
+    (4, IcmpKind.PORT_UNREACHABLE): (3, 3),  # ICMP_DEST_UNREACH / ICMP_PORT_UNREACH
+    (6, IcmpKind.PORT_UNREACHABLE): (1, 4),  # ICMPV6_DEST_UNREACH / ICMPV6_PORT_UNREACH
+    (4, IcmpKind.FRAG_NEEDED): (3, 4),  # ICMP_DEST_UNREACH / ICMP_FRAG_NEEDED
+    (6, IcmpKind.FRAG_NEEDED): (2, 0),  # ICMPV6_PKT_TOOBIG
+    (4, IcmpKind.ADMIN_PROHIBITED): (3, 13),  # ICMP_DEST_UNREACH / ICMP_PKT_FILTERED
+    (6, IcmpKind.ADMIN_PROHIBITED): (1, 1),  # ICMPV6_DEST_UNREACH / ICMPV6_ADM_PROHIBITED
+    (6, IcmpKind.TIME_EXCEEDED): (3, 0),  # ICMPV6_TIME_EXCEED / ICMPV6_EXC_HOPLIMIT
+}
+_ICMP_BY_WIRE = {(fam, tc): kind for (fam, kind), tc in ICMP_KINDS.items()}
+
+
 class AbstractionError(ValueError):
     """Bytes or a dump the model has no value for (the datapath emitted something odd)."""
 
@@ -236,10 +253,15 @@ def packet_of(data: bytes | bytearray) -> Packet:
     except Exception as e:  # the datapath's own drop exception or a short buffer
         raise AbstractionError(f"unparseable packet {bytes(data[:64]).hex()}: {e}") from None
     if p.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        fam = 6 if p.v6 else 4
+        if p.proto != (IPPROTO_ICMPV6 if p.v6 else IPPROTO_ICMP):
+            raise AbstractionError(f"protocol {p.proto} in an IPv{fam} packet: ICMP is "
+                                   f"{IPPROTO_ICMP} in IPv4, {IPPROTO_ICMPV6} in IPv6")
         t, code = buf[p.l4_off], buf[p.l4_off + 1]
-        icmp = IcmpKind.PORT_UNREACHABLE if (t, code) in ((3, 3), (1, 4)) else None
+        icmp = _ICMP_BY_WIRE.get((fam, (t, code)))
         if icmp is None:
-            raise AbstractionError(f"ICMP type {t} code {code} has no model value")
+            raise AbstractionError(f"ICMP{'v6' if p.v6 else ''} type {t} code {code} has no "
+                                   "model value")
         return Packet(src=Endpoint(addr=_ip(p.saddr), port=0),
                       dst=Endpoint(addr=_ip(p.daddr), port=0), proto=Proto(p.proto),
                       icmp=icmp, outer=outer)
@@ -276,12 +298,17 @@ def bytes_of(pkt: Packet) -> bytes:
     s, d = pkt.src.addr.packed, pkt.dst.addr.packed
     v6 = len(s) == 16
     if pkt.icmp is not None:
-        quote = ipv4(d, s, IPPROTO_UDP, udp_datagram(d, s, 1, 1, b""))
+        fam = 6 if v6 else 4
+        if (fam, pkt.icmp) not in ICMP_KINDS:
+            raise AbstractionError(f"{pkt.icmp.value} has no ICMP{'v6' if v6 else ''} form")
+        t, code = ICMP_KINDS[(fam, pkt.icmp)]
+        # The quoted packet: the one the error answers (client to frontend, ports unknown).
         if v6:
-            msg = icmp6_message(s, d, 1, 4, b"\0" * 4, quote)
-            inner = ipv6(s, d, IPPROTO_ICMPV6, msg)
+            quote = ipv6(d, s, IPPROTO_UDP, udp_datagram(d, s, 1, 1, b""))
+            inner = ipv6(s, d, IPPROTO_ICMPV6, icmp6_message(s, d, t, code, b"\0" * 4, quote))
         else:
-            inner = ipv4(s, d, IPPROTO_ICMP, icmp4_message(3, 3, b"\0" * 4, quote[:28]))
+            quote = ipv4(d, s, IPPROTO_UDP, udp_datagram(d, s, 1, 1, b""))
+            inner = ipv4(s, d, IPPROTO_ICMP, icmp4_message(t, code, b"\0" * 4, quote))
     else:
         proto = int(pkt.proto)
         l4 = (tcp_segment(s, d, pkt.src.port, pkt.dst.port, int(pkt.flags))

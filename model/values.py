@@ -69,9 +69,15 @@ class DsrKind(enum.Enum):
 
 
 class IcmpKind(enum.Enum):
-    """The ICMP errors the NodePort path itself generates."""
+    """ICMP errors by meaning, the same in both families (their type/code numbers differ:
+    the abstraction maps them). The model's own NodePort path generates PORT_UNREACHABLE;
+    the others are errors Cilium's programs write elsewhere, named so that a datapath
+    emitting one shows as that error rather than as garbage."""
 
-    PORT_UNREACHABLE = "port-unreachable"
+    PORT_UNREACHABLE = "port-unreachable"  # tail_no_service_ipv4/6 (lb.h:2345, 2383)
+    FRAG_NEEDED = "frag-needed"  # DSR MTU errors: nodeport.h:1993 (v4), :610 (v6 too big)
+    ADMIN_PROHIBITED = "admin-prohibited"  # policy deny response (bpf_lxc.c:2729, 2764)
+    TIME_EXCEEDED = "time-exceeded"  # IPv6 hop limit reached (icmp6.h:248)
 
 
 @attrs.frozen(kw_only=True, order=True)
