@@ -36,7 +36,7 @@ from datapath.maps import (
     NodeMaps,
 )
 from datapath.nat import snat_rev_nat
-from datapath.nodeport import dsr_ingress, encapsulate, nodeport_lb, rev_dnat
+from datapath.nodeport import REMOTE_NODE_ID, dsr_ingress, encapsulate, nodeport_lb, rev_dnat
 from datapath.packet import (
     DSR_GENEVE_OPT_CLASS,
     DSR_GENEVE_OPT_TYPE,
@@ -135,7 +135,8 @@ class Node:
         """IPV4_GATEWAY / router IPv6: cilium_host's address, if the node has one."""
         return self._r6 if v6 else self._r4
 
-    def _dec_ttl(self, p: Parsed) -> None:
+    def dec_ttl(self, p: Parsed) -> None:
+        """ipv4_dec_ttl() / ipv6_dec_hoplimit() (ipv4_l3, ipv6_l3)."""
         if not self.ttl_dec:
             return
         buf = p.buf
@@ -167,7 +168,7 @@ class Node:
         ep = self.lxc_eps.get(p.daddr)
         if ep is None or not self.bpf_routing:
             return Verdict.CTX_ACT_OK, "stack"
-        self._dec_ttl(p)
+        self.dec_ttl(p)
         return Verdict.CTX_ACT_REDIRECT, f"lxc:{ep.ifindex}"
 
     # -- entry points -----------------------------------------------------------------
@@ -253,8 +254,15 @@ class Node:
             if (from_overlay or self.opt_dispatch) and dsr_ingress(self, p, info):
                 return self.local_delivery(p)
         if snat_rev_nat(self, p):
-            if self.mode != "dsr":
-                rev_dnat(self, p, dsr_ok=False)
+            if self.mode != "dsr" and rev_dnat(self, p, dsr_ok=False) and self.tunnel:
+                # nodeport_rev_dnat_ipv4 (nodeport.h:2336-2346, 2385-2404; v6 :1005-1035):
+                # a client with a tunnel endpoint (a pod or node of the cluster) gets the
+                # reply through the tunnel, tagged REMOTE_NODE_ID; others by the native device.
+                tep = self.maps.ipcache.lookup(p.daddr)
+                if tep is not None and tep != self.snat_addr(len(tep) == 16):
+                    self.dec_ttl(p)
+                    encapsulate(self, p, tep, b"", REMOTE_NODE_ID)
+                    return self.tunnel_redirect()
             return self.fib_redirect(p)
         return None
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from datapath.host import Node
 
 WORLD_ID = 2
+REMOTE_NODE_ID = 6  # the VNI of a reply tunnelled to a cluster client (nodeport.h:2343)
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 
@@ -92,13 +93,17 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     if ep is not None:
         return node.local_delivery(p)
     target = node.snat_addr(p.v6)
-    if node.tunnel and node.maps.ipcache.lookup(be.address) is not None:
-        # Towards a tunnel endpoint the SNAT source is cilium_host's IPV4_GATEWAY.
-        target = node.router_addr(p.v6) or target
-    snat_nat(node, p, target)
-    if node.tunnel:
-        return tunnel_forward(node, p, be.address)
-    return node.fib_redirect(p)
+    tep = node.maps.ipcache.lookup(baddr) if node.tunnel else None
+    if tep is None:
+        snat_nat(node, p, target)
+        return node.fib_redirect(p)
+    # tail_nodeport_nat_egress_ipv4 (nodeport.h:2592-2598; v6 :1258): towards a tunnel
+    # endpoint the SNAT source is cilium_host's IPV4_GATEWAY / router_ipv6, the TTL drops
+    # (ipv4_l3, :2635) and the packet goes into the tunnel tagged WORLD_ID (:2650-2668).
+    node.dec_ttl(p)
+    snat_nat(node, p, node.router_addr(p.v6) or target)
+    encapsulate(node, p, tep, b"")
+    return node.tunnel_redirect()
 
 
 def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"") -> tuple[int, str]:
@@ -110,12 +115,17 @@ def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"") -> tuple
     return node.tunnel_redirect()
 
 
-def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes) -> None:
-    """Outer IP (the node's own address of the underlay family)/UDP 6081/Geneve + inner."""
+def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes, vni: int | None = None
+                ) -> None:
+    """Outer IP (the node's own address of the underlay family)/UDP 6081/Geneve + inner;
+    the VNI carries the source identity (WORLD_ID, or WORLD_IPV6_ID for IPv6, by default)."""
     inner = bytes(p.buf)
     h = zlib.crc32(p.saddr + p.daddr + _H.pack(p.sport) + _H.pack(p.dport))
     sport = 32768 + h % (61000 - 32768)
-    vni = 0 if "geneve_wrong_vni" in node.faults else (WORLD_IPV6_ID if p.v6 else WORLD_ID)
+    if vni is None:
+        vni = WORLD_IPV6_ID if p.v6 else WORLD_ID
+    if "geneve_wrong_vni" in node.faults:
+        vni = 0
     p.buf[:] = geneve_encap(node.snat_addr(len(tep) == 16), tep, inner, vni, opt, sport, p.v6)
 
 
@@ -243,7 +253,8 @@ def dsr_ingress(node: Node, p: Parsed, info: tuple[bytes, int] | None) -> bool:
 
 
 def rev_dnat(node: Node, p: Parsed, dsr_ok: bool) -> bool:
-    """nodeport_rev_dnat_ipv4 / nodeport_rev_dnat_fwd_ipv4: source back to the frontend."""
+    """nodeport_rev_dnat_ipv4 / nodeport_rev_dnat_fwd_ipv4: source back to the frontend;
+    True when the CT lookup said CT_REPLY (a nodeport or DSR entry answered)."""
     if not p.frag_first or p.proto not in PORT_PROTOS:
         return False
     ct = node.maps.ct_map(p.v6, p.proto)
@@ -252,11 +263,12 @@ def rev_dnat(node: Node, p: Parsed, dsr_ok: bool) -> bool:
     if e is None:
         return False
     if e.node_port and e.rev_nat_index:
+        # CT_REPLY: lb4_rev_nat() without a reverse NAT entry rewrites nothing and is no
+        # error (lb.h:1650-1653); the caller still routes the reply (nodeport.h:2336-2346).
         revnat = (node.maps.lb6_reverse_nat if p.v6 else node.maps.lb4_reverse_nat).lookup(
             e.rev_nat_index)
-        if revnat is None:
-            return False
-        rewrite(p, True, revnat.address, revnat.port or None)
+        if revnat is not None:
+            rewrite(p, True, revnat.address, revnat.port or None)
         return True
     if dsr_ok and e.dsr_internal:
         if e.nat_port:

@@ -12,6 +12,7 @@ from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import (
+    CtEntry,
     CtTuple,
     NatEntry,
     NatTuple,
@@ -22,6 +23,7 @@ from model.maps import (
 )
 from model.snat import RandomSource, snat_nat, snat_rev_nat
 from model.values import (
+    REMOTE_NODE_ID,
     WORLD_ID,
     WORLD_IPV6_ID,
     DsrKind,
@@ -225,9 +227,12 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
             out = attrs.evolve(out, src=Endpoint(addr=ctx.ip, port=client.port))
         return st, _dsr_forward(ctx, pkt, out, first)
     st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
-    tep = ctx.ipcache.get(backend.addr)
-    target = ctx.ip  # IPV4_DIRECT_ROUTING, or IPV4_GATEWAY towards a tunnel endpoint
-    if ctx.cfg.tunneling and tep is not None and ctx.router_ip is not None:
+    # tail_nodeport_nat_egress_ipv4 (nodeport.h:2592-2598): a backend with a tunnel endpoint
+    # is reached through the tunnel, SNATed to IPV4_GATEWAY; any other natively, SNATed to
+    # IPV4_DIRECT_ROUTING.
+    tep = ctx.ipcache.get(backend.addr) if ctx.cfg.tunneling else None
+    target = ctx.ip
+    if tep is not None and ctx.router_ip is not None:
         target = ctx.router_ip
     res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, target, ctx.now, ctx.name,
                    ctx.rand, ctx.faults)
@@ -236,9 +241,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         return st, _drop(pkt, DropReason.DROP_NAT_NO_MAPPING)
     if not ctx.has(ModelFault.SNAT_SKIPPED):
         out = attrs.evolve(out, src=res.nat)
-    if ctx.cfg.tunneling:
-        if tep is None:
-            return st, _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
+    if tep is not None:
         out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.SNAT)
 
@@ -358,6 +361,18 @@ def _rev_dnat(st: NodeState, pkt: Packet) -> tuple[Packet, bool]:
     return attrs.evolve(pkt, src=fe), True
 
 
+def _reply_route(ctx: NodeCtx, out: Packet, entry: CtEntry) -> Packet:
+    """nodeport_rev_dnat_ipv4 after CT_REPLY (nodeport.h:2336-2346): a client with a tunnel
+    endpoint (a pod or node of the cluster) gets the reply through the tunnel, tagged
+    REMOTE_NODE_ID; an external client's leaves by the native device."""
+    if not (ctx.cfg.tunneling and entry.node_port and entry.rev_nat_index):
+        return out
+    tep = ctx.ipcache.get(out.dst.addr)
+    if tep is None or tep == ctx.ip:
+        return out
+    return attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep, vni=REMOTE_NODE_ID))
+
+
 def _local(ctx: NodeCtx, st: NodeState, pkt: Packet, step: Step) -> HookResult:
     """After nodeport: local endpoints get the packet, the node's own IP goes up the stack."""
     if pkt.dst.addr in st.lb.local_endpoints:
@@ -396,6 +411,7 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                     entry = on_packet(ctx.cfg.version, entry, pkt, ctx.now,
                                       direction=Direction.REPLY)
                     st = attrs.evolve(st, ct=st.ct.put(ekey, entry))
+                    out = _reply_route(ctx, out, entry)
                 return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.REV_SNAT)
             # DROP_NAT_NO_MAPPING inside nodeport ingress is punted to the stack.
     return st, _local(ctx, st, pkt, Step.PASS)

@@ -13,6 +13,9 @@ IPAddress = IPv4Address | IPv6Address
 # IPv6 with dual-stack world identities, identity.ReservedIdentityWorldIPv6).
 WORLD_ID = 2
 WORLD_IPV6_ID = 10
+# The identity a NodePort reply carries when it is tunnelled to a client inside the cluster
+# (nodeport.h:2343, v1.20: REMOTE_NODE_ID).
+REMOTE_NODE_ID = 6
 # Geneve UDP port used by Cilium's tunnel device.
 GENEVE_PORT = 6081
 # DSR option constants (bpf/lib/nodeport.h, bpf/lib/tunnel.h).

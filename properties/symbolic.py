@@ -287,9 +287,8 @@ def nodeport_svc_lb(ctx: SCtx, st: SNode, svc: SSvc, pkt: SPkt) -> SRes:
         if ctx.cfg.tunneling:
             found_t, tep = ctx.tep(backend.addr)
             enc = replace(sout, outer=z3.BoolVal(True), osrc=ctx.ip, odst=tep)
-            fwd = result(st2, Verdict.FORWARD, Step.SNAT, enc).ite(
-                found_t, result(st2, Verdict.DROP, Step.DROP, pkt,
-                                DropReason.DROP_NO_TUNNEL_ENDPOINT))
+            # no tunnel endpoint: the native device (nodeport.h:2592-2604, 2687)
+            fwd = result(st2, Verdict.FORWARD, Step.SNAT, enc).ite(found_t, fwd)
         remote = fwd.ite(ok, result(st2, Verdict.DROP, Step.DROP, pkt,
                                      DropReason.DROP_NAT_NO_MAPPING))
     if local is True or (not isinstance(local, bool) and z3.is_true(local)):
