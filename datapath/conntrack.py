@@ -32,9 +32,15 @@ def _timeout(entry: CtEntry, tcp: bool, service: bool) -> int:
     return CT_SERVICE_LIFETIME_TCP if service else CT_LIFETIME_TCP
 
 
+ETH_HLEN = 14
+
+
 def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_flags: int,
-              tcp: bool, service: bool = False, reply: bool = False) -> CtEntry | None:
+              tcp: bool, service: bool = False, reply: bool = False, *, size: int
+              ) -> CtEntry | None:
     """__ct_lookup(): None means CT_NEW (including a SYN that reopens a closing entry).
+    `size` is the IP packet's length; with CT accounting the entry counts the packet and
+    its frame, Ethernet header included (ctx_full_len, conntrack.h:376-378).
 
     ACTION_CLOSE closes both directions for CT_SERVICE and for an RST before the
     connection is established; otherwise only the direction the packet travels
@@ -45,6 +51,9 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
         return None
     if ct.refresh:
         ct._d.move_to_end(key)
+    if node.ct_accounting:
+        entry.packets += 1
+        entry.bytes += size + ETH_HLEN
     if tcp:
         syn = tcp_flags & TCP_SYN
         if (entry.rx_closing or entry.tx_closing) and syn and not tcp_flags & TCP_ACK:
@@ -71,10 +80,14 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
 
 
 def ct_create(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, entry: CtEntry,
-              tcp_flags: int, tcp: bool, service: bool = False) -> bool:
-    """ct_create4(): write a fresh entry; False maps to DROP_CT_CREATE_FAILED."""
+              tcp_flags: int, tcp: bool, service: bool = False, *, size: int) -> bool:
+    """ct_create4(): write a fresh entry; False maps to DROP_CT_CREATE_FAILED. With CT
+    accounting the entry starts at one packet of this frame's size (conntrack.h:1159)."""
     if tcp and not tcp_flags & TCP_SYN:
         entry.seen_non_syn = True
+    if node.ct_accounting:
+        entry.packets = 1
+        entry.bytes = size + ETH_HLEN
     entry.lifetime = node.now + _timeout(entry, tcp, service)
     return ct.update(key, entry, BPF_ANY)
 

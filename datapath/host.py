@@ -121,6 +121,7 @@ class Node:
         self.tunnel = c.tunnel
         self.bpf_routing = c.host_routing == "bpf"
         self.random_pick = c.selection != "first"
+        self.ct_accounting = c.ct_accounting
 
     # -- helpers used by the library modules ------------------------------------------
     def prandom(self) -> int:

@@ -74,8 +74,8 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
     tup = _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, proto, TUPLE_F_SERVICE))
     ct = (maps.ct6_tcp if tcp else maps.ct6_any) if v6 else (
         maps.ct4_tcp if tcp else maps.ct4_any)
-    entry = ct_lookup(node, ct, tup, tcp_flags, tcp, True) if node.ct_svc_reuse \
-        else None
+    entry = ct_lookup(node, ct, tup, tcp_flags, tcp, True, size=len(p.buf)) \
+        if node.ct_svc_reuse else None
     if entry is not None:
         be = backends.get(entry.backend_id)
         if be is not None and (be.flags == BE_STATE_ACTIVE or not tcp_flags & TCP_SYN
@@ -86,7 +86,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
         return backend_id, be, False
     backend_id, be = _pick(node, backends, key, svc.count)
     new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
-    if not ct_create(node, ct, tup, new, tcp_flags, tcp, True):  # service
+    if not ct_create(node, ct, tup, new, tcp_flags, tcp, True, size=len(p.buf)):  # service
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
     return backend_id, be, True
 

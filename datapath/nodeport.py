@@ -138,13 +138,13 @@ def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:
     ct = (maps.ct6_tcp if tcp else maps.ct6_any) if v6 else (
         maps.ct4_tcp if tcp else maps.ct4_any)
     key = _new(CtTuple, (p.saddr, p.daddr, p.dport, p.sport, proto, TUPLE_F_OUT))
-    e = ct_lookup(node, ct, key, p.tcp_flags, tcp)
+    e = ct_lookup(node, ct, key, p.tcp_flags, tcp, size=len(p.buf))
     if e is not None and e.node_port and (
             e.rev_nat_index == svc.rev_nat_index or node.keep_stale_revnat):
         return
     new = CtEntry(node_port=True, rev_nat_index=svc.rev_nat_index,
                   src_sec_id=WORLD_IPV6_ID if v6 else WORLD_IPV4_ID)
-    if not ct_create(node, ct, key, new, p.tcp_flags, tcp):
+    if not ct_create(node, ct, key, new, p.tcp_flags, tcp, size=len(p.buf)):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
 
 
@@ -234,7 +234,7 @@ def dsr_ingress(node: Node, p: Parsed, info: tuple[bytes, int] | None) -> bool:
                 e0.dsr_internal = False
     if not dsr:
         return False
-    e = ct_lookup(node, ct, key, p.tcp_flags, tcp)
+    e = ct_lookup(node, ct, key, p.tcp_flags, tcp, size=len(p.buf))
     if e is not None and e.dsr_internal and not (tcp and info is not None):
         return True
     if info is None:
@@ -247,7 +247,7 @@ def dsr_ingress(node: Node, p: Parsed, info: tuple[bytes, int] | None) -> bool:
     no_info = "dsr_ct_no_nat_info" in node.faults
     new = CtEntry(dsr_internal=True, src_sec_id=WORLD_IPV6_ID if p.v6 else WORLD_IPV4_ID,
                   nat_addr=b"" if no_info else vip, nat_port=0 if no_info else vport)
-    if not ct_create(node, ct, key, new, p.tcp_flags, tcp):
+    if not ct_create(node, ct, key, new, p.tcp_flags, tcp, size=len(p.buf)):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
     return True
 
@@ -259,7 +259,7 @@ def rev_dnat(node: Node, p: Parsed, dsr_ok: bool) -> bool:
         return False
     ct = node.maps.ct_map(p.v6, p.proto)
     e = ct_lookup(node, ct, reply_ct_key(p), p.tcp_flags, p.proto == IPPROTO_TCP,
-                  reply=True)
+                  reply=True, size=len(p.buf))
     if e is None:
         return False
     if e.node_port and e.rev_nat_index:
