@@ -179,6 +179,36 @@ def _maps(dp: Datapath) -> MapsView:
     return m
 
 
+def _lacks(doc: Mapping[str, Any], dp: Datapath, version: str | None) -> str:
+    """What the file's steps (those for this version) need that the datapath under test
+    does not offer: a map, writes to a map (`seed`), `reprogram` ('' when nothing)."""
+    maps: set[str] = set()
+    written: set[str] = set()
+    again = False
+    for st in doc["steps"]:
+        if version is not None and "cilium" in st and _minor(version) not in st["cilium"]:
+            continue
+        maps.update(str(m["map"]) for m in (st.get("expect") or {}).get("maps") or [])
+        for act in ("delete", "seed"):
+            if act in st:
+                maps.add(str(st[act]["map"]))
+        if "seed" in st:
+            written.add(str(st["seed"]["map"]))
+        again = again or "reprogram" in st
+    missing = []
+    if again and not callable(getattr(dp, "reprogram", None)):
+        missing.append("reprogram()")
+    for name in sorted(maps):
+        try:
+            view = _maps(dp).by_name(name)
+        except KeyError:
+            missing.append(f"map {name}")
+            continue
+        if name in written and not callable(getattr(view, "update", None)):
+            missing.append(f"writes to {name}")
+    return f"the datapath under test has no {', '.join(missing)}" if missing else ""
+
+
 def _check_maps(dp: Datapath, exp: list[Any], caps: Mapping[str, Any], where: str, path: str
                 ) -> list[str]:
     fails = []
@@ -313,6 +343,9 @@ def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None =
         dp = factory(cfg, frozenset(faults))
     except ConfigError as e:
         raise VectorFileError(p, "services", str(e)) from None
+    why = _lacks(doc, dp, version)
+    if why:
+        return VectorReport(p, str(doc["source"]), len(doc["steps"]), (), skipped=why)
     caps: dict[str, Any] = {}
     fails: list[str] = []
     skipped = 0

@@ -82,3 +82,77 @@ def test_cli_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     args = parser.parse_args(["vectors", str(VECTORS[0]), "--datapath", "nope"])
     with pytest.raises(VectorFileError):
         args.func(args)
+
+
+_REPROGRAM = """\
+cilium: ["1.18", "1.20"]
+source: "test: reprogram between steps"
+node: {name: lb, ipv4: 10.0.10.1, mode: snat, no_backend_response: reject}
+services:
+  - {frontend: 172.16.10.2, port: 80, proto: tcp, rev_nat_index: 1, backends: [124]}
+backends:
+  - {id: 124, address: 192.168.0.2, port: 8080, proto: tcp}
+steps:
+  - hook: from-netdev
+    packet: {ip: {src: 110.0.11.1, dst: 172.16.10.2}, tcp: {sport: 111, dport: 80}}
+    expect: {verdict: CTX_ACT_REDIRECT, fields: {ip.dst: 192.168.0.2}}
+  - reprogram:
+      services:
+        - {frontend: 172.16.10.2, port: 80, proto: tcp, rev_nat_index: 1, backends: []}
+  - name: the established flow keeps its backend (CT_SERVICE survives)
+    hook: from-netdev
+    packet: {ip: {src: 110.0.11.1, dst: 172.16.10.2}, tcp: {sport: 111, dport: 80, flags: A}}
+    expect:
+      verdict: CTX_ACT_REDIRECT
+      fields: {ip.dst: 192.168.0.2}
+      maps: [{map: cilium_lb4_services_v2, count: 1}, {map: cilium_ct4_global, count: 2}]
+  - name: a new flow finds no backend
+    hook: from-netdev
+    packet: {ip: {src: 110.0.11.1, dst: 172.16.10.2}, tcp: {sport: 112, dport: 80}}
+    expect: {verdict: CTX_ACT_REDIRECT, drop_reason: DROP_NO_SERVICE, fields: {icmp.type: 3}}
+  - name: only for another release
+    cilium: ["1.18"]
+    hook: from-netdev
+    packet: {ip: {src: 110.0.11.1, dst: 172.16.10.2}, tcp: {sport: 113, dport: 80}}
+    expect: {verdict: CTX_ACT_DROP}
+"""
+
+
+def test_reprogram_and_step_versions(tmp_path: Path) -> None:
+    """`reprogram` replaces the LB maps and keeps CT; a step tagged with other Cilium
+    versions is skipped against a tree of this version and runs everywhere else."""
+    f = tmp_path / "reprogram.yaml"
+    f.write_text(_REPROGRAM)
+    rep = run_vector_file(f, version="1.20.0-dev")
+    assert rep.ok, rep.format()
+    assert rep.steps == 4
+    everywhere = run_vector_file(f)
+    assert everywhere.steps == 5
+    assert [x.split(".")[0] for x in everywhere.failures] == [
+        "steps[4](only for another release)"]
+
+
+def test_file_needing_what_a_datapath_lacks_is_skipped(tmp_path: Path) -> None:
+    from datapath.host import make_node
+
+    class NoReprogram:
+        def __init__(self, cfg: object, faults: frozenset[str]) -> None:
+            self._n = make_node(cfg, faults)  # type: ignore[arg-type]
+            self.maps = self._n.maps
+
+        def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
+                ) -> object:
+            return self._n.run(hook, pkt, backend)
+
+        def advance(self, seconds: int) -> None:
+            self._n.advance(seconds)
+
+        def gc(self) -> int:
+            return self._n.gc()
+
+    f = tmp_path / "reprogram.yaml"
+    f.write_text(_REPROGRAM)
+    rep = run_vector_file(f, NoReprogram)  # type: ignore[arg-type]
+    assert rep.skipped == "the datapath under test has no reprogram()"
+    assert rep.format().startswith("SKIP ")
+    assert run_vector_file(f, make_node, version="1.20.0-dev").ok
