@@ -50,7 +50,7 @@ def no_service(node: Node, p: Parsed, svc: LbService) -> tuple[int, str]:
     """lb4_local said DROP_NO_SERVICE: pass it on, drop it, or answer ICMP (nodeport.h:2797
     in v1.20; v1.18 has no routable gate, nodeport.h:2574)."""
     if not node.config.no_service_endpoints_routable:
-        # handle_nonroutable_endpoints_v4 (lb.h:2403): eTP/iTP=Local drops, the rest goes on
+        # handle_nonroutable_endpoints_v4 (lb.h:2404): eTP/iTP=Local drops, the rest goes on
         # to the stack untranslated.
         external = svc.flags & (SVC_FLAG_EXTERNAL_IP | SVC_FLAG_LOADBALANCER |
                                 SVC_FLAG_NODEPORT)
