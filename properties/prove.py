@@ -196,8 +196,8 @@ def cross_checked(proof: Result, bounded: Result) -> Result:
     seconds = proof.seconds + bounded.seconds
     if bounded.result in (COUNTEREXAMPLE, RAISED, DRIFT) and proof.result != COUNTEREXAMPLE:
         return attrs.evolve(bounded, method=proof.method, queries=queries, seconds=seconds,
-                            note=f"the model's own code refutes it ({bounded.bound}): "
-                                 f"{bounded.note}")
+                            note=f"{proof.note}; the model's own code refutes it "
+                                 f"({bounded.bound}): {bounded.note}".lstrip("; "))
     if proof.result == PROVED and bounded.result != PROVED:
         return attrs.evolve(proof, result=bounded.result, queries=queries, seconds=seconds,
                             note=f"induction proved it, the bounded exploration of the model "

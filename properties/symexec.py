@@ -88,6 +88,9 @@ class SymInt:
         self.e = e
 
     def _new(self, e: z3.ArithRef) -> SymInt:
+        path = _PATH.get(None)
+        if path is not None and path.abstract:
+            return SymInt(path.abstracted(e))
         return SymInt(e)
 
     def _cmp(self, e: z3.BoolRef) -> SymBool:
@@ -114,19 +117,29 @@ class SymInt:
         return self._new(self.e / _positive(o)) if _is_num(o) else NotImplemented
 
     def __mod__(self, o: object) -> SymInt:
-        return self._new(self.e % _positive(o)) if _is_num(o) else NotImplemented
+        if not _is_num(o):
+            return NotImplemented
+        if isinstance(o, int) and o > 0:
+            return self._new(_mod(self.e, o))
+        return self._new(self.e % _positive(o))
 
     def __rshift__(self, o: object) -> SymInt:
         if not isinstance(o, int) or o < 0:
             raise SymbolicMisuse("shift by a symbolic or negative amount")
-        return self._new(self.e / (1 << o))
+        e, sh = self.e, o
+        # (x * 2**a) >> b is x >> (b - a) exactly: keep the solver's integer divisions few
+        if z3.is_mul(e) and e.num_args() == 2 and z3.is_int_value(e.arg(1)):
+            k = e.arg(1).as_long()
+            if k > 0 and not k & (k - 1) and k.bit_length() - 1 <= sh:
+                e, sh = e.arg(0), sh - (k.bit_length() - 1)
+        return self._new(e / (1 << sh) if sh else e)
 
     def __and__(self, o: object) -> SymInt:
         # a low-bit mask of a non-negative value (val & 0xFFFF) is a remainder
         if not isinstance(o, int) or o < 0 or (o + 1) & o:
             raise SymbolicMisuse("only masks of the form 2**k - 1 are supported")
         current().require(self.e >= 0, "masked value is non-negative")
-        return self._new(self.e % (o + 1))
+        return self._new(_mod(self.e, o + 1))
 
     __rand__ = __and__
 
@@ -172,6 +185,20 @@ class SymInt:
         return repr(self)
 
 
+def _mod(e: z3.ArithRef, m: int) -> z3.ArithRef:
+    """e % m; where the path's domains put e in [0, 2m) a comparison replaces the remainder
+    (the same value, but no integer division for the solver to case-split on)."""
+    path = _PATH.get(None)
+    iv = _interval(e, path.bounds, path._imemo) if path is not None else None
+    if path is not None and iv is not None and iv[0] >= 0 and iv[1] < 2 * m:
+        if iv[1] < m:
+            return e
+        r = z3.If(e >= m, e - m, e)
+        path.bound_term(r, 0, m - 1)
+        return r
+    return e % m
+
+
 def _positive(o: object) -> z3.ArithRef:
     if isinstance(o, int) and o > 0:
         return z3.IntVal(o)
@@ -196,27 +223,31 @@ class Input:
 
 
 Interval = tuple[int, int]
+Memo = dict[int, tuple[Interval | None, z3.ExprRef]]  # by AST id; the term keeps its id
 
 
 def _interval(e: z3.ExprRef, bounds: dict[int, Interval],
-              memo: dict[int, Interval | None] | None = None) -> Interval | None:
+              memo: Memo | None = None) -> Interval | None:
     """Bounds of an integer term from its inputs' domains (None: unbounded or not linear).
     Terms are DAGs (a retry loop nests `port + 1` in itself): shared subterms are memoized."""
     memo = {} if memo is None else memo
     key = e.get_id()
-    if key not in memo:
-        memo[key] = _interval_of(e, bounds, memo)
-    return memo[key]
+    got = memo.get(key)
+    if got is None:
+        got = memo[key] = (_interval_of(e, bounds, memo), e)
+    return got[0]
 
 
-def _interval_of(e: z3.ExprRef, bounds: dict[int, Interval],
-                 memo: dict[int, Interval | None]) -> Interval | None:
+def _interval_of(e: z3.ExprRef, bounds: dict[int, Interval], memo: Memo) -> Interval | None:
     if z3.is_int_value(e):
         v = e.as_long()
         return v, v
-    if z3.is_const(e):
+    if z3.is_const(e) or e.get_id() in bounds:  # an input, or a bounded map field
         return bounds.get(e.get_id())
     k = e.decl().kind()
+    if k == z3.Z3_OP_ITE:
+        a, b = _interval(e.arg(1), bounds, memo), _interval(e.arg(2), bounds, memo)
+        return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
     kids = [_interval(c, bounds, memo) for c in e.children()]
     if any(x is None for x in kids):
         return None
@@ -241,7 +272,8 @@ def _interval_of(e: z3.ExprRef, bounds: dict[int, Interval],
     return None
 
 
-def _truth(c: z3.ExprRef, bounds: dict[int, Interval]) -> bool | None:
+def _truth(c: z3.ExprRef, bounds: dict[int, Interval],
+           memo: Memo | None = None) -> bool | None:
     """Decide a condition by interval arithmetic alone (None when intervals cannot)."""
     if z3.is_true(c):
         return True
@@ -249,16 +281,16 @@ def _truth(c: z3.ExprRef, bounds: dict[int, Interval]) -> bool | None:
         return False
     k = c.decl().kind()
     if k == z3.Z3_OP_NOT:
-        t = _truth(c.arg(0), bounds)
+        t = _truth(c.arg(0), bounds, memo)
         return None if t is None else not t
     if k in (z3.Z3_OP_AND, z3.Z3_OP_OR):
-        ts = [_truth(x, bounds) for x in c.children()]
+        ts = [_truth(x, bounds, memo) for x in c.children()]
         if k == z3.Z3_OP_AND:
             return False if False in ts else (True if all(t is True for t in ts) else None)
         return True if True in ts else (False if all(t is False for t in ts) else None)
     if c.num_args() != 2 or not z3.is_int(c.arg(0)):
         return None
-    memo: dict[int, Interval | None] = {}
+    memo = {} if memo is None else memo
     a, b = _interval(c.arg(0), bounds, memo), _interval(c.arg(1), bounds, memo)
     if a is None or b is None:
         return None
@@ -291,7 +323,12 @@ class Path:
     """One execution: replays a decision prefix, then decides new branches with the solver."""
 
     def __init__(self, solver: z3.Solver, prefix: tuple[Decision, ...], timeout_ms: int,
-                 inputs: tuple[Input, ...] = ()) -> None:
+                 inputs: tuple[Input, ...] = (), lazy: bool = False, abstract: int = 0
+                 ) -> None:
+        self.lazy = lazy  # take branches unchecked: the caller checks each finished path
+        self.abstract = abstract  # deeper terms become fresh inputs over their interval
+        self._depth: dict[int, int] = {}
+        self._imemo: Memo = {}  # intervals by term id
         self.solver = solver
         self.prefix = prefix
         self.timeout_ms = timeout_ms
@@ -321,6 +358,25 @@ class Path:
         self.assume(z3.And(x >= lo, x <= hi))
         return SymInt(x)
 
+    def abstracted(self, e: z3.ArithRef) -> z3.ArithRef:
+        """e, or past the depth limit a fresh input ranging over e's interval: an
+        over-approximation (sound for proofs; a failure is then only a candidate)."""
+        d = 1 + max((self._depth.get(c.get_id(), 0) for c in e.children()), default=0)
+        if d > self.abstract:
+            iv = _interval(e, self.bounds, self._imemo)
+            if iv is not None:
+                return self.fresh("abs", *iv).e
+        self._depth[e.get_id()] = d
+        self._alive.append(e)
+        return e
+
+    def bound_term(self, e: z3.ExprRef, lo: int, hi: int) -> None:
+        """A term (an arbitrary map's field) known to lie in [lo, hi], like an input."""
+        if e.get_id() not in self.bounds:
+            self.bounds[e.get_id()] = (lo, hi)
+            self._alive.append(e)
+            self.assume(z3.And(e >= lo, e <= hi))
+
     def assume(self, fact: z3.BoolRef) -> None:
         """A fact about the inputs (a domain), not a branch."""
         self.facts.append(fact)
@@ -332,6 +388,8 @@ class Path:
             raise SymbolicMisuse(f"cannot show that the {why}")
 
     def _valid(self, fact: z3.BoolRef) -> bool:
+        if _truth(fact, self.bounds, self._imemo) is True:
+            return True
         f = z3.simplify(fact)
         if z3.is_true(f):
             return True
@@ -344,7 +402,7 @@ class Path:
 
     def decide(self, cond: z3.BoolRef) -> bool:
         """The branch this path takes on `cond`; records the other side for later."""
-        known = _truth(cond, self.bounds)
+        known = _truth(cond, self.bounds, self._imemo)
         if known is not None:  # the inputs' domains alone decide it: no branch at all
             return known
         c = z3.simplify(cond)
@@ -367,6 +425,10 @@ class Path:
                 if r == z3.unknown:
                     self.unknown = True
             taken = d.taken
+        elif self.lazy:
+            taken = True
+            self.alternatives.append((*self.taken, Decision(False)))
+            lit = c
         else:
             self.queries += 1
             r = self.solver.check(c)
@@ -414,6 +476,9 @@ class Explorer:
 
     timeout_ms: int = 5000
     max_paths: int = 20000
+    lazy: bool = False  # no feasibility checks on the way: paths may be infeasible
+    abstract: int = 0  # term depth beyond which values are abstracted to their interval
+    models: bool = False  # a witness model per path (one more solver call each)
     paths: int = 0
     infeasible: int = 0
     queries: int = 0
@@ -429,7 +494,7 @@ class Explorer:
                 self.truncated = True
                 return
             prefix = stack.pop()
-            path = Path(solver, prefix, self.timeout_ms, inputs)
+            path = Path(solver, prefix, self.timeout_ms, inputs, self.lazy, self.abstract)
             for f in facts:
                 path.assume(f)
             value: T | None = None
@@ -454,7 +519,8 @@ class Explorer:
             if path.unknown:
                 status = Status.UNKNOWN
             yield Outcome(status=status, value=value, error=error,
-                          condition=path.condition(), model=path.model(),
+                          condition=path.condition(),
+                          model=path.model() if self.models else None,
                           depth=len(path.taken))
 
 
