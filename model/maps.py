@@ -130,6 +130,10 @@ def _from_dict(d: dict[K, V]) -> EqMap[K, V]:
     return m
 
 
+def _sorted_ids(ids: Iterable[int]) -> tuple[int, ...]:
+    return tuple(sorted(ids))
+
+
 def _frozen_map(value: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> EqMap[Any, Any]:
     return value if isinstance(value, EqMap) else EqMap(value)
 
@@ -255,7 +259,8 @@ class LbMaps:
     backends: EqMap[int, Endpoint] = attrs.field(converter=_frozen_map)
     revnat: EqMap[int, Endpoint] = attrs.field(converter=_frozen_map)
     local_endpoints: frozenset[IPAddress] = frozenset()  # cilium_lxc
-    terminating: frozenset[int] = frozenset()  # backend IDs flagged BE_STATE_TERMINATING
+    # backend IDs flagged BE_STATE_TERMINATING, sorted: looked up with ==, never hashed
+    terminating: tuple[int, ...] = attrs.field(default=(), converter=_sorted_ids)
 
 
 @attrs.frozen(kw_only=True)

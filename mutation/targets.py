@@ -69,7 +69,7 @@ _DIFFTEST = Check(
 MODEL_TESTS = (
     "tests/test_model_backends.py", "tests/test_model_dispatch.py", "tests/test_model_done.py",
     "tests/test_model_drops.py", "tests/test_model_matrix.py",
-    "tests/test_model_properties.py", "tests/test_properties_conformance.py",
+    "tests/test_model_properties.py",
     "tests/test_diagrams_lifecycle.py", "tests/test_cli_trace.py::test_example_traces",
 )
 # Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they
@@ -96,8 +96,8 @@ MODEL = Target(
                   "alone is known"),
         _DIFFTEST,
         Check(name="tests", argv=_pytest(*MODEL_TESTS), shown="pytest -x " + " ".join(
-            MODEL_TESTS), why="the model's unit and scenario tests, the concrete-vs-symbolic "
-                              "conformance test, and every example traced through the CLI"),
+            MODEL_TESTS), why="the model's unit and scenario tests, "
+                              "and every example traced through the CLI"),
     ),
     immutable_writes=True,
     report="docs/mutation-model.md",

@@ -35,11 +35,10 @@ def _suite() -> tuple[float, list[prove.Result]]:
 
 
 def _growth(cfg: Config) -> list[tuple[Bounds, float, float]]:
-    """(bound, encode+solve seconds, solve-only seconds) for P-LB-01, fresh caches."""
+    """(bound, explore+solve seconds, solve-only seconds) for P-LB-01."""
     out = []
     for b in (Bounds(packets=1), Bounds(packets=2), Bounds(packets=3),
               Bounds(packets=2, backends=2), Bounds(packets=2, backends=3)):
-        prove._CACHE.clear()
         prop = attrs.evolve(BY_ID["P-LB-01"], bounds=b)
         t0 = time.perf_counter()
         r = prove.check(prop, cfg)
@@ -99,7 +98,6 @@ def main() -> int:
     print("\ninduction proofs do not depend on cluster size (any number of backends, nodes,"
           " map entries):")
     for pid in ("P-NAT-02", "P-CT-01", "P-CT-02"):
-        prove._CACHE.clear()
         r = prove.check(BY_ID[pid], cfg)
         print(f"  {pid}: {r.result} in {r.seconds * 1000:.1f} ms "
               f"({len(r.queries)} queries, median "
@@ -110,7 +108,6 @@ def main() -> int:
     cports = [1024, 20000, 33000, 40000, 50000, 65535]
     tports = [80, 8080, 40000]
     nports = [30000, 30080, 32767]
-    prove._CACHE.clear()
     t0 = time.perf_counter()
     z = prove.check(BY_ID["P-LB-01"], cfg)
     zsec = time.perf_counter() - t0

@@ -8,12 +8,10 @@ only changes prandom, so the replay shows a violation of the model itself or non
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
-import z3
 
 from model.faults import ModelFault
 from model.flows import run_flows
@@ -21,38 +19,8 @@ from model.scenario import parse
 from model.topology import ServiceType
 from properties.checks import CHECKERS, Finding, Replay
 from properties.configs import Config, Placement
-from properties.terms import BV, B
 
 SEED_TRIES = 48
-
-V4 = {"client": (0xCB007100, 24), "node": (0xC0A80200, 24), "pod1": (0x0A000100, 24),
-      "pod2": (0x0A000200, 24), "vip": (0xAC100A00, 24)}
-V6 = {"client": (0x20010DB8 << 96, 96), "node": (0xFD000000000000020000000000000000, 112),
-      "pod1": (0xFD000000000000100001000000000000, 112),
-      "pod2": (0xFD000000000000100002000000000000, 112),
-      "vip": (0xFD000000000000AC0010000A00000000, 112)}
-
-
-def nice(cfg: Config, role: str, addr: BV) -> B:
-    """Keep decoded addresses in documentation-style prefixes for readable counterexamples."""
-    base, plen = (V6 if cfg.ipv6 else V4)[role]
-    bits = 128 if cfg.ipv6 else 32
-    hi = bits - 1
-    lo = bits - plen
-    return z3.And(z3.Extract(hi, lo, addr) == (base >> lo),
-                  z3.Extract(lo - 1, 0, addr) != 0)
-
-
-def ip_text(cfg: Config, m: z3.ModelRef, x: BV) -> str:
-    """A model value as an address string."""
-    v = m.eval(x, model_completion=True).as_long()
-    return str(ipaddress.IPv6Address(v) if cfg.ipv6 else ipaddress.IPv4Address(v))
-
-
-def num(m: z3.ModelRef, x: z3.ExprRef) -> int:
-    """A model value as an int."""
-    return int(m.eval(x, model_completion=True).as_long())
-
 
 @attrs.frozen(kw_only=True)
 class FlowDoc:

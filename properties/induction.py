@@ -1,321 +1,557 @@
-"""Unbounded properties by induction: initiation, consecution (Inv, T => Inv'), Inv => Safety.
+"""Unbounded properties by induction over the model's own code: initiation, consecution
+(Inv and one step of model/ imply Inv'), and Inv implies Safety.
 
-Maps are arbitrary (uninterpreted initial contents); the universally quantified invariants
-are instantiated at the witness keys and at every key the transition touches, which is
-sound for proofs (a weaker hypothesis). A failed consecution is only a counterexample to
-induction: the property is then refuted solely by a reachable run from empty maps,
-decoded into a scenario and replayed through model/.
+The step is the model's function itself (model.snat.snat_nat, snat_rev_nat,
+model.nodeport.lb_select, ...) run by the explorer on an `OpenMap`: a map of arbitrary
+contents. Each feasible path of the step ends in a write log; the invariant, a formula over
+a map `View`, must hold after the log at a fresh witness key whenever it held before at
+the witness, at every key the path read or wrote, and at those keys' partners (a finite
+instantiation of the universally quantified hypothesis: weaker, so sound for proofs). A
+satisfiable consecution query is a counterexample to induction (CTI), not a violation:
+the property is then refuted only by a reachable run (prove.cross_checked explores the
+model from empty maps and its counterexample wins), and otherwise reported unknown.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable, Iterable
+from ipaddress import ip_address
 from typing import Any
 
+import attrs
 import z3
 
-from model.config import NODEPORT_MAX_DEFAULT, NODEPORT_MIN_DEFAULT
+from model.config import CiliumVersion
+from model.conntrack import reopens
 from model.faults import ModelFault
-from model.maps import TupleFlags
+from model.maps import (
+    CtEntry,
+    CtTuple,
+    LbMaps,
+    LruMap,
+    NatEntry,
+    NatTuple,
+    NodeState,
+    ServiceEntry,
+    TupleFlags,
+)
+from model.network import AgentBackends
+from model.nodeport import NodeCtx, ct_tuple, lb_select
+from model.snat import fwd_key, rev_key, snat_nat, snat_rev_nat
+from model.topology import Service, ServiceType
+from model.values import Endpoint, Packet, Proto, TcpFlags
 from properties.catalogue import Property
 from properties.configs import Config
-from properties.decode import FlowDoc, Replayed, ScenarioValues, ip_text, nice, num, replay
-from properties.prove import (
-    COUNTEREXAMPLE,
-    DRIFT,
+from properties.decode import FlowDoc, Replayed, ScenarioValues, replay
+from properties.openmap import (
+    ADDR,
+    ANY,
+    BOOL,
+    OPT_ADDR,
+    PORT,
+    U16,
+    Family,
+    OpenMap,
+    Rest,
+    Slot,
+    View,
+    written,
+)
+from properties.results import (
     PROVED,
+    RAISED,
     UNKNOWN,
     VACUOUS,
+    Query,
     Result,
-    Timer,
-    counterexample,
-    finish,
+    counterexample_result,
 )
-from properties.symstate import CtMap, KeyLog, Oracle, SCt, SCtx, SEp
-from properties.terms import BV, B, band, bnot, bor, bv, eq, ite_bv, set_distinct
+from properties.symexec import Explorer, Input, Outcome, Status, SymRandom
 
 OUT, IN = TupleFlags.OUT, TupleFlags.IN
-NAT_MIN = NODEPORT_MAX_DEFAULT + 1
+NAT_SPEC = {"to_addr": ADDR, "to_port": PORT, "created": ANY, "needs_ct": BOOL}
+CAPACITY = 1 << 16  # any: an open map never evicts
+Keys = tuple[z3.ExprRef, ...]
 
 
-def _ctx(cfg: Config, faults: frozenset[ModelFault], ip: BV, ab: int, oracle: Oracle) -> SCtx:
-    return SCtx(cfg=cfg, index=0, ip=ip, services=(), revnat={}, backends={}, local_eps=(),
-                ipcache=(), faults=faults, oracle=oracle, abits=ab,
-                nodeport_min=NODEPORT_MIN_DEFAULT, nodeport_max=NODEPORT_MAX_DEFAULT)
+class Timer:
+    """Per-query timings of one property check."""
+
+    def __init__(self) -> None:
+        self.queries: list[Query] = []
+
+    def check(self, name: str, *facts: Any, ms: int) -> z3.CheckSatResult:
+        """A fresh solver on the facts, timed."""
+        s = z3.Solver()
+        s.set(timeout=ms)
+        s.add(*facts)
+        t0 = time.perf_counter()
+        ans = s.check()
+        self.queries.append(Query(name=name, seconds=time.perf_counter() - t0, answer=str(ans)))
+        return ans
 
 
-# ----------------------------------------------------------------------------- P-CT-01
+@attrs.frozen(kw_only=True)
+class Step:
+    """One transition of the induction: the model's code on an open map."""
 
-def ct01(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -> Result:
-    """P-CT-01: CT_SERVICE entries name live backends of their service and are followed."""
+    name: str
+    inputs: tuple[Input, ...]
+    run: Callable[[], tuple[OpenMap, bool]]  # the map after, and the safety claim held
+
+
+@attrs.define
+class Obligations:
+    """The answers of one induction, and why it could not conclude if it could not."""
+
+    failed: list[str] = attrs.Factory(list)
+    unknown: list[str] = attrs.Factory(list)
+    raised: str | None = None
+    paths: int = 0
+
+
+Invariant = Callable[[View], z3.BoolRef]  # the invariant at the witness keys
+Instances = Callable[[View, View, Iterable[tuple[Family, Keys]]], list[z3.BoolRef]]
+
+
+def consecution(step: Step, rest: Callable[[], Rest], goal: Invariant, hyp: Instances,
+                facts: list[z3.BoolRef], timer: Timer, ms: int, ob: Obligations) -> None:
+    """Every feasible path of the step keeps the invariant (or its name goes to `failed`)."""
+    ex = Explorer(timeout_ms=ms, abstract=6)
+    r = rest()  # shared by every path: its terms are built once
+    pre = View(r)
+
+    def run() -> tuple[OpenMap, bool]:
+        r.reads.clear()
+        return step.run()
+
+    out: Iterable[Outcome[tuple[OpenMap, bool]]] = ex.run(run, step.inputs)
+    for o in out:
+        ob.paths += 1
+        if o.status is Status.RAISED:
+            ob.raised = f"{step.name}: the model raised {o.error}"
+            return
+        if o.status is Status.UNKNOWN or o.value is None:
+            ob.unknown.append(step.name)
+            return
+        m, ok = o.value
+        post = View(r, m.log)
+        keys = _unique([*r.reads, *((Family.of(k), Family.of(k).terms(k)) for k, _ in m.log)])
+        h = hyp(pre, post, keys)
+        ans = timer.check(f"consecution-{step.name}", o.condition, *facts, *h,
+                          z3.Not(goal(post)), ms=ms)
+        if ok is not True:  # the step broke the safety claim on this path: reachable?
+            bad = timer.check(f"safety-{step.name}", o.condition, *facts, *h, ms=ms)
+            if bad != z3.unsat:
+                (ob.unknown if bad == z3.unknown else ob.failed).append(f"safety-{step.name}")
+                return
+        if ans == z3.unknown:
+            ob.unknown.append(step.name)
+            return
+        if ans == z3.sat:
+            ob.failed.append(step.name)
+            return
+    if ex.truncated:
+        ob.unknown.append(step.name)
+
+
+def _unique(keys: list[tuple[Family, Keys]]) -> list[tuple[Family, Keys]]:
+    seen: dict[tuple[Family, tuple[int, ...]], tuple[Family, Keys]] = {}
+    for fam, k in keys:
+        seen.setdefault((fam, tuple(t.get_id() for t in k)), (fam, k))
+    return list(seen.values())
+
+
+def verdict(ob: Obligations, safety: Any, vacuity: Any, common: dict[str, Any], t0: float,
+            timer: Timer) -> Result:
+    """Proved only when every obligation is unsat and the premise is reachable."""
+    def res(result: str, note: str) -> Result:
+        return Result(result=result, seconds=time.perf_counter() - t0, note=note,
+                      queries=tuple(timer.queries), **common)
+    if ob.raised:
+        return res(RAISED, ob.raised)
+    failed = ob.failed + (["safety"] if safety == z3.sat else [])
+    if failed:
+        return res(UNKNOWN, f"induction failed ({', '.join(failed)}): a counterexample to "
+                            "induction")
+    if ob.unknown or safety == z3.unknown or vacuity == z3.unknown:
+        return res(UNKNOWN, f"solver timeout ({', '.join(ob.unknown) or 'safety/vacuity'})")
+    if vacuity == z3.unsat:
+        return res(VACUOUS, "no state with a live entry satisfies the invariant")
+    return res(PROVED, f"{ob.paths} paths of the model's code")
+
+
+# ----------------------------------------------------------------------------- P-NAT-02
+
+def _nat_fams(proto: Proto) -> tuple[Family, Family]:
+    return (Family(NatTuple, (("nexthdr", proto), ("flags", OUT))),
+            Family(NatTuple, (("nexthdr", proto), ("flags", IN))))
+
+
+@attrs.frozen
+class NatInv:
+    """P-NAT-02's invariant: forward and reverse entries of node L pair up in the NAT range."""
+
+    node: z3.ExprRef
+    lo: int
+    hi: int
+    out: Family
+    inn: Family
+    memo: dict[tuple[object, ...], tuple[z3.BoolRef, View]] = attrs.field(factory=dict,
+                                                                          eq=False)
+
+    def cached(self, which: str, v: View, k: Keys, make: Callable[[], z3.BoolRef]
+               ) -> z3.BoolRef:
+        """An instance built once per view and key (the view is kept, so is its id)."""
+        ident = (which, id(v), *(t.get_id() for t in k))
+        got = self.memo.get(ident)
+        if got is None:
+            got = self.memo[ident] = (make(), v)
+        return got[0]
+
+    def in_range(self, p: z3.ExprRef) -> z3.BoolRef:
+        """A port in the NAT range."""
+        return z3.And(p >= self.lo, p <= self.hi)
+
+    def fwd(self, v: View, k: Keys) -> z3.BoolRef:
+        """A forward entry {c, b, c_port, b_port} maps to L:N and {b, L, b_port, N} to c."""
+        return self.cached("fwd", v, k, lambda: self._fwd(v, k))
+
+    def rev(self, v: View, k: Keys) -> z3.BoolRef:
+        """A reverse entry {b, L, b_port, N} lies in the NAT range and its forward maps back."""
+        return self.cached("rev", v, k, lambda: self._rev(v, k))
+
+    def _fwd(self, v: View, k: Keys) -> z3.BoolRef:
+        c, b, cp, bp = k
+        f = v.get(self.out, k)
+        r = v.get(self.inn, (b, self.node, bp, f.to_port))
+        return z3.Implies(f.present, z3.And(f.to_addr == self.node, self.in_range(f.to_port),
+                                            r.present, r.to_addr == c, r.to_port == cp))
+
+    def _rev(self, v: View, k: Keys) -> z3.BoolRef:
+        b, bp, n = k
+        r = v.get(self.inn, (b, self.node, bp, n))
+        f = v.get(self.out, (r.to_addr, b, r.to_port, bp))
+        return z3.Implies(r.present, z3.And(self.in_range(n), f.present,
+                                            f.to_addr == self.node, f.to_port == n))
+
+    def fwd_partner(self, v: View, k: Keys) -> Keys:
+        """The reverse key a forward entry names."""
+        return (k[1], k[3], v.get(self.out, k).to_port)
+
+    def rev_partner(self, v: View, k: Keys) -> Keys:
+        """The forward key a reverse entry names."""
+        r: Slot = v.get(self.inn, (k[0], self.node, k[1], k[2]))
+        return (r.to_addr, k[0], r.to_port, k[1])
+
+    def instances(self, pre: View, post: View, keys: Iterable[tuple[Family, Keys]]
+                  ) -> list[z3.BoolRef]:
+        """Inv before, at every given key and at its partners before and after."""
+        out = []
+        for fam, k in keys:
+            if fam == self.out:
+                out.append(self.fwd(pre, k))
+                out += [self.rev(pre, self.fwd_partner(v, k)) for v in (pre, post)]
+            elif fam == self.inn:
+                rk = (k[0], k[2], k[3])
+                out.append(self.rev(pre, rk))
+                out += [self.fwd(pre, self.rev_partner(v, rk)) for v in (pre, post)]
+        return out
+
+
+def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -> Result:
+    """P-NAT-02 by induction over model.snat's allocation, reverse lookup and pair purge."""
     t0 = time.perf_counter()
     timer = Timer()
-    ab = 128 if cfg.ipv6 else 32
-    set_distinct([])
+    ccfg = cfg.cilium()
+    bits = 128 if cfg.ipv6 else 32
+    amax = (1 << bits) - 1
+    proto = cfg.proto
+    out_f, in_f = _nat_fams(proto)
+    node = Input("L", 0, amax)
+    inv = NatInv(node.var.e, ccfg.nat_min, ccfg.nat_max_port, out_f, in_f)
+    c, b = Input("c", 0, amax), Input("b", 0, amax)
+    cp, bp, n = Input("c.port", 0, 0xFFFF), Input("b.port", 0, 0xFFFF), Input("n", 0, 0xFFFF)
+    state: list[Any] = []
+
+    def rest() -> Rest:
+        r = Rest("snat", NatEntry, NAT_SPEC, bits)
+        pre = View(r)
+        # the hypothesis at each key read is assumed on the spot: paths that only an
+        # invariant-breaking state takes (a stale target address) end at once
+        r.on_read = lambda fam, k: z3.And(*inv.instances(pre, pre, [(fam, k)]))
+        state[:] = [LruMap(capacity=CAPACITY, entries=OpenMap(r))]
+        return r
+
+    def client() -> Endpoint:
+        return Endpoint(addr=c.var, port=cp.var)  # type: ignore[arg-type]
+
+    def backend() -> Endpoint:
+        return Endpoint(addr=b.var, port=bp.var)  # type: ignore[arg-type]
+
+    def alloc() -> tuple[OpenMap, bool]:
+        res = snat_nat(ccfg, state[0], client(), backend(), proto, node.var,  # type: ignore[arg-type]
+                       now=1, salt="node1", rand=SymRandom(), faults=faults)
+        return written(res.snat), True
+
+    def reply() -> tuple[OpenMap, bool]:
+        m, _ = snat_rev_nat(state[0], backend(),
+                            Endpoint(addr=node.var, port=n.var),  # type: ignore[arg-type]
+                            proto, faults)
+        return written(m), True
+
+    def purge() -> tuple[OpenMap, bool]:
+        """The CT GC's purge of a dead flow: both entries of its pair go."""
+        m = state[0]
+        okey = fwd_key(client(), backend(), proto)
+        f = m.get(okey)
+        if f is not None:
+            nat = Endpoint(addr=f.to_addr, port=f.to_port)
+            m = m.delete(rev_key(backend(), nat, proto)).delete(okey)
+        return written(m), True
+
+    wf: Keys = tuple(z3.Int(f"w.{x}") for x in ("c", "b", "cp", "bp"))
+    wr: Keys = tuple(z3.Int(f"w'.{x}") for x in ("b", "bp", "n"))
+
+    def goal(v: View) -> z3.BoolRef:
+        return z3.And(inv.fwd(v, wf), inv.rev(v, wr))
+
+    def hyp(pre: View, post: View, keys: Iterable[tuple[Family, Keys]]) -> list[z3.BoolRef]:
+        base = [(out_f, wf), (in_f, (wr[0], node.var.e, wr[1], wr[2])), *keys]
+        return inv.instances(pre, post, base)
+
     common = {"prop": prop.id, "cfg": cfg, "expected": prop.expect(cfg), "method": "induction",
-              "bound": "induction (unbounded; any backends, maps arbitrary)", "faults": faults}
-    fe = SEp(addr=z3.BitVec("F", ab), port=z3.BitVec("F.port", 16))
-    rni = bv(1, 16)
-    slot = z3.Function("slot", z3.BitVecSort(16), z3.BoolSort())  # backend slot of F's service
-    live = z3.Function("live", z3.BitVecSort(16), z3.BoolSort())  # in cilium_lb4_backends
-
-    def key(c: BV, cp: BV) -> tuple[BV, BV, BV, BV, int]:
-        return (fe.addr, c, cp, fe.port, TupleFlags.SERVICE)
-
-    def inv(m: CtMap, c: BV, cp: BV) -> B:
-        e = m.get(*key(c, cp))
-        return z3.Implies(band(e.valid, eq(e.rni, rni)), band(slot(e.bid), live(e.bid)))
-
-    def step(m: CtMap, c: BV, cp: BV, oracle: Oracle) -> tuple[CtMap, BV]:
-        """lb4_local's CT_SERVICE part (model.nodeport.lb_select) for a packet of flow c:cp."""
-        e = m.get(*key(c, cp))
-        hit = band(e.valid, ModelFault.LB_IGNORES_CT_SERVICE not in faults, eq(e.rni, rni),
-                   live(e.bid), slot(e.bid))
-        pick = oracle.bv("pick", 16)
-        oracle.constraints.append(band(slot(pick), live(pick)))
-        new = SCt(valid=z3.BoolVal(True), bid=pick, rni=rni, node_port=z3.BoolVal(False),
-                  dsr=z3.BoolVal(False), nat_set=z3.BoolVal(False), nat_addr=bv(0, ab),
-                  nat_port=bv(0, 16))
-        return m.put(*key(c, cp), new).ite(bnot(hit), m), ite_bv(hit, e.bid, pick)
-
-    wc, wcp = z3.BitVec("w.c", ab), z3.BitVec("w.cp", 16)
-    tc, tcp = z3.BitVec("t.c", ab), z3.BitVec("t.cp", 16)
-    answers = []
-    empty = CtMap.fresh("init", ab, KeyLog(), empty=True)
-    answers.append(("initiation", _query(timer, ms, "initiation", z3.Not(inv(empty, wc, wcp)))))
-    m = CtMap.fresh("S", ab, KeyLog(), empty=False)
-    oracle = Oracle("o.")
-    m2, chosen = step(m, tc, tcp, oracle)
-    hyp = [inv(m, wc, wcp), inv(m, tc, tcp), *oracle.constraints]
-    answers.append(("consecution", _query(timer, ms, "consecution", *hyp,
-                                          z3.Not(inv(m2, wc, wcp)))))
-    ew, ew2 = m.get(*key(wc, wcp)), m2.get(*key(wc, wcp))
-    premise = band(ew.valid, eq(ew.rni, rni), live(ew.bid))
-    same_flow = band(eq(tc, wc), eq(tcp, wcp))
-    stick = band(ew2.valid, eq(ew2.bid, ew.bid),
-                 z3.Implies(same_flow, chosen == ew.bid))
-    answers.append(("safety", _query(timer, ms, "safety", *hyp, premise, z3.Not(stick))))
-    vac = _query(timer, ms, "vacuity", *hyp, premise, same_flow)
-    verdict = _verdict(answers, vac, common, t0, timer)
-    if isinstance(verdict, Result):
-        return verdict
-    failed = verdict
-    res, rep, msg = counterexample(prop, cfg, faults, timer, ms)
-    return finish(common, res, rep, f"induction failed ({', '.join(failed)}); {msg}", t0,
-                  timer)
+              "bound": "induction (unbounded; maps arbitrary, no LRU eviction)",
+              "faults": faults}
+    ob = Obligations()
+    empty = View(Rest("snat0", NatEntry, NAT_SPEC, bits), empty=True)
+    if timer.check("initiation", z3.Not(goal(empty)), ms=ms) != z3.unsat:
+        ob.failed.append("initiation")
+    ports = (cp, bp)
+    for step in (Step(name="alloc", inputs=(node, c, b, *ports), run=alloc),
+                 Step(name="reply", inputs=(node, b, bp, n), run=reply),
+                 Step(name="purge", inputs=(node, c, b, *ports), run=purge)):
+        consecution(step, rest, goal, hyp, [], timer, ms, ob)
+        if ob.raised:
+            break
+    # Inv implies safety: injective, and never inside the NodePort range
+    r = Rest("snat", NatEntry, NAT_SPEC, bits)
+    v = View(r)
+    k1 = tuple(z3.Int(f"k1.{x}") for x in ("c", "b", "cp", "bp"))
+    k2 = (z3.Int("k2.c"), k1[1], z3.Int("k2.cp"), k1[3])
+    f1, f2 = v.get(out_f, k1), v.get(out_f, k2)
+    h = inv.instances(v, v, [(out_f, k1), (out_f, k2)])
+    unsafe = z3.Or(z3.And(f1.present, f2.present, z3.Or(k1[0] != k2[0], k1[2] != k2[2]),
+                          f1.to_addr == f2.to_addr, f1.to_port == f2.to_port),
+                   z3.And(f1.present, f1.to_port >= ccfg.nodeport_min,
+                          f1.to_port <= ccfg.nodeport_max))
+    safety = timer.check("safety", *h, unsafe, ms=ms)
+    vac = timer.check("vacuity", *h, f1.present, ms=ms)
+    return verdict(ob, safety, vac, common, t0, timer)
 
 
-# ----------------------------------------------------------------------------- P-CT-02
+# ----------------------------------------------------------------------------- P-CT-01/02
 
-Fn = Any  # a z3 function BitVec(16) -> Bool: a set of backend IDs
+CT_SPEC = {"backend_id": U16, "rev_nat_index": U16, "node_port": BOOL, "dsr_internal": BOOL,
+           "nat_addr": OPT_ADDR, "nat_port": PORT, "seen_non_syn": BOOL, "tx_closing": BOOL,
+           "rx_closing": BOOL, "lifetime": ANY}
+RNI = 1
+SLOTS = (1, 2)  # the frontend's backends
+OTHER = 3  # live, held by another service only
+DRAINING = 4  # BE_STATE_TERMINATING: live, in no slot (P-CT-02)
+TCP_KINDS = {"syn": TcpFlags.SYN, "syn-ack": TcpFlags.SYN | TcpFlags.ACK, "ack": TcpFlags.ACK,
+             "fin": TcpFlags.FIN | TcpFlags.ACK, "rst": TcpFlags.RST}
 
 
-def _bset(name: str) -> Fn:
-    return z3.Function(name, z3.BitVecSort(16), z3.BoolSort())
+def _lb(cfg: Config, draining: bool) -> LbMaps:
+    """The LB maps a packet step reads: two slots, another service's backend, and for
+    P-CT-02 a terminating one. Backends are compared only by ID, so larger sets add no
+    behaviour to one packet's step (the random slot choice is already open)."""
+    ids = (*SLOTS, OTHER, *((DRAINING,) if draining else ()))
+    base = "fd00::a00:" if cfg.ipv6 else "10.0.2."
+    return LbMaps(services=(), revnat={},
+                  backends={i: Endpoint(addr=ip_address(f"{base}{10 + i}"), port=8080)
+                            for i in ids},
+                  terminating=(DRAINING,) if draining else ())
 
 
-def ct02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -> Result:
-    """P-CT-02: SYNs never reach a terminating backend, established flows drain to it.
-
-    State: one node's CT_SERVICE map (arbitrary) and the backend sets as arbitrary ID
-    sets: F's slots, other services' slots, the backend map, terminating from F / from
-    other services. Transitions: a packet (lb4_local) and an endpoint change of F
-    (model.network.reprogram / AgentBackends.apply). The invariant is the agent's
-    bookkeeping: slotted backends are live and not terminating, terminating ones live.
-    """
+def ct_steps(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
+             draining: bool) -> Result:
+    """P-CT-01 / P-CT-02: model.nodeport.lb_select on one packet of any flow to frontend F,
+    from any CT map (CT-01: any map whose F entries name F's slots, the invariant)."""
     t0 = time.perf_counter()
     timer = Timer()
-    ab = 128 if cfg.ipv6 else 32
-    set_distinct([])
+    ccfg = cfg.cilium()
+    bits = 128 if cfg.ipv6 else 32
+    amax = (1 << bits) - 1
+    lb = _lb(cfg, draining)
+    svc = ServiceEntry(rev_nat_index=RNI, backend_slots=SLOTS, routable=True, etp_local=False,
+                       dsr=False, all_backends=SLOTS)
+    ctx = NodeCtx(cfg=ccfg, name="node1", ip=ip_address("fd00::2:2" if cfg.ipv6 else
+                                                        "192.168.2.2"),
+                  ipcache={}, now=100, faults=faults, rand=SymRandom())
+    fe, fport = Input("F", 0, amax), Input("F.port", 0, 0xFFFF)
+    c, cp = Input("c", 0, amax), Input("c.port", 0, 0xFFFF)
+    fam = Family(CtTuple, (("nexthdr", cfg.proto), ("flags", TupleFlags.SERVICE)))
+    state: list[NodeState] = []
+
+    def inv(v: View, k: Keys) -> z3.BoolRef:
+        """F's entries with F's rev_nat_index name one of F's slots."""
+        e = v.get(fam, k)
+        mine = z3.And(e.present, e.rev_nat_index == RNI, k[0] == fe.var.e, k[2] == fport.var.e)
+        return z3.Implies(mine, z3.Or(*(e.backend_id == b for b in SLOTS)))
+
+    def rest() -> Rest:
+        r = Rest("ct", CtEntry, CT_SPEC, bits)
+        pre = View(r)
+        if not draining:
+            r.on_read = lambda f, k: inv(pre, k) if f == fam else z3.BoolVal(True)
+        state[:] = [NodeState(lb=lb, ct=LruMap(capacity=CAPACITY, entries=OpenMap(r)),
+                              snat=LruMap(capacity=CAPACITY))]
+        return r
+
+    def step(flags: TcpFlags) -> Callable[[], tuple[OpenMap, bool]]:
+        def run() -> tuple[OpenMap, bool]:
+            pkt = Packet(src=Endpoint(addr=c.var, port=cp.var),  # type: ignore[arg-type]
+                         dst=Endpoint(addr=fe.var, port=fport.var),  # type: ignore[arg-type]
+                         proto=cfg.proto, flags=flags)
+            st = state[0]
+            key = ct_tuple(pkt, TupleFlags.SERVICE)
+            before = st.ct.get(key)
+            st2, bid, _ = lb_select(ctx, st, svc, pkt)
+            return written(st2.ct), _sticks(ccfg.version, lb, pkt, before, st2.ct.get(key), bid)
+        return run
+
+    wk: Keys = tuple(z3.Int(f"w.{x}") for x in ("daddr", "saddr", "dport", "sport"))
+
+    def goal(v: View) -> z3.BoolRef:
+        return z3.BoolVal(True) if draining else inv(v, wk)
+
+    def hyp(pre: View, post: View, keys: Iterable[tuple[Family, Keys]]) -> list[z3.BoolRef]:
+        return [] if draining else [inv(pre, k) for f, k in [(fam, wk), *keys] if f == fam]
+
+    kinds = TCP_KINDS if cfg.proto is Proto.TCP else {"datagram": TcpFlags.NONE}
+    ob = Obligations()
+    empty = View(Rest("ct0", CtEntry, CT_SPEC, bits), empty=True)
+    if timer.check("initiation", z3.Not(goal(empty)), ms=ms) != z3.unsat:
+        ob.failed.append("initiation")
+    for name, flags in kinds.items():
+        consecution(Step(name=name, inputs=(fe, fport, c, cp), run=step(flags)), rest, goal,
+                    hyp, [], timer, ms, ob)
+        if ob.raised:
+            break
     common = {"prop": prop.id, "cfg": cfg, "expected": prop.expect(cfg), "method": "induction",
-              "bound": "induction (unbounded; any backends and endpoint changes, maps "
-                       "arbitrary)", "faults": faults}
-    fe = SEp(addr=z3.BitVec("F", ab), port=z3.BitVec("F.port", 16))
-    rni = bv(1, 16)
-    slot, oth, live = _bset("slot"), _bset("oth"), _bset("live")
-    tus, toth = _bset("term.F"), _bset("term.other")
-
-    def term(b: BV) -> B:
-        return z3.Or(tus(b), toth(b))
-
-    def inv(b: BV) -> B:
-        return band(z3.Implies(z3.Or(slot(b), oth(b)), band(live(b), bnot(term(b)))),
-                    z3.Implies(term(b), live(b)))
-
-    def key(c: BV, cp: BV) -> tuple[BV, BV, BV, BV, int]:
-        return (fe.addr, c, cp, fe.port, TupleFlags.SERVICE)
-
-    def step(m: CtMap, c: BV, cp: BV, syn: B, reopen: B, oracle: Oracle
-             ) -> tuple[CtMap, BV]:
-        """lb4_local for one packet of flow c:cp (model.nodeport.lb_select)."""
-        e = m.get(*key(c, cp))
-        hit = band(e.valid, bnot(band(syn, reopen)),
-                   ModelFault.LB_IGNORES_CT_SERVICE not in faults, eq(e.rni, rni),
-                   live(e.bid),
-                   bor(bnot(term(e.bid)), bnot(syn),
-                       ModelFault.TERMINATING_BACKEND_TAKES_SYN in faults))
-        pick = oracle.bv("pick", 16)
-        oracle.constraints.append(slot(pick))
-        new = SCt(valid=z3.BoolVal(True), bid=pick, rni=rni, node_port=z3.BoolVal(False),
-                  dsr=z3.BoolVal(False), nat_set=z3.BoolVal(False), nat_addr=bv(0, ab),
-                  nat_port=bv(0, 16))
-        return m.put(*key(c, cp), new).ite(bnot(hit), m), ite_bv(hit, e.bid, pick)
-
-    # an endpoint change of F: new slots, the dropped pods listed as terminating
-    slot2, listed, keep = _bset("slot'"), _bset("listed"), _bset("keep")
-
-    def held2(b: BV) -> B:
-        return z3.Or(slot2(b), oth(b))
-
-    def tus2(b: BV) -> B:
-        return band(bnot(held2(b)), z3.Or(slot(b), tus(b)), listed(b))
-
-    def toth2(b: BV) -> B:
-        return band(toth(b), bnot(held2(b)))
-
-    def live2(b: BV) -> B:
-        return bor(held2(b), tus2(b), toth2(b),
-                   band(live(b), keep(b), bnot(slot(b)), bnot(tus(b))))
-
-    def inv2(b: BV) -> B:
-        return band(z3.Implies(held2(b), band(live2(b), bnot(z3.Or(tus2(b), toth2(b))))),
-                    z3.Implies(z3.Or(tus2(b), toth2(b)), live2(b)))
-
-    wb = z3.BitVec("w.b", 16)
-    tc, tcp = z3.BitVec("t.c", ab), z3.BitVec("t.cp", 16)
-    syn, reopen = z3.Bool("t.syn"), z3.Bool("t.reopen")
-    answers = []
-    # initiation: the agent's first programming (slots, nothing terminating) satisfies Inv
-    answers.append(("initiation", _query(
-        timer, ms, "initiation",
-        z3.ForAll([wb], z3.And(z3.Not(tus(wb)), z3.Not(toth(wb)),
-                               live(wb) == z3.Or(slot(wb), oth(wb)))),
-        z3.Not(inv(wb)))))
-    # consecution: a packet leaves the backend sets alone; an endpoint change keeps Inv
-    answers.append(("consecution", _query(timer, ms, "consecution", inv(wb), z3.Not(inv2(wb)))))
-    # safety, on one packet from any Inv state and any CT map
-    m = CtMap.fresh("S", ab, KeyLog(), empty=False)
-    oracle = Oracle("o.")
-    m2, chosen = step(m, tc, tcp, syn, reopen, oracle)
-    e, e2 = m.get(*key(tc, tcp)), m2.get(*key(tc, tcp))
-    hyp = [inv(chosen), inv(e.bid), *oracle.constraints]
-    drain = band(e.valid, eq(e.rni, rni), term(e.bid), bnot(syn))
-    unsafe = z3.Or(band(syn, term(chosen)),
-                   band(drain, z3.Or(chosen != e.bid, bnot(e2.valid), e2.bid != e.bid)))
-    answers.append(("safety", _query(timer, ms, "safety", *hyp, unsafe)))
-    # vacuity: a draining connection and a SYN beside a terminating backend both exist
-    vac = _query(timer, ms, "vacuity", *hyp, drain)
-    if vac == z3.sat:
-        vac = _query(timer, ms, "vacuity-syn", *hyp, syn, e.valid, eq(e.rni, rni), term(e.bid))
-    verdict = _verdict(answers, vac, common, t0, timer)
-    if isinstance(verdict, Result):
-        return verdict
-    note = f"induction failed ({', '.join(verdict)}); "
-    res, rep, msg = _ct02_reachable(prop, cfg, faults, timer, ms, step)
-    return finish(common, res, rep, note + msg, t0, timer)
+              "bound": "induction (unbounded; CT map arbitrary, any packet of any flow)",
+              "faults": faults}
+    # vacuity: a live entry of F (the premise of stickiness) is consistent with the invariant
+    v = View(Rest("ct", CtEntry, CT_SPEC, bits))
+    e = v.get(fam, wk)
+    live = (DRAINING,) if draining else SLOTS
+    vac = timer.check("vacuity", *hyp(v, v, []), e.present, e.rev_nat_index == RNI,
+                      wk[0] == fe.var.e, wk[2] == fport.var.e,
+                      z3.Or(*(e.backend_id == b for b in live)), ms=ms)
+    if draining:  # the views above are the ones the agent's bookkeeping can produce
+        t = time.perf_counter()
+        bad = agent_counterexample(cfg.proto)
+        timer.queries.append(Query(name="agent-endpoint-changes",
+                                   seconds=time.perf_counter() - t,
+                                   answer="sat" if bad else "unsat"))
+        if bad:
+            ob.failed.append(f"endpoint-change ({bad})")
+    res = verdict(ob, z3.unsat, vac, common, t0, timer)
+    if draining and ob.failed:
+        rep = _drain_run(prop, cfg, faults)
+        if rep is not None:
+            cx = counterexample_result(res, rep, t0, res.queries)
+            return attrs.evolve(cx, note=f"{res.note}; reachable: {cx.note}")
+    return res
 
 
-def _ct02_reachable(prop: Property, cfg: Config, faults: frozenset[ModelFault],
-                    timer: Timer, ms: int, step: Any) -> tuple[str, Replayed | None, str]:
-    """From empty maps: a connection opens (backends 1, 2), F's endpoints change so its
-    backend turns terminating, then a SYN and an ACK of that connection follow."""
-    ab = 128 if cfg.ipv6 else 32
-    set_distinct([])
-    node, node2 = z3.BitVec("cx.L", ab), z3.BitVec("cx.R", ab)
-    pods = (z3.BitVec("cx.p0", ab), z3.BitVec("cx.p1", ab))
-    c, cp, tp = z3.BitVec("cx.c", ab), z3.BitVec("cx.cp", 16), z3.BitVec("cx.tp", 16)
-    oracle = Oracle("cx.o.")
-    m = CtMap.fresh("cx", ab, KeyLog(), empty=True)
-    m, first = step(m, c, cp, z3.BoolVal(True), z3.BoolVal(False), oracle)
-    other = ite_bv(first == 1, bv(2, 16), bv(1, 16))
-    # the endpoint change: the first backend turns terminating, only the other is slotted
-    syn2 = z3.Bool("cx.syn2")
-    _, chosen = step(m, c, cp, syn2, z3.BoolVal(False), oracle)
-    terminating = chosen == first
-    slot, tus = _bset("slot"), _bset("term.F")
-    live, toth = _bset("live"), _bset("term.other")
-    b = z3.BitVec("cx.b", 16)
-    s = z3.Solver()
-    s.set(timeout=ms)
-    # both steps read the same backend sets, pinned here to the post-change view; the
-    # first pick (oracle constraint 0, slot(pick)) is replaced by the pre-change slots 1, 2
-    s.add(*oracle.constraints[1:], z3.Or(first == 1, first == 2),
-          z3.ForAll([b], z3.And(slot(b) == (b == other), tus(b) == (b == first),
-                                z3.Not(toth(b)), live(b) == z3.Or(b == 1, b == 2))),
-          z3.Or(band(syn2, terminating), band(bnot(syn2), bnot(terminating))),
-          z3.Distinct(node, node2, pods[0], pods[1], c), cp != 0, tp != 0)
-    s.push()
-    s.add(nice(cfg, "node", node), nice(cfg, "node", node2), nice(cfg, "pod2", pods[0]),
-          nice(cfg, "pod2", pods[1]), nice(cfg, "client", c), tp == 8080, z3.UGE(cp, 1024))
-    miss = _reachable(s, timer, "across one endpoint change")
-    if miss is not None:
-        return UNKNOWN, None, miss
-    mdl = s.model()
-    was = num(mdl, first) - 1
-    sport = num(mdl, cp)
-    flows = (FlowDoc(client=0, sport=sport, packets=1, backend=was),
-             FlowDoc(client=0, sport=sport, packets=1, backend=None,
-                     resume=not z3.is_true(mdl.eval(syn2, model_completion=True)),
-                     set_backends=(1 - was,), terminating=(was,)))
-    vals = ScenarioValues(nodes=(ip_text(cfg, mdl, node), ip_text(cfg, mdl, node2)),
-                          pods=(ip_text(cfg, mdl, pods[0]), ip_text(cfg, mdl, pods[1])),
-                          clients=(ip_text(cfg, mdl, c),), target_port=num(mdl, tp),
-                          node_port=30080, port=None, vip=None, other_node_port=None,
-                          flows=flows)
-    rep = replay(prop.id, cfg, vals, faults)
-    if rep is None:
-        return DRIFT, None, "z3 found a violation the concrete model does not show"
-    return COUNTEREXAMPLE, rep, rep.finding.message
+AGENT_PODS = ("web-0", "web-1", "web-2")
 
 
-def _query(timer: Timer, ms: int, name: str, *facts: Any) -> Any:
-    """One proof obligation: a fresh solver with the timeout, the facts, a timed check."""
-    s = z3.Solver()
-    s.set(timeout=ms)
-    s.add(*facts)
-    return timer.check(s, name)
+def agent_counterexample(proto: Proto) -> str | None:
+    """Every endpoint change the agent can make (model.network.AgentBackends.apply) over three
+    pods and two services sharing them, explored to a fixpoint up to the renaming of backend
+    IDs: slotted backends are never terminating, and every slotted or terminating backend is
+    in the backend map. Returns a violation, or None."""
+    svcs = [Service(name=n, type=ServiceType.NODEPORT, proto=proto, port=80, target_port=8080,
+                    node_port=30080 + i) for i, n in enumerate(("web", "other"))]
+    start = AgentBackends(table={}, live={s.name: () for s in svcs}, draining={}, next_id=1)
+    subsets = [c for r in range(len(AGENT_PODS) + 1)
+               for c in itertools.combinations(AGENT_PODS, r)]
 
+    def canon(a: AgentBackends) -> object:
+        return (frozenset(a.table.values()),
+                tuple((n, tuple(a.table[b] for b in ids)) for n, ids in sorted(a.live.items())),
+                tuple((n, frozenset(a.table[b] for b in ids))
+                      for n, ids in sorted(a.draining.items())))
 
-def _reachable(s: z3.Solver, timer: Timer, bound: str) -> str | None:
-    """Search a concrete witness, first with readable values (the pushed frame), then any;
-    None when one is found (s holds the model), else why not."""
-    ans = timer.check(s, "reachable")
-    if ans != z3.sat:
-        s.pop()
-        ans = timer.check(s, "reachable-any")
-    if ans == z3.unknown:
-        return "timeout searching a reachable counterexample"
-    if ans == z3.unsat:
-        return f"no reachable violation {bound}"
+    seen, todo = {canon(start)}, [start]
+    while todo:
+        a = todo.pop()
+        for svc in svcs:
+            members = {a.table[b][0] for b in a.live[svc.name]}
+            for pods in subsets:
+                dropped = sorted(members - set(pods))
+                for term in (c for r in range(len(dropped) + 1)
+                             for c in itertools.combinations(dropped, r)):
+                    b = a.apply(svc, pods, term)
+                    held = {x for ids in b.live.values() for x in ids}
+                    if held & b.terminating:
+                        return f"{svc.name} -> {pods}: slotted and terminating"
+                    if not (held | b.terminating) <= b.table.keys():
+                        return f"{svc.name} -> {pods}: a backend left the backend map"
+                    k = canon(b)
+                    if k not in seen:
+                        seen.add(k)
+                        todo.append(b)
     return None
 
 
-def _verdict(answers: list[tuple[str, Any]], vac: Any, common: dict[str, Any], t0: float,
-             timer: Timer) -> Result | list[str]:
-    """All obligations unsat and the premise reachable: proved (else vacuous); any unknown:
-    unknown, never proved; otherwise the names of the failed obligations."""
-    if any(a == z3.unknown for _, a in answers) or vac == z3.unknown:
-        return Result(result=UNKNOWN, seconds=time.perf_counter() - t0, note="solver timeout",
-                      queries=tuple(timer.queries), **common)
-    failed = [name for name, a in answers if a == z3.sat]
-    if not failed:
-        res = PROVED if vac == z3.sat else VACUOUS
-        return Result(result=res, seconds=time.perf_counter() - t0,
-                      queries=tuple(timer.queries), **common)
-    return failed
+def _drain_run(prop: Property, cfg: Config, faults: frozenset[ModelFault]
+               ) -> Replayed | None:
+    """A reachable run for a failed P-CT-02 step, on the model from a fresh cluster: a
+    connection opens, its backend turns terminating, then the flow sends a SYN (or an ACK)."""
+    six = cfg.ipv6
+    for was in (0, 1):
+        for resume in (False, True):
+            flows = (FlowDoc(client=0, sport=40000, packets=1, backend=was),
+                     FlowDoc(client=0, sport=40000, packets=1, backend=None, resume=resume,
+                             set_backends=(1 - was,), terminating=(was,)))
+            vals = ScenarioValues(
+                nodes=("fd00::2:2", "fd00::2:3") if six else ("192.168.2.2", "192.168.2.3"),
+                pods=("fd00::a00:a", "fd00::a00:b") if six else ("10.0.2.10", "10.0.2.11"),
+                clients=("2001:db8::7",) if six else ("203.0.113.7",), target_port=8080,
+                node_port=30080, port=None, vip=None, other_node_port=None, flows=flows)
+            rep = replay(prop.id, cfg, vals, faults)
+            if rep is not None:
+                return rep
+    return None
+
+
+def _sticks(version: CiliumVersion, lb: LbMaps, pkt: Packet, before: CtEntry | None,
+            after: CtEntry | None, bid: int | None) -> bool:
+    """The safety claim of one packet: a SYN never lands on a terminating backend, and a
+    flow whose entry names a live backend of F keeps it (unless a SYN reopens a closed
+    entry or, being a SYN, must leave a terminating backend)."""
+    if bid is not None and pkt.is_syn and bid in lb.terminating:
+        return False
+    if (before is None or before.rev_nat_index != RNI or before.backend_id not in lb.backends
+            or reopens(version, before, pkt)
+            or (pkt.is_syn and before.backend_id in lb.terminating)):
+        return True
+    return bool(after is not None and after.backend_id == before.backend_id
+                and bid == before.backend_id)
 
 
 def check_induction(prop: Property, cfg: Config, faults: frozenset[ModelFault],
                     ms: int) -> Result:
     """Dispatch an induction property."""
-    if prop.id == "P-NAT-02":  # over the model's own code (properties/stepinduction.py)
-        from properties.stepinduction import nat02
+    if prop.id == "P-NAT-02":
         return nat02(prop, cfg, faults, ms)
-    if prop.id == "P-CT-01":
-        return ct01(prop, cfg, faults, ms)
-    if prop.id == "P-CT-02":
-        return ct02(prop, cfg, faults, ms)
-    raise ValueError(f"no induction encoding for {prop.id}")
-
-
-__all__ = ["check_induction"]
+    if prop.id in ("P-CT-01", "P-CT-02"):
+        return ct_steps(prop, cfg, faults, ms, draining=prop.id == "P-CT-02")
+    raise ValueError(f"no induction for {prop.id}")

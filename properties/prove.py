@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import attrs
-import z3
 
 from model.faults import ModelFault
-from model.flows import trace_json
 from properties.catalogue import BY_ID, PROPERTIES, VIOLATED, Property
 from properties.configs import Config
-from properties.decode import FlowDoc, Replayed, ScenarioValues, ip_text, nice, num, replay
-from properties.formulas import FORMULAS
 from properties.results import (
     COUNTEREXAMPLE,
     DRIFT,
@@ -23,153 +17,8 @@ from properties.results import (
     RAISED,
     UNKNOWN,
     VACUOUS,
-    Query,
     Result,
 )
-from properties.roundtrip import END_OPEN, END_POD, Bounds, Run, World, build, init_invariant, run
-from properties.terms import B, Facts, install, snapshot
-
-
-class Timer:
-    """Collects per-query timings."""
-
-    def __init__(self) -> None:
-        self.queries: list[Query] = []
-
-    def check(self, s: z3.Solver, name: str, *extra: B) -> z3.CheckSatResult:
-        """s.check(extra) with its time recorded."""
-        t0 = time.perf_counter()
-        ans = s.check(*extra)
-        self.queries.append(Query(name=name, seconds=time.perf_counter() - t0, answer=str(ans)))
-        return ans
-
-
-def assumptions(w: World) -> list[B]:
-    """Everything a proof assumes: distinct hosts, port ranges, oracle rules, map invariants."""
-    return [*w.assumptions, *w.oracle.constraints, *init_invariant(w)]
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class Encoding:
-    """A configuration's symbolic run with its assumptions loaded into a solver (shared by
-    every property checked under that configuration)."""
-
-    world: World
-    run: Run
-    solver: z3.Solver
-    facts: Facts
-    seconds: float
-
-
-_CACHE: dict[tuple[Config, Bounds, frozenset[ModelFault], bool], Encoding] = {}
-
-
-def encoding(cfg: Config, bounds: Bounds, faults: frozenset[ModelFault], empty: bool,
-             timeout_ms: int) -> Encoding:
-    """Build (or reuse) the symbolic cluster and walk the flow through it."""
-    key = (cfg, bounds, faults, empty)
-    enc = _CACHE.get(key)
-    if enc is None:
-        t0 = time.perf_counter()
-        w = build(cfg, bounds, faults, empty=empty, prefix="cex." if empty else "")
-        r = run(w)
-        s = z3.Solver()
-        s.add(*assumptions(w))
-        enc = Encoding(world=w, run=r, solver=s, facts=snapshot(),
-                       seconds=time.perf_counter() - t0)
-        if len(_CACHE) > 256:
-            _CACHE.clear()
-        _CACHE[key] = enc
-    install(enc.facts)
-    enc.solver.set(timeout=timeout_ms)
-    return enc
-
-
-def encode(prop: Property, cfg: Config, faults: frozenset[ModelFault], empty: bool,
-           timeout_ms: int = 20000) -> tuple[Encoding, B, B]:
-    """The configuration's encoding and the property instantiated over it."""
-    enc = encoding(cfg, prop.bounds, faults, empty, timeout_ms)
-    premise, safety = FORMULAS[prop.id](enc.run)
-    # the bound must cover whole round trips: a leg still travelling at the bound is a
-    # violation of every property (so a too-small bound can never make a proof pass)
-    closed = [z3.Implies(leg.active, leg.end != END_OPEN) for x in enc.run.exchanges
-              for leg in (x.request, x.reply)]
-    return enc, premise, z3.And(safety, *closed)
-
-
-def values(prop: Property, w: World, r: Run, m: z3.ModelRef) -> ScenarioValues:
-    """Concrete scenario values from a z3 model of a round-trip counterexample."""
-    cfg = w.cfg
-    pin: int | None = None
-    if prop.pin_backend and num(m, r.exchanges[0].request.end) == END_POD:
-        pin = num(m, r.exchanges[0].request.at)
-    return ScenarioValues(
-        nodes=(ip_text(cfg, m, w.ips[0]), ip_text(cfg, m, w.ips[1])),
-        routers=(ip_text(cfg, m, w.routers[0]), ip_text(cfg, m, w.routers[1])),
-        pods=tuple(ip_text(cfg, m, a) for a, _ in w.pods),
-        clients=(ip_text(cfg, m, w.client),), target_port=num(m, w.tport),
-        node_port=num(m, w.np) if w.np is not None else None,
-        port=num(m, w.sport) if w.sport is not None else None,
-        vip=ip_text(cfg, m, w.vip) if w.vip is not None else None,
-        other_node_port=num(m, w.np2) if w.np2 is not None else None,
-        flows=(FlowDoc(client=0, sport=num(m, w.cport), packets=prop.bounds.packets,
-                       backend=pin),))
-
-
-def nice_constraints(w: World) -> list[B]:
-    """Readable addresses for decoded counterexamples."""
-    cfg = w.cfg
-    out = [nice(cfg, "client", w.client), nice(cfg, "node", w.ips[0]),
-           nice(cfg, "node", w.ips[1]), nice(cfg, "pod1", w.routers[0]),
-           nice(cfg, "pod2", w.routers[1])]
-    out += [nice(cfg, "pod1" if n == 0 else "pod2", a) for a, n in w.pods]
-    if w.vip is not None:
-        out.append(nice(cfg, "vip", w.vip))
-    out += [z3.UGE(w.cport, 1024), w.tport == 8080]
-    return out
-
-
-def counterexample(prop: Property, cfg: Config, faults: frozenset[ModelFault], timer: Timer,
-                   timeout_ms: int) -> tuple[str, Replayed | None, str]:
-    """Find a violation from empty maps (what a scenario starts with) and replay it."""
-    enc, _, safety = encode(prop, cfg, faults, True, timeout_ms)
-    w, r, s = enc.world, enc.run, enc.solver
-    s.push()
-    try:
-        s.add(z3.Not(safety))
-        s.push()
-        s.add(*nice_constraints(w))
-        ans = timer.check(s, "decode")
-        if ans != z3.sat:
-            s.pop()
-            s.push()
-            ans = timer.check(s, "decode-any")
-        if ans == z3.unknown:
-            return UNKNOWN, None, "timeout while decoding the counterexample"
-        if ans == z3.unsat:
-            return (COUNTEREXAMPLE, None,
-                    "violation needs map contents a fresh cluster cannot have (not replayable)")
-        vals = values(prop, w, r, s.model())
-        s.pop()
-    finally:
-        s.pop()
-    rep = replay(prop.id, cfg, vals, faults)
-    if rep is None:
-        return DRIFT, None, "z3 found a violation the concrete model does not show"
-    return COUNTEREXAMPLE, rep, rep.finding.message
-
-
-def finish(common: dict[str, Any], res: str, rep: Replayed | None, note: str, t0: float,
-           timer: Timer) -> Result:
-    """Attach the replayed trace to a counterexample result."""
-    trace = scenario = finding = None
-    if rep is not None:
-        trace = trace_json(rep.replay.traces[rep.finding.flow])
-        scenario = rep.doc
-        finding = rep.finding
-    return Result(result=res, seconds=time.perf_counter() - t0, counterexample=trace,
-                  scenario=scenario, finding=finding, note=note,
-                  queries=tuple(timer.queries), **common)
 
 
 def check(prop: Property, cfg: Config, faults: frozenset[ModelFault] = frozenset(),
@@ -183,8 +32,8 @@ def check(prop: Property, cfg: Config, faults: frozenset[ModelFault] = frozenset
         proof = check_induction(prop, cfg, faults, ms)
         if prop.id not in CROSS_CHECK:
             return proof
-        # the induction is over properties/symbolic.py's encoding of the hooks; the model's
-        # own code is explored too (bounded), and its counterexample wins
+        # the induction shows no step of the model breaks the invariant; a failed step is
+        # a candidate only: a bounded run of the model from empty maps must reach it
         bounded = explore(attrs.evolve(prop, bounds=CROSS_CHECK[prop.id]), cfg, faults, ms)
         return cross_checked(proof, bounded)
     return explore(prop, cfg, faults, ms)

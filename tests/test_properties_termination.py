@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from model.config import LBMode
 from model.faults import ModelFault
-from model.network import Action
+from model.network import Action, AgentBackends
+from model.topology import Service
+from model.values import Proto
 from properties import decode
 from properties.catalogue import BY_ID
 from properties.configs import Config
+from properties.induction import agent_counterexample
 from properties.prove import COUNTEREXAMPLE, PROVED, check
 
 SNAT = Config()
@@ -34,8 +38,27 @@ def test_graceful_termination_is_proved_by_induction_with_vacuity_checks() -> No
     for cfg in p.configs:
         r = check(p, cfg)
         assert r.result == PROVED and r.ok and r.method == "induction", (cfg.label(), r.note)
-        assert [q.name for q in r.queries] == ["initiation", "consecution", "safety",
-                                               "vacuity", "vacuity-syn"]
+        names = {q.name for q in r.queries}
+        assert {"initiation", "vacuity", "agent-endpoint-changes"} <= names
+        # every TCP packet kind ran through model.nodeport.lb_select
+        assert {f"consecution-{k}" for k in ("syn", "syn-ack", "ack", "fin", "rst")} <= names
+
+
+def test_agent_bookkeeping_check_sees_a_broken_endpoint_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = AgentBackends.apply
+
+    def keeps_terminating_in_slots(self: AgentBackends, svc: Service, pods: tuple[str, ...],
+                                   terminating: tuple[str, ...]) -> AgentBackends:
+        out = real(self, svc, pods, terminating)
+        held = {b for ids in out.live.values() for b in ids}
+        if not held:
+            return out
+        return attrs.evolve(out, draining={**out.draining, svc.name: frozenset(held)})
+
+    assert agent_counterexample(Proto.TCP) is None
+    monkeypatch.setattr(AgentBackends, "apply", keeps_terminating_in_slots)
+    assert "slotted and terminating" in (agent_counterexample(Proto.TCP) or "")
 
 
 def test_fault_is_refuted_with_a_replayed_endpoint_change() -> None:
