@@ -31,9 +31,12 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "the property's checker (`properties/checks.py`) runs on each path, a violating "
            "path is replayed through `nodeport trace`, and a proof is re-run on three diverse "
            "concrete witnesses. **induction** proves initiation, consecution and "
-           "Inv => Safety over arbitrary map contents on an older hand-written encoding of "
-           "the SNAT and CT steps; P-NAT-02 and P-CT-01 are also explored on the model's own "
-           "code within the bound shown, and that exploration's counterexample wins.", "",
+           "Inv => Safety over arbitrary map contents by running the model's own step "
+           "(`model.snat.snat_nat`, `snat_rev_nat`, `model.nodeport.lb_select`) on a map of "
+           "uninterpreted contents (`properties/openmap.py`), path by path; a failed step is "
+           "only a counterexample to induction, so P-NAT-02 and P-CT-01 are also explored "
+           "from empty maps within the bound shown (that exploration's counterexample wins) "
+           "and P-CT-02's is replayed across an endpoint change.", "",
            "## Assumptions, and what they exclude", "",
            "- **Addresses are data.** The model only compares addresses for equality, so one "
            "assignment of distinct addresses per configuration stands for all of them (data "
@@ -48,11 +51,20 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "entry. `examples/known-issue-udp-dsr-port-reuse.yaml` shows it concretely.",
            "- **Maps are not full.** LRU eviction of CT/SNAT entries is modelled concretely "
            "(`model/maps.py`, the self-healing of SNAT pairs) and in the explored round "
-           "trips, not in the induction proofs.",
-           "- **Endpoint changes over ID sets.** P-CT-02 treats the backend map, slots and "
-           "BE_STATE_TERMINATING flags as arbitrary backend-ID sets and lets an endpoint "
-           "change slot any ID (more than Cilium's counting-up allocator allows); the agent "
-           "does not touch CT entries, and the CT map itself is arbitrary.",
+           "trips, not in the induction proofs (an open map never evicts). CT garbage "
+           "collection iterates a whole map, which an open map cannot do: P-NAT-02's "
+           "induction takes the purge of a dead flow's pair as its own step.",
+           "- **Backends by ID, endpoint changes by enumeration.** P-CT-01/02's packet step "
+           "runs on a representative LB view (two slots, another service's backend, and for "
+           "P-CT-02 a terminating one): `lb_select` compares backend IDs only by equality and "
+           "draws the slot at random, so more backends add no behaviour to one packet. "
+           "P-CT-02's endpoint changes are `AgentBackends.apply` itself, explored to a "
+           "fixpoint over three pods and two services sharing them (up to the renaming of "
+           "backend IDs); the agent does not touch CT entries, and the CT map is arbitrary.",
+           "- **Deep port terms are abstracted in the induction.** After a few SNAT retries "
+           "a port term is replaced by a fresh value over its interval (the NAT range): an "
+           "over-approximation, sound for proofs; a failure it causes is only a candidate, "
+           "refuted or confirmed by the bounded run.",
            "- **One fabric fact at a time.** P-ENV-01/02 enable one environment fact per "
            "configuration.", ""]
     for p in PROPERTIES:
