@@ -118,7 +118,8 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         mode=cfg.mode.value, dispatch=cfg.dispatch.value,
         services=services, backends=backends, endpoints=endpoints, tunnel_endpoints=teps,
         nat_min=cfg.nat_min, nat_max=cfg.nat_max_port,
-        ct_capacity=ct_capacity or cfg.ct_max, nat_capacity=nat_capacity or cfg.nat_max,
+        ct_capacity=ct_capacity or cfg.ct_max, ct_any_capacity=ct_capacity or cfg.ct_any_max,
+        nat_capacity=nat_capacity or cfg.nat_max,
         seed=cfg.seed, tunnel=cfg.tunneling,
         router_ipv4=str(me.router_ip) if me.router_ip is not None and not v6 else None,
         router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
@@ -335,14 +336,14 @@ def _nat_entry(v: Mapping[str, Any]) -> NatEntry:
                     created=int(v["created"]), needs_ct=bool(v["needs_ct"]))
 
 
-def ct_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int
-           ) -> LruMap[CtTuple, CtEntry]:
+def ct_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int,
+           any_capacity: int | None = None) -> LruMap[CtTuple, CtEntry]:
     """The four per-family/per-protocol CT maps as the model's single CT map."""
     entries: dict[CtTuple, CtEntry] = {}
     for name in CT_MAPS:
         for k, v in dump.get(name, []):
             entries[_ct_key(k)] = _ct_entry(v)
-    return LruMap(capacity=capacity, entries=entries)
+    return LruMap(capacity=capacity, entries=entries, any_capacity=any_capacity)
 
 
 def nat_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int
@@ -395,4 +396,5 @@ def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], 
     """A datapath dump as the model's NodeState (capacities and agent views from `ref`);
     with lb=False the LB maps are not abstracted and `ref.lb` stands in for them."""
     return NodeState(lb=lb_maps(dump, ref.lb) if lb else ref.lb,
-                     ct=ct_map(dump, ref.ct.capacity), snat=nat_map(dump, ref.snat.capacity))
+                     ct=ct_map(dump, ref.ct.capacity, ref.ct.any_capacity),
+                     snat=nat_map(dump, ref.snat.capacity))

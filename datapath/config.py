@@ -63,7 +63,8 @@ class NodeConfig:
     tunnel_endpoints: tuple[tuple[str, str], ...] = ()
     nat_min: int = 32768
     nat_max: int = 65535
-    ct_capacity: int = 65536
+    ct_capacity: int = 65536  # cilium_ct{4,6}_global (TCP): CT_MAP_SIZE_TCP
+    ct_any_capacity: int | None = None  # cilium_ct_any{4,6}_global; None: ct_capacity
     nat_capacity: int = 65536
     seed: int = 0
     selection: Literal["random", "first"] = "random"

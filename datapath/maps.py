@@ -231,7 +231,9 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 class NodeMaps:
     """All per-node maps, named as Cilium pins them under /sys/fs/bpf/tc/globals."""
 
-    def __init__(self, ct_capacity: int, nat_capacity: int, lru_refresh: bool = True) -> None:
+    def __init__(self, ct_capacity: int, nat_capacity: int, lru_refresh: bool = True,
+                 ct_any_capacity: int | None = None) -> None:
+        any_cap = ct_capacity if ct_any_capacity is None else ct_any_capacity
         self.lb4_services: HashMap[LbKey, LbService] = HashMap("cilium_lb4_services_v2", 65536)
         self.lb4_backends: HashMap[int, LbBackend] = HashMap("cilium_lb4_backends_v3", 65536)
         self.lb4_reverse_nat: HashMap[int, LbReverseNat] = HashMap(
@@ -243,11 +245,11 @@ class NodeMaps:
         self.ct4_tcp: LruHashMap[CtTuple, CtEntry] = LruHashMap(
             "cilium_ct4_global", ct_capacity, lru_refresh)
         self.ct4_any: LruHashMap[CtTuple, CtEntry] = LruHashMap(
-            "cilium_ct_any4_global", ct_capacity, lru_refresh)
+            "cilium_ct_any4_global", any_cap, lru_refresh)
         self.ct6_tcp: LruHashMap[CtTuple, CtEntry] = LruHashMap(
             "cilium_ct6_global", ct_capacity, lru_refresh)
         self.ct6_any: LruHashMap[CtTuple, CtEntry] = LruHashMap(
-            "cilium_ct_any6_global", ct_capacity, lru_refresh)
+            "cilium_ct_any6_global", any_cap, lru_refresh)
         self.snat4: LruHashMap[CtTuple, NatEntry] = LruHashMap(
             "cilium_snat_v4_external", nat_capacity, lru_refresh)
         self.snat6: LruHashMap[CtTuple, NatEntry] = LruHashMap(

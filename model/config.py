@@ -75,6 +75,7 @@ class CiliumConfig:
     nodeport_max: int = NODEPORT_MAX_DEFAULT
     no_backend_response: NoBackendResponse = NoBackendResponse.REJECT
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
+    ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT
     seed: int = 0
 

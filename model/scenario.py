@@ -187,7 +187,7 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                    "seed", "serviceNoBackendResponse", "bpf"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
-    bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "natMax"})
+    bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax"})
     lo, hi = 30000, 32767
     if "range" in np:
         text = str(np["range"]).replace(",", "-")
@@ -220,6 +220,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         seed=r.opt(c, "seed", "cilium", lambda v, p: r.integer(v, p, 0, 2**63), 0),
         ct_max=r.opt(bpf, "ctTcpMax", "cilium.bpf", lambda v, p: r.integer(v, p, 1, 2**26),
                      524288),
+        ct_any_max=r.opt(bpf, "ctAnyMax", "cilium.bpf",
+                         lambda v, p: r.integer(v, p, 1, 2**26), 262144),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
