@@ -317,3 +317,33 @@ def test_ct_map_eviction_loses_a_dsr_connection() -> None:
     (key,) = list(n2)
     assert key.sport == 40001 and n2.get(key) is not None
     assert ip_address("10.0.2.10") == key.saddr
+
+
+def test_ct_maps_split_by_protocol_evict_separately() -> None:
+    """Cilium keeps TCP in cilium_ct4_global (CT_MAP_SIZE_TCP) and everything else in
+    cilium_ct_any4_global (CT_MAP_SIZE_ANY) (conntrack_map.h, get_ct_map4): a UDP entry
+    never evicts a TCP one. The difftest generator found the model's one shared map."""
+    from model.maps import CtEntry, CtTuple
+    from model.values import Proto
+
+    def key(proto: Proto, port: int) -> CtTuple:
+        return CtTuple(daddr=ip_address("10.0.0.1"), saddr=ip_address("10.0.0.2"),
+                       dport=80, sport=port, nexthdr=proto, flags=TupleFlags.OUT)
+
+    m: LruMap[CtTuple, CtEntry] = LruMap(capacity=1, any_capacity=2)
+    m = m.put(key(Proto.TCP, 1), CtEntry()).put(key(Proto.UDP, 1), CtEntry())
+    m = m.put(key(Proto.UDP, 2), CtEntry())
+    assert set(m) == {key(Proto.TCP, 1), key(Proto.UDP, 1), key(Proto.UDP, 2)}
+    m = m.put(key(Proto.UDP, 3), CtEntry())  # the oldest UDP entry goes, not the TCP one
+    assert set(m) == {key(Proto.TCP, 1), key(Proto.UDP, 2), key(Proto.UDP, 3)}
+    m = m.put(key(Proto.UDP, 2), CtEntry(backend_id=7))  # an update evicts nothing
+    assert len(m) == 3 and m.get(key(Proto.UDP, 2)) == CtEntry(backend_id=7)
+    m = m.put(key(Proto.TCP, 2), CtEntry())
+    assert set(m) == {key(Proto.TCP, 2), key(Proto.UDP, 2), key(Proto.UDP, 3)}
+    # bpf.ctAnyMax sizes the non-TCP map (Helm's default 262144 when absent)
+    from model.network import initial_state
+
+    assert parse(build_doc()).world.cfg.ct_any_max == 262144
+    world = parse(build_doc(cilium={"bpf": {"ctTcpMax": 5, "ctAnyMax": 3}})).world
+    ct = initial_state(world).nodes["node1"].ct
+    assert (ct.capacity, ct.any_capacity) == (5, 3)
