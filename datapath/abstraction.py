@@ -61,6 +61,7 @@ from model.maps import (
     ServiceKey,
     TupleFlags,
 )
+from model.config import CiliumVersion
 from model.network import World
 from model.topology import FrontendKind
 from model.values import (
@@ -123,7 +124,8 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         seed=cfg.seed, tunnel=cfg.tunneling,
         router_ipv4=str(me.router_ip) if me.router_ip is not None and not v6 else None,
         router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
-        no_backend_response="reject" if cfg.reject_no_backend else "drop")
+        no_backend_response="reject" if cfg.reject_no_backend else "drop",
+        version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20")
 
 
 class AgentView:

@@ -77,3 +77,7 @@ class NodeConfig:
     router_ipv6: str | None = None
     # serviceNoBackendResponse: "reject" answers ICMP port unreachable (tail_no_service_ipv4).
     no_backend_response: Literal["drop", "reject"] = "drop"
+    # The Cilium release whose rules apply where 1.18 and 1.20 differ: 1.18 keeps a DSR
+    # connection's frontend in the SNAT map (nodeport.h snat_v4_create_dsr) and reopens a
+    # closing CT entry on any SYN; 1.20 keeps it in the CT entry, and reopens on a pure SYN.
+    version: Literal["1.18", "1.20"] = "1.20"

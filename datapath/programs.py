@@ -43,7 +43,7 @@ RANGES: tuple[str | None, ...] = (None, None, None, None, "30000-40000", "30000-
 # Small CT / SNAT capacities (bpf.ctTcpMax, bpf.ctAnyMax, bpf.natMax): LRU eviction happens.
 CT_SIZES = (None, 2, 3, 4)
 NAT_SIZES = (None, 2, 4, 6)
-VERSIONS = ("1.20",)  # TEMP
+VERSIONS = ("1.20", "1.18")
 
 # (family, mode, dispatch, routing): every configuration the agent accepts for v1.18+.
 COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(

@@ -141,8 +141,15 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             if tr.delivered and tr.spec.service == "svc1" and "tcp-udp-one-port" in features(
                     doc):
                 seen["shared-port-second-protocol-delivered"] += 1
+        pods = {pd.ip for pd in sc.world.cluster.pods}
+        version = doc["cilium"]["version"]
         for st in state.nodes.values():
+            for ce in st.ct.entries.values():
+                if ce.dsr_internal and ce.nat_addr is not None:
+                    seen[f"dsr-frontend-in-ct-{version}"] += 1
             for k, e in st.snat.entries.items():
+                if k.flags is TupleFlags.OUT and k.saddr in pods:  # {b, c, bp, cp}
+                    seen[f"dsr-frontend-in-snat-map-{version}"] += 1
                 if k.flags is not TupleFlags.OUT or e.to_addr == k.saddr:
                     continue
                 if k.sport == lo and e.to_port == lo:
@@ -153,5 +160,7 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "keep-port-collision", "DROP_NAT_NO_MAPPING", "FABRIC_DROPS_IP_OPTIONS",
             "FABRIC_SOURCE_DEST_CHECK", "syn-reopens-closing-entry",
             "shared-port-second-protocol-delivered", "kept-at-snat-range-start",
-            "clamped-just-below-range"}
+            "clamped-just-below-range", "dsr-frontend-in-ct-1.20",
+            "dsr-frontend-in-snat-map-1.18"}
+    assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
