@@ -27,8 +27,9 @@ allocate at random are compared up to a bijection learned on first sight per
 side kept from the client must be kept by both.
 Receivers check what a host stack checks: a packet with a bad IPv4 header or L4 checksum
 reaching a pod or client is a drop there (the model has no checksums: it always delivers).
-Not compared: byte-exact TTLs/payloads/option placement (the golden vectors do that), the order
-of LRU entries (capacities are large enough never to evict), fabric faults.
+Not compared: byte-exact TTLs/payloads/option placement (the golden vectors do that), the
+recency order inside an LRU map (which entries it holds is compared, so an eviction that
+differs shows).
 """
 
 from __future__ import annotations
