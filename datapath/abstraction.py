@@ -49,6 +49,7 @@ from datapath.packet import (
     find_dsr_opt6,
     parse,
 )
+from model.config import CiliumVersion
 from model.maps import (
     CtEntry,
     CtTuple,
@@ -61,7 +62,6 @@ from model.maps import (
     ServiceKey,
     TupleFlags,
 )
-from model.config import CiliumVersion
 from model.network import World
 from model.topology import FrontendKind
 from model.values import (

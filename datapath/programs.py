@@ -4,7 +4,8 @@ A program is a scenario document in model.scenario's YAML format, so a shrunk fa
 printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-2 services
 (NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
 backends, backends shared between services, loadBalancerSourceRanges, a TCP and a UDP
-service sharing one port and address: the DNS pattern), 1-6 flows (source ports in and
+service sharing one port and address: the DNS pattern), 1-6 flows (sometimes sending the
+protocol a NodePort does not serve, which the node's stack gets; source ports in and
 below the SNAT range, at its keep-port boundary and at its top, reused across flows, a
 second client on the same source port, backend and node as an earlier flow (one SNAT port
 wanted twice), the same connection sent again (resumed, or reopened by a SYN after a FIN
@@ -167,16 +168,18 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
                 "name": f"flow{i}", "client": prev["client"],
                 "sourcePort": prev["sourcePort"], "to": dict(prev["to"]),
                 "packets": draw(st.sampled_from((1, 2, 3, 4))), "svc": svc["name"]}
+            stray = flow["to"].get("protocol", svc["protocol"]) != svc["protocol"]
             if again == "other-client":
                 # a second client, same source port, node and backend: on the keep-port
                 # path both want one SNAT port (nat.h's collision retries)
                 flow["client"] = "client1" if prev["client"] == "client0" else "client0"
                 if "backend" in prev and prev["backend"] in live[svc["name"]]:
                     flow["backend"] = prev["backend"]
-            elif svc["protocol"] == "TCP" and not prev.get("close") and draw(st.booleans()):
+            elif flow["to"].get("protocol", svc["protocol"]) == "TCP" and not prev.get(
+                    "close") and draw(st.booleans()):
                 flow["resume"] = True  # continue the connection: ACKs, no SYN
             # (a closed connection sent again opens with a SYN on the closing CT entry)
-            _finish_flow(draw, flow, svc, via, pods, live, change)
+            _finish_flow(draw, flow, svc, via, pods, live, change, stray)
             flows.append(flow)
             continue
         svc = services[draw(st.integers(0, len(services) - 1))]
@@ -193,11 +196,14 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
             to = {"address": addr, "port": svc["port"], "via": via}
         if paired and "address" in to:
             to["protocol"] = svc["protocol"]
+        stray = "service" in to and not paired and draw(st.sampled_from((False,) * 7 + (True,)))
+        if stray:  # the protocol this NodePort does not serve: the stack gets it
+            to["protocol"] = "UDP" if svc["protocol"] == "TCP" else "TCP"
         flow = {
             "name": f"flow{i}", "client": draw(st.sampled_from(("client0", "client1"))),
             "sourcePort": draw(st.sampled_from(ports)), "to": to,
             "packets": draw(st.sampled_from((1, 2, 3, 4))), "svc": svc["name"]}
-        _finish_flow(draw, flow, svc, via, pods, live, change)
+        _finish_flow(draw, flow, svc, via, pods, live, change, stray)
         flows.append(flow)
     for f in flows:
         del f["svc"]
@@ -261,9 +267,11 @@ def _endpoint_change(draw: Draw, services: list[dict[str, Any]],
 
 def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
                  via: str, pods: list[dict[str, Any]], live: dict[str, list[str]],
-                 change: tuple[dict[str, list[str]], list[str]] | None) -> None:
+                 change: tuple[dict[str, list[str]], list[str]] | None,
+                 stray: bool = False) -> None:
     """Endpoint change, pinned backend (from the service's backends after the change),
-    FIN close and idle time of one generated flow."""
+    FIN close and idle time of one generated flow (`stray`: sent the protocol its NodePort
+    does not serve, so no backend and no TCP ending)."""
     if change is not None:
         flow["setBackends"] = change[0]
         if change[1]:
@@ -273,9 +281,10 @@ def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
                 or next(p for p in pods if p["name"] == b)["node"] == via]
     if flow.get("backend") not in eligible:
         flow.pop("backend", None)
-        if eligible:
+        if eligible and not stray:
             flow["backend"] = draw(st.sampled_from(eligible))
-    if svc["protocol"] == "TCP" and draw(st.booleans()):
+    proto = flow["to"].get("protocol", svc["protocol"])
+    if proto == "TCP" and draw(st.booleans()):
         flow["close"] = True
     idle = draw(st.sampled_from(IDLE))
     if idle:

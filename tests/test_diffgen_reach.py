@@ -49,6 +49,8 @@ def features(doc: dict[str, Any]) -> set[str]:
     rng = doc["cilium"].get("nodePort", {}).get("range")
     out.add(f"range-{rng or 'default'}")
     for f in flows:
+        if f["to"].get("service") and "protocol" in f["to"]:
+            out.add("other-protocol-to-a-nodeport")
         if f["sourcePort"] == lo - 1:
             out.add(f"port-below-snat-range-{rng or 'default'}")
         if f["sourcePort"] == lo:
@@ -75,6 +77,7 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "port-below-snat-range-default", "port-at-snat-range-start-default",
             "port-below-snat-range-30000-40000", "port-at-snat-range-start-30000-40000",
             "port-65535", "two-clients-one-snat-port", "syn-after-close",
+            "other-protocol-to-a-nodeport",
             "small-ctTcpMax", "small-ctAnyMax", "small-natMax",
             "fabric-dropsIPOptions", "fabric-sourceDestCheck",
             *(f"version-{v}" for v in VERSIONS)}
@@ -138,6 +141,9 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
         for tr in traces:
             if tr.drop is not None:
                 seen[tr.drop[1].name] += 1
+                if tr.spec.proto is not next(s.proto for s in sc.world.cluster.services
+                                             if s.name == tr.spec.service):
+                    seen[f"other-protocol-{tr.drop[1].name}"] += 1
             if tr.delivered and tr.spec.service == "svc1" and "tcp-udp-one-port" in features(
                     doc):
                 seen["shared-port-second-protocol-delivered"] += 1
@@ -161,6 +167,6 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "FABRIC_SOURCE_DEST_CHECK", "syn-reopens-closing-entry",
             "shared-port-second-protocol-delivered", "kept-at-snat-range-start",
             "clamped-just-below-range", "dsr-frontend-in-ct-1.20",
-            "dsr-frontend-in-snat-map-1.18"}
+            "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK"}
     assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
