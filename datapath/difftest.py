@@ -53,7 +53,7 @@ from datapath.abstraction import (
 from datapath.adapter import Datapath, DatapathFactory, check_datapath
 from datapath.drop import Verdict as DpVerdict
 from model.drops import DropReason
-from model.flows import FlowSpec, request
+from model.flows import FlowSpec, answer, request
 from model.maps import NatEntry, NatTuple, NodeState, TupleFlags
 from model.network import (
     MAX_HOPS,
@@ -62,7 +62,6 @@ from model.network import (
     World,
     gc_all,
     initial_state,
-    reply_to,
     reprogram,
     walk,
 )
@@ -514,8 +513,10 @@ class DiffRun:
                 return div
             if me.kind != "pod" or me.packet is None:
                 return None
-            mans = reply_to(me.packet)
-            dans = reply_to(packet_of(dbytes))
+            mans = answer(spec, i, me.packet)
+            dans = answer(spec, i, packet_of(dbytes))
+            if mans is None or dans is None:
+                continue
             self.state, mo, me = model_walk(self.world, self.state, ("pod", me.at), mans,
                                             reply=True, via=None, pinned=None)
             do, de, _ = self.net.walk(("pod", de.at), bytes_of(dans), via=None, pin=None)

@@ -9,8 +9,10 @@ protocol a NodePort does not serve, which the node's stack gets; source ports in
 below the SNAT range, at its keep-port boundary and at its top, reused across flows, a
 second client on the same source port, backend and node as an earlier flow (one SNAT port
 wanted twice), the same connection sent again (resumed, or reopened by a SYN after a FIN
-close), 1-4 packets, FIN close, idle time with CT GC, endpoint changes before a flow: scale
-up, pod deletion, termination with drain, replacement), in snat / dsr / hybrid, opt /
+close or closed one way only), 1-4 packets, connection endings (FIN both ways, half-close,
+RST from the client or the backend, the backend's FIN), lost replies, idle time with CT GC,
+endpoint changes before a flow: scale up, pod deletion, termination with drain,
+replacement), in snat / dsr / hybrid, opt /
 geneve dispatch, native / tunnel routing, IPv4 / IPv6, reject / drop for backend-less
 services, the SNAT range moved (its boundary at 40000/40001) or shrunk to the one port
 65535 (every allocation deterministic, a second flow exhausts it), CT and SNAT maps of 2-6
@@ -175,10 +177,11 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
                 flow["client"] = "client1" if prev["client"] == "client0" else "client0"
                 if "backend" in prev and prev["backend"] in live[svc["name"]]:
                     flow["backend"] = prev["backend"]
-            elif flow["to"].get("protocol", svc["protocol"]) == "TCP" and not prev.get(
-                    "close") and draw(st.booleans()):
+            elif flow["to"].get("protocol", svc["protocol"]) == "TCP" and prev.get(
+                    "close") in (None, "half", "backend-fin") and draw(st.booleans()):
                 flow["resume"] = True  # continue the connection: ACKs, no SYN
-            # (a closed connection sent again opens with a SYN on the closing CT entry)
+            # (a connection closed both ways, or one way only, sent again opens with a SYN
+            # on its closing CT entry; a half-closed one may also go on with ACKs)
             _finish_flow(draw, flow, svc, via, pods, live, change, stray)
             flows.append(flow)
             continue
@@ -285,7 +288,11 @@ def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
             flow["backend"] = draw(st.sampled_from(eligible))
     proto = flow["to"].get("protocol", svc["protocol"])
     if proto == "TCP" and draw(st.booleans()):
-        flow["close"] = True
+        # FIN both ways, or half-closed, RST from either side, the backend's FIN
+        flow["close"] = draw(st.sampled_from((True, True, "half", "rst", "backend-fin",
+                                              "backend-rst")))
+    if draw(st.sampled_from((False,) * 9 + (True,))):
+        flow["lostReplies"] = True  # the backend's answers never reach its node
     idle = draw(st.sampled_from(IDLE))
     if idle:
         flow["idle"] = idle

@@ -22,7 +22,7 @@ from model.config import (
     validate,
 )
 from model.errors import ConfigRefused, ScenarioError
-from model.flows import FlowSpec
+from model.flows import ENDINGS, FlowSpec
 from model.network import World
 from model.topology import Client, Cluster, Fabric, Node, Pod, Service, ServiceType, TrafficPolicy
 from model.topology import derive as derive_cluster
@@ -492,7 +492,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     flows = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
-                        "close", "setBackends", "terminating", "resume"},
+                        "close", "setBackends", "terminating", "resume", "lostReplies"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
@@ -526,7 +526,11 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
         if backend is not None and proto is not svc.proto:
             raise r.fail(f"{p}.backend", f"the flow sends {proto.name} to the {svc.proto.name} "
                          f"NodePort of {svc.name!r}: no backend serves it")
-        close = r.opt(m, "close", p, r.boolean, False)
+        ending = m.get("close", False)
+        if ending is not True and ending is not False and ending not in ENDINGS:
+            raise r.fail(f"{p}.close", f"{_shown(ending)} is not true, false or one of "
+                         f"{', '.join(ENDINGS)}")
+        close = ending is not False
         resume = r.opt(m, "resume", p, r.boolean, False)
         for key, on in (("close", close), ("resume", resume)):
             if on and proto is not Proto.TCP:
@@ -539,6 +543,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
             idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
             close=close, set_backends=tuple(set_backends), terminating=terminating,
-            resume=resume))
+            resume=resume, ending=ending if isinstance(ending, str) else "fin",
+            lost_replies=r.opt(m, "lostReplies", p, r.boolean, False)))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 

@@ -17,6 +17,7 @@ from model.flows import run_flows
 from model.maps import LruMap, TupleFlags
 from model.scenario import parse
 from model.snat import snat_nat
+from model.values import TcpFlags
 
 EXAMPLES, SEED = 200, 1
 
@@ -49,6 +50,10 @@ def features(doc: dict[str, Any]) -> set[str]:
     rng = doc["cilium"].get("nodePort", {}).get("range")
     out.add(f"range-{rng or 'default'}")
     for f in flows:
+        if f.get("close"):
+            out.add(f"close-{f['close']}")
+        if f.get("lostReplies"):
+            out.add("lost-replies")
         if f["to"].get("service") and "protocol" in f["to"]:
             out.add("other-protocol-to-a-nodeport")
         if f["sourcePort"] == lo - 1:
@@ -64,6 +69,8 @@ def features(doc: dict[str, Any]) -> set[str]:
             out.add("two-clients-one-snat-port")
         if same and f["client"] == g["client"] and f.get("close") and not g.get("resume"):
             out.add("syn-after-close")
+            if f["close"] in ("half", "backend-fin"):
+                out.add("syn-after-one-way-close")
     bpf = doc["cilium"].get("bpf", {})
     out.update(f"small-{k}" for k in bpf)
     out.update(f"fabric-{k}" for k in doc.get("fabric", {}))
@@ -77,14 +84,16 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "port-below-snat-range-default", "port-at-snat-range-start-default",
             "port-below-snat-range-30000-40000", "port-at-snat-range-start-30000-40000",
             "port-65535", "two-clients-one-snat-port", "syn-after-close",
-            "other-protocol-to-a-nodeport",
+            "other-protocol-to-a-nodeport", "close-True", "close-half", "close-rst",
+            "close-backend-fin", "close-backend-rst", "lost-replies", "syn-after-one-way-close",
             "small-ctTcpMax", "small-ctAnyMax", "small-natMax",
             "fabric-dropsIPOptions", "fabric-sourceDestCheck",
             *(f"version-{v}" for v in VERSIONS)}
     assert want <= set(seen), sorted(want - set(seen))
-    # the extensions stay a minority: most programs exercise the ordinary paths
+    # the map and fabric extensions stay a minority of the generated programs (the
+    # explicit ones all have them): most exercise the ordinary paths
     plain = sum(1 for d in docs if "bpf" not in d["cilium"] and "fabric" not in d)
-    assert plain > len(docs) // 2, plain
+    assert plain > len(docs) * 2 // 5, (plain, len(docs))
 
 
 def test_both_versions_for_the_reference_one_for_a_tree() -> None:
@@ -129,6 +138,9 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
         r = reopens(*args)
         if r:
             seen["syn-reopens-closing-entry"] += 1
+            entry = args[1]
+            if entry.tx_closing != entry.rx_closing:
+                seen["syn-reopens-half-closed-entry"] += 1
         return r
 
     monkeypatch.setattr(LruMap, "put", put)
@@ -139,6 +151,9 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
         lo = sc.world.cfg.nat_min
         state, traces = run_flows(sc.world, sc.flows)
         for tr in traces:
+            for h in tr.hops:
+                if h.hook is not None and h.packet.flags & TcpFlags.RST:
+                    seen[f"{'reply' if h.reply else 'request'}-rst-seen-by-node"] += 1
             if tr.drop is not None:
                 seen[tr.drop[1].name] += 1
                 if tr.spec.proto is not next(s.proto for s in sc.world.cluster.services
@@ -151,6 +166,8 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
         version = doc["cilium"]["version"]
         for st in state.nodes.values():
             for ce in st.ct.entries.values():
+                if ce.tx_closing != ce.rx_closing:
+                    seen["closed-one-way"] += 1
                 if ce.dsr_internal and ce.nat_addr is not None:
                     seen[f"dsr-frontend-in-ct-{version}"] += 1
             for k, e in st.snat.entries.items():
@@ -167,6 +184,8 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "FABRIC_SOURCE_DEST_CHECK", "syn-reopens-closing-entry",
             "shared-port-second-protocol-delivered", "kept-at-snat-range-start",
             "clamped-just-below-range", "dsr-frontend-in-ct-1.20",
-            "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK"}
+            "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK",
+            "syn-reopens-half-closed-entry", "closed-one-way", "request-rst-seen-by-node",
+            "reply-rst-seen-by-node"}
     assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
