@@ -347,3 +347,40 @@ def test_ct_maps_split_by_protocol_evict_separately() -> None:
     world = parse(build_doc(cilium={"bpf": {"ctTcpMax": 5, "ctAnyMax": 3}})).world
     ct = initial_state(world).nodes["node1"].ct
     assert (ct.capacity, ct.any_capacity) == (5, 3)
+
+
+def test_connection_endings_and_lost_replies() -> None:
+    """close: half | rst | backend-fin | backend-rst and lostReplies: what the client sees,
+    and the frontend node's CT_EGRESS entry afterwards (closed one way, both, or not)."""
+    def run(close: object = None, lost: bool = False, again: bool = False
+            ) -> tuple[list[FlowTrace], Any]:
+        doc = build_doc(packets=2)
+        f = doc["flows"][0]
+        if close is not None:
+            f["close"] = close
+        if lost:
+            f["lostReplies"] = True
+        if again:  # the same connection opened again with a SYN
+            doc["flows"].append(dict(f, name="again", close=False, lostReplies=False))
+        _, state, traces = _run(doc)
+        (entry,) = [e for k, e in state.nodes["node1"].ct.entries.items()
+                    if k.flags is TupleFlags.OUT]
+        return traces, entry
+
+    seen = {c: [p.flags.letters() for p in run(c)[0][0].client_saw]
+            for c in (True, "half", "rst", "backend-fin", "backend-rst")}
+    assert seen == {True: ["SA", "FA"], "half": ["SA", "A"], "rst": ["SA"],
+                    "backend-fin": ["SA", "FA"], "backend-rst": ["SA", "R"]}
+    _, half = run("half")
+    assert half.tx_closing and not half.rx_closing  # the client's FIN only
+    _, bfin = run("backend-fin")
+    assert bfin.rx_closing and not bfin.tx_closing  # the backend's FIN only
+    _, fin = run(True)
+    assert fin.tx_closing and fin.rx_closing
+    traces, reopened = run("half", again=True)  # a SYN on an entry closed one way
+    assert traces[1].delivered and not (reopened.tx_closing or reopened.rx_closing)
+    traces, lost = run(lost=True)
+    assert traces[0].client_saw == () and traces[0].delivered
+    assert not lost.rx_closing and lost.seen_non_syn  # the ACK, no reply seen
+    with pytest.raises(Exception, match="close"):
+        _run(dict(build_doc(), flows=[dict(build_doc()["flows"][0], close="maybe")]))
