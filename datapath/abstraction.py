@@ -15,9 +15,9 @@ Three translations, each the only bridge between the byte-level datapath and the
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, ip_address
-from typing import Any
+from typing import Any, TypeVar
 
 from datapath.build import (
     dsr_opt4_bytes,
@@ -311,12 +311,36 @@ def _addr(text: Any) -> IPAddress:
     return ip_address(str(text))
 
 
+T = TypeVar("T")
+
+
+def _rows(conv: Callable[[Mapping[str, Any]], T]) -> Callable[[Mapping[str, Any]], T]:
+    """A row converter memoized on the row's (field, value) pairs: most rows are dumped
+    again unchanged after every step, and the model's values are immutable."""
+    cache: dict[tuple[tuple[str, Any], ...], T] = {}
+
+    def convert(row: Mapping[str, Any]) -> T:
+        try:
+            key = tuple(row.items())
+            got = cache.get(key)
+        except TypeError:  # an unhashable field value: convert every time
+            return conv(row)
+        if got is None:
+            if len(cache) >= 65536:
+                cache.clear()
+            got = cache[key] = conv(row)
+        return got
+    return convert
+
+
+@_rows
 def _ct_key(k: Mapping[str, Any]) -> CtTuple:
     return CtTuple(daddr=_addr(k["daddr"]), saddr=_addr(k["saddr"]), dport=int(k["dport"]),
                    sport=int(k["sport"]), nexthdr=Proto(int(k["nexthdr"])),
                    flags=TupleFlags(int(k["flags"])))
 
 
+@_rows
 def _ct_entry(v: Mapping[str, Any]) -> CtEntry:
     nat = v.get("nat_addr")
     return CtEntry(backend_id=int(v["backend_id"]), rev_nat_index=int(v["rev_nat_index"]),
@@ -327,12 +351,14 @@ def _ct_entry(v: Mapping[str, Any]) -> CtEntry:
                    lifetime=int(v["lifetime"]))
 
 
+@_rows
 def _nat_key(k: Mapping[str, Any]) -> NatTuple:
     return NatTuple(saddr=_addr(k["saddr"]), daddr=_addr(k["daddr"]), sport=int(k["sport"]),
                     dport=int(k["dport"]), nexthdr=Proto(int(k["nexthdr"])),
                     flags=TupleFlags(int(k["flags"])))
 
 
+@_rows
 def _nat_entry(v: Mapping[str, Any]) -> NatEntry:
     return NatEntry(to_addr=_addr(v["to_addr"]), to_port=int(v["to_port"]),
                     created=int(v["created"]), needs_ct=bool(v["needs_ct"]))

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 import yaml
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
 
 from datapath.adapter import DatapathFactory, check_datapath, reference_factory
@@ -152,7 +152,7 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
     counters = Counters()
     calls = [0]
     last: list[Failure] = []
-    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    phases = [Phase.generate] + ([Phase.shrink] if shrink else [])
 
     def one(doc: dict[str, Any]) -> None:
         calls[0] += 1
@@ -166,16 +166,19 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
     combo = COMBOS[unit.combo]
     versions = versions_for(factory)
     small = small_maps_for(factory)
-    test = given(programs(combo, versions, small))(one)
-    for doc in reversed(explicit(unit, versions, small)):
-        test = example(doc)(test)
-    prop = hseed(unit.seed)(settings(
-        max_examples=unit.examples, deadline=None, database=None, phases=phases,
-        suppress_health_check=list(HealthCheck), print_blob=False)(test))
-    with contextlib.suppress(_Found):
-        prop()
-    if last and shrink and last[0].doc in explicit(unit, versions, small):
-        last[:] = [shrink_explicit(last[0], factory, faults, spec)]
+    try:  # the explicit programs first, run directly (Hypothesis would pretty-print them)
+        for doc in explicit(unit, versions, small):
+            one(doc)
+    except _Found:
+        if shrink:
+            last[:] = [shrink_explicit(last[0], factory, faults, spec)]
+    if not last:
+        prop = hseed(unit.seed)(settings(
+            max_examples=unit.examples, deadline=None, database=None, phases=phases,
+            suppress_health_check=list(HealthCheck), print_blob=False)(
+                given(programs(combo, versions, small))(one)))
+        with contextlib.suppress(_Found):
+            prop()
     return UnitResult(unit=unit, programs=calls[0], steps=counters.steps,
                       observations=counters.observations, declared=dict(counters.declared),
                       failure=last[0] if last else None)

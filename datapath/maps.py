@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -215,17 +216,24 @@ def _text(v: bytes) -> str:
     return ip_text(v)
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]] | None]] = {}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
     t = type(obj)
-    names = _FIELDS.get(t)
-    if names is None:
-        names = t._fields if hasattr(t, "_fields") else tuple(
-            f.name for f in attrs.fields(t))
-        _FIELDS[t] = names
-    return {k: _addr(getattr(obj, k)) for k in names}
+    got = _FIELDS.get(t)
+    if got is None:
+        if hasattr(t, "_fields"):  # a NamedTuple key is its own tuple of values
+            got = (t._fields, None)
+        else:
+            names = tuple(f.name for f in attrs.fields(t))
+            one = operator.attrgetter(*names)
+            getter: Callable[[Any], tuple[Any, ...]] = (
+                one if len(names) > 1 else lambda o: (one(o),))
+            got = (names, getter)
+        _FIELDS[t] = got
+    names, get = got
+    return dict(zip(names, map(_addr, obj if get is None else get(obj)), strict=True))
 
 
 class NodeMaps:

@@ -24,7 +24,9 @@ datapath: DSR frontend in the CT entry vs in the SNAT map).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from hypothesis import strategies as st
@@ -70,29 +72,29 @@ def _services(draw: Draw, a: dict[str, str], pods: list[dict[str, Any]]
               ) -> list[dict[str, Any]]:
     """1-2 services; or a TCP and a UDP service on one port and address (port 53,
     NodePort 30053: the DNS pattern), each with its own backends."""
-    pair = draw(st.sampled_from((False, False, False, False, True)))
+    pair = pick(draw, (False, False, False, False, True))
     services: list[dict[str, Any]] = []
-    for i in range(2 if pair else draw(st.integers(1, 2))):
+    for i in range(2 if pair else pick(draw, (1, 2))):
         if pair and i == 1:
             twin = dict(copy.deepcopy(services[0]), name="svc1", backends=_backends(draw, pods),
                         protocol="UDP" if services[0]["protocol"] == "TCP" else "TCP")
             services.append(twin)
             break
-        stype = draw(st.sampled_from(("NodePort", "LoadBalancer", "ExternalIP")))
+        stype = pick(draw, ("NodePort", "LoadBalancer", "ExternalIP"))
         svc: dict[str, Any] = {
             "name": f"svc{i}", "type": stype,
-            "protocol": draw(st.sampled_from(("TCP", "UDP"))),
-            "port": 53 if pair else 80 + i, "targetPort": draw(st.sampled_from((8080, 8081))),
-            "externalTrafficPolicy": draw(st.sampled_from(("Cluster",) * 3 + ("Local",))),
+            "protocol": pick(draw, ("TCP", "UDP")),
+            "port": 53 if pair else 80 + i, "targetPort": pick(draw, (8080, 8081)),
+            "externalTrafficPolicy": pick(draw, ("Cluster",) * 3 + ("Local",)),
             "backends": _backends(draw, pods),
         }
-        if draw(st.sampled_from((False,) * 4 + (True,))):
+        if pick(draw, (False,) * 4 + (True,)):
             svc["clusterIP"] = a["cluster"].format(10 + i)
         if stype in ("NodePort", "LoadBalancer"):
             svc["nodePort"] = 30053 if pair else 30080 + i
         if stype == "LoadBalancer":
             svc["loadBalancerIP"] = a["vip"].format(2 + i)
-            ranges = draw(st.sampled_from(((), ("range_in",), ("range_out",))))
+            ranges = pick(draw, ((), ("range_in",), ("range_out",)))
             if ranges:
                 svc["loadBalancerSourceRanges"] = [a[r] for r in ranges]
         if stype == "ExternalIP":
@@ -102,32 +104,50 @@ def _services(draw: Draw, a: dict[str, str], pods: list[dict[str, Any]]
 
 
 def _backends(draw: Draw, pods: list[dict[str, Any]]) -> list[str]:
-    return list(draw(st.lists(st.sampled_from([p["name"] for p in pods]), unique=True,
-                              max_size=len(pods),
-                              min_size=draw(st.sampled_from((1, 1, 1, 0, 1, 1))))))
+    """A service's backends in slot order: how many (mostly one), then which, in which
+    order (one draw each: Hypothesis draws cost more than the programs they build)."""
+    names = tuple(p["name"] for p in pods)
+    size = min(len(names), pick(draw, (1, 1, 1, 0, 1, 2, 2, 3)))
+    return list(pick(draw, _orders(names, size)))
+
+
+@functools.lru_cache(maxsize=64)
+def _orders(names: tuple[str, ...], size: int) -> tuple[tuple[str, ...], ...]:
+    return tuple(itertools.permutations(names, size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sampled(options: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    return st.sampled_from(options)
+
+
+def pick(draw: Draw, options: Iterable[Any]) -> Any:
+    """draw(st.sampled_from(options)), the strategy built once per option tuple (a fresh
+    strategy is validated on its first draw, which costs more than the draw)."""
+    return draw(_sampled(tuple(options)))
 
 
 def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
             versions: tuple[str, ...], small_maps: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "version": draw(st.sampled_from(versions)),
+        "version": pick(draw, versions),
         "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
-        "routingMode": routing, "tunnelProtocol": "geneve", "seed": draw(st.integers(0, 3)),
-        "serviceNoBackendResponse": draw(st.sampled_from(("reject", "drop")))}
-    rng = draw(st.sampled_from(RANGES))
+        "routingMode": routing, "tunnelProtocol": "geneve", "seed": pick(draw, (0, 1, 2, 3)),
+        "serviceNoBackendResponse": pick(draw, ("reject", "drop"))}
+    rng = pick(draw, RANGES)
     if rng is not None:
         out["nodePort"] = {"range": rng}
-    if small_maps and draw(st.sampled_from((False, False, True))):
-        bpf = {k: v for k, v in (("ctTcpMax", draw(st.sampled_from(CT_SIZES))),
-                                 ("ctAnyMax", draw(st.sampled_from(CT_SIZES))),
-                                 ("natMax", draw(st.sampled_from(NAT_SIZES)))) if v is not None}
+    if small_maps and pick(draw, (False, False, True)):
+        bpf = {k: v for k, v in (("ctTcpMax", pick(draw, CT_SIZES)),
+                                 ("ctAnyMax", pick(draw, CT_SIZES)),
+                                 ("natMax", pick(draw, NAT_SIZES))) if v is not None}
         if bpf:
             out["bpf"] = bpf
     return out
 
 
 def _fabric(draw: Draw) -> dict[str, bool]:
-    kind = draw(st.sampled_from(("none",) * 9 + ("options", "check", "both")))
+    kind = pick(draw, ("none",) * 9 + ("options", "check", "both"))
     return {k: True for k, on in (("dropsIPOptions", kind in ("options", "both")),
                                   ("sourceDestCheck", kind in ("check", "both"))) if on}
 
@@ -138,14 +158,13 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
              ) -> dict[str, Any]:
     """One scenario document (cluster + services + flows) in the scenario YAML format;
     `small_maps` False keeps Cilium's map sizes (a kernel's BPF LRU is no exact LRU)."""
-    fam, mode, dispatch, routing = combo if combo is not None else draw(
-        st.sampled_from(COMBOS))
+    fam, mode, dispatch, routing = combo if combo is not None else pick(draw, COMBOS)
     a = ADDR[fam]
     # sampled_from shrinks towards its first element: simplest values come first.
-    nodes = [f"node{i + 1}" for i in range(draw(st.sampled_from((1, 2, 2, 3, 3))))]
+    nodes = [f"node{i + 1}" for i in range(pick(draw, (1, 2, 2, 3, 3)))]
     pods = []
-    for i in range(draw(st.sampled_from((1, 2, 3)))):
-        n = draw(st.sampled_from(range(len(nodes))))
+    for i in range(pick(draw, (1, 2, 3))):
+        n = pick(draw, range(len(nodes)))
         pods.append({"name": f"pod{i}", "node": nodes[n],
                      "ip": a["pod"].format(n + 1, 10 + i)})
     services = _services(draw, a, pods)
@@ -158,18 +177,18 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     live = {s["name"]: list(s["backends"]) for s in services}
     names = [p["name"] for p in pods]
     left: set[tuple[str, str]] = set()
-    for i in range(draw(st.sampled_from((1, 2, 3, 4, 6)))):
+    for i in range(pick(draw, (1, 2, 3, 4, 6))):
         change = _endpoint_change(draw, services, live, names, left) if flows else None
-        again = draw(st.sampled_from(("new", "new", "same", "other-client"))) \
+        again = pick(draw, ("new", "new", "same", "other-client")) \
             if flows else "new"
         if again != "new":
-            prev = flows[draw(st.integers(0, len(flows) - 1))]
+            prev = flows[pick(draw, range(len(flows)))]
             svc = next(x for x in services if x["name"] == prev["svc"])
             via = prev["to"]["via" if "via" in prev["to"] else "node"]
             flow: dict[str, Any] = {
                 "name": f"flow{i}", "client": prev["client"],
                 "sourcePort": prev["sourcePort"], "to": dict(prev["to"]),
-                "packets": draw(st.sampled_from((1, 2, 3, 4))), "svc": svc["name"]}
+                "packets": pick(draw, (1, 2, 3, 4)), "svc": svc["name"]}
             stray = flow["to"].get("protocol", svc["protocol"]) != svc["protocol"]
             if again == "other-client":
                 # a second client, same source port, node and backend: on the keep-port
@@ -178,20 +197,20 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
                 if "backend" in prev and prev["backend"] in live[svc["name"]]:
                     flow["backend"] = prev["backend"]
             elif flow["to"].get("protocol", svc["protocol"]) == "TCP" and prev.get(
-                    "close") in (None, "half", "backend-fin") and draw(st.booleans()):
+                    "close") in (None, "half", "backend-fin") and pick(draw, (False, True)):
                 flow["resume"] = True  # continue the connection: ACKs, no SYN
             # (a connection closed both ways, or one way only, sent again opens with a SYN
             # on its closing CT entry; a half-closed one may also go on with ACKs)
             _finish_flow(draw, flow, svc, via, pods, live, change, stray)
             flows.append(flow)
             continue
-        svc = services[draw(st.integers(0, len(services) - 1))]
-        via = draw(st.sampled_from(nodes))
+        svc = services[pick(draw, range(len(services)))]
+        via = pick(draw, nodes)
         paired = sum(1 for s in services if s["port"] == svc["port"]) > 1
-        if "clusterIP" in svc and draw(st.sampled_from((False,) * 5 + (True,))):
+        if "clusterIP" in svc and pick(draw, (False,) * 5 + (True,)):
             to: dict[str, Any] = {"address": svc["clusterIP"], "port": svc["port"], "via": via}
-        elif svc["type"] == "NodePort" or (svc["type"] == "LoadBalancer" and draw(
-                st.booleans())):
+        elif svc["type"] == "NodePort" or (
+                svc["type"] == "LoadBalancer" and pick(draw, (False, True))):
             to = {"node": via, "service": svc["name"]}
         else:
             addr = svc["loadBalancerIP"] if svc["type"] == "LoadBalancer" \
@@ -199,13 +218,13 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
             to = {"address": addr, "port": svc["port"], "via": via}
         if paired and "address" in to:
             to["protocol"] = svc["protocol"]
-        stray = "service" in to and not paired and draw(st.sampled_from((False,) * 7 + (True,)))
+        stray = "service" in to and not paired and pick(draw, (False,) * 7 + (True,))
         if stray:  # the protocol this NodePort does not serve: the stack gets it
             to["protocol"] = "UDP" if svc["protocol"] == "TCP" else "TCP"
         flow = {
-            "name": f"flow{i}", "client": draw(st.sampled_from(("client0", "client1"))),
-            "sourcePort": draw(st.sampled_from(ports)), "to": to,
-            "packets": draw(st.sampled_from((1, 2, 3, 4))), "svc": svc["name"]}
+            "name": f"flow{i}", "client": pick(draw, ("client0", "client1")),
+            "sourcePort": pick(draw, ports), "to": to,
+            "packets": pick(draw, (1, 2, 3, 4)), "svc": svc["name"]}
         _finish_flow(draw, flow, svc, via, pods, live, change, stray)
         flows.append(flow)
     for f in flows:
@@ -246,18 +265,18 @@ def _endpoint_change(draw: Draw, services: list[dict[str, Any]],
                      ) -> tuple[dict[str, list[str]], list[str]] | None:
     """Sometimes an endpoint change before a flow: scale up (a pod joins), pod deletion or
     termination (a pod leaves, deleted or draining), or a replacement (one of each)."""
-    kind = draw(st.sampled_from(("none",) * 5 + ("up", "delete", "terminate", "replace",
-                                                 "all")))
+    kind = pick(draw, ("none",) * 5 + ("up", "delete", "terminate", "replace",
+                                                 "all"))
     if kind == "none":
         return None
-    svc = services[draw(st.integers(0, len(services) - 1))]["name"]
+    svc = services[pick(draw, range(len(services)))]["name"]
     now = list(live[svc])
     out = [p for p in pods if p not in now]
     gone: list[str] = []
     if kind in ("up", "replace") and out:
-        now.append(draw(st.sampled_from(out)))
+        now.append(pick(draw, out))
     if kind in ("delete", "terminate", "replace") and now:
-        gone = [draw(st.sampled_from(now))]
+        gone = [pick(draw, now)]
         now.remove(gone[0])
     if kind == "all":  # scale to zero: every pod leaves (some terminating)
         gone, now = list(now), []
@@ -285,15 +304,15 @@ def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
     if flow.get("backend") not in eligible:
         flow.pop("backend", None)
         if eligible and not stray:
-            flow["backend"] = draw(st.sampled_from(eligible))
+            flow["backend"] = pick(draw, eligible)
     proto = flow["to"].get("protocol", svc["protocol"])
-    if proto == "TCP" and draw(st.booleans()):
+    if proto == "TCP" and pick(draw, (False, True)):
         # FIN both ways, or half-closed, RST from either side, the backend's FIN
-        flow["close"] = draw(st.sampled_from((True, True, "half", "rst", "backend-fin",
-                                              "backend-rst")))
-    if draw(st.sampled_from((False,) * 9 + (True,))):
+        flow["close"] = pick(draw, (True, True, "half", "rst", "backend-fin",
+                                              "backend-rst"))
+    if pick(draw, (False,) * 9 + (True,)):
         flow["lostReplies"] = True  # the backend's answers never reach its node
-    idle = draw(st.sampled_from(IDLE))
+    idle = pick(draw, IDLE)
     if idle:
         flow["idle"] = idle
 

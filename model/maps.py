@@ -90,6 +90,8 @@ class EqMap(Mapping[K, V]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
             return NotImplemented
+        if self._d is not None and isinstance(other, EqMap) and other._d is not None:
+            return self._d == other._d  # concrete keys on both sides: the dicts decide
         return len(self) == len(other) and all(
             k in other and other[k] == v for k, v in self.items())
 
