@@ -49,6 +49,8 @@ RANGES: tuple[str | None, ...] = (None, None, None, None, "30000-40000", "30000-
 CT_SIZES = (None, 2, 3, 4)
 NAT_SIZES = (None, 2, 4, 6)
 VERSIONS = ("1.20", "1.18")
+# A TCP flow's ending (scenario key `close`): none half the time.
+ENDINGS = (None,) * 6 + (True, True, "half", "rst", "backend-fin", "backend-rst")
 
 # (family, mode, dispatch, routing): every configuration the agent accepts for v1.18+.
 COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
@@ -80,15 +82,15 @@ def _services(draw: Draw, a: dict[str, str], pods: list[dict[str, Any]]
                         protocol="UDP" if services[0]["protocol"] == "TCP" else "TCP")
             services.append(twin)
             break
-        stype = pick(draw, ("NodePort", "LoadBalancer", "ExternalIP"))
+        stype, proto, target, etp, cluster_ip = picks(
+            draw, ("NodePort", "LoadBalancer", "ExternalIP"), ("TCP", "UDP"), (8080, 8081),
+            ("Cluster",) * 3 + ("Local",), (False,) * 4 + (True,))
         svc: dict[str, Any] = {
-            "name": f"svc{i}", "type": stype,
-            "protocol": pick(draw, ("TCP", "UDP")),
-            "port": 53 if pair else 80 + i, "targetPort": pick(draw, (8080, 8081)),
-            "externalTrafficPolicy": pick(draw, ("Cluster",) * 3 + ("Local",)),
-            "backends": _backends(draw, pods),
+            "name": f"svc{i}", "type": stype, "protocol": proto,
+            "port": 53 if pair else 80 + i, "targetPort": target,
+            "externalTrafficPolicy": etp, "backends": _backends(draw, pods),
         }
-        if pick(draw, (False,) * 4 + (True,)):
+        if cluster_ip:
             svc["clusterIP"] = a["cluster"].format(10 + i)
         if stype in ("NodePort", "LoadBalancer"):
             svc["nodePort"] = 30053 if pair else 30080 + i
@@ -127,20 +129,32 @@ def pick(draw: Draw, options: Iterable[Any]) -> Any:
     return draw(_sampled(tuple(options)))
 
 
+@functools.lru_cache(maxsize=256)
+def _product(*options: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
+    return tuple(itertools.product(*options))
+
+
+def picks(draw: Draw, *options: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One choice from each option tuple, in one draw (shrinking towards the first of
+    each): a Hypothesis draw costs more than building the program around it."""
+    got: tuple[Any, ...] = pick(draw, _product(*options))
+    return got
+
+
 def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
             versions: tuple[str, ...], small_maps: bool) -> dict[str, Any]:
+    version, seed, response, rng, small = picks(
+        draw, versions, (0, 1, 2, 3), ("reject", "drop"), RANGES, (False, False, True))
     out: dict[str, Any] = {
-        "version": pick(draw, versions),
-        "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
-        "routingMode": routing, "tunnelProtocol": "geneve", "seed": pick(draw, (0, 1, 2, 3)),
-        "serviceNoBackendResponse": pick(draw, ("reject", "drop"))}
-    rng = pick(draw, RANGES)
+        "version": version, "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+        "routingMode": routing, "tunnelProtocol": "geneve", "seed": seed,
+        "serviceNoBackendResponse": response}
     if rng is not None:
         out["nodePort"] = {"range": rng}
-    if small_maps and pick(draw, (False, False, True)):
-        bpf = {k: v for k, v in (("ctTcpMax", pick(draw, CT_SIZES)),
-                                 ("ctAnyMax", pick(draw, CT_SIZES)),
-                                 ("natMax", pick(draw, NAT_SIZES))) if v is not None}
+    if small_maps and small:
+        sizes = picks(draw, CT_SIZES, CT_SIZES, NAT_SIZES)
+        bpf = {k: v for k, v in zip(("ctTcpMax", "ctAnyMax", "natMax"), sizes, strict=True)
+               if v is not None}
         if bpf:
             out["bpf"] = bpf
     return out
@@ -221,10 +235,9 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
         stray = "service" in to and not paired and pick(draw, (False,) * 7 + (True,))
         if stray:  # the protocol this NodePort does not serve: the stack gets it
             to["protocol"] = "UDP" if svc["protocol"] == "TCP" else "TCP"
-        flow = {
-            "name": f"flow{i}", "client": pick(draw, ("client0", "client1")),
-            "sourcePort": pick(draw, ports), "to": to,
-            "packets": pick(draw, (1, 2, 3, 4)), "svc": svc["name"]}
+        client, port, packets = picks(draw, ("client0", "client1"), ports, (1, 2, 3, 4))
+        flow = {"name": f"flow{i}", "client": client, "sourcePort": port, "to": to,
+                "packets": packets, "svc": svc["name"]}
         _finish_flow(draw, flow, svc, via, pods, live, change, stray)
         flows.append(flow)
     for f in flows:
@@ -305,14 +318,12 @@ def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
         flow.pop("backend", None)
         if eligible and not stray:
             flow["backend"] = pick(draw, eligible)
-    proto = flow["to"].get("protocol", svc["protocol"])
-    if proto == "TCP" and pick(draw, (False, True)):
-        # FIN both ways, or half-closed, RST from either side, the backend's FIN
-        flow["close"] = pick(draw, (True, True, "half", "rst", "backend-fin",
-                                              "backend-rst"))
-    if pick(draw, (False,) * 9 + (True,)):
+    # TCP: FIN both ways, or half-closed, RST from either side, the backend's FIN
+    ending, lost, idle = picks(draw, ENDINGS, (False,) * 9 + (True,), IDLE)
+    if ending is not None and flow["to"].get("protocol", svc["protocol"]) == "TCP":
+        flow["close"] = ending
+    if lost:
         flow["lostReplies"] = True  # the backend's answers never reach its node
-    idle = pick(draw, IDLE)
     if idle:
         flow["idle"] = idle
 
@@ -375,8 +386,24 @@ def evict_program(combo: tuple[str, str, str, str], version: str = "1.20") -> di
         cilium={"bpf": {"ctTcpMax": 2, "ctAnyMax": 2, "natMax": 2}})
 
 
+def endings_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                    ) -> dict[str, Any]:
+    """Explicit: one TCP connection closed every way in turn, each time opened again by
+    a SYN on its closing entry (closed one way by the client's FIN, one way by the
+    backend's FIN, both ways by the client's RST, by the backend's RST); then a second
+    connection whose replies are lost, reset by its client, and opened again."""
+    return _two_nodes(combo, version, "TCP", [
+        _flow("half", "client0", 40000, packets=2, close="half"),
+        _flow("after-half", "client0", 40000, packets=2, close="backend-fin"),
+        _flow("after-backend-fin", "client0", 40000, packets=2, close="rst"),
+        _flow("after-rst", "client0", 40000, packets=2, close="backend-rst"),
+        _flow("after-backend-rst", "client0", 40000),
+        _flow("lost", "client1", 40001, packets=2, close="rst", lostReplies=True),
+        _flow("after-lost", "client1", 40001)])
+
+
 # The explicit examples after the drain example: (program, needs small maps).
-EXPLICIT = ((exhaust_program, False), (evict_program, True))
+EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
