@@ -189,3 +189,30 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "reply-rst-seen-by-node"}
     assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
+
+
+def test_deterministic_snat_ports_are_compared_exactly() -> None:
+    """Where allocation is deterministic the port renaming stays the identity: the one-port
+    range (65535) and the keep-port path; a datapath whose keep-port boundary is off by one
+    (its SNAT range starting at 32769) is caught at client port 32768."""
+    import attrs
+
+    from datapath.adapter import reference_factory
+    from datapath.config import NodeConfig
+    from datapath.difftest import DiffRun
+    from datapath.host import Node
+    from datapath.programs import COMBOS, evict_program, exhaust_program
+
+    combo = COMBOS[0]  # ipv4 snat: every flow SNATed
+    sc = parse(exhaust_program(combo))
+    run = DiffRun(sc.world, reference_factory)
+    assert run.run(sc.flows) is None
+    assert run.ren.fwd and all(d == m for v in run.ren.fwd.values() for d, m in v.items())
+
+    def off_by_one(config: NodeConfig, faults: frozenset[str] = frozenset()) -> Node:
+        return Node(attrs.evolve(config, nat_min=config.nat_min + 1), faults)
+
+    sc = parse(evict_program(combo))
+    div = DiffRun(sc.world, off_by_one).run(sc.flows)
+    assert div is not None and div.step.startswith("d: request 1"), div
+    assert DiffRun(sc.world, reference_factory).run(sc.flows) is None
