@@ -15,9 +15,9 @@ Three translations, each the only bridge between the byte-level datapath and the
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, ip_address
-from typing import Any
+from typing import Any, TypeVar
 
 from datapath.build import (
     dsr_opt4_bytes,
@@ -49,6 +49,7 @@ from datapath.packet import (
     find_dsr_opt6,
     parse,
 )
+from model.config import CiliumVersion
 from model.maps import (
     CtEntry,
     CtTuple,
@@ -136,12 +137,14 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         mode=cfg.mode.value, dispatch=cfg.dispatch.value,
         services=services, backends=backends, endpoints=endpoints, tunnel_endpoints=teps,
         nat_min=cfg.nat_min, nat_max=cfg.nat_max_port,
-        ct_capacity=ct_capacity or cfg.ct_max, nat_capacity=nat_capacity or cfg.nat_max,
+        ct_capacity=ct_capacity or cfg.ct_max, ct_any_capacity=ct_capacity or cfg.ct_any_max,
+        nat_capacity=nat_capacity or cfg.nat_max,
         seed=cfg.seed, tunnel=cfg.tunneling,
         router_ipv4=str(me.router_ip) if me.router_ip is not None and not v6 else None,
         router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
         no_backend_response="reject" if cfg.reject_no_backend else "drop",
-        no_service_endpoints_routable=cfg.no_service_endpoints_routable)
+        no_service_endpoints_routable=cfg.no_service_endpoints_routable,
+        version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20")
 
 
 class AgentView:
@@ -337,12 +340,36 @@ def _addr(text: Any) -> IPAddress:
     return ip_address(str(text))
 
 
+T = TypeVar("T")
+
+
+def _rows(conv: Callable[[Mapping[str, Any]], T]) -> Callable[[Mapping[str, Any]], T]:
+    """A row converter memoized on the row's (field, value) pairs: most rows are dumped
+    again unchanged after every step, and the model's values are immutable."""
+    cache: dict[tuple[tuple[str, Any], ...], T] = {}
+
+    def convert(row: Mapping[str, Any]) -> T:
+        try:
+            key = tuple(row.items())
+            got = cache.get(key)
+        except TypeError:  # an unhashable field value: convert every time
+            return conv(row)
+        if got is None:
+            if len(cache) >= 65536:
+                cache.clear()
+            got = cache[key] = conv(row)
+        return got
+    return convert
+
+
+@_rows
 def _ct_key(k: Mapping[str, Any]) -> CtTuple:
     return CtTuple(daddr=_addr(k["daddr"]), saddr=_addr(k["saddr"]), dport=int(k["dport"]),
                    sport=int(k["sport"]), nexthdr=Proto(int(k["nexthdr"])),
                    flags=TupleFlags(int(k["flags"])))
 
 
+@_rows
 def _ct_entry(v: Mapping[str, Any]) -> CtEntry:
     nat = v.get("nat_addr")
     return CtEntry(backend_id=int(v["backend_id"]), rev_nat_index=int(v["rev_nat_index"]),
@@ -353,25 +380,27 @@ def _ct_entry(v: Mapping[str, Any]) -> CtEntry:
                    lifetime=int(v["lifetime"]))
 
 
+@_rows
 def _nat_key(k: Mapping[str, Any]) -> NatTuple:
     return NatTuple(saddr=_addr(k["saddr"]), daddr=_addr(k["daddr"]), sport=int(k["sport"]),
                     dport=int(k["dport"]), nexthdr=Proto(int(k["nexthdr"])),
                     flags=TupleFlags(int(k["flags"])))
 
 
+@_rows
 def _nat_entry(v: Mapping[str, Any]) -> NatEntry:
     return NatEntry(to_addr=_addr(v["to_addr"]), to_port=int(v["to_port"]),
                     created=int(v["created"]), needs_ct=bool(v["needs_ct"]))
 
 
-def ct_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int
-           ) -> LruMap[CtTuple, CtEntry]:
+def ct_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int,
+           any_capacity: int | None = None) -> LruMap[CtTuple, CtEntry]:
     """The four per-family/per-protocol CT maps as the model's single CT map."""
     entries: dict[CtTuple, CtEntry] = {}
     for name in CT_MAPS:
         for k, v in dump.get(name, []):
             entries[_ct_key(k)] = _ct_entry(v)
-    return LruMap(capacity=capacity, entries=entries)
+    return LruMap(capacity=capacity, entries=entries, any_capacity=any_capacity)
 
 
 def nat_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], capacity: int
@@ -437,5 +466,6 @@ def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], 
     """A datapath dump as the model's NodeState (capacities and agent views from `ref`);
     with lb=False the LB maps are not abstracted and `ref.lb` stands in for them."""
     return NodeState(lb=lb_maps(dump, ref.lb) if lb else ref.lb,
-                     ct=ct_map(dump, ref.ct.capacity), snat=nat_map(dump, ref.snat.capacity),
+                     ct=ct_map(dump, ref.ct.capacity, ref.ct.any_capacity),
+                     snat=nat_map(dump, ref.snat.capacity),
                      icmp6_bucket=icmp6_bucket(dump, ref.icmp6_bucket))

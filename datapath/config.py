@@ -63,7 +63,8 @@ class NodeConfig:
     tunnel_endpoints: tuple[tuple[str, str], ...] = ()
     nat_min: int = 32768
     nat_max: int = 65535
-    ct_capacity: int = 65536
+    ct_capacity: int = 65536  # cilium_ct{4,6}_global (TCP): CT_MAP_SIZE_TCP
+    ct_any_capacity: int | None = None  # cilium_ct_any{4,6}_global; None: ct_capacity
     nat_capacity: int = 65536
     seed: int = 0
     selection: Literal["random", "first"] = "random"
@@ -84,3 +85,7 @@ class NodeConfig:
     # a load-time switch in v1.20 (off by default), CONNTRACK_ACCOUNTING at compile time
     # in v1.18.
     ct_accounting: bool = False
+    # The Cilium release whose rules apply where 1.18 and 1.20 differ: 1.18 keeps a DSR
+    # connection's frontend in the SNAT map (nodeport.h snat_v4_create_dsr) and reopens a
+    # closing CT entry on any SYN; 1.20 keeps it in the CT entry, and reopens on a pure SYN.
+    version: Literal["1.18", "1.20"] = "1.20"

@@ -56,10 +56,12 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
         entry.bytes += size + ETH_HLEN
     if tcp:
         syn = tcp_flags & TCP_SYN
-        if (entry.rx_closing or entry.tx_closing) and syn and not tcp_flags & TCP_ACK:
-            # v1.19+: only a pure SYN on a closing entry resets it (ACTION_CREATE): the
-            # entry stays, reset to SYN-timeout state, and CT_NEW tells the caller to
-            # create afresh (if the caller gives up, the reset entry is what remains).
+        if (entry.rx_closing or entry.tx_closing) and syn and (
+                not tcp_flags & TCP_ACK or node.config.version == "1.18"):
+            # A SYN on a closing entry resets it (ACTION_CREATE): the entry stays, reset to
+            # SYN-timeout state, and CT_NEW tells the caller to create afresh (if the
+            # caller gives up, the reset entry is what remains). v1.19+ takes a pure SYN
+            # only (v1.20 conntrack.h:133); v1.18 any SYN (v1.18 conntrack.h:61).
             entry.rx_closing = entry.tx_closing = False
             entry.seen_non_syn = False
             entry.lifetime = node.now + _timeout(entry, tcp, service)

@@ -1,16 +1,5 @@
-"""Generated programs for differential testing, the Hypothesis driver, and the fault table.
-
-A program is a scenario document in model.scenario's YAML format, so a shrunk failure is
-printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-2 services
-(NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
-backends, backends shared between services, loadBalancerSourceRanges), 1-6 flows (source
-ports in and below the NAT range and reused across flows, the same connection sent
-again, 1-4 packets, FIN close, idle time with CT GC, endpoint changes before a flow: scale
-up, pod deletion, termination with drain, replacement), in snat / dsr / hybrid, opt /
-geneve dispatch, native / tunnel routing, IPv4 / IPv6, reject / drop for backend-less
-services; Cilium version 1.20 (the release the reference datapath implements: DSR
-frontend in the CT entry, pure-SYN reopen).
-"""
+"""The difftest driver: campaign units (--shard, --jobs), Hypothesis runs, shrinking, and
+the fault kill table; the programs themselves are drawn by datapath.programs."""
 
 from __future__ import annotations
 
@@ -22,203 +11,32 @@ from typing import Any
 
 import attrs
 import yaml
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
-from hypothesis import strategies as st
 
-from datapath.adapter import DatapathFactory, check_datapath
+from datapath.adapter import DatapathFactory, check_datapath, reference_factory
 from datapath.config import NodeConfig
 from datapath.difftest import Counters, DiffRun, Divergence
+from datapath.programs import COMBOS, EXPLICIT, VERSIONS, drain_program, programs, smaller
+from model.errors import InputError
 from model.scenario import parse
 
-ADDR = {
-    "ipv4": {"node": "192.168.2.{}", "pod": "10.0.{}.{}", "client": "203.0.113.{}",
-             "vip": "172.16.10.{}", "ext": "198.51.100.{}", "range_in": "203.0.113.0/24",
-             "range_out": "192.0.2.0/24", "cluster": "10.96.0.{}"},
-    "ipv6": {"node": "2001:db8:2::{}", "pod": "2001:db8:10:{}::{}", "client": "2001:db8:ff00::{}",
-             "vip": "2001:db8:16:10::{}", "ext": "2001:db8:51:100::{}",
-             "range_in": "2001:db8:ff00::/64", "range_out": "2001:db8:eeee::/64",
-             "cluster": "2001:db8:96::{}"},
-}
-SOURCE_PORTS = (40000, 40001, 33000, 1024, 5000, 65535)
-IDLE = (0, 0, 0, 0, 5, 61, 9000)
+__all__ = ["COMBOS", "drain_program", "programs"]  # re-exported for callers
 
 
-# (family, mode, dispatch, routing): every configuration the agent accepts for v1.20.
-COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
-    (fam, mode, disp, routing)
-    for fam in ("ipv4", "ipv6")
-    for mode, disp, routing in (("snat", "opt", "native"), ("snat", "geneve", "tunnel"),
-                                ("dsr", "opt", "native"), ("dsr", "geneve", "native"),
-                                ("dsr", "geneve", "tunnel"), ("hybrid", "opt", "native"),
-                                ("hybrid", "geneve", "native"), ("hybrid", "geneve", "tunnel")))
+def small_maps_for(factory: DatapathFactory) -> bool:
+    """Map capacities of a few entries (LRU eviction compared entry by entry) only for the
+    reference datapath, whose LRU is exact; a kernel's BPF LRU frees in batches."""
+    return factory is reference_factory
 
 
-@st.composite
-def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None = None
-             ) -> dict[str, Any]:
-    """One scenario document (cluster + services + flows) in the scenario YAML format."""
-    fam, mode, dispatch, routing = combo if combo is not None else draw(
-        st.sampled_from(COMBOS))
-    a = ADDR[fam]
-    # sampled_from shrinks towards its first element: simplest values come first.
-    nodes = [f"node{i + 1}" for i in range(draw(st.sampled_from((1, 2, 3))))]
-    pods = []
-    for i in range(draw(st.sampled_from((1, 2, 3)))):
-        n = draw(st.integers(0, len(nodes) - 1))
-        pods.append({"name": f"pod{i}", "node": nodes[n],
-                     "ip": a["pod"].format(n + 1, 10 + i)})
-    services = []
-    for i in range(draw(st.integers(1, 2))):
-        stype = draw(st.sampled_from(("NodePort", "LoadBalancer", "ExternalIP")))
-        svc: dict[str, Any] = {
-            "name": f"svc{i}", "type": stype,
-            "protocol": draw(st.sampled_from(("TCP", "UDP"))),
-            "port": 80 + i, "targetPort": draw(st.sampled_from((8080, 8081))),
-            "externalTrafficPolicy": draw(st.sampled_from(("Cluster", "Cluster", "Local"))),
-            "backends": draw(st.lists(st.sampled_from([p["name"] for p in pods]),
-                                      unique=True, max_size=len(pods),
-                                      min_size=draw(st.sampled_from((0, 1, 1, 1))))),
-        }
-        if draw(st.integers(0, 4)) == 0:
-            svc["clusterIP"] = a["cluster"].format(10 + i)
-        if stype in ("NodePort", "LoadBalancer"):
-            svc["nodePort"] = 30080 + i
-        if stype == "LoadBalancer":
-            svc["loadBalancerIP"] = a["vip"].format(2 + i)
-            ranges = draw(st.sampled_from(((), ("range_in",), ("range_out",))))
-            if ranges:
-                svc["loadBalancerSourceRanges"] = [a[r] for r in ranges]
-        if stype == "ExternalIP":
-            svc["externalIPs"] = [a["ext"].format(20 + i)]
-        services.append(svc)
-    clients = [{"name": f"client{i}", "ip": a["client"].format(7 + i)} for i in range(2)]
-    flows: list[dict[str, Any]] = []
-    live = {s["name"]: list(s["backends"]) for s in services}
-    names = [p["name"] for p in pods]
-    left: set[tuple[str, str]] = set()
-    for i in range(draw(st.sampled_from((1, 2, 3, 4, 6)))):
-        change = _endpoint_change(draw, services, live, names, left) if flows else None
-        if flows and draw(st.integers(0, 2)) == 0:  # the same connection again
-            prev = flows[draw(st.integers(0, len(flows) - 1))]
-            flow: dict[str, Any] = {
-                "name": f"flow{i}", "client": prev["client"],
-                "sourcePort": prev["sourcePort"], "to": prev["to"],
-                "packets": draw(st.sampled_from((1, 2, 3, 4)))}
-            svc = next(x for x in services if x["name"] == prev["svc"])
-            via = prev["to"]["via" if "via" in prev["to"] else "node"]
-            flow["svc"] = svc["name"]
-            if svc["protocol"] == "TCP" and draw(st.booleans()):
-                flow["resume"] = True  # continue the connection: ACKs, no SYN
-            _finish_flow(draw, flow, svc, via, pods, live, change)
-            flows.append(flow)
-            continue
-        svc = services[draw(st.integers(0, len(services) - 1))]
-        via = draw(st.sampled_from(nodes))
-        if "clusterIP" in svc and draw(st.integers(0, 2)) == 0:
-            to: dict[str, Any] = {"address": svc["clusterIP"], "port": svc["port"], "via": via}
-        elif svc["type"] == "NodePort" or (svc["type"] == "LoadBalancer" and draw(
-                st.booleans())):
-            to = {"node": via, "service": svc["name"]}
-        else:
-            addr = svc["loadBalancerIP"] if svc["type"] == "LoadBalancer" \
-                else svc["externalIPs"][0]
-            to = {"address": addr, "port": svc["port"], "via": via}
-        flow = {
-            "name": f"flow{i}", "client": draw(st.sampled_from(("client0", "client1"))),
-            "sourcePort": draw(st.sampled_from(SOURCE_PORTS)), "to": to,
-            "packets": draw(st.sampled_from((1, 2, 3, 4))), "svc": svc["name"]}
-        _finish_flow(draw, flow, svc, via, pods, live, change)
-        flows.append(flow)
-    for f in flows:
-        del f["svc"]
-    return {
-        "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
-                   "routingMode": routing, "tunnelProtocol": "geneve", "seed": draw(
-                       st.integers(0, 3)),
-                   "serviceNoBackendResponse": draw(st.sampled_from(("reject", "drop")))},
-        "nodes": [{"name": n, "ip": a["node"].format(3 + i)} for i, n in enumerate(nodes)],
-        "pods": pods, "services": services, "clients": clients, "flows": flows,
-    }
-
-
-def _endpoint_change(draw: Callable[..., Any], services: list[dict[str, Any]],
-                     live: dict[str, list[str]], pods: list[str], left: set[tuple[str, str]]
-                     ) -> tuple[dict[str, list[str]], list[str]] | None:
-    """Sometimes an endpoint change before a flow: scale up (a pod joins), pod deletion or
-    termination (a pod leaves, deleted or draining), or a replacement (one of each)."""
-    kind = draw(st.sampled_from(("none", "none", "up", "delete", "terminate", "replace",
-                                 "all")))
-    if kind == "none":
-        return None
-    svc = services[draw(st.integers(0, len(services) - 1))]["name"]
-    now = list(live[svc])
-    out = [p for p in pods if p not in now]
-    gone: list[str] = []
-    if kind in ("up", "replace") and out:
-        now.append(draw(st.sampled_from(out)))
-    if kind in ("delete", "terminate", "replace") and now:
-        gone = [draw(st.sampled_from(now))]
-        now.remove(gone[0])
-    if kind == "all":  # scale to zero: every pod leaves (some terminating)
-        gone, now = list(now), []
-    left.update((svc, g) for g in gone)
-    if now == live[svc]:
-        return None
-    live[svc] = now
-    return {svc: now}, (gone if kind in ("terminate", "replace", "all") else [])
-
-
-def _finish_flow(draw: Callable[..., Any], flow: dict[str, Any], svc: dict[str, Any],
-                 via: str, pods: list[dict[str, Any]], live: dict[str, list[str]],
-                 change: tuple[dict[str, list[str]], list[str]] | None) -> None:
-    """Endpoint change, pinned backend (from the service's backends after the change),
-    FIN close and idle time of one generated flow."""
-    if change is not None:
-        flow["setBackends"] = change[0]
-        if change[1]:
-            flow["terminating"] = change[1]
-    eligible = [b for b in live[svc["name"]]
-                if svc["externalTrafficPolicy"] == "Cluster"
-                or next(p for p in pods if p["name"] == b)["node"] == via]
-    if eligible:
-        flow["backend"] = draw(st.sampled_from(eligible))
-    if svc["protocol"] == "TCP" and draw(st.booleans()):
-        flow["close"] = True
-    idle = draw(st.sampled_from(IDLE))
-    if idle:
-        flow["idle"] = idle
-
-
-def drain_program(combo: tuple[str, str, str, str]) -> dict[str, Any]:
-    """The explicit example every configuration starts with: a connection whose backend
-    is replaced and left terminating keeps draining to it (ACKs, lb4_local keeps the
-    backend), is then opened again with a SYN (which must not stay on a terminating
-    backend), then a fresh connection."""
-    fam, mode, dispatch, routing = combo
-    a = ADDR[fam]
-    to = {"node": "node1", "service": "web"}
-    return {
-        "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
-                   "routingMode": routing, "tunnelProtocol": "geneve", "seed": 0},
-        "nodes": [{"name": "node1", "ip": a["node"].format(3)},
-                  {"name": "node2", "ip": a["node"].format(4)}],
-        "pods": [{"name": "pod0", "node": "node2", "ip": a["pod"].format(2, 10)},
-                 {"name": "pod1", "node": "node2", "ip": a["pod"].format(2, 11)}],
-        "services": [{"name": "web", "type": "NodePort", "protocol": "TCP", "port": 80,
-                      "targetPort": 8080, "nodePort": 30080, "backends": ["pod0"]}],
-        "clients": [{"name": "client0", "ip": a["client"].format(7)}],
-        "flows": [
-            {"name": "open", "client": "client0", "sourcePort": 40000, "to": to,
-             "packets": 1, "backend": "pod0"},
-            {"name": "drain", "client": "client0", "sourcePort": 40000, "to": to,
-             "packets": 2, "resume": True, "setBackends": {"web": ["pod1"]},
-             "terminating": ["pod0"]},
-            {"name": "reopen", "client": "client0", "sourcePort": 40000, "to": to,
-             "packets": 2, "setBackends": {"web": ["pod1"]}, "terminating": ["pod0"]},
-            {"name": "fresh", "client": "client0", "sourcePort": 40001, "to": to,
-             "packets": 1, "setBackends": {"web": ["pod1", "pod0"]}, "backend": "pod0"}],
-    }
+def versions_for(factory: DatapathFactory) -> tuple[str, ...]:
+    """The Cilium versions to generate for: the tree's release when the datapath is Cilium's
+    own code (`cilium_version`), else every version the reference datapath implements."""
+    tree = getattr(factory, "cilium_version", None)
+    if tree is None:
+        return VERSIONS
+    return (".".join(str(tree).split(".")[:2]),)
 
 
 def run_program(doc: dict[str, Any], factory: DatapathFactory, faults: frozenset[str],
@@ -328,12 +146,13 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
              shrink: bool = True, spec: str = "datapath",
              progress: Callable[[int, Counters], None] | None = None,
              base: int = 0) -> UnitResult:
-    """One unit's programs (the explicit drain example with chunk 0), stopping at the
-    first divergence, shrunk when `shrink`."""
+    """One unit's programs (chunk 0 starts with the explicit examples), stopping at the
+    first divergence, shrunk when `shrink` (by Hypothesis, or greedily for an explicit
+    example)."""
     counters = Counters()
     calls = [0]
     last: list[Failure] = []
-    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    phases = [Phase.generate] + ([Phase.shrink] if shrink else [])
 
     def one(doc: dict[str, Any]) -> None:
         calls[0] += 1
@@ -345,17 +164,76 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
             raise _Found(div.step)
 
     combo = COMBOS[unit.combo]
-    test = given(programs(combo))(one)
-    if unit.chunk == 0:
-        test = example(drain_program(combo))(test)
-    prop = hseed(unit.seed)(settings(
-        max_examples=unit.examples, deadline=None, database=None, phases=phases,
-        suppress_health_check=list(HealthCheck), print_blob=False)(test))
-    with contextlib.suppress(_Found):
-        prop()
+    versions = versions_for(factory)
+    small = small_maps_for(factory)
+    try:  # the explicit programs first, run directly (Hypothesis would pretty-print them)
+        for doc in explicit(unit, versions, small):
+            one(doc)
+    except _Found:
+        if shrink:
+            last[:] = [shrink_explicit(last[0], factory, faults, spec)]
+    if not last:
+        prop = hseed(unit.seed)(settings(
+            max_examples=unit.examples, deadline=None, database=None, phases=phases,
+            suppress_health_check=list(HealthCheck), print_blob=False)(
+                given(programs(combo, versions, small))(one)))
+        with contextlib.suppress(_Found):
+            prop()
     return UnitResult(unit=unit, programs=calls[0], steps=counters.steps,
                       observations=counters.observations, declared=dict(counters.declared),
                       failure=last[0] if last else None)
+
+
+def shrink_explicit(found: Failure, factory: DatapathFactory, faults: frozenset[str],
+                    spec: str = "datapath") -> Failure:
+    """Greedy shrinking of a failing hand-written program: take the first one-step
+    simplification that still diverges, until none does."""
+    cur = found
+    while True:
+        for doc in smaller(cur.doc):
+            try:
+                div = run_program(doc, factory, faults, Counters(), spec)
+            except InputError:
+                continue
+            if div is not None:
+                cur = Failure(doc=doc, divergence=div)
+                break
+        else:
+            return cur
+
+
+def explicit(unit: Unit, versions: tuple[str, ...], small_maps: bool
+             ) -> list[dict[str, Any]]:
+    """The explicit examples a configuration's first chunk starts with: the drain example,
+    then the SNAT-exhaustion and (where maps may be small) the LRU-eviction programs, in
+    each version generated for."""
+    if unit.chunk != 0:
+        return []
+    combo = COMBOS[unit.combo]
+    out = [drain_program(combo, versions[0])]
+    for make, needs_small in EXPLICIT:
+        if small_maps or not needs_small:
+            out += [make(combo, v) for v in versions]
+    return out
+
+
+def draw_programs(examples: int, seed: int, versions: tuple[str, ...] = VERSIONS
+                  ) -> list[dict[str, Any]]:
+    """The programs a campaign of `examples` generates (its units' seeds, generation
+    only: no explicit example, nothing run), for checking what the generator reaches."""
+    docs: list[dict[str, Any]] = []
+
+    def keep(doc: dict[str, Any]) -> None:
+        docs.append(doc)
+
+    for unit in plan(examples, seed):
+        docs += explicit(unit, versions, True)
+        test = given(programs(COMBOS[unit.combo], versions))(keep)
+        hseed(unit.seed)(settings(
+            max_examples=unit.examples, deadline=None, database=None,
+            phases=[Phase.generate], suppress_health_check=list(HealthCheck),
+            print_blob=False)(test))()
+    return docs
 
 
 _WORK: tuple[DatapathFactory, frozenset[str], bool, str] | None = None

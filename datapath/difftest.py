@@ -27,8 +27,9 @@ allocate at random are compared up to a bijection learned on first sight per
 side kept from the client must be kept by both.
 Receivers check what a host stack checks: a packet with a bad IPv4 header or L4 checksum
 reaching a pod or client is a drop there (the model has no checksums: it always delivers).
-Not compared: byte-exact TTLs/payloads/option placement (the golden vectors do that), the order
-of LRU entries (capacities are large enough never to evict), fabric faults.
+Not compared: byte-exact TTLs/payloads/option placement (the golden vectors do that), the
+recency order inside an LRU map (which entries it holds is compared, so an eviction that
+differs shows).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from datapath.abstraction import (
 from datapath.adapter import Datapath, DatapathFactory, check_datapath
 from datapath.drop import Verdict as DpVerdict
 from model.drops import DropReason
-from model.flows import FlowSpec, request
+from model.flows import FlowSpec, answer, request
 from model.maps import NatEntry, NatTuple, NodeState, TupleFlags
 from model.network import (
     MAX_HOPS,
@@ -61,7 +62,6 @@ from model.network import (
     World,
     gc_all,
     initial_state,
-    reply_to,
     reprogram,
     walk,
 )
@@ -189,6 +189,8 @@ class PortRenaming:
 
     def nat_state(self, st: NodeState) -> NodeState:
         """Rename the NAT ports in a datapath-derived SNAT map."""
+        if not self.fwd:
+            return st
         out: dict[NatTuple, NatEntry] = {}
         for k, v in st.snat.entries.items():
             if k.flags is TupleFlags.OUT:
@@ -244,6 +246,7 @@ class DatapathNet:
         self.frontends = {n.name: frozenset(fe.addr.addr for fe in
                                             world.cluster.frontends_on(n.name))
                           for n in world.cluster.nodes}
+        self.touched: set[str] = set()  # nodes a hook ran on since the caller cleared it
 
     def close(self) -> None:
         """Free every node that holds resources (a `close()` method: real BPF objects)."""
@@ -289,6 +292,7 @@ class DatapathNet:
     def _hook(self, node: str, hook: str, data: bytes | bytearray, pin: int | None
               ) -> tuple[Obs, bytes | bytearray, str, tuple[str, str] | None]:
         """Run one hook; returns the observation, the bytes, and 'go'|'pod'|'stop'."""
+        self.touched.add(node)
         r = self.nodes[node].run(hook, data, pin)
         try:
             out = packet_of(r.packet)
@@ -367,16 +371,21 @@ class DatapathNet:
             sender_node = node
         return obs, End(kind="drop", at="fabric", packet=None, drop=("fabric", "LOOP")), data
 
-    def states(self, ref: Mapping[str, NodeState], lb: bool = False) -> dict[str, NodeState]:
-        """Every node's maps through the abstraction function (CT/NAT only unless lb)."""
+    def states(self, ref: Mapping[str, NodeState], lb: bool = False,
+               nodes: Iterable[str] | None = None) -> dict[str, NodeState]:
+        """Every node's (or the named nodes') maps through the abstraction function
+        (CT/NAT only unless lb)."""
         names = None if lb else (*CT_MAPS, *NAT_MAPS, "cilium_ratelimit")
-        return {n: node_state(dp.dump(names), ref[n], lb) for n, dp in self.nodes.items()}
+        return {n: node_state(self.nodes[n].dump(names), ref[n], lb)
+                for n in (self.nodes if nodes is None else nodes)}
 
 
 # -- comparison ----------------------------------------------------------------------------
 def _diff_maps(node: str, what: str, m: Mapping[Any, Any], d: Mapping[Any, Any],
                declared: tuple[Declared, ...] = (), seen: dict[str, int] | None = None
                ) -> list[str]:
+    if m == d:  # the common case: nothing to sort or report
+        return []
     out = []
     for k in sorted(set(m) | set(d), key=repr):
         if m.get(k) != d.get(k):
@@ -392,7 +401,8 @@ def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
                 ren: PortRenaming, lb: bool = False, declared: tuple[Declared, ...] = (),
                 seen: dict[str, int] | None = None) -> list[str]:
     """Field-by-field differences between the model's and the abstracted datapath state
-    (rows a declared divergence recognises are counted in `seen` instead)."""
+    of the nodes in `model` (rows a declared divergence recognises are counted in `seen`
+    instead)."""
     out: list[str] = []
     for node in sorted(model):
         m, d = model[node], ren.nat_state(dp[node])
@@ -436,9 +446,20 @@ class DiffRun:
         self.ren = PortRenaming([a for n in world.cluster.nodes for a in (n.ip, n.router_ip)
                                  if a is not None], cfg.nat_min, cfg.nat_max_port)
         self.agent = AgentView(world)
-        self.mtrace: list[str] = []
-        self.dtrace: list[str] = []
+        # Trace lines are rendered only when read (a failure, a test): most runs agree.
+        self._mtrace: list[str | Obs | End] = []
+        self._dtrace: list[str | Obs | End] = []
         self.counters = counters or Counters()
+
+    @property
+    def mtrace(self) -> list[str]:
+        """The model's trace so far, one line per step header, hook and walk end."""
+        return [x if isinstance(x, str) else obs_str(x) for x in self._mtrace]
+
+    @property
+    def dtrace(self) -> list[str]:
+        """The datapath's trace so far (NAT ports renamed, declared differences noted)."""
+        return [x if isinstance(x, str) else obs_str(x) for x in self._dtrace]
 
     def _fail(self, step: str, what: list[str]) -> Divergence:
         return Divergence(step=step, what=tuple(what), model_trace=tuple(self.mtrace),
@@ -448,10 +469,13 @@ class DiffRun:
         """The model's node states, as they are."""
         return dict(self.state.nodes)
 
-    def _state_diffs(self, lb: bool = False) -> list[str]:
-        return diff_states(self.model_states(), self.net.states(self.state.nodes, lb),
-                           self.ren, lb=lb, declared=self.declared,
-                           seen=self.counters.declared)
+    def _state_diffs(self, lb: bool = False, nodes: Iterable[str] | None = None
+                     ) -> list[str]:
+        model = self.model_states()
+        if nodes is not None:
+            model = {n: model[n] for n in nodes}
+        return diff_states(model, self.net.states(self.state.nodes, lb, model), self.ren,
+                           lb=lb, declared=self.declared, seen=self.counters.declared)
 
     def check_programming(self) -> Divergence | None:
         """LB maps as programmed must abstract to the model's LbMaps."""
@@ -459,18 +483,20 @@ class DiffRun:
         return self._fail("programming", diffs) if diffs else None
 
     def _compare(self, step: str, mo: list[Obs], me: End, do: list[Obs], de: End,
-                 client_port: int) -> Divergence | None:
-        self.mtrace.append(f"-- {step}")
-        self.dtrace.append(f"-- {step}")
-        self.mtrace += [*map(obs_str, mo), obs_str(me)]
+                 client_port: int, before: Mapping[str, NodeState]) -> Divergence | None:
+        self._mtrace.append(f"-- {step}")
+        self._dtrace.append(f"-- {step}")
+        self._mtrace += [*mo, me]
         what: list[str] = []
         renamed: list[Obs] = []
         for i in range(max(len(mo), len(do))):
             m = mo[i] if i < len(mo) else None
             d = do[i] if i < len(do) else None
             if d is not None:
-                d = attrs.evolve(d, packet=self.ren.apply(
-                    d.packet, m.packet if m is not None else None, client_port))
+                packet = self.ren.apply(d.packet, m.packet if m is not None else None,
+                                        client_port)
+                if packet is not d.packet:
+                    d = attrs.evolve(d, packet=packet)
                 renamed.append(d)
             if m != d and m is not None and d is not None:
                 w = next((w for w in self.declared if w.match(m, d)), None)
@@ -481,16 +507,24 @@ class DiffRun:
             if m != d:
                 what.append(f"hook #{i + 1}: model {obs_str(m) if m else '(none)'} | "
                             f"datapath {obs_str(d) if d else '(none)'}")
-        de = attrs.evolve(de, packet=self.ren.apply(de.packet, me.packet, client_port))
-        self.dtrace += [*map(obs_str, renamed), obs_str(de)]
+        packet = self.ren.apply(de.packet, me.packet, client_port)
+        if packet is not de.packet:
+            de = attrs.evolve(de, packet=packet)
+        self._dtrace += [*renamed, de]
         if me != de:
             what.append(f"end: model {obs_str(me)} | datapath {obs_str(de)}")
         self.counters.steps += 1
         self.counters.observations += len(mo) + 1
         if what:
             return self._fail(step, what)
-        diffs = self._state_diffs()
+        diffs = self._state_diffs(nodes=self._touched(before))
         return self._fail(step, diffs) if diffs else None
+
+    def _touched(self, before: Mapping[str, NodeState]) -> list[str]:
+        """The nodes a step may have changed: the model wrote their state, or a datapath
+        hook ran there (a node neither side touched keeps the maps compared last)."""
+        return sorted(n for n, st in self.state.nodes.items()
+                      if st is not before[n] or n in self.net.touched)
 
     def run_flow(self, spec: FlowSpec) -> Divergence | None:
         """model.flows.run_flow, step by step on both sides."""
@@ -513,23 +547,29 @@ class DiffRun:
             self.state = attrs.evolve(self.state, now=self.state.now + 1)
             self.net.advance(1)
             pkt = request(spec, i)
+            before = self.state.nodes
+            self.net.touched.clear()
             self.state, mo, me = model_walk(self.world, self.state, ("client", spec.client),
                                             pkt, reply=False, via=spec.via, pinned=pinned)
             do, de, dbytes = self.net.walk(("client", spec.client), bytes_of(pkt),
                                            via=spec.via, pin=pin_id)
             div = self._compare(f"{spec.name}: request {i + 1} {pkt_str(pkt)}", mo, me, do, de,
-                                spec.source.port)
+                                spec.source.port, before)
             if div is not None:
                 return div
             if me.kind != "pod" or me.packet is None:
                 return None
-            mans = reply_to(me.packet)
-            dans = reply_to(packet_of(dbytes))
+            mans = answer(spec, i, me.packet)
+            dans = answer(spec, i, packet_of(dbytes))
+            if mans is None or dans is None:
+                continue
+            before = self.state.nodes
+            self.net.touched.clear()
             self.state, mo, me = model_walk(self.world, self.state, ("pod", me.at), mans,
                                             reply=True, via=None, pinned=None)
             do, de, _ = self.net.walk(("pod", de.at), bytes_of(dans), via=None, pin=None)
             div = self._compare(f"{spec.name}: reply {i + 1} {pkt_str(mans)}", mo, me, do, de,
-                                spec.source.port)
+                                spec.source.port, before)
             if div is not None:
                 return div
             if me.kind != "client":
@@ -547,8 +587,8 @@ class DiffRun:
             dp.reprogram(node_config(self.world, name, agent=self.agent))
         changes = "; ".join(f"{s}={list(p)}" for s, p in spec.set_backends)
         step = f"{spec.name}: setBackends {changes} terminating={list(spec.terminating)}"
-        self.mtrace.append(f"-- {step}")
-        self.dtrace.append(f"-- {step}")
+        self._mtrace.append(f"-- {step}")
+        self._dtrace.append(f"-- {step}")
         diffs = self._state_diffs(lb=True)
         return self._fail(step, diffs) if diffs else None
 

@@ -80,7 +80,8 @@ class Node:
         self.config = config
         self.faults: frozenset[str] = frozenset(faults or ()) | config.faults
         self.maps = NodeMaps(config.ct_capacity, config.nat_capacity,
-                             lru_refresh="lru_no_refresh_on_lookup" not in self.faults)
+                             lru_refresh="lru_no_refresh_on_lookup" not in self.faults,
+                             ct_any_capacity=config.ct_any_capacity)
         self.now = 0
         self.pinned_backend: int | None = None
         self.rejected = False

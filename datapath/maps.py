@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -232,23 +233,32 @@ def _text(v: bytes) -> str:
     return ip_text(v)
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]] | None]] = {}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
     t = type(obj)
-    names = _FIELDS.get(t)
-    if names is None:
-        names = t._fields if hasattr(t, "_fields") else tuple(
-            f.name for f in attrs.fields(t))
-        _FIELDS[t] = names
-    return {k: _addr(getattr(obj, k)) for k in names}
+    got = _FIELDS.get(t)
+    if got is None:
+        if hasattr(t, "_fields"):  # a NamedTuple key is its own tuple of values
+            got = (t._fields, None)
+        else:
+            names = tuple(f.name for f in attrs.fields(t))
+            one = operator.attrgetter(*names)
+            getter: Callable[[Any], tuple[Any, ...]] = (
+                one if len(names) > 1 else lambda o: (one(o),))
+            got = (names, getter)
+        _FIELDS[t] = got
+    names, get = got
+    return dict(zip(names, map(_addr, obj if get is None else get(obj)), strict=True))
 
 
 class NodeMaps:
     """All per-node maps, named as Cilium pins them under /sys/fs/bpf/tc/globals."""
 
-    def __init__(self, ct_capacity: int, nat_capacity: int, lru_refresh: bool = True) -> None:
+    def __init__(self, ct_capacity: int, nat_capacity: int, lru_refresh: bool = True,
+                 ct_any_capacity: int | None = None) -> None:
+        any_cap = ct_capacity if ct_any_capacity is None else ct_any_capacity
         self.lb4_services: HashMap[LbKey, LbService] = HashMap("cilium_lb4_services_v2", 65536)
         self.lb4_backends: HashMap[int, LbBackend] = HashMap("cilium_lb4_backends_v3", 65536)
         self.lb4_reverse_nat: HashMap[int, LbReverseNat] = HashMap(
@@ -260,11 +270,11 @@ class NodeMaps:
         self.ct4_tcp: LruHashMap[CtTuple, CtEntry] = LruHashMap(
             "cilium_ct4_global", ct_capacity, lru_refresh)
         self.ct4_any: LruHashMap[CtTuple, CtEntry] = LruHashMap(
-            "cilium_ct_any4_global", ct_capacity, lru_refresh)
+            "cilium_ct_any4_global", any_cap, lru_refresh)
         self.ct6_tcp: LruHashMap[CtTuple, CtEntry] = LruHashMap(
             "cilium_ct6_global", ct_capacity, lru_refresh)
         self.ct6_any: LruHashMap[CtTuple, CtEntry] = LruHashMap(
-            "cilium_ct_any6_global", ct_capacity, lru_refresh)
+            "cilium_ct_any6_global", any_cap, lru_refresh)
         self.snat4: LruHashMap[CtTuple, NatEntry] = LruHashMap(
             "cilium_snat_v4_external", nat_capacity, lru_refresh)
         self.snat6: LruHashMap[CtTuple, NatEntry] = LruHashMap(

@@ -28,6 +28,7 @@ from datapath.maps import (
     CtTuple,
     LbBackend,
     LbService,
+    NatEntry,
 )
 from datapath.nat import snat_nat
 from datapath.packet import (
@@ -244,11 +245,19 @@ def dsr_ingress(node: Node, p: Parsed, info: tuple[bytes, int] | None) -> bool:
     vip, vport = info
     if vport == 0:
         raise DatapathDrop(DropReason.DROP_INVALID)
-    no_info = "dsr_ct_no_nat_info" in node.faults
+    # v1.18 keeps the frontend in the SNAT map (snat_v4_create_dsr, v1.18 nodeport.h:2036,
+    # nat.h:504: key {b, c, bp, cp} OUT), v1.20 in the CT entry itself.
+    no_info = "dsr_ct_no_nat_info" in node.faults or node.config.version == "1.18"
     new = CtEntry(dsr_internal=True, src_sec_id=WORLD_IPV6_ID if p.v6 else WORLD_IPV4_ID,
                   nat_addr=b"" if no_info else vip, nat_port=0 if no_info else vport)
     if not ct_create(node, ct, key, new, p.tcp_flags, tcp, size=len(p.buf)):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
+    if node.config.version == "1.18":
+        snat = node.maps.snat6 if p.v6 else node.maps.snat4
+        skey = _new(CtTuple, (key.daddr, key.saddr, key.sport, key.dport, key.nexthdr,
+                              TUPLE_F_OUT))
+        if not snat.update(skey, NatEntry(vip, vport, node.now)):
+            raise DatapathDrop(DropReason.DROP_NAT_NO_MAPPING)
     return True
 
 

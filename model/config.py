@@ -78,6 +78,7 @@ class CiliumConfig:
     # false sends a backend-less service's packets up the stack, eTP=Local ones dropped.
     no_service_endpoints_routable: bool = True
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
+    ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT
     seed: int = 0
 

@@ -43,6 +43,15 @@ class FlowSpec:
     set_backends: tuple[tuple[str, tuple[str, ...]], ...] = ()
     terminating: tuple[str, ...] = ()
     resume: bool = False  # TCP: continue an established connection (no SYN first)
+    # How a closing TCP flow ends (with close=True), on its last packet: "fin" the client
+    # sends FIN-ACK, answered by FIN-ACK; "half" FIN-ACK answered by a plain ACK (closed one
+    # way); "rst" the client sends RST, unanswered; "backend-fin" / "backend-rst" the
+    # backend answers the last ACK with FIN-ACK / RST.
+    ending: str = "fin"
+    lost_replies: bool = False  # the backend's answers never reach its node
+
+
+ENDINGS = ("fin", "half", "rst", "backend-fin", "backend-rst")
 
 
 @attrs.frozen(kw_only=True)
@@ -58,14 +67,36 @@ class FlowTrace:
     backend_pod: str | None
 
 
+def _ends_here(spec: FlowSpec, index: int) -> bool:
+    """The index-th packet is the closing one (never the SYN that opens the flow)."""
+    return (spec.close and spec.proto is Proto.TCP and index == spec.packets - 1
+            and (index > 0 or spec.resume))
+
+
 def request(spec: FlowSpec, index: int) -> Packet:
-    """The index-th packet a client sends: SYN first, then ACKs, FIN last if closing."""
+    """The index-th packet a client sends: SYN first, then ACKs, FIN (or RST) last if
+    closing."""
     flags = TcpFlags.NONE
     if spec.proto is Proto.TCP:
         flags = TcpFlags.SYN if index == 0 and not spec.resume else TcpFlags.ACK
-        if spec.close and index == spec.packets - 1 and (index > 0 or spec.resume):
+        if _ends_here(spec, index) and spec.ending in ("fin", "half"):
             flags = TcpFlags.FIN | TcpFlags.ACK
+        elif _ends_here(spec, index) and spec.ending == "rst":
+            flags = TcpFlags.RST
     return Packet(src=spec.source, dst=spec.frontend, proto=spec.proto, flags=flags)
+
+
+def answer(spec: FlowSpec, index: int, delivered: Packet) -> Packet | None:
+    """What the backend answers the index-th request with (reply_to, or the flow's ending);
+    None when nothing reaches its node (an RST is not answered; lost replies)."""
+    if spec.lost_replies:
+        return None
+    ans = reply_to(delivered)
+    if not _ends_here(spec, index) or spec.ending == "fin":
+        return ans
+    flags = {"half": TcpFlags.ACK, "backend-fin": TcpFlags.FIN | TcpFlags.ACK,
+             "backend-rst": TcpFlags.RST}.get(spec.ending)
+    return None if flags is None else attrs.evolve(ans, flags=flags)
 
 
 def run_flow(world: World, state: ClusterState, spec: FlowSpec
@@ -100,9 +131,11 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
             break
         backend_saw.append(w.packet)
         pods.append(w.at)
-        answer = reply_to(w.packet)
-        hops.append(Hop(at=w.at, hook=None, action=Action.REPLY, packet=answer, reply=True))
-        r = walk(world, state, ("pod", w.at), answer, reply=True)
+        ans = answer(spec, i, w.packet)
+        if ans is None:
+            continue
+        hops.append(Hop(at=w.at, hook=None, action=Action.REPLY, packet=ans, reply=True))
+        r = walk(world, state, ("pod", w.at), ans, reply=True)
         state = r.state
         hops.extend(r.hops)
         if r.end is not EndKind.CLIENT:

@@ -90,6 +90,8 @@ class EqMap(Mapping[K, V]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
             return NotImplemented
+        if self._d is not None and isinstance(other, EqMap) and other._d is not None:
+            return self._d == other._d  # concrete keys on both sides: the dicts decide
         return len(self) == len(other) and all(
             k in other and other[k] == v for k, v in self.items())
 
@@ -140,10 +142,17 @@ def _frozen_map(value: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> EqMap[A
 
 @attrs.frozen(kw_only=True, eq=True)
 class LruMap(Generic[K, V]):
-    """A BPF_MAP_TYPE_LRU_HASH: bounded, lookups refresh, inserts into a full map evict."""
+    """A BPF_MAP_TYPE_LRU_HASH: bounded, lookups refresh, inserts into a full map evict.
+
+    With `any_capacity` set it stands for a pair of maps split by protocol, as Cilium's CT
+    is (conntrack_map.h: cilium_ct4_global holds TCP, CT_MAP_SIZE_TCP entries;
+    cilium_ct_any4_global everything else, CT_MAP_SIZE_ANY; get_ct_map4 picks by nexthdr):
+    `capacity` bounds the TCP keys, `any_capacity` the others, each evicting its own oldest.
+    """
 
     capacity: int
     entries: EqMap[K, V] = attrs.field(factory=EqMap, converter=_frozen_map)
+    any_capacity: int | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -165,7 +174,15 @@ class LruMap(Generic[K, V]):
 
     def put(self, key: K, value: V) -> LruMap[K, V]:
         """map_update_elem(BPF_ANY): evicts the least recently used entry when full."""
-        return attrs.evolve(self, entries=self.entries.with_item(key, value, self.capacity))
+        if self.any_capacity is None:
+            return attrs.evolve(self, entries=self.entries.with_item(key, value, self.capacity))
+        entries = self.entries
+        if len(entries) >= min(self.capacity, self.any_capacity):
+            tcp = _is_tcp(key)
+            same = [k for k in entries if _is_tcp(k) is tcp and k is not key and k != key]
+            if len(same) >= (self.capacity if tcp else self.any_capacity):
+                entries = entries.without(same[0])
+        return attrs.evolve(self, entries=entries.with_item(key, value))
 
     def put_noexist(self, key: K, value: V) -> LruMap[K, V] | None:
         """map_update_elem(BPF_NOEXIST): None when the key is already present."""
@@ -178,6 +195,11 @@ class LruMap(Generic[K, V]):
         if key not in self.entries:
             return self
         return attrs.evolve(self, entries=self.entries.without(key))
+
+
+def _is_tcp(key: object) -> bool:
+    """Which of the split CT maps a key lives in (get_ct_map4: TCP or 'any')."""
+    return getattr(key, "nexthdr", None) is Proto.TCP
 
 
 @attrs.frozen(kw_only=True, order=True, cache_hash=True)

@@ -220,7 +220,8 @@ def reprogram(world: World, state: ClusterState, service: str, backends: tuple[s
 def initial_state(world: World) -> ClusterState:
     """Empty CT and NAT maps, LB maps as the agent programs them."""
     return ClusterState(agent=AgentBackends.of(world.cluster), nodes=MappingProxyType({
-        n.name: NodeState(lb=lb_maps(world, n.name), ct=LruMap(capacity=world.cfg.ct_max),
+        n.name: NodeState(lb=lb_maps(world, n.name), ct=LruMap(capacity=world.cfg.ct_max,
+                                                  any_capacity=world.cfg.ct_any_max),
                           snat=LruMap(capacity=world.cfg.nat_max))
         for n in world.cluster.nodes}))
 

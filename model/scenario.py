@@ -22,7 +22,7 @@ from model.config import (
     validate,
 )
 from model.errors import ConfigRefused, ScenarioError
-from model.flows import FlowSpec
+from model.flows import ENDINGS, FlowSpec
 from model.network import World
 from model.topology import Client, Cluster, Fabric, Node, Pod, Service, ServiceType, TrafficPolicy
 from model.topology import derive as derive_cluster
@@ -188,7 +188,7 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                    "bpf"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
-    bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "natMax"})
+    bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax"})
     lo, hi = 30000, 32767
     if "range" in np:
         text = str(np["range"]).replace(",", "-")
@@ -228,6 +228,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         seed=r.opt(c, "seed", "cilium", lambda v, p: r.integer(v, p, 0, 2**63), 0),
         ct_max=r.opt(bpf, "ctTcpMax", "cilium.bpf", lambda v, p: r.integer(v, p, 1, 2**26),
                      524288),
+        ct_any_max=r.opt(bpf, "ctAnyMax", "cilium.bpf",
+                         lambda v, p: r.integer(v, p, 1, 2**26), 262144),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
@@ -422,11 +424,12 @@ def _pod_list(r: _Reader, value: Any, where: str, known: set[str]) -> tuple[str,
 
 def _target(r: _Reader, value: Any, path: str, cluster: Cluster,
             services: Mapping[str, Service], nodes: Mapping[str, Node]
-            ) -> tuple[Service, Endpoint, str, IPAddress | None]:
-    """A flow's `to`: the service, its frontend, the entry node, and the VIP if addressed."""
+            ) -> tuple[Service, Endpoint, str, IPAddress | None, Proto]:
+    """A flow's `to`: the service, its frontend, the entry node, the VIP if addressed, and
+    the protocol sent (a NodePort may be sent the protocol it does not serve)."""
     to = r.mapping(value, path, {"node", "service", "address", "port", "via", "protocol"})
     if "service" in to:
-        r.mapping(to, path, {"node", "service"}, {"node", "service"})
+        r.mapping(to, path, {"node", "service", "protocol"}, {"node", "service"})
         if r.string(to["service"], f"{path}.service") not in services:
             raise r.fail(f"{path}.service", f"unknown service {to['service']!r}")
         if r.string(to["node"], f"{path}.node") not in nodes:
@@ -434,7 +437,19 @@ def _target(r: _Reader, value: Any, path: str, cluster: Cluster,
         svc = services[to["service"]]
         if svc.node_port is None:
             raise r.fail(f"{path}.service", f"service {svc.name!r} has no nodePort")
-        return svc, Endpoint(addr=nodes[to["node"]].ip, port=svc.node_port), to["node"], None
+        proto = svc.proto
+        if "protocol" in to:
+            if to["protocol"] not in ("TCP", "UDP"):
+                raise r.fail(f"{path}.protocol", f"{to['protocol']!r} is not one of TCP, UDP")
+            proto = Proto[to["protocol"]]
+            other = next((f.service for f in cluster.frontends if f.proto is proto
+                          and f.addr.port == svc.node_port and f.service != svc.name
+                          and f.addr.addr == nodes[to["node"]].ip), None)
+            if other is not None:
+                raise r.fail(f"{path}.protocol", f"{proto.name} to this NodePort is service "
+                             f"{other!r}; name that service instead")
+        return (svc, Endpoint(addr=nodes[to["node"]].ip, port=svc.node_port), to["node"], None,
+                proto)
     r.mapping(to, path, {"address", "port", "via", "protocol"}, {"address", "port", "via"})
     addr = r.addr(to["address"], f"{path}.address")
     frontend = Endpoint(addr=addr, port=_port(r)(to["port"], f"{path}.port"))
@@ -455,7 +470,7 @@ def _target(r: _Reader, value: Any, path: str, cluster: Cluster,
     if owner is not None and owner[0] == "node" and owner[1] != via:
         raise r.fail(f"{path}.via", f"{addr} is {owner[1]}'s address; a packet to it "
                      f"arrives at {owner[1]}, not {via}")
-    return services[matches[0].service], frontend, via, addr
+    return services[matches[0].service], frontend, via, addr, matches[0].proto
 
 
 def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
@@ -485,12 +500,13 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     flows = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
-                        "close", "setBackends", "terminating", "resume"},
+                        "close", "setBackends", "terminating", "resume", "lostReplies"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
         client = clients[m["client"]]
-        svc, frontend, via, addr = _target(r, m["to"], f"{p}.to", cluster, services, nodes)
+        svc, frontend, via, addr, proto = _target(r, m["to"], f"{p}.to", cluster, services,
+                                                  nodes)
         if type(frontend.addr) is not type(client.ip):
             raise r.fail(f"{p}.to", "mixed address families between client and frontend")
         if addr is not None and cluster.owner_of(addr) is None:
@@ -515,19 +531,27 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
         live.update(dict(set_backends))
         if backend is not None and backend not in live.get(svc.name, svc.backends):
             raise r.fail(f"{p}.backend", f"{backend!r} is not a backend of {svc.name!r}")
-        close = r.opt(m, "close", p, r.boolean, False)
+        if backend is not None and proto is not svc.proto:
+            raise r.fail(f"{p}.backend", f"the flow sends {proto.name} to the {svc.proto.name} "
+                         f"NodePort of {svc.name!r}: no backend serves it")
+        ending = m.get("close", False)
+        if ending is not True and ending is not False and ending not in ENDINGS:
+            raise r.fail(f"{p}.close", f"{_shown(ending)} is not true, false or one of "
+                         f"{', '.join(ENDINGS)}")
+        close = ending is not False
         resume = r.opt(m, "resume", p, r.boolean, False)
         for key, on in (("close", close), ("resume", resume)):
-            if on and svc.proto is not Proto.TCP:
-                raise r.fail(f"{p}.{key}", f"only for TCP flows; service {svc.name!r} is "
-                             f"{svc.proto.name} (UDP has no connection to close or resume)")
+            if on and proto is not Proto.TCP:
+                raise r.fail(f"{p}.{key}", f"only for TCP flows; this flow sends "
+                             f"{proto.name} (UDP has no connection to close or resume)")
         flows.append(FlowSpec(
             name=m["name"], client=client.name, service=svc.name, via=via, backend=backend,
             source=Endpoint(addr=client.ip, port=_port(r)(m["sourcePort"], f"{p}.sourcePort")),
-            frontend=frontend, proto=svc.proto,
+            frontend=frontend, proto=proto,
             packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
             idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
             close=close, set_backends=tuple(set_backends), terminating=terminating,
-            resume=resume))
+            resume=resume, ending=ending if isinstance(ending, str) else "fin",
+            lost_replies=r.opt(m, "lostReplies", p, r.boolean, False)))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 

@@ -76,7 +76,7 @@ MODEL_TESTS = (
 # re-run vectors and difftest per registered fault) and the CLI loader test (the vectors and
 # difftest checks run that CLI already) are deselected.
 DATAPATH_TESTS = (
-    "tests/test_datapath_maps.py", "tests/test_datapath_packet.py",
+    "tests/test_datapath_edges.py", "tests/test_datapath_maps.py", "tests/test_datapath_packet.py",
     "tests/test_datapath_robust.py", "tests/test_datapath_rewrite.py",
     "tests/test_datapath_vectors.py",
     "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",

@@ -317,3 +317,70 @@ def test_ct_map_eviction_loses_a_dsr_connection() -> None:
     (key,) = list(n2)
     assert key.sport == 40001 and n2.get(key) is not None
     assert ip_address("10.0.2.10") == key.saddr
+
+
+def test_ct_maps_split_by_protocol_evict_separately() -> None:
+    """Cilium keeps TCP in cilium_ct4_global (CT_MAP_SIZE_TCP) and everything else in
+    cilium_ct_any4_global (CT_MAP_SIZE_ANY) (conntrack_map.h, get_ct_map4): a UDP entry
+    never evicts a TCP one. The difftest generator found the model's one shared map."""
+    from model.maps import CtEntry, CtTuple
+    from model.values import Proto
+
+    def key(proto: Proto, port: int) -> CtTuple:
+        return CtTuple(daddr=ip_address("10.0.0.1"), saddr=ip_address("10.0.0.2"),
+                       dport=80, sport=port, nexthdr=proto, flags=TupleFlags.OUT)
+
+    m: LruMap[CtTuple, CtEntry] = LruMap(capacity=1, any_capacity=2)
+    m = m.put(key(Proto.TCP, 1), CtEntry()).put(key(Proto.UDP, 1), CtEntry())
+    m = m.put(key(Proto.UDP, 2), CtEntry())
+    assert set(m) == {key(Proto.TCP, 1), key(Proto.UDP, 1), key(Proto.UDP, 2)}
+    m = m.put(key(Proto.UDP, 3), CtEntry())  # the oldest UDP entry goes, not the TCP one
+    assert set(m) == {key(Proto.TCP, 1), key(Proto.UDP, 2), key(Proto.UDP, 3)}
+    m = m.put(key(Proto.UDP, 2), CtEntry(backend_id=7))  # an update evicts nothing
+    assert len(m) == 3 and m.get(key(Proto.UDP, 2)) == CtEntry(backend_id=7)
+    m = m.put(key(Proto.TCP, 2), CtEntry())
+    assert set(m) == {key(Proto.TCP, 2), key(Proto.UDP, 2), key(Proto.UDP, 3)}
+    # bpf.ctAnyMax sizes the non-TCP map (Helm's default 262144 when absent)
+    from model.network import initial_state
+
+    assert parse(build_doc()).world.cfg.ct_any_max == 262144
+    world = parse(build_doc(cilium={"bpf": {"ctTcpMax": 5, "ctAnyMax": 3}})).world
+    ct = initial_state(world).nodes["node1"].ct
+    assert (ct.capacity, ct.any_capacity) == (5, 3)
+
+
+def test_connection_endings_and_lost_replies() -> None:
+    """close: half | rst | backend-fin | backend-rst and lostReplies: what the client sees,
+    and the frontend node's CT_EGRESS entry afterwards (closed one way, both, or not)."""
+    def run(close: object = None, lost: bool = False, again: bool = False
+            ) -> tuple[list[FlowTrace], Any]:
+        doc = build_doc(packets=2)
+        f = doc["flows"][0]
+        if close is not None:
+            f["close"] = close
+        if lost:
+            f["lostReplies"] = True
+        if again:  # the same connection opened again with a SYN
+            doc["flows"].append(dict(f, name="again", close=False, lostReplies=False))
+        _, state, traces = _run(doc)
+        (entry,) = [e for k, e in state.nodes["node1"].ct.entries.items()
+                    if k.flags is TupleFlags.OUT]
+        return traces, entry
+
+    seen = {c: [p.flags.letters() for p in run(c)[0][0].client_saw]
+            for c in (True, "half", "rst", "backend-fin", "backend-rst")}
+    assert seen == {True: ["SA", "FA"], "half": ["SA", "A"], "rst": ["SA"],
+                    "backend-fin": ["SA", "FA"], "backend-rst": ["SA", "R"]}
+    _, half = run("half")
+    assert half.tx_closing and not half.rx_closing  # the client's FIN only
+    _, bfin = run("backend-fin")
+    assert bfin.rx_closing and not bfin.tx_closing  # the backend's FIN only
+    _, fin = run(True)
+    assert fin.tx_closing and fin.rx_closing
+    traces, reopened = run("half", again=True)  # a SYN on an entry closed one way
+    assert traces[1].delivered and not (reopened.tx_closing or reopened.rx_closing)
+    traces, lost = run(lost=True)
+    assert traces[0].client_saw == () and traces[0].delivered
+    assert not lost.rx_closing and lost.seen_non_syn  # the ACK, no reply seen
+    with pytest.raises(Exception, match="close"):
+        _run(dict(build_doc(), flows=[dict(build_doc()["flows"][0], close="maybe")]))

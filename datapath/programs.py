@@ -1,0 +1,437 @@
+"""Generated difftest programs: scenario documents drawn by Hypothesis, and what each reaches.
+
+A program is a scenario document in model.scenario's YAML format, so a shrunk failure is
+printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-2 services
+(NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
+backends, backends shared between services, loadBalancerSourceRanges, a TCP and a UDP
+service sharing one port and address: the DNS pattern), 1-6 flows (sometimes sending the
+protocol a NodePort does not serve, which the node's stack gets; source ports in and
+below the SNAT range, at its keep-port boundary and at its top, reused across flows, a
+second client on the same source port, backend and node as an earlier flow (one SNAT port
+wanted twice), the same connection sent again (resumed, or reopened by a SYN after a FIN
+close or closed one way only), 1-4 packets, connection endings (FIN both ways, half-close,
+RST from the client or the backend, the backend's FIN), lost replies, idle time with CT GC,
+endpoint changes before a flow: scale up, pod deletion, termination with drain,
+replacement), in snat / dsr / hybrid, opt /
+geneve dispatch, native / tunnel routing, IPv4 / IPv6, reject / drop for backend-less
+services, the SNAT range moved (its boundary at 40000/40001) or shrunk to the one port
+65535 (every allocation deterministic, a second flow exhausts it), CT and SNAT maps of 2-6
+entries (LRU eviction), the fabric's IP-option dropping and source/destination check, and
+the Cilium versions the datapath under test implements (1.20 and 1.18 for the reference
+datapath: DSR frontend in the CT entry vs in the SNAT map).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from hypothesis import strategies as st
+
+ADDR = {
+    "ipv4": {"node": "192.168.2.{}", "pod": "10.0.{}.{}", "client": "203.0.113.{}",
+             "vip": "172.16.10.{}", "ext": "198.51.100.{}", "range_in": "203.0.113.0/24",
+             "range_out": "192.0.2.0/24", "cluster": "10.96.0.{}"},
+    "ipv6": {"node": "2001:db8:2::{}", "pod": "2001:db8:10:{}::{}", "client": "2001:db8:ff00::{}",
+             "vip": "2001:db8:16:10::{}", "ext": "2001:db8:51:100::{}",
+             "range_in": "2001:db8:ff00::/64", "range_out": "2001:db8:eeee::/64",
+             "cluster": "2001:db8:96::{}"},
+}
+SOURCE_PORTS = (40000, 40001, 33000, 1024, 5000, 65535)
+IDLE = (0, 0, 0, 0, 5, 61, 9000)
+# nodePort.range: Cilium's default (SNAT 32768-65535), one that moves the SNAT range's
+# start to 40001, and one that leaves the single SNAT port 65535.
+RANGES: tuple[str | None, ...] = (None, None, None, None, "30000-40000", "30000-65534")
+# Small CT / SNAT capacities (bpf.ctTcpMax, bpf.ctAnyMax, bpf.natMax): LRU eviction happens.
+CT_SIZES = (None, 2, 3, 4)
+NAT_SIZES = (None, 2, 4, 6)
+VERSIONS = ("1.20", "1.18")
+# A TCP flow's ending (scenario key `close`): none half the time.
+ENDINGS = (None,) * 6 + (True, True, "half", "rst", "backend-fin", "backend-rst")
+
+# (family, mode, dispatch, routing): every configuration the agent accepts for v1.18+.
+COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (fam, mode, disp, routing)
+    for fam in ("ipv4", "ipv6")
+    for mode, disp, routing in (("snat", "opt", "native"), ("snat", "geneve", "tunnel"),
+                                ("dsr", "opt", "native"), ("dsr", "geneve", "native"),
+                                ("dsr", "geneve", "tunnel"), ("hybrid", "opt", "native"),
+                                ("hybrid", "geneve", "native"), ("hybrid", "geneve", "tunnel")))
+
+Draw = Callable[..., Any]
+
+
+def nat_min(doc: dict[str, Any]) -> int:
+    """The program's first SNAT port (one past its NodePort range)."""
+    rng = doc.get("cilium", {}).get("nodePort", {}).get("range", "30000-32767")
+    return int(str(rng).replace(",", "-").split("-")[1]) + 1
+
+
+def _services(draw: Draw, a: dict[str, str], pods: list[dict[str, Any]]
+              ) -> list[dict[str, Any]]:
+    """1-2 services; or a TCP and a UDP service on one port and address (port 53,
+    NodePort 30053: the DNS pattern), each with its own backends."""
+    pair = pick(draw, (False, False, False, False, True))
+    services: list[dict[str, Any]] = []
+    for i in range(2 if pair else pick(draw, (1, 2))):
+        if pair and i == 1:
+            twin = dict(copy.deepcopy(services[0]), name="svc1", backends=_backends(draw, pods),
+                        protocol="UDP" if services[0]["protocol"] == "TCP" else "TCP")
+            services.append(twin)
+            break
+        stype, proto, target, etp, cluster_ip = picks(
+            draw, ("NodePort", "LoadBalancer", "ExternalIP"), ("TCP", "UDP"), (8080, 8081),
+            ("Cluster",) * 3 + ("Local",), (False,) * 4 + (True,))
+        svc: dict[str, Any] = {
+            "name": f"svc{i}", "type": stype, "protocol": proto,
+            "port": 53 if pair else 80 + i, "targetPort": target,
+            "externalTrafficPolicy": etp, "backends": _backends(draw, pods),
+        }
+        if cluster_ip:
+            svc["clusterIP"] = a["cluster"].format(10 + i)
+        if stype in ("NodePort", "LoadBalancer"):
+            svc["nodePort"] = 30053 if pair else 30080 + i
+        if stype == "LoadBalancer":
+            svc["loadBalancerIP"] = a["vip"].format(2 + i)
+            ranges = pick(draw, ((), ("range_in",), ("range_out",)))
+            if ranges:
+                svc["loadBalancerSourceRanges"] = [a[r] for r in ranges]
+        if stype == "ExternalIP":
+            svc["externalIPs"] = [a["ext"].format(20 + i)]
+        services.append(svc)
+    return services
+
+
+def _backends(draw: Draw, pods: list[dict[str, Any]]) -> list[str]:
+    """A service's backends in slot order: how many (mostly one), then which, in which
+    order (one draw each: Hypothesis draws cost more than the programs they build)."""
+    names = tuple(p["name"] for p in pods)
+    size = min(len(names), pick(draw, (1, 1, 1, 0, 1, 2, 2, 3)))
+    return list(pick(draw, _orders(names, size)))
+
+
+@functools.lru_cache(maxsize=64)
+def _orders(names: tuple[str, ...], size: int) -> tuple[tuple[str, ...], ...]:
+    return tuple(itertools.permutations(names, size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sampled(options: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    return st.sampled_from(options)
+
+
+def pick(draw: Draw, options: Iterable[Any]) -> Any:
+    """draw(st.sampled_from(options)), the strategy built once per option tuple (a fresh
+    strategy is validated on its first draw, which costs more than the draw)."""
+    return draw(_sampled(tuple(options)))
+
+
+@functools.lru_cache(maxsize=256)
+def _product(*options: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
+    return tuple(itertools.product(*options))
+
+
+def picks(draw: Draw, *options: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One choice from each option tuple, in one draw (shrinking towards the first of
+    each): a Hypothesis draw costs more than building the program around it."""
+    got: tuple[Any, ...] = pick(draw, _product(*options))
+    return got
+
+
+def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
+            versions: tuple[str, ...], small_maps: bool) -> dict[str, Any]:
+    version, seed, response, rng, small = picks(
+        draw, versions, (0, 1, 2, 3), ("reject", "drop"), RANGES, (False, False, True))
+    out: dict[str, Any] = {
+        "version": version, "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+        "routingMode": routing, "tunnelProtocol": "geneve", "seed": seed,
+        "serviceNoBackendResponse": response}
+    if rng is not None:
+        out["nodePort"] = {"range": rng}
+    if small_maps and small:
+        sizes = picks(draw, CT_SIZES, CT_SIZES, NAT_SIZES)
+        bpf = {k: v for k, v in zip(("ctTcpMax", "ctAnyMax", "natMax"), sizes, strict=True)
+               if v is not None}
+        if bpf:
+            out["bpf"] = bpf
+    return out
+
+
+def _fabric(draw: Draw) -> dict[str, bool]:
+    kind = pick(draw, ("none",) * 9 + ("options", "check", "both"))
+    return {k: True for k, on in (("dropsIPOptions", kind in ("options", "both")),
+                                  ("sourceDestCheck", kind in ("check", "both"))) if on}
+
+
+@st.composite
+def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
+             versions: tuple[str, ...] = VERSIONS, small_maps: bool = True
+             ) -> dict[str, Any]:
+    """One scenario document (cluster + services + flows) in the scenario YAML format;
+    `small_maps` False keeps Cilium's map sizes (a kernel's BPF LRU is no exact LRU)."""
+    fam, mode, dispatch, routing = combo if combo is not None else pick(draw, COMBOS)
+    a = ADDR[fam]
+    # sampled_from shrinks towards its first element: simplest values come first.
+    nodes = [f"node{i + 1}" for i in range(pick(draw, (1, 2, 2, 3, 3)))]
+    pods = []
+    for i in range(pick(draw, (1, 2, 3))):
+        n = pick(draw, range(len(nodes)))
+        pods.append({"name": f"pod{i}", "node": nodes[n],
+                     "ip": a["pod"].format(n + 1, 10 + i)})
+    services = _services(draw, a, pods)
+    cilium = _cilium(draw, mode, dispatch, routing, versions, small_maps)
+    lo = nat_min({"cilium": cilium})
+    # the SNAT range's keep-port boundary (lo - 1 is clamped, lo kept) and its top
+    ports = (*SOURCE_PORTS, lo - 1, lo, 65534)
+    clients = [{"name": f"client{i}", "ip": a["client"].format(7 + i)} for i in range(2)]
+    flows: list[dict[str, Any]] = []
+    live = {s["name"]: list(s["backends"]) for s in services}
+    names = [p["name"] for p in pods]
+    left: set[tuple[str, str]] = set()
+    for i in range(pick(draw, (1, 2, 3, 4, 6))):
+        change = _endpoint_change(draw, services, live, names, left) if flows else None
+        again = pick(draw, ("new", "new", "same", "other-client")) \
+            if flows else "new"
+        if again != "new":
+            prev = flows[pick(draw, range(len(flows)))]
+            svc = next(x for x in services if x["name"] == prev["svc"])
+            via = prev["to"]["via" if "via" in prev["to"] else "node"]
+            flow: dict[str, Any] = {
+                "name": f"flow{i}", "client": prev["client"],
+                "sourcePort": prev["sourcePort"], "to": dict(prev["to"]),
+                "packets": pick(draw, (1, 2, 3, 4)), "svc": svc["name"]}
+            stray = flow["to"].get("protocol", svc["protocol"]) != svc["protocol"]
+            if again == "other-client":
+                # a second client, same source port, node and backend: on the keep-port
+                # path both want one SNAT port (nat.h's collision retries)
+                flow["client"] = "client1" if prev["client"] == "client0" else "client0"
+                if "backend" in prev and prev["backend"] in live[svc["name"]]:
+                    flow["backend"] = prev["backend"]
+            elif flow["to"].get("protocol", svc["protocol"]) == "TCP" and prev.get(
+                    "close") in (None, "half", "backend-fin") and pick(draw, (False, True)):
+                flow["resume"] = True  # continue the connection: ACKs, no SYN
+            # (a connection closed both ways, or one way only, sent again opens with a SYN
+            # on its closing CT entry; a half-closed one may also go on with ACKs)
+            _finish_flow(draw, flow, svc, via, pods, live, change, stray)
+            flows.append(flow)
+            continue
+        svc = services[pick(draw, range(len(services)))]
+        via = pick(draw, nodes)
+        paired = sum(1 for s in services if s["port"] == svc["port"]) > 1
+        if "clusterIP" in svc and pick(draw, (False,) * 5 + (True,)):
+            to: dict[str, Any] = {"address": svc["clusterIP"], "port": svc["port"], "via": via}
+        elif svc["type"] == "NodePort" or (
+                svc["type"] == "LoadBalancer" and pick(draw, (False, True))):
+            to = {"node": via, "service": svc["name"]}
+        else:
+            addr = svc["loadBalancerIP"] if svc["type"] == "LoadBalancer" \
+                else svc["externalIPs"][0]
+            to = {"address": addr, "port": svc["port"], "via": via}
+        if paired and "address" in to:
+            to["protocol"] = svc["protocol"]
+        stray = "service" in to and not paired and pick(draw, (False,) * 7 + (True,))
+        if stray:  # the protocol this NodePort does not serve: the stack gets it
+            to["protocol"] = "UDP" if svc["protocol"] == "TCP" else "TCP"
+        client, port, packets = picks(draw, ("client0", "client1"), ports, (1, 2, 3, 4))
+        flow = {"name": f"flow{i}", "client": client, "sourcePort": port, "to": to,
+                "packets": packets, "svc": svc["name"]}
+        _finish_flow(draw, flow, svc, via, pods, live, change, stray)
+        flows.append(flow)
+    for f in flows:
+        del f["svc"]
+    doc: dict[str, Any] = {"cilium": cilium}
+    fabric = _fabric(draw)
+    if fabric:
+        doc["fabric"] = fabric
+    doc.update({
+        "nodes": [{"name": n, "ip": a["node"].format(3 + i)} for i, n in enumerate(nodes)],
+        "pods": pods, "services": services, "clients": clients, "flows": flows})
+    return doc
+
+
+def smaller(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One-step simplifications of a program, for shrinking a hand-written one (an explicit
+    example has no choice sequence for Hypothesis to shrink): a flow dropped, a flow's
+    packets cut to one or an optional key dropped, a fabric fact or a map size dropped."""
+    flows = doc["flows"]
+    for i in range(len(flows)):
+        if len(flows) > 1:
+            yield dict(doc, flows=flows[:i] + flows[i + 1:])
+    for i, f in enumerate(flows):
+        for key in ("packets", "idle", "close", "resume"):
+            if key in f and f[key] not in (1, False):
+                g = dict(f, packets=1) if key == "packets" else {
+                    k: v for k, v in f.items() if k != key}
+                yield dict(doc, flows=[*flows[:i], g, *flows[i + 1:]])
+    if "fabric" in doc:
+        yield {k: v for k, v in doc.items() if k != "fabric"}
+    for key in ("bpf", "nodePort"):
+        if key in doc["cilium"]:
+            yield dict(doc, cilium={k: v for k, v in doc["cilium"].items() if k != key})
+
+
+def _endpoint_change(draw: Draw, services: list[dict[str, Any]],
+                     live: dict[str, list[str]], pods: list[str], left: set[tuple[str, str]]
+                     ) -> tuple[dict[str, list[str]], list[str]] | None:
+    """Sometimes an endpoint change before a flow: scale up (a pod joins), pod deletion or
+    termination (a pod leaves, deleted or draining), or a replacement (one of each)."""
+    kind = pick(draw, ("none",) * 5 + ("up", "delete", "terminate", "replace",
+                                                 "all"))
+    if kind == "none":
+        return None
+    svc = services[pick(draw, range(len(services)))]["name"]
+    now = list(live[svc])
+    out = [p for p in pods if p not in now]
+    gone: list[str] = []
+    if kind in ("up", "replace") and out:
+        now.append(pick(draw, out))
+    if kind in ("delete", "terminate", "replace") and now:
+        gone = [pick(draw, now)]
+        now.remove(gone[0])
+    if kind == "all":  # scale to zero: every pod leaves (some terminating)
+        gone, now = list(now), []
+    left.update((svc, g) for g in gone)
+    if now == live[svc]:
+        return None
+    live[svc] = now
+    return {svc: now}, (gone if kind in ("terminate", "replace", "all") else [])
+
+
+def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
+                 via: str, pods: list[dict[str, Any]], live: dict[str, list[str]],
+                 change: tuple[dict[str, list[str]], list[str]] | None,
+                 stray: bool = False) -> None:
+    """Endpoint change, pinned backend (from the service's backends after the change),
+    FIN close and idle time of one generated flow (`stray`: sent the protocol its NodePort
+    does not serve, so no backend and no TCP ending)."""
+    if change is not None:
+        flow["setBackends"] = change[0]
+        if change[1]:
+            flow["terminating"] = change[1]
+    eligible = [b for b in live[svc["name"]]
+                if svc["externalTrafficPolicy"] == "Cluster"
+                or next(p for p in pods if p["name"] == b)["node"] == via]
+    if flow.get("backend") not in eligible:
+        flow.pop("backend", None)
+        if eligible and not stray:
+            flow["backend"] = pick(draw, eligible)
+    # TCP: FIN both ways, or half-closed, RST from either side, the backend's FIN
+    ending, lost, idle = picks(draw, ENDINGS, (False,) * 9 + (True,), IDLE)
+    if ending is not None and flow["to"].get("protocol", svc["protocol"]) == "TCP":
+        flow["close"] = ending
+    if lost:
+        flow["lostReplies"] = True  # the backend's answers never reach its node
+    if idle:
+        flow["idle"] = idle
+
+
+def _two_nodes(combo: tuple[str, str, str, str], version: str, proto: str,
+               flows: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
+    """node1 (the entry) and node2 (pod0's node), one NodePort service `web` on pod0."""
+    fam, mode, dispatch, routing = combo
+    a = ADDR[fam]
+    doc: dict[str, Any] = {
+        "cilium": {"version": version, "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+                   "routingMode": routing, "tunnelProtocol": "geneve", "seed": 0},
+        "nodes": [{"name": "node1", "ip": a["node"].format(3)},
+                  {"name": "node2", "ip": a["node"].format(4)}],
+        "pods": [{"name": "pod0", "node": "node2", "ip": a["pod"].format(2, 10)},
+                 {"name": "pod1", "node": "node2", "ip": a["pod"].format(2, 11)}],
+        "services": [{"name": "web", "type": "NodePort", "protocol": proto, "port": 80,
+                      "targetPort": 8080, "nodePort": 30080, "backends": ["pod0"]}],
+        "clients": [{"name": "client0", "ip": a["client"].format(7)},
+                    {"name": "client1", "ip": a["client"].format(8)}],
+        "flows": flows}
+    for key, value in top.items():
+        doc.setdefault(key, {}).update(value)
+    return doc
+
+
+def _flow(name: str, client: str, port: int, **more: Any) -> dict[str, Any]:
+    return {"name": name, "client": client, "sourcePort": port,
+            "to": {"node": "node1", "service": "web"}, "packets": 1, "backend": "pod0", **more}
+
+
+def exhaust_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                    ) -> dict[str, Any]:
+    """Explicit: the single SNAT port 65535 (nodePort.range 30000-65534). A clamped client
+    port takes it, a second client wanting it exhausts the range (32 retries, DROP_NAT_NO_
+    MAPPING), a client whose own port is 65535 (keep-port) collides too; on the DSR
+    paths the fabric drops IP options instead (hybrid SNATs, so its example is UDP)."""
+    proto = "UDP" if combo[1] == "hybrid" else "TCP"
+    return _two_nodes(combo, version, proto, [
+        _flow("first", "client0", 40000, packets=2),
+        _flow("second", "client1", 40000),
+        _flow("kept", "client1", 65535),
+        _flow("again", "client0", 40000)],
+        cilium={"nodePort": {"range": "30000-65534"}}, fabric={"dropsIPOptions": True})
+
+
+def evict_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
+    """Explicit: maps of two entries (bpf.ctTcpMax, ctAnyMax, natMax 2): every new
+    connection evicts the least recently used CT entry and SNAT pair; then the first
+    connection comes back (its SNAT pair and CT entries gone or refreshed), and two
+    clients send from the SNAT range's first port 32768 (kept, then a collision)."""
+    proto = "UDP" if combo[1] == "hybrid" else "TCP"
+    return _two_nodes(combo, version, proto, [
+        _flow("a", "client0", 40000, packets=2),
+        _flow("b", "client1", 33000),
+        _flow("c", "client0", 32767),
+        _flow("a-again", "client0", 40000, packets=2),
+        _flow("d", "client0", 32768),
+        _flow("e", "client1", 32768)],
+        cilium={"bpf": {"ctTcpMax": 2, "ctAnyMax": 2, "natMax": 2}})
+
+
+def endings_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                    ) -> dict[str, Any]:
+    """Explicit: one TCP connection closed every way in turn, each time opened again by
+    a SYN on its closing entry (closed one way by the client's FIN, one way by the
+    backend's FIN, both ways by the client's RST, by the backend's RST); then a second
+    connection whose replies are lost, reset by its client, and opened again."""
+    return _two_nodes(combo, version, "TCP", [
+        _flow("half", "client0", 40000, packets=2, close="half"),
+        _flow("after-half", "client0", 40000, packets=2, close="backend-fin"),
+        _flow("after-backend-fin", "client0", 40000, packets=2, close="rst"),
+        _flow("after-rst", "client0", 40000, packets=2, close="backend-rst"),
+        _flow("after-backend-rst", "client0", 40000),
+        _flow("lost", "client1", 40001, packets=2, close="rst", lostReplies=True),
+        _flow("after-lost", "client1", 40001)])
+
+
+# The explicit examples after the drain example: (program, needs small maps).
+EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False))
+
+
+def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
+    """The explicit example every configuration starts with: a connection whose backend
+    is replaced and left terminating keeps draining to it (ACKs, lb4_local keeps the
+    backend), is then opened again with a SYN (which must not stay on a terminating
+    backend), then a fresh connection."""
+    fam, mode, dispatch, routing = combo
+    a = ADDR[fam]
+    to = {"node": "node1", "service": "web"}
+    return {
+        "cilium": {"version": version, "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+                   "routingMode": routing, "tunnelProtocol": "geneve", "seed": 0},
+        "nodes": [{"name": "node1", "ip": a["node"].format(3)},
+                  {"name": "node2", "ip": a["node"].format(4)}],
+        "pods": [{"name": "pod0", "node": "node2", "ip": a["pod"].format(2, 10)},
+                 {"name": "pod1", "node": "node2", "ip": a["pod"].format(2, 11)}],
+        "services": [{"name": "web", "type": "NodePort", "protocol": "TCP", "port": 80,
+                      "targetPort": 8080, "nodePort": 30080, "backends": ["pod0"]}],
+        "clients": [{"name": "client0", "ip": a["client"].format(7)}],
+        "flows": [
+            {"name": "open", "client": "client0", "sourcePort": 40000, "to": to,
+             "packets": 1, "backend": "pod0"},
+            {"name": "drain", "client": "client0", "sourcePort": 40000, "to": to,
+             "packets": 2, "resume": True, "setBackends": {"web": ["pod1"]},
+             "terminating": ["pod0"]},
+            {"name": "reopen", "client": "client0", "sourcePort": 40000, "to": to,
+             "packets": 2, "setBackends": {"web": ["pod1"]}, "terminating": ["pod0"]},
+            {"name": "fresh", "client": "client0", "sourcePort": 40001, "to": to,
+             "packets": 1, "setBackends": {"web": ["pod1", "pod0"]}, "backend": "pod0"}],
+    }

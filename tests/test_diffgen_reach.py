@@ -1,0 +1,218 @@
+"""What the difftest generator reaches: each extension is drawn by a fixed-seed campaign, and
+the behaviour it is there for happens when the model runs the drawn programs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import model.nodeport
+from datapath.diffgen import draw_programs, small_maps_for, versions_for
+from datapath.programs import VERSIONS, nat_min
+from model.conntrack import reopens
+from model.flows import run_flows
+from model.maps import LruMap, TupleFlags
+from model.scenario import parse
+from model.snat import snat_nat
+from model.values import TcpFlags
+
+EXAMPLES, SEED = 200, 1
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[dict[str, Any]]:
+    return draw_programs(EXAMPLES, SEED)
+
+
+def _pairs(doc: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    flows = doc["flows"]
+    for i, f in enumerate(flows):
+        for g in flows[i + 1:]:
+            yield f, g
+
+
+def features(doc: dict[str, Any]) -> set[str]:
+    """What one program has, read off the document."""
+    out: set[str] = set()
+    svcs = doc["services"]
+    flows = doc["flows"]
+    lo = nat_min(doc)
+    out.add(f"version-{doc['cilium']['version']}")
+    if len(svcs) == 2 and svcs[0].get("nodePort") == svcs[1].get("nodePort") == 30053 \
+            and {s["protocol"] for s in svcs} == {"TCP", "UDP"}:
+        out.add("tcp-udp-one-port")
+        targets = {f["to"].get("service") or f["to"].get("protocol") for f in flows}
+        if {"svc0", "svc1"} <= targets or {"TCP", "UDP"} <= targets:
+            out.add("tcp-udp-one-port-both-used")
+    rng = doc["cilium"].get("nodePort", {}).get("range")
+    out.add(f"range-{rng or 'default'}")
+    for f in flows:
+        if f.get("close"):
+            out.add(f"close-{f['close']}")
+        if f.get("lostReplies"):
+            out.add("lost-replies")
+        if f["to"].get("service") and "protocol" in f["to"]:
+            out.add("other-protocol-to-a-nodeport")
+        if f["sourcePort"] == lo - 1:
+            out.add(f"port-below-snat-range-{rng or 'default'}")
+        if f["sourcePort"] == lo:
+            out.add(f"port-at-snat-range-start-{rng or 'default'}")
+        if f["sourcePort"] == 65535:
+            out.add("port-65535")
+    for f, g in _pairs(doc):
+        same = f["to"] == g["to"] and f["sourcePort"] == g["sourcePort"]
+        if same and f["client"] != g["client"] and f.get("backend") == g.get("backend") \
+                and f["sourcePort"] >= lo:
+            out.add("two-clients-one-snat-port")
+        if same and f["client"] == g["client"] and f.get("close") and not g.get("resume"):
+            out.add("syn-after-close")
+            if f["close"] in ("half", "backend-fin"):
+                out.add("syn-after-one-way-close")
+    bpf = doc["cilium"].get("bpf", {})
+    out.update(f"small-{k}" for k in bpf)
+    out.update(f"fabric-{k}" for k in doc.get("fabric", {}))
+    return out
+
+
+def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
+    seen: Counter[str] = Counter(x for d in docs for x in features(d))
+    want = {"tcp-udp-one-port", "tcp-udp-one-port-both-used", "range-default",
+            "range-30000-40000", "range-30000-65534",
+            "port-below-snat-range-default", "port-at-snat-range-start-default",
+            "port-below-snat-range-30000-40000", "port-at-snat-range-start-30000-40000",
+            "port-65535", "two-clients-one-snat-port", "syn-after-close",
+            "other-protocol-to-a-nodeport", "close-True", "close-half", "close-rst",
+            "close-backend-fin", "close-backend-rst", "lost-replies", "syn-after-one-way-close",
+            "small-ctTcpMax", "small-ctAnyMax", "small-natMax",
+            "fabric-dropsIPOptions", "fabric-sourceDestCheck",
+            *(f"version-{v}" for v in VERSIONS)}
+    assert want <= set(seen), sorted(want - set(seen))
+    # the map and fabric extensions stay a minority of the generated programs (the
+    # explicit ones all have them): most exercise the ordinary paths
+    plain = sum(1 for d in docs if "bpf" not in d["cilium"] and "fabric" not in d)
+    assert plain > len(docs) * 2 // 5, (plain, len(docs))
+
+
+def test_both_versions_for_the_reference_one_for_a_tree() -> None:
+    from datapath.adapter import reference_factory
+
+    assert set(versions_for(reference_factory)) == {"1.18", "1.20"}
+    assert small_maps_for(reference_factory)
+
+    class Tree:
+        cilium_version = "1.18.0-dev"
+
+        def __call__(self, *_a: object) -> None:
+            return None
+
+    assert versions_for(Tree()) == ("1.18",)
+    assert not small_maps_for(Tree())
+
+
+def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each drawn program on the model and count what happened inside it."""
+    seen: Counter[str] = Counter()
+    real_put = LruMap.put
+    real_snat = snat_nat
+
+    def put(self: LruMap[Any, Any], key: Any, value: Any) -> LruMap[Any, Any]:
+        new = real_put(self, key, value)
+        if key not in self.entries and len(new.entries) <= len(self.entries):
+            seen["ct-eviction" if self.any_capacity is not None else "snat-eviction"] += 1
+            if self.any_capacity is not None and getattr(key, "nexthdr", None) is not None:
+                seen[f"ct-eviction-{key.nexthdr.name}"] += 1
+        return new
+
+    def counted_snat(*args: Any, **kw: Any) -> Any:
+        res = real_snat(*args, **kw)
+        client = args[2]
+        if res.retries and args[0].nat_min <= client.port:
+            seen["keep-port-collision"] += 1
+        return res
+
+    def counted_reopens(*args: Any) -> bool:
+        r = reopens(*args)
+        if r:
+            seen["syn-reopens-closing-entry"] += 1
+            entry = args[1]
+            if entry.tx_closing != entry.rx_closing:
+                seen["syn-reopens-half-closed-entry"] += 1
+        return r
+
+    monkeypatch.setattr(LruMap, "put", put)
+    monkeypatch.setattr(model.nodeport, "snat_nat", counted_snat)
+    monkeypatch.setattr(model.nodeport, "reopens", counted_reopens)
+    for doc in docs:
+        sc = parse(doc)
+        lo = sc.world.cfg.nat_min
+        state, traces = run_flows(sc.world, sc.flows)
+        for tr in traces:
+            for h in tr.hops:
+                if h.hook is not None and h.packet.flags & TcpFlags.RST:
+                    seen[f"{'reply' if h.reply else 'request'}-rst-seen-by-node"] += 1
+            if tr.drop is not None:
+                seen[tr.drop[1].name] += 1
+                if tr.spec.proto is not next(s.proto for s in sc.world.cluster.services
+                                             if s.name == tr.spec.service):
+                    seen[f"other-protocol-{tr.drop[1].name}"] += 1
+            if tr.delivered and tr.spec.service == "svc1" and "tcp-udp-one-port" in features(
+                    doc):
+                seen["shared-port-second-protocol-delivered"] += 1
+        pods = {pd.ip for pd in sc.world.cluster.pods}
+        version = doc["cilium"]["version"]
+        for st in state.nodes.values():
+            for ce in st.ct.entries.values():
+                if ce.tx_closing != ce.rx_closing:
+                    seen["closed-one-way"] += 1
+                if ce.dsr_internal and ce.nat_addr is not None:
+                    seen[f"dsr-frontend-in-ct-{version}"] += 1
+            for k, e in st.snat.entries.items():
+                if k.flags is TupleFlags.OUT and k.saddr in pods:  # {b, c, bp, cp}
+                    seen[f"dsr-frontend-in-snat-map-{version}"] += 1
+                if k.flags is not TupleFlags.OUT or e.to_addr == k.saddr:
+                    continue
+                if k.sport == lo and e.to_port == lo:
+                    seen["kept-at-snat-range-start"] += 1
+                if k.sport == lo - 1 and lo <= e.to_port <= 65535:
+                    seen["clamped-just-below-range"] += 1
+    want = {"ct-eviction", "ct-eviction-TCP", "ct-eviction-UDP", "snat-eviction",
+            "keep-port-collision", "DROP_NAT_NO_MAPPING", "FABRIC_DROPS_IP_OPTIONS",
+            "FABRIC_SOURCE_DEST_CHECK", "syn-reopens-closing-entry",
+            "shared-port-second-protocol-delivered", "kept-at-snat-range-start",
+            "clamped-just-below-range", "dsr-frontend-in-ct-1.20",
+            "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK",
+            "syn-reopens-half-closed-entry", "closed-one-way", "request-rst-seen-by-node",
+            "reply-rst-seen-by-node"}
+    assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
+    assert want <= set(seen), (sorted(want - set(seen)), seen)
+
+
+def test_deterministic_snat_ports_are_compared_exactly() -> None:
+    """Where allocation is deterministic the port renaming stays the identity: the one-port
+    range (65535) and the keep-port path; a datapath whose keep-port boundary is off by one
+    (its SNAT range starting at 32769) is caught at client port 32768."""
+    import attrs
+
+    from datapath.adapter import reference_factory
+    from datapath.config import NodeConfig
+    from datapath.difftest import DiffRun
+    from datapath.host import Node
+    from datapath.programs import COMBOS, evict_program, exhaust_program
+
+    combo = COMBOS[0]  # ipv4 snat: every flow SNATed
+    sc = parse(exhaust_program(combo))
+    run = DiffRun(sc.world, reference_factory)
+    assert run.run(sc.flows) is None
+    assert run.ren.fwd and all(d == m for v in run.ren.fwd.values() for d, m in v.items())
+
+    def off_by_one(config: NodeConfig, faults: frozenset[str] = frozenset()) -> Node:
+        return Node(attrs.evolve(config, nat_min=config.nat_min + 1), faults)
+
+    sc = parse(evict_program(combo))
+    div = DiffRun(sc.world, off_by_one).run(sc.flows)
+    assert div is not None and div.step.startswith("d: request 1"), div
+    assert DiffRun(sc.world, reference_factory).run(sc.flows) is None
