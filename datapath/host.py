@@ -181,10 +181,13 @@ class Node:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         self.pinned_backend = backend
         self.rejected = False
+        buf = bytearray(pkt)  # the caller's bytes are never written to
         try:
-            return fn(self, bytearray(pkt))  # the caller's bytes are never written to
+            return fn(self, buf)
         except DatapathDrop as d:
-            return HookResult(Verdict.CTX_ACT_DROP, bytes(pkt), d.reason, None)
+            # a drop returns the skb as it stands: rewrites made before it stay (a NAT
+            # exhaustion drop already carries the backend, nodeport.h: DNAT, then SNAT)
+            return HookResult(Verdict.CTX_ACT_DROP, bytes(buf), d.reason, None)
         except Exception:
             self.internal_errors += 1
             return HookResult(Verdict.CTX_ACT_DROP, bytes(pkt), DropReason.DROP_INVALID, None)

@@ -237,8 +237,8 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, target, ctx.now, ctx.name,
                    ctx.rand, ctx.faults)
     st = attrs.evolve(st, snat=res.snat)
-    if res.nat is None:
-        return st, _drop(pkt, DropReason.DROP_NAT_NO_MAPPING)
+    if res.nat is None:  # the destination is already the backend's (lb4 DNAT ran first)
+        return st, _drop(out, DropReason.DROP_NAT_NO_MAPPING)
     if not ctx.has(ModelFault.SNAT_SKIPPED):
         out = attrs.evolve(out, src=res.nat)
     if tep is not None:
