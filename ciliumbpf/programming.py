@@ -22,17 +22,17 @@ from datapath.config import NodeConfig
 from datapath.errors import ConfigError
 from datapath.host import Node
 from datapath.maps import CtEntry, CtTuple, NatEntry
+from datapath.nodeport import POD_IDENTITY as REFERENCE_POD_IDENTITY
 
 HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 # Interface indexes the harness reports (the FIB stub routes everything out NATIVE).
 NATIVE_IFINDEX = 2
 ENCAP_IFINDEX = 3
 HOST_IFINDEX = 4
-# pkg/identity: reserved identities as node_config.h numbers them.
-WORLD_ID = 2
-WORLD_IPV6_ID = 10  # identity.ReservedIdentityWorldIPv6 (dual-stack)
+# pkg/identity: reserved identities as node_config.h numbers them; every pod has the
+# reference datapath's one identity (the VNI of its tunnelled packets).
 REMOTE_NODE_ID = 6
-POD_IDENTITY = 1000
+POD_IDENTITY = REFERENCE_POD_IDENTITY
 TUPLE_F_SERVICE = 4
 
 

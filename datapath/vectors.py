@@ -139,7 +139,10 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             ct_capacity=int(node.get("ct_capacity", 65536)),
             nat_capacity=int(node.get("nat_capacity", 65536)),
             seed=int(node.get("seed", 0)), selection=node.get("selection", "random"),
-            faults=frozenset(node.get("faults", []) or []))
+            faults=frozenset(node.get("faults", []) or []),
+            tunnel=bool(node.get("tunnel", False)), router_ipv4=node.get("router_ipv4"),
+            router_ipv6=node.get("router_ipv6"),
+            no_backend_response=node.get("no_backend_response", "drop"))
     except (TypeError, ValueError, AttributeError, OSError) as e:
         if isinstance(e, VectorFileError):
             raise
