@@ -9,7 +9,8 @@ again, 1-4 packets, FIN close, idle time with CT GC, endpoint changes before a f
 up, pod deletion, termination with drain, replacement), in snat / dsr / hybrid, opt /
 geneve dispatch, native / tunnel routing, IPv4 / IPv6, reject / drop for backend-less
 services; Cilium version 1.20 (the release the reference datapath implements: DSR
-frontend in the CT entry, pure-SYN reopen).
+frontend in the CT entry, pure-SYN reopen), or the release of the datapath under test when
+its factory says (`cilium_version`, e.g. a 1.18 tree: the model then follows 1.18).
 """
 
 from __future__ import annotations
@@ -54,9 +55,20 @@ COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
                                 ("hybrid", "geneve", "native"), ("hybrid", "geneve", "tunnel")))
 
 
+VERSIONS = ("1.18", "1.20")  # releases a program may say; the reference datapath is 1.20
+
+
+def program_version(factory: object) -> str:
+    """The release the programs say: the datapath's (`cilium_version`, as a tree's VERSION
+    such as 1.18.0-dev) when the model has that profile, else 1.20."""
+    given_version = str(getattr(factory, "cilium_version", "") or "")
+    short = ".".join(given_version.split(".")[:2])
+    return short if short in VERSIONS else "1.20"
+
+
 @st.composite
-def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None = None
-             ) -> dict[str, Any]:
+def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None = None,
+             version: str = "1.20") -> dict[str, Any]:
     """One scenario document (cluster + services + flows) in the scenario YAML format."""
     fam, mode, dispatch, routing = combo if combo is not None else draw(
         st.sampled_from(COMBOS))
@@ -133,7 +145,7 @@ def programs(draw: Callable[..., Any], combo: tuple[str, str, str, str] | None =
     for f in flows:
         del f["svc"]
     return {
-        "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+        "cilium": {"version": version, "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
                    "routingMode": routing, "tunnelProtocol": "geneve", "seed": draw(
                        st.integers(0, 3)),
                    "serviceNoBackendResponse": draw(st.sampled_from(("reject", "drop")))},
@@ -190,7 +202,7 @@ def _finish_flow(draw: Callable[..., Any], flow: dict[str, Any], svc: dict[str, 
         flow["idle"] = idle
 
 
-def drain_program(combo: tuple[str, str, str, str]) -> dict[str, Any]:
+def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
     """The explicit example every configuration starts with: a connection whose backend
     is replaced and left terminating keeps draining to it (ACKs, lb4_local keeps the
     backend), is then opened again with a SYN (which must not stay on a terminating
@@ -199,7 +211,7 @@ def drain_program(combo: tuple[str, str, str, str]) -> dict[str, Any]:
     a = ADDR[fam]
     to = {"node": "node1", "service": "web"}
     return {
-        "cilium": {"version": "1.20", "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
+        "cilium": {"version": version, "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
                    "routingMode": routing, "tunnelProtocol": "geneve", "seed": 0},
         "nodes": [{"name": "node1", "ip": a["node"].format(3)},
                   {"name": "node2", "ip": a["node"].format(4)}],
@@ -344,10 +356,10 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
             last[:] = [Failure(doc=doc, divergence=div)]
             raise _Found(div.step)
 
-    combo = COMBOS[unit.combo]
-    test = given(programs(combo))(one)
+    combo, version = COMBOS[unit.combo], program_version(factory)
+    test = given(programs(combo, version))(one)
     if unit.chunk == 0:
-        test = example(drain_program(combo))(test)
+        test = example(drain_program(combo, version))(test)
     prop = hseed(unit.seed)(settings(
         max_examples=unit.examples, deadline=None, database=None, phases=phases,
         suppress_health_check=list(HealthCheck), print_blob=False)(test))
@@ -385,10 +397,18 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
     t0 = time.perf_counter()
     results: list[UnitResult] = []
     if jobs <= 1 or len(units) <= 1:
-        done = 0
+        done, seen = 0, Counters()
+
+        def so_far(n: int, c: Counters) -> None:  # the campaign's totals, not the unit's
+            assert progress is not None
+            progress(n, Counters(steps=seen.steps + c.steps,
+                                 observations=seen.observations + c.observations))
         for u in units:
-            r = run_unit(u, factory, faults, shrink, spec, progress, done)
+            r = run_unit(u, factory, faults, shrink, spec,
+                         so_far if progress is not None else None, done)
             done += r.programs
+            seen.steps += r.steps
+            seen.observations += r.observations
             results.append(r)
             if r.failure is not None:
                 break

@@ -170,3 +170,20 @@ def test_a_declared_difference_is_counted_and_nothing_else_is_forgiven() -> None
     assert c.declared.get("vni-zero", 0) > 0
     other = frozenset({"geneve_wrong_vni", "geneve_opt_every_tcp"})
     assert run_program(doc, Declaring(), other, Counters()) is not None
+
+
+def test_programs_follow_the_datapaths_release() -> None:
+    """A 1.18 tree's factory gets 1.18 programs (the model follows 1.18); anything else 1.20."""
+    from datapath.diffgen import program_version
+
+    class Tree:
+        def __init__(self, v: str) -> None:
+            self.cilium_version = v
+
+    assert program_version(Tree("1.18.0-dev")) == "1.18"
+    assert program_version(Tree("1.20.0-dev")) == "1.20"
+    assert program_version(Tree("1.13.4")) == "1.20"  # no generator profile: the reference's
+    assert program_version(reference_factory) == "1.20"
+    doc = drain_program(("ipv4", "snat", "opt", "native"), "1.18")
+    assert doc["cilium"]["version"] == "1.18"
+    assert parse(doc, "<t>").world.cfg.version is CiliumVersion.V1_18
