@@ -312,14 +312,25 @@ def lb_row(name: str, k: Any, v: Any) -> tuple[dict[str, Any], dict[str, Any]] |
         return ({"key": int(k)}, {"address": _text(v["address"], v6), "port": v["port"]})
     if name == "cilium_lxc":
         v6 = k["family"] == 2
-        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
+        raw = bytes(k["ip6"]["addr"]) if v6 else _net4(k["ip4"])
         return ({"key": str(ip_address(raw))}, {"ifindex": v["ifindex"], "lxc_id": v["lxc_id"]})
     if name == "cilium_ipcache_v2":
-        if not v.get("flag_has_tunnel_ep"):
+        tep = v["tunnel_endpoint"]
+        if not v.get("flag_has_tunnel_ep", isinstance(tep, int) and tep != 0):  # v1.18: implied
             return None
         v6 = k["family"] == 2
-        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
-        tv6 = bool(v.get("flag_ipv6_tunnel_ep"))
-        tep = v["tunnel_endpoint"]["ip6" if tv6 else "ip4"]["addr"]
-        return ({"key": str(ip_address(raw))}, {"value": str(ip_address(bytes(tep)))})
+        raw = bytes(k["ip6"]["addr"]) if v6 else _net4(k["ip4"])
+        if v.get("flag_ipv6_tunnel_ep"):
+            tep_raw = bytes(tep["ip6"]["addr"])
+        else:
+            tep_raw = _net4(tep["ip4"] if isinstance(tep, Mapping) else tep)
+        return ({"key": str(ip_address(raw))}, {"value": str(ip_address(tep_raw))})
     return None
+
+
+def _net4(v: Any) -> bytes:
+    """An IPv4 address field: `union v4addr` (v1.20), or a plain __u32 holding the
+    network-order bytes (v1.18's endpoint_key, ipcache_key, remote_endpoint_info)."""
+    if isinstance(v, Mapping):
+        return bytes(v["addr"])[:4]
+    return int(v).to_bytes(4, "little")

@@ -58,6 +58,15 @@ COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
 VERSIONS = ("1.18", "1.20")  # releases a program may say; the reference datapath is 1.20
 
 
+def combos(version: str = "1.20") -> tuple[tuple[str, str, str, str], ...]:
+    """The configurations a release can express: v1.18 has no IPv6 tunnel endpoints
+    (remote_endpoint_info.tunnel_endpoint is a __u32, bpf/lib/common.h:360), and the
+    generated IPv6 clusters have IPv6 nodes, so its campaign is the IPv4 configurations."""
+    if version == "1.18":
+        return tuple(c for c in COMBOS if c[0] == "ipv4")
+    return COMBOS
+
+
 def program_version(factory: object) -> str:
     """The release the programs say: the datapath's (`cilium_version`, as a tree's VERSION
     such as 1.18.0-dev) when the model has that profile, else 1.20."""
@@ -303,12 +312,12 @@ class Unit:
     seed: int
 
 
-def plan(examples: int, seed: int) -> list[Unit]:
-    """The campaign: the budget split evenly over every configuration (no mode, dispatch,
-    routing or family left to the generator's luck), each share in chunks of CHUNK."""
-    per = max(1, -(-examples // len(COMBOS)))
+def plan(examples: int, seed: int, version: str = "1.20") -> list[Unit]:
+    """The campaign: the budget split evenly over every configuration of the release (no
+    mode, dispatch, routing or family left to the generator's luck), in chunks of CHUNK."""
+    per = max(1, -(-examples // len(combos(version))))
     units: list[Unit] = []
-    for i in range(len(COMBOS)):
+    for i in range(len(combos(version))):
         for j in range(-(-per // CHUNK)):
             useed = seed * 1000 + i + j * (1 << 32)  # chunk 0 keeps the historical seed
             units.append(Unit(index=len(units), combo=i, chunk=j,
@@ -356,7 +365,8 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
             last[:] = [Failure(doc=doc, divergence=div)]
             raise _Found(div.step)
 
-    combo, version = COMBOS[unit.combo], program_version(factory)
+    version = program_version(factory)
+    combo = combos(version)[unit.combo]
     test = given(programs(combo, version))(one)
     if unit.chunk == 0:
         test = example(drain_program(combo, version))(test)
@@ -393,7 +403,8 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
     probe = check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
     if callable(getattr(probe, "close", None)):
         probe.close()  # type: ignore[attr-defined]
-    units = [u for u in plan(examples, seed) if u.index % shard[1] == shard[0]]
+    units = [u for u in plan(examples, seed, program_version(factory))
+             if u.index % shard[1] == shard[0]]
     t0 = time.perf_counter()
     results: list[UnitResult] = []
     if jobs <= 1 or len(units) <= 1:
@@ -465,10 +476,11 @@ def format_failure(f: Failure, width: int = 100) -> str:
     return "\n".join(out)
 
 
-def planned(examples: int, shard: tuple[int, int] = (0, 1)) -> int:
+def planned(examples: int, shard: tuple[int, int] = (0, 1), version: str = "1.20") -> int:
     """How many programs a run (or one shard) generates: the budget rounded up to every
     configuration."""
-    return max(1, sum(u.examples for u in plan(examples, 0) if u.index % shard[1] == shard[0]))
+    return max(1, sum(u.examples for u in plan(examples, 0, version)
+                      if u.index % shard[1] == shard[0]))
 
 
 def text_progress(total: int, stream: Any = None) -> Callable[[int, Counters], None]:

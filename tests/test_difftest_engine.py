@@ -187,3 +187,8 @@ def test_programs_follow_the_datapaths_release() -> None:
     doc = drain_program(("ipv4", "snat", "opt", "native"), "1.18")
     assert doc["cilium"]["version"] == "1.18"
     assert parse(doc, "<t>").world.cfg.version is CiliumVersion.V1_18
+    from datapath.diffgen import COMBOS, combos, plan
+
+    assert combos("1.18") and all(c[0] == "ipv4" for c in combos("1.18"))
+    assert combos("1.20") == COMBOS
+    assert {u.combo for u in plan(16, 0, "1.18")} == set(range(len(combos("1.18"))))
