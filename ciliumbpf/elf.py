@@ -9,10 +9,10 @@ import attrs
 from ciliumbpf.btf import ARRAY, DATASEC, FWD, INT, PTR, STRUCT, VAR, Btf, BtfType
 from ciliumbpf.errors import LoadError
 
-SHT_SYMTAB = 2
-SHF_EXECINSTR = 0x4
+SHT_PROGBITS, SHT_SYMTAB, SHT_REL = 1, 2, 9
+SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x2, 0x4, 0x40
 STB_LOCAL, STB_GLOBAL = 0, 1
-STT_OBJECT, STT_FUNC = 1, 2
+STT_OBJECT, STT_FUNC, STT_SECTION = 1, 2, 3
 _SHDR = struct.Struct("<IIQQQQIIQQ")  # name type flags addr offset size link info addralign entsize
 _SYM = struct.Struct("<IBBHQQ")       # name info other shndx value size
 # struct bpf_elf_map (bpf/include/bpf/loader.h): the iproute2-era map definition.
@@ -31,6 +31,8 @@ class Section:
     offset: int
     size: int
     link: int
+    info: int
+    align: int
     entsize: int
 
 
@@ -66,7 +68,7 @@ class Elf:
             name = self._cstr(strtab[4] + h[0])
             self.sections.append(Section(index=i, name=name, name_off=h[0], type=h[1],
                                          flags=h[2], offset=h[4], size=h[5], link=h[6],
-                                         entsize=h[9]))
+                                         info=h[7], align=h[8], entsize=h[9]))
 
     def _cstr(self, off: int) -> str:
         end = self.buf.index(b"\0", off)
@@ -81,16 +83,36 @@ class Elf:
         return bytes(self.buf[sec.offset:sec.offset + sec.size])
 
     def _write_shdr(self, sec: Section) -> None:
-        base = self.shoff + sec.index * _SHDR.size
-        old = list(_SHDR.unpack_from(self.buf, base))
-        old[0], old[1], old[2], old[4], old[5] = (sec.name_off, sec.type, sec.flags,
-                                                 sec.offset, sec.size)
-        _SHDR.pack_into(self.buf, base, *old)
+        _SHDR.pack_into(self.buf, self.shoff + sec.index * _SHDR.size, sec.name_off, sec.type,
+                        sec.flags, 0, sec.offset, sec.size, sec.link, sec.info, sec.align,
+                        sec.entsize)
+
+    def _align(self) -> None:
+        while len(self.buf) % 8:
+            self.buf.append(0)
+
+    def add_section(self, name: str, *, type: int, flags: int, link: int = 0, info: int = 0,
+                    entsize: int = 0) -> Section:
+        """A new empty section (8-byte aligned); the header table moves to the file's end."""
+        shstr = self.sections[self.shstrndx]
+        name_off = shstr.size
+        self.replace_data(shstr, self.data(shstr) + name.encode() + b"\0")
+        sec = Section(index=len(self.sections), name=name, name_off=name_off, type=type,
+                      flags=flags, offset=0, size=0, link=link, info=info, align=8,
+                      entsize=entsize)
+        self.sections.append(sec)
+        self._align()
+        self.shoff = len(self.buf)
+        self.buf += bytes(_SHDR.size * len(self.sections))
+        struct.pack_into("<Q", self.buf, 0x28, self.shoff)
+        struct.pack_into("<H", self.buf, 0x3C, len(self.sections))
+        for s in self.sections:
+            self._write_shdr(s)
+        return sec
 
     def replace_data(self, sec: Section, data: bytes) -> None:
         """Give a section new contents, appended at the end of the file."""
-        while len(self.buf) % 8:
-            self.buf.append(0)
+        self._align()
         sec.offset, sec.size = len(self.buf), len(data)
         self.buf += data
         self._write_shdr(sec)
@@ -117,6 +139,30 @@ class Elf:
             name, info, _other, shndx, value, size = _SYM.unpack_from(self.buf, pos)
             out.append((pos, self._cstr(strs.offset + name), info, shndx, value, size))
         return out
+
+    def symbol_at(self, index: int) -> tuple[int, str, int, int, int, int]:
+        """One symbol by its index in the symbol table (as relocations name it)."""
+        symtab, strs = self._symtab()
+        pos = symtab.offset + index * _SYM.size
+        if not 0 <= index < symtab.size // _SYM.size:
+            raise LoadError(f"ELF: relocation against symbol {index}, past the symbol table")
+        name, info, _other, shndx, value, size = _SYM.unpack_from(self.buf, pos)
+        return pos, self._cstr(strs.offset + name), info, shndx, value, size
+
+    def add_symbols(self, syms: list[tuple[str, int, int, int, int]]) -> int:
+        """Append (name, info, shndx, value, size) symbols (global ones: after the locals);
+        returns the first new symbol's index."""
+        symtab, strs = self._symtab()
+        first = symtab.size // _SYM.size
+        names, table = bytearray(self.data(strs)), bytearray(self.data(symtab))
+        for name, info, shndx, value, size in syms:
+            if info >> 4 == STB_LOCAL:
+                raise LoadError(f"ELF: local symbol {name} cannot follow the global ones")
+            table += _SYM.pack(len(names), info, 0, shndx, value, size)
+            names += name.encode() + b"\0"
+        self.replace_data(strs, bytes(names))
+        self.replace_data(symtab, bytes(table))
+        return first
 
     def set_symbol(self, pos: int, *, info: int, shndx: int, value: int) -> None:
         """Rewrite one symbol's binding/type, section and value in place."""
@@ -240,6 +286,8 @@ def patch_object(data: bytes) -> tuple[bytes, Btf, list[LegacyMap]]:
         raise LoadError("no .BTF section (compile with -g)")
     btf = Btf(elf.data(btf_sec))
     elf.globalize_static_programs()
+    from ciliumbpf.link import link_cross_section_calls  # link builds on this module
+    link_cross_section_calls(elf, btf)
     legacy = convert_legacy_maps(elf, btf)
     clear_pinning(btf)
     elf.replace_data(btf_sec, btf.encode())

@@ -22,17 +22,17 @@ from datapath.config import NodeConfig
 from datapath.errors import ConfigError
 from datapath.host import Node
 from datapath.maps import CtEntry, CtTuple, NatEntry
+from datapath.nodeport import POD_IDENTITY as REFERENCE_POD_IDENTITY
 
 HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 # Interface indexes the harness reports (the FIB stub routes everything out NATIVE).
 NATIVE_IFINDEX = 2
 ENCAP_IFINDEX = 3
 HOST_IFINDEX = 4
-# pkg/identity: reserved identities as node_config.h numbers them.
-WORLD_ID = 2
-WORLD_IPV6_ID = 10  # identity.ReservedIdentityWorldIPv6 (dual-stack)
+# pkg/identity: reserved identities as node_config.h numbers them; every pod has the
+# reference datapath's one identity (the VNI of its tunnelled packets).
 REMOTE_NODE_ID = 6
-POD_IDENTITY = 1000
+POD_IDENTITY = REFERENCE_POD_IDENTITY
 TUPLE_F_SERVICE = 4
 
 
@@ -312,14 +312,25 @@ def lb_row(name: str, k: Any, v: Any) -> tuple[dict[str, Any], dict[str, Any]] |
         return ({"key": int(k)}, {"address": _text(v["address"], v6), "port": v["port"]})
     if name == "cilium_lxc":
         v6 = k["family"] == 2
-        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
+        raw = bytes(k["ip6"]["addr"]) if v6 else _net4(k["ip4"])
         return ({"key": str(ip_address(raw))}, {"ifindex": v["ifindex"], "lxc_id": v["lxc_id"]})
     if name == "cilium_ipcache_v2":
-        if not v.get("flag_has_tunnel_ep"):
+        tep = v["tunnel_endpoint"]
+        if not v.get("flag_has_tunnel_ep", isinstance(tep, int) and tep != 0):  # v1.18: implied
             return None
         v6 = k["family"] == 2
-        raw = bytes(k["ip6"]["addr"]) if v6 else bytes(k["ip4"]["addr"])
-        tv6 = bool(v.get("flag_ipv6_tunnel_ep"))
-        tep = v["tunnel_endpoint"]["ip6" if tv6 else "ip4"]["addr"]
-        return ({"key": str(ip_address(raw))}, {"value": str(ip_address(bytes(tep)))})
+        raw = bytes(k["ip6"]["addr"]) if v6 else _net4(k["ip4"])
+        if v.get("flag_ipv6_tunnel_ep"):
+            tep_raw = bytes(tep["ip6"]["addr"])
+        else:
+            tep_raw = _net4(tep["ip4"] if isinstance(tep, Mapping) else tep)
+        return ({"key": str(ip_address(raw))}, {"value": str(ip_address(tep_raw))})
     return None
+
+
+def _net4(v: Any) -> bytes:
+    """An IPv4 address field: `union v4addr` (v1.20), or a plain __u32 holding the
+    network-order bytes (v1.18's endpoint_key, ipcache_key, remote_endpoint_info)."""
+    if isinstance(v, Mapping):
+        return bytes(v["addr"])[:4]
+    return int(v).to_bytes(4, "little")

@@ -54,6 +54,13 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
     if node.ct_accounting:
         entry.packets += 1
         entry.bytes += size + ETH_HLEN
+    if tcp and entry.rx_closing and entry.tx_closing and not (
+            tcp_flags & TCP_SYN and (not tcp_flags & TCP_ACK or node.config.version == "1.18")):
+        # A dead entry is not refreshed (`if (ct_entry_alive(entry))`, conntrack.h:373);
+        # ACTION_CLOSE re-arms its close timeout (conntrack.h:427).
+        if tcp_flags & (TCP_FIN | TCP_RST):
+            entry.lifetime = node.now + CT_CLOSE_TIMEOUT
+        return entry
     if tcp:
         syn = tcp_flags & TCP_SYN
         if (entry.rx_closing or entry.tx_closing) and syn and (
@@ -82,11 +89,10 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
 
 
 def ct_create(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, entry: CtEntry,
-              tcp_flags: int, tcp: bool, service: bool = False, *, size: int) -> bool:
-    """ct_create4(): write a fresh entry; False maps to DROP_CT_CREATE_FAILED. With CT
-    accounting the entry starts at one packet of this frame's size (conntrack.h:1159)."""
-    if tcp and not tcp_flags & TCP_SYN:
-        entry.seen_non_syn = True
+              tcp: bool, service: bool = False, *, size: int) -> bool:
+    """ct_create4(): write a fresh entry; False maps to DROP_CT_CREATE_FAILED. A TCP entry is
+    created as if a SYN had been seen (conntrack.h:1137): no seen_non_syn, the SYN timeout.
+    With CT accounting the entry starts at one packet of this frame's size (conntrack.h:1159)."""
     if node.ct_accounting:
         entry.packets = 1
         entry.bytes = size + ETH_HLEN

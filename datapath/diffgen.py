@@ -30,6 +30,22 @@ def small_maps_for(factory: DatapathFactory) -> bool:
     return factory is reference_factory
 
 
+def combos(version: str = "1.20") -> tuple[tuple[str, str, str, str], ...]:
+    """The configurations a release can express: v1.18 has no IPv6 tunnel endpoints
+    (remote_endpoint_info.tunnel_endpoint is a __u32, v1.18 bpf/lib/common.h:360), and the
+    generated IPv6 clusters have IPv6 nodes, so its campaign is the IPv4 configurations."""
+    if version == "1.18":
+        return tuple(c for c in COMBOS if c[0] == "ipv4")
+    return COMBOS
+
+
+def program_version(factory: object) -> str:
+    """The release a campaign is planned for: the datapath's (`cilium_version`, a tree's
+    VERSION such as 1.18.0-dev) when the model has that profile, else 1.20."""
+    short = ".".join(str(getattr(factory, "cilium_version", "") or "").split(".")[:2])
+    return short if short in VERSIONS else "1.20"
+
+
 def versions_for(factory: DatapathFactory) -> tuple[str, ...]:
     """The Cilium versions to generate for: the tree's release when the datapath is Cilium's
     own code (`cilium_version`), else every version the reference datapath implements."""
@@ -109,12 +125,12 @@ class Unit:
     seed: int
 
 
-def plan(examples: int, seed: int) -> list[Unit]:
-    """The campaign: the budget split evenly over every configuration (no mode, dispatch,
-    routing or family left to the generator's luck), each share in chunks of CHUNK."""
-    per = max(1, -(-examples // len(COMBOS)))
+def plan(examples: int, seed: int, version: str = "1.20") -> list[Unit]:
+    """The campaign: the budget split evenly over every configuration of the release (no
+    mode, dispatch, routing or family left to the generator's luck), in chunks of CHUNK."""
+    per = max(1, -(-examples // len(combos(version))))
     units: list[Unit] = []
-    for i in range(len(COMBOS)):
+    for i in range(len(combos(version))):
         for j in range(-(-per // CHUNK)):
             useed = seed * 1000 + i + j * (1 << 32)  # chunk 0 keeps the historical seed
             units.append(Unit(index=len(units), combo=i, chunk=j,
@@ -163,7 +179,7 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
             last[:] = [Failure(doc=doc, divergence=div)]
             raise _Found(div.step)
 
-    combo = COMBOS[unit.combo]
+    combo = combos(program_version(factory))[unit.combo]
     versions = versions_for(factory)
     small = small_maps_for(factory)
     try:  # the explicit programs first, run directly (Hypothesis would pretty-print them)
@@ -209,7 +225,7 @@ def explicit(unit: Unit, versions: tuple[str, ...], small_maps: bool
     each version generated for."""
     if unit.chunk != 0:
         return []
-    combo = COMBOS[unit.combo]
+    combo = combos(versions[0] if len(versions) == 1 else "1.20")[unit.combo]
     out = [drain_program(combo, versions[0])]
     for make, needs_small in EXPLICIT:
         if small_maps or not needs_small:
@@ -259,14 +275,23 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
     probe = check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
     if callable(getattr(probe, "close", None)):
         probe.close()  # type: ignore[attr-defined]
-    units = [u for u in plan(examples, seed) if u.index % shard[1] == shard[0]]
+    units = [u for u in plan(examples, seed, program_version(factory))
+             if u.index % shard[1] == shard[0]]
     t0 = time.perf_counter()
     results: list[UnitResult] = []
     if jobs <= 1 or len(units) <= 1:
-        done = 0
+        done, seen = 0, Counters()
+
+        def so_far(n: int, c: Counters) -> None:  # the campaign's totals, not the unit's
+            assert progress is not None
+            progress(n, Counters(steps=seen.steps + c.steps,
+                                 observations=seen.observations + c.observations))
         for u in units:
-            r = run_unit(u, factory, faults, shrink, spec, progress, done)
+            r = run_unit(u, factory, faults, shrink, spec,
+                         so_far if progress is not None else None, done)
             done += r.programs
+            seen.steps += r.steps
+            seen.observations += r.observations
             results.append(r)
             if r.failure is not None:
                 break
@@ -323,10 +348,11 @@ def format_failure(f: Failure, width: int = 100) -> str:
     return "\n".join(out)
 
 
-def planned(examples: int, shard: tuple[int, int] = (0, 1)) -> int:
+def planned(examples: int, shard: tuple[int, int] = (0, 1), version: str = "1.20") -> int:
     """How many programs a run (or one shard) generates: the budget rounded up to every
     configuration."""
-    return max(1, sum(u.examples for u in plan(examples, 0) if u.index % shard[1] == shard[0]))
+    return max(1, sum(u.examples for u in plan(examples, 0, version)
+                      if u.index % shard[1] == shard[0]))
 
 
 def text_progress(total: int, stream: Any = None) -> Callable[[int, Counters], None]:

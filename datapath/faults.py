@@ -27,7 +27,7 @@ FAULTS: dict[str, str] = {
     "no_csum_update_after_dnat": "L4 checksum not updated after DNAT",
     "etp_local_forwards_offnode": "eTP=Local service slots also hold remote backends",
     "hybrid_udp_as_dsr": "hybrid mode marks UDP frontends as DSR",
-    "geneve_wrong_vni": "Geneve DSR encapsulation uses VNI 0 instead of WORLD_ID",
+    "geneve_wrong_vni": "Geneve encapsulation uses VNI 0 instead of the sender's identity",
     "geneve_opt_every_tcp": "Geneve DSR option added to every TCP packet",
     "no_ttl_decrement": "forwarding/local redirect does not decrement the TTL",
     "ct_service_not_reused": "CT_SERVICE entry ignored: every packet re-selects a backend",

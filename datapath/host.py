@@ -36,7 +36,15 @@ from datapath.maps import (
     NodeMaps,
 )
 from datapath.nat import snat_rev_nat
-from datapath.nodeport import REMOTE_NODE_ID, dsr_ingress, encapsulate, nodeport_lb, rev_dnat
+from datapath.nodeport import (
+    POD_IDENTITY,
+    REMOTE_NODE_ID,
+    WORLD_ID,
+    dsr_ingress,
+    encapsulate,
+    nodeport_lb,
+    rev_dnat,
+)
 from datapath.packet import (
     DSR_GENEVE_OPT_CLASS,
     DSR_GENEVE_OPT_TYPE,
@@ -279,7 +287,8 @@ class Node:
             # to-overlay: traffic towards another node's pod or address is encapsulated.
             tep = self.maps.ipcache.lookup(p.daddr)
             if tep is not None and tep != self.snat_addr(len(tep) == 16):
-                encapsulate(self, p, tep, b"")
+                sender = POD_IDENTITY if p.saddr in self.lxc_eps else WORLD_ID  # bpf_lxc's
+                encapsulate(self, p, tep, b"", sender)
                 return HookResult(Verdict.CTX_ACT_REDIRECT, p.buf, None, "cilium_geneve")
         return HookResult(Verdict.CTX_ACT_OK, p.buf, None, "netdev")
 

@@ -86,7 +86,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
         return backend_id, be, False
     backend_id, be = _pick(node, backends, key, svc.count)
     new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
-    if not ct_create(node, ct, tup, new, tcp_flags, tcp, True, size=len(p.buf)):  # service
+    if not ct_create(node, ct, tup, new, tcp, True, size=len(p.buf)):  # service
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
     return backend_id, be, True
 

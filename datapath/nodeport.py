@@ -43,8 +43,12 @@ from datapath.packet import (
 if TYPE_CHECKING:
     from datapath.host import Node
 
+# The Geneve VNI is the sender's security identity: nodeport traffic is world's, WORLD_ID on
+# the wire for both families (get_tunnel_id, lib/common.h:121); a pod's packet leaves bpf_lxc
+# with the pod's (bpf_lxc.c:1340), one identity for every pod here.
 WORLD_ID = 2
 REMOTE_NODE_ID = 6  # the VNI of a reply tunnelled to a cluster client (nodeport.h:2343)
+POD_IDENTITY = 1000
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 
@@ -116,17 +120,13 @@ def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"") -> tuple
     return node.tunnel_redirect()
 
 
-def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes, vni: int | None = None
-                ) -> None:
+def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes, identity: int = WORLD_ID) -> None:
     """Outer IP (the node's own address of the underlay family)/UDP 6081/Geneve + inner;
-    the VNI carries the source identity (WORLD_ID, or WORLD_IPV6_ID for IPv6, by default)."""
+    the VNI carries the sender's identity."""
     inner = bytes(p.buf)
     h = zlib.crc32(p.saddr + p.daddr + _H.pack(p.sport) + _H.pack(p.dport))
     sport = 32768 + h % (61000 - 32768)
-    if vni is None:
-        vni = WORLD_IPV6_ID if p.v6 else WORLD_ID
-    if "geneve_wrong_vni" in node.faults:
-        vni = 0
+    vni = 0 if "geneve_wrong_vni" in node.faults else identity
     p.buf[:] = geneve_encap(node.snat_addr(len(tep) == 16), tep, inner, vni, opt, sport, p.v6)
 
 
@@ -145,7 +145,7 @@ def _nodeport_ct_egress(node: Node, p: Parsed, svc: LbService) -> None:
         return
     new = CtEntry(node_port=True, rev_nat_index=svc.rev_nat_index,
                   src_sec_id=WORLD_IPV6_ID if v6 else WORLD_IPV4_ID)
-    if not ct_create(node, ct, key, new, p.tcp_flags, tcp, size=len(p.buf)):
+    if not ct_create(node, ct, key, new, tcp, size=len(p.buf)):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
 
 
@@ -250,7 +250,7 @@ def dsr_ingress(node: Node, p: Parsed, info: tuple[bytes, int] | None) -> bool:
     no_info = "dsr_ct_no_nat_info" in node.faults or node.config.version == "1.18"
     new = CtEntry(dsr_internal=True, src_sec_id=WORLD_IPV6_ID if p.v6 else WORLD_IPV4_ID,
                   nat_addr=b"" if no_info else vip, nat_port=0 if no_info else vport)
-    if not ct_create(node, ct, key, new, p.tcp_flags, tcp, size=len(p.buf)):
+    if not ct_create(node, ct, key, new, tcp, size=len(p.buf)):
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
     if node.config.version == "1.18":
         snat = node.maps.snat6 if p.v6 else node.maps.snat4

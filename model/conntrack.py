@@ -71,10 +71,15 @@ def reset(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int,
 def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
               direction: Direction = Direction.ORIGINAL, service: bool = False) -> CtEntry:
     """__ct_lookup's per-hit update: seen_non_syn, closing flags, refreshed lifetime."""
+    closes = pkt.proto is Proto.TCP and bool(pkt.flags & (TcpFlags.FIN | TcpFlags.RST))
+    if entry.tx_closing and entry.rx_closing:
+        # Only a live entry is refreshed (`if (ct_entry_alive(entry))`, conntrack.h:373);
+        # a FIN/RST (ACTION_CLOSE) on a dead one re-arms the close timeout (conntrack.h:427).
+        return attrs.evolve(entry, lifetime=now + CT_CLOSE_TIMEOUT) if closes else entry
     # ct_update_timeout tracks seen_non_syn for TCP only; UDP entries keep it clear.
     seen = entry.seen_non_syn or (pkt.proto is Proto.TCP and not pkt.is_syn)
     tx, rx = entry.tx_closing, entry.rx_closing
-    if pkt.proto is Proto.TCP and pkt.flags & (TcpFlags.FIN | TcpFlags.RST):
+    if closes:
         both = service or (pkt.flags & TcpFlags.RST and not entry.seen_non_syn)
         if both:
             tx = rx = True
@@ -88,10 +93,12 @@ def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
 
 def created(version: CiliumVersion, pkt: Packet, now: int, *, service: bool = False,
             **fields: object) -> CtEntry:
-    """ct_create4: a fresh entry, SYN-timeout semantics for TCP; closing is only ever
-    applied by a lookup (ACTION_CLOSE), so a first packet carrying FIN does not close it."""
+    """ct_create4: a fresh entry. A TCP entry is created as if a SYN had been seen, whatever
+    the packet (`seen_flags.value |= is_tcp ? TCP_FLAG_SYN : 0`, conntrack.h:1137): no
+    seen_non_syn, the SYN timeout until the next packet. Closing is only ever applied by a
+    lookup (ACTION_CLOSE), so a first packet carrying FIN does not close it."""
     entry = CtEntry(**fields)  # type: ignore[arg-type]
-    entry = attrs.evolve(entry, seen_non_syn=pkt.proto is Proto.TCP and not pkt.is_syn)
+    entry = attrs.evolve(entry, seen_non_syn=False)
     return attrs.evolve(entry, lifetime=_lifetime(version, pkt, entry, service, now))
 
 

@@ -23,9 +23,9 @@ from model.maps import (
 )
 from model.snat import RandomSource, snat_nat, snat_rev_nat
 from model.values import (
+    POD_IDENTITY,
     REMOTE_NODE_ID,
     WORLD_ID,
-    WORLD_IPV6_ID,
     DsrKind,
     DsrMeta,
     Endpoint,
@@ -122,9 +122,9 @@ def dsr_snat_key(client: Endpoint, backend: Endpoint, proto: Proto) -> NatTuple:
                     dport=client.port, nexthdr=proto, flags=TupleFlags.OUT)
 
 
-def _outer(ctx: NodeCtx, pkt: Packet, tep: IPAddress) -> Outer:
-    """Geneve towards a tunnel endpoint: VNI WORLD_ID, or WORLD_IPV6_ID for IPv6 inner."""
-    return Outer(src=ctx.ip, dst=tep, vni=WORLD_IPV6_ID if pkt.is_ipv6 else WORLD_ID)
+def _outer(ctx: NodeCtx, tep: IPAddress, identity: int = WORLD_ID) -> Outer:
+    """Geneve towards a tunnel endpoint; the VNI is the sender's identity (get_tunnel_id)."""
+    return Outer(src=ctx.ip, dst=tep, vni=identity)
 
 
 def _drop(pkt: Packet, reason: DropReason) -> HookResult:
@@ -242,7 +242,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     if not ctx.has(ModelFault.SNAT_SKIPPED):
         out = attrs.evolve(out, src=res.nat)
     if tep is not None:
-        out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
+        out = attrs.evolve(out, outer=_outer(ctx, tep))
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.SNAT)
 
 
@@ -301,7 +301,7 @@ def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet, first: bool) -> HookRes
         tep = ctx.ipcache.get(out.dst.addr)
         if tep is None:
             return _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
-        out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
+        out = attrs.evolve(out, outer=_outer(ctx, tep))
     return HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.DSR)
 
 
@@ -457,8 +457,9 @@ def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, Hook
         updated = on_packet(ctx.cfg.version, entry, pkt, ctx.now, direction=Direction.REPLY)
         st = attrs.evolve(st, ct=st.ct.put(key, updated))
     tep = ctx.ipcache.get(out.dst.addr)
-    if ctx.cfg.tunneling and tep is not None and tep != ctx.ip:  # to-overlay encapsulation
-        out = attrs.evolve(out, outer=_outer(ctx, pkt, tep))
+    if ctx.cfg.tunneling and tep is not None and tep != ctx.ip:
+        # bpf_lxc's to-overlay encapsulation of the pod's packet, with the pod's identity
+        out = attrs.evolve(out, outer=_outer(ctx, tep, POD_IDENTITY))
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=step)
 
 

@@ -9,13 +9,19 @@ import attrs
 
 IPAddress = IPv4Address | IPv6Address
 
-# Cilium's reserved world identities, carried in the Geneve VNI (WORLD_ID; WORLD_IPV6_ID for
-# IPv6 with dual-stack world identities, identity.ReservedIdentityWorldIPv6).
+# The Geneve VNI carries the sender's security identity (lib/encap.h __encap_with_nodeid).
+# Nodeport traffic is world's: WORLD_ID on the wire for both families (single-stack defines
+# WORLD_IPV6_ID as 2; dual-stack's world-ipv4/-ipv6, 9/10, go out as WORLD_ID through
+# get_tunnel_id(), bpf/lib/common.h:121).
 WORLD_ID = 2
 WORLD_IPV6_ID = 10
 # The identity a NodePort reply carries when it is tunnelled to a client inside the cluster
 # (nodeport.h:2343, v1.20: REMOTE_NODE_ID).
 REMOTE_NODE_ID = 6
+# A pod's packet leaves bpf_lxc with the pod's identity (bpf_lxc.c:1340 encap_and_redirect_lxc
+# with SECLABEL). The model has no labels or policy: every pod has this one identity (the
+# reference datapath and the cilium-bpf harness program the same).
+POD_IDENTITY = 1000
 # Geneve UDP port used by Cilium's tunnel device.
 GENEVE_PORT = 6081
 # DSR option constants (bpf/lib/nodeport.h, bpf/lib/tunnel.h).

@@ -14,6 +14,7 @@ from datapath.diffgen import (
     kill_table,
     parse_shard,
     planned,
+    program_version,
     text_progress,
 )
 from model.errors import InputError
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(_usage(str(e))) from None
     if args.jobs < 1:
         raise SystemExit(_usage("--jobs must be at least 1"))
-    progress = None if args.quiet else text_progress(planned(args.examples, shard))
+    progress = None if args.quiet else text_progress(
+        planned(args.examples, shard, program_version(factory)))
     summary = difftest(args.examples, args.seed, factory, spec=spec,
                        progress=progress, jobs=args.jobs, shard=shard)
     if progress is not None:

@@ -18,6 +18,7 @@ from ciliumbpf.libbpf import BpfObject, in_netns
 from ciliumbpf.selftest import compile_test, run_object, run_tests
 from ciliumbpf.selftest import test_sources as find_sources
 from ciliumbpf.toolchain import CiliumTree, build_dir, cilium_tree, compile_object, shadow_tree
+from tests.test_bpf_unit import cross_section_object
 
 ROOT = Path(__file__).resolve().parent.parent
 TREES = ROOT.parent / "shared" / "cilium"
@@ -65,6 +66,26 @@ def test_cilium_nodeport_tests_pass_through_our_loader(version: str) -> None:
         assert r.tests, f"{r.source}: no tests found"
         bad = [(t.name, t.status, t.detail) for t in r.tests if t.status != "PASS"]
         assert bad == [], f"{r.source}: {bad}"
+
+
+def test_a_test_calling_another_tests_pktgen_runs() -> None:
+    """1.20's reply pktgen calls the request's pktgen, in another section: linked, it passes."""
+    tree = _tree("v1.20.0-dev")
+    (res,) = run_tests(tree, find_sources(tree, ["tc_nodeport_lb_no_backend"]), jobs=1)
+    assert res.error is None, f"{res.stage}: {res.error}"
+    status = {t.name: t.status for t in res.tests}
+    assert status["tc_nodeport_no_backend4_2_reply"] == "PASS", status
+    assert set(status.values()) == {"PASS"} and len(status) == 4, status
+
+
+def test_a_cross_section_call_runs_the_callee(tmp_path: Path) -> None:
+    obj_path = cross_section_object(tmp_path)
+    with in_netns(), BpfObject.open(obj_path) as obj:
+        obj.load()
+        pkt = bytes(20)  # ctx->len is 20: helper triples it
+        assert obj.program("callee").test_run(pkt).retval == 1060
+        assert obj.program("caller").test_run(pkt).retval == 21060
+        assert obj.program("caller").test_run(bytes(30)).retval == 21090
 
 
 def _enclosing_check(text: str, line: str) -> str:

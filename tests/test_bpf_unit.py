@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from ciliumbpf.btf import INT, STRUCT, TYPEDEF, Btf, BtfType
+from ciliumbpf.elf import SHT_REL, Elf, patch_object
+from ciliumbpf.link import LINKED_SUFFIX, BtfExt
 from ciliumbpf.selftest import decode_suite, format_log, status_codes
 from ciliumbpf.toolchain import cilium_tree, shadow_tree
 
@@ -135,3 +138,63 @@ def test_bad_cli_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
     res = _cli(*args)
     assert res.returncode == 2
     assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# One program calls another program's entry function, in another section, as
+# tc_nodeport_lb_no_backend.c's reply pktgen calls the request's pktgen.
+CROSS_SECTION_C = """\
+#define SEC(n) __attribute__((section(n), used))
+struct __sk_buff { unsigned int len; };
+static __attribute__((noinline)) int helper(unsigned int x) { return (int)(x * 3); }
+SEC("tc/callee") __attribute__((noinline)) int callee(struct __sk_buff *ctx)
+{ return helper(ctx->len) + 1000; }
+SEC("tc/caller") int caller(struct __sk_buff *ctx) { return callee(ctx) + 20000; }
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def cross_section_object(tmp_path: Path) -> Path:
+    """CROSS_SECTION_C compiled with Debian's clang-19 (as the loader's toolchain)."""
+    src, obj = tmp_path / "cross.c", tmp_path / "cross.o"
+    src.write_text(CROSS_SECTION_C)
+    subprocess.run(["clang-19", "--target=bpf", "-O2", "-g", "-mcpu=v3", "-c", str(src),
+                    "-o", str(obj)], check=True)
+    return obj
+
+
+@pytest.mark.skipif(shutil.which("clang-19") is None, reason="no clang-19 (bootstrap-bpf.sh)")
+def test_a_call_into_another_section_is_linked_into_text(tmp_path: Path) -> None:
+    raw = cross_section_object(tmp_path).read_bytes()
+    before = Elf(raw)
+    rels = {s.name: s for s in before.sections if s.type == SHT_REL}
+    assert ".reltc/caller" in rels  # clang's call relocation, which libbpf 1.1 refuses
+    data, btf, _ = patch_object(raw)
+    elf = Elf(data)
+    text = elf.section(".text")
+    assert text is not None
+    syms = {name: (shndx, value, size) for _p, name, _i, shndx, value, size in elf.symbols()}
+    shndx, value, size = syms["callee" + LINKED_SUFFIX]
+    assert shndx == text.index and size == syms["callee"][2]
+    callee_sec = elf.section("tc/callee")
+    assert callee_sec is not None
+    assert elf.data(text)[value:value + size] == elf.data(callee_sec)  # the code, copied
+    text_rel = next(s for s in elf.sections if s.type == SHT_REL and s.info == text.index)
+    moved_off, _info = struct.unpack_from("<QQ", elf.data(text_rel), 0)  # callee -> helper
+    assert value <= moved_off < value + size
+    rel = next(s for s in elf.sections if s.type == SHT_REL and s.name == ".reltc/caller")
+    off, info = struct.unpack_from("<QQ", elf.data(rel), 0)
+    assert elf.symbol_at(info >> 32)[1] == "callee" + LINKED_SUFFIX
+    caller_sec = elf.section("tc/caller")
+    assert caller_sec is not None
+    assert struct.unpack_from("<i", elf.data(caller_sec), off + 4)[0] == -1
+    ext_sec = elf.section(".BTF.ext")
+    assert ext_sec is not None
+    ext = BtfExt.parse(elf.data(ext_sec))
+    for kind in ("func_info", "line_info"):
+        blocks = {btf.name(b.name_off): b.records for b in ext.tables[kind][1]}
+        orig = blocks["tc/callee"]
+        tail = blocks[".text"][-len(orig):]  # after the helper's own records
+        assert [struct.unpack_from("<I", r)[0] for r in tail] == [
+            value + struct.unpack_from("<I", r)[0] for r in orig], kind
+        assert [r[4:] for r in tail] == [r[4:] for r in orig]
+    assert BtfExt.parse(ext.encode()) == ext  # the encoder round-trips

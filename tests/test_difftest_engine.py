@@ -8,9 +8,17 @@ import attrs
 import pytest
 import yaml
 
-from datapath.adapter import reference_factory
-from datapath.diffgen import difftest, format_failure, format_kill_table, kill_table, run_program
-from datapath.difftest import Counters, DiffRun, PortRenaming
+from datapath.adapter import Datapath, reference_factory
+from datapath.config import NodeConfig
+from datapath.diffgen import (
+    difftest,
+    drain_program,
+    format_failure,
+    format_kill_table,
+    kill_table,
+    run_program,
+)
+from datapath.difftest import Counters, Declared, DiffRun, Obs, PortRenaming
 from model.config import CiliumVersion
 from model.scenario import load, parse
 from model.values import Endpoint, Packet, Proto, TcpFlags
@@ -135,3 +143,54 @@ def test_shards_partition_the_campaign() -> None:
     for bad in ("4/4", "x", "1/0", "-1/2"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
+
+
+def _vni_zero(m: Obs, d: Obs) -> bool:
+    """The datapath's Geneve header says VNI 0 where the model's says WORLD_ID; nothing else."""
+    mp, dp = m.packet, d.packet
+    if mp is None or dp is None or mp.outer is None or dp.outer is None or dp.outer.vni:
+        return False
+    same = attrs.evolve(dp, outer=attrs.evolve(dp.outer, vni=mp.outer.vni))
+    return attrs.evolve(d, packet=same) == m
+
+
+def test_a_declared_difference_is_counted_and_nothing_else_is_forgiven() -> None:
+    """A datapath may declare a difference with its source line (`declared` on the factory):
+    the campaign counts it and goes on; undeclared, the same program diverges."""
+    doc = drain_program(("ipv4", "dsr", "geneve", "native"))
+    fault = frozenset({"geneve_wrong_vni"})
+    assert run_program(doc, reference_factory, fault, Counters()) is not None
+
+    class Declaring:
+        declared = (Declared(name="vni-zero", cite="test: geneve_wrong_vni", match=_vni_zero),)
+
+        def __call__(self, config: NodeConfig, faults: frozenset[str]) -> Datapath:
+            return reference_factory(config, faults)
+
+    c = Counters()
+    assert run_program(doc, Declaring(), fault, c) is None
+    assert c.declared.get("vni-zero", 0) > 0
+    other = frozenset({"geneve_wrong_vni", "geneve_opt_every_tcp"})
+    assert run_program(doc, Declaring(), other, Counters()) is not None
+
+
+def test_programs_follow_the_datapaths_release() -> None:
+    """A 1.18 tree's factory gets 1.18 programs (the model follows 1.18); anything else 1.20."""
+    from datapath.diffgen import program_version
+
+    class Tree:
+        def __init__(self, v: str) -> None:
+            self.cilium_version = v
+
+    assert program_version(Tree("1.18.0-dev")) == "1.18"
+    assert program_version(Tree("1.20.0-dev")) == "1.20"
+    assert program_version(Tree("1.13.4")) == "1.20"  # no generator profile: the reference's
+    assert program_version(reference_factory) == "1.20"
+    doc = drain_program(("ipv4", "snat", "opt", "native"), "1.18")
+    assert doc["cilium"]["version"] == "1.18"
+    assert parse(doc, "<t>").world.cfg.version is CiliumVersion.V1_18
+    from datapath.diffgen import COMBOS, combos, plan
+
+    assert combos("1.18") and all(c[0] == "ipv4" for c in combos("1.18"))
+    assert combos("1.20") == COMBOS
+    assert {u.combo for u in plan(16, 0, "1.18")} == set(range(len(combos("1.18"))))

@@ -58,9 +58,20 @@ int nph_from_container(struct __ctx_buff *ctx)
 	default:
 		return CTX_ACT_OK;
 	}
+#if NPH_CILIUM_MINOR >= 120
 	if (info && info->flag_has_tunnel_ep)
 		return encap_and_redirect_lxc(ctx, info, NPH_POD_EGRESS, info->sec_identity,
 					      &trace, proto);
+#else
+	/* v1.18 passes the ipcache's tunnel_endpoint (0: none) and a tunnel-map key that
+	 * is only read without one (bpf_lxc.c handle_ipv4_from_lxc, lib/encap.h). */
+	if (info && info->tunnel_endpoint && !info->flag_skip_tunnel) {
+		struct tunnel_key key = {};
+
+		return encap_and_redirect_lxc(ctx, info->tunnel_endpoint, 0, 0, 0, &key,
+					      NPH_POD_EGRESS, info->sec_identity, &trace);
+	}
+#endif
 	return CTX_ACT_OK;
 }
 #endif
