@@ -96,12 +96,44 @@ def select(mutants: list[Mutant], *, sample: int | None, seed: int,
             raise MutationError(f"--ids: no mutant {missing[0]}")
         chosen = [by_id[i] for i in ids]
     elif sample is not None and sample < len(mutants):
-        picked = set(random.Random(seed).sample(range(len(mutants)), sample))
-        chosen = [m for i, m in enumerate(mutants) if i in picked]
+        chosen = _stratified(mutants, sample, seed)
     if shard is not None:
         index, count = shard
         chosen = [m for i, m in enumerate(chosen) if i % count == index - 1]
     return chosen
+
+
+def _stratified(mutants: list[Mutant], sample: int, seed: int) -> list[Mutant]:
+    """A seeded sample split over files in proportion to their mutants (largest remainder,
+    at least one per file while K allows), interleaved file by file so that a run stopped
+    part-way has still measured every file in proportion."""
+    by_file: dict[str, list[Mutant]] = {}
+    for m in mutants:
+        by_file.setdefault(m.path, []).append(m)
+    files = sorted(by_file)
+    total = len(mutants)
+    quota = {f: sample * len(by_file[f]) // total for f in files}
+    if sample >= len(files):
+        for f in files:
+            quota[f] = max(quota[f], 1)
+    rest = sorted(files, key=lambda f: (-(sample * len(by_file[f]) % total), f))
+    for f in rest:
+        if sum(quota.values()) >= sample:
+            break
+        quota[f] += 1
+    while sum(quota.values()) > sample:
+        quota[max(files, key=lambda f: (quota[f], f))] -= 1
+    rng = random.Random(seed)
+    picks: dict[str, list[Mutant]] = {}
+    for f in files:
+        idx = sorted(rng.sample(range(len(by_file[f])), min(quota[f], len(by_file[f]))))
+        picks[f] = [by_file[f][i] for i in idx]
+    out: list[Mutant] = []
+    for k in range(max((len(v) for v in picks.values()), default=0)):
+        for f in files:
+            if k < len(picks[f]):
+                out.append(picks[f][k])
+    return out
 
 
 def tree_fingerprint(root: Path, target: Target) -> str:

@@ -69,7 +69,8 @@ _DIFFTEST = Check(
 MODEL_TESTS = (
     "tests/test_model_backends.py", "tests/test_model_dispatch.py", "tests/test_model_done.py",
     "tests/test_model_drops.py", "tests/test_model_matrix.py",
-    "tests/test_model_properties.py",
+    "tests/test_model_properties.py", "tests/test_model_maps.py", "tests/test_no_backend.py",
+    "tests/test_tunnel_snat.py", "tests/test_model_network.py", "tests/test_model_snat.py",
     "tests/test_diagrams_lifecycle.py", "tests/test_cli_trace.py::test_example_traces",
 )
 # Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they

@@ -9,7 +9,7 @@ import pytest
 
 from mutation.report import Classification, load_classifications, render, summarise
 from mutation.runner import MutationError, all_mutants, load_results, run, select
-from mutation.targets import Check, Target
+from mutation.targets import TARGETS, Check, Target
 
 MOD = '''def inc(x: int) -> int:
     return x + 1
@@ -90,6 +90,19 @@ def test_selection_is_deterministic(tmp_path: Path) -> None:
     assert a == select(ms, sample=4, seed=7, shard=None, ids=None) and len(a) == 4
     shards = [select(ms, sample=None, seed=0, shard=(i, 3), ids=None) for i in (1, 2, 3)]
     assert sorted(m.id for s in shards for m in s) == sorted(m.id for m in ms)
+
+
+def test_sample_is_stratified_by_file() -> None:
+    root = Path(__file__).resolve().parents[1]
+    ms = all_mutants(root, TARGETS["model"])
+    picked = select(ms, sample=40, seed=1, shard=None, ids=None)
+    per_file = {f: sum(m.path == f for m in picked) for f in TARGETS["model"].files}
+    assert len(picked) == 40 and len({m.id for m in picked}) == 40
+    for f, n in per_file.items():
+        share = 40 * sum(m.path == f for m in ms) / len(ms)
+        assert n >= 1 and abs(n - share) < 1.5, (f, n, share)
+    # interleaved: the first five picks are five different files
+    assert len({m.path for m in picked[:5]}) == 5
 
 
 @pytest.mark.parametrize(("text", "key"), [
