@@ -28,6 +28,9 @@ _PERCPU_MAPS = frozenset({5, 6, 10})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HA
 # HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH, LPM_TRIE: sizes that are only capacities
 _SIZED_MAPS = frozenset({1, 5, 9, 10, 11})
 _TEST_RUNNABLE = frozenset({PROG_SCHED_CLS, PROG_SCHED_ACT, PROG_XDP})
+# Types one tail-call map's programs may come with: none (1.18's `2/N`, `mock-handle-policy`
+# sections name no type) or an entry type; these all get the entry sections' type.
+_ENTRY_FAMILY = frozenset({0, PROG_SCHED_CLS, PROG_SCHED_ACT, PROG_XDP})
 # Section prefixes that fix a program type (cilium/ebpf's elf_reader section table).
 _SECTION_TYPES = (("tc", PROG_SCHED_CLS), ("classifier", PROG_SCHED_CLS),
                   ("action", PROG_SCHED_ACT), ("xdp", PROG_XDP))
@@ -365,7 +368,9 @@ class BpfObject:
         return obj
 
     def _assign_types(self) -> None:
-        """One program type (and attach type) for all programs: the entry sections'."""
+        """One program type (and attach type) for all programs that may share a tail-call
+        map: the entry sections'. A program whose section gives libbpf another type of its
+        own (`iter/udp`: tracing) keeps it; forcing tc/XDP onto it crashes libbpf 1.1's load."""
         so = lib()
         found: set[int] = set()
         for prog in self._progs.values():
@@ -379,6 +384,8 @@ class BpfObject:
         ptype = found.pop()
         attach = ATTACH_XDP if ptype == PROG_XDP else 0
         for prog in self._progs.values():
+            if prog.type not in _ENTRY_FAMILY:
+                continue
             so.bpf_program__set_type(prog._ptr, ptype)
             so.bpf_program__set_expected_attach_type(prog._ptr, attach)
 

@@ -151,9 +151,9 @@ class _Linker:
         self.bases[shndx] = base
         rel = self._rel_of(sec)
         if rel is not None:
-            moved = bytearray()
-            for pos in range(0, rel.size, _REL.size):
-                off, info = _REL.unpack_from(elf.data(rel), pos)
+            moved, entries = bytearray(), elf.data(rel)
+            for pos in range(0, len(entries), _REL.size):
+                off, info = _REL.unpack_from(entries, pos)
                 moved += _REL.pack(off + base, info)
             text_rel = self._text_rel()
             elf.replace_data(text_rel, elf.data(text_rel) + bytes(moved))

@@ -6,12 +6,14 @@ import concurrent.futures
 import fnmatch
 import hashlib
 import os
+import pickle
 import re
+import signal
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -45,7 +47,7 @@ class ObjectResult:
 
     source: str
     error: str | None
-    stage: str  # "compile", "open", "load", "run" (where it stopped), or "done"
+    stage: str  # "compile", "open", "load", "run", "crash" (where it stopped), or "done"
     tests: tuple[TestResult, ...]
     compile_s: float
     run_s: float
@@ -309,6 +311,43 @@ def run_object(path: Path) -> tuple[str, str | None, list[TestResult], list[str]
     return "done", None, tests, skipped
 
 
+Outcome = tuple[str, str | None, list[TestResult], list[str]]
+
+
+def run_isolated(path: Path, run: Callable[[Path], Outcome] | None = None) -> Outcome:
+    """run_object in a forked child: libbpf is C, and an object it mishandles can crash it;
+    that is then this object's error (stage "crash"), not the end of the whole run."""
+    run = run if run is not None else run_object
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, send the outcome, leave without Python's clean-up
+        code = 0
+        try:
+            os.close(rd)
+            try:
+                outcome: Outcome = run(path)
+            except Exception as exc:  # reported as this object's error
+                outcome = ("crash", f"the loader raised {exc!r}", [], [])
+            with os.fdopen(wr, "wb") as out:
+                out.write(pickle.dumps(outcome))
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(wr)
+    with os.fdopen(rd, "rb") as inp:
+        data = inp.read()
+    _pid, status = os.waitpid(pid, 0)
+    if data and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        result: Outcome = pickle.loads(data)
+        return result
+    if os.WIFSIGNALED(status):
+        why = f"the loader died with {signal.Signals(os.WTERMSIG(status)).name} (in libbpf)"
+    else:
+        why = f"the loader's child exited with status {os.WEXITSTATUS(status)}, no result"
+    return "crash", why, [], []
+
+
 _CODES: dict[str, int] = {}
 
 
@@ -323,7 +362,7 @@ def _job(tree: CiliumTree, source: Path, include_dirs: tuple[Path, ...],
         return ObjectResult(source=source.name, error=str(exc), stage="compile", tests=(),
                             compile_s=time.monotonic() - t0, run_s=0.0)
     t1 = time.monotonic()
-    stage, err, tests, _ = run_object(obj)
+    stage, err, tests, _ = run_isolated(obj)
     return ObjectResult(source=source.name, error=err, stage=stage, tests=tuple(tests),
                         compile_s=t1 - t0, run_s=time.monotonic() - t1)
 

@@ -198,3 +198,53 @@ def test_a_call_into_another_section_is_linked_into_text(tmp_path: Path) -> None
             value + struct.unpack_from("<I", r)[0] for r in orig], kind
         assert [r[4:] for r in tail] == [r[4:] for r in orig]
     assert BtfExt.parse(ext.encode()) == ext  # the encoder round-trips
+
+
+def test_a_loader_crash_is_that_objects_error(tmp_path: Path) -> None:
+    """libbpf is C: an object that crashes it (as tc/XDP types forced onto iter/ programs
+    did) is reported as that object's CRASH, and the run goes on."""
+    import os
+    import signal
+
+    from ciliumbpf.selftest import TestResult, run_isolated
+
+    def segv(_path: Path) -> tuple[str, str | None, list[TestResult], list[str]]:
+        os.kill(os.getpid(), signal.SIGSEGV)
+        raise AssertionError("not reached")
+
+    def fine(path: Path) -> tuple[str, str | None, list[TestResult], list[str]]:
+        return "done", None, [TestResult(name=path.name, status="PASS")], []
+
+    def raises(_path: Path) -> tuple[str, str | None, list[TestResult], list[str]]:
+        raise OSError(5, "boom")
+
+    stage, err, tests, _ = run_isolated(tmp_path / "x.o", segv)
+    assert stage == "crash" and err is not None and "SIGSEGV" in err and tests == []
+    assert run_isolated(tmp_path / "y.o", fine) == (
+        "done", None, [TestResult(name="y.o", status="PASS")], [])
+    stage, err, _, _ = run_isolated(tmp_path / "z.o", raises)
+    assert stage == "crash" and err is not None and "boom" in err
+
+
+ITER_C = """\\
+#define SEC(n) __attribute__((section(n), used))
+SEC("iter/udp") int sock_iter(void *ctx) { return ctx != 0; }
+SEC("xdp/test/t/check") int t_check(void *ctx) { return ctx != 0; }
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.skipif(shutil.which("clang-19") is None, reason="no clang-19 (bootstrap-bpf.sh)")
+def test_a_program_with_its_own_type_keeps_it(tmp_path: Path) -> None:
+    """destroy_sock_socket_lb.c: iter/ programs next to an xdp test keep libbpf's tracing
+    type (not test-runnable, so not loaded); only entry-family programs get the entry type."""
+    from ciliumbpf.libbpf import PROG_XDP, BpfObject, test_runnable
+
+    src, obj = tmp_path / "iter.c", tmp_path / "iter.o"
+    src.write_text(ITER_C)
+    subprocess.run(["clang-19", "--target=bpf", "-O2", "-g", "-c", str(src), "-o", str(obj)],
+                   check=True)
+    with BpfObject.open(obj) as o:
+        it, chk = o.program("sock_iter"), o.program("t_check")
+        assert chk.type == PROG_XDP and test_runnable(chk)
+        assert it.type == 26 and not test_runnable(it)  # BPF_PROG_TYPE_TRACING
