@@ -421,7 +421,8 @@ def ct_steps(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int
             key = ct_tuple(pkt, TupleFlags.SERVICE)
             before = st.ct.get(key)
             st2, bid, _ = lb_select(ctx, st, svc, pkt)
-            return written(st2.ct), _sticks(ccfg.version, lb, pkt, before, st2.ct.get(key), bid)
+            return written(st2.ct), _sticks(ccfg.version, draining, pkt, before,
+                                            st2.ct.get(key), bid)
         return run
 
     wk: Keys = tuple(z3.Int(f"w.{x}") for x in ("daddr", "saddr", "dport", "sport"))
@@ -532,16 +533,24 @@ def _drain_run(prop: Property, cfg: Config, faults: frozenset[ModelFault]
     return None
 
 
-def _sticks(version: CiliumVersion, lb: LbMaps, pkt: Packet, before: CtEntry | None,
+def _one_of(x: object, ids: tuple[int, ...]) -> bool:
+    """Membership by the claim's own comparisons, not through model.maps (a fault in
+    EqMap's search would otherwise change the model and the claim alike)."""
+    return any(x == i for i in ids)
+
+
+def _sticks(version: CiliumVersion, draining: bool, pkt: Packet, before: CtEntry | None,
             after: CtEntry | None, bid: int | None) -> bool:
     """The safety claim of one packet: a SYN never lands on a terminating backend, and a
     flow whose entry names a live backend of F keeps it (unless a SYN reopens a closed
     entry or, being a SYN, must leave a terminating backend)."""
-    if bid is not None and pkt.is_syn and bid in lb.terminating:
+    term = (DRAINING,) if draining else ()
+    live = (*SLOTS, OTHER, *term)
+    if bid is not None and pkt.is_syn and _one_of(bid, term):
         return False
-    if (before is None or before.rev_nat_index != RNI or before.backend_id not in lb.backends
+    if (before is None or before.rev_nat_index != RNI or not _one_of(before.backend_id, live)
             or reopens(version, before, pkt)
-            or (pkt.is_syn and before.backend_id in lb.terminating)):
+            or (pkt.is_syn and _one_of(before.backend_id, term))):
         return True
     return bool(after is not None and after.backend_id == before.backend_id
                 and bid == before.backend_id)
