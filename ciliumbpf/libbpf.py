@@ -368,26 +368,31 @@ class BpfObject:
         return obj
 
     def _assign_types(self) -> None:
-        """One program type (and attach type) for all programs that may share a tail-call
-        map: the entry sections'. A program whose section gives libbpf another type of its
-        own (`iter/udp`: tracing) keeps it; forcing tc/XDP onto it crashes libbpf 1.1's load."""
+        """Program types as cilium/ebpf gives them: each `tc*`/`xdp*` section its own; a
+        section naming no type (1.18's `2/N`, `mock-handle-policy`) the entry sections' one
+        type, with one attach type, since programs sharing a tail-call map must match. A
+        program whose section gives libbpf another type (`iter/udp`: tracing) keeps it;
+        forcing tc/XDP onto it crashes libbpf 1.1's load."""
         so = lib()
-        found: set[int] = set()
+        own: dict[str, int | None] = {}
         for prog in self._progs.values():
             head = prog.section.split("/")[0]
-            for prefix, ptype in _SECTION_TYPES:
-                if head == prefix:
-                    found.add(ptype)
-        if len(found) != 1:
-            kinds = sorted(found)
-            raise LoadError(f"{self.name}: entry sections give program types {kinds}; need one")
-        ptype = found.pop()
-        attach = ATTACH_XDP if ptype == PROG_XDP else 0
+            own[prog.name] = next((t for prefix, t in _SECTION_TYPES if head == prefix), None)
+        found = sorted({t for t in own.values() if t is not None})
+        if not found:
+            raise LoadError(f"{self.name}: no tc/xdp entry section, so no program type")
         for prog in self._progs.values():
             if prog.type not in _ENTRY_FAMILY:
                 continue
+            ptype = own[prog.name]
+            if ptype is None:
+                if len(found) != 1:
+                    raise LoadError(f"{self.name}: section {prog.section!r} names no program "
+                                    f"type and the entry sections give several {found}")
+                ptype = found[0]
             so.bpf_program__set_type(prog._ptr, ptype)
-            so.bpf_program__set_expected_attach_type(prog._ptr, attach)
+            so.bpf_program__set_expected_attach_type(prog._ptr,
+                                                     ATTACH_XDP if ptype == PROG_XDP else 0)
 
     def _collect_tail_calls(self) -> None:
         """cilium_calls slots: `tail:<map>/<N>` decl tags (1.20), `<map id>/<N>` sections (1.18)."""

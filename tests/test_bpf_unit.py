@@ -230,6 +230,7 @@ ITER_C = """\\
 #define SEC(n) __attribute__((section(n), used))
 SEC("iter/udp") int sock_iter(void *ctx) { return ctx != 0; }
 SEC("xdp/test/t/check") int t_check(void *ctx) { return ctx != 0; }
+SEC("tc/test/u/check") int u_check(void *ctx) { return ctx != 0; }
 char _license[] SEC("license") = "GPL";
 """
 
@@ -237,8 +238,9 @@ char _license[] SEC("license") = "GPL";
 @pytest.mark.skipif(shutil.which("clang-19") is None, reason="no clang-19 (bootstrap-bpf.sh)")
 def test_a_program_with_its_own_type_keeps_it(tmp_path: Path) -> None:
     """destroy_sock_socket_lb.c: iter/ programs next to an xdp test keep libbpf's tracing
-    type (not test-runnable, so not loaded); only entry-family programs get the entry type."""
-    from ciliumbpf.libbpf import PROG_XDP, BpfObject, test_runnable
+    type (not test-runnable, so not loaded); ipv6_test.c: xdp and tc tests in one object
+    each get their own section's type."""
+    from ciliumbpf.libbpf import PROG_SCHED_CLS, PROG_XDP, BpfObject, test_runnable
 
     src, obj = tmp_path / "iter.c", tmp_path / "iter.o"
     src.write_text(ITER_C)
@@ -247,4 +249,5 @@ def test_a_program_with_its_own_type_keeps_it(tmp_path: Path) -> None:
     with BpfObject.open(obj) as o:
         it, chk = o.program("sock_iter"), o.program("t_check")
         assert chk.type == PROG_XDP and test_runnable(chk)
+        assert o.program("u_check").type == PROG_SCHED_CLS
         assert it.type == 26 and not test_runnable(it)  # BPF_PROG_TYPE_TRACING
