@@ -117,7 +117,7 @@ Instances = Callable[[View, View, Iterable[tuple[Family, Keys]]], list[z3.BoolRe
 
 
 def consecution(step: Step, rest: Callable[[], Rest], goal: Invariant, hyp: Instances,
-                facts: list[z3.BoolRef], timer: Timer, ms: int, ob: Obligations) -> None:
+                timer: Timer, ms: int, ob: Obligations) -> None:
     """Every feasible path of the step keeps the invariant (or its name goes to `failed`)."""
     ex = Explorer(timeout_ms=ms, abstract=6)
     r = rest()  # shared by every path: its terms are built once
@@ -140,10 +140,10 @@ def consecution(step: Step, rest: Callable[[], Rest], goal: Invariant, hyp: Inst
         post = View(r, m.log)
         keys = _unique([*r.reads, *((Family.of(k), Family.of(k).terms(k)) for k, _ in m.log)])
         h = hyp(pre, post, keys)
-        ans = timer.check(f"consecution-{step.name}", o.condition, *facts, *h,
+        ans = timer.check(f"consecution-{step.name}", o.condition, *h,
                           z3.Not(goal(post)), ms=ms)
         if ok is not True:  # the step broke the safety claim on this path: reachable?
-            bad = timer.check(f"safety-{step.name}", o.condition, *facts, *h, ms=ms)
+            bad = timer.check(f"safety-{step.name}", o.condition, *h, ms=ms)
             if bad != z3.unsat:
                 (ob.unknown if bad == z3.unknown else ob.failed).append(f"safety-{step.name}")
                 return
@@ -333,7 +333,7 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
     for step in (Step(name="alloc", inputs=(node, c, b, *ports), run=alloc),
                  Step(name="reply", inputs=(node, b, bp, n), run=reply),
                  Step(name="purge", inputs=(node, c, b, *ports), run=purge)):
-        consecution(step, rest, goal, hyp, [], timer, ms, ob)
+        consecution(step, rest, goal, hyp, timer, ms, ob)
         if ob.raised:
             break
     # Inv implies safety: injective, and never inside the NodePort range
@@ -440,7 +440,7 @@ def ct_steps(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int
         ob.failed.append("initiation")
     for name, flags in kinds.items():
         consecution(Step(name=name, inputs=(fe, fport, c, cp), run=step(flags)), rest, goal,
-                    hyp, [], timer, ms, ob)
+                    hyp, timer, ms, ob)
         if ob.raised:
             break
     common = {"prop": prop.id, "cfg": cfg, "expected": prop.expect(cfg), "method": "induction",

@@ -133,21 +133,6 @@ class Rest:
         """The address half of an optional-address field."""
         return self.apply(fam, name, z3.IntSort(), keys)
 
-    def domains(self, fam: Family, keys: tuple[z3.ExprRef, ...]) -> list[z3.BoolRef]:
-        """Every field's legal range at this key."""
-        out = []
-        for name, kind in self.spec.items():
-            if kind in (BOOL, ANY):
-                continue
-            if kind == OPT_ADDR:
-                lo, hi = self.addr
-                x = self.addr_field(fam, name, keys)
-            else:
-                lo, hi = self.addr if kind == ADDR else kind
-                x = self.field(fam, name, keys)
-            out.append(z3.And(x >= lo, x <= hi))
-        return out
-
     def entry(self, fam: Family, keys: tuple[z3.ExprRef, ...]) -> object:
         """The model's value object at a present key, its fields symbolic."""
         path = current()
@@ -281,11 +266,6 @@ class View:
             self._alive = getattr(self, "_alive", [])
             self._alive.append(keys)
         return got
-
-
-def open_map(map_cls: type, rest: Rest, capacity: int) -> Any:
-    """A model LruMap whose entries are arbitrary."""
-    return map_cls(capacity=capacity, entries=OpenMap(rest))
 
 
 def written(m: Any) -> OpenMap:

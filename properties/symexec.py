@@ -323,9 +323,7 @@ class Path:
     """One execution: replays a decision prefix, then decides new branches with the solver."""
 
     def __init__(self, solver: z3.Solver, prefix: tuple[Decision, ...], timeout_ms: int,
-                 inputs: tuple[Input, ...] = (), lazy: bool = False, abstract: int = 0
-                 ) -> None:
-        self.lazy = lazy  # take branches unchecked: the caller checks each finished path
+                 inputs: tuple[Input, ...] = (), abstract: int = 0) -> None:
         self.abstract = abstract  # deeper terms become fresh inputs over their interval
         self._depth: dict[int, int] = {}
         self._imemo: Memo = {}  # intervals by term id
@@ -425,10 +423,6 @@ class Path:
                 if r == z3.unknown:
                     self.unknown = True
             taken = d.taken
-        elif self.lazy:
-            taken = True
-            self.alternatives.append((*self.taken, Decision(False)))
-            lit = c
         else:
             self.queries += 1
             r = self.solver.check(c)
@@ -451,22 +445,15 @@ class Path:
         """Everything this path assumed and decided."""
         return z3.And(*self.facts, *self.literals)
 
-    def model(self) -> z3.ModelRef | None:
-        """A satisfying assignment of the path's inputs."""
-        if self.solver.check() != z3.sat:
-            return None
-        return self.solver.model()
-
 
 @attrs.frozen(kw_only=True)
 class Outcome(Generic[T]):
-    """A finished path: its condition, a witness assignment, and what the function did."""
+    """A finished path: its condition and what the function did."""
 
     status: Status
     value: T | None
     error: str | None
     condition: z3.BoolRef
-    model: z3.ModelRef | None
     depth: int
 
 
@@ -476,9 +463,7 @@ class Explorer:
 
     timeout_ms: int = 5000
     max_paths: int = 20000
-    lazy: bool = False  # no feasibility checks on the way: paths may be infeasible
     abstract: int = 0  # term depth beyond which values are abstracted to their interval
-    models: bool = False  # a witness model per path (one more solver call each)
     paths: int = 0
     infeasible: int = 0
     queries: int = 0
@@ -494,7 +479,7 @@ class Explorer:
                 self.truncated = True
                 return
             prefix = stack.pop()
-            path = Path(solver, prefix, self.timeout_ms, inputs, self.lazy, self.abstract)
+            path = Path(solver, prefix, self.timeout_ms, inputs, self.abstract)
             for f in facts:
                 path.assume(f)
             value: T | None = None
@@ -520,7 +505,6 @@ class Explorer:
                 status = Status.UNKNOWN
             yield Outcome(status=status, value=value, error=error,
                           condition=path.condition(),
-                          model=path.model() if self.models else None,
                           depth=len(path.taken))
 
 
