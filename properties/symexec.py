@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -45,6 +45,29 @@ class Infeasible(Exception):
 
 class SymbolicMisuse(TypeError):
     """A symbolic value reached a place that needs a concrete one (hash, index, int())."""
+
+    def __init__(self, message: str, term: object = None) -> None:
+        super().__init__(message)
+        self.term = term  # printed only when shown: the model's maps try hash() per lookup
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.term is None else f"{self.args[0]}: {self.term}"
+
+
+def add(solver: z3.Solver, f: z3.BoolRef) -> None:
+    """solver.add(f) for one z3 condition, without the Python layer's argument handling."""
+    z3.Z3_solver_assert(solver.ctx.ref(), solver.solver, f.as_ast())
+
+
+def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
+    """And of z3 conditions without z3.And's per-argument coercion (a hot path here)."""
+    if not parts:
+        return z3.BoolVal(True)
+    if len(parts) == 1:
+        return parts[0]
+    ctx = parts[0].ctx
+    arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
+    return z3.BoolRef(z3.Z3_mk_and(ctx.ref(), len(parts), arr), ctx)
 
 
 def _term(x: object) -> z3.ArithRef:
@@ -168,13 +191,13 @@ class SymInt:
         return current().decide(self.e != 0)
 
     def __hash__(self) -> int:
-        raise SymbolicMisuse(f"symbolic int {self.e} cannot be hashed")
+        raise SymbolicMisuse("a symbolic int cannot be hashed", self.e)
 
     def __index__(self) -> int:
-        raise SymbolicMisuse(f"symbolic int {self.e} used as an index")
+        raise SymbolicMisuse("a symbolic int used as an index", self.e)
 
     def __int__(self) -> int:
-        raise SymbolicMisuse(f"symbolic int {self.e} converted to int")
+        raise SymbolicMisuse("a symbolic int converted to int", self.e)
 
     def __repr__(self) -> str:
         return f"<{self.e}>"
@@ -213,13 +236,16 @@ class Input:
     lo: int
     hi: int
     var: SymInt = attrs.field(init=False, eq=False)
+    _fact: z3.BoolRef = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "var", SymInt(z3.Int(self.name)))
+        v = z3.Int(self.name)
+        object.__setattr__(self, "var", SymInt(v))
+        object.__setattr__(self, "_fact", z3.And(v >= self.lo, v <= self.hi))
 
     def fact(self) -> z3.BoolRef:
         """lo <= var <= hi."""
-        return z3.And(self.var.e >= self.lo, self.var.e <= self.hi)
+        return self._fact
 
 
 Interval = tuple[int, int]
@@ -319,14 +345,39 @@ class Decision:
     check: bool = False
 
 
+class Shared:
+    """What the paths of one exploration may share: a replayed prefix rebuilds the same
+    (hash-consed) terms, so their domains, intervals and branch classification are
+    computed once. Every bounded constant has one domain (a fresh input whose name was
+    taken with another domain gets a new name), so an interval holds on every path."""
+
+    def __init__(self) -> None:
+        self.bounds: dict[int, Interval] = {}  # term id -> domain, for _interval
+        self.imemo: Memo = {}  # intervals by term id (the memo keeps each term alive)
+        # raw condition id -> decided by domains alone (bool), or (simplified, negation)
+        self.conds: dict[int, tuple[z3.ExprRef, bool | tuple[z3.BoolRef, z3.BoolRef]]] = {}
+        self.names: dict[str, Interval] = {}  # fresh constant name -> its domain
+        self.domains: dict[int, z3.BoolRef] = {}  # term id -> lo <= term <= hi
+
+    def domain(self, e: z3.ArithRef, lo: int, hi: int) -> z3.BoolRef:
+        """The fact lo <= e <= hi, built once per term (a term has one domain)."""
+        got = self.domains.get(e.get_id())
+        if got is None:
+            got = self.domains[e.get_id()] = z3.And(e >= lo, e <= hi)
+        return got
+
+
 class Path:
     """One execution: replays a decision prefix, then decides new branches with the solver."""
 
     def __init__(self, solver: z3.Solver, prefix: tuple[Decision, ...], timeout_ms: int,
-                 inputs: tuple[Input, ...] = (), abstract: int = 0) -> None:
+                 inputs: tuple[Input, ...] = (), abstract: int = 0,
+                 shared: Shared | None = None) -> None:
         self.abstract = abstract  # deeper terms become fresh inputs over their interval
         self._depth: dict[int, int] = {}
-        self._imemo: Memo = {}  # intervals by term id
+        self.shared = Shared() if shared is None else shared
+        self._imemo = self.shared.imemo
+        self.bounds = self.shared.bounds
         self.solver = solver
         self.prefix = prefix
         self.timeout_ms = timeout_ms
@@ -339,21 +390,30 @@ class Path:
         self._names: dict[str, int] = {}
         self._memo: dict[int, bool] = {}  # by AST id; _alive keeps those ids from reuse
         self._alive: list[z3.ExprRef] = []
-        self.bounds: dict[int, tuple[int, int]] = {}  # input id -> domain, for _interval
+        self._asserted: set[int] = set()  # bounded terms whose domain this path asserted
+        # a model of everything asserted so far, when one is at hand: the side of a branch
+        # it satisfies is feasible without asking the solver (the concolic shortcut)
+        self._model: z3.ModelRef | None = None
         solver.reset()
         solver.set(timeout=timeout_ms)
         for i in inputs:
             self.bounds[i.var.e.get_id()] = (i.lo, i.hi)
+            self._asserted.add(i.var.e.get_id())
             self.assume(i.fact())
 
     def fresh(self, name: str, lo: int, hi: int) -> SymInt:
         """A new input in [lo, hi]; names repeat identically on every replay of a prefix."""
         n = self._names.get(name, 0)
         self._names[name] = n + 1
-        x = z3.Int(f"{name}#{n}" if n else name)
+        full = f"{name}#{n}" if n else name
+        if self.shared.names.setdefault(full, (lo, hi)) != (lo, hi):
+            full = f"{full}[{lo},{hi}]"  # another path's input of this name ranges otherwise
+            self.shared.names[full] = (lo, hi)
+        x = z3.Int(full)
         self.bounds[x.get_id()] = (lo, hi)
+        self._asserted.add(x.get_id())
         self._alive.append(x)
-        self.assume(z3.And(x >= lo, x <= hi))
+        self.assume(self.shared.domain(x, lo, hi))
         return SymInt(x)
 
     def abstracted(self, e: z3.ArithRef) -> z3.ArithRef:
@@ -370,15 +430,26 @@ class Path:
 
     def bound_term(self, e: z3.ExprRef, lo: int, hi: int) -> None:
         """A term (an arbitrary map's field) known to lie in [lo, hi], like an input."""
-        if e.get_id() not in self.bounds:
-            self.bounds[e.get_id()] = (lo, hi)
+        i = e.get_id()
+        if i not in self._asserted:
+            self._asserted.add(i)
+            self.bounds.setdefault(i, (lo, hi))
             self._alive.append(e)
-            self.assume(z3.And(e >= lo, e <= hi))
+            self.assume(self.shared.domain(e, lo, hi))
 
     def assume(self, fact: z3.BoolRef) -> None:
         """A fact about the inputs (a domain), not a branch."""
         self.facts.append(fact)
-        self.solver.add(fact)
+        add(self.solver, fact)
+        if self._model is not None and self._holds(fact) is not True:
+            self._model = None
+
+    def _holds(self, f: z3.BoolRef) -> bool | None:
+        """f's value in the path's current model (None: no model)."""
+        if self._model is None:
+            return None
+        v = self._model.eval(f, model_completion=True)
+        return True if z3.is_true(v) else False if z3.is_false(v) else None
 
     def require(self, fact: z3.BoolRef, why: str) -> None:
         """A precondition of an operation: it must follow from the path so far."""
@@ -391,8 +462,7 @@ class Path:
         f = z3.simplify(fact)
         if z3.is_true(f):
             return True
-        self.queries += 1
-        r = self.solver.check(z3.Not(f))
+        r = self._sat(z3.Not(f))
         if r == z3.unknown:  # carry on, but this path can no longer prove anything
             self.unknown = True
             return True
@@ -400,50 +470,88 @@ class Path:
 
     def decide(self, cond: z3.BoolRef) -> bool:
         """The branch this path takes on `cond`; records the other side for later."""
-        known = _truth(cond, self.bounds, self._imemo)
-        if known is not None:  # the inputs' domains alone decide it: no branch at all
-            return known
-        c = z3.simplify(cond)
-        if z3.is_true(c):
-            return True
-        if z3.is_false(c):
-            return False
+        got = self.shared.conds.get(cond.get_id())
+        if got is None:
+            got = self.shared.conds[cond.get_id()] = (cond, self._classify(cond))
+        kind = got[1]
+        if isinstance(kind, bool):  # the domains alone decide it: no branch at all
+            return kind
+        c, neg = kind
         key = c.get_id()
         if key in self._memo:
             return self._memo[key]
         i = len(self.taken)
         if i < len(self.prefix):
             d = self.prefix[i]
-            lit = c if d.taken else z3.Not(c)
+            lit = c if d.taken else neg
             if d.check:
-                self.queries += 1
-                r = self.solver.check(lit)
+                r = self._sat(lit, keep_model=True)
                 if r == z3.unsat:
                     raise Infeasible
                 if r == z3.unknown:
                     self.unknown = True
             taken = d.taken
         else:
-            self.queries += 1
-            r = self.solver.check(c)
-            if r == z3.unknown:
-                self.unknown = True
-            taken = r != z3.unsat
-            if taken:  # the other side is explored later, checked then
-                self.alternatives.append((*self.taken, Decision(False, check=True)))
-            lit = c if taken else z3.Not(c)
+            taken = self._new_branch(c, neg)
+            lit = c if taken else neg
         self.taken.append(Decision(taken))
         self.literals.append(lit)
-        self.solver.add(lit)
-        neg = z3.simplify(z3.Not(c))
-        self._alive += [c, neg]
+        add(self.solver, lit)
+        if self._model is not None and self._holds(lit) is not True:
+            self._model = None  # a replayed side the model does not take
         self._memo[key] = taken
         self._memo[neg.get_id()] = not taken
         return taken
 
-    def condition(self) -> z3.BoolRef:
-        """Everything this path assumed and decided."""
-        return z3.And(*self.facts, *self.literals)
+    def _classify(self, cond: z3.BoolRef) -> bool | tuple[z3.BoolRef, z3.BoolRef]:
+        """A condition's truth where domains or simplification decide it, else the
+        simplified condition and its negation (kept alive by the shared cache)."""
+        known = _truth(cond, self.bounds, self._imemo)
+        if known is not None:
+            return known
+        c = z3.simplify(cond)
+        if z3.is_true(c) or z3.is_false(c):
+            return bool(z3.is_true(c))
+        return c, z3.simplify(z3.Not(c))
+
+    def _new_branch(self, c: z3.BoolRef, neg: z3.BoolRef) -> bool:
+        """Take the then side if feasible (then-first, as before: the first violation found
+        stays the readable one) and record the else side for later if it is feasible too;
+        where the path's model already shows one side feasible, one query instead of two."""
+        by_model = self._holds(c)
+        if by_model is not True:
+            r = self._sat(c, keep_model=True)
+            if r == z3.unknown:
+                self.unknown = True
+            if r == z3.unsat:
+                return False  # the path is feasible, so its else side is
+        if by_model is False:  # the old model satisfies the else side: feasible
+            other = z3.sat
+        else:
+            other = self._sat(neg)  # checked while the solver is warm
+            if other == z3.unknown:
+                self.unknown = True
+        if other != z3.unsat:  # explored later (re-checked only if undecided)
+            self.alternatives.append((*self.taken, Decision(False, check=other == z3.unknown)))
+        return True
+
+    def _sat(self, f: z3.BoolRef, keep_model: bool = False) -> z3.CheckSatResult:
+        """The path so far and f: in a scope of its own, not as an assumption (z3 keeps a
+        proxy of every non-literal assumption, and the solver slows as they pile up)."""
+        self.queries += 1
+        self.solver.push()
+        try:
+            add(self.solver, f)
+            r = self.solver.check()
+            if keep_model and r == z3.sat:
+                self._model = self.solver.model()
+            return r
+        finally:
+            self.solver.pop()
+
+    def parts(self) -> tuple[z3.BoolRef, ...]:
+        """Everything this path assumed and decided (their conjunction is its condition)."""
+        return (*self.facts, *self.literals)
 
 
 @attrs.frozen(kw_only=True)
@@ -453,8 +561,28 @@ class Outcome(Generic[T]):
     status: Status
     value: T | None
     error: str | None
-    condition: z3.BoolRef
+    parts: tuple[z3.BoolRef, ...]  # the path condition's conjuncts
     depth: int
+    # the path's own solver, holding the condition: valid until the explorer resumes
+    solver: z3.Solver | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def condition(self) -> z3.BoolRef:
+        """Everything the path assumed and decided, as one formula (built on demand)."""
+        return conj(self.parts)
+
+    def check(self, *facts: z3.BoolRef) -> z3.CheckSatResult:
+        """Satisfiability of the condition with the facts, on the path's warm solver."""
+        if self.solver is None:
+            s = z3.Solver()
+            s.add(self.condition, *facts)
+            return s.check()
+        self.solver.push()
+        try:
+            self.solver.add(*facts)
+            return self.solver.check()
+        finally:
+            self.solver.pop()
 
 
 @attrs.define
@@ -473,13 +601,14 @@ class Explorer:
             facts: tuple[z3.BoolRef, ...] = ()) -> Iterator[Outcome[T]]:
         """Yield one Outcome per feasible path of fn() over the inputs' domains and facts."""
         solver = z3.Solver()
+        shared = Shared()
         stack: list[tuple[Decision, ...]] = [()]
         while stack:
             if self.paths >= self.max_paths:
                 self.truncated = True
                 return
             prefix = stack.pop()
-            path = Path(solver, prefix, self.timeout_ms, inputs, self.abstract)
+            path = Path(solver, prefix, self.timeout_ms, inputs, self.abstract, shared)
             for f in facts:
                 path.assume(f)
             value: T | None = None
@@ -504,8 +633,7 @@ class Explorer:
             if path.unknown:
                 status = Status.UNKNOWN
             yield Outcome(status=status, value=value, error=error,
-                          condition=path.condition(),
-                          depth=len(path.taken))
+                          parts=path.parts(), depth=len(path.taken), solver=solver)
 
 
 def construct(fn: Callable[[], T], inputs: tuple[Input, ...]) -> T:
