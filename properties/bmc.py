@@ -68,12 +68,18 @@ def _repeat_delivery(rp: Replay) -> bool:
     return any(len(tr.backend_saw) > 1 for tr in rp.traces)
 
 
+def _drained(rp: Replay) -> bool:
+    """A connection reached a backend after an endpoint change left one terminating."""
+    return any(tr.spec.terminating and tr.backend_saw for tr in rp.traces)
+
+
 # What a path must reach for a property's check to say something (the vacuity test).
 PREMISES: dict[str, Premise] = {
     "P-LB-01": _reply_arrives, "P-LB-02": _delivered, "P-NAT-01": _reply_arrives,
     "P-NAT-03": _snat_on_lb_node, "P-DSR-01": _delivered, "P-DSR-02": _reply_arrives,
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
+    "P-CT-02": _drained,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
@@ -81,6 +87,7 @@ PREMISES: dict[str, Premise] = {
 CROSS_CHECK: dict[str, Bounds] = {
     "P-NAT-02": Bounds(packets=1, clients=2),
     "P-CT-01": Bounds(packets=2, backends=2),
+    "P-CT-02": Bounds(packets=1, backends=2, drain=True),
 }
 
 # Readable counterexamples: preferred input values, dropped when the path cannot have them.
