@@ -63,10 +63,12 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "P-CT-02's endpoint changes are `AgentBackends.apply` itself, explored to a "
            "fixpoint over three pods and two services sharing them (up to the renaming of "
            "backend IDs); the agent does not touch CT entries, and the CT map is arbitrary.",
-           "- **Deep port terms are abstracted in the induction.** After a few SNAT retries "
-           "a port term is replaced by a fresh value over its interval (the NAT range): an "
+           "- **Port arithmetic is abstracted in the induction.** After a few SNAT retries "
+           "a port term is replaced by a fresh value over its interval (the NAT range), and "
+           "so is the result of a shift or of a remainder that intervals cannot bound (the "
+           "port clamp's `(v * span) >> 16` and `v % span` of a random draw): an "
            "over-approximation, sound for proofs; a failure it causes is only a candidate, "
-           "refuted or confirmed by the bounded run.",
+           "refuted or confirmed by the bounded run (which computes them exactly).",
            "- **One fabric fact at a time.** P-ENV-01/02 enable one environment fact per "
            "configuration.", ""]
     for p in PROPERTIES:

@@ -155,6 +155,11 @@ class SymInt:
             k = e.arg(1).as_long()
             if k > 0 and not k & (k - 1) and k.bit_length() - 1 <= sh:
                 e, sh = e.arg(0), sh - (k.bit_length() - 1)
+        path = _PATH.get(None)
+        if sh and path is not None and path.abstract:  # abstracting: any value in range
+            iv = _interval(e, path.bounds, path._imemo)
+            if iv is not None and iv[0] >= 0:
+                return SymInt(path.fresh("shr", iv[0] >> sh, iv[1] >> sh).e)
         return self._new(e / (1 << sh) if sh else e)
 
     def __and__(self, o: object) -> SymInt:
@@ -219,6 +224,8 @@ def _mod(e: z3.ArithRef, m: int) -> z3.ArithRef:
         r = z3.If(e >= m, e - m, e)
         path.bound_term(r, 0, m - 1)
         return r
+    if path is not None and path.abstract:  # abstracting: any value of the remainder's range
+        return path.fresh("mod", 0, m - 1).e
     return e % m
 
 
