@@ -17,6 +17,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 import z3
 
+from properties.intervals import Interval, Memo, interval, truth
+
 T = TypeVar("T")
 
 # The path being explored: a symbolic value's `if` is decided by whichever path runs it.
@@ -157,7 +159,7 @@ class SymInt:
                 e, sh = e.arg(0), sh - (k.bit_length() - 1)
         path = _PATH.get(None)
         if sh and path is not None and path.abstract:  # abstracting: any value in range
-            iv = _interval(e, path.bounds, path._imemo)
+            iv = interval(e, path.bounds, path._imemo)
             if iv is not None and iv[0] >= 0:
                 return SymInt(path.fresh("shr", iv[0] >> sh, iv[1] >> sh).e)
         return self._new(e / (1 << sh) if sh else e)
@@ -217,7 +219,7 @@ def _mod(e: z3.ArithRef, m: int) -> z3.ArithRef:
     """e % m; where the path's domains put e in [0, 2m) a comparison replaces the remainder
     (the same value, but no integer division for the solver to case-split on)."""
     path = _PATH.get(None)
-    iv = _interval(e, path.bounds, path._imemo) if path is not None else None
+    iv = interval(e, path.bounds, path._imemo) if path is not None else None
     if path is not None and iv is not None and iv[0] >= 0 and iv[1] < 2 * m:
         if iv[1] < m:
             return e
@@ -255,95 +257,6 @@ class Input:
         return self._fact
 
 
-Interval = tuple[int, int]
-Memo = dict[int, tuple[Interval | None, z3.ExprRef]]  # by AST id; the term keeps its id
-
-
-def _interval(e: z3.ExprRef, bounds: dict[int, Interval],
-              memo: Memo | None = None) -> Interval | None:
-    """Bounds of an integer term from its inputs' domains (None: unbounded or not linear).
-    Terms are DAGs (a retry loop nests `port + 1` in itself): shared subterms are memoized."""
-    memo = {} if memo is None else memo
-    key = e.get_id()
-    got = memo.get(key)
-    if got is None:
-        got = memo[key] = (_interval_of(e, bounds, memo), e)
-    return got[0]
-
-
-def _interval_of(e: z3.ExprRef, bounds: dict[int, Interval], memo: Memo) -> Interval | None:
-    if z3.is_int_value(e):
-        v = e.as_long()
-        return v, v
-    if z3.is_const(e) or e.get_id() in bounds:  # an input, or a bounded map field
-        return bounds.get(e.get_id())
-    k = e.decl().kind()
-    if k == z3.Z3_OP_ITE:
-        a, b = _interval(e.arg(1), bounds, memo), _interval(e.arg(2), bounds, memo)
-        return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
-    kids = [_interval(c, bounds, memo) for c in e.children()]
-    if any(x is None for x in kids):
-        return None
-    iv = [x for x in kids if x is not None]
-    if k == z3.Z3_OP_ADD:
-        return sum(x[0] for x in iv), sum(x[1] for x in iv)
-    if k == z3.Z3_OP_SUB and len(iv) == 2:
-        return iv[0][0] - iv[1][1], iv[0][1] - iv[1][0]
-    if k == z3.Z3_OP_UMINUS:
-        return -iv[0][1], -iv[0][0]
-    if k == z3.Z3_OP_MUL and len(iv) == 2:
-        prods = [a * b for a in iv[0] for b in iv[1]]
-        return min(prods), max(prods)
-    if k in (z3.Z3_OP_IDIV, z3.Z3_OP_DIV) and len(iv) == 2 and iv[1][0] == iv[1][1] > 0:
-        d = iv[1][0]
-        return iv[0][0] // d, iv[0][1] // d
-    if k == z3.Z3_OP_MOD and len(iv) == 2 and iv[1][0] == iv[1][1] > 0:
-        d = iv[1][0]
-        if iv[0][0] >= 0 and iv[0][1] < d:
-            return iv[0]
-        return 0, d - 1
-    return None
-
-
-def _truth(c: z3.ExprRef, bounds: dict[int, Interval],
-           memo: Memo | None = None) -> bool | None:
-    """Decide a condition by interval arithmetic alone (None when intervals cannot)."""
-    if z3.is_true(c):
-        return True
-    if z3.is_false(c):
-        return False
-    k = c.decl().kind()
-    if k == z3.Z3_OP_NOT:
-        t = _truth(c.arg(0), bounds, memo)
-        return None if t is None else not t
-    if k in (z3.Z3_OP_AND, z3.Z3_OP_OR):
-        ts = [_truth(x, bounds, memo) for x in c.children()]
-        if k == z3.Z3_OP_AND:
-            return False if False in ts else (True if all(t is True for t in ts) else None)
-        return True if True in ts else (False if all(t is False for t in ts) else None)
-    if c.num_args() != 2 or not z3.is_int(c.arg(0)):
-        return None
-    memo = {} if memo is None else memo
-    a, b = _interval(c.arg(0), bounds, memo), _interval(c.arg(1), bounds, memo)
-    if a is None or b is None:
-        return None
-    if k == z3.Z3_OP_LE:
-        return True if a[1] <= b[0] else (False if a[0] > b[1] else None)
-    if k == z3.Z3_OP_LT:
-        return True if a[1] < b[0] else (False if a[0] >= b[1] else None)
-    if k == z3.Z3_OP_GE:
-        return True if a[0] >= b[1] else (False if a[1] < b[0] else None)
-    if k == z3.Z3_OP_GT:
-        return True if a[0] > b[1] else (False if a[1] <= b[0] else None)
-    if k in (z3.Z3_OP_EQ, z3.Z3_OP_DISTINCT):
-        is_eq = bool(k == z3.Z3_OP_EQ)
-        if a[0] == a[1] == b[0] == b[1]:
-            return is_eq
-        if a[1] < b[0] or b[1] < a[0]:
-            return not is_eq
-    return None
-
-
 @attrs.frozen
 class Decision:
     """One branch taken; `check` when the solver has not yet seen this side feasible."""
@@ -359,7 +272,7 @@ class Shared:
     taken with another domain gets a new name), so an interval holds on every path."""
 
     def __init__(self) -> None:
-        self.bounds: dict[int, Interval] = {}  # term id -> domain, for _interval
+        self.bounds: dict[int, Interval] = {}  # term id -> domain, for interval()
         self.imemo: Memo = {}  # intervals by term id (the memo keeps each term alive)
         # raw condition id -> decided by domains alone (bool), or (simplified, negation)
         self.conds: dict[int, tuple[z3.ExprRef, bool | tuple[z3.BoolRef, z3.BoolRef]]] = {}
@@ -428,7 +341,7 @@ class Path:
         over-approximation (sound for proofs; a failure is then only a candidate)."""
         d = 1 + max((self._depth.get(c.get_id(), 0) for c in e.children()), default=0)
         if d > self.abstract:
-            iv = _interval(e, self.bounds, self._imemo)
+            iv = interval(e, self.bounds, self._imemo)
             if iv is not None:
                 return self.fresh("abs", *iv).e
         self._depth[e.get_id()] = d
@@ -464,7 +377,7 @@ class Path:
             raise SymbolicMisuse(f"cannot show that the {why}")
 
     def _valid(self, fact: z3.BoolRef) -> bool:
-        if _truth(fact, self.bounds, self._imemo) is True:
+        if truth(fact, self.bounds, self._imemo) is True:
             return True
         f = z3.simplify(fact)
         if z3.is_true(f):
@@ -513,7 +426,7 @@ class Path:
     def _classify(self, cond: z3.BoolRef) -> bool | tuple[z3.BoolRef, z3.BoolRef]:
         """A condition's truth where domains or simplification decide it, else the
         simplified condition and its negation (kept alive by the shared cache)."""
-        known = _truth(cond, self.bounds, self._imemo)
+        known = truth(cond, self.bounds, self._imemo)
         if known is not None:
             return known
         c = z3.simplify(cond)
