@@ -277,6 +277,7 @@ def ct_entry(key: CtTuple, v: Mapping[str, Any], v6: bool) -> CtEntry:
     nat = raw if v6 else raw[12:16]
     return CtEntry(lifetime=int(v["lifetime"]), rx_closing=bool(v["rx_closing"]),
                    tx_closing=bool(v["tx_closing"]), seen_non_syn=bool(v["seen_non_syn"]),
+                   tx_flags_seen=int(v["tx_flags_seen"]), rx_flags_seen=int(v["rx_flags_seen"]),
                    node_port=bool(v["node_port"]), dsr_internal=bool(v["dsr_internal"]),
                    backend_id=int(v["backend_id"]) if service else 0,
                    rev_nat_index=int(v["rev_nat_index"]),

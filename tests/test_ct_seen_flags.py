@@ -3,10 +3,16 @@ an RST before both directions' SYNs closes both ways, also after a reopen."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import ip_address
+from typing import Any
 
 import pytest
 
+from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
+from datapath.host import make_node
+from datapath.spec import build_packet
+from datapath.vecschema import map_key
 from model import conntrack as ct
 from model.config import CiliumVersion
 from model.maps import CtEntry
@@ -102,3 +108,58 @@ def test_service_entry_closes_both_whatever_the_flags() -> None:
     assert e.tx_syn_seen and not e.rx_syn_seen
     e = on_packet(V20, e, tcp(F | A), 2, service=True)
     assert e.tx_closing and e.rx_closing
+
+
+def _ref_node() -> tuple[Any, Callable[..., Any]]:
+    """The reference datapath with a local backend: requests on from-netdev (CT_EGRESS),
+    replies on to-netdev (CT_INGRESS); returns the node and a sender."""
+    node = make_node(NodeConfig(
+        mode="snat", host_routing="bpf",
+        services=(ServiceConfig(frontend="172.16.10.1", port=80, rev_nat_index=1,
+                                backends=(124,)),),
+        backends=(BackendConfig(id=124, address="192.168.0.1", port=8080),),
+        endpoints=(EndpointConfig(address="192.168.0.1", ifindex=25, ep_id=127),)))
+
+    def send(hook: str, flags: str, sport: int = 111) -> Any:
+        if hook == "from-netdev":
+            ip, l4 = {"src": "110.0.11.1", "dst": "172.16.10.1"}, {"sport": sport, "dport": 80}
+        else:
+            ip, l4 = {"src": "192.168.0.1", "dst": "110.0.11.1"}, {"sport": 8080, "dport": sport}
+        return node.run(hook, build_packet({"ip": ip, "tcp": dict(l4, flags=flags)}))
+    return node, send
+
+
+def _egress(node: Any, sport: int = 111) -> Any:
+    key = map_key("ct4", {"saddr": "192.168.0.1", "daddr": "110.0.11.1", "sport": sport,
+                          "dport": 8080, "nexthdr": 6, "flags": 0})
+    return node.maps.by_name("ct4")._d[key]
+
+
+def test_reference_records_flags_per_direction() -> None:
+    """The reference ORs whole flag bytes per direction, as CT_REPORT_FLAGS 0xff does."""
+    node, send = _ref_node()
+    send("from-netdev", "S")
+    send("to-netdev", "SA")
+    send("from-netdev", "PA")
+    e = _egress(node)
+    assert (e.tx_flags_seen, e.rx_flags_seen) == (0x1A, 0x12)
+    send("from-netdev", "R")  # both SYNs seen: only the request direction closes
+    assert e.tx_closing and not e.rx_closing
+
+
+def test_reference_rst_before_both_syns_and_syn_fin() -> None:
+    """An RST with the SYN-ACK lost closes both ways; SYN|FIN on a half-closed entry closes
+    (ACTION_CLOSE is tested first), it does not reopen."""
+    node, send = _ref_node()
+    send("from-netdev", "S")
+    send("from-netdev", "A")
+    send("from-netdev", "R")
+    e = _egress(node)
+    assert e.tx_closing and e.rx_closing and e.lifetime == ct.CT_CLOSE_TIMEOUT
+    send("from-netdev", "S", sport=112)
+    send("to-netdev", "SA", sport=112)
+    send("to-netdev", "FA", sport=112)
+    half = _egress(node, 112)
+    assert half.rx_closing and not half.tx_closing
+    send("from-netdev", "SF", sport=112)
+    assert half is _egress(node, 112) and half.tx_closing and half.rx_closing
