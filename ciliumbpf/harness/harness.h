@@ -62,6 +62,8 @@
 # define LB4_SRC_RANGE_MAP cilium_lb4_source_range
 # undef LB6_SRC_RANGE_MAP
 # define LB6_SRC_RANGE_MAP cilium_lb6_source_range
+# undef RATELIMIT_MAP
+# define RATELIMIT_MAP cilium_ratelimit
 /* NODEPORT_PORT_MIN_NAT is NODEPORT_PORT_MAX + 1 here (a define, not CONFIG()). */
 # ifdef NPH_NAT_PORT_MAX_MIN1
 #  undef NODEPORT_PORT_MAX
@@ -70,6 +72,16 @@
 # ifdef NPH_NATIVE_IFINDEX
 #  undef DIRECT_ROUTING_DEV_IFINDEX
 #  define DIRECT_ROUTING_DEV_IFINDEX NPH_NATIVE_IFINDEX
+# endif
+#endif
+
+#if NPH_CILIUM_MINOR < 120
+/* bpf.ctAccounting: a compile-time switch in 1.18 (lib/conntrack.h:311, 997, 1053), which
+ * the tree's test node_config.h:235 and ep_config.h:60 always define; the agent renders it
+ * only when the option is on. */
+# undef CONNTRACK_ACCOUNTING
+# ifdef NPH_CT_ACCOUNTING
+#  define CONNTRACK_ACCOUNTING
 # endif
 #endif
 
