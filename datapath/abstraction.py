@@ -33,6 +33,7 @@ from datapath.build import (
 )
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.csum import checksum, pseudo_sum
+from datapath.drop import DatapathDrop
 from datapath.host import geneve_decap
 from datapath.maps import (
     SVC_FLAG_EXT_LOCAL_SCOPE,
@@ -239,11 +240,17 @@ def packet_of(data: bytes | bytearray) -> Packet:
         p = parse(buf)
         outer: Outer | None = None
         dsr: DsrMeta | None = None
+        geneve = None
         if p.proto == IPPROTO_UDP and p.dport == GENEVE_PORT:
+            try:
+                geneve = geneve_decap(buf)
+            except DatapathDrop:  # no Geneve header behind port 6081: a plain datagram
+                geneve = None
+        if geneve is not None:
             off = p.l4_off + 8
             vni = int.from_bytes(buf[off + 4:off + 7], "big")
             outer = Outer(src=_ip(p.saddr), dst=_ip(p.daddr), vni=vni)
-            inner, ginfo = geneve_decap(buf)
+            inner, ginfo = geneve
             if ginfo is not None:
                 dsr = DsrMeta(kind=DsrKind.GENEVE_OPTION,
                               frontend=Endpoint(addr=_ip(ginfo[0]), port=ginfo[1]))
