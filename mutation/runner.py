@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from mutation.covmap import CoverageError, CovMap, Span, argv_for, load_or_record, spans
 from mutation.operators import Mutant, mutants_of
 from mutation.targets import Check, Target
 
@@ -42,7 +43,7 @@ class CheckRun:
     """One check on one mutant: pass, fail (a kill) or timeout (a kill, counted apart)."""
 
     name: str
-    status: str
+    status: str  # pass | fail | timeout | uncovered (no unit executes the mutant's lines)
     seconds: float
     detail: str
 
@@ -193,11 +194,13 @@ def _env(ws: Path) -> dict[str, str]:
     return env
 
 
-def run_check(ws: Path, check: Check, timeout: float) -> CheckRun:
-    """Run one check in the workspace; kill its whole process group on timeout."""
+def run_check(ws: Path, check: Check, timeout: float,
+              argv: list[str] | None = None) -> CheckRun:
+    """Run one check (or the given argv for some of its units) in the workspace; kill its
+    whole process group on timeout."""
     shutil.rmtree(ws / ".hypothesis", ignore_errors=True)  # no examples carried over
     start = time.monotonic()
-    proc = subprocess.Popen(check.argv(ws), cwd=ws, env=_env(ws), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv or check.argv(ws), cwd=ws, env=_env(ws), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -250,8 +253,10 @@ def baseline(root: Path, target: Target, log: Callable[[str], None]) -> dict[str
 
 
 def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, float],
-               tree: str) -> Result:
-    """Apply the mutant in the workspace, run checks until the first kill, restore."""
+               tree: str, cov: CovMap | None = None, span: Span | None = None) -> Result:
+    """Apply the mutant in the workspace, run checks until the first kill, restore. With a
+    coverage map, each check runs only its units that execute the mutant's span (all of
+    them for a module-level edit); a check none of whose units does is 'uncovered'."""
     path = ws / mutant.path
     original = path.read_bytes()
     start = time.monotonic()
@@ -261,7 +266,22 @@ def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, flo
         path.write_bytes(mutant.apply(original))
         _forget_bytecode(path)
         for check in target.checks:
-            run = run_check(ws, check, timeouts[check.name])
+            argv = None
+            note = ""
+            if cov is not None:
+                units = cov.select(check.name, span)
+                if not units:
+                    where = (f"lines {span.first}-{span.last}" if span is not None
+                             else "module level")
+                    runs.append(CheckRun(name=check.name, status="uncovered", seconds=0.0,
+                                         detail=f"no unit executes {where}"))
+                    continue
+                every = cov.units[check.name]
+                argv = argv_for(ws, check, units, every)
+                note = f"{len(units)}/{len(every)} units"
+            run = run_check(ws, check, timeouts[check.name], argv)
+            if note:
+                run = attrs.evolve(run, detail=f"{note}; {run.detail}".rstrip("; "))
             runs.append(run)
             if run.status != "pass":
                 outcome = "killed" if run.status == "fail" else "timeout"
@@ -275,10 +295,23 @@ def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, flo
                   seconds=round(time.monotonic() - start, 2))
 
 
+def coverage_map(root: Path, target: Target, tree: str,
+                 log: Callable[[str], None]) -> CovMap:
+    """The tree's coverage map (cached under build/), recorded in a throw-away copy."""
+    with workspace(root) as ws:
+        verify_workspace(ws, target)
+        try:
+            return load_or_record(root, ws, target, tree, _env(ws), log)
+        except CoverageError as exc:
+            raise MutationError(str(exc)) from None
+
+
 def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results: Path,
         timeout_factor: float, timeout_min: float, fresh: bool,
-        log: Callable[[str], None]) -> list[Result]:
-    """Run the mutants that have no result for this tree yet; store each as it finishes."""
+        log: Callable[[str], None], use_coverage: bool = True) -> list[Result]:
+    """Run the mutants that have no result for this tree yet; store each as it finishes.
+    With `use_coverage` (the default) checks are narrowed to the units that reach each
+    mutant (mutation/covmap.py); without, every check runs whole after a baseline."""
     tree = tree_fingerprint(root, target)
     have = load_results(results)
     todo: list[Mutant] = []
@@ -291,7 +324,16 @@ def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results
         f"{tree}, {len(todo)} to run with {jobs} job(s)")
     if not todo:
         return []
-    base = baseline(root, target, log)
+    cov: CovMap | None = None
+    where: dict[str, Span | None] = {}
+    if use_coverage:
+        cov = coverage_map(root, target, tree, log)
+        base = cov.seconds  # measured under coverage: slower than a plain run, so generous
+        for rel in sorted({m.path for m in todo}):
+            where.update(spans((root / rel).read_bytes(), rel,
+                               [m for m in todo if m.path == rel]))
+    else:
+        base = baseline(root, target, log)
     timeouts = {k: max(timeout_min, timeout_factor * v) for k, v in base.items()}
     queue: Queue[Mutant] = Queue()
     for m in todo:
@@ -309,7 +351,7 @@ def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results
                         m = queue.get_nowait()
                     except Empty:
                         return
-                    res = run_mutant(ws, m, target, timeouts, tree)
+                    res = run_mutant(ws, m, target, timeouts, tree, cov, where.get(m.id))
                     with lock:
                         _store(results, res)
                         done.append(res)
