@@ -112,6 +112,8 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d["NPH_ROUTER_IPV6"] = _v6_init(cfg.router_ipv6 or cfg.ipv6 or "")
     if cfg.no_backend_response == "reject":
         d["SERVICE_NO_BACKEND_RESPONSE"] = "1"  # tail_no_service_ipv{4,6}: ICMP unreachable
+    if cfg.ct_accounting:
+        d["NPH_CT_ACCOUNTING"] = "1"  # config.h (1.20 CONFIG) / harness.h (1.18 define)
     if cfg.selection == "first":
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
                  LB_SELECTION="3")
@@ -277,11 +279,13 @@ def ct_entry(key: CtTuple, v: Mapping[str, Any], v6: bool) -> CtEntry:
     nat = raw if v6 else raw[12:16]
     return CtEntry(lifetime=int(v["lifetime"]), rx_closing=bool(v["rx_closing"]),
                    tx_closing=bool(v["tx_closing"]), seen_non_syn=bool(v["seen_non_syn"]),
+                   tx_flags_seen=int(v["tx_flags_seen"]), rx_flags_seen=int(v["rx_flags_seen"]),
                    node_port=bool(v["node_port"]), dsr_internal=bool(v["dsr_internal"]),
                    backend_id=int(v["backend_id"]) if service else 0,
                    rev_nat_index=int(v["rev_nat_index"]),
                    nat_addr=b"" if not any(nat) else nat, nat_port=int(v.get("nat_port", 0)),
-                   src_sec_id=int(v.get("src_sec_id", 0)))
+                   src_sec_id=int(v.get("src_sec_id", 0)),
+                   packets=int(v["packets"]), bytes=int(v["bytes"]))
 
 
 def nat_entry(v: Mapping[str, Any], v6: bool) -> NatEntry:

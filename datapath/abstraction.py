@@ -45,6 +45,7 @@ from datapath.packet import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_UDP,
+    TCP_SYN,
     find_dsr_opt4,
     find_dsr_opt6,
     parse,
@@ -376,6 +377,8 @@ def _ct_entry(v: Mapping[str, Any]) -> CtEntry:
                    node_port=bool(v["node_port"]), dsr_internal=bool(v["dsr_internal"]),
                    nat_addr=_addr(nat) if isinstance(nat, str) and nat else None,
                    nat_port=int(v["nat_port"]), seen_non_syn=bool(v["seen_non_syn"]),
+                   tx_syn_seen=bool(int(v["tx_flags_seen"]) & TCP_SYN),
+                   rx_syn_seen=bool(int(v["rx_flags_seen"]) & TCP_SYN),
                    tx_closing=bool(v["tx_closing"]), rx_closing=bool(v["rx_closing"]),
                    lifetime=int(v["lifetime"]))
 

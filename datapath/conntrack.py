@@ -17,6 +17,9 @@ CT_SERVICE_LIFETIME_TCP = 8000
 CT_SERVICE_LIFETIME_NONTCP = 60
 CT_SYN_TIMEOUT = 60
 CT_CLOSE_TIMEOUT = 10
+# node_config.h's default (every flag bit), which the agent's default `bpf.monitorFlags: all`
+# keeps (v1.20 node_config.h:45-46)
+CT_REPORT_FLAGS = 0xFF
 
 WORLD_IPV4_ID = 9
 WORLD_IPV6_ID = 10
@@ -35,16 +38,34 @@ def _timeout(entry: CtEntry, tcp: bool, service: bool) -> int:
 ETH_HLEN = 14
 
 
+def _record(entry: CtEntry, flags: int, reply: bool) -> None:
+    """__ct_update_timeout: OR the packet's TCP flags (masked by CT_REPORT_FLAGS) into
+    rx_flags_seen for CT_INGRESS, tx_flags_seen otherwise (v1.20 conntrack.h:176-225)."""
+    if reply:
+        entry.rx_flags_seen |= flags & CT_REPORT_FLAGS
+    else:
+        entry.tx_flags_seen |= flags & CT_REPORT_FLAGS
+
+
+def _update(node: Node, entry: CtEntry, flags: int, service: bool, reply: bool) -> None:
+    """ct_update_timeout (conntrack.h:236-260): seen_non_syn, seen flags, new lifetime."""
+    if not flags & TCP_SYN:
+        entry.seen_non_syn = True
+    _record(entry, flags, reply)
+    entry.lifetime = node.now + _timeout(entry, True, service)
+
+
 def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_flags: int,
               tcp: bool, service: bool = False, reply: bool = False, *, size: int
               ) -> CtEntry | None:
     """__ct_lookup(): None means CT_NEW (including a SYN that reopens a closing entry).
+    `reply` is CT_INGRESS (rx), else CT_EGRESS or, with `service`, CT_SERVICE (tx).
     `size` is the IP packet's length; with CT accounting the entry counts the packet and
     its frame, Ethernet header included (ctx_full_len, conntrack.h:376-378).
 
-    ACTION_CLOSE closes both directions for CT_SERVICE and for an RST before the
-    connection is established; otherwise only the direction the packet travels
-    (CT_INGRESS -> rx_closing for replies, CT_EGRESS -> tx_closing for requests).
+    ACTION_CLOSE closes both directions for CT_SERVICE and for an RST before both
+    directions' SYNs were seen (ct_entry_seen_both_syns, conntrack.h:139, 411); otherwise
+    only the direction the packet travels (CT_INGRESS -> rx_closing, else tx_closing).
     """
     entry = ct._d.get(key)  # LruHashMap.lookup, inlined for the per-packet path
     if entry is None:
@@ -54,48 +75,51 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
     if node.ct_accounting:
         entry.packets += 1
         entry.bytes += size + ETH_HLEN
-    if tcp and entry.rx_closing and entry.tx_closing and not (
-            tcp_flags & TCP_SYN and (not tcp_flags & TCP_ACK or node.config.version == "1.18")):
-        # A dead entry is not refreshed (`if (ct_entry_alive(entry))`, conntrack.h:373);
-        # ACTION_CLOSE re-arms its close timeout (conntrack.h:427).
-        if tcp_flags & (TCP_FIN | TCP_RST):
+    if not tcp:  # ACTION_UNSPEC, never closing: only the lifetime (conntrack.h:683)
+        entry.lifetime = node.now + _timeout(entry, tcp, service)
+        return entry
+    alive = not (entry.rx_closing and entry.tx_closing)
+    if alive:  # `if (ct_entry_alive(entry))`, conntrack.h:373
+        _update(node, entry, tcp_flags, service, reply)
+    if tcp_flags & (TCP_FIN | TCP_RST):  # ct_tcp_select_action: ACTION_CLOSE first
+        if service or (tcp_flags & TCP_RST
+                       and not (entry.rx_flags_seen & entry.tx_flags_seen & TCP_SYN)):
+            entry.rx_closing = True
+            entry.tx_closing = True
+        elif reply:
+            entry.rx_closing = True
+        else:
+            entry.tx_closing = True
+        if entry.rx_closing and entry.tx_closing:
+            # a dead entry keeps its close timeout until the next FIN/RST (conntrack.h:427)
+            _record(entry, tcp_flags, reply)
             entry.lifetime = node.now + CT_CLOSE_TIMEOUT
         return entry
-    if tcp:
-        syn = tcp_flags & TCP_SYN
-        if (entry.rx_closing or entry.tx_closing) and syn and (
-                not tcp_flags & TCP_ACK or node.config.version == "1.18"):
-            # A SYN on a closing entry resets it (ACTION_CREATE): the entry stays, reset to
-            # SYN-timeout state, and CT_NEW tells the caller to create afresh (if the
-            # caller gives up, the reset entry is what remains). v1.19+ takes a pure SYN
-            # only (v1.20 conntrack.h:133); v1.18 any SYN (v1.18 conntrack.h:61).
-            entry.rx_closing = entry.tx_closing = False
-            entry.seen_non_syn = False
-            entry.lifetime = node.now + _timeout(entry, tcp, service)
-            return None
-        was_established = entry.seen_non_syn
-        if not syn:
-            entry.seen_non_syn = True
-        if tcp_flags & (TCP_FIN | TCP_RST):
-            if service or (tcp_flags & TCP_RST and not was_established):
-                entry.rx_closing = True
-                entry.tx_closing = True
-            elif reply:
-                entry.rx_closing = True
-            else:
-                entry.tx_closing = True
-    entry.lifetime = node.now + _timeout(entry, tcp, service)
+    if (tcp_flags & TCP_SYN and (not tcp_flags & TCP_ACK or node.config.version == "1.18")
+            and (entry.rx_closing or entry.tx_closing)):
+        # ACTION_CREATE on a closing entry resets it: closing, both seen-flag bytes and
+        # seen_non_syn cleared, this SYN recorded; CT_NEW tells the caller to create afresh
+        # (if the caller gives up, the reset entry is what remains). v1.19+ takes a pure SYN
+        # (v1.20 conntrack.h:133, 382-395); v1.18 any SYN (v1.18 conntrack.h:61, 316-329).
+        entry.rx_closing = entry.tx_closing = False
+        entry.rx_flags_seen = entry.tx_flags_seen = 0
+        entry.seen_non_syn = False
+        _update(node, entry, tcp_flags, service, reply)
+        return None
     return entry
 
 
 def ct_create(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, entry: CtEntry,
               tcp: bool, service: bool = False, *, size: int) -> bool:
     """ct_create4(): write a fresh entry; False maps to DROP_CT_CREATE_FAILED. A TCP entry is
-    created as if a SYN had been seen (conntrack.h:1137): no seen_non_syn, the SYN timeout.
+    created as if a SYN had been seen (conntrack.h:1137): no seen_non_syn, the SYN timeout,
+    TCP_FLAG_SYN in tx_flags_seen (every creation is CT_EGRESS or CT_SERVICE).
     With CT accounting the entry starts at one packet of this frame's size (conntrack.h:1159)."""
     if node.ct_accounting:
         entry.packets = 1
         entry.bytes = size + ETH_HLEN
+    if tcp:
+        entry.tx_flags_seen = TCP_SYN
     entry.lifetime = node.now + _timeout(entry, tcp, service)
     return ct.update(key, entry, BPF_ANY)
 

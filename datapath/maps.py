@@ -180,6 +180,8 @@ class CtEntry:
     rx_closing: bool = False
     tx_closing: bool = False
     seen_non_syn: bool = False
+    tx_flags_seen: int = 0  # OR of the TCP flags seen per direction (conntrack.h:116-117)
+    rx_flags_seen: int = 0
     node_port: bool = False
     dsr_internal: bool = False
     backend_id: int = 0

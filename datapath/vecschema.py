@@ -46,7 +46,8 @@ _BOUNDS = {"port": 0xFFFF, "u16": 0xFFFF, "u32": 2**32 - 1, "u64": 2**64 - 1, "s
 _CT_KEY = {"saddr": "ip", "daddr": "ip", "sport": "port", "dport": "port",
            "nexthdr": "proto", "flags": "u16"}
 _CT_ENTRY = {"lifetime": "u32", "rx_closing": "bool", "tx_closing": "bool",
-             "seen_non_syn": "bool", "node_port": "bool", "dsr_internal": "bool",
+             "seen_non_syn": "bool", "tx_flags_seen": "u8", "rx_flags_seen": "u8",
+             "node_port": "bool", "dsr_internal": "bool",
              "backend_id": "u64", "rev_nat_index": "u16", "nat_addr": "ip?",
              "nat_port": "port", "src_sec_id": "u32", "packets": "u64", "bytes": "u64"}
 _NAT_ENTRY = {"to_addr": "ip", "to_port": "port", "created": "u64", "needs_ct": "bool"}

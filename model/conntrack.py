@@ -53,41 +53,67 @@ def _lifetime(version: CiliumVersion, pkt: Packet, entry: CtEntry, service: bool
 
 
 def reopens(version: CiliumVersion, entry: CtEntry, pkt: Packet) -> bool:
-    """ACTION_CREATE: a SYN on a closing entry resets it (v1.19+: SYN without ACK only)."""
+    """ACTION_CREATE on a closing entry: ct_tcp_select_action takes FIN/RST first (ACTION_CLOSE),
+    then a SYN (v1.20 conntrack.h:128-134: SYN without ACK; v1.18 conntrack.h:57-62: any SYN)."""
     if not (pkt.is_syn and (entry.tx_closing or entry.rx_closing)):
+        return False
+    if pkt.flags & (TcpFlags.FIN | TcpFlags.RST):
         return False
     if version is CiliumVersion.V1_20:
         return not pkt.flags & TcpFlags.ACK
     return True
 
 
+def _seen(entry: CtEntry, pkt: Packet, direction: Direction) -> CtEntry:
+    """__ct_update_timeout ORs the packet's TCP flags into rx_flags_seen for CT_INGRESS and
+    tx_flags_seen otherwise (CT_EGRESS, CT_SERVICE; v1.20 conntrack.h:178-183, 218-225)."""
+    if not pkt.is_syn:
+        return entry
+    if direction is Direction.REPLY:
+        return attrs.evolve(entry, rx_syn_seen=True)
+    return attrs.evolve(entry, tx_syn_seen=True)
+
+
 def reset(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int,
-          service: bool = True) -> CtEntry:
-    """ACTION_CREATE on a closing entry: closing and seen flags cleared, SYN timeout again."""
-    fresh = attrs.evolve(entry, tx_closing=False, rx_closing=False, seen_non_syn=False)
+          service: bool = True, direction: Direction = Direction.ORIGINAL) -> CtEntry:
+    """ACTION_CREATE on a closing entry (v1.20 conntrack.h:382-395): closing flags, both
+    directions' seen flags (ct_reset_seen_flags) and seen_non_syn cleared, then
+    ct_update_timeout records this SYN in its direction and gives the SYN timeout."""
+    fresh = attrs.evolve(entry, tx_closing=False, rx_closing=False, seen_non_syn=False,
+                         tx_syn_seen=False, rx_syn_seen=False)
+    fresh = _seen(fresh, pkt, direction)
     return attrs.evolve(fresh, lifetime=_lifetime(version, pkt, fresh, service, now))
 
 
 def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
               direction: Direction = Direction.ORIGINAL, service: bool = False) -> CtEntry:
-    """__ct_lookup's per-hit update: seen_non_syn, closing flags, refreshed lifetime."""
+    """__ct_lookup's per-hit update: seen flags, seen_non_syn, closing flags, lifetime.
+    ORIGINAL is Cilium's CT_EGRESS (or CT_SERVICE, with service=True), REPLY its CT_INGRESS."""
     closes = pkt.proto is Proto.TCP and bool(pkt.flags & (TcpFlags.FIN | TcpFlags.RST))
     if entry.tx_closing and entry.rx_closing:
         # Only a live entry is refreshed (`if (ct_entry_alive(entry))`, conntrack.h:373);
-        # a FIN/RST (ACTION_CLOSE) on a dead one re-arms the close timeout (conntrack.h:427).
-        return attrs.evolve(entry, lifetime=now + CT_CLOSE_TIMEOUT) if closes else entry
+        # a FIN/RST (ACTION_CLOSE) on a dead one re-arms the close timeout and records its
+        # flags (__ct_update_timeout, conntrack.h:427-428).
+        if not closes:
+            return entry
+        return attrs.evolve(_seen(entry, pkt, direction), lifetime=now + CT_CLOSE_TIMEOUT)
     # ct_update_timeout tracks seen_non_syn for TCP only; UDP entries keep it clear.
     seen = entry.seen_non_syn or (pkt.proto is Proto.TCP and not pkt.is_syn)
-    tx, rx = entry.tx_closing, entry.rx_closing
+    new = attrs.evolve(_seen(entry, pkt, direction), seen_non_syn=seen)
+    tx, rx = new.tx_closing, new.rx_closing
     if closes:
-        both = service or (pkt.flags & TcpFlags.RST and not entry.seen_non_syn)
+        # ACTION_CLOSE (conntrack.h:397-420): CT_SERVICE closes both; otherwise an RST
+        # before both directions' SYNs were seen (ct_entry_seen_both_syns, conntrack.h:139,
+        # read after this packet's flags were recorded) closes both; else the packet's own.
+        both = service or (pkt.flags & TcpFlags.RST
+                           and not (new.tx_syn_seen and new.rx_syn_seen))
         if both:
             tx = rx = True
         elif direction is Direction.ORIGINAL:
             tx = True
         else:
             rx = True
-    new = attrs.evolve(entry, seen_non_syn=seen, tx_closing=tx, rx_closing=rx)
+    new = attrs.evolve(new, tx_closing=tx, rx_closing=rx)
     return attrs.evolve(new, lifetime=_lifetime(version, pkt, new, service, now))
 
 
@@ -95,10 +121,12 @@ def created(version: CiliumVersion, pkt: Packet, now: int, *, service: bool = Fa
             **fields: object) -> CtEntry:
     """ct_create4: a fresh entry. A TCP entry is created as if a SYN had been seen, whatever
     the packet (`seen_flags.value |= is_tcp ? TCP_FLAG_SYN : 0`, conntrack.h:1137): no
-    seen_non_syn, the SYN timeout until the next packet. Closing is only ever applied by a
-    lookup (ACTION_CLOSE), so a first packet carrying FIN does not close it."""
+    seen_non_syn, the SYN timeout until the next packet, and only that SYN in the creating
+    direction's seen flags (every creation is CT_EGRESS or CT_SERVICE: tx_flags_seen).
+    Closing is only ever applied by a lookup (ACTION_CLOSE), so a first FIN does not close it."""
     entry = CtEntry(**fields)  # type: ignore[arg-type]
-    entry = attrs.evolve(entry, seen_non_syn=False)
+    entry = attrs.evolve(entry, seen_non_syn=False, tx_syn_seen=pkt.proto is Proto.TCP,
+                         rx_syn_seen=False)
     return attrs.evolve(entry, lifetime=_lifetime(version, pkt, entry, service, now))
 
 

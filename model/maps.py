@@ -225,6 +225,11 @@ class CtEntry:
     nat_addr: IPAddress | None = None  # v1.19+: DSR frontend stored in the entry
     nat_port: int = 0
     seen_non_syn: bool = False
+    # TCP_FLAG_SYN of tx_flags_seen / rx_flags_seen (conntrack.h:116-117 in v1.20): the one
+    # bit of those OR-accumulated flag bytes the datapath reads (ct_entry_seen_both_syns,
+    # conntrack.h:139); the others only pace monitor notifications.
+    tx_syn_seen: bool = False
+    rx_syn_seen: bool = False
     tx_closing: bool = False
     rx_closing: bool = False
     lifetime: int = 0  # absolute expiry, in model seconds

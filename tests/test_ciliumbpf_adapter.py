@@ -57,9 +57,11 @@ def test_ct_entry_reads_the_union_by_tuple_kind() -> None:
                        "nexthdr": 6, "flags": 0}, v6=False)
     v = {"nat_addr": {"addr": bytes(12) + bytes([172, 16, 10, 1])}, "backend_id": 77,
          "lifetime": 60, "rx_closing": 0, "tx_closing": 0, "seen_non_syn": 0, "node_port": 0,
-         "dsr_internal": 1, "rev_nat_index": 0, "nat_port": 80}
+         "dsr_internal": 1, "rev_nat_index": 0, "nat_port": 80, "tx_flags_seen": 0x12,
+         "rx_flags_seen": 0x02, "packets": 0, "bytes": 0}
     e = prog.ct_entry(k, v, v6=False)
     assert e.nat_addr == bytes([172, 16, 10, 1]) and e.backend_id == 0 and e.dsr_internal
+    assert (e.tx_flags_seen, e.rx_flags_seen) == (0x12, 0x02)
     svc = prog.ct_entry(k._replace(flags=4), v, v6=False)
     assert svc.backend_id == 77 and svc.nat_addr == b""
 

@@ -382,5 +382,8 @@ def test_connection_endings_and_lost_replies() -> None:
     traces, lost = run(lost=True)
     assert traces[0].client_saw == () and traces[0].delivered
     assert not lost.rx_closing and lost.seen_non_syn  # the ACK, no reply seen
+    assert lost.tx_syn_seen and not lost.rx_syn_seen  # no SYN-ACK reached the entry
+    _, lost_rst = run("rst", lost=True)  # RST before both SYNs: closed both ways
+    assert lost_rst.tx_closing and lost_rst.rx_closing
     with pytest.raises(Exception, match="close"):
         _run(dict(build_doc(), flows=[dict(build_doc()["flows"][0], close="maybe")]))

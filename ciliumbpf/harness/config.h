@@ -24,4 +24,10 @@ ASSIGN_CONFIG(union v6addr, router_ipv6, NPH_ROUTER_IPV6)
 /* enable-no-service-endpoints-routable (agent default true): a frontend without
  * backends drops with DROP_NO_SERVICE instead of passing the packet on. */
 ASSIGN_CONFIG(bool, enable_no_service_endpoints_routable, true)
+
+/* bpf.ctAccounting (agent default off): CT entries count packets and frame bytes
+ * (lib/conntrack.h:376-378, 1104-1106, 1159-1161). */
+#ifdef NPH_CT_ACCOUNTING
+ASSIGN_CONFIG(bool, enable_conntrack_accounting, true)
+#endif
 #endif

@@ -73,6 +73,16 @@
 # endif
 #endif
 
+#if NPH_CILIUM_MINOR < 120
+/* bpf.ctAccounting: a compile-time switch in 1.18 (lib/conntrack.h:311, 997, 1053), which
+ * the tree's test node_config.h:235 and ep_config.h:60 always define; the agent renders it
+ * only when the option is on. */
+# undef CONNTRACK_ACCOUNTING
+# ifdef NPH_CT_ACCOUNTING
+#  define CONNTRACK_ACCOUNTING
+# endif
+#endif
+
 #define NPH_OPT_MAX 64
 
 struct nph_control {
