@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mutation.operators import Mutant
-from mutation.report import load_classifications, measured_results, render, summarise
+from mutation.report import (
+    load_classifications,
+    load_speed,
+    measured_results,
+    render,
+    summarise,
+)
 from mutation.runner import MutationError, all_mutants, load_results, run, select, tree_fingerprint
 from mutation.targets import TARGETS, Target
 
@@ -82,7 +88,8 @@ def write_report(root: Path, target: Target) -> tuple[str, int]:
     results = measured_results(mutants, load_results(root / target.results), sources)
     classes = load_classifications(root / target.classifications)
     tree = tree_fingerprint(root, target)
-    text = render(target, mutants, results, classes, tree)
+    speed = load_speed(root / "mutation" / "speed.yaml", target.name)
+    text = render(target, mutants, results, classes, tree, speed)
     return text, len(summarise(target, mutants, results, classes, tree).unclassified)
 
 

@@ -315,13 +315,21 @@ def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results
     tree = tree_fingerprint(root, target)
     have = load_results(results)
     todo: list[Mutant] = []
+    older = 0
     for m in mutants:
         r = have.get(m.id)
-        if fresh or r is None or r.tree != tree or r.digest != m.digest(
-                (root / m.path).read_bytes()):
+        if fresh or r is None or r.digest != m.digest((root / m.path).read_bytes()):
             todo.append(m)
+        elif r.tree != tree:
+            # Tests and vectors are added, not weakened: a kill on an older tree stays a
+            # kill; a survivor is measured again (--fresh re-runs everything).
+            if r.outcome == "survived":
+                todo.append(m)
+            else:
+                older += 1
     log(f"{len(mutants)} selected, {len(mutants) - len(todo)} already measured on tree "
-        f"{tree}, {len(todo)} to run with {jobs} job(s)")
+        f"{tree}{f' ({older} kills from older trees kept)' if older else ''}, "
+        f"{len(todo)} to run with {jobs} job(s)")
     if not todo:
         return []
     cov: CovMap | None = None

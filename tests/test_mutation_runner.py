@@ -54,6 +54,8 @@ def test_killed_survived_and_timeout_reported(tmp_path: Path) -> None:
     assert by_id[KILLED].outcome == "killed" and by_id[KILLED].killer == "trivial"
     assert "AssertionError" in by_id[KILLED].checks[0].detail
     assert by_id[SURVIVOR].outcome == "survived" and by_id[SURVIVOR].killer is None
+    # unused() never runs: the coverage map says so and nothing was run for it
+    assert [c.status for c in by_id[SURVIVOR].checks] == ["uncovered"]
     assert by_id[HANG].outcome == "timeout" and by_id[HANG].killer == "trivial"
     # The worktree was never mutated; results were stored; a re-run skips them.
     assert (root / "pkg" / "mod.py").read_text() == MOD
@@ -64,12 +66,13 @@ def test_killed_survived_and_timeout_reported(tmp_path: Path) -> None:
     stored = load_results(results_file)
     everything = all_mutants(root, target)
     unclassified = render(target, everything, stored, {}, tree=stored[KILLED].tree)
-    assert f"| `{SURVIVOR}` | `5` -> `(6)` | **UNCLASSIFIED** |" in unclassified
+    assert f"| `{SURVIVOR}` | `5` -> `(6)` | not covered | **UNCLASSIFIED** |" in unclassified
     assert "Kill rate of **trivial alone**: 66.7% (1 + 1 timeouts of 3)" in unclassified
     assert "## Killed by timeout" in unclassified
     classes = {SURVIVOR: Classification(kind="gap", why="nothing calls unused()")}
     classified = render(target, everything, stored, classes, tree=stored[KILLED].tree)
-    assert f"| `{SURVIVOR}` | `5` -> `(6)` | gap | nothing calls unused() |" in classified
+    assert (f"| `{SURVIVOR}` | `5` -> `(6)` | not covered | gap | nothing calls unused() |"
+            in classified)
     s = summarise(target, everything, stored, classes, tree=stored[KILLED].tree)
     assert s.survived == [SURVIVOR] and s.unclassified == []
 
