@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mutation.operators import Mutant
 from mutation.report import (
+    expand,
     load_classifications,
     load_speed,
     measured_results,
@@ -86,7 +87,7 @@ def write_report(root: Path, target: Target) -> tuple[str, int]:
     mutants = all_mutants(root, target)
     sources = {f: (root / f).read_bytes() for f in target.files}
     results = measured_results(mutants, load_results(root / target.results), sources)
-    classes = load_classifications(root / target.classifications)
+    classes = expand(load_classifications(root / target.classifications), mutants)
     tree = tree_fingerprint(root, target)
     speed = load_speed(root / "mutation" / "speed.yaml", target.name)
     text = render(target, mutants, results, classes, tree, speed)

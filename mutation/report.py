@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -48,6 +49,30 @@ def load_classifications(path: Path) -> dict[str, Classification]:
         if not isinstance(why, str) or not why.strip():
             raise MutationError(f"{where}.why: a reason is required")
         out[str(key)] = Classification(kind=kind, why=" ".join(why.split()))
+    return out
+
+
+_KEY = re.compile(r"^(?P<file>[^:]+\.py):(?P<first>\d+)(?:-(?P<last>\d+)|:\d+:[-a-z0-9#]+)?$")
+
+
+def expand(classes: dict[str, Classification], mutants: list[Mutant]
+           ) -> dict[str, Classification]:
+    """Keys `file:line` and `file:first-last` class every mutant on those lines (one reason
+    for a whole line or function, e.g. a branch only a seeded fault reaches); an exact
+    `file:line:col:operator` key wins over them."""
+    out: dict[str, Classification] = {}
+    for key, c in classes.items():
+        m = _KEY.match(key)
+        if m is None:
+            raise MutationError(f"{key}: expected file:line:col:operator, file:line or "
+                                "file:first-last")
+        if key.count(":") == 1:
+            first = int(m["first"])
+            last = int(m["last"] or first)
+            for mu in mutants:
+                if mu.path == m["file"] and first <= mu.line <= last:
+                    out.setdefault(mu.id, c)
+    out.update({k: c for k, c in classes.items() if k.count(":") == 3})
     return out
 
 

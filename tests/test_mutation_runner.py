@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mutation.report import Classification, load_classifications, render, summarise
+from mutation.report import Classification, expand, load_classifications, render, summarise
 from mutation.runner import MutationError, all_mutants, load_results, run, select
 from mutation.targets import TARGETS, Check, Target
 
@@ -125,4 +125,17 @@ def test_committed_classifications_load() -> None:
     root = Path(__file__).resolve().parent.parent
     classes = load_classifications(root / "mutation" / "classifications.yaml")
     assert classes
-    assert all(len(k.split(":")) == 4 for k in classes), "file:line:col:operator"
+    assert all(len(k.split(":")) in (2, 4) for k in classes), "file:line[:col:operator]"
+
+
+def test_line_and_range_keys_class_every_mutant_there(tmp_path: Path) -> None:
+    root, target = _repo(tmp_path)
+    ms = all_mutants(root, target)
+    exact = Classification(kind="gap", why="exact")
+    line = Classification(kind="equivalent", why="line")
+    got = expand({"pkg/mod.py:6": line, "pkg/mod.py:10-11": line, SURVIVOR: exact}, ms)
+    assert got[SURVIVOR] is exact  # an exact key wins over its line's
+    assert {k for k, v in got.items() if v is line} == {
+        m.id for m in ms if m.line in (6, 10, 11) and m.id != SURVIVOR}
+    with pytest.raises(MutationError, match="file:first-last"):
+        expand({"pkg/mod.py": line}, ms)
