@@ -33,6 +33,9 @@ sigterm = True
 """
 
 
+SKIPPED: list[str] = []  # unreadable data files seen while reading (reported in the log)
+
+
 class CoverageError(Exception):
     """A unit failed on the unmutated tree while being recorded."""
 
@@ -193,8 +196,9 @@ def record(ws: Path, target: Target, tree: str, env: dict[str, str],
         else:
             for i, name in enumerate(names):
                 d = base / check.name / str(i)
-                _run(ws, argv_for(ws, check, [name], names if name == ALL else []), d, rc,
-                     env, f"{check.name} unit {name}")
+                argv = (check.record_unit(ws, [name]) if check.record_unit is not None
+                        else argv_for(ws, check, [name], names if name == ALL else []))
+                _run(ws, argv, d, rc, env, f"{check.name} unit {name}")
                 for rel, ls in _read(d, ws).items():
                     for ln in ls:
                         acc.setdefault(rel, {}).setdefault(ln, set()).add(i)
@@ -202,7 +206,9 @@ def record(ws: Path, target: Target, tree: str, env: dict[str, str],
         lines[check.name] = {f: {ln: sorted(ix) for ln, ix in ls.items()}
                              for f, ls in acc.items()}
         log(f"coverage {check.name}: {len(names)} unit(s), "
-            f"{sum(len(v) for v in acc.values())} lines, {seconds[check.name]:.0f} s")
+            f"{sum(len(v) for v in acc.values())} lines, {seconds[check.name]:.0f} s"
+            + (f"; {len(SKIPPED)} unreadable data file(s) skipped" if SKIPPED else ""))
+        SKIPPED.clear()
     shutil.rmtree(base, ignore_errors=True)
     return CovMap(tree=tree, units=units, lines=lines, seconds=seconds)
 
@@ -222,11 +228,19 @@ def _run(ws: Path, argv: list[str], data: Path, rc: Path, env: dict[str, str],
 def _read(d: Path, ws: Path, contexts: bool = False) -> dict[str, dict[int, set[str]]]:
     """Lines (with their contexts when asked) of every data file under d, by relative path."""
     from coverage import CoverageData
+    from coverage.exceptions import CoverageException
 
     out: dict[str, dict[int, set[str]]] = {}
     for f in sorted(d.glob(".coverage*")):
         data = CoverageData(basename=str(f))
-        data.read()
+        try:
+            data.read()
+        except CoverageException:
+            # A process killed while it started measuring (an idle pool worker terminated
+            # at the pool's exit) leaves a file without data; prove cells, whose pool
+            # workers do the work, are recorded in-process (Check.record_unit) for this.
+            SKIPPED.append(str(f))
+            continue
         for mf in data.measured_files():
             rel = os.path.relpath(mf, ws)
             by_line = out.setdefault(rel, {})

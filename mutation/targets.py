@@ -28,6 +28,9 @@ class Check:
     units: Argv | None = None
     run_units: UnitsArgv | None = None
     pytest: bool = False  # units are node ids, recorded in one run by mutation/covplugin.py
+    # argv recording one unit, where run_units' way (a forked pool) would race coverage.py's
+    # data saving; it must run the same code in this process. Default: run_units.
+    record_unit: UnitsArgv | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +104,15 @@ _DIFFTEST = Check(
                                    "--units", ",".join(units)],
 )
 
+# A prove cell in this process, as `nodeport prove --cell` runs it in its forked worker
+# (cmd_prove.execute -> run_many(workers=1)); exit 1 on an unexpected result, 3 on unknown.
+_PROVE_RECORD = ("import sys\n"
+                 "from properties.prove import UNKNOWN, run_many, suite\n"
+                 "jobs = [(p.id, c, frozenset()) for p, c in suite()\n"
+                 "        if c.label() in sys.argv[1:]]\n"
+                 "rs = run_many(jobs, 20.0)\n"
+                 "sys.exit(3 if any(r.result == UNKNOWN for r in rs) else 0 if jobs and "
+                 "all(r.ok for r in rs) else 1)")
 _PROVE_CELLS = ("from properties.prove import suite\n"
                 "print(*dict.fromkeys(c.label() for _p, c in suite()), sep='\\n')")
 
@@ -139,7 +151,8 @@ MODEL = Target(
                   "so that its kill rate alone is known",
               units=lambda root: [_py(), "-c", _PROVE_CELLS],
               run_units=lambda root, cells: [_py(), "-m", "nodeport.cli", "prove", "--jobs",
-                                             "1", *(a for c in cells for a in ("--cell", c))]),
+                                             "1", *(a for c in cells for a in ("--cell", c))],
+              record_unit=lambda root, cells: [_py(), "-c", _PROVE_RECORD, *cells]),
         _DIFFTEST,
         _tests(MODEL_TESTS, "the model's unit and scenario tests, and every example traced "
                             "through the CLI"),
