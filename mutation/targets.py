@@ -135,6 +135,7 @@ DATAPATH_TESTS = (
     "tests/test_datapath_robust.py", "tests/test_datapath_rewrite.py",
     "tests/test_datapath_vectors.py",
     "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",
+    "tests/test_datapath_gaps.py",
     "--deselect", "tests/test_datapath_vectors.py::test_every_fault_killed",
     "--deselect", "tests/test_difftest_engine.py::test_every_fault_killed_by_difftest_or_vectors",
     "--deselect", "tests/test_difftest_abstraction.py::test_cli_runs_and_vectors_share_the_loader",
