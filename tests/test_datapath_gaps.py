@@ -3,6 +3,7 @@ program or test pinning (docs/mutation-datapath.md): one test each."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pytest
@@ -65,3 +66,15 @@ def test_ipv4_rewrite_where_one_half_of_the_address_is_unchanged(old: str, new: 
     assert wire_fault(buf) is None
     again = parse(bytearray(buf))
     assert (again.daddr, again.dport) == (n, 8080) and p.daddr == n, new
+
+
+def test_udp_rewrite_whose_checksum_comes_out_zero_writes_0xffff() -> None:
+    """RFC 768: a UDP checksum that computes to 0 is sent as 0xffff (0 means none); the
+    incremental update after DNAT must do the same (lb.rewrite, BPF_F_MARK_MANGLED_0).
+    Source port 24833 makes this DNAT's result exactly zero."""
+    s, d, n = ip_bytes("110.0.11.1"), ip_bytes("172.16.10.1"), ip_bytes("192.168.9.9")
+    buf = bytearray(ipv4(s, d, IPPROTO_UDP, udp_datagram(s, d, 24833, 80)))
+    p = parse(buf)
+    rewrite(p, False, n, 8080)
+    assert struct.unpack_from("!H", buf, 20 + 6)[0] == 0xFFFF
+    assert wire_fault(buf) is None
