@@ -52,26 +52,35 @@ def load_classifications(path: Path) -> dict[str, Classification]:
     return out
 
 
-_KEY = re.compile(r"^(?P<file>[^:]+\.py):(?P<first>\d+)(?:-(?P<last>\d+)|:\d+:[-a-z0-9#]+)?$")
+_KEY = re.compile(r"^(?P<file>[^:]+\.py):(?P<first>\d+)"
+                  r"(?:-(?P<last>\d+)|:(?P<col>\d+)(?::[-a-z0-9#]+)?)?$")
 
 
 def expand(classes: dict[str, Classification], mutants: list[Mutant]
            ) -> dict[str, Classification]:
-    """Keys `file:line` and `file:first-last` class every mutant on those lines (one reason
-    for a whole line or function, e.g. a branch only a seeded fault reaches); an exact
-    `file:line:col:operator` key wins over them."""
+    """Keys `file:line`, `file:first-last` and `file:line:col` class every mutant there (one
+    reason for a whole line, function or expression, e.g. a branch only a seeded fault
+    reaches); a narrower key wins over a wider one, an exact `file:line:col:operator` over
+    all."""
     out: dict[str, Classification] = {}
+    ranked: list[tuple[int, int, Classification, str, int, int, int | None]] = []
     for key, c in classes.items():
         m = _KEY.match(key)
         if m is None:
-            raise MutationError(f"{key}: expected file:line:col:operator, file:line or "
-                                "file:first-last")
-        if key.count(":") == 1:
-            first = int(m["first"])
-            last = int(m["last"] or first)
-            for mu in mutants:
-                if mu.path == m["file"] and first <= mu.line <= last:
-                    out.setdefault(mu.id, c)
+            raise MutationError(f"{key}: expected file:line:col:operator, file:line:col, "
+                                "file:line or file:first-last")
+        if key.count(":") == 3:
+            continue
+        first = int(m["first"])
+        last = int(m["last"] or first)
+        col = int(m["col"]) if m["col"] is not None else None
+        ranked.append((0 if col is not None else 1, last - first, c, m["file"], first, last,
+                       col))
+    for _w, _n, c, path, first, last, col in sorted(ranked, key=lambda r: r[:2]):
+        for mu in mutants:
+            if (mu.path == path and first <= mu.line <= last
+                    and (col is None or mu.col == col)):
+                out.setdefault(mu.id, c)
     out.update({k: c for k, c in classes.items() if k.count(":") == 3})
     return out
 

@@ -125,7 +125,7 @@ def test_committed_classifications_load() -> None:
     root = Path(__file__).resolve().parent.parent
     classes = load_classifications(root / "mutation" / "classifications.yaml")
     assert classes
-    assert all(len(k.split(":")) in (2, 4) for k in classes), "file:line[:col:operator]"
+    assert all(len(k.split(":")) in (2, 3, 4) for k in classes), "file:line[:col[:operator]]"
 
 
 def test_line_and_range_keys_class_every_mutant_there(tmp_path: Path) -> None:
@@ -133,9 +133,13 @@ def test_line_and_range_keys_class_every_mutant_there(tmp_path: Path) -> None:
     ms = all_mutants(root, target)
     exact = Classification(kind="gap", why="exact")
     line = Classification(kind="equivalent", why="line")
-    got = expand({"pkg/mod.py:6": line, "pkg/mod.py:10-11": line, SURVIVOR: exact}, ms)
+    col = Classification(kind="equivalent", why="col")
+    got = expand({"pkg/mod.py:6": line, "pkg/mod.py:10-11": line, SURVIVOR: exact,
+                  "pkg/mod.py:11:8": col}, ms)
     assert got[SURVIVOR] is exact  # an exact key wins over its line's
     assert {k for k, v in got.items() if v is line} == {
-        m.id for m in ms if m.line in (6, 10, 11) and m.id != SURVIVOR}
+        m.id for m in ms if m.line in (6, 10, 11) and m.id != SURVIVOR
+        and (m.line, m.col) != (11, 8)}
+    assert got[HANG] is col  # a column key wins over a line range
     with pytest.raises(MutationError, match="file:first-last"):
         expand({"pkg/mod.py": line}, ms)
