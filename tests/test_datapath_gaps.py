@@ -4,17 +4,36 @@ program or test pinning (docs/mutation-datapath.md): one test each."""
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from datapath.abstraction import wire_fault
-from datapath.build import ipv4, tcp_segment, udp_datagram
-from datapath.config import BackendConfig, NodeConfig, ServiceConfig
-from datapath.drop import Verdict
+from datapath.build import (
+    dsr_opt6_bytes,
+    geneve_encap,
+    ipv4,
+    ipv6,
+    tcp_segment,
+    udp_datagram,
+)
+from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
+from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.errors import ConfigError
 from datapath.host import make_node
 from datapath.lb import rewrite
-from datapath.packet import IPPROTO_TCP, IPPROTO_UDP, ip_bytes, parse
+from datapath.maps import TUPLE_F_OUT
+from datapath.nodeport import dsr_set_opt4
+from datapath.packet import (
+    IPPROTO_AUTH,
+    IPPROTO_DSTOPTS,
+    IPPROTO_FRAGMENT,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    find_dsr_opt6,
+    ip_bytes,
+    parse,
+)
 from datapath.spec import build_packet, describe
 
 
@@ -78,3 +97,120 @@ def test_udp_rewrite_whose_checksum_comes_out_zero_writes_0xffff() -> None:
     rewrite(p, False, n, 8080)
     assert struct.unpack_from("!H", buf, 20 + 6)[0] == 0xFFFF
     assert wire_fault(buf) is None
+
+
+def test_bad_hook_bad_address_and_unknown_backend_are_refused() -> None:
+    node = make_node(_two_backends())
+    with pytest.raises(ValueError, match="unknown hook"):
+        node.run("from-nowhere", _syn(1000))
+    with pytest.raises(ValueError, match="bad IP address"):
+        ip_bytes("10.0.1")
+    with pytest.raises(ConfigError, match="unknown backend 8"):
+        make_node(NodeConfig(services=(ServiceConfig(frontend="172.16.10.1", port=80,
+                                                     rev_nat_index=1, backends=(8,)),)))
+
+
+@pytest.mark.parametrize(("proto", "fwd", "dsr"), [("tcp", "snat", False),
+                                                   ("udp", "dsr", True),
+                                                   ("tcp", None, True), ("udp", None, False)])
+def test_hybrid_service_forwarding_mode_annotation(proto: str, fwd: Literal["dsr", "snat"]
+                                                   | None, dsr: bool) -> None:
+    """In hybrid mode ServiceConfig.fwd_mode (service.cilium.io/forwarding-mode) overrides
+    the protocol's default (TCP DSR, UDP SNAT) through SVC_FLAG_FWD_MODE_DSR (host.py
+    _fwd_dsr)."""
+    cfg = NodeConfig(ipv4="10.0.10.2", mode="hybrid",
+                     services=(ServiceConfig(frontend="172.16.10.1", port=80, rev_nat_index=1,
+                                             backends=(7,), proto=proto, fwd_mode=fwd),),
+                     backends=(BackendConfig(id=7, address="192.168.9.7", port=8080,
+                                             proto=proto),))
+    l4 = {"sport": 1000, "dport": 80}
+    r = make_node(cfg).run("from-netdev", build_packet(
+        {"ip": {"src": "110.0.11.1", "dst": "172.16.10.1"}, proto: l4}))
+    d = describe(r.packet)
+    assert r.verdict is Verdict.CTX_ACT_REDIRECT and d["ip.dst"] == "192.168.9.7"
+    assert d["ip.src"] == ("110.0.11.1" if dsr else "10.0.10.2")  # DSR keeps the client
+
+
+def test_dsr_info_with_port_zero_is_dropped_invalid() -> None:
+    """nodeport_dsr_ingress: a DSR option naming port 0 is DROP_INVALID (model:
+    nodeport.py _dsr_ingress)."""
+    backend = make_node(NodeConfig(ipv4="10.0.10.3", mode="dsr",
+                                   endpoints=(EndpointConfig(address="192.168.9.9"),)))
+    carrier = make_node(NodeConfig(ipv4="10.0.10.2", mode="dsr"))
+    for vport, reason in ((80, None), (0, DropReason.DROP_INVALID)):
+        buf = bytearray(build_packet({"ip": {"src": "110.0.11.1", "dst": "192.168.9.9"},
+                                      "tcp": {"sport": 1000, "dport": 8080}}))
+        p = parse(buf)
+        dsr_set_opt4(carrier, p, ip_bytes("172.16.10.1"), vport)
+        r = backend.run("from-netdev", bytes(p.buf))
+        assert r.drop_reason == reason
+
+
+def test_reverse_snat_restores_a_missing_forward_entry() -> None:
+    """snat_v4_rev_nat_handle_mapping: a reply whose forward (OUT) SNAT entry is gone puts
+    it back from the reverse entry (nat.py snat_rev_nat)."""
+    node = make_node(_two_backends(selection="first"))
+    fwd = describe(node.run("from-netdev", _syn(1000)).packet)
+    nat_port = int(fwd["l4.sport"])
+    snat = node.maps.snat4
+    out = [k for k, _v in snat.items() if k.flags == TUPLE_F_OUT]
+    assert len(out) == 1
+    snat.delete(out[0])
+    reply = build_packet({"ip": {"src": "192.168.9.7", "dst": "10.0.10.2"},
+                          "tcp": {"sport": 8080, "dport": nat_port, "flags": "SA"}})
+    r = node.run("from-netdev", reply)
+    assert describe(r.packet)["ip.dst"] == "110.0.11.1"
+    back = snat.lookup(out[0])
+    assert back is not None and (back.to_addr, back.to_port) == (ip_bytes("10.0.10.2"),
+                                                                 nat_port)
+
+
+def test_short_sctp_and_icmp_headers_are_invalid() -> None:
+    s, d = ip_bytes("110.0.11.1"), ip_bytes("10.0.10.2")
+    for proto, l4 in ((132, b"\0" * 8), (1, b"\0" * 4)):
+        with pytest.raises(DatapathDrop) as e:
+            parse(bytearray(ipv4(s, d, proto, l4)))
+        assert e.value.reason == DropReason.DROP_INVALID
+    assert parse(bytearray(ipv4(s, d, 132, bytes([0, 1, 0, 2]) + b"\0" * 8))).dport == 2
+
+
+def test_ipv6_dsr_option_found_after_fragment_and_auth_headers() -> None:
+    """find_dsr_v6 skips a fragment header (8 bytes) and an AH ((len + 2) * 4 bytes)
+    before the DSR destination option; a truncated extension header is DROP_INVALID."""
+    s, d, vip = ip_bytes("fd00::1"), ip_bytes("fd00::2"), ip_bytes("fd10::10")
+    dest = dsr_opt6_bytes(IPPROTO_TCP, vip, 30080)
+    frag = bytes([IPPROTO_DSTOPTS, 0, 0, 0, 0, 0, 0, 7])
+    auth = bytes([IPPROTO_DSTOPTS, 4]) + b"\0" * 22  # (4 + 2) * 4 = 24 bytes
+    for first, hdr in ((IPPROTO_FRAGMENT, frag), (IPPROTO_AUTH, auth)):
+        buf = ipv6(s, d, first, hdr + dest + b"\0" * 20)
+        assert find_dsr_opt6(buf) == (vip, 30080), first
+    with pytest.raises(DatapathDrop):
+        find_dsr_opt6(ipv6(s, d, IPPROTO_FRAGMENT, frag[:4]))
+
+
+def _overlay(inner: bytes, opts: bytes = b"") -> bytes:
+    return geneve_encap(ip_bytes("10.0.10.9"), ip_bytes("10.0.10.2"), inner, 2, opts, 40000)
+
+
+def test_from_overlay_reject_of_a_service_without_backends() -> None:
+    """serviceNoBackendResponse=reject through cil_from_overlay: the ICMP reply goes out
+    and the drop is counted as DROP_NO_SERVICE (host.py _result)."""
+    node = make_node(NodeConfig(ipv4="10.0.10.2", tunnel=True, no_backend_response="reject",
+                                services=(ServiceConfig(frontend="172.16.10.1", port=80,
+                                                        rev_nat_index=1),)))
+    r = node.run("from-overlay", _overlay(_syn(1000)))
+    assert r.drop_reason == DropReason.DROP_NO_SERVICE and node.internal_errors == 0
+    assert describe(r.packet)["ip.proto"] == 1  # ICMP port unreachable to the client
+    ok = node.run("from-overlay", _overlay(build_packet(
+        {"ip": {"src": "110.0.11.1", "dst": "10.0.10.2"}, "tcp": {"sport": 1, "dport": 2}})))
+    assert ok.drop_reason is None  # the next packet is not marked rejected
+
+
+def test_geneve_option_longer_than_the_option_area_is_invalid() -> None:
+    """geneve_decap: a TLV whose length runs past the options is DROP_INVALID."""
+    node = make_node(NodeConfig(ipv4="10.0.10.2", tunnel=True))
+    bad = bytes([0x01, 0x22, 0x01, 0x02])  # class 0x0122, type 1, length 2 words: missing
+    r = node.run("from-overlay", _overlay(_syn(1000), bad))
+    assert r.drop_reason == DropReason.DROP_INVALID and node.internal_errors == 0
+    good = node.run("from-overlay", _overlay(_syn(1000), bad[:3] + b"\0"))
+    assert good.drop_reason != DropReason.DROP_INVALID
