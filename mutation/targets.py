@@ -125,7 +125,8 @@ MODEL_TESTS = (
     "tests/test_model_properties.py", "tests/test_model_maps.py", "tests/test_no_backend.py",
     "tests/test_tunnel_snat.py", "tests/test_model_network.py", "tests/test_model_snat.py",
     "tests/test_diagrams_lifecycle.py", "tests/test_cli_trace.py::test_example_traces",
-    "tests/test_model_dsr_stale.py",
+    "tests/test_model_dsr_stale.py", "tests/test_ct_seen_flags.py",
+    "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py",
 )
 # Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they
 # re-run vectors and difftest per registered fault) and the CLI loader test (the vectors and
@@ -135,7 +136,9 @@ DATAPATH_TESTS = (
     "tests/test_datapath_robust.py", "tests/test_datapath_rewrite.py",
     "tests/test_datapath_vectors.py",
     "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",
-    "tests/test_datapath_gaps.py",
+    "tests/test_datapath_gaps.py", "tests/test_ct_seen_flags.py", "tests/test_ct_accounting.py",
+    "tests/test_abstraction_icmp.py", "tests/test_tunnel_snat.py", "tests/test_no_backend.py",
+    "tests/test_diffgen_reach.py",
     "--deselect", "tests/test_datapath_vectors.py::test_every_fault_killed",
     "--deselect", "tests/test_difftest_engine.py::test_every_fault_killed_by_difftest_or_vectors",
     "--deselect", "tests/test_difftest_abstraction.py::test_cli_runs_and_vectors_share_the_loader",
