@@ -149,13 +149,15 @@ MODEL = Target(
     files=("model/nodeport.py", "model/snat.py", "model/conntrack.py", "model/network.py",
            "model/maps.py"),
     checks=(
-        Check(name="prove", argv=_nodeport("prove", "--jobs", "1"),
+        Check(name="prove", argv=_nodeport("prove", "--jobs", "1", "--fail-fast"),
               shown="nodeport prove --jobs 1",
-              why="the default property suite; run on every mutant whose lines it executes, "
-                  "so that its kill rate alone is known",
+              why="the default property suite (stopping at its first unexpected result); run "
+                  "on every mutant whose lines it executes, so that its kill rate alone is "
+                  "known",
               units=lambda root: [_py(), "-c", _PROVE_CELLS],
               run_units=lambda root, cells: [_py(), "-m", "nodeport.cli", "prove", "--jobs",
-                                             "1", *(a for c in cells for a in ("--cell", c))],
+                                             "1", "--fail-fast",
+                                             *(a for c in cells for a in ("--cell", c))],
               record_unit=lambda root, cells: [_py(), "-c", _PROVE_RECORD, *cells]),
         _DIFFTEST,
         _tests(MODEL_TESTS, "the model's unit and scenario tests, and every example traced "
