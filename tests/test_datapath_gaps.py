@@ -18,11 +18,12 @@ from datapath.build import (
     udp_datagram,
 )
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
+from datapath.conntrack import CT_CLOSE_TIMEOUT, ct_create, ct_lookup
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.errors import ConfigError
-from datapath.host import make_node
+from datapath.host import Node, make_node
 from datapath.lb import rewrite
-from datapath.maps import TUPLE_F_OUT
+from datapath.maps import TUPLE_F_OUT, CtEntry, CtTuple
 from datapath.nodeport import dsr_set_opt4
 from datapath.packet import (
     IPPROTO_AUTH,
@@ -30,6 +31,10 @@ from datapath.packet import (
     IPPROTO_FRAGMENT,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
     find_dsr_opt6,
     ip_bytes,
     parse,
@@ -214,3 +219,55 @@ def test_geneve_option_longer_than_the_option_area_is_invalid() -> None:
     assert r.drop_reason == DropReason.DROP_INVALID and node.internal_errors == 0
     good = node.run("from-overlay", _overlay(_syn(1000), bad[:3] + b"\0"))
     assert good.drop_reason != DropReason.DROP_INVALID
+
+
+_KEY = CtTuple(b"\xac\x10\x0a\x01", b"\x6e\x00\x0b\x01", 80, 1000, IPPROTO_TCP, TUPLE_F_OUT)
+
+
+def _ct(version: Literal["1.18", "1.20"] = "1.20") -> tuple[Node, CtEntry]:
+    node = make_node(NodeConfig(version=version))
+    assert ct_create(node, node.maps.ct4_tcp, _KEY, CtEntry(), True, size=60)
+    e = node.maps.ct4_tcp.lookup(_KEY)
+    assert e is not None
+    return node, e
+
+
+def _pkt(node: Node, flags: int, reply: bool = False) -> CtEntry | None:
+    return ct_lookup(node, node.maps.ct4_tcp, _KEY, flags, True, reply=reply, size=60)
+
+
+def test_ct_gc_keeps_an_entry_until_its_lifetime_has_passed() -> None:
+    """The agent's GC removes an entry when lifetime < now: at the expiry second it stays."""
+    node, e = _ct()
+    node.advance(e.lifetime - node.now)
+    assert node.gc() == 0 and node.maps.ct4_tcp.lookup(_KEY) is e
+    node.advance(1)
+    assert node.gc() == 1 and node.maps.ct4_tcp.lookup(_KEY) is None
+
+
+def test_fin_or_rst_on_a_dead_entry_records_its_flags_and_rearms_the_close_timeout() -> None:
+    """conntrack.h:427: an entry closed both ways still records a FIN/RST's flags (the
+    direction's seen-flags byte) and gets CT_CLOSE_TIMEOUT again."""
+    node, e = _ct()
+    _pkt(node, TCP_ACK)
+    _pkt(node, TCP_ACK, reply=True)
+    _pkt(node, TCP_FIN | TCP_ACK)
+    _pkt(node, TCP_FIN | TCP_ACK, reply=True)
+    assert e.rx_closing and e.tx_closing and not e.rx_flags_seen & TCP_RST
+    node.advance(5)
+    assert _pkt(node, TCP_RST, reply=True) is e
+    assert e.rx_flags_seen & TCP_RST and e.lifetime == node.now + CT_CLOSE_TIMEOUT
+
+
+@pytest.mark.parametrize(("version", "reopens"), [("1.18", True), ("1.20", False)])
+def test_syn_ack_reopens_a_closing_entry_in_118_only(version: Literal["1.18", "1.20"],
+                                                     reopens: bool) -> None:
+    """v1.18 takes any SYN as ACTION_CREATE on a closing entry (v1.18 conntrack.h:61),
+    v1.19+ only a pure SYN (v1.20 conntrack.h:133): a SYN-ACK reopens in 1.18 only."""
+    node, e = _ct(version)
+    _pkt(node, TCP_ACK)
+    _pkt(node, TCP_FIN | TCP_ACK)
+    assert e.tx_closing
+    got = _pkt(node, TCP_SYN | TCP_ACK)
+    assert (got is None) is reopens
+    assert e.tx_closing is not reopens
