@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Literal
 
+import attrs
 import pytest
 
 from datapath.abstraction import wire_fault
@@ -23,7 +24,8 @@ from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.errors import ConfigError
 from datapath.host import Node, make_node
 from datapath.lb import rewrite
-from datapath.maps import TUPLE_F_OUT, CtEntry, CtTuple
+from datapath.maps import TUPLE_F_IN, TUPLE_F_OUT, CtEntry, CtTuple, NatEntry
+from datapath.nat import snat_clamp_port_range
 from datapath.nodeport import dsr_set_opt4
 from datapath.packet import (
     IPPROTO_AUTH,
@@ -271,3 +273,50 @@ def test_syn_ack_reopens_a_closing_entry_in_118_only(version: Literal["1.18", "1
     got = _pkt(node, TCP_SYN | TCP_ACK)
     assert (got is None) is reopens
     assert e.tx_closing is not reopens
+
+
+def test_source_range_of_length_zero_admits_every_client() -> None:
+    """lb4_src_range_ok: a /0 prefix matches any address (mask 0)."""
+    svc = ServiceConfig("172.16.10.1", 80, 1, (7,), source_ranges=("0.0.0.0/0",))
+    node = make_node(attrs.evolve(_two_backends(), services=(svc,)))
+    for client in ("203.0.113.7", "203.0.113.8"):
+        r = node.run("from-netdev", build_packet({"ip": {"src": client, "dst": "172.16.10.1"},
+                                                  "tcp": {"sport": 1000, "dport": 80}}))
+        assert r.verdict is Verdict.CTX_ACT_REDIRECT, client
+
+
+def _snat_node() -> Node:
+    return make_node(_two_backends(selection="first", nat_min=1024, nat_max=65535, seed=11))
+
+
+def _collision_ports(n: int) -> list[int]:
+    """The ports snat_v4_new_mapping tries for a client port outside the range: a random
+    one, another random one after the first collision, then each previous port + 1, each
+    clamped into [nat_min, nat_max] (nat.h __snat_v4_nat retries)."""
+    twin = _snat_node()
+    ports = [snat_clamp_port_range(1024, 65535, twin.prandom()),
+             snat_clamp_port_range(1024, 65535, twin.prandom())]
+    while len(ports) < n:
+        ports.append(snat_clamp_port_range(1024, 65535, ports[-1] + 1))
+    return ports
+
+
+@pytest.mark.parametrize("taken", [1, 2, 5, 31, 32])
+def test_snat_collision_retries_follow_ciliums_sequence(taken: int) -> None:
+    """With the first `taken` candidate ports already in use (reverse SNAT entries of other
+    flows), the mapping takes the next candidate; after SNAT_COLLISION_RETRIES (32) failed
+    tries the packet is dropped (DROP_NAT_NO_MAPPING) and the exhaustion is signalled."""
+    ports = _collision_ports(33)
+    assert len(set(ports)) == 33  # a wide range: the +1 steps do not stick on one port
+    node = _snat_node()
+    node_ip, be = ip_bytes("10.0.10.2"), ip_bytes("192.168.9.7")
+    for port in ports[:taken]:
+        node.maps.snat4.update(CtTuple(node_ip, be, port, 8080, IPPROTO_TCP, TUPLE_F_IN),
+                               NatEntry(ip_bytes("110.0.11.99"), 1, 0))
+    r = node.run("from-netdev", _syn(500))
+    if taken < 32:
+        assert r.drop_reason is None and describe(r.packet)["l4.sport"] == ports[taken]
+        assert node.nat_exhaustion_signals == 0
+    else:
+        assert r.drop_reason == DropReason.DROP_NAT_NO_MAPPING
+        assert node.nat_exhaustion_signals == 1
