@@ -320,3 +320,17 @@ def test_snat_collision_retries_follow_ciliums_sequence(taken: int) -> None:
     else:
         assert r.drop_reason == DropReason.DROP_NAT_NO_MAPPING
         assert node.nat_exhaustion_signals == 1
+
+
+def test_dsr_option_fits_after_32_bytes_of_ip_options() -> None:
+    """dsr_set_opt4 refuses only a header that would pass 60 bytes: 20 + 32 bytes of
+    options + the 8-byte DSR option is exactly 60 and still goes out (nodeport.h
+    dsr_set_opt4's header-length check)."""
+    node = make_node(_two_backends(mode="dsr"))
+    for opts, ok in ((b"\x01" * 32, True), (b"\x01" * 36, False)):
+        s, d = ip_bytes("110.0.11.1"), ip_bytes("172.16.10.1")
+        r = node.run("from-netdev", ipv4(s, d, IPPROTO_TCP, tcp_segment(s, d, 1000, 80),
+                                         options=opts))
+        assert (r.drop_reason is None) is ok, len(opts)
+        if ok:
+            assert (r.packet[0] & 0xF) * 4 == 60
