@@ -252,6 +252,21 @@ def baseline(root: Path, target: Target, log: Callable[[str], None]) -> dict[str
     return secs
 
 
+def cached_baseline(root: Path, target: Target, tree: str,
+                    log: Callable[[str], None]) -> dict[str, float]:
+    """The baseline's seconds per check for this tree (build/, next to the coverage map)."""
+    path = root / "build" / "mutation" / f"baseline-{target.name}-{tree}.json"
+    if path.exists():
+        secs: dict[str, float] = json.loads(path.read_text())
+        if set(secs) == {c.name for c in target.checks}:
+            log(f"baseline: {', '.join(f'{k} {v:.1f} s' for k, v in secs.items())} (cached)")
+            return secs
+    secs = baseline(root, target, log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(secs) + "\n")
+    return secs
+
+
 def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, float],
                tree: str, cov: CovMap | None = None, span: Span | None = None) -> Result:
     """Apply the mutant in the workspace, run checks until the first kill, restore. With a
@@ -336,7 +351,7 @@ def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results
     where: dict[str, Span | None] = {}
     if use_coverage:
         cov = coverage_map(root, target, tree, log)
-        base = cov.seconds  # measured under coverage: slower than a plain run, so generous
+        base = cached_baseline(root, target, tree, log)
         for rel in sorted({m.path for m in todo}):
             where.update(spans((root / rel).read_bytes(), rel,
                                [m for m in todo if m.path == rel]))
