@@ -137,13 +137,25 @@ def _stratified(mutants: list[Mutant], sample: int, seed: int) -> list[Mutant]:
     return out
 
 
+def _selected_tests(target: Target) -> set[str]:
+    """The test files the target's checks name (tests/x.py of tests/x.py::name)."""
+    return {a.split("::")[0] for c in target.checks for a in c.shown.split()
+            if a.startswith("tests/")}
+
+
 def tree_fingerprint(root: Path, target: Target) -> str:
-    """Hash of every file the checks read, plus the check commands themselves."""
+    """Hash of every file the checks read, plus the check commands themselves. Of tests/
+    only the files the checks select count (and the shared conftest.py, __init__.py): a
+    test added for the other target leaves this target's results and coverage map valid."""
     h = hashlib.sha256()
+    chosen = _selected_tests(target) | {"tests/conftest.py", "tests/__init__.py"}
     for d in _TREE_DIRS:
         for p in sorted((root / d).rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if d == "tests" and rel not in chosen:
+                continue
             if p.is_file() and "__pycache__" not in p.parts:
-                h.update(p.relative_to(root).as_posix().encode())
+                h.update(rel.encode())
                 h.update(p.read_bytes())
     for c in target.checks:
         h.update(c.shown.encode())
