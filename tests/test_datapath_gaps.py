@@ -334,3 +334,44 @@ def test_dsr_option_fits_after_32_bytes_of_ip_options() -> None:
         assert (r.drop_reason is None) is ok, len(opts)
         if ok:
             assert (r.packet[0] & 0xF) * 4 == 60
+
+
+def test_dsr_ct_entry_carries_each_familys_world_identity() -> None:
+    """nodeport_dsr_ingress: the backend node's dsr_internal entry is reserved:world,
+    WORLD_IPV4_ID 9 / WORLD_IPV6_ID 10 by family."""
+    node = make_node(NodeConfig(ipv4="10.0.10.3", ipv6="fd00::3", mode="dsr",
+                                endpoints=(EndpointConfig(address="192.168.9.9"),
+                                           EndpointConfig(address="fd09::9", ifindex=26))))
+    c4, b4, c6, b6 = (ip_bytes(a) for a in ("110.0.11.1", "192.168.9.9", "fd11::1", "fd09::9"))
+    syn4 = bytearray(ipv4(c4, b4, IPPROTO_TCP, tcp_segment(c4, b4, 1000, 8080)))
+    dsr_set_opt4(node, parse(syn4), ip_bytes("172.16.10.1"), 80)
+    dest = dsr_opt6_bytes(IPPROTO_TCP, ip_bytes("fd10::1"), 80)
+    syn6 = ipv6(c6, b6, IPPROTO_DSTOPTS, dest + tcp_segment(c6, b6, 1000, 8080))
+    for pkt in (bytes(syn4), syn6):
+        assert node.run("from-netdev", pkt).drop_reason is None
+    ids = [{e.src_sec_id for _k, e in m.items() if e.dsr_internal}
+           for m in (node.maps.ct4_tcp, node.maps.ct6_tcp)]
+    assert ids == [{9}, {10}]
+
+
+def test_reverse_snat_without_a_ct_entry_is_not_tunnelled() -> None:
+    """Tunnel routing: a reply is put into the tunnel towards a cluster client only when
+    rev-DNAT found the connection's CT_REPLY entry (nodeport_rev_dnat_ipv4); with the CT
+    entry gone (its SNAT entry still there) it leaves by the native device."""
+    cfg = attrs.evolve(_two_backends(selection="first", tunnel=True,
+                                     router_ipv4="10.245.255.255"),
+                       tunnel_endpoints=(("110.0.11.1", "10.0.10.9"),))
+
+    def reply_target(drop_ct: bool) -> str | None:
+        node = make_node(cfg)
+        fwd = describe(node.run("from-netdev", _syn(1000)).packet)
+        if drop_ct:
+            node.maps.ct4_tcp.clear()
+        r = node.run("from-netdev", build_packet(
+            {"ip": {"src": fwd["ip.dst"], "dst": fwd["ip.src"]},
+             "tcp": {"sport": 8080, "dport": int(fwd["l4.sport"]), "flags": "SA"}}))
+        assert r.drop_reason is None and describe(r.packet)["ip.dst"] != fwd["ip.src"]
+        return r.target
+
+    tunnelled, native = reply_target(False), reply_target(True)
+    assert tunnelled != native and native == "netdev"
