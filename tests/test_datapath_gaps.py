@@ -19,7 +19,7 @@ from datapath.build import (
     udp_datagram,
 )
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
-from datapath.conntrack import CT_CLOSE_TIMEOUT, ct_create, ct_lookup
+from datapath.conntrack import CT_CLOSE_TIMEOUT, CT_SYN_TIMEOUT, ct_create, ct_lookup
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.errors import ConfigError
 from datapath.host import Node, make_node
@@ -268,11 +268,17 @@ def test_syn_ack_reopens_a_closing_entry_in_118_only(version: Literal["1.18", "1
     v1.19+ only a pure SYN (v1.20 conntrack.h:133): a SYN-ACK reopens in 1.18 only."""
     node, e = _ct(version)
     _pkt(node, TCP_ACK)
+    _pkt(node, TCP_ACK, reply=True)
     _pkt(node, TCP_FIN | TCP_ACK)
-    assert e.tx_closing
+    assert e.tx_closing and e.seen_non_syn and e.rx_flags_seen
+    node.advance(7)
     got = _pkt(node, TCP_SYN | TCP_ACK)
     assert (got is None) is reopens
     assert e.tx_closing is not reopens
+    if reopens:  # reset in place: seen flags and seen_non_syn cleared, this SYN recorded,
+        # the SYN timeout (the caller may create afresh; if not, this entry remains)
+        assert (e.tx_flags_seen, e.rx_flags_seen) == (TCP_SYN | TCP_ACK, 0)
+        assert not e.seen_non_syn and e.lifetime == node.now + CT_SYN_TIMEOUT
 
 
 def test_source_range_of_length_zero_admits_every_client() -> None:
