@@ -381,3 +381,12 @@ def test_reverse_snat_without_a_ct_entry_is_not_tunnelled() -> None:
 
     tunnelled, native = reply_target(False), reply_target(True)
     assert tunnelled != native and native == "netdev"
+
+
+def test_node_without_an_ipv4_address_writes_no_partial_address() -> None:
+    """The IPv4 twin of test_node_without_an_ipv6_address_writes_no_partial_address: the
+    unspecified address stands in for a missing node IPv4 address, all four bytes of it."""
+    cfg = attrs.evolve(_two_backends(selection="first"), ipv4=None, ipv6="fd00::2")
+    r = make_node(cfg).run("from-netdev", _syn(1000))
+    assert r.verdict is Verdict.CTX_ACT_REDIRECT and len(r.packet) == len(_syn(1000))
+    assert bytes(r.packet[12:16]) == bytes(4) and r.packet[16:20] == ip_bytes("192.168.9.7")
