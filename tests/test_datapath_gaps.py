@@ -390,3 +390,26 @@ def test_node_without_an_ipv4_address_writes_no_partial_address() -> None:
     r = make_node(cfg).run("from-netdev", _syn(1000))
     assert r.verdict is Verdict.CTX_ACT_REDIRECT and len(r.packet) == len(_syn(1000))
     assert bytes(r.packet[12:16]) == bytes(4) and r.packet[16:20] == ip_bytes("192.168.9.7")
+
+
+def test_built_udp_datagram_with_a_zero_checksum_carries_0xffff() -> None:
+    """build.udp_datagram follows RFC 768 like the datapath: a checksum computing to 0 is
+    sent as 0xffff; source port 37857 makes this one exactly zero."""
+    s, d = ip_bytes("110.0.11.1"), ip_bytes("172.16.10.1")
+    dg = udp_datagram(s, d, 37857, 80)
+    assert struct.unpack_from("!H", dg, 6)[0] == 0xFFFF
+    assert wire_fault(bytearray(ipv4(s, d, IPPROTO_UDP, dg))) is None
+
+
+def test_ipv4_option_of_length_one_is_invalid() -> None:
+    """packet.validate_ipv4_options: an option other than EOL/NOP needs a length of at
+    least 2 (its type and length bytes); length 1 would step into the option's own data."""
+    s, d = ip_bytes("110.0.11.1"), ip_bytes("172.16.10.1")
+    seg = tcp_segment(s, d, 1000, 80)
+    for opt, ok in ((bytes([7, 1, 0, 0]), False), (bytes([7, 4, 0, 0]), True)):
+        buf = bytearray(ipv4(s, d, IPPROTO_TCP, seg, options=opt))
+        if ok:
+            assert parse(buf).dport == 80
+        else:
+            with pytest.raises(DatapathDrop):
+                parse(buf)
