@@ -126,7 +126,7 @@ MODEL_TESTS = (
     "tests/test_tunnel_snat.py", "tests/test_model_network.py", "tests/test_model_snat.py",
     "tests/test_diagrams_lifecycle.py", "tests/test_cli_trace.py::test_example_traces",
     "tests/test_model_dsr_stale.py", "tests/test_ct_seen_flags.py",
-    "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py",
+    "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py", "tests/test_model_gaps.py",
 )
 # Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they
 # re-run vectors and difftest per registered fault) and the CLI loader test (the vectors and

@@ -1,0 +1,98 @@
+"""Behaviours of the model that the mutation check found no property, program or test
+pinning (docs/mutation-model.md): one test each."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Any
+
+from model.config import CiliumConfig
+from model.conntrack import CtState, state_of
+from model.drops import DropReason
+from model.flows import run_flows
+from model.maps import LruMap, NatEntry
+from model.nodeport import Hook, NodeCtx, Verdict, nodeport_lb
+from model.scenario import parse
+from model.snat import SeededRandom, fwd_key, rev_key, snat_nat
+from model.values import DsrKind, DsrMeta, Endpoint, Packet, Proto, TcpFlags
+from tests.conftest import ADDRS, NODE_PORT, TARGET_PORT, build_doc
+
+
+def _ctx(sc: Any, node: str, now: int) -> NodeCtx:
+    n = sc.world.cluster.node(node)
+    return NodeCtx(cfg=sc.world.cfg, name=node, ip=n.ip, router_ip=n.router_ip,
+                   ipcache=sc.world.ipcache(), now=now, rand=SeededRandom(0))
+
+
+def test_icmp6_reject_is_rate_limited_through_nodeport() -> None:
+    """Reject mode on IPv6 (icmp6.h, ratelimit.h): once the node's bucket is empty within
+    one second, a request to a backend-less service is DROP_RATE_LIMITED, not answered."""
+    sc = parse(build_doc(family="ipv6", placement="none", version="1.20",
+                         cilium={"serviceNoBackendResponse": "reject"}))
+    state, _traces = run_flows(sc.world, [])
+    st = state.nodes["node1"]
+    a = ADDRS["ipv6"]
+    pkt = Packet(src=Endpoint(addr=ip_address(a["client"]), port=40000),
+                 dst=Endpoint(addr=ip_address(a["node1"]), port=NODE_PORT), proto=Proto.TCP,
+                 flags=TcpFlags.SYN)
+    reasons = []
+    for _ in range(200):
+        st, res = nodeport_lb(_ctx(sc, "node1", 10), st, pkt, Hook.FROM_NETDEV)
+        reasons.append(res.reason)
+    assert reasons[0] is not DropReason.DROP_RATE_LIMITED
+    assert DropReason.DROP_RATE_LIMITED in reasons
+
+
+def test_dsr_info_with_port_zero_is_invalid() -> None:
+    """nodeport_dsr_ingress: DSR info naming port 0 is DROP_INVALID (the datapath's
+    twin: tests/test_datapath_gaps.py test_dsr_info_with_port_zero_is_dropped_invalid)."""
+    sc = parse(build_doc(mode="dsr", placement="remote"))
+    state, _traces = run_flows(sc.world, [])
+    a = ADDRS["ipv4"]
+    for port, dropped in ((NODE_PORT, False), (0, True)):
+        meta = DsrMeta(kind=DsrKind.IPV4_OPTION,
+                       frontend=Endpoint(addr=ip_address(a["node1"]), port=port))
+        pkt = Packet(src=Endpoint(addr=ip_address(a["client"]), port=40000),
+                     dst=Endpoint(addr=ip_address(a["remote"]), port=TARGET_PORT),
+                     proto=Proto.TCP, flags=TcpFlags.SYN, dsr=meta)
+        _st, res = nodeport_lb(_ctx(sc, "node2", 5), state.nodes["node2"], pkt,
+                               Hook.FROM_NETDEV)
+        assert (res.verdict is Verdict.DROP) is dropped
+        assert (res.reason is DropReason.DROP_INVALID) is dropped
+
+
+C = Endpoint(addr=ip_address("203.0.113.7"), port=40000)
+B = Endpoint(addr=ip_address("10.0.2.10"), port=8080)
+NODE, OTHER = ip_address("192.168.2.3"), ip_address("192.168.2.9")
+
+
+def _snat(snat: LruMap[Any, Any], target: Any) -> Any:
+    return snat_nat(CiliumConfig(), snat, C, B, Proto.TCP, target, 5, "t", SeededRandom(1))
+
+
+def test_snat_restores_a_missing_reverse_entry() -> None:
+    """snat_v4_nat_handle_mapping (v1.17+): a forward entry whose reverse entry is gone gets
+    it back, with the same NAT port."""
+    first = _snat(LruMap(capacity=16), NODE)
+    assert first.nat is not None
+    rkey = rev_key(B, first.nat, Proto.TCP)
+    healed = _snat(first.snat.delete(rkey), NODE)
+    assert healed.nat == first.nat
+    assert healed.snat.get(rkey) == NatEntry(to_addr=C.addr, to_port=C.port, created=5)
+
+
+def test_snat_entry_with_a_stale_target_is_replaced() -> None:
+    """A forward entry translating to another address (the node's old one) is dropped with
+    its reverse entry and allocated afresh for the current address."""
+    stale = _snat(LruMap(capacity=16), OTHER)
+    assert stale.nat is not None and stale.nat.addr == OTHER
+    fresh = _snat(stale.snat, NODE)
+    assert fresh.nat is not None and fresh.nat.addr == NODE
+    assert fresh.snat.get(rev_key(B, stale.nat, Proto.TCP)) is None
+    fwd = fresh.snat.get(fwd_key(C, B, Proto.TCP))
+    assert fwd is not None and fwd.to_addr == NODE
+    assert len(fresh.snat) == 2
+
+
+def test_state_of_no_entry_is_absent() -> None:
+    assert state_of(None, 0) is CtState.ABSENT
