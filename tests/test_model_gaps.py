@@ -6,6 +6,8 @@ from __future__ import annotations
 from ipaddress import ip_address
 from typing import Any
 
+import attrs
+
 from model.config import CiliumConfig
 from model.conntrack import CtState, state_of
 from model.drops import DropReason
@@ -96,3 +98,19 @@ def test_snat_entry_with_a_stale_target_is_replaced() -> None:
 
 def test_state_of_no_entry_is_absent() -> None:
     assert state_of(None, 0) is CtState.ABSENT
+
+
+def test_stale_snat_entry_is_gone_even_when_the_fresh_allocation_fails() -> None:
+    """The stale forward entry and its reverse are deleted before allocating; when every
+    try collides (a one-port NAT range whose port another flow holds) the packet gets no
+    mapping and the stale entry stays deleted."""
+    cfg = attrs.evolve(CiliumConfig(), nodeport_max=65534)  # NAT range: 65535 only
+    assert cfg.nat_min == cfg.nat_max_port == 65535
+    snat: LruMap[Any, Any] = LruMap(capacity=16)
+    stale = snat_nat(cfg, snat, C, B, Proto.TCP, OTHER, 5, "t", SeededRandom(1))
+    assert stale.nat is not None
+    held = rev_key(B, Endpoint(addr=NODE, port=65535), Proto.TCP)
+    taken = stale.snat.put(held, NatEntry(to_addr=ip_address("203.0.113.99"), to_port=1))
+    fresh = snat_nat(cfg, taken, C, B, Proto.TCP, NODE, 6, "t", SeededRandom(1))
+    assert fresh.nat is None
+    assert fresh.snat.get(fwd_key(C, B, Proto.TCP)) is None
