@@ -413,3 +413,51 @@ def test_ipv4_option_of_length_one_is_invalid() -> None:
         else:
             with pytest.raises(DatapathDrop):
                 parse(buf)
+
+
+def test_ttl_decrement_folds_the_checksum_carry() -> None:
+    """ipv4_dec_ttl: the incremental header checksum update (RFC 1624) folds its carry; a
+    header checksum of 0xff00 or more carries. Every such forwarded header stays valid."""
+    remote = _two_backends(selection="first")  # fib_redirect's inlined decrement
+    local = attrs.evolve(remote, endpoints=(EndpointConfig(address="192.168.9.7"),))
+    s, d = ip_bytes("110.0.11.1"), ip_bytes("172.16.10.1")
+    seen = 0
+    for ident in range(65536):
+        pkt = ipv4(s, d, IPPROTO_TCP, tcp_segment(s, d, 1000, 80), ident=ident)
+        if struct.unpack_from("!H", pkt, 10)[0] < 0xFF00:
+            continue
+        for cfg, target in ((remote, "netdev"), (local, "lxc:25")):
+            r = make_node(cfg).run("from-netdev", pkt)
+            assert (r.verdict, r.target) == (Verdict.CTX_ACT_REDIRECT, target)
+            assert describe(r.packet)["ip.ttl"] == 63
+            assert describe(r.packet)["ip.csum_ok"] is True, ident
+        buf = bytearray(pkt)  # Node.dec_ttl itself (local delivery, tunnel paths)
+        make_node(local).dec_ttl(parse(buf))
+        assert buf[8] == 63 and wire_fault(buf) is None, ident
+        seen += 1
+        if seen == 8:
+            break
+    assert seen == 8
+
+
+def test_reprogramming_rederives_the_node_switches() -> None:
+    """Node.reprogram applies the new configuration's switches (here `selection`), not
+    only its maps."""
+    node = make_node(_two_backends(selection="random", seed=3))
+    node.reprogram(attrs.evolve(node.config, selection="first"))
+    dsts = {describe(node.run("from-netdev", _syn(s)).packet)["ip.dst"]
+            for s in range(2000, 2030)}
+    assert dsts == {"192.168.9.7"}
+
+
+@pytest.mark.parametrize("hook", ["from-netdev", "to-netdev"])
+def test_first_fragment_is_handled_later_ones_dropped(hook: str) -> None:
+    """Without fragment tracking only non-first fragments lack ports (ipv4.h): a first
+    fragment (MF set, offset 0) is handled like any packet, a later one dropped."""
+    node = make_node(_two_backends(selection="first"))
+    s, d = ip_bytes("110.0.11.1"), ip_bytes("172.16.10.1")
+    seg = tcp_segment(s, d, 1000, 80)
+    first = node.run(hook, ipv4(s, d, IPPROTO_TCP, seg, frag=0x2000))
+    assert first.drop_reason is None
+    later = node.run(hook, ipv4(s, d, IPPROTO_TCP, seg, frag=0x2000 | 10))
+    assert later.drop_reason == DropReason.DROP_FRAG_NOSUPPORT
