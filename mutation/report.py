@@ -198,7 +198,8 @@ def render(target: Target, mutants: list[Mutant], results: dict[str, Result],
         "## Rates",
         "",
         f"- Mutants generated: **{s.total}**; measured: **{s.measured}**"
-        + (" (a sample or shards; the rest not run yet)" if s.measured < s.total else "")
+        + (f" (the rest not run yet: `python -m mutation run {target.name} --jobs 1` "
+           "resumes, skipping what is measured)" if s.measured < s.total else "")
         + (f"; {s.stale} measured on an older tree" if s.stale else "") + ".",
     ]
     for n in names:
