@@ -461,3 +461,34 @@ def test_first_fragment_is_handled_later_ones_dropped(hook: str) -> None:
     assert first.drop_reason is None
     later = node.run(hook, ipv4(s, d, IPPROTO_TCP, seg, frag=0x2000 | 10))
     assert later.drop_reason == DropReason.DROP_FRAG_NOSUPPORT
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_no_encapsulation_towards_a_tunnel_endpoint_that_is_this_node(v6: bool) -> None:
+    """Tunnel routing: an address whose ipcache tunnel endpoint is this node's own address
+    (of the endpoint's family) is not put into the tunnel, on to-netdev nor for a
+    reverse-SNATed reply; another endpoint is (host.py _to_netdev, _no_service)."""
+    me, other = ("fd00::2", "fd00::9") if v6 else ("10.0.10.2", "10.0.10.9")
+    for tep, tunnelled in ((me, False), (other, True)):
+        cfg = attrs.evolve(_two_backends(selection="first", tunnel=True, ipv6="fd00::2"),
+                           tunnel_endpoints=(("110.0.11.1", tep),))
+        node = make_node(cfg)
+        out = node.run("to-netdev", build_packet(
+            {"ip": {"src": "10.0.10.2", "dst": "110.0.11.1"}, "udp": {"sport": 1, "dport": 2}}))
+        assert (out.target == "cilium_geneve") is tunnelled, tep
+        fwd = describe(node.run("from-netdev", _syn(1000)).packet)
+        r = node.run("from-netdev", build_packet(
+            {"ip": {"src": fwd["ip.dst"], "dst": fwd["ip.src"]},
+             "tcp": {"sport": 8080, "dport": int(fwd["l4.sport"]), "flags": "SA"}}))
+        assert r.drop_reason is None
+        assert (r.target == "cilium_geneve") is tunnelled, tep
+
+
+def test_non_geneve_udp_on_the_overlay_is_invalid() -> None:
+    """geneve_decap: only UDP to port 6081 is Geneve; anything else from the tunnel device
+    is DROP_INVALID."""
+    node = make_node(NodeConfig(ipv4="10.0.10.2", tunnel=True))
+    good = bytearray(_overlay(_syn(1000)))
+    assert node.run("from-overlay", bytes(good)).drop_reason != DropReason.DROP_INVALID
+    struct.pack_into("!H", good, 22, 6082)  # outer UDP destination port
+    assert node.run("from-overlay", bytes(good)).drop_reason == DropReason.DROP_INVALID
