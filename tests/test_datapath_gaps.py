@@ -492,3 +492,15 @@ def test_non_geneve_udp_on_the_overlay_is_invalid() -> None:
     assert node.run("from-overlay", bytes(good)).drop_reason != DropReason.DROP_INVALID
     struct.pack_into("!H", good, 22, 6082)  # outer UDP destination port
     assert node.run("from-overlay", bytes(good)).drop_reason == DropReason.DROP_INVALID
+
+
+def test_geneve_version_and_long_option_areas() -> None:
+    """geneve_decap reads the version from the first byte's top two bits: version 1 is
+    DROP_INVALID; a 6-bit option length of 32 words or more (128-byte option area) is fine."""
+    node = make_node(NodeConfig(ipv4="10.0.10.2", tunnel=True))
+    v1 = bytearray(_overlay(_syn(1000)))
+    v1[20 + 8] |= 0x40  # outer IPv4 (20) + UDP (8): Geneve byte 0, version bits 01
+    assert node.run("from-overlay", bytes(v1)).drop_reason == DropReason.DROP_INVALID
+    unknown = bytes([0x01, 0x02, 0x7E, 0x1F]) + b"\0" * 124  # one TLV of 31 words + header
+    long_opts = node.run("from-overlay", _overlay(_syn(1000), unknown))
+    assert long_opts.drop_reason != DropReason.DROP_INVALID and node.internal_errors == 0
