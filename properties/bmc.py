@@ -22,7 +22,7 @@ from model.scenario import parse
 from properties.catalogue import Property
 from properties.checks import CHECKERS, Finding, Replay
 from properties.configs import Config
-from properties.decode import Replayed, document, replay
+from properties.decode import Replayed, ScenarioValues, document, replay
 from properties.results import (
     COUNTEREXAMPLE,
     DRIFT,
@@ -68,12 +68,18 @@ def _repeat_delivery(rp: Replay) -> bool:
     return any(len(tr.backend_saw) > 1 for tr in rp.traces)
 
 
+def _drained(rp: Replay) -> bool:
+    """A connection reached a backend after an endpoint change left one terminating."""
+    return any(tr.spec.terminating and tr.backend_saw for tr in rp.traces)
+
+
 # What a path must reach for a property's check to say something (the vacuity test).
 PREMISES: dict[str, Premise] = {
     "P-LB-01": _reply_arrives, "P-LB-02": _delivered, "P-NAT-01": _reply_arrives,
     "P-NAT-03": _snat_on_lb_node, "P-DSR-01": _delivered, "P-DSR-02": _reply_arrives,
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
+    "P-CT-02": _drained,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
@@ -81,6 +87,7 @@ PREMISES: dict[str, Premise] = {
 CROSS_CHECK: dict[str, Bounds] = {
     "P-NAT-02": Bounds(packets=1, clients=2),
     "P-CT-01": Bounds(packets=2, backends=2),
+    "P-CT-02": Bounds(packets=1, backends=2, drain=True),
 }
 
 # Readable counterexamples: preferred input values, dropped when the path cannot have them.
@@ -143,15 +150,42 @@ def _backend(o: Outcome[PathValue], prop: Property) -> int | None:
     return int(pod.rsplit("-", 1)[1])
 
 
+@attrs.define
+class _Runs:
+    """One cell's concrete witness runs and draws, shared by its properties (they often
+    draw the same premise paths, and a run does not depend on the property checked)."""
+
+    runs: dict[tuple[object, ...], Replay] = attrs.Factory(dict)
+    drawn: dict[tuple[int, ...], list[tuple[Outcome[PathValue], dict[str, int]]]] = (
+        attrs.Factory(dict))
+
+    def witnesses(self, outs: list[Outcome[PathValue]], c: Cell
+                  ) -> list[tuple[Outcome[PathValue], dict[str, int]]]:
+        """_witnesses, once per list of premise paths (the outcomes outlive the cell)."""
+        key = tuple(id(o) for o in outs)
+        got = self.drawn.get(key)
+        if got is None:
+            got = self.drawn[key] = _witnesses(outs, c)
+        return got
+
+    def replay(self, c: Cell, vals: ScenarioValues, faults: frozenset[ModelFault]) -> Replay:
+        """The concrete model's run of a witness's scenario."""
+        key = (vals, faults)
+        got = self.runs.get(key)
+        if got is None:
+            sc = parse(document(c.cfg, vals, seed=1), "<witness>")
+            world = attrs.evolve(sc.world, faults=faults)
+            state, traces = run_flows(world, sc.flows)
+            got = self.runs[key] = Replay(cfg=c.cfg, world=world, traces=tuple(traces),
+                                          state=state)
+        return got
+
+
 def _witness_ok(prop: Property, c: Cell, o: Outcome[PathValue], pick: dict[str, int],
-                faults: frozenset[ModelFault]) -> str | None:
+                faults: frozenset[ModelFault], runs: _Runs) -> str | None:
     """Run a premise witness concretely; the checker must agree that nothing is violated."""
     vals = c.values(pick, _backend(o, prop))
-    doc = document(c.cfg, vals, seed=1)
-    sc = parse(doc, f"<{prop.id} witness>")
-    world = attrs.evolve(sc.world, faults=faults)
-    state, traces = run_flows(world, sc.flows)
-    f = CHECKERS[prop.id](Replay(cfg=c.cfg, world=world, traces=tuple(traces), state=state))
+    f = CHECKERS[prop.id](runs.replay(c, vals, faults))
     if f is not None:
         return f"proved, yet its witness {vals} violates it concretely: {f.message}"
     return None
@@ -201,12 +235,13 @@ def check_cell(props: list[Property], cfg: Config, faults: frozenset[ModelFault]
         if all(t.violation is not None for t in tallies):
             break
     share = (time.perf_counter() - t0) / len(props)
-    return [_verdict(t, c, cfg, faults, ex, share, unknown, raised) for t in tallies]
+    runs = _Runs()
+    return [_verdict(t, c, cfg, faults, ex, share, unknown, raised, runs) for t in tallies]
 
 
 def _verdict(t: _Tally, c: Cell, cfg: Config, faults: frozenset[ModelFault], ex: Explorer,
              share: float, unknown: Outcome[PathValue] | None,
-             raised: Outcome[PathValue] | None) -> Result:
+             raised: Outcome[PathValue] | None, runs: _Runs) -> Result:
     """One property's result from a shared exploration (its share of the time)."""
     t0 = time.perf_counter() - share
     prop = t.prop
@@ -233,9 +268,9 @@ def _verdict(t: _Tally, c: Cell, cfg: Config, faults: frozenset[ModelFault], ex:
     if not t.premise_paths:
         return attrs.evolve(base, result=VACUOUS,
                             note="no path reaches the premise: the proof is vacuous")
-    drawn = _witnesses(t.premise_paths, c)
+    drawn = runs.witnesses(t.premise_paths, c)
     for w, pick in drawn:
-        bad = _witness_ok(prop, c, w, pick, faults)
+        bad = _witness_ok(prop, c, w, pick, faults, runs)
         if bad is not None:
             return attrs.evolve(base, result=DRIFT, seconds=time.perf_counter() - t0, note=bad)
     return attrs.evolve(base, result=PROVED, seconds=time.perf_counter() - t0,

@@ -284,7 +284,11 @@ def ct02(rp: Replay) -> Finding | None:
     """P-CT-02: no SYN reaches a terminating backend; an established connection whose
     backend is terminating (still in the backend map) keeps reaching it."""
     state = initial_state(rp.world)
-    conn: dict[tuple[str, Endpoint], str] = {}
+    conns: list[tuple[tuple[str, Endpoint], str]] = []  # by ==: ports may be symbolic
+
+    def last(key: tuple[str, Endpoint]) -> str | None:
+        return next((at for k, at in reversed(conns) if k == key), None)
+
     for n, tr in enumerate(rp.traces):
         for service, members in tr.spec.set_backends:
             state = reprogram(rp.world, state, service, members, tr.spec.terminating)
@@ -292,7 +296,7 @@ def ct02(rp: Replay) -> Finding | None:
         draining = {agent.table[b][0] for b in agent.terminating}
         key = (tr.spec.client, tr.spec.source)
         for i, h in _pod_receives(tr):
-            before = conn.get(key)
+            before = last(key)
             if h.packet.is_syn and h.at in draining:
                 return Finding(flow=n, hop=i, message=(
                     f"a new connection's SYN reached terminating backend {h.at}"))
@@ -300,7 +304,7 @@ def ct02(rp: Replay) -> Finding | None:
                 return Finding(flow=n, hop=i, message=(
                     f"established connection left its terminating backend {before} "
                     f"for {h.at}"))
-            conn[key] = h.at
+            conns.append((key, h.at))
     return None
 
 

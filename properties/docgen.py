@@ -34,9 +34,11 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "Inv => Safety over arbitrary map contents by running the model's own step "
            "(`model.snat.snat_nat`, `snat_rev_nat`, `model.nodeport.lb_select`) on a map of "
            "uninterpreted contents (`properties/openmap.py`), path by path; a failed step is "
-           "only a counterexample to induction, so P-NAT-02 and P-CT-01 are also explored "
-           "from empty maps within the bound shown (that exploration's counterexample wins) "
-           "and P-CT-02's is replayed across an endpoint change.", "",
+           "only a counterexample to induction, so P-NAT-02, P-CT-01 and P-CT-02 are also "
+           "explored from empty maps within the bound shown (P-CT-02's: a connection, its "
+           "backend turns terminating, the connection goes on, a new SYN on its tuple); "
+           "that exploration's counterexample wins, and its premise paths give the "
+           "proof's concrete witnesses.", "",
            "## Assumptions, and what they exclude", "",
            "- **Addresses are data.** The model only compares addresses for equality, so one "
            "assignment of distinct addresses per configuration stands for all of them (data "
@@ -61,10 +63,12 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "P-CT-02's endpoint changes are `AgentBackends.apply` itself, explored to a "
            "fixpoint over three pods and two services sharing them (up to the renaming of "
            "backend IDs); the agent does not touch CT entries, and the CT map is arbitrary.",
-           "- **Deep port terms are abstracted in the induction.** After a few SNAT retries "
-           "a port term is replaced by a fresh value over its interval (the NAT range): an "
+           "- **Port arithmetic is abstracted in the induction.** After a few SNAT retries "
+           "a port term is replaced by a fresh value over its interval (the NAT range), and "
+           "so is the result of a shift or of a remainder that intervals cannot bound (the "
+           "port clamp's `(v * span) >> 16` and `v % span` of a random draw): an "
            "over-approximation, sound for proofs; a failure it causes is only a candidate, "
-           "refuted or confirmed by the bounded run.",
+           "refuted or confirmed by the bounded run (which computes them exactly).",
            "- **One fabric fact at a time.** P-ENV-01/02 enable one environment fact per "
            "configuration.", ""]
     for p in PROPERTIES:

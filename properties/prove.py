@@ -99,15 +99,19 @@ def _run_jobs(jobs: list[Job], timeout_s: float) -> list[Result]:
 
 def run_many(jobs: list[Job], timeout_s: float = 20.0, workers: int = 1) -> list[Result]:
     """Check many (property, configuration, faults) in order, optionally in parallel worker
-    processes; jobs sharing a configuration form one task to share its encoding, and tasks
-    go, largest first, to whichever worker is free (a static split by job count left one
-    worker with the expensive configurations)."""
+    processes; bounded jobs sharing a configuration form one task to share its exploration,
+    and tasks go, inductions and larger groups first, to whichever worker is free (a static
+    split by job count left one worker with the expensive configurations)."""
     if workers <= 1 or len(jobs) < 8:
         return _run_jobs(jobs, timeout_s)
-    groups: dict[tuple[Config, frozenset[ModelFault]], list[int]] = {}
-    for i, (_, cfg, faults) in enumerate(jobs):
-        groups.setdefault((cfg, faults), []).append(i)
-    buckets = sorted(groups.values(), key=len, reverse=True)
+    groups: dict[tuple[str, Config, frozenset[ModelFault]], list[int]] = {}
+    for i, (pid, cfg, faults) in enumerate(jobs):
+        # bounded properties of one configuration share an exploration; an induction
+        # shares nothing, so each is a task of its own (the largest tasks, spread first)
+        alone = BY_ID[pid].method != "bmc"
+        groups.setdefault((pid if alone else "", cfg, faults), []).append(i)
+    buckets = sorted(groups.values(),
+                     key=lambda b: (BY_ID[jobs[b[0]][0]].method == "bmc", -len(b)))
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
         parts = pool.starmap(_run_jobs, [([jobs[i] for i in b], timeout_s) for b in buckets],

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextvars
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import attrs
 import z3
+
+from properties.intervals import Interval, Memo, interval, truth
 
 T = TypeVar("T")
 
@@ -45,6 +47,29 @@ class Infeasible(Exception):
 
 class SymbolicMisuse(TypeError):
     """A symbolic value reached a place that needs a concrete one (hash, index, int())."""
+
+    def __init__(self, message: str, term: object = None) -> None:
+        super().__init__(message)
+        self.term = term  # printed only when shown: the model's maps try hash() per lookup
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.term is None else f"{self.args[0]}: {self.term}"
+
+
+def add(solver: z3.Solver, f: z3.BoolRef) -> None:
+    """solver.add(f) for one z3 condition, without the Python layer's argument handling."""
+    z3.Z3_solver_assert(solver.ctx.ref(), solver.solver, f.as_ast())
+
+
+def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
+    """And of z3 conditions without z3.And's per-argument coercion (a hot path here)."""
+    if not parts:
+        return z3.BoolVal(True)
+    if len(parts) == 1:
+        return parts[0]
+    ctx = parts[0].ctx
+    arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
+    return z3.BoolRef(z3.Z3_mk_and(ctx.ref(), len(parts), arr), ctx)
 
 
 def _term(x: object) -> z3.ArithRef:
@@ -132,6 +157,11 @@ class SymInt:
             k = e.arg(1).as_long()
             if k > 0 and not k & (k - 1) and k.bit_length() - 1 <= sh:
                 e, sh = e.arg(0), sh - (k.bit_length() - 1)
+        path = _PATH.get(None)
+        if sh and path is not None and path.abstract:  # abstracting: any value in range
+            iv = interval(e, path.bounds, path._imemo)
+            if iv is not None and iv[0] >= 0:
+                return SymInt(path.fresh("shr", iv[0] >> sh, iv[1] >> sh).e)
         return self._new(e / (1 << sh) if sh else e)
 
     def __and__(self, o: object) -> SymInt:
@@ -168,13 +198,13 @@ class SymInt:
         return current().decide(self.e != 0)
 
     def __hash__(self) -> int:
-        raise SymbolicMisuse(f"symbolic int {self.e} cannot be hashed")
+        raise SymbolicMisuse("a symbolic int cannot be hashed", self.e)
 
     def __index__(self) -> int:
-        raise SymbolicMisuse(f"symbolic int {self.e} used as an index")
+        raise SymbolicMisuse("a symbolic int used as an index", self.e)
 
     def __int__(self) -> int:
-        raise SymbolicMisuse(f"symbolic int {self.e} converted to int")
+        raise SymbolicMisuse("a symbolic int converted to int", self.e)
 
     def __repr__(self) -> str:
         return f"<{self.e}>"
@@ -189,13 +219,15 @@ def _mod(e: z3.ArithRef, m: int) -> z3.ArithRef:
     """e % m; where the path's domains put e in [0, 2m) a comparison replaces the remainder
     (the same value, but no integer division for the solver to case-split on)."""
     path = _PATH.get(None)
-    iv = _interval(e, path.bounds, path._imemo) if path is not None else None
+    iv = interval(e, path.bounds, path._imemo) if path is not None else None
     if path is not None and iv is not None and iv[0] >= 0 and iv[1] < 2 * m:
         if iv[1] < m:
             return e
         r = z3.If(e >= m, e - m, e)
         path.bound_term(r, 0, m - 1)
         return r
+    if path is not None and path.abstract:  # abstracting: any value of the remainder's range
+        return path.fresh("mod", 0, m - 1).e
     return e % m
 
 
@@ -213,102 +245,16 @@ class Input:
     lo: int
     hi: int
     var: SymInt = attrs.field(init=False, eq=False)
+    _fact: z3.BoolRef = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "var", SymInt(z3.Int(self.name)))
+        v = z3.Int(self.name)
+        object.__setattr__(self, "var", SymInt(v))
+        object.__setattr__(self, "_fact", z3.And(v >= self.lo, v <= self.hi))
 
     def fact(self) -> z3.BoolRef:
         """lo <= var <= hi."""
-        return z3.And(self.var.e >= self.lo, self.var.e <= self.hi)
-
-
-Interval = tuple[int, int]
-Memo = dict[int, tuple[Interval | None, z3.ExprRef]]  # by AST id; the term keeps its id
-
-
-def _interval(e: z3.ExprRef, bounds: dict[int, Interval],
-              memo: Memo | None = None) -> Interval | None:
-    """Bounds of an integer term from its inputs' domains (None: unbounded or not linear).
-    Terms are DAGs (a retry loop nests `port + 1` in itself): shared subterms are memoized."""
-    memo = {} if memo is None else memo
-    key = e.get_id()
-    got = memo.get(key)
-    if got is None:
-        got = memo[key] = (_interval_of(e, bounds, memo), e)
-    return got[0]
-
-
-def _interval_of(e: z3.ExprRef, bounds: dict[int, Interval], memo: Memo) -> Interval | None:
-    if z3.is_int_value(e):
-        v = e.as_long()
-        return v, v
-    if z3.is_const(e) or e.get_id() in bounds:  # an input, or a bounded map field
-        return bounds.get(e.get_id())
-    k = e.decl().kind()
-    if k == z3.Z3_OP_ITE:
-        a, b = _interval(e.arg(1), bounds, memo), _interval(e.arg(2), bounds, memo)
-        return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
-    kids = [_interval(c, bounds, memo) for c in e.children()]
-    if any(x is None for x in kids):
-        return None
-    iv = [x for x in kids if x is not None]
-    if k == z3.Z3_OP_ADD:
-        return sum(x[0] for x in iv), sum(x[1] for x in iv)
-    if k == z3.Z3_OP_SUB and len(iv) == 2:
-        return iv[0][0] - iv[1][1], iv[0][1] - iv[1][0]
-    if k == z3.Z3_OP_UMINUS:
-        return -iv[0][1], -iv[0][0]
-    if k == z3.Z3_OP_MUL and len(iv) == 2:
-        prods = [a * b for a in iv[0] for b in iv[1]]
-        return min(prods), max(prods)
-    if k in (z3.Z3_OP_IDIV, z3.Z3_OP_DIV) and len(iv) == 2 and iv[1][0] == iv[1][1] > 0:
-        d = iv[1][0]
-        return iv[0][0] // d, iv[0][1] // d
-    if k == z3.Z3_OP_MOD and len(iv) == 2 and iv[1][0] == iv[1][1] > 0:
-        d = iv[1][0]
-        if iv[0][0] >= 0 and iv[0][1] < d:
-            return iv[0]
-        return 0, d - 1
-    return None
-
-
-def _truth(c: z3.ExprRef, bounds: dict[int, Interval],
-           memo: Memo | None = None) -> bool | None:
-    """Decide a condition by interval arithmetic alone (None when intervals cannot)."""
-    if z3.is_true(c):
-        return True
-    if z3.is_false(c):
-        return False
-    k = c.decl().kind()
-    if k == z3.Z3_OP_NOT:
-        t = _truth(c.arg(0), bounds, memo)
-        return None if t is None else not t
-    if k in (z3.Z3_OP_AND, z3.Z3_OP_OR):
-        ts = [_truth(x, bounds, memo) for x in c.children()]
-        if k == z3.Z3_OP_AND:
-            return False if False in ts else (True if all(t is True for t in ts) else None)
-        return True if True in ts else (False if all(t is False for t in ts) else None)
-    if c.num_args() != 2 or not z3.is_int(c.arg(0)):
-        return None
-    memo = {} if memo is None else memo
-    a, b = _interval(c.arg(0), bounds, memo), _interval(c.arg(1), bounds, memo)
-    if a is None or b is None:
-        return None
-    if k == z3.Z3_OP_LE:
-        return True if a[1] <= b[0] else (False if a[0] > b[1] else None)
-    if k == z3.Z3_OP_LT:
-        return True if a[1] < b[0] else (False if a[0] >= b[1] else None)
-    if k == z3.Z3_OP_GE:
-        return True if a[0] >= b[1] else (False if a[1] < b[0] else None)
-    if k == z3.Z3_OP_GT:
-        return True if a[0] > b[1] else (False if a[1] <= b[0] else None)
-    if k in (z3.Z3_OP_EQ, z3.Z3_OP_DISTINCT):
-        is_eq = bool(k == z3.Z3_OP_EQ)
-        if a[0] == a[1] == b[0] == b[1]:
-            return is_eq
-        if a[1] < b[0] or b[1] < a[0]:
-            return not is_eq
-    return None
+        return self._fact
 
 
 @attrs.frozen
@@ -319,14 +265,39 @@ class Decision:
     check: bool = False
 
 
+class Shared:
+    """What the paths of one exploration may share: a replayed prefix rebuilds the same
+    (hash-consed) terms, so their domains, intervals and branch classification are
+    computed once. Every bounded constant has one domain (a fresh input whose name was
+    taken with another domain gets a new name), so an interval holds on every path."""
+
+    def __init__(self) -> None:
+        self.bounds: dict[int, Interval] = {}  # term id -> domain, for interval()
+        self.imemo: Memo = {}  # intervals by term id (the memo keeps each term alive)
+        # raw condition id -> decided by domains alone (bool), or (simplified, negation)
+        self.conds: dict[int, tuple[z3.ExprRef, bool | tuple[z3.BoolRef, z3.BoolRef]]] = {}
+        self.names: dict[str, Interval] = {}  # fresh constant name -> its domain
+        self.domains: dict[int, z3.BoolRef] = {}  # term id -> lo <= term <= hi
+
+    def domain(self, e: z3.ArithRef, lo: int, hi: int) -> z3.BoolRef:
+        """The fact lo <= e <= hi, built once per term (a term has one domain)."""
+        got = self.domains.get(e.get_id())
+        if got is None:
+            got = self.domains[e.get_id()] = z3.And(e >= lo, e <= hi)
+        return got
+
+
 class Path:
     """One execution: replays a decision prefix, then decides new branches with the solver."""
 
     def __init__(self, solver: z3.Solver, prefix: tuple[Decision, ...], timeout_ms: int,
-                 inputs: tuple[Input, ...] = (), abstract: int = 0) -> None:
+                 inputs: tuple[Input, ...] = (), abstract: int = 0,
+                 shared: Shared | None = None) -> None:
         self.abstract = abstract  # deeper terms become fresh inputs over their interval
         self._depth: dict[int, int] = {}
-        self._imemo: Memo = {}  # intervals by term id
+        self.shared = Shared() if shared is None else shared
+        self._imemo = self.shared.imemo
+        self.bounds = self.shared.bounds
         self.solver = solver
         self.prefix = prefix
         self.timeout_ms = timeout_ms
@@ -339,21 +310,30 @@ class Path:
         self._names: dict[str, int] = {}
         self._memo: dict[int, bool] = {}  # by AST id; _alive keeps those ids from reuse
         self._alive: list[z3.ExprRef] = []
-        self.bounds: dict[int, tuple[int, int]] = {}  # input id -> domain, for _interval
+        self._asserted: set[int] = set()  # bounded terms whose domain this path asserted
+        # a model of everything asserted so far, when one is at hand: the side of a branch
+        # it satisfies is feasible without asking the solver (the concolic shortcut)
+        self._model: z3.ModelRef | None = None
         solver.reset()
         solver.set(timeout=timeout_ms)
         for i in inputs:
             self.bounds[i.var.e.get_id()] = (i.lo, i.hi)
+            self._asserted.add(i.var.e.get_id())
             self.assume(i.fact())
 
     def fresh(self, name: str, lo: int, hi: int) -> SymInt:
         """A new input in [lo, hi]; names repeat identically on every replay of a prefix."""
         n = self._names.get(name, 0)
         self._names[name] = n + 1
-        x = z3.Int(f"{name}#{n}" if n else name)
+        full = f"{name}#{n}" if n else name
+        if self.shared.names.setdefault(full, (lo, hi)) != (lo, hi):
+            full = f"{full}[{lo},{hi}]"  # another path's input of this name ranges otherwise
+            self.shared.names[full] = (lo, hi)
+        x = z3.Int(full)
         self.bounds[x.get_id()] = (lo, hi)
+        self._asserted.add(x.get_id())
         self._alive.append(x)
-        self.assume(z3.And(x >= lo, x <= hi))
+        self.assume(self.shared.domain(x, lo, hi))
         return SymInt(x)
 
     def abstracted(self, e: z3.ArithRef) -> z3.ArithRef:
@@ -361,7 +341,7 @@ class Path:
         over-approximation (sound for proofs; a failure is then only a candidate)."""
         d = 1 + max((self._depth.get(c.get_id(), 0) for c in e.children()), default=0)
         if d > self.abstract:
-            iv = _interval(e, self.bounds, self._imemo)
+            iv = interval(e, self.bounds, self._imemo)
             if iv is not None:
                 return self.fresh("abs", *iv).e
         self._depth[e.get_id()] = d
@@ -370,15 +350,26 @@ class Path:
 
     def bound_term(self, e: z3.ExprRef, lo: int, hi: int) -> None:
         """A term (an arbitrary map's field) known to lie in [lo, hi], like an input."""
-        if e.get_id() not in self.bounds:
-            self.bounds[e.get_id()] = (lo, hi)
+        i = e.get_id()
+        if i not in self._asserted:
+            self._asserted.add(i)
+            self.bounds.setdefault(i, (lo, hi))
             self._alive.append(e)
-            self.assume(z3.And(e >= lo, e <= hi))
+            self.assume(self.shared.domain(e, lo, hi))
 
     def assume(self, fact: z3.BoolRef) -> None:
         """A fact about the inputs (a domain), not a branch."""
         self.facts.append(fact)
-        self.solver.add(fact)
+        add(self.solver, fact)
+        if self._model is not None and self._holds(fact) is not True:
+            self._model = None
+
+    def _holds(self, f: z3.BoolRef) -> bool | None:
+        """f's value in the path's current model (None: no model)."""
+        if self._model is None:
+            return None
+        v = self._model.eval(f, model_completion=True)
+        return True if z3.is_true(v) else False if z3.is_false(v) else None
 
     def require(self, fact: z3.BoolRef, why: str) -> None:
         """A precondition of an operation: it must follow from the path so far."""
@@ -386,13 +377,12 @@ class Path:
             raise SymbolicMisuse(f"cannot show that the {why}")
 
     def _valid(self, fact: z3.BoolRef) -> bool:
-        if _truth(fact, self.bounds, self._imemo) is True:
+        if truth(fact, self.bounds, self._imemo) is True:
             return True
         f = z3.simplify(fact)
         if z3.is_true(f):
             return True
-        self.queries += 1
-        r = self.solver.check(z3.Not(f))
+        r = self._sat(z3.Not(f))
         if r == z3.unknown:  # carry on, but this path can no longer prove anything
             self.unknown = True
             return True
@@ -400,50 +390,88 @@ class Path:
 
     def decide(self, cond: z3.BoolRef) -> bool:
         """The branch this path takes on `cond`; records the other side for later."""
-        known = _truth(cond, self.bounds, self._imemo)
-        if known is not None:  # the inputs' domains alone decide it: no branch at all
-            return known
-        c = z3.simplify(cond)
-        if z3.is_true(c):
-            return True
-        if z3.is_false(c):
-            return False
+        got = self.shared.conds.get(cond.get_id())
+        if got is None:
+            got = self.shared.conds[cond.get_id()] = (cond, self._classify(cond))
+        kind = got[1]
+        if isinstance(kind, bool):  # the domains alone decide it: no branch at all
+            return kind
+        c, neg = kind
         key = c.get_id()
         if key in self._memo:
             return self._memo[key]
         i = len(self.taken)
         if i < len(self.prefix):
             d = self.prefix[i]
-            lit = c if d.taken else z3.Not(c)
+            lit = c if d.taken else neg
             if d.check:
-                self.queries += 1
-                r = self.solver.check(lit)
+                r = self._sat(lit, keep_model=True)
                 if r == z3.unsat:
                     raise Infeasible
                 if r == z3.unknown:
                     self.unknown = True
             taken = d.taken
         else:
-            self.queries += 1
-            r = self.solver.check(c)
-            if r == z3.unknown:
-                self.unknown = True
-            taken = r != z3.unsat
-            if taken:  # the other side is explored later, checked then
-                self.alternatives.append((*self.taken, Decision(False, check=True)))
-            lit = c if taken else z3.Not(c)
+            taken = self._new_branch(c, neg)
+            lit = c if taken else neg
         self.taken.append(Decision(taken))
         self.literals.append(lit)
-        self.solver.add(lit)
-        neg = z3.simplify(z3.Not(c))
-        self._alive += [c, neg]
+        add(self.solver, lit)
+        if self._model is not None and self._holds(lit) is not True:
+            self._model = None  # a replayed side the model does not take
         self._memo[key] = taken
         self._memo[neg.get_id()] = not taken
         return taken
 
-    def condition(self) -> z3.BoolRef:
-        """Everything this path assumed and decided."""
-        return z3.And(*self.facts, *self.literals)
+    def _classify(self, cond: z3.BoolRef) -> bool | tuple[z3.BoolRef, z3.BoolRef]:
+        """A condition's truth where domains or simplification decide it, else the
+        simplified condition and its negation (kept alive by the shared cache)."""
+        known = truth(cond, self.bounds, self._imemo)
+        if known is not None:
+            return known
+        c = z3.simplify(cond)
+        if z3.is_true(c) or z3.is_false(c):
+            return bool(z3.is_true(c))
+        return c, z3.simplify(z3.Not(c))
+
+    def _new_branch(self, c: z3.BoolRef, neg: z3.BoolRef) -> bool:
+        """Take the then side if feasible (then-first, as before: the first violation found
+        stays the readable one) and record the else side for later if it is feasible too;
+        where the path's model already shows one side feasible, one query instead of two."""
+        by_model = self._holds(c)
+        if by_model is not True:
+            r = self._sat(c, keep_model=True)
+            if r == z3.unknown:
+                self.unknown = True
+            if r == z3.unsat:
+                return False  # the path is feasible, so its else side is
+        if by_model is False:  # the old model satisfies the else side: feasible
+            other = z3.sat
+        else:
+            other = self._sat(neg)  # checked while the solver is warm
+            if other == z3.unknown:
+                self.unknown = True
+        if other != z3.unsat:  # explored later (re-checked only if undecided)
+            self.alternatives.append((*self.taken, Decision(False, check=other == z3.unknown)))
+        return True
+
+    def _sat(self, f: z3.BoolRef, keep_model: bool = False) -> z3.CheckSatResult:
+        """The path so far and f: in a scope of its own, not as an assumption (z3 keeps a
+        proxy of every non-literal assumption, and the solver slows as they pile up)."""
+        self.queries += 1
+        self.solver.push()
+        try:
+            add(self.solver, f)
+            r = self.solver.check()
+            if keep_model and r == z3.sat:
+                self._model = self.solver.model()
+            return r
+        finally:
+            self.solver.pop()
+
+    def parts(self) -> tuple[z3.BoolRef, ...]:
+        """Everything this path assumed and decided (their conjunction is its condition)."""
+        return (*self.facts, *self.literals)
 
 
 @attrs.frozen(kw_only=True)
@@ -453,8 +481,28 @@ class Outcome(Generic[T]):
     status: Status
     value: T | None
     error: str | None
-    condition: z3.BoolRef
+    parts: tuple[z3.BoolRef, ...]  # the path condition's conjuncts
     depth: int
+    # the path's own solver, holding the condition: valid until the explorer resumes
+    solver: z3.Solver | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def condition(self) -> z3.BoolRef:
+        """Everything the path assumed and decided, as one formula (built on demand)."""
+        return conj(self.parts)
+
+    def check(self, *facts: z3.BoolRef) -> z3.CheckSatResult:
+        """Satisfiability of the condition with the facts, on the path's warm solver."""
+        if self.solver is None:
+            s = z3.Solver()
+            s.add(self.condition, *facts)
+            return s.check()
+        self.solver.push()
+        try:
+            self.solver.add(*facts)
+            return self.solver.check()
+        finally:
+            self.solver.pop()
 
 
 @attrs.define
@@ -473,13 +521,14 @@ class Explorer:
             facts: tuple[z3.BoolRef, ...] = ()) -> Iterator[Outcome[T]]:
         """Yield one Outcome per feasible path of fn() over the inputs' domains and facts."""
         solver = z3.Solver()
+        shared = Shared()
         stack: list[tuple[Decision, ...]] = [()]
         while stack:
             if self.paths >= self.max_paths:
                 self.truncated = True
                 return
             prefix = stack.pop()
-            path = Path(solver, prefix, self.timeout_ms, inputs, self.abstract)
+            path = Path(solver, prefix, self.timeout_ms, inputs, self.abstract, shared)
             for f in facts:
                 path.assume(f)
             value: T | None = None
@@ -504,8 +553,7 @@ class Explorer:
             if path.unknown:
                 status = Status.UNKNOWN
             yield Outcome(status=status, value=value, error=error,
-                          condition=path.condition(),
-                          depth=len(path.taken))
+                          parts=path.parts(), depth=len(path.taken), solver=solver)
 
 
 def construct(fn: Callable[[], T], inputs: tuple[Input, ...]) -> T:

@@ -54,6 +54,7 @@ SVC_PORT = Port(name="service.port", marker=8484, lo=1, hi=NODEPORT_PORT_MAX_NAT
 SPORT2 = Port(name="client2.sourcePort", marker=40405, lo=1, hi=NODEPORT_PORT_MAX_NAT)
 OTHER_NODE_PORT = Port(name="other.nodePort", marker=31414, lo=NODEPORT_MIN_DEFAULT,
                         hi=NODEPORT_MAX_DEFAULT)
+ALL_PORTS = (SPORT, TARGET_PORT, NODE_PORT, SVC_PORT, OTHER_NODE_PORT, SPORT2)
 PORT_FIELDS = frozenset({"port", "target_port", "node_port"})
 
 
@@ -65,11 +66,15 @@ class Bounds:
     backends: int = 1
     extra_service: bool = False
     clients: int = 1  # one flow per client, in order, on shared node state
+    # the first client's connection, then its first backend turns terminating (the service
+    # keeps the second): the connection goes on, then a new one (a SYN) on the same tuple
+    drain: bool = False
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
         flows = f", {self.clients} flows" if self.clients > 1 else ""
-        return f"{self.packets} pkts, {self.backends} backends{flows}"
+        drain = ", a backend drains" if self.drain else ""
+        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}"
 
 
 @attrs.frozen(kw_only=True)
@@ -86,8 +91,9 @@ class Cell:
 
     def values(self, pick: Mapping[str, int], backend: int | None) -> ScenarioValues:
         """The document values for chosen inputs (a counterexample or a witness)."""
-        return cell_values(self.cfg, self.bounds, {p.marker: pick[p.name] for p in self.ports},
-                           backend)
+        fixed = {p.marker: p.marker for p in ALL_PORTS}  # ports the cell keeps concrete
+        return cell_values(self.cfg, self.bounds,
+                           fixed | {p.marker: pick[p.name] for p in self.ports}, backend)
 
 
 def _hosts(cfg: Config) -> dict[str, str]:
@@ -120,7 +126,11 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
         other_node_port=ports[OTHER_NODE_PORT.marker] if bounds.extra_service else None,
         flows=tuple(FlowDoc(client=i, sport=ports[p.marker], packets=bounds.packets,
                             backend=backend if i == 0 else None)
-                    for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])))
+                    for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])) + (
+            (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
+                     backend=None, resume=True, set_backends=(1,), terminating=(0,)),
+             FlowDoc(client=0, sport=ports[SPORT.marker], packets=1, backend=None))
+            if bounds.drain else ()))
 
 
 @functools.lru_cache(maxsize=256)
@@ -131,12 +141,13 @@ def cell(cfg: Config, bounds: Bounds) -> Cell:
         ports.append(NODE_PORT)
     if cfg.svc_type is not ServiceType.NODEPORT:
         ports.append(SVC_PORT)
+    if bounds.drain:  # reprogramming keys the agent's tables by frontend and backend ports:
+        ports = [SPORT]  # those stay concrete, the client's source port stays open
     if bounds.extra_service:
         ports.append(OTHER_NODE_PORT)
     if bounds.clients > 1:
         ports.append(SPORT2)
-    markers = {p.marker: p.marker for p in (SPORT, TARGET_PORT, NODE_PORT, SVC_PORT,
-                                            OTHER_NODE_PORT, SPORT2)}
+    markers = {p.marker: p.marker for p in ALL_PORTS}
     sc = parse(document(cfg, cell_values(cfg, bounds, markers, None), seed=1),
                f"<cell {cfg.label()}>")
     inputs = {p.name: Input(name=p.name, lo=p.lo, hi=p.hi) for p in ports}

@@ -13,7 +13,7 @@ import z3
 from model.config import LBMode
 from model.faults import ModelFault
 from model.network import Action
-from properties import bmc, checks, decode, induction
+from properties import bmc, checks, decode, induction, symexec
 from properties.catalogue import BY_ID
 from properties.configs import Config, Placement
 from properties.prove import COUNTEREXAMPLE, DRIFT, PROVED, UNKNOWN, VACUOUS, check
@@ -81,15 +81,16 @@ def test_unreachable_premise_is_vacuous(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_solver_unknown_is_never_success(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = z3.Solver.check
+    def unknown_on_branches(self: symexec.Path, f: z3.BoolRef,
+                            keep_model: bool = False) -> z3.CheckSatResult:
+        return z3.unknown
 
-    def unknown_on_branches(self: z3.Solver, *extra: z3.BoolRef) -> z3.CheckSatResult:
-        return z3.unknown if extra else real(self)
-
-    monkeypatch.setattr(z3.Solver, "check", unknown_on_branches)
+    monkeypatch.setattr(symexec.Path, "_sat", unknown_on_branches)
     r = check(BY_ID["P-LB-01"], SNAT_REMOTE)
     assert r.result == UNKNOWN and not r.ok
+    monkeypatch.undo()
     monkeypatch.setattr(induction.Timer, "check", lambda self, name, *f, ms: z3.unknown)
+    monkeypatch.setattr(induction.Timer, "under", lambda self, name, o, *f: z3.unknown)
     for pid in ("P-NAT-02", "P-CT-01", "P-CT-02"):
         r2 = check(BY_ID[pid], BY_ID[pid].configs[0])
         assert r2.result == UNKNOWN and not r2.ok, pid
