@@ -29,7 +29,15 @@ from datapath.difftest import Declared
 from datapath.drop import DropReason, Verdict
 from datapath.errors import ConfigError
 from datapath.host import HookResult
-from datapath.maps import TUPLE_F_IN, TUPLE_F_OUT, CtEntry, CtTuple, NatEntry
+from datapath.maps import (
+    TUPLE_F_IN,
+    TUPLE_F_OUT,
+    CtEntry,
+    CtTuple,
+    NatEntry,
+    RatelimitKey,
+    RatelimitValue,
+)
 from datapath.packet import parse
 
 HOOKS = ("from-netdev", "to-netdev", "from-overlay")
@@ -313,6 +321,12 @@ class CiliumBpfNode:
         v6 = NAT_MAPS[name]
         return {prog.ct_tuple(k, v6): prog.nat_entry(v, v6) for _raw, k, v in self._rows(name)}
 
+    def ratelimit(self) -> dict[RatelimitKey, RatelimitValue]:
+        """cilium_ratelimit (lib/ratelimit.h) as the reference's key/value."""
+        return {RatelimitKey(int(k["usage"]), int(k["key"]["icmpv6"]["netdev_idx"])):
+                RatelimitValue(int(v["last_topup"]), int(v["tokens"]))
+                for _raw, k, v in self._rows(RATELIMIT_MAP)}
+
     def gc(self) -> int:
         """The agent's CT GC (pkg/maps/ctmap): expired entries, then orphaned SNAT entries."""
         n = 0
@@ -432,9 +446,13 @@ def geneve_device(pkt: bytes) -> tuple[dict[str, Any], bytes, bytes] | None:
     return tun, bytes(pkt[inner:inner + 14]), bytes(pkt[inner + 14:end])
 
 
+RATELIMIT_MAP = "cilium_ratelimit"
+
+
 @attrs.define
 class _MapView:
-    """One map as the vector runner reads it: `_d` (a snapshot), `len`, `delete`."""
+    """One map as the vector runner reads it: `_d` (a snapshot), `len`, `delete`, `update`
+    (a `seed` step: what a Cilium test's setup writes with map_update_elem)."""
 
     node: CiliumBpfNode
     name: str
@@ -443,14 +461,35 @@ class _MapView:
     def __len__(self) -> int:
         return len(self._d)
 
-    def delete(self, key: CtTuple) -> bool:
-        """map_delete_elem on the real map."""
+    def _map(self) -> Map:
         m: Map = self.node.host.maps[self.name]
+        return m
+
+    def _key(self, key: Any) -> bytes:
+        m = self._map()
+        if isinstance(key, RatelimitKey):
+            return m.pack_key({"usage": key.usage, "key": {"icmpv6": {"netdev_idx":
+                                                                      key.netdev_idx}}})
         v6 = len(key.daddr) == 16
-        raw = m.pack_key({"daddr": _a(key.daddr, v6), "saddr": _a(key.saddr, v6),
-                          "dport": key.dport, "sport": key.sport, "nexthdr": key.nexthdr,
-                          "flags": key.flags})
-        return m.delete(raw)
+        return m.pack_key({"daddr": _a(key.daddr, v6), "saddr": _a(key.saddr, v6),
+                           "dport": key.dport, "sport": key.sport, "nexthdr": key.nexthdr,
+                           "flags": key.flags})
+
+    def delete(self, key: Any) -> bool:
+        """map_delete_elem on the real map."""
+        return self._map().delete(self._key(key))
+
+    def update(self, key: Any, value: Any) -> bool:
+        """map_update_elem(BPF_ANY) on the real map, the value in this tree's BTF layout."""
+        m = self._map()
+        if isinstance(value, RatelimitValue):
+            row: dict[str, Any] = {"last_topup": value.last_topup, "tokens": value.tokens}
+        elif isinstance(value, NatEntry):
+            row = prog.nat_row(value, len(value.to_addr) == 16)
+        else:
+            row = prog.ct_row(key, value, len(key.daddr) == 16)
+        m.update(self._key(key), m.pack_value(prog.fit(m.value_type, row)))
+        return True
 
 
 def _a(addr: bytes, v6: bool) -> Any:
@@ -467,12 +506,14 @@ class _MapsView:
     node: CiliumBpfNode
 
     def by_name(self, name: str) -> _MapView:
-        """A CT or SNAT map by Cilium name or alias (KeyError otherwise)."""
+        """A CT, SNAT or rate-limit map by Cilium name or alias (KeyError otherwise)."""
         name = _ALIASES.get(name, name)
         if name in CT_MAPS:
             return _MapView(self.node, name, dict(self.node.ct(name)))
         if name in NAT_MAPS:
             return _MapView(self.node, name, dict(self.node.nat(name)))
+        if name == RATELIMIT_MAP and name in self.node.host.maps:
+            return _MapView(self.node, name, self.node.ratelimit())
         raise KeyError(name)
 
 

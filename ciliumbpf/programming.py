@@ -22,6 +22,7 @@ from datapath.config import NodeConfig
 from datapath.errors import ConfigError
 from datapath.host import Node
 from datapath.maps import CtEntry, CtTuple, NatEntry
+from datapath.nodeport import HOST_ID
 from datapath.nodeport import POD_IDENTITY as REFERENCE_POD_IDENTITY
 
 HARNESS_DIR = Path(__file__).resolve().parent / "harness"
@@ -80,6 +81,11 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         # as later releases always are (lib/lb.h lb4_key_set_protocol)
         d["ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION"] = "1"
         d["ENABLE_SRC_RANGE_CHECK"] = "1"  # loadBalancerSourceRanges (agent default on)
+        if not overlay:
+            # bpf_host runs as the host endpoint: the loader substitutes SECLABEL with its
+            # identity, reserved:host (the tree's test ep_config.h says 0xfffff); bpf_overlay
+            # gets -DSECLABEL=WORLD_ID, as the tree's netdev_config.h has it.
+            d["SECLABEL"] = str(HOST_ID)
     if cfg.ipv4:
         d["ENABLE_IPV4"] = "1"
         d["IPV4_DIRECT_ROUTING"] = _be32(cfg.ipv4)
@@ -286,6 +292,29 @@ def ct_entry(key: CtTuple, v: Mapping[str, Any], v6: bool) -> CtEntry:
                    nat_addr=b"" if not any(nat) else nat, nat_port=int(v.get("nat_port", 0)),
                    src_sec_id=int(v.get("src_sec_id", 0)),
                    packets=int(v["packets"]), bytes=int(v["bytes"]))
+
+
+def ct_row(key: CtTuple, e: CtEntry, v6: bool) -> dict[str, Any]:
+    """The reverse of ct_entry: a reference entry as struct ct_entry fields (a `seed`)."""
+    row: dict[str, Any] = {
+        "lifetime": e.lifetime, "rx_closing": int(e.rx_closing),
+        "tx_closing": int(e.tx_closing), "seen_non_syn": int(e.seen_non_syn),
+        "node_port": int(e.node_port), "dsr_internal": int(e.dsr_internal),
+        "rev_nat_index": e.rev_nat_index, "nat_port": e.nat_port,
+        "src_sec_id": e.src_sec_id, "tx_flags_seen": e.tx_flags_seen,
+        "rx_flags_seen": e.rx_flags_seen, "packets": e.packets, "bytes": e.bytes}
+    if key.flags & TUPLE_F_SERVICE:
+        row["backend_id"] = e.backend_id
+    elif e.nat_addr:
+        row["nat_addr"] = {"addr": e.nat_addr if v6 else bytes(12) + e.nat_addr}
+    return row
+
+
+def nat_row(e: NatEntry, v6: bool) -> dict[str, Any]:
+    """The reverse of nat_entry: a reference entry as struct ipv{4,6}_nat_entry fields."""
+    addr: Any = {"addr": e.to_addr} if v6 else int.from_bytes(e.to_addr, "big")
+    return {"common": {"created": e.created, "needs_ct": int(e.needs_ct)},
+            "to_saddr": addr, "to_sport": e.to_port}
 
 
 def nat_entry(v: Mapping[str, Any], v6: bool) -> NatEntry:

@@ -20,6 +20,10 @@ CT_CLOSE_TIMEOUT = 10
 # node_config.h's default (every flag bit), which the agent's default `bpf.monitorFlags: all`
 # keeps (v1.20 node_config.h:45-46)
 CT_REPORT_FLAGS = 0xFF
+# TCP_FLAG_SYN as conntrack.h tests it: __constant_cpu_to_be32(0x00020000), a mask for the
+# 32-bit union tcp_flags (include/linux/tcp.h:77), read as an integer on the little-endian
+# BPF target. Against an 8-bit flags byte it matches nothing.
+TCP_FLAG_SYN_BE32 = 0x00000200
 
 WORLD_IPV4_ID = 9
 WORLD_IPV6_ID = 10
@@ -63,9 +67,9 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
     `size` is the IP packet's length; with CT accounting the entry counts the packet and
     its frame, Ethernet header included (ctx_full_len, conntrack.h:376-378).
 
-    ACTION_CLOSE closes both directions for CT_SERVICE and for an RST before both
-    directions' SYNs were seen (ct_entry_seen_both_syns, conntrack.h:139, 411); otherwise
-    only the direction the packet travels (CT_INGRESS -> rx_closing, else tx_closing).
+    ACTION_CLOSE closes both directions for CT_SERVICE and for an RST unless
+    ct_entry_seen_both_syns (conntrack.h:139, 411), which as compiled is never true;
+    a FIN closes only the direction it travels (CT_INGRESS -> rx_closing, else tx_closing).
     """
     entry = ct._d.get(key)  # LruHashMap.lookup, inlined for the per-packet path
     if entry is None:
@@ -82,8 +86,11 @@ def ct_lookup(node: Node, ct: LruHashMap[CtTuple, CtEntry], key: CtTuple, tcp_fl
     if alive:  # `if (ct_entry_alive(entry))`, conntrack.h:373
         _update(node, entry, tcp_flags, service, reply)
     if tcp_flags & (TCP_FIN | TCP_RST):  # ct_tcp_select_action: ACTION_CLOSE first
-        if service or (tcp_flags & TCP_RST
-                       and not (entry.rx_flags_seen & entry.tx_flags_seen & TCP_SYN)):
+        # ct_entry_seen_both_syns (conntrack.h:139-145) masks the __u8 flag bytes with the
+        # __be32 TCP_FLAG_SYN: never true, so any RST closes both directions.
+        both_syns = (entry.rx_flags_seen & TCP_FLAG_SYN_BE32
+                     and entry.tx_flags_seen & TCP_FLAG_SYN_BE32)
+        if service or (tcp_flags & TCP_RST and not both_syns):
             entry.rx_closing = True
             entry.tx_closing = True
         elif reply:

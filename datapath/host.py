@@ -271,10 +271,16 @@ class Node:
                 # nodeport_rev_dnat_ipv4 (nodeport.h:2336-2346, 2385-2404; v6 :1005-1035):
                 # a client with a tunnel endpoint (a pod or node of the cluster) gets the
                 # reply through the tunnel, tagged REMOTE_NODE_ID; others by the native device.
+                # v1.18 tags it with the program's SECLABEL (v1.18 nodeport.h:2116): bpf_host
+                # runs as the host endpoint, whose identity encap.h:37-38 turns into
+                # LOCAL_NODE_ID (6); bpf_overlay is compiled with WORLD_ID.
                 tep = self.maps.ipcache.lookup(p.daddr)
                 if tep is not None and tep != self.snat_addr(len(tep) == 16):
                     self.dec_ttl(p)
-                    encapsulate(self, p, tep, b"", REMOTE_NODE_ID)
+                    vni = REMOTE_NODE_ID
+                    if self.config.version == "1.18" and from_overlay:
+                        vni = WORLD_ID
+                    encapsulate(self, p, tep, b"", vni)
                     return self.tunnel_redirect()
             return self.fib_redirect(p)
         return None

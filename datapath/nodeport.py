@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 # with the pod's (bpf_lxc.c:1340), one identity for every pod here.
 WORLD_ID = 2
 REMOTE_NODE_ID = 6  # the VNI of a reply tunnelled to a cluster client (nodeport.h:2343)
+HOST_ID = 1  # v1.18 bpf_host's SECLABEL: the host endpoint's identity (reserved:host)
 POD_IDENTITY = 1000
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")

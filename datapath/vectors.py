@@ -69,6 +69,10 @@ class VectorReport:
                           *(f"  DIVERGES {d}" for d in self.diverged)])
 
 
+# The releases whose behaviour the reference datapath implements (NodeConfig.version).
+REFERENCE_VERSIONS = ("1.18", "1.20")
+
+
 def _minor(version: str) -> str:
     """'1.20.0-dev' -> '1.20'."""
     return ".".join(version.split(".")[:2])
@@ -330,20 +334,43 @@ def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None =
                     faults: frozenset[str] = frozenset(), version: str | None = None
                     ) -> VectorReport:
     """Run one vector file against a fresh datapath; malformed files raise VectorFileError.
-    `version`: the Cilium tree's VERSION when the datapath is Cilium's own code."""
+    `version`: the Cilium tree's VERSION when the datapath is Cilium's own code. The
+    reference datapath (no factory, no version) runs the file once per Cilium version it
+    lists, with that version's profile and steps, so per-version steps are checked too."""
     p = str(path)
     doc = load_vector_file(path)
+    listed = doc.get("cilium")
+    if datapath_factory is None and version is None and isinstance(listed, list):
+        profiles = [str(v) for v in listed if str(v) in REFERENCE_VERSIONS]
+        if profiles:
+            reps = [_run_doc(doc, p, None, faults, None, v) for v in profiles]
+            return VectorReport(p, str(doc["source"]), sum(r.steps for r in reps),
+                                tuple(f"[{v}] {f}" for v, r in zip(profiles, reps, strict=True)
+                                      for f in r.failures))
+    return _run_doc(doc, p, datapath_factory, faults, version)
+
+
+def _run_doc(doc: Mapping[str, Any], p: str, datapath_factory: DatapathFactory | None,
+             faults: frozenset[str], version: str | None, profile: str | None = None
+             ) -> VectorReport:
+    """One run of a loaded file against a tree of `version`, or (`profile`) the reference
+    datapath with that release's behaviour, running that release's steps."""
     why = covers(doc, p, version)
     if why:
         return VectorReport(p, str(doc["source"]), len(doc["steps"]), (), skipped=why)
     diverged: list[str] = []
     try:
         cfg = _build_config(doc, p)
+        if profile == "1.18":
+            cfg = attrs.evolve(cfg, version="1.18")
+        elif profile == "1.20":
+            cfg = attrs.evolve(cfg, version="1.20")
         factory: DatapathFactory = datapath_factory or make_node
         dp = factory(cfg, frozenset(faults))
     except ConfigError as e:
         raise VectorFileError(p, "services", str(e)) from None
-    why = _lacks(doc, dp, version)
+    only = version if version is not None else profile  # whose steps run
+    why = _lacks(doc, dp, only)
     if why:
         return VectorReport(p, str(doc["source"]), len(doc["steps"]), (), skipped=why)
     caps: dict[str, Any] = {}
@@ -351,7 +378,7 @@ def run_vector_file(path: str | Path, datapath_factory: DatapathFactory | None =
     skipped = 0
     for i, st in enumerate(doc["steps"]):
         where = f"steps[{i}]" + (f"({st['name']})" if "name" in st else "")
-        if version is not None and "cilium" in st and _minor(version) not in st["cilium"]:
+        if only is not None and "cilium" in st and _minor(only) not in st["cilium"]:
             skipped += 1  # the step's bytes come from other Cilium versions
             continue
         if "advance" in st:

@@ -74,6 +74,17 @@ def _seen(entry: CtEntry, pkt: Packet, direction: Direction) -> CtEntry:
     return attrs.evolve(entry, tx_syn_seen=True)
 
 
+def seen_both_syns(entry: CtEntry) -> bool:
+    """ct_entry_seen_both_syns (conntrack.h:139-145) as Cilium compiles it: false for every
+    entry. It masks the __u8 tx/rx_flags_seen with TCP_FLAG_SYN, a __be32 for the 32-bit
+    `union tcp_flags` (include/linux/tcp.h:77), whose SYN bit is 0x200 on the little-endian
+    BPF target (0x20000 on big-endian): outside a byte either way. So every RST closes both
+    directions, whatever `entry.tx_syn_seen and entry.rx_syn_seen` (the stated intent) say;
+    measured on both trees' compiled bpf_host (vectors/ct_seen_flags.yaml)."""
+    del entry
+    return False
+
+
 def reset(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int,
           service: bool = True, direction: Direction = Direction.ORIGINAL) -> CtEntry:
     """ACTION_CREATE on a closing entry (v1.20 conntrack.h:382-395): closing flags, both
@@ -103,10 +114,9 @@ def on_packet(version: CiliumVersion, entry: CtEntry, pkt: Packet, now: int, *,
     tx, rx = new.tx_closing, new.rx_closing
     if closes:
         # ACTION_CLOSE (conntrack.h:397-420): CT_SERVICE closes both; otherwise an RST
-        # before both directions' SYNs were seen (ct_entry_seen_both_syns, conntrack.h:139,
-        # read after this packet's flags were recorded) closes both; else the packet's own.
-        both = service or (pkt.flags & TcpFlags.RST
-                           and not (new.tx_syn_seen and new.rx_syn_seen))
+        # when not ct_entry_seen_both_syns (read after this packet's flags were recorded)
+        # closes both; else only the packet's own direction.
+        both = service or (pkt.flags & TcpFlags.RST and not seen_both_syns(new))
         if both:
             tx = rx = True
         elif direction is Direction.ORIGINAL:

@@ -361,16 +361,21 @@ def _rev_dnat(st: NodeState, pkt: Packet) -> tuple[Packet, bool]:
     return attrs.evolve(pkt, src=fe), True
 
 
-def _reply_route(ctx: NodeCtx, out: Packet, entry: CtEntry) -> Packet:
+def _reply_route(ctx: NodeCtx, out: Packet, entry: CtEntry, hook: Hook) -> Packet:
     """nodeport_rev_dnat_ipv4 after CT_REPLY (nodeport.h:2336-2346): a client with a tunnel
     endpoint (a pod or node of the cluster) gets the reply through the tunnel, tagged
-    REMOTE_NODE_ID; an external client's leaves by the native device."""
+    REMOTE_NODE_ID (v1.18: the program's SECLABEL, v1.18 nodeport.h:2116: bpf_host's host
+    identity becomes LOCAL_NODE_ID = 6 in encap.h:37-38, bpf_overlay's is WORLD_ID); an
+    external client's reply leaves by the native device."""
     if not (ctx.cfg.tunneling and entry.node_port and entry.rev_nat_index):
         return out
     tep = ctx.ipcache.get(out.dst.addr)
     if tep is None or tep == ctx.ip:
         return out
-    return attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep, vni=REMOTE_NODE_ID))
+    vni = REMOTE_NODE_ID
+    if ctx.cfg.version is CiliumVersion.V1_18 and hook is Hook.FROM_OVERLAY:
+        vni = WORLD_ID
+    return attrs.evolve(out, outer=Outer(src=ctx.ip, dst=tep, vni=vni))
 
 
 def _local(ctx: NodeCtx, st: NodeState, pkt: Packet, step: Step) -> HookResult:
@@ -411,7 +416,7 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                     entry = on_packet(ctx.cfg.version, entry, pkt, ctx.now,
                                       direction=Direction.REPLY)
                     st = attrs.evolve(st, ct=st.ct.put(ekey, entry))
-                    out = _reply_route(ctx, out, entry)
+                    out = _reply_route(ctx, out, entry, hook)
                 return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.REV_SNAT)
             # DROP_NAT_NO_MAPPING inside nodeport ingress is punted to the stack.
     return st, _local(ctx, st, pkt, Step.PASS)

@@ -16,7 +16,10 @@ IPAddress = IPv4Address | IPv6Address
 WORLD_ID = 2
 WORLD_IPV6_ID = 10
 # The identity a NodePort reply carries when it is tunnelled to a client inside the cluster
-# (nodeport.h:2343, v1.20: REMOTE_NODE_ID).
+# (nodeport.h:2343, v1.20: REMOTE_NODE_ID). v1.18 sends the program's own SECLABEL
+# (v1.18 nodeport.h:2116): bpf_host's is the host endpoint's (reserved:host), which
+# __encap_with_nodeid turns into LOCAL_NODE_ID, 6 (v1.18 lib/encap.h:37-38); bpf_overlay is
+# compiled with SECLABEL=WORLD_ID by the agent's loader, so its replies carry 2.
 REMOTE_NODE_ID = 6
 # A pod's packet leaves bpf_lxc with the pod's identity (bpf_lxc.c:1340 encap_and_redirect_lxc
 # with SECLABEL). The model has no labels or policy: every pod has this one identity (the

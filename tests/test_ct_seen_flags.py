@@ -1,5 +1,6 @@
-"""Per-direction SYN-seen flags of a CT entry (tx_flags_seen / rx_flags_seen, conntrack.h):
-an RST before both directions' SYNs closes both ways, also after a reopen."""
+"""Per-direction TCP flags of a CT entry (tx_flags_seen / rx_flags_seen, conntrack.h): which
+lookup records into which byte, their reset on a reopen, and ACTION_CLOSE, where an RST closes
+both ways because ct_entry_seen_both_syns is never true as compiled."""
 
 from __future__ import annotations
 
@@ -58,14 +59,17 @@ def test_rst_with_lost_replies_closes_both_directions() -> None:
     assert e.tx_closing and e.rx_closing and e.lifetime == 2 + ct.CT_CLOSE_TIMEOUT
 
 
-def test_rst_after_both_syns_closes_one_direction() -> None:
-    """With the SYN-ACK seen on CT_INGRESS an RST closes only its own direction."""
+def test_rst_after_both_syns_closes_both_too() -> None:
+    """ct_entry_seen_both_syns is never true as compiled (a __be32 mask on a __u8): an RST
+    closes both directions even with both SYNs seen; a FIN closes only its own."""
     e = step(created(V20, tcp(S), 0), S | A, REPLY, 1)
-    assert e.tx_syn_seen and e.rx_syn_seen
+    assert e.tx_syn_seen and e.rx_syn_seen and not ct.seen_both_syns(e)
     e = step(step(e, A, ORIG, 2), R, ORIG, 3)
-    assert e.tx_closing and not e.rx_closing and e.lifetime == 3 + ct.CT_CONNECTION_LIFETIME_TCP
-    back = step(step(step(created(V20, tcp(S), 0), S | A, REPLY, 1), A, ORIG, 2), R, REPLY, 3)
-    assert back.rx_closing and not back.tx_closing
+    assert e.tx_closing and e.rx_closing and e.lifetime == 3 + ct.CT_CLOSE_TIMEOUT
+    fin = step(step(step(created(V20, tcp(S), 0), S | A, REPLY, 1), A, ORIG, 2), F | A,
+               REPLY, 3)
+    assert fin.rx_closing and not fin.tx_closing
+    assert fin.lifetime == 3 + ct.CT_CONNECTION_LIFETIME_TCP
 
 
 @pytest.mark.parametrize("v", [V18, V20])
@@ -143,8 +147,10 @@ def test_reference_records_flags_per_direction() -> None:
     send("from-netdev", "PA")
     e = _egress(node)
     assert (e.tx_flags_seen, e.rx_flags_seen) == (0x1A, 0x12)
-    send("from-netdev", "R")  # both SYNs seen: only the request direction closes
-    assert e.tx_closing and not e.rx_closing
+    send("to-netdev", "FA")  # a FIN closes its own direction only
+    assert e.rx_closing and not e.tx_closing and e.rx_flags_seen == 0x13
+    send("from-netdev", "R")  # both SYNs seen, yet the RST closes both (as compiled)
+    assert e.tx_closing and e.rx_closing and e.tx_flags_seen == 0x1E
 
 
 def test_reference_rst_before_both_syns_and_syn_fin() -> None:

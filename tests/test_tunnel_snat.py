@@ -39,8 +39,10 @@ def test_model_snat_source_is_router_ip_and_reply_leaves_natively() -> None:
 
 
 def test_model_reply_to_a_cluster_client_goes_into_the_tunnel() -> None:
-    """The same reply, with the client's address given a tunnel endpoint (node3)."""
-    sc = parse(DOC)
+    """The same reply, with the client's address given a tunnel endpoint (node3); v1.20
+    tags it REMOTE_NODE_ID (nodeport.h:2343)."""
+    sc = parse(build_doc(routing="tunnel", tunnel="geneve", svc_type="NodePort", proto="UDP",
+                         version="1.20"))
     state, traces = run_flows(sc.world, sc.flows)
     tr = traces[0]
     fwd = next(h for h in tr.hops if h.action is Step.SNAT).packet
@@ -60,6 +62,27 @@ def test_model_reply_to_a_cluster_client_goes_into_the_tunnel() -> None:
     _st, res2 = from_overlay(plain, state.nodes["node1"], attrs.evolve(
         reply, outer=Outer(src=node1.ip, dst=node1.ip)))
     assert res2.packet.outer is None and res2.packet.dst == client
+
+
+def test_model_v118_reply_identity_is_the_programs_seclabel() -> None:
+    """v1.18 tags the tunnelled reply with the program's SECLABEL (v1.18 nodeport.h:2116):
+    bpf_overlay's WORLD_ID; bpf_host's host identity becomes LOCAL_NODE_ID = 6 (encap.h:37)."""
+    sc = parse(build_doc(routing="tunnel", tunnel="geneve", svc_type="NodePort", proto="UDP",
+                         version="1.18"))
+    state, traces = run_flows(sc.world, sc.flows)
+    fwd = next(h for h in traces[0].hops if h.action is Step.SNAT).packet
+    node1, node3 = sc.world.cluster.node("node1"), sc.world.cluster.node("node3")
+    client = traces[0].hops[0].packet.src
+    ctx = NodeCtx(cfg=sc.world.cfg, name="node1", ip=node1.ip, router_ip=node1.router_ip,
+                  ipcache={**sc.world.ipcache(), client.addr: node3.ip}, now=state.now,
+                  rand=SeededRandom(0))
+    reply = Packet(src=fwd.dst, dst=fwd.src, proto=Proto.UDP)
+    vnis = {}
+    for hook in (Hook.FROM_OVERLAY, Hook.FROM_NETDEV):
+        _st, res = nodeport_lb(ctx, state.nodes["node1"], reply, hook)
+        assert res.packet.outer is not None and res.packet.dst == client
+        vnis[hook] = res.packet.outer.vni
+    assert vnis == {Hook.FROM_OVERLAY: WORLD_ID, Hook.FROM_NETDEV: REMOTE_NODE_ID}
 
 
 def test_model_and_datapath_agree_in_tunnel_snat() -> None:

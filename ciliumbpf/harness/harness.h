@@ -62,6 +62,8 @@
 # define LB4_SRC_RANGE_MAP cilium_lb4_source_range
 # undef LB6_SRC_RANGE_MAP
 # define LB6_SRC_RANGE_MAP cilium_lb6_source_range
+# undef RATELIMIT_MAP
+# define RATELIMIT_MAP cilium_ratelimit
 /* NODEPORT_PORT_MIN_NAT is NODEPORT_PORT_MAX + 1 here (a define, not CONFIG()). */
 # ifdef NPH_NAT_PORT_MAX_MIN1
 #  undef NODEPORT_PORT_MAX
