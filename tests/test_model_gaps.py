@@ -12,7 +12,7 @@ from model.config import CiliumConfig
 from model.conntrack import CtState, state_of
 from model.drops import DropReason
 from model.flows import run_flows
-from model.maps import LruMap, NatEntry
+from model.maps import LruMap, NatEntry, TupleFlags
 from model.nodeport import Hook, NodeCtx, Verdict, nodeport_lb
 from model.scenario import parse
 from model.snat import SeededRandom, fwd_key, rev_key, snat_nat
@@ -114,3 +114,23 @@ def test_stale_snat_entry_is_gone_even_when_the_fresh_allocation_fails() -> None
     fresh = snat_nat(cfg, taken, C, B, Proto.TCP, NODE, 6, "t", SeededRandom(1))
     assert fresh.nat is None
     assert fresh.snat.get(fwd_key(C, B, Proto.TCP)) is None
+
+
+def test_reopening_syn_to_a_service_without_backends_leaves_the_reset_entry() -> None:
+    """lb4_local: a SYN on a closing CT_SERVICE entry resets it in place (ACTION_CREATE);
+    with no backend left nothing is created over it, so the reset entry is what remains
+    (the reference datapath's lb_local does the same)."""
+    doc = build_doc(placement="remote", packets=3)
+    doc["flows"][0]["close"] = True
+    again = dict(doc["flows"][0], name="again", packets=1, close=False,
+                 setBackends={"web": []})
+    doc["flows"].append(again)
+    sc = parse(doc)
+    state, traces = run_flows(sc.world, sc.flows)
+    assert traces[0].delivered and not traces[1].delivered
+    st = state.nodes["node1"]
+    service = [k for k in st.ct if k.flags is TupleFlags.SERVICE]
+    assert len(service) == 1
+    e = st.ct.get(service[0])
+    assert e is not None
+    assert not e.tx_closing and not e.rx_closing and e.tx_syn_seen and not e.seen_non_syn
