@@ -53,7 +53,7 @@ def load_classifications(path: Path) -> dict[str, Classification]:
 
 
 _KEY = re.compile(r"^(?P<file>[^:]+\.py):(?P<first>\d+)"
-                  r"(?:-(?P<last>\d+)|:(?P<col>\d+)(?::[-a-z0-9#]+)?)?$")
+                  r"(?:-(?P<last>\d+)|:(?P<col>\d+)(?::[-a-z0-9_#]+)?)?$")
 
 
 def expand(classes: dict[str, Classification], mutants: list[Mutant]
