@@ -141,6 +141,7 @@ def test_line_and_range_keys_class_every_mutant_there(tmp_path: Path) -> None:
         m.id for m in ms if m.line in (6, 10, 11) and m.id != SURVIVOR
         and (m.line, m.col) != (11, 8)}
     assert got[HANG] is col  # a column key wins over a line range
-    assert expand({"pkg/mod.py:2:11:evolve-drop-rev_nat_index": exact}, ms) == {}
+    odd = "pkg/mod.py:2:11:evolve-drop-rev_nat_index"  # operator names may hold underscores
+    assert expand({odd: exact}, ms) == {odd: exact}
     with pytest.raises(MutationError, match="file:first-last"):
         expand({"pkg/mod.py": line}, ms)
