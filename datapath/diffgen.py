@@ -265,18 +265,20 @@ def difftest(examples: int, seed: int, factory: DatapathFactory,
              faults: frozenset[str] = frozenset(), *,
              shrink: bool = True, spec: str = "datapath",
              progress: Callable[[int, Counters], None] | None = None,
-             jobs: int = 1, shard: tuple[int, int] = (0, 1)) -> Summary:
+             jobs: int = 1, shard: tuple[int, int] = (0, 1),
+             only: frozenset[int] | None = None) -> Summary:
     """Run `examples` generated programs (fixed seed); on divergence shrink to a minimal one.
 
     `shard` (I, N) runs the units whose index is I mod N: the union of all N shards is the
     unsharded campaign, unit for unit. `jobs` > 1 runs units in that many forked processes;
-    the failure reported is the lowest unit's, as a sequential run would find first."""
+    the failure reported is the lowest unit's, as a sequential run would find first.
+    `only` keeps just those unit indices (the mutation check's coverage selection)."""
     global _WORK
     probe = check_datapath(factory(NodeConfig(), frozenset()), spec)  # a bad --datapath fails early
     if callable(getattr(probe, "close", None)):
         probe.close()  # type: ignore[attr-defined]
     units = [u for u in plan(examples, seed, program_version(factory))
-             if u.index % shard[1] == shard[0]]
+             if u.index % shard[1] == shard[0] and (only is None or u.index in only)]
     t0 = time.perf_counter()
     results: list[UnitResult] = []
     if jobs <= 1 or len(units) <= 1:

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mutation.operators import Mutant
-from mutation.report import load_classifications, measured_results, render, summarise
+from mutation.report import (
+    expand,
+    load_classifications,
+    load_speed,
+    measured_results,
+    render,
+    summarise,
+)
 from mutation.runner import MutationError, all_mutants, load_results, run, select, tree_fingerprint
 from mutation.targets import TARGETS, Target
 
@@ -75,15 +82,16 @@ def _selected(args: argparse.Namespace, target: Target) -> list[Mutant]:
     return select(mutants, sample=args.sample, seed=args.seed, shard=args.shard, ids=args.ids)
 
 
-def write_report(root: Path, target: Target) -> tuple[str, int]:
-    """Render the report from the stored results; returns (text, unclassified count)."""
+def write_report(root: Path, target: Target) -> tuple[str, list[str]]:
+    """Render the report from the stored results; returns (text, unclassified IDs)."""
     mutants = all_mutants(root, target)
     sources = {f: (root / f).read_bytes() for f in target.files}
     results = measured_results(mutants, load_results(root / target.results), sources)
-    classes = load_classifications(root / target.classifications)
+    classes = expand(load_classifications(root / target.classifications), mutants)
     tree = tree_fingerprint(root, target)
-    text = render(target, mutants, results, classes, tree)
-    return text, len(summarise(target, mutants, results, classes, tree).unclassified)
+    speed = load_speed(root / "mutation" / "speed.yaml", target.name)
+    text = render(target, mutants, results, classes, tree, speed)
+    return text, summarise(target, mutants, results, classes, tree).unclassified
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,12 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"mutation: {target.report} is out of date; run "
                       f"`python -m mutation report {target.name}`", file=sys.stderr)
             if unclassified:
-                print(f"mutation: {unclassified} UNCLASSIFIED survivor(s) in {target.report}",
-                      file=sys.stderr)
+                print(f"mutation: {len(unclassified)} UNCLASSIFIED survivor(s) in "
+                      f"{target.report}:", file=sys.stderr)
+                for mid in unclassified:
+                    print(f"  {mid}", file=sys.stderr)
             return 1 if stale or unclassified else 0
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        print(f"wrote {target.report} ({unclassified} unclassified survivors)")
+        print(f"wrote {target.report} ({len(unclassified)} unclassified survivors)")
         return 0
     except MutationError as exc:
         print(f"mutation: error: {exc}", file=sys.stderr)

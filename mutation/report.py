@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -51,6 +52,39 @@ def load_classifications(path: Path) -> dict[str, Classification]:
     return out
 
 
+_KEY = re.compile(r"^(?P<file>[^:]+\.py):(?P<first>\d+)"
+                  r"(?:-(?P<last>\d+)|:(?P<col>\d+)(?::[-a-z0-9_#]+)?)?$")
+
+
+def expand(classes: dict[str, Classification], mutants: list[Mutant]
+           ) -> dict[str, Classification]:
+    """Keys `file:line`, `file:first-last` and `file:line:col` class every mutant there (one
+    reason for a whole line, function or expression, e.g. a branch only a seeded fault
+    reaches); a narrower key wins over a wider one, an exact `file:line:col:operator` over
+    all."""
+    out: dict[str, Classification] = {}
+    ranked: list[tuple[int, int, Classification, str, int, int, int | None]] = []
+    for key, c in classes.items():
+        m = _KEY.match(key)
+        if m is None:
+            raise MutationError(f"{key}: expected file:line:col:operator, file:line:col, "
+                                "file:line or file:first-last")
+        if key.count(":") == 3:
+            continue
+        first = int(m["first"])
+        last = int(m["last"] or first)
+        col = int(m["col"]) if m["col"] is not None else None
+        ranked.append((0 if col is not None else 1, last - first, c, m["file"], first, last,
+                       col))
+    for _w, _n, c, path, first, last, col in sorted(ranked, key=lambda r: r[:2]):
+        for mu in mutants:
+            if (mu.path == path and first <= mu.line <= last
+                    and (col is None or mu.col == col)):
+                out.setdefault(mu.id, c)
+    out.update({k: c for k, c in classes.items() if k.count(":") == 3})
+    return out
+
+
 @attrs.frozen(kw_only=True)
 class Summary:
     """Counts the report and --check are built from."""
@@ -62,6 +96,30 @@ class Summary:
     survived: list[str]
     unclassified: list[str]
     stale: int
+
+
+def load_speed(path: Path, target: str) -> str | None:
+    """The before/after timing note of a target from mutation/speed.yaml, if recorded."""
+    if not path.exists():
+        return None
+    doc = yaml.safe_load(path.read_text()) or {}
+    entry = doc.get(target) if isinstance(doc, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return (f"Seconds per mutant, same seeded sample (`--sample {entry['sample']} --seed "
+                f"{entry['seed']}`), one job: median **{entry['before_median']} s** (mean "
+                f"{entry['before_mean']} s) running every check whole, median **"
+                f"{entry['after_median']} s** (mean {entry['after_mean']} s) with "
+                f"coverage-directed selection. {entry.get('note', '')}").rstrip()
+    except KeyError as exc:
+        raise MutationError(f"{path}: {target}.{exc.args[0]}: missing") from None
+
+
+def uncovered(r: Result) -> bool:
+    """Survived without running: no unit of any check executes the mutant's lines."""
+    return r.outcome == "survived" and bool(r.checks) and all(
+        c.status == "uncovered" for c in r.checks)
 
 
 def _pct(n: int, d: int) -> str:
@@ -104,7 +162,7 @@ def measured_results(mutants: list[Mutant], results: dict[str, Result],
 
 
 def render(target: Target, mutants: list[Mutant], results: dict[str, Result],
-           classes: dict[str, Classification], tree: str) -> str:
+           classes: dict[str, Classification], tree: str, speed: str | None = None) -> str:
     """The whole markdown document."""
     s = summarise(target, mutants, results, classes, tree)
     names = [c.name for c in target.checks]
@@ -120,6 +178,14 @@ def render(target: Target, mutants: list[Mutant], results: dict[str, Result],
         f"{target.name}` (see [mutation.md](mutation.md));",
         f"survivor classes live in `{target.classifications}`.",
         "",
+        "Each check runs only its units (prove: configuration cells; difftest: campaign",
+        "units; vectors: files; tests: pytest node ids) that execute the mutant's lines on",
+        "the unmutated tree, as recorded once per tree by coverage.py",
+        "(`mutation/covmap.py`); an edit outside any function body runs every unit. A",
+        "check none of whose units reaches the mutant cannot kill it and is skipped; a",
+        "mutant no check reaches survives as *not covered* without running anything.",
+        "",
+        *([speed, ""] if speed else []),
         "## Checks",
         "",
         "| # | check | command | why |",
@@ -132,14 +198,23 @@ def render(target: Target, mutants: list[Mutant], results: dict[str, Result],
         "## Rates",
         "",
         f"- Mutants generated: **{s.total}**; measured: **{s.measured}**"
-        + (" (a sample or shards; the rest not run yet)" if s.measured < s.total else "")
+        + (f" (the rest not run yet: `python -m mutation run {target.name} --jobs 1` "
+           "resumes, skipping what is measured)" if s.measured < s.total else "")
         + (f"; {s.stale} measured on an older tree" if s.stale else "") + ".",
     ]
     for n in names:
         lines.append(f"- Killed first by **{n}**: {s.by_killer.get(n, 0)}"
                      + (f", plus {s.timeouts[n]} by timeout in it" if s.timeouts.get(n) else ""))
+    ran = {n: sum(1 for m in mutants if (r := results.get(m.id)) is not None
+                  and any(c.name == n and c.status != "uncovered" for c in r.checks))
+           for n in names}
+    dark = sum(1 for m in mutants if (r := results.get(m.id)) is not None and uncovered(r))
     lines += [
-        f"- Survived: **{len(s.survived)}** ({len(s.unclassified)} unclassified).",
+        f"- Survived: **{len(s.survived)}** ({dark} not covered by any check; "
+        f"{len(s.unclassified)} unclassified).",
+        f"- {first} ran on {ran[first]} of {s.measured} mutants (the others' lines it never "
+        "executes: it cannot kill them); "
+        + ", ".join(f"{n} on {ran[n]}" for n in names[1:]) + " (after earlier kills).",
         f"- Kill rate of **{first} alone**: "
         f"{_pct(s.by_killer.get(first, 0) + s.timeouts.get(first, 0), s.measured)}"
         f" ({s.by_killer.get(first, 0)} + {s.timeouts.get(first, 0)} timeouts of {s.measured}).",
@@ -201,11 +276,13 @@ def _survivors(mutants: list[Mutant], results: dict[str, Result],
             if (r := results.get(m.id)) is not None and r.outcome == "survived"]
     if not rows:
         return [*out, "None.", ""]
-    out += ["| mutant | edit | class | why |", "|---|---|---|---|"]
+    out += ["| mutant | edit | reached | class | why |", "|---|---|---|---|---|"]
     for m, c in rows:
         kind = c.kind if c else "**UNCLASSIFIED**"
         why = (c.why if c else "").replace("|", "\\|")
-        out.append(f"| `{m.id}` | {m.describe().replace('|', chr(92) + '|')} | {kind} | {why} |")
+        reached = "not covered" if uncovered(results[m.id]) else "covered"
+        out.append(f"| `{m.id}` | {m.describe().replace('|', chr(92) + '|')} | {reached} | "
+                   f"{kind} | {why} |")
     return [*out, ""]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from mutation.covmap import CoverageError, CovMap, Span, argv_for, load_or_record, spans
 from mutation.operators import Mutant, mutants_of
 from mutation.targets import Check, Target
 
@@ -42,7 +43,7 @@ class CheckRun:
     """One check on one mutant: pass, fail (a kill) or timeout (a kill, counted apart)."""
 
     name: str
-    status: str
+    status: str  # pass | fail | timeout | uncovered (no unit executes the mutant's lines)
     seconds: float
     detail: str
 
@@ -136,13 +137,25 @@ def _stratified(mutants: list[Mutant], sample: int, seed: int) -> list[Mutant]:
     return out
 
 
+def _selected_tests(target: Target) -> set[str]:
+    """The test files the target's checks name (tests/x.py of tests/x.py::name)."""
+    return {a.split("::")[0] for c in target.checks for a in c.shown.split()
+            if a.startswith("tests/")}
+
+
 def tree_fingerprint(root: Path, target: Target) -> str:
-    """Hash of every file the checks read, plus the check commands themselves."""
+    """Hash of every file the checks read, plus the check commands themselves. Of tests/
+    only the files the checks select count (and the shared conftest.py, __init__.py): a
+    test added for the other target leaves this target's results and coverage map valid."""
     h = hashlib.sha256()
+    chosen = _selected_tests(target) | {"tests/conftest.py", "tests/__init__.py"}
     for d in _TREE_DIRS:
         for p in sorted((root / d).rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if d == "tests" and rel not in chosen:
+                continue
             if p.is_file() and "__pycache__" not in p.parts:
-                h.update(p.relative_to(root).as_posix().encode())
+                h.update(rel.encode())
                 h.update(p.read_bytes())
     for c in target.checks:
         h.update(c.shown.encode())
@@ -193,11 +206,13 @@ def _env(ws: Path) -> dict[str, str]:
     return env
 
 
-def run_check(ws: Path, check: Check, timeout: float) -> CheckRun:
-    """Run one check in the workspace; kill its whole process group on timeout."""
+def run_check(ws: Path, check: Check, timeout: float,
+              argv: list[str] | None = None) -> CheckRun:
+    """Run one check (or the given argv for some of its units) in the workspace; kill its
+    whole process group on timeout."""
     shutil.rmtree(ws / ".hypothesis", ignore_errors=True)  # no examples carried over
     start = time.monotonic()
-    proc = subprocess.Popen(check.argv(ws), cwd=ws, env=_env(ws), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv or check.argv(ws), cwd=ws, env=_env(ws), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -249,9 +264,26 @@ def baseline(root: Path, target: Target, log: Callable[[str], None]) -> dict[str
     return secs
 
 
+def cached_baseline(root: Path, target: Target, tree: str,
+                    log: Callable[[str], None]) -> dict[str, float]:
+    """The baseline's seconds per check for this tree (build/, next to the coverage map)."""
+    path = root / "build" / "mutation" / f"baseline-{target.name}-{tree}.json"
+    if path.exists():
+        secs: dict[str, float] = json.loads(path.read_text())
+        if set(secs) == {c.name for c in target.checks}:
+            log(f"baseline: {', '.join(f'{k} {v:.1f} s' for k, v in secs.items())} (cached)")
+            return secs
+    secs = baseline(root, target, log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(secs) + "\n")
+    return secs
+
+
 def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, float],
-               tree: str) -> Result:
-    """Apply the mutant in the workspace, run checks until the first kill, restore."""
+               tree: str, cov: CovMap | None = None, span: Span | None = None) -> Result:
+    """Apply the mutant in the workspace, run checks until the first kill, restore. With a
+    coverage map, each check runs only its units that execute the mutant's span (all of
+    them for a module-level edit); a check none of whose units does is 'uncovered'."""
     path = ws / mutant.path
     original = path.read_bytes()
     start = time.monotonic()
@@ -261,7 +293,22 @@ def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, flo
         path.write_bytes(mutant.apply(original))
         _forget_bytecode(path)
         for check in target.checks:
-            run = run_check(ws, check, timeouts[check.name])
+            argv = None
+            note = ""
+            if cov is not None:
+                units = cov.select(check.name, span)
+                if not units:
+                    where = (f"lines {span.first}-{span.last}" if span is not None
+                             else "module level")
+                    runs.append(CheckRun(name=check.name, status="uncovered", seconds=0.0,
+                                         detail=f"no unit executes {where}"))
+                    continue
+                every = cov.units[check.name]
+                argv = argv_for(ws, check, units, every)
+                note = f"{len(units)}/{len(every)} units"
+            run = run_check(ws, check, timeouts[check.name], argv)
+            if note:
+                run = attrs.evolve(run, detail=f"{note}; {run.detail}".rstrip("; "))
             runs.append(run)
             if run.status != "pass":
                 outcome = "killed" if run.status == "fail" else "timeout"
@@ -275,23 +322,53 @@ def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, flo
                   seconds=round(time.monotonic() - start, 2))
 
 
+def coverage_map(root: Path, target: Target, tree: str,
+                 log: Callable[[str], None]) -> CovMap:
+    """The tree's coverage map (cached under build/), recorded in a throw-away copy."""
+    with workspace(root) as ws:
+        verify_workspace(ws, target)
+        try:
+            return load_or_record(root, ws, target, tree, _env(ws), log)
+        except CoverageError as exc:
+            raise MutationError(str(exc)) from None
+
+
 def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results: Path,
         timeout_factor: float, timeout_min: float, fresh: bool,
-        log: Callable[[str], None]) -> list[Result]:
-    """Run the mutants that have no result for this tree yet; store each as it finishes."""
+        log: Callable[[str], None], use_coverage: bool = True) -> list[Result]:
+    """Run the mutants that have no result for this tree yet; store each as it finishes.
+    With `use_coverage` (the default) checks are narrowed to the units that reach each
+    mutant (mutation/covmap.py); without, every check runs whole after a baseline."""
     tree = tree_fingerprint(root, target)
     have = load_results(results)
     todo: list[Mutant] = []
+    older = 0
     for m in mutants:
         r = have.get(m.id)
-        if fresh or r is None or r.tree != tree or r.digest != m.digest(
-                (root / m.path).read_bytes()):
+        if fresh or r is None or r.digest != m.digest((root / m.path).read_bytes()):
             todo.append(m)
+        elif r.tree != tree:
+            # Tests and vectors are added, not weakened: a kill on an older tree stays a
+            # kill; a survivor is measured again (--fresh re-runs everything).
+            if r.outcome == "survived":
+                todo.append(m)
+            else:
+                older += 1
     log(f"{len(mutants)} selected, {len(mutants) - len(todo)} already measured on tree "
-        f"{tree}, {len(todo)} to run with {jobs} job(s)")
+        f"{tree}{f' ({older} kills from older trees kept)' if older else ''}, "
+        f"{len(todo)} to run with {jobs} job(s)")
     if not todo:
         return []
-    base = baseline(root, target, log)
+    cov: CovMap | None = None
+    where: dict[str, Span | None] = {}
+    if use_coverage:
+        cov = coverage_map(root, target, tree, log)
+        base = cached_baseline(root, target, tree, log)
+        for rel in sorted({m.path for m in todo}):
+            where.update(spans((root / rel).read_bytes(), rel,
+                               [m for m in todo if m.path == rel]))
+    else:
+        base = baseline(root, target, log)
     timeouts = {k: max(timeout_min, timeout_factor * v) for k, v in base.items()}
     queue: Queue[Mutant] = Queue()
     for m in todo:
@@ -309,7 +386,7 @@ def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results
                         m = queue.get_nowait()
                     except Empty:
                         return
-                    res = run_mutant(ws, m, target, timeouts, tree)
+                    res = run_mutant(ws, m, target, timeouts, tree, cov, where.get(m.id))
                     with lock:
                         _store(results, res)
                         done.append(res)

@@ -10,6 +10,8 @@ import attrs
 
 # argv for a check, given the workspace root (a copy of the repository).
 Argv = Callable[[Path], list[str]]
+# argv running only some units of a check (mutation/covmap.py selects them by coverage).
+UnitsArgv = Callable[[Path, list[str]], list[str]]
 
 
 @attrs.frozen(kw_only=True)
@@ -20,6 +22,15 @@ class Check:
     argv: Argv
     shown: str  # the command as the report prints it
     why: str  # why this check, and this selection, belongs here
+    # Units that run alone (prove cells, difftest units, vector files, pytest node ids):
+    # an argv printing their names one a line, and one running just the given ones.
+    # Without them the whole check is one unit.
+    units: Argv | None = None
+    run_units: UnitsArgv | None = None
+    pytest: bool = False  # units are node ids, recorded in one run by mutation/covplugin.py
+    # argv recording one unit, where run_units' way (a forked pool) would race coverage.py's
+    # data saving; it must run the same code in this process. Default: run_units.
+    record_unit: UnitsArgv | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -48,20 +59,62 @@ def _vectors(root: Path) -> list[str]:
             *sorted(str(p.relative_to(root)) for p in (root / "vectors").glob("*.yaml"))]
 
 
+def _vector_files(root: Path) -> list[str]:
+    return [_py(), "-c", "import pathlib; print(*sorted(str(p) for p in "
+            "pathlib.Path('vectors').glob('*.yaml')), sep='\\n')"]
+
+
+_PYTEST = ("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0")
+
+
 def _pytest(*selection: str) -> Argv:
-    return lambda root: [_py(), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                         "--hypothesis-seed=0", *selection]
+    return lambda root: [_py(), *_PYTEST, *selection]
+
+
+def _collect(*selection: str) -> Argv:
+    return lambda root: [_py(), "-m", "pytest", "--collect-only", "-q", "-p",
+                         "no:cacheprovider", *selection]
+
+
+def _pytest_ids(root: Path, ids: list[str]) -> list[str]:
+    return [_py(), *_PYTEST, *ids]
+
+
+def _tests(selection: tuple[str, ...], why: str) -> Check:
+    return Check(name="tests", argv=_pytest(*selection),
+                 shown="pytest -x " + " ".join(selection), why=why,
+                 units=_collect(*selection), run_units=_pytest_ids, pytest=True)
 
 
 DIFFTEST_EXAMPLES, DIFFTEST_SEED = 50, 1
+_DIFFTEST_ARGS = ("difftest", "--examples", str(DIFFTEST_EXAMPLES), "--seed",
+                  str(DIFFTEST_SEED), "--quiet")
 _DIFFTEST = Check(
     name="difftest",
-    argv=_nodeport("difftest", "--examples", str(DIFFTEST_EXAMPLES), "--seed",
-                   str(DIFFTEST_SEED), "--quiet"),
+    argv=_nodeport(*_DIFFTEST_ARGS),
     shown=f"nodeport difftest --examples {DIFFTEST_EXAMPLES} --seed {DIFFTEST_SEED} --quiet",
     why="the model and the byte-level datapath walked side by side on generated programs "
         "(fixed seed: the same programs for every mutant)",
+    units=lambda root: [
+        _py(), "-c", "from datapath.adapter import load_factory\n"
+        "from datapath.diffgen import plan, program_version\n"
+        f"for u in plan({DIFFTEST_EXAMPLES}, {DIFFTEST_SEED}, "
+        "program_version(load_factory(None, None))): print(u.index)"],
+    run_units=lambda root, units: [_py(), "-m", "nodeport.cli", *_DIFFTEST_ARGS, "--no-shrink",
+                                   "--units", ",".join(units)],
 )
+
+# A prove cell in this process, as `nodeport prove --cell` runs it in its forked worker
+# (cmd_prove.execute -> run_many(workers=1)); exit 1 on an unexpected result, 3 on unknown.
+_PROVE_RECORD = ("import sys\n"
+                 "from properties.prove import UNKNOWN, run_many, suite\n"
+                 "jobs = [(p.id, c, frozenset()) for p, c in suite()\n"
+                 "        if c.label() in sys.argv[1:]]\n"
+                 "rs = run_many(jobs, 20.0)\n"
+                 "sys.exit(3 if any(r.result == UNKNOWN for r in rs) else 0 if jobs and "
+                 "all(r.ok for r in rs) else 1)")
+_PROVE_CELLS = ("from properties.prove import suite\n"
+                "print(*dict.fromkeys(c.label() for _p, c in suite()), sep='\\n')")
 
 # Tests that exercise model/ directly; the CLI-validation suite (scenario.py's input
 # errors), the prove suite (already the prove check), docs/lint tests and the seeded-fault
@@ -72,6 +125,8 @@ MODEL_TESTS = (
     "tests/test_model_properties.py", "tests/test_model_maps.py", "tests/test_no_backend.py",
     "tests/test_tunnel_snat.py", "tests/test_model_network.py", "tests/test_model_snat.py",
     "tests/test_diagrams_lifecycle.py", "tests/test_cli_trace.py::test_example_traces",
+    "tests/test_model_dsr_stale.py", "tests/test_ct_seen_flags.py",
+    "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py", "tests/test_model_gaps.py",
 )
 # Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they
 # re-run vectors and difftest per registered fault) and the CLI loader test (the vectors and
@@ -81,6 +136,9 @@ DATAPATH_TESTS = (
     "tests/test_datapath_robust.py", "tests/test_datapath_rewrite.py",
     "tests/test_datapath_vectors.py",
     "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",
+    "tests/test_datapath_gaps.py", "tests/test_ct_seen_flags.py", "tests/test_ct_accounting.py",
+    "tests/test_abstraction_icmp.py", "tests/test_tunnel_snat.py", "tests/test_no_backend.py",
+    "tests/test_diffgen_reach.py",
     "--deselect", "tests/test_datapath_vectors.py::test_every_fault_killed",
     "--deselect", "tests/test_difftest_engine.py::test_every_fault_killed_by_difftest_or_vectors",
     "--deselect", "tests/test_difftest_abstraction.py::test_cli_runs_and_vectors_share_the_loader",
@@ -91,14 +149,19 @@ MODEL = Target(
     files=("model/nodeport.py", "model/snat.py", "model/conntrack.py", "model/network.py",
            "model/maps.py"),
     checks=(
-        Check(name="prove", argv=_nodeport("prove", "--jobs", "1"),
+        Check(name="prove", argv=_nodeport("prove", "--jobs", "1", "--fail-fast"),
               shown="nodeport prove --jobs 1",
-              why="the default property suite; run on every mutant so that its kill rate "
-                  "alone is known"),
+              why="the default property suite (stopping at its first unexpected result); run "
+                  "on every mutant whose lines it executes, so that its kill rate alone is "
+                  "known",
+              units=lambda root: [_py(), "-c", _PROVE_CELLS],
+              run_units=lambda root, cells: [_py(), "-m", "nodeport.cli", "prove", "--jobs",
+                                             "1", "--fail-fast",
+                                             *(a for c in cells for a in ("--cell", c))],
+              record_unit=lambda root, cells: [_py(), "-c", _PROVE_RECORD, *cells]),
         _DIFFTEST,
-        Check(name="tests", argv=_pytest(*MODEL_TESTS), shown="pytest -x " + " ".join(
-            MODEL_TESTS), why="the model's unit and scenario tests, "
-                              "and every example traced through the CLI"),
+        _tests(MODEL_TESTS, "the model's unit and scenario tests, and every example traced "
+                            "through the CLI"),
     ),
     immutable_writes=True,
     report="docs/mutation-model.md",
@@ -112,11 +175,12 @@ DATAPATH = Target(
         "lb", "conntrack", "nat", "nodeport", "host", "packet", "build", "csum", "maps")),
     checks=(
         Check(name="vectors", argv=_vectors, shown="nodeport vectors vectors/*.yaml",
-              why="golden packet vectors taken from Cilium's bpf/tests (about 1 s)"),
+              why="golden packet vectors taken from Cilium's bpf/tests (about 1 s)",
+              units=_vector_files,
+              run_units=lambda root, files: [_py(), "-m", "nodeport.cli", "vectors", *files]),
         _DIFFTEST,
-        Check(name="tests", argv=_pytest(*DATAPATH_TESTS), shown="pytest -x " + " ".join(
-            DATAPATH_TESTS), why="the datapath's parser, map, robustness, vector-format and "
-                                 "difftest-engine tests"),
+        _tests(DATAPATH_TESTS, "the datapath's parser, map, robustness, vector-format and "
+                               "difftest-engine tests"),
     ),
     immutable_writes=False,
     report="docs/mutation-datapath.md",

@@ -13,6 +13,7 @@ from datapath.diffgen import (
     format_kill_table,
     kill_table,
     parse_shard,
+    plan,
     planned,
     program_version,
     text_progress,
@@ -41,10 +42,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(_usage(str(e))) from None
     if args.jobs < 1:
         raise SystemExit(_usage("--jobs must be at least 1"))
+    only = _units(args.units, len(plan(args.examples, args.seed, program_version(factory))))
     progress = None if args.quiet else text_progress(
         planned(args.examples, shard, program_version(factory)))
     summary = difftest(args.examples, args.seed, factory, spec=spec,
-                       progress=progress, jobs=args.jobs, shard=shard)
+                       progress=progress, jobs=args.jobs, shard=shard, only=only,
+                       shrink=not args.no_shrink)
     if progress is not None:
         print(file=sys.stderr)
     if summary.failure is not None:
@@ -53,6 +56,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"shard {shard[0]}/{shard[1]}: units {','.join(map(str, summary.units))}")
     print(summary.line())
     return 1 if summary.failure is not None else 0
+
+
+def _units(text: str | None, count: int) -> frozenset[int] | None:
+    """--units I,J,...: unit indices below the campaign's unit count."""
+    if text is None:
+        return None
+    try:
+        out = frozenset(int(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(_usage(f"--units: expected I,J,... got {text!r}")) from None
+    bad = [i for i in out if not 0 <= i < count]
+    if bad:
+        raise SystemExit(_usage(f"--units: {bad[0]} is not a unit of this campaign "
+                                f"(0..{count - 1})"))
+    return out
 
 
 def _usage(msg: str) -> int:
@@ -92,6 +110,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="run only units I, I+N, I+2N... (deterministic seeds: the N shards "
                         "together are the unsharded run)")
+    # Hidden: only these campaign units (indices of datapath.diffgen.plan); the mutation
+    # check runs the units whose coverage reaches a mutant (mutation/covmap.py).
+    p.add_argument("--units", default=None, metavar="I,J", help=argparse.SUPPRESS)
+    # Hidden: report the first divergence unshrunk (a mutant's kill needs no minimal case).
+    p.add_argument("--no-shrink", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mutants", action="store_true",
                    help="kill table: every seeded datapath fault vs difftest and vectors "
                         "(cilium-bpf: the source patches in ciliumbpf/mutants/)")

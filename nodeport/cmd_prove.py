@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                         "that `nodeport trace` replays")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="worker processes (default: 2 or the CPU count if fewer)")
+    # Hidden: only the jobs of these configuration cells (labels as the table prints them);
+    # the mutation check runs the cells whose coverage reaches a mutant (mutation/covmap.py).
+    p.add_argument("--cell", action="append", metavar="LABEL", help=argparse.SUPPRESS)
+    # Hidden: stop at the first configuration group with an unexpected result (the mutation
+    # check needs only whether prove fails, not every failing row).
+    p.add_argument("--fail-fast", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -149,10 +155,12 @@ def _group(jobs: list[Job], timeout: float) -> list[Result]:
 
 
 def execute(jobs: list[Job], timeout: float, workers: int,
-            tick: Callable[[int], None] | None = None) -> list[Result]:
+            tick: Callable[[int], None] | None = None, fail_fast: bool = False
+            ) -> list[Result]:
     """Run the jobs grouped by (configuration, faults), each group in a fresh worker process
     forked from this one, so a counterexample does not depend on --jobs or on which group a
-    worker ran before (z3's state would otherwise carry over); results keep job order."""
+    worker ran before (z3's state would otherwise carry over); results keep job order.
+    `fail_fast` stops at the first group with an unexpected result (the rest are missing)."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, (_, cfg, faults) in enumerate(jobs):
         groups.setdefault((cfg, faults), []).append(i)
@@ -163,10 +171,14 @@ def execute(jobs: list[Job], timeout: float, workers: int,
         pending = [(b, pool.apply_async(_group, ([jobs[i] for i in b], timeout)))
                    for b in buckets]
         for b, handle in pending:
-            for i, r in zip(b, handle.get(), strict=True):
+            got = handle.get()
+            for i, r in zip(b, got, strict=True):
                 out[i] = r
             if tick is not None:
                 tick(len(b))
+            if fail_fast and not all(r.ok for r in got):
+                pool.terminate()
+                break
     return [r for r in out if r is not None]
 
 
@@ -188,11 +200,17 @@ def run(args: argparse.Namespace) -> int:
         jobs = [(p.id, c, frozenset()) for p, c in suite(ids)]
     jobs = [j for j in jobs if (not args.mode or j[1].mode.value == args.mode)
             and (not args.family or j[1].family == args.family)]
+    if args.cell:
+        known = {j[1].label() for j in jobs}
+        for label in args.cell:
+            if label not in known:
+                raise InputError(f"--cell: no configuration {label!r} in the selected suite")
+        jobs = [j for j in jobs if j[1].label() in args.cell]
     if not jobs:
         raise InputError("no property/configuration matches the given filters")
     progress = Progress(len(jobs), f"proving {plural(len(jobs), 'job')}")
     t0 = time.perf_counter()
-    results = execute(jobs, args.timeout, args.jobs, progress.step)
+    results = execute(jobs, args.timeout, args.jobs, progress.step, args.fail_fast)
     wall = time.perf_counter() - t0
     progress.close()
     notes = _draw(results, diagrams) if diagrams is not None else []

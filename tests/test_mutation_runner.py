@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mutation.report import Classification, load_classifications, render, summarise
+from mutation.report import Classification, expand, load_classifications, render, summarise
 from mutation.runner import MutationError, all_mutants, load_results, run, select
 from mutation.targets import TARGETS, Check, Target
 
@@ -54,6 +54,8 @@ def test_killed_survived_and_timeout_reported(tmp_path: Path) -> None:
     assert by_id[KILLED].outcome == "killed" and by_id[KILLED].killer == "trivial"
     assert "AssertionError" in by_id[KILLED].checks[0].detail
     assert by_id[SURVIVOR].outcome == "survived" and by_id[SURVIVOR].killer is None
+    # unused() never runs: the coverage map says so and nothing was run for it
+    assert [c.status for c in by_id[SURVIVOR].checks] == ["uncovered"]
     assert by_id[HANG].outcome == "timeout" and by_id[HANG].killer == "trivial"
     # The worktree was never mutated; results were stored; a re-run skips them.
     assert (root / "pkg" / "mod.py").read_text() == MOD
@@ -64,12 +66,13 @@ def test_killed_survived_and_timeout_reported(tmp_path: Path) -> None:
     stored = load_results(results_file)
     everything = all_mutants(root, target)
     unclassified = render(target, everything, stored, {}, tree=stored[KILLED].tree)
-    assert f"| `{SURVIVOR}` | `5` -> `(6)` | **UNCLASSIFIED** |" in unclassified
+    assert f"| `{SURVIVOR}` | `5` -> `(6)` | not covered | **UNCLASSIFIED** |" in unclassified
     assert "Kill rate of **trivial alone**: 66.7% (1 + 1 timeouts of 3)" in unclassified
     assert "## Killed by timeout" in unclassified
     classes = {SURVIVOR: Classification(kind="gap", why="nothing calls unused()")}
     classified = render(target, everything, stored, classes, tree=stored[KILLED].tree)
-    assert f"| `{SURVIVOR}` | `5` -> `(6)` | gap | nothing calls unused() |" in classified
+    assert (f"| `{SURVIVOR}` | `5` -> `(6)` | not covered | gap | nothing calls unused() |"
+            in classified)
     s = summarise(target, everything, stored, classes, tree=stored[KILLED].tree)
     assert s.survived == [SURVIVOR] and s.unclassified == []
 
@@ -122,4 +125,23 @@ def test_committed_classifications_load() -> None:
     root = Path(__file__).resolve().parent.parent
     classes = load_classifications(root / "mutation" / "classifications.yaml")
     assert classes
-    assert all(len(k.split(":")) == 4 for k in classes), "file:line:col:operator"
+    assert all(len(k.split(":")) in (2, 3, 4) for k in classes), "file:line[:col[:operator]]"
+
+
+def test_line_and_range_keys_class_every_mutant_there(tmp_path: Path) -> None:
+    root, target = _repo(tmp_path)
+    ms = all_mutants(root, target)
+    exact = Classification(kind="gap", why="exact")
+    line = Classification(kind="equivalent", why="line")
+    col = Classification(kind="equivalent", why="col")
+    got = expand({"pkg/mod.py:6": line, "pkg/mod.py:10-11": line, SURVIVOR: exact,
+                  "pkg/mod.py:11:8": col}, ms)
+    assert got[SURVIVOR] is exact  # an exact key wins over its line's
+    assert {k for k, v in got.items() if v is line} == {
+        m.id for m in ms if m.line in (6, 10, 11) and m.id != SURVIVOR
+        and (m.line, m.col) != (11, 8)}
+    assert got[HANG] is col  # a column key wins over a line range
+    odd = "pkg/mod.py:2:11:evolve-drop-rev_nat_index"  # operator names may hold underscores
+    assert expand({odd: exact}, ms) == {odd: exact}
+    with pytest.raises(MutationError, match="file:first-last"):
+        expand({"pkg/mod.py": line}, ms)
