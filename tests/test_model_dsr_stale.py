@@ -42,3 +42,17 @@ def test_plain_syn_clears_a_stale_dsr_flag_and_the_reply_keeps_the_pod_address()
     _st, out = to_netdev(ctx, st, reply)
     assert out.step is not Step.REV_DNAT
     assert out.packet.src == BACKEND != FRONTEND  # not rewritten to the old frontend
+
+
+def test_plain_syn_to_a_pod_on_a_dsr_node_without_a_ct_entry_is_delivered() -> None:
+    """Without DSR info and without a CT entry there is no flag to clear: the SYN goes to
+    the pod and the CT map is left alone (nodeport_extract_dsr_v4, ct_update_dsr)."""
+    sc = parse(build_doc(mode="dsr", placement="remote"))
+    state, _traces = run_flows(sc.world, [])
+    node2 = sc.world.cluster.node("node2")
+    ctx = NodeCtx(cfg=sc.world.cfg, name="node2", ip=node2.ip, router_ip=node2.router_ip,
+                  ipcache=sc.world.ipcache(), now=3, rand=SeededRandom(0))
+    syn = Packet(src=CLIENT, dst=BACKEND, proto=Proto.TCP, flags=TcpFlags.SYN)
+    st, res = from_netdev(ctx, state.nodes["node2"], syn)
+    assert res.verdict is Verdict.DELIVER and res.packet == syn
+    assert st.ct.get(egress_key(CLIENT, BACKEND, Proto.TCP)) is None
