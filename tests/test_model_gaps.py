@@ -13,7 +13,7 @@ from model.conntrack import CtState, state_of
 from model.drops import DropReason
 from model.flows import run_flows
 from model.maps import LruMap, NatEntry, TupleFlags
-from model.nodeport import Hook, NodeCtx, Verdict, nodeport_lb
+from model.nodeport import Hook, NodeCtx, Step, Verdict, nodeport_lb
 from model.scenario import parse
 from model.snat import SeededRandom, fwd_key, rev_key, snat_nat
 from model.values import DsrKind, DsrMeta, Endpoint, Packet, Proto, TcpFlags
@@ -134,3 +134,21 @@ def test_reopening_syn_to_a_service_without_backends_leaves_the_reset_entry() ->
     e = st.ct.get(service[0])
     assert e is not None
     assert not e.tx_closing and not e.rx_closing and e.tx_syn_seen and not e.seen_non_syn
+
+
+def test_native_routing_reply_to_a_client_with_a_tunnel_endpoint_is_not_encapsulated() -> None:
+    """_reply_route: only tunnel routing puts a reverse-SNATed reply into the tunnel; with
+    native routing it leaves natively even when the client's address has an ipcache tunnel
+    endpoint (the tunnel twin: tests/test_tunnel_snat.py)."""
+    sc = parse(build_doc(routing="native", svc_type="NodePort", proto="UDP"))
+    state, traces = run_flows(sc.world, sc.flows)
+    fwd = next(h for h in traces[0].hops if h.action is Step.SNAT).packet
+    client = traces[0].hops[0].packet.src
+    node1, node3 = sc.world.cluster.node("node1"), sc.world.cluster.node("node3")
+    ctx = NodeCtx(cfg=sc.world.cfg, name="node1", ip=node1.ip, router_ip=node1.router_ip,
+                  ipcache={**sc.world.ipcache(), client.addr: node3.ip}, now=state.now,
+                  rand=SeededRandom(0))
+    reply = Packet(src=fwd.dst, dst=fwd.src, proto=Proto.UDP)
+    _st, res = nodeport_lb(ctx, state.nodes["node1"], reply, Hook.FROM_NETDEV)
+    assert res.step is Step.REV_SNAT and res.packet.dst == client
+    assert res.packet.outer is None
