@@ -17,12 +17,10 @@ import attrs
 import z3
 
 from model.faults import ModelFault
-from model.flows import run_flows
-from model.scenario import parse
 from properties.catalogue import Property
 from properties.checks import CHECKERS, Finding, Replay
 from properties.configs import Config
-from properties.decode import Replayed, ScenarioValues, document, replay
+from properties.decode import Replayed, ScenarioValues, document, replay, run_document
 from properties.results import (
     COUNTEREXAMPLE,
     DRIFT,
@@ -173,11 +171,8 @@ class _Runs:
         key = (vals, faults)
         got = self.runs.get(key)
         if got is None:
-            sc = parse(document(c.cfg, vals, seed=1), "<witness>")
-            world = attrs.evolve(sc.world, faults=faults)
-            state, traces = run_flows(world, sc.flows)
-            got = self.runs[key] = Replay(cfg=c.cfg, world=world, traces=tuple(traces),
-                                          state=state)
+            got = self.runs[key] = run_document(c.cfg, document(c.cfg, vals, seed=1), faults,
+                                                "<witness>")
         return got
 
 

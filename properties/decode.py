@@ -119,16 +119,22 @@ class Replayed:
     finding: Finding
 
 
+def run_document(cfg: Config, doc: dict[str, Any], faults: frozenset[ModelFault],
+                 source: str) -> Replay:
+    """A scenario document run through the concrete model, with the faults switched on."""
+    sc = parse(doc, source)
+    world = attrs.evolve(sc.world, faults=faults)
+    state, traces = run_flows(world, sc.flows)
+    return Replay(cfg=cfg, world=world, traces=tuple(traces), state=state)
+
+
 def replay(prop_id: str, cfg: Config, v: ScenarioValues, faults: frozenset[ModelFault],
            seeds: Sequence[int] = tuple(range(1, SEED_TRIES + 1))) -> Replayed | None:
     """Run the decoded scenario (trying seeds) until the concrete checker sees a violation."""
     check = CHECKERS[prop_id]
     for seed in seeds:
         doc = document(cfg, v, seed)
-        sc = parse(doc, f"<{prop_id} counterexample>")
-        world = attrs.evolve(sc.world, faults=faults)
-        state, traces = run_flows(world, sc.flows)
-        rp = Replay(cfg=cfg, world=world, traces=tuple(traces), state=state)
+        rp = run_document(cfg, doc, faults, f"<{prop_id} counterexample>")
         finding = check(rp)
         if finding is not None:
             return Replayed(doc=doc, replay=rp, finding=finding)

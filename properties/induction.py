@@ -87,17 +87,33 @@ class Timer:
         s = z3.Solver()
         s.set(timeout=ms)
         s.add(*facts)
-        t0 = time.perf_counter()
-        ans = s.check()
-        self.queries.append(Query(name=name, seconds=time.perf_counter() - t0, answer=str(ans)))
-        return ans
+        return self._timed(name, s.check)
 
     def under(self, name: str, o: Outcome[Any], *facts: z3.BoolRef) -> z3.CheckSatResult:
         """The path's condition with the facts, on the path's own (warm) solver, timed."""
+        return self._timed(name, lambda: o.check(*facts))
+
+    def _timed(self, name: str, query: Callable[[], z3.CheckSatResult]) -> z3.CheckSatResult:
         t0 = time.perf_counter()
-        ans = o.check(*facts)
+        ans = query()
         self.queries.append(Query(name=name, seconds=time.perf_counter() - t0, answer=str(ans)))
         return ans
+
+
+class Built:
+    """Invariant instances built once per (tag, view, key): the view and the key's terms
+    are kept alive, so the ids in the memo's key stay their own."""
+
+    def __init__(self) -> None:
+        self._got: dict[tuple[object, ...], tuple[z3.BoolRef, View, Keys]] = {}
+
+    def get(self, tag: str, v: View, k: Keys, make: Callable[[], z3.BoolRef]) -> z3.BoolRef:
+        """make(), or what it built for this tag, view and key before."""
+        ident = (tag, id(v), *(t.get_id() for t in k))
+        got = self._got.get(ident)
+        if got is None:
+            got = self._got[ident] = (make(), v, k)
+        return got[0]
 
 
 @attrs.frozen(kw_only=True)
@@ -207,17 +223,7 @@ class NatInv:
     hi: int
     out: Family
     inn: Family
-    memo: dict[tuple[object, ...], tuple[z3.BoolRef, View]] = attrs.field(factory=dict,
-                                                                          eq=False)
-
-    def cached(self, which: str, v: View, k: Keys, make: Callable[[], z3.BoolRef]
-               ) -> z3.BoolRef:
-        """An instance built once per view and key (the view is kept, so is its id)."""
-        ident = (which, id(v), *(t.get_id() for t in k))
-        got = self.memo.get(ident)
-        if got is None:
-            got = self.memo[ident] = (make(), v)
-        return got[0]
+    built: Built = attrs.field(factory=Built, eq=False)
 
     def in_range(self, p: z3.ExprRef) -> z3.BoolRef:
         """A port in the NAT range."""
@@ -225,11 +231,11 @@ class NatInv:
 
     def fwd(self, v: View, k: Keys) -> z3.BoolRef:
         """A forward entry {c, b, c_port, b_port} maps to L:N and {b, L, b_port, N} to c."""
-        return self.cached("fwd", v, k, lambda: self._fwd(v, k))
+        return self.built.get("fwd", v, k, lambda: self._fwd(v, k))
 
     def rev(self, v: View, k: Keys) -> z3.BoolRef:
         """A reverse entry {b, L, b_port, N} lies in the NAT range and its forward maps back."""
-        return self.cached("rev", v, k, lambda: self._rev(v, k))
+        return self.built.get("rev", v, k, lambda: self._rev(v, k))
 
     def _fwd(self, v: View, k: Keys) -> z3.BoolRef:
         c, b, cp, bp = k
@@ -405,15 +411,11 @@ def ct_steps(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int
     fam = Family(CtTuple, (("nexthdr", cfg.proto), ("flags", TupleFlags.SERVICE)))
     state: list[NodeState] = []
 
-    built: dict[tuple[int, ...], tuple[z3.BoolRef, View, Keys]] = {}
+    built = Built()
 
     def inv(v: View, k: Keys) -> z3.BoolRef:
-        """The invariant at one key of one view, built once (view and key kept alive)."""
-        ident = (id(v), *(t.get_id() for t in k))
-        got = built.get(ident)
-        if got is None:
-            got = built[ident] = (inv_at(v, k), v, k)
-        return got[0]
+        """The invariant at one key of one view, built once."""
+        return built.get("inv", v, k, lambda: inv_at(v, k))
 
     def inv_at(v: View, k: Keys) -> z3.BoolRef:
         """F's entries with F's rev_nat_index name one of F's slots."""

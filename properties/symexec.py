@@ -61,6 +61,18 @@ def add(solver: z3.Solver, f: z3.BoolRef) -> None:
     z3.Z3_solver_assert(solver.ctx.ref(), solver.solver, f.as_ast())
 
 
+def scoped_check(solver: z3.Solver, *facts: z3.BoolRef) -> z3.CheckSatResult:
+    """The solver's assertions and the facts, in a scope of their own, not as assumptions
+    (z3 keeps a proxy of every non-literal assumption, and slows as they pile up)."""
+    solver.push()
+    try:
+        for f in facts:
+            add(solver, f)
+        return solver.check()
+    finally:
+        solver.pop()
+
+
 def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
     """And of z3 conditions without z3.And's per-argument coercion (a hot path here)."""
     if not parts:
@@ -360,8 +372,12 @@ class Path:
     def assume(self, fact: z3.BoolRef) -> None:
         """A fact about the inputs (a domain), not a branch."""
         self.facts.append(fact)
-        add(self.solver, fact)
-        if self._model is not None and self._holds(fact) is not True:
+        self._assert(fact)
+
+    def _assert(self, f: z3.BoolRef) -> None:
+        """Assert f; the path's model survives only if it satisfies f too."""
+        add(self.solver, f)
+        if self._model is not None and self._holds(f) is not True:
             self._model = None
 
     def _holds(self, f: z3.BoolRef) -> bool | None:
@@ -416,9 +432,7 @@ class Path:
             lit = c if taken else neg
         self.taken.append(Decision(taken))
         self.literals.append(lit)
-        add(self.solver, lit)
-        if self._model is not None and self._holds(lit) is not True:
-            self._model = None  # a replayed side the model does not take
+        self._assert(lit)
         self._memo[key] = taken
         self._memo[neg.get_id()] = not taken
         return taken
@@ -456,14 +470,15 @@ class Path:
         return True
 
     def _sat(self, f: z3.BoolRef, keep_model: bool = False) -> z3.CheckSatResult:
-        """The path so far and f: in a scope of its own, not as an assumption (z3 keeps a
-        proxy of every non-literal assumption, and the solver slows as they pile up)."""
+        """The path so far and f (keep_model: a model of both, if sat, becomes the path's)."""
         self.queries += 1
+        if not keep_model:
+            return scoped_check(self.solver, f)
         self.solver.push()
         try:
             add(self.solver, f)
             r = self.solver.check()
-            if keep_model and r == z3.sat:
+            if r == z3.sat:
                 self._model = self.solver.model()
             return r
         finally:
@@ -483,8 +498,9 @@ class Outcome(Generic[T]):
     error: str | None
     parts: tuple[z3.BoolRef, ...]  # the path condition's conjuncts
     depth: int
-    # the path's own solver, holding the condition: valid until the explorer resumes
-    solver: z3.Solver | None = attrs.field(default=None, eq=False, repr=False)
+    # the explorer's solver, holding this path's condition until the explorer resumes
+    solver: z3.Solver = attrs.field(eq=False, repr=False)
+    explorer: Explorer = attrs.field(eq=False, repr=False)
 
     @property
     def condition(self) -> z3.BoolRef:
@@ -492,17 +508,11 @@ class Outcome(Generic[T]):
         return conj(self.parts)
 
     def check(self, *facts: z3.BoolRef) -> z3.CheckSatResult:
-        """Satisfiability of the condition with the facts, on the path's warm solver."""
-        if self.solver is None:
-            s = z3.Solver()
-            s.add(self.condition, *facts)
-            return s.check()
-        self.solver.push()
-        try:
-            self.solver.add(*facts)
-            return self.solver.check()
-        finally:
-            self.solver.pop()
+        """Satisfiability of the condition with the facts, on the path's warm solver (only
+        before the explorer resumes: afterwards the solver holds another path)."""
+        if self.explorer.yielded is not self:
+            raise SymbolicMisuse("a path's solver was used after the explorer moved on")
+        return scoped_check(self.solver, *facts)
 
 
 @attrs.define
@@ -516,6 +526,7 @@ class Explorer:
     infeasible: int = 0
     queries: int = 0
     truncated: bool = False
+    yielded: object = attrs.field(default=None, repr=False)  # the outcome its solver holds
 
     def run(self, fn: Callable[[], T], inputs: tuple[Input, ...] = (),
             facts: tuple[z3.BoolRef, ...] = ()) -> Iterator[Outcome[T]]:
@@ -552,8 +563,11 @@ class Explorer:
             stack.extend(reversed(path.alternatives))
             if path.unknown:
                 status = Status.UNKNOWN
-            yield Outcome(status=status, value=value, error=error,
-                          parts=path.parts(), depth=len(path.taken), solver=solver)
+            self.yielded = Outcome(status=status, value=value, error=error,
+                                   parts=path.parts(), depth=len(path.taken), solver=solver,
+                                   explorer=self)
+            yield self.yielded
+            self.yielded = None
 
 
 def construct(fn: Callable[[], T], inputs: tuple[Input, ...]) -> T:

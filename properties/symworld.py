@@ -136,13 +136,15 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
 @functools.lru_cache(maxsize=256)
 def cell(cfg: Config, bounds: Bounds) -> Cell:
     """Parse the cell's document once and make its ports symbolic inputs."""
-    ports = [SPORT, TARGET_PORT]
-    if _has_node_port(cfg):
-        ports.append(NODE_PORT)
-    if cfg.svc_type is not ServiceType.NODEPORT:
-        ports.append(SVC_PORT)
-    if bounds.drain:  # reprogramming keys the agent's tables by frontend and backend ports:
-        ports = [SPORT]  # those stay concrete, the client's source port stays open
+    ports = [SPORT]
+    # reprogramming (a drain) keys the agent's tables by frontend and backend ports: those
+    # stay concrete then, the client's source port stays open
+    if not bounds.drain:
+        ports.append(TARGET_PORT)
+        if _has_node_port(cfg):
+            ports.append(NODE_PORT)
+        if cfg.svc_type is not ServiceType.NODEPORT:
+            ports.append(SVC_PORT)
     if bounds.extra_service:
         ports.append(OTHER_NODE_PORT)
     if bounds.clients > 1:

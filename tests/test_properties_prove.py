@@ -157,3 +157,17 @@ def test_diagrams_drawn_for_counterexamples(tmp_path: Path) -> None:
     svgs = list(tmp_path.glob("P-DSR-01-*.svg"))
     assert [p.name for p in svgs] == ["P-DSR-01-snat-ipv4-remote-nodeport-tcp.svg"]
     assert "<svg" in svgs[0].read_text()
+
+
+def test_a_path_solver_is_refused_once_the_explorer_moved_on() -> None:
+    """Outcome.check runs on the explorer's shared solver: after the explorer resumes it
+    holds another path, so using it then is an error, not a wrong answer."""
+    x = symexec.Input(name="x", lo=0, hi=3)
+    ex = symexec.Explorer()
+    paths = ex.run(lambda: bool(x.var < 2), (x,))
+    first = next(paths)
+    assert first.check(x.var.e == 0) == (z3.sat if first.value else z3.unsat)
+    second = next(paths)
+    assert second.check() == z3.sat
+    with pytest.raises(symexec.SymbolicMisuse):
+        first.check()
