@@ -24,7 +24,19 @@ from model.config import (
 from model.errors import ConfigRefused, ScenarioError
 from model.flows import ENDINGS, FlowSpec
 from model.network import World
-from model.topology import Client, Cluster, Fabric, Node, Pod, Service, ServiceType, TrafficPolicy
+from model.topology import (
+    AFFINITY_TIMEOUT_DEFAULT,
+    AFFINITY_TIMEOUT_MAX,
+    Client,
+    Cluster,
+    Fabric,
+    Node,
+    Pod,
+    Service,
+    ServiceType,
+    SessionAffinity,
+    TrafficPolicy,
+)
 from model.topology import derive as derive_cluster
 from model.values import Endpoint, IPAddress, Proto
 
@@ -295,7 +307,20 @@ def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod
         cluster_ip=r.opt(m, "clusterIP", path, r.host, None),
         etp=r.opt(m, "externalTrafficPolicy", path,
                   lambda v, p: r.enum(v, p, TrafficPolicy), TrafficPolicy.CLUSTER),
-        backends=backends, source_ranges=tuple(ranges))
+        backends=backends, source_ranges=tuple(ranges), **_affinity(r, path, m))
+
+
+def _affinity(r: _Reader, path: str, m: Mapping[str, Any]) -> dict[str, Any]:
+    """sessionAffinity and its timeout, Kubernetes' names, defaults and range."""
+    aff = r.opt(m, "sessionAffinity", path, lambda v, p: r.enum(v, p, SessionAffinity),
+                SessionAffinity.NONE)
+    if "sessionAffinityTimeoutSeconds" in m and aff is not SessionAffinity.CLIENT_IP:
+        raise r.fail(f"{path}.sessionAffinityTimeoutSeconds",
+                     "only with sessionAffinity: ClientIP")
+    timeout = r.opt(m, "sessionAffinityTimeoutSeconds", path,
+                    lambda v, p: r.integer(v, p, 1, AFFINITY_TIMEOUT_MAX),
+                    AFFINITY_TIMEOUT_DEFAULT)
+    return {"affinity": aff, "affinity_timeout": timeout}
 
 
 def parse(doc: Any, source: str = "<scenario>") -> Scenario:
@@ -339,7 +364,7 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
         r, top, "services",
         {"name", "type", "protocol", "port", "targetPort", "nodePort", "loadBalancerIP",
          "externalIPs", "externalTrafficPolicy", "backends", "clusterIP",
-         "loadBalancerSourceRanges"},
+         "loadBalancerSourceRanges", "sessionAffinity", "sessionAffinityTimeoutSeconds"},
         {"name", "type", "port", "targetPort"}))
     family = type(nodes[0].ip)
     hosts: list[tuple[str, list[IPAddress]]] = [

@@ -26,6 +26,17 @@ class TrafficPolicy(enum.Enum):
     LOCAL = "Local"
 
 
+class SessionAffinity(enum.Enum):
+    """spec.sessionAffinity; ClientIP sets SVC_FLAG_AFFINITY on every frontend."""
+
+    NONE = "None"
+    CLIENT_IP = "ClientIP"
+
+
+AFFINITY_TIMEOUT_DEFAULT = 10800  # Kubernetes' DefaultClientIPServiceAffinitySeconds
+AFFINITY_TIMEOUT_MAX = 86400  # Kubernetes' MaxClientIPServiceAffinitySeconds
+
+
 class FrontendKind(enum.Enum):
     """Which address a frontend listens on (lb4_key.address)."""
 
@@ -85,6 +96,8 @@ class Service:
     etp: TrafficPolicy = TrafficPolicy.CLUSTER
     backends: tuple[str, ...] = ()
     source_ranges: tuple[IPv4Network | IPv6Network, ...] = ()
+    affinity: SessionAffinity = SessionAffinity.NONE
+    affinity_timeout: int = AFFINITY_TIMEOUT_DEFAULT  # seconds
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +125,7 @@ class Frontend:
     etp_local: bool
     routable: bool  # SVC_FLAG_ROUTABLE: every non-ClusterIP frontend
     source_ranges: tuple[IPv4Network | IPv6Network, ...]
+    affinity_timeout: int = 0  # SVC_FLAG_AFFINITY with this timeout (s); 0: no affinity
 
     def backends_for(self, node: str, backends: Mapping[int, Backend]) -> tuple[int, ...]:
         """Backend slots this node's map holds: only node-local ones under eTP=Local."""
@@ -191,7 +205,9 @@ def derive(cluster: Cluster, *, range_all_ext: bool = False) -> Cluster:
             proto=svc.proto, node=node, backend_ids=ids,
             etp_local=svc.etp is TrafficPolicy.LOCAL and kind is not FrontendKind.CLUSTERIP,
             routable=kind is not FrontendKind.CLUSTERIP,
-            source_ranges=svc.source_ranges if guarded else ()))
+            source_ranges=svc.source_ranges if guarded else (),
+            affinity_timeout=(svc.affinity_timeout
+                              if svc.affinity is SessionAffinity.CLIENT_IP else 0)))
 
     for svc in cluster.services:
         ids = backend_ids(svc)
