@@ -23,3 +23,5 @@ class ModelFault(enum.Enum):
     SNAT_SKIPPED = "the SNAT path forwards with the client's source"
     LB_IGNORES_CT_SERVICE = "every packet picks a backend afresh (CT_SERVICE ignored)"
     TERMINATING_BACKEND_TAKES_SYN = "a SYN stays on a terminating (BE_STATE_TERMINATING) backend"
+    AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
+                                "(the timeout compared the wrong way)")

@@ -136,6 +136,10 @@ def _sorted_ids(ids: Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def _sorted_pairs(pairs: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted(pairs))
+
+
 def _frozen_map(value: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> EqMap[Any, Any]:
     return value if isinstance(value, EqMap) else EqMap(value)
 
@@ -268,6 +272,7 @@ class ServiceEntry:
     dsr: bool  # SVC_FLAG_FWD_MODE_DSR: this frontend takes the DSR path
     source_ranges: tuple[object, ...] = ()
     all_backends: tuple[int, ...] = ()  # the service's backends on every node (agent view)
+    affinity_timeout: int = 0  # SVC_FLAG_AFFINITY with this timeout (seconds); 0: none
 
     @property
     def count(self) -> int:
@@ -288,6 +293,32 @@ class LbMaps:
     local_endpoints: frozenset[IPAddress] = frozenset()  # cilium_lxc
     # backend IDs flagged BE_STATE_TERMINATING, sorted: looked up with ==, never hashed
     terminating: tuple[int, ...] = attrs.field(default=(), converter=_sorted_ids)
+    # cilium_lb_affinity_match: (rev_nat_id, backend_id) of each affinity frontend's active
+    # backends, sorted; looked up with ==
+    affinity_match: tuple[tuple[int, int], ...] = attrs.field(default=(), converter=_sorted_pairs)
+
+
+AFFINITY_MAP_MAX = 65536  # CILIUM_LB_AFFINITY_MAP_MAX_ENTRIES (the agent's default, 64k)
+
+
+@attrs.frozen(kw_only=True, order=True, cache_hash=True)
+class AffinityKey:
+    """struct lb4_affinity_key / lb6_affinity_key with netns_cookie = 0 (lb.h:130, 144)."""
+
+    client: IPAddress
+    rev_nat_id: int
+
+
+@attrs.frozen(kw_only=True)
+class AffinityVal:
+    """struct lb_affinity_val (lb.h:153): the backend and when the client last used it."""
+
+    backend_id: int
+    last_used: int  # model seconds (bpf_mono_now)
+
+
+def _affinity_map() -> LruMap[AffinityKey, AffinityVal]:
+    return LruMap(capacity=AFFINITY_MAP_MAX)
 
 
 @attrs.frozen(kw_only=True)
@@ -306,3 +337,6 @@ class NodeState:
     ct: LruMap[CtTuple, CtEntry]
     snat: LruMap[NatTuple, NatEntry]
     icmp6_bucket: TokenBucket | None = None  # created by the first ICMPv6 reject
+    # cilium_lb4_affinity / cilium_lb6_affinity (one LRU hash per family; the key's address
+    # tells them apart): the client's backend per frontend, for sessionAffinity=ClientIP
+    affinity: LruMap[AffinityKey, AffinityVal] = attrs.field(factory=_affinity_map)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 import attrs
@@ -127,11 +127,20 @@ def lb_maps(world: World, node: str) -> LbMaps:
         services.append(((fe.addr.addr, fe.addr.port, fe.proto), ServiceEntry(
             rev_nat_index=fe.rev_nat_index, backend_slots=fe.backends_for(node, c.backends),
             routable=fe.routable, etp_local=fe.etp_local, dsr=uses_dsr(world.cfg, fe.proto),
-            source_ranges=fe.source_ranges, all_backends=fe.backend_ids)))
+            source_ranges=fe.source_ranges, all_backends=fe.backend_ids,
+            affinity_timeout=fe.affinity_timeout)))
         revnat[fe.rev_nat_index] = fe.addr
-    return LbMaps(services=services, revnat=revnat,
+    return LbMaps(services=services, revnat=revnat, affinity_match=affinity_match(services),
                   backends={bid: b.addr for bid, b in c.backends.items()},
                   local_endpoints=frozenset(p.ip for p in c.pods if p.node == node))
+
+
+def affinity_match(services: Iterable[tuple[ServiceKey, ServiceEntry]]
+                   ) -> tuple[tuple[int, int], ...]:
+    """cilium_lb_affinity_match as the agent writes it: each affinity frontend's active
+    backends (its slots on this node), keyed {rev_nat_id, backend_id}."""
+    return tuple((e.rev_nat_index, b) for _k, e in services if e.affinity_timeout
+                 for b in e.backend_slots)
 
 
 @attrs.frozen(kw_only=True)
@@ -212,7 +221,8 @@ def reprogram(world: World, state: ClusterState, service: str, backends: tuple[s
                           if not entry.etp_local or pod_node[agent.table[b][0]] == name)
             services[key] = attrs.evolve(entry, backend_slots=slots, all_backends=ids)
         lb = attrs.evolve(st.lb, services=services, backends=table,
-                          terminating=agent.terminating)
+                          terminating=agent.terminating,
+                          affinity_match=affinity_match(services.items()))
         nodes[name] = attrs.evolve(st, lb=lb)
     return attrs.evolve(state, nodes=MappingProxyType(nodes), agent=agent)
 

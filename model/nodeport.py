@@ -12,6 +12,8 @@ from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import (
+    AffinityKey,
+    AffinityVal,
     CtEntry,
     CtTuple,
     NatEntry,
@@ -153,21 +155,62 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
                  or ctx.has(ModelFault.TERMINATING_BACKEND_TAKES_SYN))):
         # An existing backend is kept; a BE_STATE_TERMINATING one only for established
         # connections (non-SYN): they drain, new connections go elsewhere.
-        return attrs.evolve(st, ct=st.ct.put(key, entry)), entry.backend_id, False
+        st = attrs.evolve(st, ct=st.ct.put(key, entry))
+        return _update_affinity(ctx, st, svc, pkt, entry.backend_id), entry.backend_id, False
     if svc.count == 0:
         if entry is not None:
             st = attrs.evolve(st, ct=st.ct.put(key, entry))
         return st, None, False
-    slots = svc.backend_slots
-    pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
-    draw = ctx.rand.u32("lb", ctx.name, key, ctx.now)
-    bid = pinned[0] if pinned else _random_slot(slots, draw)
+    bid = 0
+    if entry is None and svc.affinity_timeout:  # CT_NEW only (lb.h:2219-2226)
+        st, bid = _affinity_backend_id(ctx, st, svc, pkt)
+        if bid not in st.lb.backends:  # lb4_lookup_backend failed: select afresh
+            bid = 0
+    if bid == 0:
+        slots = svc.backend_slots
+        pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
+        draw = ctx.rand.u32("lb", ctx.name, key, ctx.now)
+        bid = pinned[0] if pinned else _random_slot(slots, draw)
     if entry is not None:  # reselect: the entry stays, only its backend changes
         new = attrs.evolve(entry, backend_id=bid, rev_nat_index=svc.rev_nat_index)
     else:
         new = created(version, pkt, ctx.now, service=True, backend_id=bid,
                       rev_nat_index=svc.rev_nat_index)
-    return attrs.evolve(st, ct=st.ct.put(key, new)), bid, entry is None
+    st = attrs.evolve(st, ct=st.ct.put(key, new))
+    return _update_affinity(ctx, st, svc, pkt, bid), bid, entry is None
+
+
+def _affinity_backend_id(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
+                         ) -> tuple[NodeState, int]:
+    """__lb4_affinity_backend_id / __lb6_ (lb.h:2056, 1243): the client's remembered backend.
+
+    The entry is stale from last_used + timeout on (lb.h:2079-2080, `<= now`: the session is
+    sticky for [last_used, last_used + timeout)) and void once the agent no longer lists its
+    backend in cilium_lb_affinity_match (lb.h:2085); either way it is deleted and 0 says
+    "select". A live entry's last_used becomes now (lb.h:2090).
+    """
+    key = AffinityKey(client=pkt.src.addr, rev_nat_id=svc.rev_nat_index)
+    val = st.affinity.get(key)
+    if val is None:
+        return st, 0
+    expired = val.last_used + svc.affinity_timeout <= ctx.now
+    if ctx.has(ModelFault.AFFINITY_EXPIRY_INVERTED):
+        expired = not expired
+    if expired or (svc.rev_nat_index, val.backend_id) not in st.lb.affinity_match:
+        return attrs.evolve(st, affinity=st.affinity.delete(key)), 0
+    val = attrs.evolve(val, last_used=ctx.now)
+    return attrs.evolve(st, affinity=st.affinity.put(key, val)), val.backend_id
+
+
+def _update_affinity(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
+                     bid: int) -> NodeState:
+    """lb4_update_affinity_by_addr (lb.h:2124, 2294): every packet lb4_local passes, new or
+    established, writes {backend, now} for its client on an affinity frontend."""
+    if not svc.affinity_timeout:
+        return st
+    key = AffinityKey(client=pkt.src.addr, rev_nat_id=svc.rev_nat_index)
+    return attrs.evolve(st, affinity=st.affinity.put(
+        key, AffinityVal(backend_id=bid, last_used=ctx.now)))
 
 
 def _random_slot(slots: tuple[int, ...], rand: int) -> int:
