@@ -71,13 +71,19 @@ def _drained(rp: Replay) -> bool:
     return any(tr.spec.terminating and tr.backend_saw for tr in rp.traces)
 
 
+def _reconnected(rp: Replay) -> bool:
+    """One client's second connection reached a backend after its first one did."""
+    got = [tr.spec.source.addr for tr in rp.traces if tr.backend_saw]
+    return len(got) > len(set(got))
+
+
 # What a path must reach for a property's check to say something (the vacuity test).
 PREMISES: dict[str, Premise] = {
     "P-LB-01": _reply_arrives, "P-LB-02": _delivered, "P-NAT-01": _reply_arrives,
     "P-NAT-03": _snat_on_lb_node, "P-DSR-01": _delivered, "P-DSR-02": _reply_arrives,
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
-    "P-CT-02": _drained,
+    "P-CT-02": _drained, "P-AFF-01": _reconnected,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
@@ -91,6 +97,7 @@ CROSS_CHECK: dict[str, Bounds] = {
 # Readable counterexamples: preferred input values, dropped when the path cannot have them.
 NICE: dict[str, Callable[[z3.ArithRef], z3.BoolRef]] = {
     "client.sourcePort": lambda x: z3.And(x >= 40000, x <= 60999),
+    "client2.sourcePort": lambda x: z3.And(x >= 40000, x <= 60999),
     "service.targetPort": lambda x: x == 8080,
     "service.port": lambda x: x == 80,
     "service.nodePort": lambda x: x == 30080,

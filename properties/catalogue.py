@@ -268,4 +268,27 @@ PROPERTIES: tuple[Property, ...] = (
                  (F.TERMINATING_BACKEND_TAKES_SYN, _cfg(DSR, "ipv6")))),
 )
 
+def _affinity_kept(c: Config) -> str:
+    return VIOLATED if c.ecmp else HOLD
+
+
+PROPERTIES += (
+    Property(
+        id="P-AFF-01", title="session affinity",
+        statement=("With sessionAffinity: ClientIP a client's new connection (another source "
+                   "port) through one node reaches the backend its previous connection "
+                   "reached, while less than the timeout has passed since that one's last "
+                   "packet and the backend stays active. Across nodes only where selection "
+                   "gives the same first choice: with random selection a connection that "
+                   "ECMP sends to another node finds no affinity entry there (the map is "
+                   "per node) and may reach another backend: an expected counterexample."),
+        scope="one client, two connections, two backends; NodePort through one node (SNAT "
+              "IPv4 TCP, DSR IPv6 UDP) and a LoadBalancer VIP reached through both nodes",
+        method="bmc",
+        configs=(_cfg(SNAT, affinity=True), _cfg(DSR, "ipv6", proto=UDP, affinity=True),
+                 _cfg(SNAT, typ=ServiceType.LOADBALANCER, affinity=True, ecmp=True)),
+        expected=_affinity_kept, bounds=Bounds(packets=2, backends=2, reconnect=True),
+        mutants=((F.AFFINITY_EXPIRY_INVERTED, _cfg(SNAT, affinity=True)),)),
+)
+
 BY_ID = {p.id: p for p in PROPERTIES}

@@ -24,6 +24,7 @@ from model.network import (
     reprogram,
 )
 from model.nodeport import Step
+from model.topology import SessionAffinity
 from model.values import Endpoint, Proto
 from properties.configs import Config
 
@@ -357,6 +358,41 @@ def nat02(rp: Replay) -> Finding | None:
     return Finding(flow=last, hop=idx, message="; ".join(sorted(problems)))
 
 
+def _times(tr: FlowTrace, start: int) -> tuple[int, int, int]:
+    """The model clock at a flow's first and last request and when it ended (run_flow:
+    idle seconds, then one second per packet sent)."""
+    sent = sum(1 for h in tr.hops if h.action is Action.SEND and not h.reply)
+    first = start + tr.spec.idle + 1
+    return first, first + max(sent - 1, 0), start + tr.spec.idle + sent
+
+
+def aff01(rp: Replay) -> Finding | None:
+    """P-AFF-01: a new connection of a client to an affinity service within the timeout of
+    its previous one (no endpoint change between) reaches that one's backend."""
+    timeout = {s.name: s.affinity_timeout for s in rp.world.cluster.services
+               if s.affinity is SessionAffinity.CLIENT_IP}
+    last: list[tuple[object, str, int, str]] = []  # (client address, service, time, pod)
+    now = 0
+    for n, tr in enumerate(rp.traces):
+        if tr.spec.set_backends:
+            last.clear()
+        first, final, now = _times(tr, now)
+        got = _pod_receives(tr)
+        if tr.spec.service not in timeout or not got:
+            continue
+        key = (tr.spec.source.addr, tr.spec.service)
+        before = next((x for x in reversed(last) if (x[0], x[1]) == key), None)
+        if before is not None and first < before[2] + timeout[tr.spec.service]:
+            i, h = got[0]
+            if h.at != before[3]:
+                return Finding(flow=n, hop=i, message=(
+                    f"new connection from {tr.spec.source} via {tr.spec.via} reached {h.at}; "
+                    f"the client's previous one ({before[2]} s, within the "
+                    f"{timeout[tr.spec.service]} s timeout) reached {before[3]}"))
+        last.append((key[0], key[1], final, got[-1][1].at))
+    return None
+
+
 def seen_sources(traces: Sequence[FlowTrace]) -> set[Endpoint]:
     """Sources the backends saw (diagnostics)."""
     return {p.src for tr in traces for p in tr.backend_saw}
@@ -366,5 +402,5 @@ CHECKERS: dict[str, Checker] = {
     "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
     "P-NAT-03": nat03, "P-DSR-01": dsr01, "P-DSR-02": dsr02, "P-DSR-03": dsr03,
     "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
-    "P-CT-02": ct02,
+    "P-CT-02": ct02, "P-AFF-01": aff01,
 }

@@ -41,6 +41,8 @@ class Config:
     source_dest_check: bool = False
     version: CiliumVersion = CiliumVersion.V1_18
     reject: bool = True  # serviceNoBackendResponse: reject
+    affinity: bool = False  # the service has sessionAffinity: ClientIP
+    ecmp: bool = False  # the client's later connections arrive at the other node (ECMP)
 
     @property
     def ipv6(self) -> bool:
@@ -94,6 +96,10 @@ class Config:
             parts.append(f"v{self.version.value}")
         if not self.reject:
             parts.append("no-backend-drop")
+        if self.affinity:
+            parts.append("affinity")
+        if self.ecmp:
+            parts.append("ecmp")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -103,4 +109,6 @@ class Config:
                 "proto": self.proto.name, "dispatch": self.dispatch.value,
                 "etp": self.etp.value, "drops_ip_options": self.drops_ip_options,
                 "source_dest_check": self.source_dest_check, "version": self.version.value,
-                "no_backend_response": "reject" if self.reject else "drop"}
+                "no_backend_response": "reject" if self.reject else "drop",
+                "session_affinity": "ClientIP" if self.affinity else "None",
+                "ecmp": self.ecmp}

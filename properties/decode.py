@@ -35,6 +35,7 @@ class FlowDoc:
     # endpoint change before the flow: the service's new pods, and dropped pods that drain
     set_backends: tuple[int, ...] | None = None
     terminating: tuple[int, ...] = ()
+    node: int = 0  # the node the flow enters by (0: node1, 1: node2)
 
 
 @attrs.frozen(kw_only=True)
@@ -64,6 +65,8 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                            "backends": [f"web-{i}" for i in range(len(v.pods))]}
     if v.node_port is not None:
         svc["nodePort"] = v.node_port
+    if cfg.affinity:
+        svc["sessionAffinity"] = "ClientIP"
     if cfg.svc_type is ServiceType.LOADBALANCER:
         svc["loadBalancerIP"] = v.vip
     if cfg.svc_type is ServiceType.EXTERNALIP:
@@ -75,9 +78,10 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                          "backends": []})
     flows = []
     for i, f in enumerate(v.flows):
-        to: dict[str, Any] = ({"node": "node1", "service": "web"}
+        via = f"node{f.node + 1}"
+        to: dict[str, Any] = ({"node": via, "service": "web"}
                               if cfg.svc_type is ServiceType.NODEPORT
-                              else {"address": v.vip, "port": v.port, "via": "node1"})
+                              else {"address": v.vip, "port": v.port, "via": via})
         flow: dict[str, Any] = {"name": f"flow{i + 1}" if len(v.flows) > 1 else "flow",
                                 "client": f"client{f.client + 1}" if len(v.clients) > 1
                                 else "client", "sourcePort": f.sport, "to": to,

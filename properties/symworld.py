@@ -69,12 +69,16 @@ class Bounds:
     # the first client's connection, then its first backend turns terminating (the service
     # keeps the second): the connection goes on, then a new one (a SYN) on the same tuple
     drain: bool = False
+    # the first client opens a second connection from another source port (SPORT2), through
+    # the same node, or through the other node when the cell is an ECMP one
+    reconnect: bool = False
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
         flows = f", {self.clients} flows" if self.clients > 1 else ""
         drain = ", a backend drains" if self.drain else ""
-        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}"
+        again = ", a second connection" if self.reconnect else ""
+        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}{again}"
 
 
 @attrs.frozen(kw_only=True)
@@ -130,7 +134,10 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
             (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
                      backend=None, resume=True, set_backends=(1,), terminating=(0,)),
              FlowDoc(client=0, sport=ports[SPORT.marker], packets=1, backend=None))
-            if bounds.drain else ()))
+            if bounds.drain else ()) + (
+            (FlowDoc(client=0, sport=ports[SPORT2.marker], packets=bounds.packets,
+                     backend=None, node=1 if cfg.ecmp else 0),)
+            if bounds.reconnect else ()))
 
 
 @functools.lru_cache(maxsize=256)
@@ -147,7 +154,7 @@ def cell(cfg: Config, bounds: Bounds) -> Cell:
             ports.append(SVC_PORT)
     if bounds.extra_service:
         ports.append(OTHER_NODE_PORT)
-    if bounds.clients > 1:
+    if bounds.clients > 1 or bounds.reconnect:
         ports.append(SPORT2)
     markers = {p.marker: p.marker for p in ALL_PORTS}
     sc = parse(document(cfg, cell_values(cfg, bounds, markers, None), seed=1),

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 
 REQUIRED = {"P-LB-01", "P-LB-02", "P-NAT-01", "P-NAT-02", "P-NAT-03", "P-DSR-01", "P-DSR-02",
             "P-DSR-03", "P-ETP-01", "P-HYB-01", "P-ENV-01", "P-ENV-02", "P-CT-01",
-            "P-CT-02"}
+            "P-CT-02", "P-AFF-01"}
 
 
 def test_required_properties_present_with_unique_ids() -> None:
@@ -46,6 +46,9 @@ def test_expected_violations_are_where_the_brief_says() -> None:
     env2 = {c.label(): by["P-ENV-02"].expect(c) for c in by["P-ENV-02"].configs}
     assert env2["dsr/ipv4/remote/nodeport/tcp/geneve/src-dst-check"] == VIOLATED
     assert env2["snat/ipv4/remote/nodeport/tcp/src-dst-check"] == HOLD
+    aff = {c.label(): by["P-AFF-01"].expect(c) for c in by["P-AFF-01"].configs}
+    assert aff["snat/ipv4/remote/nodeport/tcp/affinity"] == HOLD
+    assert aff["snat/ipv4/remote/loadbalancer/tcp/affinity/ecmp"] == VIOLATED
 
 
 def test_docs_match_the_catalogue() -> None:
