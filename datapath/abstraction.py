@@ -36,6 +36,8 @@ from datapath.csum import checksum, pseudo_sum
 from datapath.drop import DatapathDrop
 from datapath.host import geneve_decap
 from datapath.maps import (
+    AFFINITY_TIMEOUT_MASK,
+    SVC_FLAG_AFFINITY,
     SVC_FLAG_EXT_LOCAL_SCOPE,
     SVC_FLAG_FWD_MODE_DSR,
     SVC_FLAG_ROUTABLE,
@@ -53,6 +55,8 @@ from datapath.packet import (
 )
 from model.config import CiliumVersion
 from model.maps import (
+    AffinityKey,
+    AffinityVal,
     CtEntry,
     CtTuple,
     LbMaps,
@@ -84,6 +88,7 @@ _KIND = {FrontendKind.NODEPORT: "nodeport", FrontendKind.LOADBALANCER: "loadbala
 _PROTO = {Proto.TCP: "tcp", Proto.UDP: "udp"}
 CT_MAPS = ("cilium_ct4_global", "cilium_ct_any4_global", "cilium_ct6_global",
            "cilium_ct_any6_global")
+AFFINITY_MAPS = ("cilium_lb4_affinity", "cilium_lb6_affinity")
 NAT_MAPS = ("cilium_snat_v4_external", "cilium_snat_v6_external")
 
 
@@ -125,7 +130,7 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
                       proto=_PROTO[fe.proto], kind=_KIND[fe.kind],  # type: ignore[arg-type]
                       ext_traffic_local=fe.etp_local,
                       source_ranges=tuple(str(r) for r in fe.source_ranges),
-                      routable=fe.routable)
+                      routable=fe.routable, affinity_timeout=fe.affinity_timeout)
         for fe in c.frontends_on(node))
     backends = tuple(BackendConfig(id=bid, address=str(b.addr.addr), port=b.addr.port,
                                    proto=_PROTO[_backend_proto(world, bid)])
@@ -449,13 +454,33 @@ def lb_maps(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref
                 etp_local=bool(int(m["flags"]) & SVC_FLAG_EXT_LOCAL_SCOPE),
                 dsr=bool(int(m["flags2"]) & SVC_FLAG_FWD_MODE_DSR),
                 source_ranges=r.source_ranges if r is not None else (),
-                all_backends=r.all_backends if r is not None else ())
+                all_backends=r.all_backends if r is not None else (),
+                affinity_timeout=(int(m["backend_id"]) & AFFINITY_TIMEOUT_MASK
+                                  if int(m["flags"]) & SVC_FLAG_AFFINITY else 0))
     backends = {int(k["key"]): Endpoint(addr=_addr(v["address"]), port=int(v["port"]))
                 for fam in ("4", "6") for k, v in dump.get(f"cilium_lb{fam}_backends_v3", [])}
     revnat = {int(k["key"]): Endpoint(addr=_addr(v["address"]), port=int(v["port"]))
               for fam in ("4", "6") for k, v in dump.get(f"cilium_lb{fam}_reverse_nat", [])}
     local = frozenset(_addr(k["key"]) for k, _v in dump.get("cilium_lxc", []))
-    return LbMaps(services=services, backends=backends, revnat=revnat, local_endpoints=local)
+    match = tuple((int(k["rev_nat_id"]), int(k["backend_id"]))
+                  for k, _v in dump["cilium_lb_affinity_match"]) \
+        if "cilium_lb_affinity_match" in dump else ref.affinity_match
+    return LbMaps(services=services, backends=backends, revnat=revnat, local_endpoints=local,
+                  affinity_match=match)
+
+
+def affinity_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]],
+                 ref: LruMap[AffinityKey, AffinityVal]) -> LruMap[AffinityKey, AffinityVal]:
+    """cilium_lb4_affinity and cilium_lb6_affinity as the model's one affinity map (the
+    key's address family tells them apart); a datapath that does not dump them leaves
+    the model's map standing in."""
+    if not any(n in dump for n in AFFINITY_MAPS):
+        return ref
+    entries = {AffinityKey(client=_addr(k["client_id"]), rev_nat_id=int(k["rev_nat_id"])):
+               AffinityVal(backend_id=int(v["backend_id"]), last_used=int(v["last_used"]))
+               for n in AFFINITY_MAPS for k, v in dump.get(n, [])
+               if not int(k.get("netns_cookie", 0))}
+    return LruMap(capacity=ref.capacity, entries=entries)
 
 
 def icmp6_bucket(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]],
@@ -478,4 +503,5 @@ def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], 
     return NodeState(lb=lb_maps(dump, ref.lb) if lb else ref.lb,
                      ct=ct_map(dump, ref.ct.capacity, ref.ct.any_capacity),
                      snat=nat_map(dump, ref.snat.capacity),
-                     icmp6_bucket=icmp6_bucket(dump, ref.icmp6_bucket))
+                     icmp6_bucket=icmp6_bucket(dump, ref.icmp6_bucket),
+                     affinity=affinity_map(dump, ref.affinity))

@@ -36,6 +36,9 @@ class ServiceConfig:
     source_ranges: tuple[str, ...] = ()
     source_range_deny: bool = False
     routable: bool | None = None
+    # sessionAffinity=ClientIP: SVC_FLAG_AFFINITY with this timeout in seconds (slot 0's
+    # affinity_timeout, lb.h:89); 0: no affinity
+    affinity_timeout: int = 0
 
 
 @attrs.frozen(slots=True)

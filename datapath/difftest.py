@@ -408,6 +408,7 @@ def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
         m, d = model[node], ren.nat_state(dp[node])
         out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries, declared, seen)
         out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries, declared, seen)
+        out += _diff_maps(node, "affinity", m.affinity.entries, d.affinity.entries, declared, seen)
         mt, dt = (b.tokens if b is not None else None for b in (m.icmp6_bucket,
                                                                  d.icmp6_bucket))
         if mt != dt:  # tokens only: a real datapath's bucket runs on its own clock
@@ -416,6 +417,8 @@ def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
             out += _diff_maps(node, "lb.services", m.lb.services, d.lb.services)
             out += _diff_maps(node, "lb.backends", m.lb.backends, d.lb.backends)
             out += _diff_maps(node, "lb.revnat", m.lb.revnat, d.lb.revnat)
+            out += _diff_maps(node, "lb.affinity_match", dict.fromkeys(m.lb.affinity_match, 0),
+                              dict.fromkeys(d.lb.affinity_match, 0))
             if m.lb.local_endpoints != d.lb.local_endpoints:
                 out.append(f"{node} lxc: model={sorted(map(str, m.lb.local_endpoints))} "
                            f"datapath={sorted(map(str, d.lb.local_endpoints))}")

@@ -33,6 +33,8 @@ FAULTS: dict[str, str] = {
     "ct_service_not_reused": "CT_SERVICE entry ignored: every packet re-selects a backend",
     "no_clusterip_check": "N-S traffic to a non-routable ClusterIP is load-balanced",
     "lru_no_refresh_on_lookup": "LRU maps do not refresh recency on lookup",
+    "affinity_expiry_inverted": "a fresh session affinity entry counts as expired (timeout "
+                                "compared the wrong way)",
 }
 
 

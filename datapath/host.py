@@ -19,6 +19,7 @@ from datapath.maps import (
     BE_STATE_QUARANTINED,
     BE_STATE_TERMINATING,
     LB_LOOKUP_SCOPE_EXT,
+    SVC_FLAG_AFFINITY,
     SVC_FLAG_EXT_LOCAL_SCOPE,
     SVC_FLAG_EXTERNAL_IP,
     SVC_FLAG_FWD_MODE_DSR,
@@ -27,6 +28,7 @@ from datapath.maps import (
     SVC_FLAG_ROUTABLE,
     SVC_FLAG_SOURCE_RANGE,
     SVC_FLAG_SOURCE_RANGE_DENY,
+    AffinityMatch,
     EndpointInfo,
     HashMap,
     LbBackend,
@@ -222,7 +224,7 @@ class Node:
         m = self.maps
         lb: list[HashMap[Any, Any]] = [m.lb4_services, m.lb4_backends, m.lb4_reverse_nat,
                                        m.lb6_services, m.lb6_backends, m.lb6_reverse_nat,
-                                       m.lxc, m.ipcache]
+                                       m.lxc, m.ipcache, m.lb_affinity_match]
         for hm in lb:
             hm.clear()
         m.src_range.clear()
@@ -397,12 +399,16 @@ def program_maps(node: Node) -> None:
             flags |= SVC_FLAG_EXT_LOCAL_SCOPE
         if s.source_ranges:
             flags |= SVC_FLAG_SOURCE_RANGE
+        if s.affinity_timeout:
+            flags |= SVC_FLAG_AFFINITY
+            for bid in active:  # only active backends are marked live for affinity
+                m.lb_affinity_match.update(AffinityMatch(bid, s.rev_nat_index), 0)
         flags2 = SVC_FLAG_SOURCE_RANGE_DENY if s.source_range_deny else 0
         if _fwd_dsr(node, s.fwd_mode, proto):
             flags2 |= SVC_FLAG_FWD_MODE_DSR
         svcs = m.lb6_services if v6 else m.lb4_services
         svcs.update(LbKey(vip, s.port, proto, LB_LOOKUP_SCOPE_EXT, 0),
-                    LbService(0, len(slots), s.rev_nat_index, flags, flags2))
+                    LbService(s.affinity_timeout, len(slots), s.rev_nat_index, flags, flags2))
         ordered = slots + [i for i in ids if i not in slots]
         for n, bid in enumerate(ordered, start=1):
             svcs.update(LbKey(vip, s.port, proto, LB_LOOKUP_SCOPE_EXT, n),

@@ -9,9 +9,14 @@ from datapath.conntrack import ct_create, ct_lookup
 from datapath.csum import csum_diff
 from datapath.drop import DatapathDrop, DropReason
 from datapath.maps import (
+    AFFINITY_TIMEOUT_MASK,
     BE_STATE_ACTIVE,
     LB_LOOKUP_SCOPE_EXT,
+    SVC_FLAG_AFFINITY,
     TUPLE_F_SERVICE,
+    AffinityKey,
+    AffinityMatch,
+    AffinityVal,
     CtEntry,
     CtTuple,
     LbBackend,
@@ -76,19 +81,58 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
         maps.ct4_tcp if tcp else maps.ct4_any)
     entry = ct_lookup(node, ct, tup, tcp_flags, tcp, True, size=len(p.buf)) \
         if node.ct_svc_reuse else None
+    affinity = svc.flags & SVC_FLAG_AFFINITY
     if entry is not None:
         be = backends.get(entry.backend_id)
         if be is not None and (be.flags == BE_STATE_ACTIVE or not tcp_flags & TCP_SYN
                                or node.syn_keeps_terminating):
+            if affinity:
+                _update_affinity(node, v6, p.saddr, svc, entry.backend_id)
             return entry.backend_id, be, False
         backend_id, be = _pick(node, backends, key, svc.count)
         entry.backend_id = backend_id
+        if affinity:
+            _update_affinity(node, v6, p.saddr, svc, backend_id)
         return backend_id, be, False
-    backend_id, be = _pick(node, backends, key, svc.count)
+    if svc.count == 0:
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    backend_id = _affinity_backend_id(node, v6, p.saddr, svc) if affinity else 0
+    found = backends.get(backend_id) if backend_id else None
+    if found is None:
+        backend_id, found = _pick(node, backends, key, svc.count)
     new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
     if not ct_create(node, ct, tup, new, tcp, True, size=len(p.buf)):  # service
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
-    return backend_id, be, True
+    if affinity:
+        _update_affinity(node, v6, p.saddr, svc, backend_id)
+    return backend_id, found, True
+
+
+def _affinity_backend_id(node: Node, v6: bool, client: bytes, svc: LbService) -> int:
+    """__lb4_affinity_backend_id(): the client's backend if fresh and still matched, else 0
+    (a stale or unmatched entry is deleted)."""
+    amap = node.maps.lb6_affinity if v6 else node.maps.lb4_affinity
+    akey = AffinityKey(client, svc.rev_nat_index)
+    val = amap.lookup(akey)
+    if val is None:
+        return 0
+    timeout = svc.backend_id & AFFINITY_TIMEOUT_MASK  # slot 0: the affinity timeout
+    expired = val.last_used + timeout <= node.now
+    if "affinity_expiry_inverted" in node.faults:
+        expired = not expired
+    if expired or AffinityMatch(val.backend_id, svc.rev_nat_index) \
+            not in node.maps.lb_affinity_match:
+        amap.delete(akey)
+        return 0
+    val.last_used = node.now
+    return val.backend_id
+
+
+def _update_affinity(node: Node, v6: bool, client: bytes, svc: LbService,
+                     backend_id: int) -> None:
+    """lb4_update_affinity_by_addr(): {backend, now} for the client on this frontend."""
+    amap = node.maps.lb6_affinity if v6 else node.maps.lb4_affinity
+    amap.update(AffinityKey(client, svc.rev_nat_index), AffinityVal(node.now, backend_id))
 
 
 def _pick(node: Node, backends: dict[int, LbBackend], key: LbKey,

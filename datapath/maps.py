@@ -40,6 +40,9 @@ SVC_FLAG_TWO_SCOPES = 1 << 5  # flags2
 SVC_FLAG_SOURCE_RANGE_DENY = 1 << 6  # flags2
 SVC_FLAG_FWD_MODE_DSR = 1 << 7  # flags2
 
+LB_ALGORITHM_SHIFT = 24
+AFFINITY_TIMEOUT_MASK = (1 << LB_ALGORITHM_SHIFT) - 1  # lb.h:400: the low 24 bits
+
 BE_STATE_ACTIVE = 0
 BE_STATE_TERMINATING = 1
 BE_STATE_QUARANTINED = 2
@@ -155,6 +158,29 @@ class LbReverseNat:
 
     address: bytes
     port: int
+
+
+class AffinityKey(NamedTuple):
+    """struct lb4_affinity_key / lb6_affinity_key (lb.h:130, 144): client, frontend, cookie."""
+
+    client_id: bytes  # the client's address (netns_cookie 0)
+    rev_nat_id: int
+    netns_cookie: int = 0
+
+
+@attrs.define(slots=True)
+class AffinityVal:
+    """struct lb_affinity_val (lb.h:153); last_used is written in place on a hit."""
+
+    last_used: int  # bpf_mono_now(), seconds
+    backend_id: int
+
+
+class AffinityMatch(NamedTuple):
+    """struct lb_affinity_match (lb.h:159): the agent marks a backend live for a frontend."""
+
+    backend_id: int
+    rev_nat_id: int
 
 
 class CtTuple(NamedTuple):
@@ -286,6 +312,12 @@ class NodeMaps:
         self.ratelimit: LruHashMap[RatelimitKey, RatelimitValue] = LruHashMap(
             "cilium_ratelimit", 1024, lru_refresh)
         self.src_range: dict[int, list[tuple[bytes, int]]] = {}
+        self.lb4_affinity: LruHashMap[AffinityKey, AffinityVal] = LruHashMap(
+            "cilium_lb4_affinity", 65536, lru_refresh)
+        self.lb6_affinity: LruHashMap[AffinityKey, AffinityVal] = LruHashMap(
+            "cilium_lb6_affinity", 65536, lru_refresh)
+        self.lb_affinity_match: HashMap[AffinityMatch, int] = HashMap(
+            "cilium_lb_affinity_match", 65536)
 
     def ct_map(self, v6: bool, nexthdr: int) -> LruHashMap[CtTuple, CtEntry]:
         """get_ct_map4/6: TCP entries live in the TCP map, everything else in 'any'."""
@@ -298,7 +330,7 @@ class NodeMaps:
         return [self.lb4_services, self.lb4_backends, self.lb4_reverse_nat, self.lb6_services,
                 self.lb6_backends, self.lb6_reverse_nat, self.ct4_tcp, self.ct4_any,
                 self.ct6_tcp, self.ct6_any, self.snat4, self.snat6, self.lxc, self.ipcache,
-                self.ratelimit]
+                self.ratelimit, self.lb4_affinity, self.lb6_affinity, self.lb_affinity_match]
 
     def by_name(self, name: str) -> HashMap[Any, Any]:
         """Find a map by its Cilium name or a short alias (ct4, snat4, ...)."""
@@ -323,7 +355,7 @@ class NodeMaps:
             rows = []
             for k, v in m.items():
                 kd = _as_dict(k) if not isinstance(k, (bytes, int)) else {"key": _addr(k)}
-                vd = _as_dict(v) if not isinstance(v, bytes) else {"value": _addr(v)}
+                vd = {"value": _addr(v)} if isinstance(v, (bytes, int)) else _as_dict(v)
                 rows.append((kd, vd))
             out[m.name] = rows
         return out

@@ -4,11 +4,13 @@ A program is a scenario document in model.scenario's YAML format, so a shrunk fa
 printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-2 services
 (NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
 backends, backends shared between services, loadBalancerSourceRanges, a TCP and a UDP
-service sharing one port and address: the DNS pattern), 1-6 flows (sometimes sending the
+service sharing one port and address: the DNS pattern; sessionAffinity ClientIP with the
+default or a 60 s timeout), 1-6 flows (sometimes sending the
 protocol a NodePort does not serve, which the node's stack gets; source ports in and
 below the SNAT range, at its keep-port boundary and at its top, reused across flows, a
 second client on the same source port, backend and node as an earlier flow (one SNAT port
-wanted twice), the same connection sent again (resumed, or reopened by a SYN after a FIN
+wanted twice), the same client's next connection from another source port to the same
+frontend, the same connection sent again (resumed, or reopened by a SYN after a FIN
 close or closed one way only), 1-4 packets, connection endings (FIN both ways, half-close,
 RST from the client or the backend, the backend's FIN), lost replies, idle time with CT GC,
 endpoint changes before a flow: scale up, pod deletion, termination with drain,
@@ -42,6 +44,7 @@ ADDR = {
 }
 SOURCE_PORTS = (40000, 40001, 33000, 1024, 5000, 65535)
 IDLE = (0, 0, 0, 0, 5, 61, 9000)
+AFFINITY_TIMEOUTS = (10800, 60)  # sessionAffinityTimeoutSeconds: the default, and short
 # nodePort.range: Cilium's default (SNAT 32768-65535), one that moves the SNAT range's
 # start to 40001, and one that leaves the single SNAT port 65535.
 RANGES: tuple[str | None, ...] = (None, None, None, None, "30000-40000", "30000-65534")
@@ -101,6 +104,10 @@ def _services(draw: Draw, a: dict[str, str], pods: list[dict[str, Any]]
                 svc["loadBalancerSourceRanges"] = [a[r] for r in ranges]
         if stype == "ExternalIP":
             svc["externalIPs"] = [a["ext"].format(20 + i)]
+        affinity = pick(draw, (None,) * 3 + AFFINITY_TIMEOUTS)
+        if affinity is not None:  # sessionAffinity: ClientIP, 10800 s or one IDLE crosses
+            svc["sessionAffinity"] = "ClientIP"
+            svc["sessionAffinityTimeoutSeconds"] = affinity
         services.append(svc)
     return services
 
@@ -193,7 +200,7 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     left: set[tuple[str, str]] = set()
     for i in range(pick(draw, (1, 2, 3, 4, 6))):
         change = _endpoint_change(draw, services, live, names, left) if flows else None
-        again = pick(draw, ("new", "new", "same", "other-client")) \
+        again = pick(draw, ("new", "new", "same", "other-client", "other-port")) \
             if flows else "new"
         if again != "new":
             prev = flows[pick(draw, range(len(flows)))]
@@ -204,7 +211,11 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
                 "sourcePort": prev["sourcePort"], "to": dict(prev["to"]),
                 "packets": pick(draw, (1, 2, 3, 4)), "svc": svc["name"]}
             stray = flow["to"].get("protocol", svc["protocol"]) != svc["protocol"]
-            if again == "other-client":
+            if again == "other-port":
+                # the same client's next connection to the same frontend (session affinity)
+                flow["sourcePort"] = pick(draw, tuple(p for p in ports
+                                                      if p != prev["sourcePort"]))
+            elif again == "other-client":
                 # a second client, same source port, node and backend: on the keep-port
                 # path both want one SNAT port (nat.h's collision retries)
                 flow["client"] = "client1" if prev["client"] == "client0" else "client0"

@@ -12,7 +12,15 @@ import safeyaml
 from datapath.drop import DropReason, Verdict
 from datapath.errors import VectorFileError
 from datapath.host import HOOKS
-from datapath.maps import CtEntry, CtTuple, NatEntry, RatelimitKey, RatelimitValue
+from datapath.maps import (
+    AffinityKey,
+    AffinityVal,
+    CtEntry,
+    CtTuple,
+    NatEntry,
+    RatelimitKey,
+    RatelimitValue,
+)
 from datapath.packet import PROTO_NAMES, ip_bytes
 from datapath.spec import FIELD_NAMES, SpecError, check_spec
 
@@ -29,7 +37,8 @@ _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
             "proto": _PROTOS, "kind": ("loadbalancer", "nodeport", "externalip", "clusterip"),
             "ext_traffic_local": "bool", "fwd_mode": ("dsr", "snat"),
-            "source_ranges": "strs", "source_range_deny": "bool", "routable": "bool"}
+            "source_ranges": "strs", "source_range_deny": "bool", "routable": "bool",
+            "affinity_timeout": "u24"}
 _BACKEND = {"id": "u32", "address": "ip", "port": "port", "proto": _PROTOS,
             "state": ("active", "terminating", "quarantined", "maintenance")}
 _ENDPOINT = {"address": "ip", "ifindex": "u32", "ep_id": "u16"}
@@ -40,7 +49,7 @@ _EXPECT = {"verdict", "drop_reason", "target", "hex", "fields", "maps"}
 _MAP_EXPECT = {"map": "str", "key": "any", "entry": "any", "absent": "bool", "count": "size"}
 _REPROGRAM = {"services", "backends", "endpoints", "tunnel_endpoints"}
 _BOUNDS = {"port": 0xFFFF, "u16": 0xFFFF, "u32": 2**32 - 1, "u64": 2**64 - 1, "size": 2**26,
-           "u8": 0xFF}
+           "u8": 0xFF, "u24": 2**24 - 1}
 
 # Maps a vector may read, seed or delete by key: key schema, entry schema, what builds them.
 _CT_KEY = {"saddr": "ip", "daddr": "ip", "sport": "port", "dport": "port",
@@ -53,17 +62,21 @@ _CT_ENTRY = {"lifetime": "u32", "rx_closing": "bool", "tx_closing": "bool",
 _NAT_ENTRY = {"to_addr": "ip", "to_port": "port", "created": "u64", "needs_ct": "bool"}
 _RL_KEY = {"usage": "u32", "netdev_idx": "u32"}
 _RL_ENTRY = {"last_topup": "u64", "tokens": "u64"}
+_AFF_KEY = {"client_id": "ip", "rev_nat_id": "u16", "netns_cookie": "u8"}
+_AFF_ENTRY = {"last_used": "u64", "backend_id": "u32"}
+_AFF_NAMES = ("cilium_lb4_affinity", "cilium_lb6_affinity")
 _CT_NAMES = ("cilium_ct4_global", "cilium_ct_any4_global", "cilium_ct6_global",
              "cilium_ct_any6_global", "ct4", "ct_any4", "ct6", "ct_any6")
 _NAT_NAMES = ("cilium_snat_v4_external", "cilium_snat_v6_external", "snat4", "snat6")
 KEYED: dict[str, tuple[dict[str, Any], tuple[str, ...], dict[str, Any]]] = {
     **{n: (_CT_KEY, ("saddr", "daddr", "sport", "dport"), _CT_ENTRY) for n in _CT_NAMES},
     **{n: (_CT_KEY, ("saddr", "daddr", "sport", "dport"), _NAT_ENTRY) for n in _NAT_NAMES},
-    "cilium_ratelimit": (_RL_KEY, ("usage", "netdev_idx"), _RL_ENTRY)}
+    "cilium_ratelimit": (_RL_KEY, ("usage", "netdev_idx"), _RL_ENTRY),
+    **{n: (_AFF_KEY, ("client_id", "rev_nat_id"), _AFF_ENTRY) for n in _AFF_NAMES}}
 # Maps only a `count` may be expected of.
 COUNTED = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_reverse_nat",
            "cilium_lb6_services_v2", "cilium_lb6_backends_v3", "cilium_lb6_reverse_nat",
-           "cilium_lxc", "cilium_ipcache_v2", *KEYED)
+           "cilium_lxc", "cilium_ipcache_v2", "cilium_lb_affinity_match", *KEYED)
 
 
 def _captured(v: Any) -> bool:
@@ -326,16 +339,22 @@ def _proto(v: Any) -> int:
     return PROTO_NAMES[v] if isinstance(v, str) else int(v)
 
 
-def map_key(name: str, d: Mapping[str, Any]) -> CtTuple | RatelimitKey:
+def map_key(name: str, d: Mapping[str, Any]) -> CtTuple | RatelimitKey | AffinityKey:
     """A checked key mapping as the map's key (CT and SNAT maps share the tuple layout)."""
+    if name in _AFF_NAMES:
+        return AffinityKey(ip_bytes(str(d["client_id"])), int(d["rev_nat_id"]),
+                           int(d.get("netns_cookie", 0)))
     if name == "cilium_ratelimit":
         return RatelimitKey(int(d["usage"]), int(d["netdev_idx"]))
     return CtTuple(ip_bytes(str(d["daddr"])), ip_bytes(str(d["saddr"])), int(d["dport"]),
                    int(d["sport"]), _proto(d.get("nexthdr", 6)), int(d.get("flags", 0)))
 
 
-def map_entry(name: str, d: Mapping[str, Any]) -> CtEntry | NatEntry | RatelimitValue:
+def map_entry(name: str, d: Mapping[str, Any]
+              ) -> CtEntry | NatEntry | RatelimitValue | AffinityVal:
     """A checked `seed` entry as the map's value (unnamed fields take their zero value)."""
+    if name in _AFF_NAMES:
+        return AffinityVal(int(d.get("last_used", 0)), int(d.get("backend_id", 0)))
     if name == "cilium_ratelimit":
         return RatelimitValue(int(d.get("last_topup", 0)), int(d.get("tokens", 0)))
     if name in _NAT_NAMES:

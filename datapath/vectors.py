@@ -109,7 +109,8 @@ def _programmed(d: Mapping[str, Any]) -> dict[str, Any]:
                           fwd_mode=s.get("fwd_mode"),
                           source_ranges=tuple(s.get("source_ranges", [])),
                           source_range_deny=bool(s.get("source_range_deny", False)),
-                          routable=s.get("routable"))
+                          routable=s.get("routable"),
+                          affinity_timeout=int(s.get("affinity_timeout", 0)))
             for s in d.get("services") or [])
     if "backends" in d:
         out["backends"] = tuple(

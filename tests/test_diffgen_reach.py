@@ -62,7 +62,15 @@ def features(doc: dict[str, Any]) -> set[str]:
             out.add(f"port-at-snat-range-start-{rng or 'default'}")
         if f["sourcePort"] == 65535:
             out.add("port-65535")
+    sticky = {x["name"] for x in svcs if x.get("sessionAffinity") == "ClientIP"}
+    if sticky:
+        out.add("session-affinity")
     for f, g in _pairs(doc):
+        if f["to"] == g["to"] and f["client"] == g["client"] and \
+                f["sourcePort"] != g["sourcePort"] and (f["to"].get("service") in sticky or any(
+                    f["to"].get("address") in (x.get("loadBalancerIP"), *x.get("externalIPs", []))
+                    for x in svcs if x["name"] in sticky)):
+            out.add("affinity-second-connection")
         same = f["to"] == g["to"] and f["sourcePort"] == g["sourcePort"]
         if same and f["client"] != g["client"] and f.get("backend") == g.get("backend") \
                 and f["sourcePort"] >= lo:
@@ -88,6 +96,7 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "close-backend-fin", "close-backend-rst", "lost-replies", "syn-after-one-way-close",
             "small-ctTcpMax", "small-ctAnyMax", "small-natMax",
             "fabric-dropsIPOptions", "fabric-sourceDestCheck",
+            "session-affinity", "affinity-second-connection",
             *(f"version-{v}" for v in VERSIONS)}
     assert want <= set(seen), sorted(want - set(seen))
     # the map and fabric extensions stay a minority of the generated programs (the
@@ -143,6 +152,16 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
                 seen["syn-reopens-half-closed-entry"] += 1
         return r
 
+    real_affinity = model.nodeport._affinity_backend_id
+
+    def counted_affinity(*args: Any) -> Any:
+        st, bid = real_affinity(*args)
+        seen["affinity-hit" if bid else "affinity-miss"] += 1
+        if not bid and len(st.affinity) < len(args[1].affinity):
+            seen["affinity-entry-dropped"] += 1  # expired, or its backend left
+        return st, bid
+
+    monkeypatch.setattr(model.nodeport, "_affinity_backend_id", counted_affinity)
     monkeypatch.setattr(LruMap, "put", put)
     monkeypatch.setattr(model.nodeport, "snat_nat", counted_snat)
     monkeypatch.setattr(model.nodeport, "reopens", counted_reopens)
@@ -186,7 +205,8 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "clamped-just-below-range", "dsr-frontend-in-ct-1.20",
             "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK",
             "syn-reopens-half-closed-entry", "closed-one-way", "request-rst-seen-by-node",
-            "reply-rst-seen-by-node"}
+            "reply-rst-seen-by-node", "affinity-hit", "affinity-miss",
+            "affinity-entry-dropped"}
     assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
 
