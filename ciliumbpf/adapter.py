@@ -32,6 +32,9 @@ from datapath.host import HookResult
 from datapath.maps import (
     TUPLE_F_IN,
     TUPLE_F_OUT,
+    AffinityKey,
+    AffinityMatch,
+    AffinityVal,
     CtEntry,
     CtTuple,
     NatEntry,
@@ -48,7 +51,8 @@ CT_MAPS = {"cilium_ct4_global": False, "cilium_ct_any4_global": False,
 NAT_MAPS = {"cilium_snat_v4_external": False, "cilium_snat_v6_external": True}
 LB_MAPS = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_reverse_nat",
            "cilium_lb6_services_v2", "cilium_lb6_backends_v3", "cilium_lb6_reverse_nat",
-           "cilium_lxc", "cilium_ipcache_v2")
+           "cilium_lxc", "cilium_ipcache_v2", "cilium_lb_affinity_match")
+AFFINITY_MAPS = {"cilium_lb4_affinity": False, "cilium_lb6_affinity": True}
 AGENT_MAPS = (*LB_MAPS, "cilium_lb4_source_range", "cilium_lb6_source_range")
 _KNOWN_DROPS = {-r.value: r for r in DropReason}
 MAP_CAPACITY = 4096
@@ -321,6 +325,12 @@ class CiliumBpfNode:
         v6 = NAT_MAPS[name]
         return {prog.ct_tuple(k, v6): prog.nat_entry(v, v6) for _raw, k, v in self._rows(name)}
 
+    def affinity(self, name: str) -> dict[AffinityKey, AffinityVal]:
+        """cilium_lb{4,6}_affinity as the reference's key/value."""
+        v6 = AFFINITY_MAPS[name]
+        return {prog.affinity_key(k, v6): AffinityVal(int(v["last_used"]), int(v["backend_id"]))
+                for _raw, k, v in self._rows(name)}
+
     def ratelimit(self) -> dict[RatelimitKey, RatelimitValue]:
         """cilium_ratelimit (lib/ratelimit.h) as the reference's key/value."""
         return {RatelimitKey(int(k["usage"]), int(k["key"]["icmpv6"]["netdev_idx"])):
@@ -370,6 +380,9 @@ class CiliumBpfNode:
         for name in NAT_MAPS:
             if want is None or name in want:
                 out[name] = [(_as_dict(k), _as_dict(v)) for k, v in self.nat(name).items()]
+        for name in AFFINITY_MAPS:
+            if (want is None or name in want) and name in self.host.maps:
+                out[name] = [(_as_dict(k), _as_dict(v)) for k, v in self.affinity(name).items()]
         for name in LB_MAPS:
             if (want is None or name in want) and name in self.host.maps:
                 out[name] = [r for _raw, k, v in self._rows(name)
@@ -467,6 +480,8 @@ class _MapView:
 
     def _key(self, key: Any) -> bytes:
         m = self._map()
+        if isinstance(key, AffinityKey):
+            return m.pack_key(prog.fit(m.key_type, prog.affinity_key_row(key)))
         if isinstance(key, RatelimitKey):
             return m.pack_key({"usage": key.usage, "key": {"icmpv6": {"netdev_idx":
                                                                       key.netdev_idx}}})
@@ -482,8 +497,10 @@ class _MapView:
     def update(self, key: Any, value: Any) -> bool:
         """map_update_elem(BPF_ANY) on the real map, the value in this tree's BTF layout."""
         m = self._map()
-        if isinstance(value, RatelimitValue):
-            row: dict[str, Any] = {"last_topup": value.last_topup, "tokens": value.tokens}
+        if isinstance(value, AffinityVal):
+            row: dict[str, Any] = {"last_used": value.last_used, "backend_id": value.backend_id}
+        elif isinstance(value, RatelimitValue):
+            row = {"last_topup": value.last_topup, "tokens": value.tokens}
         elif isinstance(value, NatEntry):
             row = prog.nat_row(value, len(value.to_addr) == 16)
         else:
@@ -512,6 +529,12 @@ class _MapsView:
             return _MapView(self.node, name, dict(self.node.ct(name)))
         if name in NAT_MAPS:
             return _MapView(self.node, name, dict(self.node.nat(name)))
+        if name in AFFINITY_MAPS and name in self.node.host.maps:
+            return _MapView(self.node, name, self.node.affinity(name))
+        if name == "cilium_lb_affinity_match" and name in self.node.host.maps:
+            return _MapView(self.node, name, {
+                AffinityMatch(int(k["backend_id"]), int(k["rev_nat_id"])): v
+                for _raw, k, v in self.node._rows(name)})
         if name == RATELIMIT_MAP and name in self.node.host.maps:
             return _MapView(self.node, name, self.node.ratelimit())
         raise KeyError(name)

@@ -21,7 +21,7 @@ from ciliumbpf.btf import Layout
 from datapath.config import NodeConfig
 from datapath.errors import ConfigError
 from datapath.host import Node
-from datapath.maps import CtEntry, CtTuple, NatEntry
+from datapath.maps import AffinityKey, CtEntry, CtTuple, NatEntry
 from datapath.nodeport import HOST_ID
 from datapath.nodeport import POD_IDENTITY as REFERENCE_POD_IDENTITY
 
@@ -120,6 +120,10 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d["SERVICE_NO_BACKEND_RESPONSE"] = "1"  # tail_no_service_ipv{4,6}: ICMP unreachable
     if cfg.ct_accounting:
         d["NPH_CT_ACCOUNTING"] = "1"  # config.h (1.20 CONFIG) / harness.h (1.18 define)
+    if minor(version) < 120 and any(s.affinity_timeout for s in cfg.services):
+        # sessionAffinity=ClientIP: 1.18 compiles the affinity maps and lookups only under
+        # this define (lib/lb.h:56, 143, 193, 954); 1.20 always has them
+        d["ENABLE_SESSION_AFFINITY"] = "1"
     if cfg.selection == "first":
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
                  LB_SELECTION="3")
@@ -187,6 +191,10 @@ class Entries:
                 key = {"lpm_key": {"prefixlen": 32 + plen}, "rev_nat_id": idx,
                        "addr": {"addr": net} if v6 else int.from_bytes(net, "little")}
                 yield f"cilium_lb{'6' if v6 else '4'}_source_range", key, 1
+        for mk, _zero in m.lb_affinity_match.items():
+            # the agent marks each active backend of an affinity frontend (lb.h:159, 2085)
+            yield ("cilium_lb_affinity_match",
+                   {"backend_id": mk.backend_id, "rev_nat_id": mk.rev_nat_id}, 0)
         yield from self._ipcache()
 
     def _ipcache(self) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -343,6 +351,8 @@ def lb_row(name: str, k: Any, v: Any) -> tuple[dict[str, Any], dict[str, Any]] |
                                   "proto": v["proto"], "flags": v["flags"]})
     if name.endswith("_reverse_nat"):
         return ({"key": int(k)}, {"address": _text(v["address"], v6), "port": v["port"]})
+    if name == "cilium_lb_affinity_match":
+        return {"backend_id": k["backend_id"], "rev_nat_id": k["rev_nat_id"]}, {"value": v}
     if name == "cilium_lxc":
         v6 = k["family"] == 2
         raw = bytes(k["ip6"]["addr"]) if v6 else _net4(k["ip4"])
@@ -359,6 +369,22 @@ def lb_row(name: str, k: Any, v: Any) -> tuple[dict[str, Any], dict[str, Any]] |
             tep_raw = _net4(tep["ip4"] if isinstance(tep, Mapping) else tep)
         return ({"key": str(ip_address(raw))}, {"value": str(ip_address(tep_raw))})
     return None
+
+
+def affinity_key(k: Mapping[str, Any], v6: bool) -> AffinityKey:
+    """struct lb{4,6}_affinity_key as the reference's key (client_ip: a plain __u32 holding
+    the network-order bytes, or a union v6addr)."""
+    ip = k["client_id"]["client_ip"]
+    return AffinityKey(bytes(ip["addr"]) if v6 else _net4(ip), int(k["rev_nat_id"]),
+                       int(k["netns_cookie"]))
+
+
+def affinity_key_row(k: AffinityKey) -> dict[str, Any]:
+    """The reference's affinity key in the BTF layout."""
+    v6 = len(k.client_id) == 16
+    ip: Any = {"addr": k.client_id} if v6 else int.from_bytes(k.client_id, "little")
+    return {"client_id": {"client_ip": ip}, "rev_nat_id": k.rev_nat_id,
+            "netns_cookie": k.netns_cookie}
 
 
 def _net4(v: Any) -> bytes:

@@ -64,6 +64,12 @@
 # define LB6_SRC_RANGE_MAP cilium_lb6_source_range
 # undef RATELIMIT_MAP
 # define RATELIMIT_MAP cilium_ratelimit
+# undef LB4_AFFINITY_MAP
+# define LB4_AFFINITY_MAP cilium_lb4_affinity
+# undef LB6_AFFINITY_MAP
+# define LB6_AFFINITY_MAP cilium_lb6_affinity
+# undef LB_AFFINITY_MATCH_MAP
+# define LB_AFFINITY_MATCH_MAP cilium_lb_affinity_match
 /* NODEPORT_PORT_MIN_NAT is NODEPORT_PORT_MAX + 1 here (a define, not CONFIG()). */
 # ifdef NPH_NAT_PORT_MAX_MIN1
 #  undef NODEPORT_PORT_MAX
