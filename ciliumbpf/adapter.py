@@ -17,11 +17,10 @@ from collections.abc import Callable, Collection, Iterator
 from ipaddress import ip_address
 from typing import Any
 
-import attrs
-
 from ciliumbpf import programming as prog
 from ciliumbpf.btf import STRUCT
-from ciliumbpf.libbpf import BpfObject, Map, Program
+from ciliumbpf.libbpf import BpfObject, Program
+from ciliumbpf.programming import AFFINITY_MAPS, CT_MAPS, NAT_MAPS, RATELIMIT_MAP, MapsView
 from ciliumbpf.toolchain import CiliumTree, cilium_tree, compile_object, ensure_toolchain
 from datapath.build import geneve_encap
 from datapath.config import NodeConfig
@@ -33,7 +32,6 @@ from datapath.maps import (
     TUPLE_F_IN,
     TUPLE_F_OUT,
     AffinityKey,
-    AffinityMatch,
     AffinityVal,
     CtEntry,
     CtTuple,
@@ -46,13 +44,9 @@ from datapath.packet import parse
 HOOKS = ("from-netdev", "to-netdev", "from-overlay")
 _ETH_NODE = bytes.fromhex("020000000001")
 _ETH_PEER = bytes.fromhex("020000000002")
-CT_MAPS = {"cilium_ct4_global": False, "cilium_ct_any4_global": False,
-           "cilium_ct6_global": True, "cilium_ct_any6_global": True}
-NAT_MAPS = {"cilium_snat_v4_external": False, "cilium_snat_v6_external": True}
 LB_MAPS = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_reverse_nat",
            "cilium_lb6_services_v2", "cilium_lb6_backends_v3", "cilium_lb6_reverse_nat",
            "cilium_lxc", "cilium_ipcache_v2", "cilium_lb_affinity_match")
-AFFINITY_MAPS = {"cilium_lb4_affinity": False, "cilium_lb6_affinity": True}
 AGENT_MAPS = (*LB_MAPS, "cilium_lb4_source_range", "cilium_lb6_source_range")
 _KNOWN_DROPS = {-r.value: r for r in DropReason}
 MAP_CAPACITY = 4096
@@ -390,9 +384,9 @@ class CiliumBpfNode:
         return out
 
     @property
-    def maps(self) -> _MapsView:
+    def maps(self) -> MapsView:
         """What the vector runner reads: by_name(map) with the reference's keys/values."""
-        return _MapsView(self)
+        return MapsView(self)
 
     def close(self) -> None:
         """Free the loaded objects, or give the node back to its factory's pool."""
@@ -459,85 +453,6 @@ def geneve_device(pkt: bytes) -> tuple[dict[str, Any], bytes, bytes] | None:
     return tun, bytes(pkt[inner:inner + 14]), bytes(pkt[inner + 14:end])
 
 
-RATELIMIT_MAP = "cilium_ratelimit"
-
-
-@attrs.define
-class _MapView:
-    """One map as the vector runner reads it: `_d` (a snapshot), `len`, `delete`, `update`
-    (a `seed` step: what a Cilium test's setup writes with map_update_elem)."""
-
-    node: CiliumBpfNode
-    name: str
-    _d: dict[Any, Any]
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def _map(self) -> Map:
-        m: Map = self.node.host.maps[self.name]
-        return m
-
-    def _key(self, key: Any) -> bytes:
-        m = self._map()
-        if isinstance(key, AffinityKey):
-            return m.pack_key(prog.fit(m.key_type, prog.affinity_key_row(key)))
-        if isinstance(key, RatelimitKey):
-            return m.pack_key({"usage": key.usage, "key": {"icmpv6": {"netdev_idx":
-                                                                      key.netdev_idx}}})
-        v6 = len(key.daddr) == 16
-        return m.pack_key({"daddr": _a(key.daddr, v6), "saddr": _a(key.saddr, v6),
-                           "dport": key.dport, "sport": key.sport, "nexthdr": key.nexthdr,
-                           "flags": key.flags})
-
-    def delete(self, key: Any) -> bool:
-        """map_delete_elem on the real map."""
-        return self._map().delete(self._key(key))
-
-    def update(self, key: Any, value: Any) -> bool:
-        """map_update_elem(BPF_ANY) on the real map, the value in this tree's BTF layout."""
-        m = self._map()
-        if isinstance(value, AffinityVal):
-            row: dict[str, Any] = {"last_used": value.last_used, "backend_id": value.backend_id}
-        elif isinstance(value, RatelimitValue):
-            row = {"last_topup": value.last_topup, "tokens": value.tokens}
-        elif isinstance(value, NatEntry):
-            row = prog.nat_row(value, len(value.to_addr) == 16)
-        else:
-            row = prog.ct_row(key, value, len(key.daddr) == 16)
-        m.update(self._key(key), m.pack_value(prog.fit(m.value_type, row)))
-        return True
-
-
-def _a(addr: bytes, v6: bool) -> Any:
-    return {"addr": addr} if v6 else int.from_bytes(addr, "big")
-
-
-_ALIASES = {"ct4": "cilium_ct4_global", "ct_any4": "cilium_ct_any4_global",
-            "ct6": "cilium_ct6_global", "ct_any6": "cilium_ct_any6_global",
-            "snat4": "cilium_snat_v4_external", "snat6": "cilium_snat_v6_external"}
-
-
-@attrs.define
-class _MapsView:
-    node: CiliumBpfNode
-
-    def by_name(self, name: str) -> _MapView:
-        """A CT, SNAT or rate-limit map by Cilium name or alias (KeyError otherwise)."""
-        name = _ALIASES.get(name, name)
-        if name in CT_MAPS:
-            return _MapView(self.node, name, dict(self.node.ct(name)))
-        if name in NAT_MAPS:
-            return _MapView(self.node, name, dict(self.node.nat(name)))
-        if name in AFFINITY_MAPS and name in self.node.host.maps:
-            return _MapView(self.node, name, self.node.affinity(name))
-        if name == "cilium_lb_affinity_match" and name in self.node.host.maps:
-            return _MapView(self.node, name, {
-                AffinityMatch(int(k["backend_id"]), int(k["rev_nat_id"])): v
-                for _raw, k, v in self.node._rows(name)})
-        if name == RATELIMIT_MAP and name in self.node.host.maps:
-            return _MapView(self.node, name, self.node.ratelimit())
-        raise KeyError(name)
 
 
 # Differences between the model and Cilium that the difftest would count and print instead of

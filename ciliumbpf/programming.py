@@ -3,10 +3,12 @@
 The agent side of one node, for the real datapath: what `pkg/datapath/linux/config`
 renders as defines (ENABLE_DSR, DSR_ENCAP_MODE, IPV4_DIRECT_ROUTING...) and what the
 BPF reconcilers write into cilium_lb{4,6}_services_v2 / _backends_v3 / _reverse_nat,
-cilium_lxc and cilium_ipcache_v2. Which frontend slot holds which backend is the agent's
-rule, shared with the reference datapath (datapath.host.program_maps), so both datapaths
-under test start from the same maps. Values go through the object's BTF layouts
-(ciliumbpf.btf.Layout.pack), never hand-written struct formats.
+cilium_lxc, cilium_ipcache_v2 and cilium_lb_affinity_match. Which frontend slot holds
+which backend is the agent's rule, shared with the reference datapath
+(datapath.host.program_maps), so both datapaths under test start from the same maps.
+Values go through the object's BTF layouts (ciliumbpf.btf.Layout.pack), never
+hand-written struct formats. `MapsView` is the real maps as the vector runner reads and
+seeds them, with the reference's keys and values.
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from ciliumbpf.btf import Layout
 from datapath.config import NodeConfig
 from datapath.errors import ConfigError
 from datapath.host import Node
-from datapath.maps import AffinityKey, CtEntry, CtTuple, NatEntry
+from datapath.maps import (
+    AffinityKey,
+    AffinityMatch,
+    AffinityVal,
+    CtEntry,
+    CtTuple,
+    NatEntry,
+    RatelimitKey,
+    RatelimitValue,
+)
+
+if TYPE_CHECKING:
+    from ciliumbpf.adapter import CiliumBpfNode
+    from ciliumbpf.libbpf import Map
 from datapath.nodeport import HOST_ID
 from datapath.nodeport import POD_IDENTITY as REFERENCE_POD_IDENTITY
 
@@ -393,3 +410,88 @@ def _net4(v: Any) -> bytes:
     if isinstance(v, Mapping):
         return bytes(v["addr"])[:4]
     return int(v).to_bytes(4, "little")
+
+
+# -- the real maps as the vector runner reads and seeds them (reference keys/values) --
+CT_MAPS = {"cilium_ct4_global": False, "cilium_ct_any4_global": False,
+           "cilium_ct6_global": True, "cilium_ct_any6_global": True}
+NAT_MAPS = {"cilium_snat_v4_external": False, "cilium_snat_v6_external": True}
+AFFINITY_MAPS = {"cilium_lb4_affinity": False, "cilium_lb6_affinity": True}
+RATELIMIT_MAP = "cilium_ratelimit"
+
+@attrs.define
+class MapView:
+    """One map as the vector runner reads it: `_d` (a snapshot), `len`, `delete`, `update`
+    (a `seed` step: what a Cilium test's setup writes with map_update_elem)."""
+
+    node: CiliumBpfNode
+    name: str
+    _d: dict[Any, Any]
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def _map(self) -> Map:
+        m: Map = self.node.host.maps[self.name]
+        return m
+
+    def _key(self, key: Any) -> bytes:
+        m = self._map()
+        if isinstance(key, AffinityKey):
+            return m.pack_key(fit(m.key_type, affinity_key_row(key)))
+        if isinstance(key, RatelimitKey):
+            return m.pack_key({"usage": key.usage, "key": {"icmpv6": {"netdev_idx":
+                                                                      key.netdev_idx}}})
+        v6 = len(key.daddr) == 16
+        return m.pack_key({"daddr": _a(key.daddr, v6), "saddr": _a(key.saddr, v6),
+                           "dport": key.dport, "sport": key.sport, "nexthdr": key.nexthdr,
+                           "flags": key.flags})
+
+    def delete(self, key: Any) -> bool:
+        """map_delete_elem on the real map."""
+        return self._map().delete(self._key(key))
+
+    def update(self, key: Any, value: Any) -> bool:
+        """map_update_elem(BPF_ANY) on the real map, the value in this tree's BTF layout."""
+        m = self._map()
+        if isinstance(value, AffinityVal):
+            row: dict[str, Any] = {"last_used": value.last_used, "backend_id": value.backend_id}
+        elif isinstance(value, RatelimitValue):
+            row = {"last_topup": value.last_topup, "tokens": value.tokens}
+        elif isinstance(value, NatEntry):
+            row = nat_row(value, len(value.to_addr) == 16)
+        else:
+            row = ct_row(key, value, len(key.daddr) == 16)
+        m.update(self._key(key), m.pack_value(fit(m.value_type, row)))
+        return True
+
+
+def _a(addr: bytes, v6: bool) -> Any:
+    return {"addr": addr} if v6 else int.from_bytes(addr, "big")
+
+
+_ALIASES = {"ct4": "cilium_ct4_global", "ct_any4": "cilium_ct_any4_global",
+            "ct6": "cilium_ct6_global", "ct_any6": "cilium_ct_any6_global",
+            "snat4": "cilium_snat_v4_external", "snat6": "cilium_snat_v6_external"}
+
+
+@attrs.define
+class MapsView:
+    node: CiliumBpfNode
+
+    def by_name(self, name: str) -> MapView:
+        """A CT, SNAT or rate-limit map by Cilium name or alias (KeyError otherwise)."""
+        name = _ALIASES.get(name, name)
+        if name in CT_MAPS:
+            return MapView(self.node, name, dict(self.node.ct(name)))
+        if name in NAT_MAPS:
+            return MapView(self.node, name, dict(self.node.nat(name)))
+        if name in AFFINITY_MAPS and name in self.node.host.maps:
+            return MapView(self.node, name, self.node.affinity(name))
+        if name == "cilium_lb_affinity_match" and name in self.node.host.maps:
+            return MapView(self.node, name, {
+                AffinityMatch(int(k["backend_id"]), int(k["rev_nat_id"])): v
+                for _raw, k, v in self.node._rows(name)})
+        if name == RATELIMIT_MAP and name in self.node.host.maps:
+            return MapView(self.node, name, self.node.ratelimit())
+        raise KeyError(name)
