@@ -44,6 +44,14 @@ def test_known_issue_example_shows_the_wrong_frontend() -> None:
     assert {p["src"] for p in second["client_saw"]} == {"192.168.2.5:30053"}
 
 
+def test_session_affinity_example_sticks_then_moves() -> None:
+    """Another source port sticks; past the timeout, and at another node, it need not."""
+    got = {f["name"]: f["backend"] for f in _json("session-affinity.yaml")["flows"]}
+    assert got["first"] == got["second-port"] == "web-0"
+    assert got["after-timeout"] != got["first"]
+    assert got["via-node2"] != got["after-timeout"]
+
+
 def _json(name: str) -> dict[str, Any]:
     res = run_cli("trace", f"examples/{name}", "--json")
     assert res.returncode == 0, res.stderr
