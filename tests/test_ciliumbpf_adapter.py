@@ -290,3 +290,50 @@ def test_node_pool_is_bounded() -> None:
                for key in per)
     f.free()
     assert not f._pool and FakeNode.freed + kept.count(False) == len(nodes)
+
+
+def _affinity_cfg() -> NodeConfig:
+    svc = ServiceConfig(frontend="10.0.1.1", port=80, rev_nat_index=123, backends=(7, 42),
+                        affinity_timeout=100)
+    return _cfg(services=(svc,), backends=(
+        BackendConfig(id=7, address="10.0.2.1", port=8080),
+        BackendConfig(id=42, address="10.0.3.1", port=8080, state="terminating")))
+
+
+def test_affinity_programming_follows_the_agent() -> None:
+    """SVC_FLAG_AFFINITY with the timeout in slot 0; match entries for active backends
+    only; 1.18 compiles the affinity code only with ENABLE_SESSION_AFFINITY."""
+    rows = list(prog.Entries(_affinity_cfg()).rows())
+    master = next(v for n, k, v in rows if n == "cilium_lb4_services_v2" and not k["backend_slot"])
+    assert master["backend_id"] == 100 and master["flags"] & (1 << 4)
+    match = [k for n, k, _v in rows if n == "cilium_lb_affinity_match"]
+    assert match == [{"backend_id": 7, "rev_nat_id": 123}]
+    assert prog.defines(_affinity_cfg(), version="1.18.0-dev")["ENABLE_SESSION_AFFINITY"] == "1"
+    assert "ENABLE_SESSION_AFFINITY" not in prog.defines(_cfg(), version="1.18.0-dev")
+    assert "ENABLE_SESSION_AFFINITY" not in prog.defines(_affinity_cfg(), version="1.20.0-dev")
+
+
+def test_affinity_key_round_trips_both_families() -> None:
+    from datapath.maps import AffinityKey
+
+    for addr in (bytes([10, 0, 0, 1]), bytes(range(16))):
+        key = AffinityKey(addr, 123)
+        row = prog.affinity_key_row(key)
+        assert prog.affinity_key(row, len(addr) == 16) == key
+    # IPv4: a plain __u32 holding the network-order bytes (lb.h:126)
+    assert prog.affinity_key_row(AffinityKey(bytes([10, 0, 0, 1]), 1))["client_id"] == {
+        "client_ip": 0x0100000A}
+
+
+@real
+def test_real_bpf_session_affinity_both_trees() -> None:
+    """vectors/session_affinity.yaml (session_affinity_test.c's setup, then the sliding
+    timeout) holds for the compiled lb4_local of both releases."""
+    from ciliumbpf.adapter import factory
+
+    for tree in (TREE, TREE_118):
+        if not tree.is_dir():
+            pytest.skip(f"no Cilium tree at {tree}")
+        f = factory(str(tree))
+        rep = run_vector_file(VECTORS / "session_affinity.yaml", f, version=f.cilium_version)
+        assert rep.ok and not rep.skipped, rep.format()
