@@ -413,8 +413,29 @@ def endings_program(combo: tuple[str, str, str, str], version: str = "1.20"
         _flow("after-lost", "client1", 40001)])
 
 
+def affinity_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                     ) -> dict[str, Any]:
+    """sessionAffinity ClientIP (60 s): a second connection from another port keeps the
+    first one's backend against a pin to the other; past the timeout the pin wins; node2
+    keeps its own entry; a backend leaving (terminating: still in the backend map) voids the
+    entry that names it, through cilium_lb_affinity_match alone."""
+    to = {"node": "node1", "service": "web"}
+    doc = _two_nodes(combo, version, "TCP", [
+        _flow("first", "client0", 40000, packets=2, to=to, backend="pod1"),
+        _flow("second-port", "client0", 40001, to=to, backend="pod0"),
+        _flow("after-timeout", "client0", 40002, to=to, idle=61, backend="pod0"),
+        _flow("other-node", "client0", 40003, to={"node": "node2", "service": "web"},
+              backend="pod1"),
+        _flow("backend-left", "client0", 40004, to=to, setBackends={"web": ["pod1"]},
+              terminating=["pod0"], backend="pod1")])
+    doc["services"][0].update(backends=["pod0", "pod1"], sessionAffinity="ClientIP",
+                              sessionAffinityTimeoutSeconds=60)
+    return doc
+
+
 # The explicit examples after the drain example: (program, needs small maps).
-EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False))
+EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
+            (affinity_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:

@@ -236,3 +236,25 @@ def test_deterministic_snat_ports_are_compared_exactly() -> None:
     div = DiffRun(sc.world, off_by_one).run(sc.flows)
     assert div is not None and div.step.startswith("d: request 1"), div
     assert DiffRun(sc.world, reference_factory).run(sc.flows) is None
+
+
+def test_affinity_program_sticks_expires_and_follows_the_match_map() -> None:
+    """The explicit affinity program: the pin loses to the entry, then wins past the
+    timeout; node2 has its own entry; a terminating backend (still in the backend map)
+    is no longer matched. The reference agrees in every configuration; a datapath whose
+    expiry is inverted does not."""
+    from datapath.adapter import reference_factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+    from datapath.programs import COMBOS, EXPLICIT, affinity_program
+
+    assert (affinity_program, False) in EXPLICIT
+    for combo in COMBOS:
+        doc = affinity_program(combo)
+        sc = parse(doc)
+        _, traces = run_flows(sc.world, sc.flows)
+        assert [t.backend_pod for t in traces] == ["pod1", "pod1", "pod0", "pod1", "pod1"]
+        assert run_program(doc, reference_factory, frozenset(), Counters()) is None
+    bad = run_program(affinity_program(COMBOS[0]), reference_factory,
+                      frozenset({"affinity_expiry_inverted"}), Counters())
+    assert bad is not None and bad.step.startswith("second-port"), bad
