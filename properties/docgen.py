@@ -63,6 +63,14 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "P-CT-02's endpoint changes are `AgentBackends.apply` itself, explored to a "
            "fixpoint over three pods and two services sharing them (up to the renaming of "
            "backend IDs); the agent does not touch CT entries, and the CT map is arbitrary.",
+           "- **Session affinity within its timeout.** P-AFF-01's bound sends the second "
+           "connection seconds after the first, well inside the timeout (the default "
+           "10800 s), and changes no endpoints: it proves the entry is found, kept and "
+           "followed, and shows the per-node map's limit under ECMP. The timeout's boundary "
+           "(`last_used + timeout <= now` expires) and the match map after an endpoint "
+           "change are checked concretely: `tests/test_model_affinity.py`, "
+           "`vectors/session_affinity.yaml` on both Cilium trees and the difftest's "
+           "affinity program.",
            "- **Port arithmetic is abstracted in the induction.** After a few SNAT retries "
            "a port term is replaced by a fresh value over its interval (the NAT range), and "
            "so is the result of a shift or of a remainder that intervals cannot bound (the "
