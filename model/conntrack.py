@@ -7,6 +7,7 @@ import enum
 import attrs
 
 from model.config import CiliumVersion
+from model.faults import ModelFault
 from model.maps import CtEntry, NatEntry, NatTuple, NodeState, TupleFlags
 from model.values import Packet, Proto, TcpFlags
 
@@ -153,21 +154,24 @@ def state_of(entry: CtEntry | None, now: int) -> CtState:
     return CtState.ESTABLISHED if entry.seen_non_syn else CtState.CREATED
 
 
-def gc(st: NodeState, now: int) -> NodeState:
+def gc(st: NodeState, now: int, faults: frozenset[ModelFault] = frozenset()) -> NodeState:
     """The agent's CT GC: expired entries go, and with them their flows' SNAT entries."""
     ct = st.ct
     for ckey in [k for k, e in ct.entries.items() if e.lifetime < now]:
         ct = ct.delete(ckey)
-    live: set[tuple[object, ...]] = {(k.saddr, k.daddr, k.sport, k.dport, k.nexthdr)
-                                     for k in ct.entries if k.flags is TupleFlags.OUT}
+    # a list searched with ==, never a set: ports may be symbolic during a proof
+    live: list[tuple[object, ...]] = [(k.saddr, k.daddr, k.sport, k.dport, k.nexthdr)
+                                      for k in ct.entries if k.flags is TupleFlags.OUT]
+    if ModelFault.GC_KEEPS_ORPHAN_NAT in faults:
+        return attrs.evolve(st, ct=ct)
     snat = st.snat
     for nkey, entry in list(snat.entries.items()):
-        if not nat_has_ct(nkey, entry, live):
+        if ModelFault.GC_PURGES_LIVE_NAT in faults or not nat_has_ct(nkey, entry, live):
             snat = snat.delete(nkey)
     return attrs.evolve(st, ct=ct, snat=snat)
 
 
-def nat_has_ct(key: NatTuple, entry: NatEntry, live: set[tuple[object, ...]]) -> bool:
+def nat_has_ct(key: NatTuple, entry: NatEntry, live: list[tuple[object, ...]]) -> bool:
     """PurgeOrphanNATEntries' test against the CT_EGRESS {saddr=b, daddr=c, c_port, b_port}."""
     p = key.nexthdr
     if key.flags is TupleFlags.IN:  # reverse {b, L, b_port, N} -> {c, c_port}

@@ -23,5 +23,7 @@ class ModelFault(enum.Enum):
     SNAT_SKIPPED = "the SNAT path forwards with the client's source"
     LB_IGNORES_CT_SERVICE = "every packet picks a backend afresh (CT_SERVICE ignored)"
     TERMINATING_BACKEND_TAKES_SYN = "a SYN stays on a terminating (BE_STATE_TERMINATING) backend"
+    GC_PURGES_LIVE_NAT = "CT GC deletes the SNAT entries of live flows too"
+    GC_KEEPS_ORPHAN_NAT = "CT GC keeps SNAT entries whose CT entries expired"
     AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
                                 "(the timeout compared the wrong way)")

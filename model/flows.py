@@ -113,7 +113,7 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
     for service, members in spec.set_backends:
         state = reprogram(world, state, service, members, spec.terminating)
     if spec.idle:
-        state = gc_all(attrs.evolve(state, now=state.now + spec.idle))
+        state = gc_all(attrs.evolve(state, now=state.now + spec.idle), world.faults)
     for i in range(spec.packets):
         state = attrs.evolve(state, now=state.now + 1)
         pkt = request(spec, i)

@@ -250,9 +250,9 @@ def _set(state: ClusterState, node: str, st: NodeState) -> ClusterState:
     return attrs.evolve(state, nodes=MappingProxyType(nodes))
 
 
-def gc_all(state: ClusterState) -> ClusterState:
+def gc_all(state: ClusterState, faults: frozenset[ModelFault] = frozenset()) -> ClusterState:
     """Run the agent's CT garbage collector on every node at the current time."""
-    nodes = {name: gc(st, state.now) for name, st in state.nodes.items()}
+    nodes = {name: gc(st, state.now, faults) for name, st in state.nodes.items()}
     return attrs.evolve(state, nodes=MappingProxyType(nodes))
 
 

@@ -78,7 +78,9 @@ def _selected(args: argparse.Namespace, target: Target) -> list[Mutant]:
     mutants = all_mutants(args.root, target, args.files)
     if args.survivors:
         stored = load_results(args.root / target.results)
-        mutants = [m for m in mutants if m.id in stored and stored[m.id].outcome == "survived"]
+        mutants = [m for m in mutants
+                   if (r := stored.get(m.anchor) or stored.get(m.id)) is not None
+                   and r.outcome == "survived"]
     return select(mutants, sample=args.sample, seed=args.seed, shard=args.shard, ids=args.ids)
 
 
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "list":
             for m in _selected(args, target):
-                print(f"{m.id}\t{m.describe()}")
+                print(f"{m.id}\t{m.anchor}\t{m.describe()}")
             return 0
         if args.cmd == "run":
             run(root, target, _selected(args, target), jobs=args.jobs,

@@ -1,4 +1,10 @@
-"""Source mutants by AST: each one a single textual splice, named file:line:col:operator."""
+"""Source mutants by AST: each one a single textual splice, named file:line:col:operator.
+
+A mutant is also anchored where line numbers cannot move it: `file::scope:operator#n`
+(the enclosing function's qualified name, the n-th such edit in it) with a digest of the
+mutated function alone, so an edit elsewhere in the file leaves its result and its class
+valid (mutation/report.py, mutation/runner.py).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,9 @@ class Mutant:
     end: int
     replacement: str
     original: str
+    anchor: str = ""  # file::scope:operator[#n], stable under edits outside the scope
+    seg_start: int = 0  # the enclosing function (or top-level statement): what `local` hashes
+    seg_end: int = 0
 
     def apply(self, source: bytes) -> bytes:
         """The file's bytes with this mutant's splice applied."""
@@ -50,6 +59,12 @@ class Mutant:
     def digest(self, source: bytes) -> str:
         """Hash of the mutated file: a cached result is reused only for the same edit."""
         return hashlib.sha256(self.apply(source)).hexdigest()[:16]
+
+    def local_digest(self, source: bytes) -> str:
+        """Hash of the mutated enclosing function: reused across edits outside it."""
+        seg = (source[self.seg_start:self.start] + self.replacement.encode()
+               + source[self.end:self.seg_end])
+        return hashlib.sha256(self.anchor.encode() + b"\0" + seg).hexdigest()[:16]
 
     def describe(self) -> str:
         """One line for the report: original -> replacement, whitespace folded."""
@@ -287,6 +302,42 @@ def _norm(tree: ast.AST) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
+def _stmt_name(st: ast.stmt) -> str:
+    """A module- or class-level statement's name: what it assigns, else its kind."""
+    target = (st.targets[0] if isinstance(st, ast.Assign) and st.targets
+              else st.target if isinstance(st, ast.AnnAssign) else None)
+    return target.id if isinstance(target, ast.Name) else f"<{type(st).__name__.lower()}>"
+
+
+def _scopes(tree: ast.Module) -> list[tuple[int, int, int, int, str]]:
+    """(line, col, end line, end col, qualname) of every function, and of every statement
+    directly in a module or class body, innermost last when sorted by start."""
+    out: list[tuple[int, int, int, int, str]] = []
+
+    def walk(body: list[ast.stmt], prefix: str) -> None:
+        for st in body:
+            pos = (st.lineno, st.col_offset, st.end_lineno or st.lineno, st.end_col_offset or 0)
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                out.append((*pos, prefix + st.name))
+                walk(st.body, prefix + st.name + ".")
+            elif isinstance(st, ast.ClassDef):
+                walk(st.body, prefix + st.name + ".")
+            elif not prefix or not any(prefix.startswith(q + ".") for *_, q in out):
+                out.append((*pos, (prefix or "<module>.") + _stmt_name(st)))
+    walk(tree.body, "")
+    return out
+
+
+def _enclosing(scopes: list[tuple[int, int, int, int, str]], line: int, col: int
+               ) -> tuple[int, int, int, int, str] | None:
+    best = None
+    for sc in scopes:
+        if ((sc[0], sc[1]) <= (line, col) <= (sc[2], sc[3])
+                and (best is None or (sc[0], sc[1]) >= (best[0], best[1]))):
+            best = sc
+    return best
+
+
 def mutants_of(path: Path, rel: str, *, immutable_writes: bool = False) -> list[Mutant]:
     """Every valid mutant of one file, sorted by position then operator; IDs are unique.
 
@@ -300,6 +351,8 @@ def mutants_of(path: Path, rel: str, *, immutable_writes: bool = False) -> list[
     original_norm = _norm(tree)
     seen_code: set[str] = set()
     seen_ids: dict[str, int] = {}
+    seen_anchors: dict[str, int] = {}
+    scopes = _scopes(tree)
     out: list[Mutant] = []
     sites = sorted(collector.sites, key=lambda s: (
         s[0].lineno, s[0].col_offset, s[1]))  # type: ignore[attr-defined]
@@ -322,9 +375,17 @@ def mutants_of(path: Path, rel: str, *, immutable_writes: bool = False) -> list[
         seen_ids[mid] = n + 1
         if n:
             mid += f"#{n}"
+        sc = _enclosing(scopes, line, col)
+        seg = (0, len(source)) if sc is None else (starts[sc[0] - 1] + sc[1],
+                                                   starts[sc[2] - 1] + sc[3])
+        anchor = f"{rel}::{'<module>' if sc is None else sc[4]}:{op}"
+        k = seen_anchors.get(anchor, 0)
+        seen_anchors[anchor] = k + 1
         out.append(Mutant(id=mid, path=rel, line=line, col=col, operator=op, start=start,
                           end=end, replacement=text,
-                          original=source[start:end].decode(errors="replace")))
+                          original=source[start:end].decode(errors="replace"),
+                          anchor=f"{anchor}#{k}" if k else anchor,
+                          seg_start=seg[0], seg_end=seg[1]))
     return out
 
 

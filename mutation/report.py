@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import yaml
 
 from mutation.operators import Mutant, operator_family
-from mutation.runner import MutationError, Result
+from mutation.runner import MutationError, Result, result_for
 from mutation.targets import Target
 
 CLASSES = ("equivalent", "gap")
@@ -54,34 +56,55 @@ def load_classifications(path: Path) -> dict[str, Classification]:
 
 _KEY = re.compile(r"^(?P<file>[^:]+\.py):(?P<first>\d+)"
                   r"(?:-(?P<last>\d+)|:(?P<col>\d+)(?::[-a-z0-9_#]+)?)?$")
+_ANCHOR = re.compile(r"^(?P<file>[^:]+\.py)::(?P<scope>[\w.<>]+)(?::[-a-z0-9_]+(?:#\d+)?)?$")
+
+
+def _in_scope(scope: str, mu: Mutant) -> bool:
+    return mu.anchor.startswith((scope + ":", scope + "."))
+
+
+def _at_lines(path: str, first: int, last: int, col: int | None, mu: Mutant) -> bool:
+    return mu.path == path and first <= mu.line <= last and (col is None or mu.col == col)
 
 
 def expand(classes: dict[str, Classification], mutants: list[Mutant]
            ) -> dict[str, Classification]:
-    """Keys `file:line`, `file:first-last` and `file:line:col` class every mutant there (one
-    reason for a whole line, function or expression, e.g. a branch only a seeded fault
-    reaches); a narrower key wins over a wider one, an exact `file:line:col:operator` over
-    all."""
+    """Class keys to mutant IDs. Anchored keys survive edits elsewhere in the file:
+    `file::scope:operator[#n]` is one mutant, `file::scope` every mutant of a function (one
+    reason for it all, e.g. a branch only a seeded fault reaches). Line keys (`file:line`,
+    `file:first-last`, `file:line:col`, `file:line:col:operator`) still work until the
+    lines move. A narrower key wins over a wider one, an exact one over all."""
     out: dict[str, Classification] = {}
-    ranked: list[tuple[int, int, Classification, str, int, int, int | None]] = []
+    exact: dict[str, Classification] = {}
+    by_anchor = {m.anchor: m.id for m in mutants}
+    ranked: list[tuple[int, int, Classification, Callable[[Mutant], bool]]] = []
     for key, c in classes.items():
+        a = _ANCHOR.match(key)
+        if a is not None:
+            if key.count(":") == 3:
+                if key in by_anchor:
+                    exact[by_anchor[key]] = c
+                continue
+            ranked.append((2, 0, c, functools.partial(_in_scope, f"{a['file']}::{a['scope']}")))
+            continue
         m = _KEY.match(key)
         if m is None:
-            raise MutationError(f"{key}: expected file:line:col:operator, file:line:col, "
-                                "file:line or file:first-last")
+            raise MutationError(f"{key}: expected file::scope[:operator[#n]], "
+                                "file:line:col:operator, file:line:col, file:line or "
+                                "file:first-last")
         if key.count(":") == 3:
+            exact[key] = c
             continue
         first = int(m["first"])
         last = int(m["last"] or first)
         col = int(m["col"]) if m["col"] is not None else None
-        ranked.append((0 if col is not None else 1, last - first, c, m["file"], first, last,
-                       col))
-    for _w, _n, c, path, first, last, col in sorted(ranked, key=lambda r: r[:2]):
+        ranked.append((0 if col is not None else 1, last - first, c,
+                       functools.partial(_at_lines, m["file"], first, last, col)))
+    for _w, _n, c, hit in sorted(ranked, key=lambda r: r[:2]):
         for mu in mutants:
-            if (mu.path == path and first <= mu.line <= last
-                    and (col is None or mu.col == col)):
+            if hit(mu):
                 out.setdefault(mu.id, c)
-    out.update({k: c for k, c in classes.items() if k.count(":") == 3})
+    out.update(exact)
     return out
 
 
@@ -152,11 +175,12 @@ def summarise(target: Target, mutants: list[Mutant], results: dict[str, Result],
 
 def measured_results(mutants: list[Mutant], results: dict[str, Result],
                      sources: dict[str, bytes]) -> dict[str, Result]:
-    """Results whose recorded edit is the mutant's current edit (source may have moved)."""
+    """Results whose recorded edit is the mutant's current edit, keyed by the mutant's
+    current ID (lines may have moved)."""
     out: dict[str, Result] = {}
     for m in mutants:
-        r = results.get(m.id)
-        if r is not None and r.digest == m.digest(sources[m.path]):
+        r = result_for(m, results, sources[m.path])
+        if r is not None:
             out[m.id] = r
     return out
 

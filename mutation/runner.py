@@ -59,6 +59,13 @@ class Result:
     killer: str | None
     checks: tuple[CheckRun, ...]
     seconds: float
+    anchor: str = ""  # Mutant.anchor; empty in rows measured before anchors existed
+    local: str = ""  # Mutant.local_digest of the source it was measured on
+
+    @property
+    def key(self) -> str:
+        """Where the results file keeps it: the anchor, or the line ID for an old row."""
+        return self.anchor or self.id
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for the results file."""
@@ -69,7 +76,20 @@ class Result:
         """Inverse of to_json."""
         checks = tuple(CheckRun(**c) for c in d["checks"])
         return Result(id=d["id"], digest=d["digest"], tree=d["tree"], outcome=d["outcome"],
-                      killer=d["killer"], checks=checks, seconds=d["seconds"])
+                      killer=d["killer"], checks=checks, seconds=d["seconds"],
+                      anchor=d.get("anchor", ""), local=d.get("local", ""))
+
+
+def result_for(m: Mutant, results: dict[str, Result], source: bytes) -> Result | None:
+    """The stored result of this very edit: same mutated function (anchored rows), or
+    same mutated file (rows from before anchors); None when the edit has changed."""
+    r = results.get(m.anchor)
+    if r is not None and r.local == m.local_digest(source):
+        return r
+    r = results.get(m.id)
+    if r is not None and not r.anchor and r.digest == m.digest(source):
+        return r
+    return None
 
 
 def all_mutants(root: Path, target: Target, files: list[str] | None = None) -> list[Mutant]:
@@ -163,11 +183,12 @@ def tree_fingerprint(root: Path, target: Target) -> str:
 
 
 def load_results(path: Path) -> dict[str, Result]:
-    """The results file as {mutant id: Result}; missing file means none yet."""
+    """The results file as {Result.key: Result}; missing file means none yet."""
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
-    return {r["id"]: Result.from_json(r) for r in data["results"]}
+    rows = (Result.from_json(r) for r in data["results"])
+    return {r.key: r for r in rows}
 
 
 def _store(path: Path, result: Result) -> None:
@@ -177,7 +198,7 @@ def _store(path: Path, result: Result) -> None:
     with lock.open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         results = load_results(path)
-        results[result.id] = result
+        results[result.key] = result
         rows = [results[k].to_json() for k in sorted(results)]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"results": rows}, indent=1, sort_keys=True) + "\n")
@@ -319,7 +340,8 @@ def run_mutant(ws: Path, mutant: Mutant, target: Target, timeouts: dict[str, flo
         _forget_bytecode(path)
     return Result(id=mutant.id, digest=mutant.digest(original), tree=tree, outcome=outcome,
                   killer=killer, checks=tuple(runs),
-                  seconds=round(time.monotonic() - start, 2))
+                  seconds=round(time.monotonic() - start, 2), anchor=mutant.anchor,
+                  local=mutant.local_digest(original))
 
 
 def coverage_map(root: Path, target: Target, tree: str,
@@ -343,9 +365,10 @@ def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results
     have = load_results(results)
     todo: list[Mutant] = []
     older = 0
+    sources = {p: (root / p).read_bytes() for p in {m.path for m in mutants}}
     for m in mutants:
-        r = have.get(m.id)
-        if fresh or r is None or r.digest != m.digest((root / m.path).read_bytes()):
+        r = result_for(m, have, sources[m.path])
+        if fresh or r is None:
             todo.append(m)
         elif r.tree != tree:
             # Tests and vectors are added, not weakened: a kill on an older tree stays a

@@ -18,7 +18,7 @@ import z3
 
 from model.faults import ModelFault
 from properties.catalogue import Property
-from properties.checks import CHECKERS, Finding, Replay
+from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay
 from properties.configs import Config
 from properties.decode import Replayed, ScenarioValues, document, replay, run_document
 from properties.results import (
@@ -71,6 +71,11 @@ def _drained(rp: Replay) -> bool:
     return any(tr.spec.terminating and tr.backend_saw for tr in rp.traces)
 
 
+def _gc_continued(rp: Replay) -> bool:
+    """A connection reached a backend again after CT GC ran while it was live."""
+    return any(0 < tr.spec.idle < LIVE_BELOW and tr.backend_saw for tr in rp.traces)
+
+
 def _reconnected(rp: Replay) -> bool:
     """One client's second connection reached a backend after its first one did."""
     got = [tr.spec.source.addr for tr in rp.traces if tr.backend_saw]
@@ -83,7 +88,7 @@ PREMISES: dict[str, Premise] = {
     "P-NAT-03": _snat_on_lb_node, "P-DSR-01": _delivered, "P-DSR-02": _reply_arrives,
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
-    "P-CT-02": _drained, "P-AFF-01": _reconnected,
+    "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-AFF-01": _reconnected,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring

@@ -266,6 +266,23 @@ PROPERTIES: tuple[Property, ...] = (
         expected=_hold, pin_backend=False,
         mutants=((F.TERMINATING_BACKEND_TAKES_SYN, _cfg(SNAT)),
                  (F.TERMINATING_BACKEND_TAKES_SYN, _cfg(DSR, "ipv6")))),
+    Property(
+        id="P-CT-03", title="CT garbage collection",
+        statement=("The agent's CT garbage collector removes only what has expired: a "
+                   "connection that GC runs inside of (before any of its entries' lifetimes "
+                   "end) goes on to the same backend with the same translated source and "
+                   "still gets its replies; after a silence past every lifetime, no CT or "
+                   "SNAT entry of the flows before it is left on any node."),
+        scope="a connection, GC while it is live, the connection again, then GC after "
+              "every lifetime and another client's flow; the SNAT path (both families, "
+              "local backend), DSR with either storage of its reverse NAT (v1.18 SNAT map, "
+              "v1.20 CT entry), hybrid UDP",
+        method="bmc",
+        configs=(_cfg(SNAT), _cfg(SNAT, "ipv6", proto=UDP), _cfg(SNAT, place=L), _cfg(DSR),
+                 _cfg(DSR, version=CiliumVersion.V1_20), _cfg(HYB, proto=UDP)),
+        expected=_hold, bounds=Bounds(packets=2, backends=2, gc=True), pin_backend=False,
+        mutants=((F.GC_PURGES_LIVE_NAT, _cfg(SNAT)), (F.GC_PURGES_LIVE_NAT, _cfg(DSR)),
+                 (F.GC_KEEPS_ORPHAN_NAT, _cfg(SNAT)))),
 )
 
 def _affinity_kept(c: Config) -> str:

@@ -11,6 +11,14 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from model.config import NODEPORT_PORT_MAX_NAT
+from model.conntrack import (
+    CT_CONNECTION_LIFETIME_NONTCP,
+    CT_CONNECTION_LIFETIME_TCP,
+    CT_CONNECTION_LIFETIME_TCP_V113,
+    CT_SERVICE_LIFETIME_NONTCP,
+    CT_SERVICE_LIFETIME_TCP,
+    CT_SYN_TIMEOUT,
+)
 from model.drops import DropReason
 from model.flows import FlowTrace
 from model.maps import NatTuple, NodeState, TupleFlags
@@ -309,6 +317,70 @@ def ct02(rp: Replay) -> Finding | None:
     return None
 
 
+# A silence shorter than every lifetime of an open entry keeps it live; one longer than
+# every lifetime of any version leaves nothing of the flows before it.
+LIVE_BELOW = min(CT_SYN_TIMEOUT, CT_CONNECTION_LIFETIME_NONTCP, CT_SERVICE_LIFETIME_NONTCP)
+EXPIRED_ABOVE = max(CT_CONNECTION_LIFETIME_TCP, CT_CONNECTION_LIFETIME_TCP_V113,
+                    CT_SERVICE_LIFETIME_TCP, CT_CONNECTION_LIFETIME_NONTCP)
+
+
+def _gc_kept(rp: Replay, n: int, tr: FlowTrace, before: FlowTrace) -> Finding | None:
+    """A connection that GC ran inside of goes on exactly as before it."""
+    then = _pod_receives(before)
+    for i, h in _pod_receives(tr):
+        if h.at != then[-1][1].at:
+            return Finding(flow=n, hop=i, message=(
+                f"after CT GC the connection reached {h.at}, before it {then[-1][1].at}"))
+        if h.packet.src != then[-1][1].packet.src:
+            return Finding(flow=n, hop=i, message=(
+                f"after CT GC the backend saw source {h.packet.src}, before it "
+                f"{then[-1][1].packet.src}"))
+    for i, h in _client_receives(tr):
+        if h.packet.src != tr.spec.frontend or h.packet.dst != tr.spec.source:
+            return Finding(flow=n, hop=i, message=(
+                f"after CT GC the client received {h.packet.src} -> {h.packet.dst}, expected "
+                f"{tr.spec.frontend} -> {tr.spec.source}"))
+    if _client_receives(before) and _pod_receives(tr) and not _client_receives(tr):
+        last = len(tr.hops) - 1
+        return Finding(flow=n, hop=last, message="after CT GC the reply never reached the client")
+    return None
+
+
+def _gc_left(rp: Replay, n: int) -> Finding | None:
+    """After a silence past every lifetime, no CT or SNAT entry names an earlier client."""
+    fresh = [t.spec.client for t in rp.traces[n:]]
+    gone = {t.spec.source.addr for t in rp.traces[:n]
+            if t.spec.client not in fresh}
+    for node, st in sorted(rp.state.nodes.items()):
+        for ckey in st.ct.entries:
+            if ckey.saddr in gone or ckey.daddr in gone:
+                return Finding(flow=n, hop=0, message=(
+                    f"CT entry {ckey.saddr}:{ckey.sport} -> {ckey.daddr}:{ckey.dport} on {node} "
+                    "outlived its lifetime"))
+        for nkey, val in st.snat.entries.items():
+            if nkey.saddr in gone or nkey.daddr in gone or val.to_addr in gone:
+                return Finding(flow=n, hop=0, message=(
+                    f"SNAT entry {nkey.saddr}:{nkey.sport} -> {nkey.daddr}:{nkey.dport} "
+                    f"({val.to_addr}:{val.to_port}) on {node} outlived its flow's CT entries"))
+    return None
+
+
+def ct03(rp: Replay) -> Finding | None:
+    """P-CT-03: CT GC keeps what live flows use and leaves nothing of expired ones."""
+    for n, tr in enumerate(rp.traces):
+        if 0 < tr.spec.idle < LIVE_BELOW:
+            key = (tr.spec.client, tr.spec.source)
+            before = next((t for t in reversed(rp.traces[:n])
+                           if (t.spec.client, t.spec.source) == key), None)
+            if before is not None and _pod_receives(before) and not before.spec.close:
+                f = _gc_kept(rp, n, tr, before)
+                if f is not None:
+                    return f
+    last = max((n for n, tr in enumerate(rp.traces) if tr.spec.idle > EXPIRED_ABOVE),
+               default=None)
+    return None if last is None else _gc_left(rp, last)
+
+
 def _nat_pairs(st: NodeState, node_ip: object) -> list[str]:
     """Bijection problems in one node's nodeport SNAT map (forward <-> reverse, injective)."""
     problems = []
@@ -402,5 +474,5 @@ CHECKERS: dict[str, Checker] = {
     "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
     "P-NAT-03": nat03, "P-DSR-01": dsr01, "P-DSR-02": dsr02, "P-DSR-03": dsr03,
     "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
-    "P-CT-02": ct02, "P-AFF-01": aff01,
+    "P-CT-02": ct02, "P-CT-03": ct03, "P-AFF-01": aff01,
 }

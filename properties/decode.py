@@ -35,6 +35,7 @@ class FlowDoc:
     # endpoint change before the flow: the service's new pods, and dropped pods that drain
     set_backends: tuple[int, ...] | None = None
     terminating: tuple[int, ...] = ()
+    idle: int = 0  # seconds of silence first (the agent's CT GC runs then)
     node: int = 0  # the node the flow enters by (0: node1, 1: node2)
 
 
@@ -92,6 +93,8 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
             flow["close"] = True
         if f.resume:
             flow["resume"] = True
+        if f.idle:
+            flow["idle"] = f.idle
         if f.set_backends is not None:
             flow["setBackends"] = {"web": [f"web-{i}" for i in f.set_backends]}
         if f.terminating:

@@ -18,11 +18,13 @@ import attrs
 import z3
 
 from model.config import NODEPORT_MAX_DEFAULT, NODEPORT_MIN_DEFAULT, NODEPORT_PORT_MAX_NAT
+from model.conntrack import CT_CONNECTION_LIFETIME_TCP_V113, CT_SYN_TIMEOUT
 from model.faults import ModelFault
 from model.flows import FlowSpec, FlowTrace, run_flows
 from model.network import ClusterState, World
 from model.scenario import parse
 from model.topology import ServiceType
+from model.values import Proto
 from properties.configs import Config, Placement
 from properties.decode import FlowDoc, ScenarioValues, document
 from properties.symexec import Input, SymInt, SymRandom, construct
@@ -33,6 +35,11 @@ V4_HOSTS = {"node1": "192.168.2.2", "node2": "192.168.2.3", "router1": "10.0.1.1
 V6_HOSTS = {"node1": "fd00::2:2", "node2": "fd00::2:3", "router1": "fd00::10:1:0:1",
             "router2": "fd00::10:2:0:1", "client": "2001:db8::7", "client2": "2001:db8::8",
             "vip": "fd00::ac10:a0a"}
+
+# The gc bound's silences: one inside every CT lifetime of an open connection (the SYN
+# timeout, the non-TCP lifetime), one past every lifetime of any version.
+GC_LIVE_IDLE = CT_SYN_TIMEOUT // 2
+GC_EXPIRED_IDLE = 5 * CT_CONNECTION_LIFETIME_TCP_V113
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +76,9 @@ class Bounds:
     # the first client's connection, then its first backend turns terminating (the service
     # keeps the second): the connection goes on, then a new one (a SYN) on the same tuple
     drain: bool = False
+    # the first client's connection; silence shorter than any CT lifetime, the agent's GC,
+    # the connection goes on; then silence past every lifetime, GC, the second client's flow
+    gc: bool = False
     # the first client opens a second connection from another source port (SPORT2), through
     # the same node, or through the other node when the cell is an ECMP one
     reconnect: bool = False
@@ -77,8 +87,9 @@ class Bounds:
         """Human form of the bound for the results table."""
         flows = f", {self.clients} flows" if self.clients > 1 else ""
         drain = ", a backend drains" if self.drain else ""
+        gc = ", CT GC while live and after expiry" if self.gc else ""
         again = ", a second connection" if self.reconnect else ""
-        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}{again}"
+        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{again}"
 
 
 @attrs.frozen(kw_only=True)
@@ -122,7 +133,7 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
     return ScenarioValues(
         nodes=(h["node1"], h["node2"]), routers=(h["router1"], h["router2"]),
         pods=tuple(_pod_ip(cfg, i) for i in range(bounds.backends)),
-        clients=(h["client"], h["client2"])[:bounds.clients],
+        clients=(h["client"], h["client2"])[:2 if bounds.gc else bounds.clients],
         target_port=ports[TARGET_PORT.marker],
         node_port=ports[NODE_PORT.marker] if _has_node_port(cfg) else None,
         port=None if nodeport else ports[SVC_PORT.marker],
@@ -135,6 +146,11 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
                      backend=None, resume=True, set_backends=(1,), terminating=(0,)),
              FlowDoc(client=0, sport=ports[SPORT.marker], packets=1, backend=None))
             if bounds.drain else ()) + (
+            (FlowDoc(client=0, sport=ports[SPORT.marker], packets=1, backend=None,
+                     resume=cfg.proto is Proto.TCP, idle=GC_LIVE_IDLE),
+             FlowDoc(client=1, sport=ports[SPORT2.marker], packets=1, backend=None,
+                     idle=GC_EXPIRED_IDLE))
+            if bounds.gc else ()) + (
             (FlowDoc(client=0, sport=ports[SPORT2.marker], packets=bounds.packets,
                      backend=None, node=1 if cfg.ecmp else 0),)
             if bounds.reconnect else ()))
@@ -154,7 +170,7 @@ def cell(cfg: Config, bounds: Bounds) -> Cell:
             ports.append(SVC_PORT)
     if bounds.extra_service:
         ports.append(OTHER_NODE_PORT)
-    if bounds.clients > 1 or bounds.reconnect:
+    if bounds.clients > 1 or bounds.gc or bounds.reconnect:
         ports.append(SPORT2)
     markers = {p.marker: p.marker for p in ALL_PORTS}
     sc = parse(document(cfg, cell_values(cfg, bounds, markers, None), seed=1),

@@ -100,3 +100,21 @@ def test_write_skip_only_where_writes_return_a_new_map(tmp_path: Path) -> None:
     assert "pkg/mod.py:2:11:write-skip-put" in imm
     assert "return (st)" in imm["pkg/mod.py:2:11:write-skip-put"].apply(text.encode()).decode()
     assert "pkg/mod.py:2:11:write-skip-put" not in _mutants(tmp_path, text)
+
+
+def test_anchors_and_local_digests_ignore_edits_elsewhere(tmp_path: Path) -> None:
+    before = _mutants(tmp_path)
+    shifted = "X = 1\n\n\n" + SAMPLE.replace("return x + y", "return y + x")
+    after = _mutants(tmp_path, shifted)
+    old = {m.anchor: m.local_digest(SAMPLE.encode()) for m in before.values()}
+    new = {m.anchor: m.local_digest(shifted.encode()) for m in after.values()}
+    for anchor in old:
+        if anchor.startswith("pkg/mod.py::store:"):
+            assert new[anchor] == old[anchor]  # same edit of an unchanged function
+    # its function changed (a mutant that replaces the changed expression whole, like
+    # return-none here, is the same program before and after, and keeps its digest)
+    assert new["pkg/mod.py::build:binop-add-sub"] != old["pkg/mod.py::build:binop-add-sub"]
+    assert "pkg/mod.py::store:stmt-del#1" in old  # the second of its kind in store()
+    assert any(a.startswith("pkg/mod.py::<module>.X:") for a in new)
+    assert {m.id for m in before.values()}.isdisjoint(
+        {m.id for m in after.values() if m.anchor.startswith("pkg/mod.py::store:")})

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mutation.report import Classification, expand, load_classifications, render, summarise
+from mutation.report import (
+    Classification,
+    expand,
+    load_classifications,
+    measured_results,
+    render,
+    summarise,
+)
 from mutation.runner import MutationError, all_mutants, load_results, run, select
 from mutation.targets import TARGETS, Check, Target
 
@@ -59,12 +66,13 @@ def test_killed_survived_and_timeout_reported(tmp_path: Path) -> None:
     assert by_id[HANG].outcome == "timeout" and by_id[HANG].killer == "trivial"
     # The worktree was never mutated; results were stored; a re-run skips them.
     assert (root / "pkg" / "mod.py").read_text() == MOD
-    assert set(load_results(results_file)) == {KILLED, SURVIVOR, HANG}
+    assert {r.id for r in load_results(results_file).values()} == {KILLED, SURVIVOR, HANG}
     assert run(root, target, mutants, jobs=1, results=results_file, timeout_factor=1.0,
                timeout_min=3.0, fresh=False, log=lambda s: None) == []
 
-    stored = load_results(results_file)
     everything = all_mutants(root, target)
+    stored = measured_results(everything, load_results(results_file),
+                              {"pkg/mod.py": MOD.encode()})
     unclassified = render(target, everything, stored, {}, tree=stored[KILLED].tree)
     assert f"| `{SURVIVOR}` | `5` -> `(6)` | not covered | **UNCLASSIFIED** |" in unclassified
     assert "Kill rate of **trivial alone**: 66.7% (1 + 1 timeouts of 3)" in unclassified
@@ -125,7 +133,8 @@ def test_committed_classifications_load() -> None:
     root = Path(__file__).resolve().parent.parent
     classes = load_classifications(root / "mutation" / "classifications.yaml")
     assert classes
-    assert all(len(k.split(":")) in (2, 3, 4) for k in classes), "file:line[:col[:operator]]"
+    assert all(len(k.split(":")) in (2, 3, 4) for k in classes), "file::scope[:operator]"
+    assert all("::" in k for k in classes), "committed classes are anchored, not by line"
 
 
 def test_line_and_range_keys_class_every_mutant_there(tmp_path: Path) -> None:
@@ -145,3 +154,32 @@ def test_line_and_range_keys_class_every_mutant_there(tmp_path: Path) -> None:
     assert expand({odd: exact}, ms) == {odd: exact}
     with pytest.raises(MutationError, match="file:first-last"):
         expand({"pkg/mod.py": line}, ms)
+
+
+def test_results_and_classes_follow_a_function_when_lines_move(tmp_path: Path) -> None:
+    root, target = _repo(tmp_path)
+    results_file = root / target.results
+    ms = select(all_mutants(root, target), sample=None, seed=0, shard=None,
+                ids=[KILLED, SURVIVOR])
+    run(root, target, ms, jobs=1, results=results_file, timeout_factor=1.0, timeout_min=3.0,
+        fresh=False, log=lambda s: None)
+    # a function added above, and unused() itself changed: lines move for everything
+    moved = "def added() -> int:\n    return 0\n\n\n" + MOD.replace("return 5", "return 7")
+    (root / "pkg" / "mod.py").write_text(moved)
+    now = all_mutants(root, target)
+    got = measured_results(now, load_results(results_file), {"pkg/mod.py": moved.encode()})
+    inc_add = next(m for m in now if m.anchor == "pkg/mod.py::inc:binop-add-sub")
+    assert inc_add.id != KILLED and got[inc_add.id].outcome == "killed"  # same edit, moved
+    assert not any(m.anchor.startswith("pkg/mod.py::unused:") and m.id in got for m in now)
+    unused_inc = next(m for m in now if m.anchor == "pkg/mod.py::unused:const-inc")
+    log: list[str] = []
+    again = run(root, target, [inc_add, unused_inc], jobs=1, results=results_file,
+                timeout_factor=1.0, timeout_min=3.0, fresh=False, log=log.append)
+    assert "2 selected, 1 already measured" in log[0] and "1 to run" in log[0]
+    assert [r.anchor for r in again] == [unused_inc.anchor]  # only the changed function
+    why = Classification(kind="equivalent", why="scope")
+    one = Classification(kind="gap", why="one")
+    unused = [m for m in now if m.anchor.startswith("pkg/mod.py::unused:")]
+    classes = expand({"pkg/mod.py::unused": why, unused[0].anchor: one}, now)
+    assert classes[unused[0].id] is one  # an exact anchor wins over its function's
+    assert {k for k, v in classes.items() if v is why} == {m.id for m in unused[1:]}
