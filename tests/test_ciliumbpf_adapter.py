@@ -328,8 +328,9 @@ def test_affinity_key_round_trips_both_families() -> None:
 @real
 def test_real_bpf_session_affinity_both_trees() -> None:
     """vectors/session_affinity.yaml (session_affinity_test.c's setup, then the sliding
-    timeout) holds for the compiled lb4_local of both releases, and the difftest's explicit
-    affinity program (expiry, per node, the match map) agrees with the model there."""
+    timeout) and its IPv6 twin hold for the compiled lb4_local/lb6_local of both releases,
+    and the difftest's explicit affinity program (expiry, per node, the match map) agrees
+    with the model there."""
     from ciliumbpf.adapter import factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
@@ -339,8 +340,9 @@ def test_real_bpf_session_affinity_both_trees() -> None:
         if not tree.is_dir():
             pytest.skip(f"no Cilium tree at {tree}")
         f = factory(str(tree))
-        rep = run_vector_file(VECTORS / "session_affinity.yaml", f, version=f.cilium_version)
-        assert rep.ok and not rep.skipped, rep.format()
+        for name in ("session_affinity.yaml", "session_affinity6.yaml"):
+            rep = run_vector_file(VECTORS / name, f, version=f.cilium_version)
+            assert rep.ok and not rep.skipped, rep.format()
         doc = affinity_program(("ipv4", "snat", "opt", "native"), f.cilium_version[:4])
         c = Counters()
         assert run_program(doc, f, frozenset(), c) is None
