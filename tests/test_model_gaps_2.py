@@ -10,9 +10,9 @@ from typing import Any
 import attrs
 
 from model.config import CiliumConfig, CiliumVersion
-from model.conntrack import created, on_packet
+from model.conntrack import CtState, created, gc, on_packet, state_of
 from model.flows import run_flows
-from model.maps import LruMap, NatEntry, TupleFlags
+from model.maps import CtEntry, CtTuple, LbMaps, LruMap, NatEntry, NodeState, TupleFlags
 from model.nodeport import Hook, NodeCtx, Step, Verdict, nodeport_lb
 from model.scenario import parse
 from model.snat import SeededRandom, clamp_port, fwd_key, rev_key, snat_nat, snat_rev_nat
@@ -183,3 +183,22 @@ def test_v113_established_tcp_lifetime_is_six_hours() -> None:
         for service in (False, True):
             est = on_packet(version, entry, ack, 200, service=service)
             assert est.lifetime == 200 + life
+
+
+def test_an_entry_is_expired_only_after_its_lifetime() -> None:
+    """__ct_update_timeout stores lifetime = now + timeout (v1.20 conntrack.h:176): the
+    entry lives through that second, and the agent's GC removes only entries whose lifetime
+    is below now (model.conntrack.gc); state_of calls an entry expired exactly when GC
+    would remove it."""
+    syn = Packet(src=_client(0), dst=B, proto=Proto.TCP, flags=TcpFlags.SYN)
+    entry = created(CiliumVersion.V1_20, syn, 100)
+    key = CtTuple(daddr=B.addr, saddr=_client(0).addr, dport=B.port, sport=40000,
+                  nexthdr=Proto.TCP, flags=TupleFlags.OUT)
+    lb = LbMaps(services={}, backends={}, revnat={})
+    ct: LruMap[CtTuple, CtEntry] = LruMap(capacity=4)
+    st = NodeState(lb=lb, ct=ct.put(key, entry), snat=LruMap(capacity=4))
+    end = entry.lifetime
+    assert state_of(entry, end) is CtState.CREATED
+    assert gc(st, end).ct.get(key) is not None
+    assert state_of(entry, end + 1) is CtState.EXPIRED
+    assert gc(st, end + 1).ct.get(key) is None
