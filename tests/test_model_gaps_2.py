@@ -172,9 +172,9 @@ def test_nodeport_reply_restores_the_lost_forward_snat_entry() -> None:
 
 
 def test_v113_established_tcp_lifetime_is_six_hours() -> None:
-    """Before v1.15 CT_CONNECTION_LIFETIME_TCP defaulted to 21600 s (6 h), for service and
-    connection entries alike; v1.18/v1.20 use 8000 s (the model's CT_CONNECTION_LIFETIME_TCP
-    and CT_SERVICE_LIFETIME_TCP)."""
+    """Before v1.15 the agent's TCP lifetime was 21600 s (6 h), the value bpf/node_config.h
+    still compiles in (v1.20 node_config.h:37,39; v1.18 :82,84), for service and connection
+    entries alike; since v1.15 the agent passes 8000 s (ciliumbpf/harness/harness.h:404)."""
     syn = Packet(src=_client(0), dst=B, proto=Proto.TCP, flags=TcpFlags.SYN)
     ack = attrs.evolve(syn, flags=TcpFlags.ACK)
     for version, life in ((CiliumVersion.V1_13, 21600), (CiliumVersion.V1_20, 8000)):
