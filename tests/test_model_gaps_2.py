@@ -13,6 +13,7 @@ from model.config import CiliumConfig, CiliumVersion
 from model.conntrack import CtState, created, gc, on_packet, state_of
 from model.flows import run_flows
 from model.maps import CtEntry, CtTuple, LbMaps, LruMap, NatEntry, NodeState, TupleFlags
+from model.network import Action, initial_state, reprogram
 from model.nodeport import Hook, NodeCtx, Step, Verdict, nodeport_lb
 from model.scenario import parse
 from model.snat import SeededRandom, clamp_port, fwd_key, rev_key, snat_nat, snat_rev_nat
@@ -202,3 +203,38 @@ def test_an_entry_is_expired_only_after_its_lifetime() -> None:
     assert gc(st, end).ct.get(key) is not None
     assert state_of(entry, end + 1) is CtState.EXPIRED
     assert gc(st, end + 1).ct.get(key) is None
+
+
+def test_icmp_error_for_a_rejected_request_travels_as_a_reply() -> None:
+    """tail_no_service_ipv4 answers a request to a backend-less service with an ICMP port
+    unreachable and redirects it out of the interface it came in on (v1.20 lb.h:2345-2350):
+    from the reject on, the trace is on the way back to the client."""
+    sc = parse(build_doc(placement="none", packets=1,
+                         cilium={"serviceNoBackendResponse": "reject"}))
+    _state, traces = run_flows(sc.world, sc.flows)
+    hops = traces[0].hops
+    assert [(h.action, h.reply) for h in hops] == [
+        (Action.SEND, False), (Step.REJECT, True), (Action.RECEIVE, True)]
+    assert hops[-1].at == "client" and hops[-1].packet.proto is Proto.ICMP
+
+
+def test_a_services_update_keeps_another_services_draining_backend() -> None:
+    """lb4_local keeps an established flow on a terminating backend as long as the backend
+    map still has it (v1.20 lb.h:2265-2270); updating another service's endpoints must not
+    delete it from the map nor clear its BE_STATE_TERMINATING flag."""
+    doc = build_doc(placement="remote", service={"backends": ["web-local", "web-remote"]})
+    api = dict(doc["services"][0], name="api", targetPort=9090, nodePort=30081,
+               backends=["web-local"])
+    doc["services"].append(api)
+    sc = parse(doc)
+    state = initial_state(sc.world)
+    state = reprogram(sc.world, state, "web", ("web-local",), terminating=("web-remote",))
+    assert state.agent is not None
+    [gone] = state.agent.terminating
+    remote = Endpoint(addr=ip_address(ADDRS["ipv4"]["remote"]), port=8080)
+    assert state.nodes["node1"].lb.backends[gone] == remote
+    state = reprogram(sc.world, state, "api", ())
+    assert state.agent is not None and state.agent.terminating == {gone}
+    for st in state.nodes.values():
+        assert st.lb.backends.get(gone) == remote
+        assert gone in st.lb.terminating
