@@ -106,7 +106,7 @@ def test_snat_retry_after_a_random_port_collides_draws_afresh() -> None:
 def test_rev_snat_restores_a_missing_forward_entry() -> None:
     """snat_v4_rev_nat_handle_mapping (v1.20 nat.h:403-440): a reply whose reverse entry
     is there but whose forward entry is gone (LRU eviction) restores the forward entry
-    {client -> L:N} before translating."""
+    {client -> L:N} before translating (v1.20; snat_rev_nat takes no version)."""
     c = _client(0)
     first = snat_nat(CFG, LruMap(capacity=16), c, B, Proto.TCP, NODE, 5, "t", SeededRandom(1))
     assert first.nat is not None
@@ -149,8 +149,9 @@ def test_rev_snat_lookup_refreshes_the_reverse_entry() -> None:
 
 def test_nodeport_reply_restores_the_lost_forward_snat_entry() -> None:
     """nodeport_lb's reverse SNAT keeps what snat_v4_rev_nat_handle_mapping wrote: a reply
-    to L:N after the flow's forward entry was lost restores it (v1.20 nat.h:435-446)."""
-    sc = parse(build_doc(placement="remote"))
+    to L:N after the flow's forward entry was lost restores it (v1.20 nat.h:435-446; the
+    v1.18.0-dev tree's snat_v4_rev_nat_handle_mapping, nat.h:365, has no such restore)."""
+    sc = parse(build_doc(placement="remote", version="1.20"))
     state, traces = run_flows(sc.world, sc.flows)
     assert traces[0].delivered
     st = state.nodes["node1"]
