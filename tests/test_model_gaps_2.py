@@ -12,7 +12,7 @@ import attrs
 from model.config import CiliumConfig, CiliumVersion
 from model.conntrack import CtState, created, gc, on_packet, state_of
 from model.flows import run_flows
-from model.maps import CtEntry, CtTuple, LbMaps, LruMap, NatEntry, NodeState, TupleFlags
+from model.maps import CtEntry, CtTuple, EqMap, LbMaps, LruMap, NatEntry, NodeState, TupleFlags
 from model.network import Action, initial_state, reprogram
 from model.nodeport import Hook, NodeCtx, Step, Verdict, nodeport_lb
 from model.scenario import parse
@@ -239,3 +239,30 @@ def test_a_services_update_keeps_another_services_draining_backend() -> None:
     for st in state.nodes.values():
         assert st.lb.backends.get(gone) == remote
         assert gone in st.lb.terminating
+
+
+@attrs.frozen(eq=False)
+class Sym:
+    """A key that cannot be hashed but compares by value, as a symbolic port does."""
+
+    value: int
+
+    def __eq__(self, other: object) -> bool:
+        got = other.value if isinstance(other, Sym) else other
+        return bool(self.value == got)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_eqmap_equality_is_mapping_equality_whatever_the_keys() -> None:
+    """EqMap stands for a BPF hash map, whose lookup matches keys by equality (map_lookup_elem
+    compares the key bytes): two maps are equal when they hold equal keys with equal values,
+    whether their keys could be hashed (a dict) or not (pairs searched with ==)."""
+    sym_a = EqMap([(Sym(1), "a")])
+    assert sym_a == EqMap([(Sym(1), "a")])
+    assert sym_a != EqMap([(Sym(1), "b")])
+    assert sym_a != EqMap([(Sym(2), "a")])
+    concrete = EqMap({1: "a"})
+    assert concrete == sym_a and sym_a == concrete
+    assert concrete != EqMap([(Sym(1), "b")]) and EqMap([(Sym(1), "b")]) != concrete
+    assert concrete == {1: "a"} and concrete != {1: "b"}
