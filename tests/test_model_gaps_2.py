@@ -1,6 +1,7 @@
 """More behaviours of the model that the mutation check found no property, program or test
 pinning (docs/mutation-model.md): the SNAT retry sequence, both directions' self-healing,
-LRU recency of SNAT lookups, the v1.13 TCP lifetime, the width of a random draw."""
+LRU recency of SNAT lookups, CT lifetimes (v1.13, the expiry boundary), a random draw's
+width, draining backends across services, the reject's ICMP direction, EqMap equality."""
 
 from __future__ import annotations
 
