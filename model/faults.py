@@ -25,3 +25,4 @@ class ModelFault(enum.Enum):
     TERMINATING_BACKEND_TAKES_SYN = "a SYN stays on a terminating (BE_STATE_TERMINATING) backend"
     GC_PURGES_LIVE_NAT = "CT GC deletes the SNAT entries of live flows too"
     GC_KEEPS_ORPHAN_NAT = "CT GC keeps SNAT entries whose CT entries expired"
+    REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"
