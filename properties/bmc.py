@@ -76,13 +76,19 @@ def _gc_continued(rp: Replay) -> bool:
     return any(0 < tr.spec.idle < LIVE_BELOW and tr.backend_saw for tr in rp.traces)
 
 
+def _error_sent(rp: Replay) -> bool:
+    """A backend answered a request with an ICMP error about it."""
+    return any(h.packet.quote is not None and h.reply for tr in rp.traces for h in tr.hops)
+
+
 # What a path must reach for a property's check to say something (the vacuity test).
 PREMISES: dict[str, Premise] = {
     "P-LB-01": _reply_arrives, "P-LB-02": _delivered, "P-NAT-01": _reply_arrives,
     "P-NAT-03": _snat_on_lb_node, "P-DSR-01": _delivered, "P-DSR-02": _reply_arrives,
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
-    "P-CT-02": _drained, "P-CT-03": _gc_continued,
+    "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-ICMP-01": _error_sent,
+    "P-ICMP-02": _error_sent,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring

@@ -41,6 +41,7 @@ class Config:
     source_dest_check: bool = False
     version: CiliumVersion = CiliumVersion.V1_18
     reject: bool = True  # serviceNoBackendResponse: reject
+    masquerade: bool = False  # bpf.masquerade
 
     @property
     def ipv6(self) -> bool:
@@ -76,7 +77,8 @@ class Config:
             routing=RoutingMode.TUNNEL if self.tunneling else RoutingMode.NATIVE,
             tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
             no_backend_response=(NoBackendResponse.REJECT if self.reject
-                                 else NoBackendResponse.DROP))
+                                 else NoBackendResponse.DROP),
+            masquerade=self.masquerade)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -94,6 +96,8 @@ class Config:
             parts.append(f"v{self.version.value}")
         if not self.reject:
             parts.append("no-backend-drop")
+        if self.masquerade:
+            parts.append("bpf-masq")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -103,4 +107,5 @@ class Config:
                 "proto": self.proto.name, "dispatch": self.dispatch.value,
                 "etp": self.etp.value, "drops_ip_options": self.drops_ip_options,
                 "source_dest_check": self.source_dest_check, "version": self.version.value,
-                "no_backend_response": "reject" if self.reject else "drop"}
+                "no_backend_response": "reject" if self.reject else "drop",
+                "bpf_masquerade": self.masquerade}

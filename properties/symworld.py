@@ -24,7 +24,7 @@ from model.flows import FlowSpec, FlowTrace, run_flows
 from model.network import ClusterState, World
 from model.scenario import parse
 from model.topology import ServiceType
-from model.values import Proto
+from model.values import IcmpKind, Proto
 from properties.configs import Config, Placement
 from properties.decode import FlowDoc, ScenarioValues, document
 from properties.symexec import Input, SymInt, SymRandom, construct
@@ -79,13 +79,17 @@ class Bounds:
     # the first client's connection; silence shorter than any CT lifetime, the agent's GC,
     # the connection goes on; then silence past every lifetime, GC, the second client's flow
     gc: bool = False
+    # the backend answers each request with this ICMP error (flows[].backendError)
+    backend_error: IcmpKind | None = None
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
         flows = f", {self.clients} flows" if self.clients > 1 else ""
         drain = ", a backend drains" if self.drain else ""
         gc = ", CT GC while live and after expiry" if self.gc else ""
-        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}"
+        err = (f", the backend answers {self.backend_error.value}"
+               if self.backend_error is not None else "")
+        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{err}"
 
 
 @attrs.frozen(kw_only=True)
@@ -136,7 +140,9 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
         vip=None if nodeport else h["vip"],
         other_node_port=ports[OTHER_NODE_PORT.marker] if bounds.extra_service else None,
         flows=tuple(FlowDoc(client=i, sport=ports[p.marker], packets=bounds.packets,
-                            backend=backend if i == 0 else None)
+                            backend=backend if i == 0 else None,
+                            backend_error=(bounds.backend_error.value
+                                           if bounds.backend_error is not None else None))
                     for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])) + (
             (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
                      backend=None, resume=True, set_backends=(1,), terminating=(0,)),
