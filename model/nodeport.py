@@ -402,7 +402,7 @@ def _icmp_error_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState,
             quote = pkt.quote
             if not ctx.has(ModelFault.REVSNAT_ICMP_KEEPS_QUOTE):
                 quote = attrs.evolve(quote, src=client)
-            # the outer destination becomes the client (nat.h:1240-1244); the reverse DNAT
+            # the outer destination becomes the client (nat.h:1229-1234); the reverse DNAT
             # that follows skips ICMP (nodeport.h:2297-2301), so the quote keeps the
             # backend as its destination and the outer source stays the error's sender
             out = attrs.evolve(pkt, dst=Endpoint(addr=client.addr, port=0), quote=quote)
