@@ -33,6 +33,7 @@ FAULTS: dict[str, str] = {
     "ct_service_not_reused": "CT_SERVICE entry ignored: every packet re-selects a backend",
     "no_clusterip_check": "N-S traffic to a non-routable ClusterIP is load-balanced",
     "lru_no_refresh_on_lookup": "LRU maps do not refresh recency on lookup",
+    "icmp_error_quote_kept": "reverse SNAT of an ICMP error leaves the quoted source SNATed",
 }
 
 

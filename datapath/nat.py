@@ -165,6 +165,8 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
     # snat_v4_rewrite_headers on the quote: source address, its IP checksum, the port and
     # the L4 checksum (ports, then the pseudo header's address); an absent or zero L4
     # checksum stays as it is (DROP_CSUM_L4 tolerated, BPF_F_MARK_MANGLED_0)
+    if "icmp_error_quote_kept" in node.faults:
+        new_addr, new_port, outer_diff = old_addr, old_port, 0
     addr_diff = csum_diff(old_addr, new_addr)
     buf[inner + 12:inner + 16] = new_addr
     _fix16(buf, inner + 10, addr_diff)
@@ -175,7 +177,7 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
         _fix16(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
         _fix16(buf, csum_off, addr_diff, udp)
     # the outer header (the `rewrite:` label): destination, IP checksum, ICMP checksum
-    rewrite(p, False, new_addr, None)
+    rewrite(p, False, state.to_addr, None)
     if outer_diff:
         _fix16(buf, off + 2, outer_diff)
     return True

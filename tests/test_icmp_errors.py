@@ -17,7 +17,7 @@ from model.values import Endpoint, FlowKey, IcmpKind, Proto
 from properties.bmc import check_cell
 from properties.catalogue import BY_ID, HOLD, VIOLATED
 from properties.prove import COUNTEREXAMPLE, PROVED
-from tests.conftest import ADDRS, NODE_PORT, TARGET_PORT, build_doc, run_cli
+from tests.conftest import ADDRS, NODE_PORT, ROOT, TARGET_PORT, build_doc, run_cli
 
 
 def _trace(error: str = "frag-needed", *, faults: frozenset[ModelFault] = frozenset(),
@@ -133,3 +133,47 @@ def test_prove_cli_json_for_p_icmp() -> None:
     rows = json.loads(res.stdout)["results"]
     assert len(rows) == len(BY_ID["P-ICMP-01"].configs)
     assert all(r["expected"] == "violated" for r in rows)
+
+
+# The reference datapath on bytes: Cilium's own expected packet (bpf/tests/icmp_error_revnat.c)
+ERR_IN = bytes.fromhex(
+    "45000044000100004001f964c0a80002c0a800010304788e000005dc45000028000140004006b97bc0a8"
+    "0001c0a80002800000500000000000000000500220008e3e0000")
+ERR_OUT = bytes.fromhex(
+    "45000044000100004001a60dc0a800020a000a010304cbe5000005dc4500002800014000400666240a00"
+    "0a01c0a800020bd60050000000000000000050022000af110000")
+
+
+def _node(version: str, masquerade: bool = True, faults: frozenset[str] = frozenset()
+          ) -> Any:
+    from datapath.config import NodeConfig
+    from datapath.host import make_node
+    from datapath.maps import TUPLE_F_IN, CtTuple, NatEntry
+    from datapath.packet import ip_bytes
+    n = make_node(NodeConfig(ipv4="192.168.0.1", masquerade=masquerade, version=version),
+                  faults)
+    n.maps.snat4.update(CtTuple(ip_bytes("192.168.0.1"), ip_bytes("192.168.0.2"), 32768, 80,
+                                6, TUPLE_F_IN), NatEntry(ip_bytes("10.0.10.1"), 3030, 0), 0)
+    return n
+
+
+def test_datapath_matches_ciliums_expected_packet_in_v120() -> None:
+    assert bytes(_node("1.20").run("from-netdev", ERR_IN).packet) == ERR_OUT
+
+
+def test_datapath_v118_leaves_the_icmp_checksum_stale() -> None:
+    from datapath.spec import describe
+    out = bytes(_node("1.18").run("from-netdev", ERR_IN).packet)
+    assert out[:22] == ERR_OUT[:22] and out[24:] == ERR_OUT[24:]  # all but the ICMP checksum
+    assert out[22:24] == ERR_IN[22:24]
+    assert describe(out)["icmp.csum_ok"] is False
+
+
+def test_datapath_without_masquerade_and_with_the_fault() -> None:
+    assert bytes(_node("1.20", masquerade=False).run("from-netdev", ERR_IN).packet) == ERR_IN
+    out = bytes(_node("1.20", faults=frozenset({"icmp_error_quote_kept"}))
+                .run("from-netdev", ERR_IN).packet)
+    assert out[16:20] == bytes([10, 0, 10, 1])  # the outer destination is still restored
+    assert out[28 + 12:28 + 16] == bytes([192, 168, 0, 1])  # the quote is not
+    from datapath.faults import faults_killed
+    assert faults_killed([ROOT / "vectors" / "icmp_error_revnat.yaml"])["icmp_error_quote_kept"]
