@@ -267,7 +267,7 @@ def _no_service(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     icmp = Packet(src=Endpoint(addr=pkt.dst.addr, port=0),
                   dst=Endpoint(addr=pkt.src.addr, port=0),
                   proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
-                  icmp=IcmpKind.PORT_UNREACHABLE)
+                  icmp=IcmpKind.PORT_UNREACHABLE, quote=pkt.key())  # the request, as sent
     return st, HookResult(verdict=Verdict.REJECT, packet=icmp, step=Step.REJECT,
                           reason=DropReason.DROP_NO_SERVICE)
 

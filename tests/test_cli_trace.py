@@ -128,7 +128,9 @@ def test_icmp_reject_shape_in_json() -> None:
                 if f["name"] == "node-without-local-backend")
     assert flow["drop"] == {"at": "node1", "reason": "DROP_NO_SERVICE", "code": -158}
     assert flow["client_saw"] == [{"src": "192.168.2.3", "dst": "203.0.113.7", "proto": "ICMP",
-                                   "icmp": "port-unreachable"}]
+                                   "icmp": "port-unreachable",
+                                   "quote": {"src": "203.0.113.7:40001",
+                                             "dst": "192.168.2.3:30080", "proto": "TCP"}}]
     assert flow["backend"] is None and flow["backend_saw"] == []
 
 
