@@ -177,3 +177,16 @@ def test_datapath_without_masquerade_and_with_the_fault() -> None:
     assert out[28 + 12:28 + 16] == bytes([192, 168, 0, 1])  # the quote is not
     from datapath.faults import faults_killed
     assert faults_killed([ROOT / "vectors" / "icmp_error_revnat.yaml"])["icmp_error_quote_kept"]
+
+
+def test_abstraction_reads_and_writes_the_quote() -> None:
+    from datapath.abstraction import bytes_of, packet_of
+    pkt = packet_of(ERR_OUT)
+    assert pkt.icmp is IcmpKind.FRAG_NEEDED
+    assert pkt.quote == FlowKey(src=Endpoint(addr=ip_address("10.0.10.1"), port=3030),
+                                dst=Endpoint(addr=ip_address("192.168.0.2"), port=80),
+                                proto=Proto.TCP)
+    for family in ("ipv4", "ipv6"):
+        [got] = _received(_trace(family=family))
+        assert packet_of(bytes_of(got)) == got
+        assert packet_of(bytes_of(attrs.evolve(got, quote=None))).quote is None
