@@ -312,6 +312,8 @@ class Node:
             done = nodeport_lb(self, p)
             if done is None:
                 done = self._no_service(p, from_overlay=True, ginfo=ginfo)
+        elif self.config.masquerade:  # bpf_overlay's nodeport_lb4, as in _from_netdev
+            snat_rev_nat_icmp_error(self, p)
         if done is None:
             done = self.local_delivery(p)
         return self._result(done, p)
