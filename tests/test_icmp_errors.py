@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
+from datapath.programs import COMBOS
 from model.errors import InputError
 from model.faults import ModelFault
 from model.flows import FlowTrace, run_flows, trace_json
@@ -190,3 +191,17 @@ def test_abstraction_reads_and_writes_the_quote() -> None:
         [got] = _received(_trace(family=family))
         assert packet_of(bytes_of(got)) == got
         assert packet_of(bytes_of(attrs.evolve(got, quote=None))).quote is None
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+def test_difftest_icmp_program_agrees(combo: tuple[str, str, str, str]) -> None:
+    from datapath.adapter import reference_factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+    from datapath.programs import icmp_program
+    c = Counters()
+    assert run_program(icmp_program(combo), reference_factory, frozenset(), c) is None
+    assert c.observations > 5
+    killed = run_program(icmp_program(combo), reference_factory,
+                         frozenset({"icmp_error_quote_kept"}), Counters())
+    assert (killed is not None) == (combo[1] != "dsr" and combo[0] == "ipv4"), killed
