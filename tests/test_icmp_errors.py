@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from ipaddress import ip_address
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -145,7 +145,8 @@ ERR_OUT = bytes.fromhex(
     "0a01c0a800020bd60050000000000000000050022000af110000")
 
 
-def _node(version: str, masquerade: bool = True, faults: frozenset[str] = frozenset()
+def _node(version: Literal["1.18", "1.20"], masquerade: bool = True,
+          faults: frozenset[str] = frozenset()
           ) -> Any:
     from datapath.config import NodeConfig
     from datapath.host import make_node
