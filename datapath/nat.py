@@ -9,7 +9,14 @@ from datapath.csum import csum_diff, csum_replace
 from datapath.drop import DatapathDrop, DropReason
 from datapath.lb import rewrite
 from datapath.maps import BPF_ANY, BPF_NOEXIST, TUPLE_F_IN, TUPLE_F_OUT, CtTuple, NatEntry
-from datapath.packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PORT_PROTOS, Parsed
+from datapath.packet import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PORT_PROTOS,
+    Parsed,
+)
 
 if TYPE_CHECKING:
     from datapath.host import Node
@@ -124,9 +131,11 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
     to the client's, the outer destination to the client; v1.20 also carries the quote's
     checksum effect into the ICMP checksum (:1108-1112, snat_v4_calc_icmp_error_csum_diff
     :552), v1.18 does not. False: not handled here (NAT_PUNT_TO_STACK). IPv4 only: the IPv6
-    packet-too-big twin (:2027) is not in the reference datapath."""
+    packet-too-big twin is _rev_nat_pkt_toobig6."""
     buf, off = p.buf, p.l4_off
-    if p.v6 or p.proto != IPPROTO_ICMP or p.is_frag:
+    if p.v6:
+        return _rev_nat_pkt_toobig6(node, p)
+    if p.proto != IPPROTO_ICMP or p.is_frag:
         return False
     if len(buf) < off + 8:
         raise DatapathDrop(DropReason.DROP_INVALID)
@@ -180,4 +189,41 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
     rewrite(p, False, state.to_addr, None)
     if outer_diff:
         _fix16(buf, off + 2, outer_diff)
+    return True
+
+
+def _rev_nat_pkt_toobig6(node: Node, p: Parsed) -> bool:
+    """snat_v6_rev_nat for ICMPv6 packet-too-big (nat.h:2173-2188) with
+    snat_v6_rev_nat_handle_icmp_pkt_toobig (:2027-2110): the same rewrite of the quote; no
+    ICMPv6 checksum diff is needed, the quote's TCP/UDP checksum absorbs its address change
+    (no IPv6 header checksum), and the outer destination's change goes through the ICMPv6
+    pseudo header. Quotes with extension headers are not handled here (Cilium skips them)."""
+    buf, off = p.buf, p.l4_off
+    if p.proto != IPPROTO_ICMPV6 or p.is_frag or len(buf) < off + 8 or buf[off] != 2:
+        return False
+    inner = off + 8
+    if len(buf) < inner + 40:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    iproto, l4 = buf[inner + 6], inner + 40
+    if iproto not in (IPPROTO_TCP, IPPROTO_UDP):
+        return False
+    if len(buf) < l4 + 4:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    old_addr = bytes(buf[inner + 8:inner + 24])
+    old_port, dport = struct.unpack_from("!HH", buf, l4)
+    state = node.maps.snat6.lookup(CtTuple(old_addr, bytes(buf[inner + 24:inner + 40]),
+                                           old_port, dport, iproto, TUPLE_F_IN))
+    if state is None:
+        return False
+    new_addr, new_port = state.to_addr, state.to_port
+    if "icmp_error_quote_kept" in node.faults:
+        new_addr, new_port = old_addr, old_port
+    buf[inner + 8:inner + 24] = new_addr
+    _H.pack_into(buf, l4, new_port)
+    csum_off = l4 + (16 if iproto == IPPROTO_TCP else 6)
+    if len(buf) >= csum_off + 2:  # a cut-short quote: DROP_CSUM_L4, tolerated
+        udp = iproto == IPPROTO_UDP
+        _fix16(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
+        _fix16(buf, csum_off, csum_diff(old_addr, new_addr), udp)
+    rewrite(p, False, state.to_addr, None)
     return True

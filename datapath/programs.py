@@ -405,10 +405,9 @@ def endings_program(combo: tuple[str, str, str, str], version: str = "1.20"
 def icmp_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
     """Explicit: the backend answers with ICMP errors quoting what it received (under
     bpf.masquerade, so the LB node reverse-SNATs them where Cilium does): frag-needed
-    (IPv4 only: the reference datapath has no IPv6 packet-too-big reverse SNAT), port
-    unreachable, then a datagram answered normally on the same tuple."""
-    errors = ("frag-needed", "port-unreachable") if combo[0] == "ipv4" else (
-        "port-unreachable",)
+    (IPv6: packet too big), port unreachable (IPv6: not reverse-SNATed, punted), then a
+    datagram answered normally on the same tuple."""
+    errors = ("frag-needed", "port-unreachable")
     flows = [_flow(f"err-{e}", "client0", 40000 + i, backendError=e)
              for i, e in enumerate(errors)]
     flows.append(_flow("answered", "client0", 40000, packets=2))
