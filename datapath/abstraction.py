@@ -47,6 +47,7 @@ from datapath.packet import (
     IPPROTO_DSTOPTS,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_TCP,
     IPPROTO_UDP,
     TCP_SYN,
     find_dsr_opt4,
@@ -75,6 +76,7 @@ from model.values import (
     DsrKind,
     DsrMeta,
     Endpoint,
+    FlowKey,
     IcmpKind,
     IPAddress,
     Outer,
@@ -151,6 +153,7 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
         no_backend_response="reject" if cfg.reject_no_backend else "drop",
         no_service_endpoints_routable=cfg.no_service_endpoints_routable,
+        masquerade=cfg.masquerade,
         version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20")
 
 
@@ -280,7 +283,7 @@ def packet_of(data: bytes | bytearray) -> Packet:
                                    "model value")
         return Packet(src=Endpoint(addr=_ip(p.saddr), port=0),
                       dst=Endpoint(addr=_ip(p.daddr), port=0), proto=Proto(p.proto),
-                      icmp=icmp, outer=outer)
+                      icmp=icmp, outer=outer, quote=quote_of(buf, p.l4_off, p.v6))
     if p.proto not in (6, 17):
         raise AbstractionError(f"protocol {p.proto} has no model value")
     return Packet(src=Endpoint(addr=_ip(p.saddr), port=p.sport),
@@ -309,6 +312,43 @@ def wire_fault(data: bytes | bytearray) -> str | None:
     return None if ok else "BAD_L4_CHECKSUM"
 
 
+QUOTE_UNKNOWN_PROTO = 253  # RFC 3692 experimental: a quote the model has no tuple for
+
+
+def _quote_bytes(pkt: Packet, v6: bool) -> bytes:
+    """The header an ICMP error quotes: its tuple (TCP/UDP), or, for an error the model
+    keeps no quote of, a packet back to the error's source with no L4 ports."""
+    q = pkt.quote
+    if q is None:
+        s, d = pkt.dst.addr.packed, pkt.src.addr.packed
+        return (ipv6(s, d, QUOTE_UNKNOWN_PROTO, b"\0" * 8) if v6
+                else ipv4(s, d, QUOTE_UNKNOWN_PROTO, b"\0" * 8))
+    s, d = q.src.addr.packed, q.dst.addr.packed
+    l4 = (tcp_segment(s, d, q.src.port, q.dst.port, 0) if q.proto is Proto.TCP
+          else udp_datagram(s, d, q.src.port, q.dst.port))
+    return ipv6(s, d, int(q.proto), l4) if v6 else ipv4(s, d, int(q.proto), l4)
+
+
+def quote_of(buf: bytes | bytearray, l4_off: int, v6: bool) -> FlowKey | None:
+    """The tuple an ICMP error quotes (RFC 792: the IP header and at least 8 bytes after
+    it; RFC 4443: as much as fits): TCP/UDP only, IPv6 without extension headers."""
+    q = l4_off + 8
+    try:
+        if v6:
+            nh, a, b, off = buf[q + 6], buf[q + 8:q + 24], buf[q + 24:q + 40], q + 40
+        else:
+            nh, a, b = buf[q + 9], buf[q + 12:q + 16], buf[q + 16:q + 20]
+            off = q + (buf[q] & 0xF) * 4
+        if nh not in (IPPROTO_TCP, IPPROTO_UDP) or len(buf) < off + 4:
+            return None
+        sport, dport = int.from_bytes(buf[off:off + 2], "big"), int.from_bytes(
+            buf[off + 2:off + 4], "big")
+    except IndexError:
+        return None
+    return FlowKey(src=Endpoint(addr=_ip(bytes(a)), port=sport),
+                   dst=Endpoint(addr=_ip(bytes(b)), port=dport), proto=Proto(nh))
+
+
 def bytes_of(pkt: Packet) -> bytes:
     """A model Packet as the bytes a client, a pod or a node would put on the wire."""
     s, d = pkt.src.addr.packed, pkt.dst.addr.packed
@@ -318,12 +358,10 @@ def bytes_of(pkt: Packet) -> bytes:
         if (fam, pkt.icmp) not in ICMP_KINDS:
             raise AbstractionError(f"{pkt.icmp.value} has no ICMP{'v6' if v6 else ''} form")
         t, code = ICMP_KINDS[(fam, pkt.icmp)]
-        # The quoted packet: the one the error answers (client to frontend, ports unknown).
+        quote = _quote_bytes(pkt, v6)
         if v6:
-            quote = ipv6(d, s, IPPROTO_UDP, udp_datagram(d, s, 1, 1, b""))
             inner = ipv6(s, d, IPPROTO_ICMPV6, icmp6_message(s, d, t, code, b"\0" * 4, quote))
         else:
-            quote = ipv4(d, s, IPPROTO_UDP, udp_datagram(d, s, 1, 1, b""))
             inner = ipv4(s, d, IPPROTO_ICMP, icmp4_message(t, code, b"\0" * 4, quote))
     else:
         proto = int(pkt.proto)

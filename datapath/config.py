@@ -84,6 +84,8 @@ class NodeConfig:
     # a backend-less service's packets on to the stack (eTP/iTP=Local ones drop); v1.18
     # has no such switch and behaves as true.
     no_service_endpoints_routable: bool = True
+    # bpf.masquerade: the reverse SNAT also sees ICMP errors (nodeport.h:3021)
+    masquerade: bool = False
     # bpf.ctAccounting: CT entries count packets and bytes (frames, L2 header included);
     # a load-time switch in v1.20 (off by default), CONNTRACK_ACCOUNTING at compile time
     # in v1.18.

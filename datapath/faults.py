@@ -35,6 +35,7 @@ FAULTS: dict[str, str] = {
     "lru_no_refresh_on_lookup": "LRU maps do not refresh recency on lookup",
     "affinity_expiry_inverted": "a fresh session affinity entry counts as expired (timeout "
                                 "compared the wrong way)",
+    "icmp_error_quote_kept": "reverse SNAT of an ICMP error leaves the quoted source SNATed",
 }
 
 

@@ -37,7 +37,7 @@ from datapath.maps import (
     LbService,
     NodeMaps,
 )
-from datapath.nat import snat_rev_nat
+from datapath.nat import snat_rev_nat, snat_rev_nat_icmp_error
 from datapath.nodeport import (
     POD_IDENTITY,
     REMOTE_NODE_ID,
@@ -247,6 +247,11 @@ class Node:
             done = nodeport_lb(self, p)
             if done is None:
                 done = self._no_service(p, from_overlay=False)
+        elif self.config.masquerade:
+            # nodeport_lb4: no service protocol, reverse SNAT only under bpf.masquerade
+            # (nodeport.h:3021); the reverse DNAT after it skips ICMP and sends the
+            # packet back through from-netdev to the stack (nodeport.h:2297-2301, 2446)
+            snat_rev_nat_icmp_error(self, p)
         if done is None:
             done = self.local_delivery(p)
         v = done[0]  # _result(), inlined for the busiest hook
@@ -309,6 +314,8 @@ class Node:
             done = nodeport_lb(self, p)
             if done is None:
                 done = self._no_service(p, from_overlay=True, ginfo=ginfo)
+        elif self.config.masquerade:  # bpf_overlay's nodeport_lb4, as in _from_netdev
+            snat_rev_nat_icmp_error(self, p)
         if done is None:
             done = self.local_delivery(p)
         return self._result(done, p)

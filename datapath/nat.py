@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
+from datapath.csum import csum_diff, csum_replace
 from datapath.drop import DatapathDrop, DropReason
 from datapath.lb import rewrite
 from datapath.maps import BPF_ANY, BPF_NOEXIST, TUPLE_F_IN, TUPLE_F_OUT, CtTuple, NatEntry
-from datapath.packet import PORT_PROTOS, Parsed
+from datapath.packet import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PORT_PROTOS,
+    Parsed,
+)
 
 if TYPE_CHECKING:
     from datapath.host import Node
@@ -99,4 +108,122 @@ def snat_rev_nat(node: Node, p: Parsed) -> bool:
     if snat.lookup(otuple) is None:
         snat.update(otuple, NatEntry(p.daddr, p.dport, node.now), BPF_ANY)
     rewrite(p, False, state.to_addr, state.to_port)
+    return True
+
+
+_H = struct.Struct("!H")
+ICMP_DEST_UNREACH, NR_ICMP_UNREACH, ICMP_TIME_EXCEEDED = 3, 15, 11
+
+
+def _fix16(buf: bytearray, off: int, diff: int, mangled_0: bool = False) -> None:
+    """A checksum field adjusted by a csum_diff() result (l3/l4_csum_replace by diff);
+    mangled_0 is BPF_F_MARK_MANGLED_0 (a zero UDP checksum stays zero, none becomes it)."""
+    check = _H.unpack_from(buf, off)[0]
+    if mangled_0 and check == 0:
+        return
+    res = csum_replace(check, diff)
+    _H.pack_into(buf, off, 0xFFFF if mangled_0 and res == 0 else res)
+
+
+def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
+    """snat_v4_rev_nat for an ICMP error (nat.h:1189-1234, v1.20) with
+    snat_v4_rev_nat_handle_icmp_error (:1017-1125): the quote's source address and port back
+    to the client's, the outer destination to the client; v1.20 also carries the quote's
+    checksum effect into the ICMP checksum (:1108-1112, snat_v4_calc_icmp_error_csum_diff
+    :552), v1.18 does not. False: not handled here (NAT_PUNT_TO_STACK). IPv4 only: the IPv6
+    packet-too-big twin is _rev_nat_pkt_toobig6."""
+    buf, off = p.buf, p.l4_off
+    if p.v6:
+        return _rev_nat_pkt_toobig6(node, p)
+    if p.proto != IPPROTO_ICMP or p.is_frag:
+        return False
+    if len(buf) < off + 8:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    typ, code = buf[off], buf[off + 1]
+    if not ((typ == ICMP_DEST_UNREACH and code <= NR_ICMP_UNREACH)
+            or (typ == ICMP_TIME_EXCEEDED and code in (0, 1))):
+        return False
+    inner = off + 8
+    if len(buf) < inner + 20:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    ihl = (buf[inner] & 0xF) * 4
+    iproto, l4 = buf[inner + 9], inner + ihl
+    if iproto not in (IPPROTO_TCP, IPPROTO_UDP):  # an inner echo is not modelled
+        return False
+    if len(buf) < l4 + 4:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    old_addr = bytes(buf[inner + 12:inner + 16])
+    old_port, dport = struct.unpack_from("!HH", buf, l4)
+    snat = node.maps.snat4
+    state = snat.lookup(CtTuple(old_addr, bytes(buf[inner + 16:inner + 20]), old_port, dport,
+                                iproto, TUPLE_F_IN))
+    if state is None:
+        return False
+    new_addr, new_port = state.to_addr, state.to_port
+    has_csum = not (iproto == IPPROTO_TCP and len(buf) - inner < ihl + 18)
+    if iproto == IPPROTO_UDP:
+        if len(buf) < l4 + 8:
+            raise DatapathDrop(DropReason.DROP_INVALID)
+        has_csum = _H.unpack_from(buf, l4 + 6)[0] != 0
+    outer_diff = 0
+    if node.config.version != "1.18":  # snat_v4_calc_icmp_error_csum_diff, v1.20
+        if has_csum:
+            outer_diff = csum_diff(new_addr, old_addr) if old_addr != new_addr else 0
+        elif old_port != new_port:
+            outer_diff = csum_diff(_H.pack(old_port) + b"\0\0", _H.pack(new_port) + b"\0\0")
+    # snat_v4_rewrite_headers on the quote: source address, its IP checksum, the port and
+    # the L4 checksum (ports, then the pseudo header's address); an absent or zero L4
+    # checksum stays as it is (DROP_CSUM_L4 tolerated, BPF_F_MARK_MANGLED_0)
+    if "icmp_error_quote_kept" in node.faults:
+        new_addr, new_port, outer_diff = old_addr, old_port, 0
+    addr_diff = csum_diff(old_addr, new_addr)
+    buf[inner + 12:inner + 16] = new_addr
+    _fix16(buf, inner + 10, addr_diff)
+    csum_off = l4 + (16 if iproto == IPPROTO_TCP else 6)
+    _H.pack_into(buf, l4, new_port)
+    if has_csum:
+        udp = iproto == IPPROTO_UDP
+        _fix16(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
+        _fix16(buf, csum_off, addr_diff, udp)
+    # the outer header (the `rewrite:` label): destination, IP checksum, ICMP checksum
+    rewrite(p, False, state.to_addr, None)
+    if outer_diff:
+        _fix16(buf, off + 2, outer_diff)
+    return True
+
+
+def _rev_nat_pkt_toobig6(node: Node, p: Parsed) -> bool:
+    """snat_v6_rev_nat for ICMPv6 packet-too-big (nat.h:2173-2188) with
+    snat_v6_rev_nat_handle_icmp_pkt_toobig (:2027-2110): the same rewrite of the quote; no
+    ICMPv6 checksum diff is needed, the quote's TCP/UDP checksum absorbs its address change
+    (no IPv6 header checksum), and the outer destination's change goes through the ICMPv6
+    pseudo header. Quotes with extension headers are not handled here (Cilium skips them)."""
+    buf, off = p.buf, p.l4_off
+    if p.proto != IPPROTO_ICMPV6 or p.is_frag or len(buf) < off + 8 or buf[off] != 2:
+        return False
+    inner = off + 8
+    if len(buf) < inner + 40:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    iproto, l4 = buf[inner + 6], inner + 40
+    if iproto not in (IPPROTO_TCP, IPPROTO_UDP):
+        return False
+    if len(buf) < l4 + 4:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    old_addr = bytes(buf[inner + 8:inner + 24])
+    old_port, dport = struct.unpack_from("!HH", buf, l4)
+    state = node.maps.snat6.lookup(CtTuple(old_addr, bytes(buf[inner + 24:inner + 40]),
+                                           old_port, dport, iproto, TUPLE_F_IN))
+    if state is None:
+        return False
+    new_addr, new_port = state.to_addr, state.to_port
+    if "icmp_error_quote_kept" in node.faults:
+        new_addr, new_port = old_addr, old_port
+    buf[inner + 8:inner + 24] = new_addr
+    _H.pack_into(buf, l4, new_port)
+    csum_off = l4 + (16 if iproto == IPPROTO_TCP else 6)
+    if len(buf) >= csum_off + 2:  # a cut-short quote: DROP_CSUM_L4, tolerated
+        udp = iproto == IPPROTO_UDP
+        _fix16(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
+        _fix16(buf, csum_off, csum_diff(old_addr, new_addr), udp)
+    rewrite(p, False, state.to_addr, None)
     return True

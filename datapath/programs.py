@@ -433,6 +433,18 @@ def affinity_program(combo: tuple[str, str, str, str], version: str = "1.20"
     return doc
 
 
+def icmp_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
+    """Explicit: the backend answers with ICMP errors quoting what it received (under
+    bpf.masquerade, so the LB node reverse-SNATs them where Cilium does): frag-needed
+    (IPv6: packet too big), port unreachable (IPv6: not reverse-SNATed, punted), then a
+    datagram answered normally on the same tuple."""
+    errors = ("frag-needed", "port-unreachable")
+    flows = [_flow(f"err-{e}", "client0", 40000 + i, backendError=e)
+             for i, e in enumerate(errors)]
+    flows.append(_flow("answered", "client0", 40000, packets=2))
+    return _two_nodes(combo, version, "UDP", flows, cilium={"bpf": {"masquerade": True}})
+
+
 # The explicit examples after the drain example: (program, needs small maps).
 EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
             (affinity_program, False))

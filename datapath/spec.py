@@ -219,6 +219,13 @@ def _describe(pkt: bytes, pre: str, out: dict[str, Any]) -> None:
         seg = pkt[off:end]
         seed = pseudo_sum(src, dst, proto, len(seg)) if proto == IPPROTO_ICMPV6 else 0
         out[pre + "icmp.csum_ok"] = checksum(seg, seed) == 0
+        if pkt[off] in _ICMP_ERRORS[proto] and not pre:
+            quoted: dict[str, Any] = {}
+            try:  # an error's quote: the offending packet's header, maybe cut short
+                _describe(pkt[off + 8:end], "quote.", quoted)
+            except (IndexError, struct.error, ValueError):
+                quoted["quote.truncated"] = True
+            out.update(quoted)
 
 
 def _describe_geneve(pkt: bytes, off: int, out: dict[str, Any]) -> None:
@@ -247,8 +254,12 @@ _BASE_FIELDS = (
     "l4.csum_ok", "tcp.flags", "icmp.type", "icmp.code", "icmp.check", "icmp.csum_ok",
     "truncated", "dsr4.type", "dsr4.len", "dsr4.port", "dsr4.addr", "dsr6.opt_type",
     "dsr6.opt_len", "dsr6.hdrlen", "dsr6.addr", "dsr6.port")
+# ICMP error types whose body quotes the offending packet (RFC 792, RFC 4443).
+_ICMP_ERRORS = {IPPROTO_ICMP: frozenset({3, 4, 5, 11, 12}),
+                IPPROTO_ICMPV6: frozenset({1, 2, 3, 4})}
 FIELD_NAMES = frozenset(
     [*_BASE_FIELDS, *(f"inner.{f}" for f in _BASE_FIELDS),
+     *(f"quote.{f}" for f in _BASE_FIELDS),
      *(f"geneve.{f}" for f in ("opt_len", "proto", "vni", "opt_class", "opt_type",
                                "opt_datalen", "dsr_addr", "dsr_port"))])
 

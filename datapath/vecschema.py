@@ -32,7 +32,8 @@ _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hyb
          "nat_min": "port", "nat_max": "port", "ct_capacity": "size", "nat_capacity": "size",
          "seed": "u64", "selection": ("random", "first"), "faults": "strs", "tunnel": "bool",
          "router_ipv4": "ip", "router_ipv6": "ip", "no_backend_response": ("drop", "reject"),
-         "no_service_endpoints_routable": "bool", "ct_accounting": "bool"}
+         "no_service_endpoints_routable": "bool", "ct_accounting": "bool",
+         "masquerade": "bool"}
 _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
             "proto": _PROTOS, "kind": ("loadbalancer", "nodeport", "externalip", "clusterip"),

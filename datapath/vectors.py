@@ -144,6 +144,7 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             tunnel=bool(node.get("tunnel", False)), router_ipv4=node.get("router_ipv4"),
             router_ipv6=node.get("router_ipv6"),
             no_backend_response=node.get("no_backend_response", "drop"),
+            masquerade=bool(node.get("masquerade", False)),
             no_service_endpoints_routable=bool(
                 node.get("no_service_endpoints_routable", True)),
             ct_accounting=bool(node.get("ct_accounting", False)))

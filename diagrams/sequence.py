@@ -163,6 +163,10 @@ def packet_lines(pkt: Mapping[str, Any], changed: Sequence[str], col: str) -> li
         html += f" {esc(pkt['icmp'])}"
         text += f" {pkt['icmp']}"
     lines = [Line(html=html, text=text)]
+    if pkt.get("quote"):
+        q = pkt["quote"]
+        body = f"quoting {q['proto']} {q['src']} {ARROW} {q['dst']}"
+        lines.append(Line(html=_mark(body, "quote" in changed, col), text=body))
     if pkt.get("dsr"):
         kind = pkt.get("dsr_kind", "dsr")
         body = f"DSR {kind}: frontend {pkt['dsr']}"

@@ -77,6 +77,9 @@ class CiliumConfig:
     # --enable-no-service-endpoints-routable (v1.20; the 1.18 datapath has no such switch):
     # false sends a backend-less service's packets up the stack, eTP=Local ones dropped.
     no_service_endpoints_routable: bool = True
+    # bpf.masquerade (ENABLE_MASQUERADE_IPV4/6): only then does the LB node's reverse SNAT
+    # see packets of no service protocol, ICMP errors among them (nodeport.h:3021, :1624).
+    masquerade: bool = False
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT

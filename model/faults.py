@@ -27,3 +27,4 @@ class ModelFault(enum.Enum):
     GC_KEEPS_ORPHAN_NAT = "CT GC keeps SNAT entries whose CT entries expired"
     AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
                                 "(the timeout compared the wrong way)")
+    REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"

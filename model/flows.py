@@ -20,7 +20,7 @@ from model.network import (
     reprogram,
     walk,
 )
-from model.values import Endpoint, IPAddress, Packet, Proto, TcpFlags
+from model.values import Endpoint, IcmpKind, IPAddress, Packet, Proto, TcpFlags
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +49,10 @@ class FlowSpec:
     # backend answers the last ACK with FIN-ACK / RST.
     ending: str = "fin"
     lost_replies: bool = False  # the backend's answers never reach its node
+    # The backend answers every request with this ICMP error about it instead of a reply
+    # (a closed UDP port, a too-big packet: the model has no routers, so an error from a
+    # router on the backend leg is drawn as the backend's; only the outer source differs).
+    backend_error: IcmpKind | None = None
 
 
 ENDINGS = ("fin", "half", "rst", "backend-fin", "backend-rst")
@@ -91,12 +95,23 @@ def answer(spec: FlowSpec, index: int, delivered: Packet) -> Packet | None:
     None when nothing reaches its node (an RST is not answered; lost replies)."""
     if spec.lost_replies:
         return None
+    if spec.backend_error is not None:
+        return icmp_error(delivered, spec.backend_error)
     ans = reply_to(delivered)
     if not _ends_here(spec, index) or spec.ending == "fin":
         return ans
     flags = {"half": TcpFlags.ACK, "backend-fin": TcpFlags.FIN | TcpFlags.ACK,
              "backend-rst": TcpFlags.RST}.get(spec.ending)
     return None if flags is None else attrs.evolve(ans, flags=flags)
+
+
+def icmp_error(about: Packet, kind: IcmpKind) -> Packet:
+    """The ICMP error a host sends about a packet it received: to that packet's source,
+    quoting its header (RFC 792 / RFC 4443); ICMP has no ports, so they are 0."""
+    return Packet(src=Endpoint(addr=about.dst.addr, port=0),
+                  dst=Endpoint(addr=about.src.addr, port=0),
+                  proto=Proto.ICMPV6 if about.is_ipv6 else Proto.ICMP, icmp=kind,
+                  quote=about.key())
 
 
 def run_flow(world: World, state: ClusterState, spec: FlowSpec
@@ -175,6 +190,9 @@ def packet_json(pkt: Packet) -> dict[str, Any]:
         out["dsr_kind"] = pkt.dsr.kind.value
     if pkt.icmp is not None:
         out["icmp"] = pkt.icmp.value
+    if pkt.quote is not None:
+        out["quote"] = {"src": str(pkt.quote.src), "dst": str(pkt.quote.dst),
+                        "proto": pkt.quote.proto.name}
     return out
 
 
@@ -185,13 +203,15 @@ def _seen(pkt: Packet) -> dict[str, Any]:
         seen["flags"] = full["flags"]
     if pkt.icmp is not None:
         seen["icmp"] = full["icmp"]
+    if pkt.quote is not None:
+        seen["quote"] = full["quote"]
     return seen
 
 
 def _changed(prev: Packet | None, cur: Packet) -> list[str]:
     if prev is None:
         return []
-    return [f for f in ("src", "dst", "proto", "flags", "dsr", "outer")
+    return [f for f in ("src", "dst", "proto", "flags", "dsr", "outer", "quote")
             if getattr(prev, f) != getattr(cur, f)]
 
 

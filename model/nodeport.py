@@ -23,7 +23,7 @@ from model.maps import (
     TokenBucket,
     TupleFlags,
 )
-from model.snat import RandomSource, snat_nat, snat_rev_nat
+from model.snat import RandomSource, snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
 from model.values import (
     POD_IDENTITY,
     REMOTE_NODE_ID,
@@ -310,7 +310,7 @@ def _no_service(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     icmp = Packet(src=Endpoint(addr=pkt.dst.addr, port=0),
                   dst=Endpoint(addr=pkt.src.addr, port=0),
                   proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
-                  icmp=IcmpKind.PORT_UNREACHABLE)
+                  icmp=IcmpKind.PORT_UNREACHABLE, quote=pkt.key())  # the request, as sent
     return st, HookResult(verdict=Verdict.REJECT, packet=icmp, step=Step.REJECT,
                           reason=DropReason.DROP_NO_SERVICE)
 
@@ -431,9 +431,33 @@ def _local(ctx: NodeCtx, st: NodeState, pkt: Packet, step: Step) -> HookResult:
     return HookResult(verdict=Verdict.FORWARD, packet=pkt, step=step)
 
 
+def _icmp_error_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
+    """nodeport_lb4 for an ICMP error: no service protocol (lb4_extract_tuple, lb.h:1697),
+    so no service or DSR lookup; reverse SNAT only under bpf.masquerade (nodeport.h:3021,
+    v6 :1624; v1.18 :2754-2760, :1420), where snat_v4_rev_nat takes DEST_UNREACH and
+    TIME_EXCEEDED (nat.h:1189-1201) and snat_v6_rev_nat only PKT_TOOBIG (nat.h:2173)."""
+    assert pkt.quote is not None
+    handled = pkt.icmp is IcmpKind.FRAG_NEEDED or not pkt.is_ipv6
+    if ctx.cfg.masquerade and handled:
+        snat, client = snat_rev_nat_icmp_error(st.snat, pkt.quote)
+        st = attrs.evolve(st, snat=snat)
+        if client is not None:
+            quote = pkt.quote
+            if not ctx.has(ModelFault.REVSNAT_ICMP_KEEPS_QUOTE):
+                quote = attrs.evolve(quote, src=client)
+            # the outer destination becomes the client (nat.h:1229-1234); the reverse DNAT
+            # that follows skips ICMP (nodeport.h:2297-2301), so the quote keeps the
+            # backend as its destination and the outer source stays the error's sender
+            out = attrs.evolve(pkt, dst=Endpoint(addr=client.addr, port=0), quote=quote)
+            return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.REV_SNAT)
+    return st, _local(ctx, st, pkt, Step.PASS)
+
+
 def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                 ) -> tuple[NodeState, HookResult]:
     """nodeport_lb4: service traffic to nodeport_svc_lb, the rest to DSR/reverse-SNAT."""
+    if pkt.quote is not None:
+        return _icmp_error_in(ctx, st, pkt)
     if pkt.proto in (Proto.TCP, Proto.UDP):
         svc = st.lb.services.get((pkt.dst.addr, pkt.dst.port, pkt.proto))
         if svc is not None:
@@ -483,7 +507,9 @@ def from_overlay(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, H
 
 
 def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
-    """cil_to_netdev / nodeport_rev_dnat_fwd_ipv4: reverse DNAT for local and DSR backends."""
+    """cil_to_netdev / nodeport_rev_dnat_fwd_ipv4: reverse DNAT for local and DSR backends.
+    An ICMP error finds no entry here: its key has ICMP and no ports, as Cilium skips it
+    (nodeport_egress.h:483-485; bpf_lxc.c:1637-1640, "doesn't support revDNAT for ICMP")."""
     key = egress_key(pkt.dst, pkt.src, pkt.proto)
     entry = st.ct.get(key)
     out = pkt

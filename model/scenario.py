@@ -38,7 +38,7 @@ from model.topology import (
     TrafficPolicy,
 )
 from model.topology import derive as derive_cluster
-from model.values import Endpoint, IPAddress, Proto
+from model.values import Endpoint, IcmpKind, IPAddress, Proto
 
 T = TypeVar("T")
 E = TypeVar("E")
@@ -200,7 +200,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                    "bpf"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
-    bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax"})
+    bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax",
+                                                             "masquerade"})
     lo, hi = 30000, 32767
     if "range" in np:
         text = str(np["range"]).replace(",", "-")
@@ -242,6 +243,7 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                      524288),
         ct_any_max=r.opt(bpf, "ctAnyMax", "cilium.bpf",
                          lambda v, p: r.integer(v, p, 1, 2**26), 262144),
+        masquerade=r.opt(bpf, "masquerade", "cilium.bpf", lambda v, p: r.boolean(v, p), False),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
@@ -525,7 +527,8 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     flows = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
-                        "close", "setBackends", "terminating", "resume", "lostReplies"},
+                        "close", "setBackends", "terminating", "resume", "lostReplies",
+                        "backendError"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
@@ -577,6 +580,8 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
             close=close, set_backends=tuple(set_backends), terminating=terminating,
             resume=resume, ending=ending if isinstance(ending, str) else "fin",
-            lost_replies=r.opt(m, "lostReplies", p, r.boolean, False)))
+            lost_replies=r.opt(m, "lostReplies", p, r.boolean, False),
+            backend_error=r.opt(m, "backendError", p,
+                                lambda v, q: r.enum(v, q, IcmpKind), None)))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 

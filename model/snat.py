@@ -10,7 +10,7 @@ import attrs
 from model.config import SNAT_COLLISION_RETRIES, CiliumConfig, CiliumVersion
 from model.faults import ModelFault
 from model.maps import LruMap, NatEntry, NatTuple, TupleFlags
-from model.values import Endpoint, IPAddress, Proto
+from model.values import Endpoint, FlowKey, IPAddress, Proto
 
 NatMap = LruMap[NatTuple, NatEntry]
 
@@ -126,3 +126,16 @@ def snat_rev_nat(snat: NatMap, pkt_src: Endpoint, pkt_dst: Endpoint, proto: Prot
         snat = snat.put(okey, NatEntry(to_addr=pkt_dst.addr, to_port=pkt_dst.port,
                                        created=entry.created))
     return snat, client
+
+
+def snat_rev_nat_icmp_error(snat: NatMap, quote: FlowKey) -> tuple[NatMap, Endpoint | None]:
+    """snat_v4_rev_nat_handle_icmp_error (nat.h:1017-1125; v1.18 :881) and the v6 twin for
+    packet-too-big (nat.h:2027): the quoted packet left this node SNATed, so its reverse key
+    is {saddr=quote.dst, daddr=quote.src, ports likewise} (nat.h:1046-1061); the entry
+    names the client whose address and port go back into the quote's source (nat.h:1115).
+    None: no mapping (NAT_PUNT_TO_STACK, nat.h:1087)."""
+    rkey = rev_key(quote.dst, quote.src, quote.proto)
+    entry = snat.get(rkey)
+    if entry is None:
+        return snat, None
+    return snat.touch(rkey), Endpoint(addr=entry.to_addr, port=entry.to_port)

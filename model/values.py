@@ -134,6 +134,7 @@ class Packet:
     dsr: DsrMeta | None = None
     outer: Outer | None = None
     icmp: IcmpKind | None = None
+    quote: FlowKey | None = None  # an ICMP error's quoted inner header (RFC 792/4443)
 
     @property
     def is_syn(self) -> bool:

@@ -62,13 +62,17 @@ def _legs(trace: dict[str, Any], hop: int | None) -> list[str]:
         arrow = "<-" if h["direction"] == "reply" else "->"
         shown = h["changed"] or ["src", "dst"]
         fields = []
-        for f in ("src", "dst", "flags", "dsr", "outer"):
+        for f in ("src", "dst", "flags", "dsr", "outer", "quote"):
+            if f == "quote" and "quote" in pkt and f not in shown:
+                shown = [*shown, f]  # an ICMP error's quote is what the reader checks
             if f in shown or (i == 1 and f in ("src", "dst")):
                 v = pkt.get(f)
                 if v is None:
                     v = "none"
                 if f == "outer" and isinstance(v, dict):
                     v = f"{v['src']}->{v['dst']}"
+                if f == "quote" and isinstance(v, dict):
+                    v = f"[{v['src']}->{v['dst']}]"
                 fields.append(f"{f}={v}")
         mark = "  <== violation" if hop is not None and i - 1 == hop else ""
         lines.append(f"    {i:>2} {arrow} {h['at']:<8} {h['hook'] or '':<13} {h['action']:<12} "

@@ -33,6 +33,9 @@ def _fmt(pkt: dict[str, Any], changed: list[str]) -> str:
         text += f" [{mark('flags')}{pkt['flags']}]"
     if pkt.get("icmp"):
         text += f" icmp={pkt['icmp']}"
+    if pkt.get("quote"):
+        q = pkt["quote"]
+        text += f" {mark('quote')}quote=[{q['proto']} {q['src']} -> {q['dst']}]"
     if pkt.get("dsr"):
         text += f" {mark('dsr')}dsr={pkt['dsr']} ({pkt['dsr_kind']})"
     if pkt.get("outer"):

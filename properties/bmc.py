@@ -80,6 +80,9 @@ def _reconnected(rp: Replay) -> bool:
     """One client's second connection reached a backend after its first one did."""
     got = [tr.spec.source.addr for tr in rp.traces if tr.backend_saw]
     return len(got) > len(set(got))
+def _error_sent(rp: Replay) -> bool:
+    """A backend answered a request with an ICMP error about it."""
+    return any(h.packet.quote is not None and h.reply for tr in rp.traces for h in tr.hops)
 
 
 # What a path must reach for a property's check to say something (the vacuity test).
@@ -89,6 +92,7 @@ PREMISES: dict[str, Premise] = {
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
     "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-AFF-01": _reconnected,
+    "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring

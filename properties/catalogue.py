@@ -15,7 +15,7 @@ import attrs
 from model.config import CiliumVersion, DsrDispatch, LBMode
 from model.faults import ModelFault
 from model.topology import ServiceType, TrafficPolicy
-from model.values import Proto
+from model.values import IcmpKind, Proto
 from properties.configs import Config, Placement
 from properties.symworld import Bounds
 
@@ -91,6 +91,25 @@ def _env_opts(c: Config) -> str:
 
 def _env_sdc(c: Config) -> str:
     return VIOLATED if c.uses_dsr else HOLD
+
+
+def _never(_: Config) -> str:
+    return VIOLATED
+
+
+def _quote_source(c: Config) -> str:
+    """The LB node reverse-SNATs an ICMP error only under bpf.masquerade (nodeport.h:3021)."""
+    snat_path = c.placement is Placement.REMOTE and not c.uses_dsr
+    return VIOLATED if snat_path and not c.masquerade else HOLD
+
+
+ICMP_BOUNDS = Bounds(packets=1, backend_error=IcmpKind.FRAG_NEEDED)
+# v1.20 where reverse SNAT translates the error: v1.18 leaves its ICMP checksum stale (no
+# snat_v4_calc_icmp_error_csum_diff), which the model, without checksums, cannot show
+V120 = CiliumVersion.V1_20
+ICMP_CONFIGS = (_cfg(SNAT, proto=UDP), _cfg(SNAT, proto=UDP, masquerade=True, version=V120),
+                _cfg(SNAT, "ipv6", proto=UDP, masquerade=True, version=V120),
+                _cfg(DSR, proto=UDP), _cfg(SNAT, place=L, proto=UDP))
 
 
 PROPERTIES: tuple[Property, ...] = (
@@ -283,6 +302,30 @@ PROPERTIES: tuple[Property, ...] = (
         expected=_hold, bounds=Bounds(packets=2, backends=2, gc=True), pin_backend=False,
         mutants=((F.GC_PURGES_LIVE_NAT, _cfg(SNAT)), (F.GC_PURGES_LIVE_NAT, _cfg(DSR)),
                  (F.GC_KEEPS_ORPHAN_NAT, _cfg(SNAT)))),
+    Property(
+        id="P-ICMP-01", title="ICMP errors reverse-translated",
+        statement=("An ICMP error about a load-balanced flow (here fragmentation-needed / "
+                   "packet-too-big sent back by the backend's side) reaches the client, and "
+                   "its quoted header shows the tuple the client sent: the client's own "
+                   "address and port as source, the frontend's address and port as "
+                   "destination. Expected to fail everywhere: no reverse DNAT of Cilium's "
+                   "touches ICMP (lb4_extract_tuple, lb.h:1697; bpf_lxc.c:1637), so the quote "
+                   "keeps the backend as destination (docs/icmp-errors.md)."),
+        scope="SNAT (bpf.masquerade off and on, both families), DSR, a local backend; UDP, "
+              "one datagram answered with the error",
+        method="bmc", configs=ICMP_CONFIGS, expected=_never, bounds=ICMP_BOUNDS),
+    Property(
+        id="P-ICMP-02", title="ICMP errors reach the client",
+        statement=("What Cilium does give: such an error reaches the client addressed to it, "
+                   "and its quote's source is the client's own address and port (reverse "
+                   "SNAT of ICMP errors, nat.h:1017-1125). Not on the SNAT path without "
+                   "bpf.masquerade: the LB node sends the error up its own stack "
+                   "(nodeport.h:3021) and the client never hears of it."),
+        scope="as P-ICMP-01; the reverse-SNAT cells are v1.20's: v1.18 leaves the ICMP "
+              "checksum stale, so the client's kernel discards the error (the model has no "
+              "checksums; the reference datapath shows it, docs/icmp-errors.md)",
+        method="bmc", configs=ICMP_CONFIGS, expected=_quote_source, bounds=ICMP_BOUNDS,
+        mutants=((F.REVSNAT_ICMP_KEEPS_QUOTE, ICMP_CONFIGS[1]),)),
 )
 
 def _affinity_kept(c: Config) -> str:

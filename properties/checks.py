@@ -33,7 +33,7 @@ from model.network import (
 )
 from model.nodeport import Step
 from model.topology import SessionAffinity
-from model.values import Endpoint, Proto
+from model.values import Endpoint, FlowKey, Proto
 from properties.configs import Config
 
 
@@ -470,9 +470,58 @@ def seen_sources(traces: Sequence[FlowTrace]) -> set[Endpoint]:
     return {p.src for tr in traces for p in tr.backend_saw}
 
 
+def _errors_sent(tr: FlowTrace) -> list[int]:
+    """Hops where the backend answered with an ICMP error about what it received."""
+    return [i for i, h in enumerate(tr.hops)
+            if h.action is Action.REPLY and h.packet.quote is not None]
+
+
+def _errors_received(tr: FlowTrace) -> list[tuple[int, Hop]]:
+    return [(i, h) for i, h in enumerate(tr.hops)
+            if h.action is Action.RECEIVE and h.at == tr.spec.client and h.reply
+            and h.packet.quote is not None]
+
+
+def _icmp(rp: Replay, whole: bool) -> Finding | None:
+    """Each backend ICMP error reaches the client, addressed to it, quoting the client's
+    own address and port as source and (whole) the frontend as destination."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        sent = _errors_sent(tr)
+        got = _errors_received(tr)
+        if len(got) < len(sent):
+            where = f" (lost at {tr.drop[0]}: {tr.drop[1].name})" if tr.drop else ""
+            return Finding(flow=n, hop=len(tr.hops) - 1, message=(
+                f"the backend's ICMP error never reached the client{where}"))
+        want = FlowKey(src=tr.spec.source, dst=tr.spec.frontend, proto=tr.spec.proto)
+        for i, h in got:
+            q = h.packet.quote
+            assert q is not None
+            if h.packet.dst.addr != want.src.addr or q.src != want.src or q.proto != want.proto:
+                return Finding(flow=n, hop=i, message=(
+                    f"client received an ICMP error to {h.packet.dst.addr} quoting source "
+                    f"{q.src}, expected {want.src}"))
+            if whole and q.dst != want.dst:
+                return Finding(flow=n, hop=i, message=(
+                    f"client received an ICMP error quoting {q.src} -> {q.dst}, not the "
+                    f"{want.src} -> {want.dst} it sent: its socket cannot match it"))
+        return None
+    return _each(rp, one)
+
+
+def icmp01(rp: Replay) -> Finding | None:
+    """P-ICMP-01: the error arrives and its quote is the tuple the client sent."""
+    return _icmp(rp, whole=True)
+
+
+def icmp02(rp: Replay) -> Finding | None:
+    """P-ICMP-02: the error arrives addressed to the client, quoting the client's source."""
+    return _icmp(rp, whole=False)
+
+
 CHECKERS: dict[str, Checker] = {
     "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
     "P-NAT-03": nat03, "P-DSR-01": dsr01, "P-DSR-02": dsr02, "P-DSR-03": dsr03,
     "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
-    "P-CT-02": ct02, "P-CT-03": ct03, "P-AFF-01": aff01,
+    "P-CT-02": ct02, "P-CT-03": ct03, "P-AFF-01": aff01, "P-ICMP-01": icmp01,
+    "P-ICMP-02": icmp02,
 }

@@ -43,6 +43,7 @@ class Config:
     reject: bool = True  # serviceNoBackendResponse: reject
     affinity: bool = False  # the service has sessionAffinity: ClientIP
     ecmp: bool = False  # the client's later connections arrive at the other node (ECMP)
+    masquerade: bool = False  # bpf.masquerade
 
     @property
     def ipv6(self) -> bool:
@@ -78,7 +79,8 @@ class Config:
             routing=RoutingMode.TUNNEL if self.tunneling else RoutingMode.NATIVE,
             tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
             no_backend_response=(NoBackendResponse.REJECT if self.reject
-                                 else NoBackendResponse.DROP))
+                                 else NoBackendResponse.DROP),
+            masquerade=self.masquerade)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -100,6 +102,8 @@ class Config:
             parts.append("affinity")
         if self.ecmp:
             parts.append("ecmp")
+        if self.masquerade:
+            parts.append("bpf-masq")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -111,4 +115,4 @@ class Config:
                 "source_dest_check": self.source_dest_check, "version": self.version.value,
                 "no_backend_response": "reject" if self.reject else "drop",
                 "session_affinity": "ClientIP" if self.affinity else "None",
-                "ecmp": self.ecmp}
+                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade}

@@ -37,6 +37,7 @@ class FlowDoc:
     terminating: tuple[int, ...] = ()
     idle: int = 0  # seconds of silence first (the agent's CT GC runs then)
     node: int = 0  # the node the flow enters by (0: node1, 1: node2)
+    backend_error: str | None = None  # the backend answers with this ICMP error
 
 
 @attrs.frozen(kw_only=True)
@@ -99,12 +100,15 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
             flow["setBackends"] = {"web": [f"web-{i}" for i in f.set_backends]}
         if f.terminating:
             flow["terminating"] = [f"web-{i}" for i in f.terminating]
+        if f.backend_error is not None:
+            flow["backendError"] = f.backend_error
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,
                    "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value},
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
-                   "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value},
+                   "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
+                   **({"bpf": {"masquerade": True}} if c.masquerade else {})},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
         "nodes": [{"name": f"node{i + 1}", "ip": v.nodes[i],

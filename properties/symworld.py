@@ -24,7 +24,7 @@ from model.flows import FlowSpec, FlowTrace, run_flows
 from model.network import ClusterState, World
 from model.scenario import parse
 from model.topology import ServiceType
-from model.values import Proto
+from model.values import IcmpKind, Proto
 from properties.configs import Config, Placement
 from properties.decode import FlowDoc, ScenarioValues, document
 from properties.symexec import Input, SymInt, SymRandom, construct
@@ -82,6 +82,8 @@ class Bounds:
     # the first client opens a second connection from another source port (SPORT2), through
     # the same node, or through the other node when the cell is an ECMP one
     reconnect: bool = False
+    # the backend answers each request with this ICMP error (flows[].backendError)
+    backend_error: IcmpKind | None = None
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
@@ -89,7 +91,10 @@ class Bounds:
         drain = ", a backend drains" if self.drain else ""
         gc = ", CT GC while live and after expiry" if self.gc else ""
         again = ", a second connection" if self.reconnect else ""
-        return f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{again}"
+        err = (f", the backend answers {self.backend_error.value}"
+               if self.backend_error is not None else "")
+        return (f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{again}"
+                f"{err}")
 
 
 @attrs.frozen(kw_only=True)
@@ -140,7 +145,9 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
         vip=None if nodeport else h["vip"],
         other_node_port=ports[OTHER_NODE_PORT.marker] if bounds.extra_service else None,
         flows=tuple(FlowDoc(client=i, sport=ports[p.marker], packets=bounds.packets,
-                            backend=backend if i == 0 else None)
+                            backend=backend if i == 0 else None,
+                            backend_error=(bounds.backend_error.value
+                                           if bounds.backend_error is not None else None))
                     for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])) + (
             (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
                      backend=None, resume=True, set_backends=(1,), terminating=(0,)),

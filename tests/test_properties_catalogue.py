@@ -22,7 +22,10 @@ def test_required_properties_present_with_unique_ids() -> None:
 def test_every_property_has_configs_expectations_and_a_fault() -> None:
     for p in PROPERTIES:
         assert p.configs, p.id
-        assert p.mutants, f"{p.id} has no seeded fault"
+        # a fault is caught where a property holds; one expected to fail everywhere
+        # (P-ICMP-01, a limit of Cilium's) has nowhere to catch one
+        holds = any(p.expect(c) == HOLD for c in p.configs)
+        assert bool(p.mutants) == holds, f"{p.id}: seeded faults {p.mutants}"
         for c in p.configs:
             assert p.expect(c) in (HOLD, VIOLATED)
         assert p.method in ("bmc", "induction")
