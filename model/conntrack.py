@@ -159,11 +159,11 @@ def gc(st: NodeState, now: int, faults: frozenset[ModelFault] = frozenset()) -> 
     ct = st.ct
     for ckey in [k for k, e in ct.entries.items() if e.lifetime < now]:
         ct = ct.delete(ckey)
+    if ModelFault.GC_KEEPS_ORPHAN_NAT in faults:
+        return attrs.evolve(st, ct=ct)
     # a list searched with ==, never a set: ports may be symbolic during a proof
     live: list[tuple[object, ...]] = [(k.saddr, k.daddr, k.sport, k.dport, k.nexthdr)
                                       for k in ct.entries if k.flags is TupleFlags.OUT]
-    if ModelFault.GC_KEEPS_ORPHAN_NAT in faults:
-        return attrs.evolve(st, ct=ct)
     snat = st.snat
     for nkey, entry in list(snat.entries.items()):
         if ModelFault.GC_PURGES_LIVE_NAT in faults or not nat_has_ct(nkey, entry, live):

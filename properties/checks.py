@@ -324,7 +324,7 @@ EXPIRED_ABOVE = max(CT_CONNECTION_LIFETIME_TCP, CT_CONNECTION_LIFETIME_TCP_V113,
                     CT_SERVICE_LIFETIME_TCP, CT_CONNECTION_LIFETIME_NONTCP)
 
 
-def _gc_kept(rp: Replay, n: int, tr: FlowTrace, before: FlowTrace) -> Finding | None:
+def _gc_kept(n: int, tr: FlowTrace, before: FlowTrace) -> Finding | None:
     """A connection that GC ran inside of goes on exactly as before it."""
     then = _pod_receives(before)
     for i, h in _pod_receives(tr):
@@ -373,7 +373,7 @@ def ct03(rp: Replay) -> Finding | None:
             before = next((t for t in reversed(rp.traces[:n])
                            if (t.spec.client, t.spec.source) == key), None)
             if before is not None and _pod_receives(before) and not before.spec.close:
-                f = _gc_kept(rp, n, tr, before)
+                f = _gc_kept(n, tr, before)
                 if f is not None:
                     return f
     last = max((n for n, tr in enumerate(rp.traces) if tr.spec.idle > EXPIRED_ABOVE),
