@@ -103,9 +103,9 @@ def snat_rev_nat(node: Node, p: Parsed) -> bool:
         if "rev_snat_skip_range_check" in node.faults:
             raise DatapathDrop(DropReason.DROP_NAT_NO_MAPPING)
         return False
-    # snat_v4_rev_nat_handle_mapping: restore a missing forward entry.
+    # snat_v4_rev_nat_handle_mapping restores a missing forward entry from 1.20 on (nat.h:426).
     otuple = CtTuple(p.saddr, state.to_addr, p.sport, state.to_port, p.proto, TUPLE_F_OUT)
-    if snat.lookup(otuple) is None:
+    if node.config.version != "1.18" and snat.lookup(otuple) is None:
         snat.update(otuple, NatEntry(p.daddr, p.dport, node.now), BPF_ANY)
     rewrite(p, False, state.to_addr, state.to_port)
     return True

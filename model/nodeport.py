@@ -472,7 +472,8 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                                       step=Step.DSR_INGRESS)
         if (ctx.cfg.nat_min <= pkt.dst.port <= ctx.cfg.nat_max_port
                 and pkt.dst.addr in (ctx.ip, ctx.router_ip)):
-            snat, client = snat_rev_nat(st.snat, pkt.src, pkt.dst, pkt.proto, ctx.faults)
+            snat, client = snat_rev_nat(st.snat, pkt.src, pkt.dst, pkt.proto, ctx.faults,
+                                        version=ctx.cfg.version, now=ctx.now)
             st = attrs.evolve(st, snat=snat)
             if client is not None:
                 out = attrs.evolve(pkt, dst=client)

@@ -111,8 +111,11 @@ def snat_nat(cfg: CiliumConfig, snat: NatMap, client: Endpoint, backend: Endpoin
 
 
 def snat_rev_nat(snat: NatMap, pkt_src: Endpoint, pkt_dst: Endpoint, proto: Proto,
-                 faults: frozenset[ModelFault] = frozenset()) -> tuple[NatMap, Endpoint | None]:
-    """snat_v4_rev_nat: the original client for a reply to L:N, restoring a lost OUT entry."""
+                 faults: frozenset[ModelFault] = frozenset(), *,
+                 version: CiliumVersion = CiliumVersion.V1_20,
+                 now: int = 0) -> tuple[NatMap, Endpoint | None]:
+    """snat_v4_rev_nat: the original client for a reply to L:N; from 1.20 on it also restores
+    a lost OUT entry (v1.20 nat.h:426-446), which 1.18 and older do not (v1.18 nat.h:365-399)."""
     rkey = rev_key(pkt_src, pkt_dst, proto)
     entry = snat.get(rkey)
     if entry is None:
@@ -122,9 +125,9 @@ def snat_rev_nat(snat: NatMap, pkt_src: Endpoint, pkt_dst: Endpoint, proto: Prot
         client = Endpoint(addr=entry.to_addr, port=pkt_dst.port)
     okey = fwd_key(client, pkt_src, proto)
     snat = snat.touch(rkey)
-    if snat.get(okey) is None:  # snat_v4_rev_nat_handle_mapping (v1.17+)
+    if version is CiliumVersion.V1_20 and snat.get(okey) is None:
         snat = snat.put(okey, NatEntry(to_addr=pkt_dst.addr, to_port=pkt_dst.port,
-                                       created=entry.created))
+                                       created=now))  # bpf_mono_now(), nat.h:442
     return snat, client
 
 

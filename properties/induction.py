@@ -313,7 +313,7 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
     def reply() -> tuple[OpenMap, bool]:
         m, _ = snat_rev_nat(state[0], backend(),
                             Endpoint(addr=node.var, port=n.var),  # type: ignore[arg-type]
-                            proto, faults)
+                            proto, faults, version=ccfg.version, now=1)
         return written(m), True
 
     def purge() -> tuple[OpenMap, bool]:

@@ -107,7 +107,8 @@ def test_snat_retry_after_a_random_port_collides_draws_afresh() -> None:
 def test_rev_snat_restores_a_missing_forward_entry() -> None:
     """snat_v4_rev_nat_handle_mapping (v1.20 nat.h:403-440): a reply whose reverse entry
     is there but whose forward entry is gone (LRU eviction) restores the forward entry
-    {client -> L:N} before translating (v1.20; snat_rev_nat takes no version)."""
+    {client -> L:N} before translating; 1.18's (v1.18 nat.h:365-399) does not, and the
+    vector snat_rev_restore.yaml shows both on the real programs."""
     c = _client(0)
     first = snat_nat(CFG, LruMap(capacity=16), c, B, Proto.TCP, NODE, 5, "t", SeededRandom(1))
     assert first.nat is not None
@@ -117,6 +118,10 @@ def test_rev_snat_restores_a_missing_forward_entry() -> None:
     got = snat.get(okey)
     assert got is not None
     assert (got.to_addr, got.to_port) == (first.nat.addr, first.nat.port)
+    snat18, client18 = snat_rev_nat(first.snat.delete(okey), B, first.nat, Proto.TCP,
+                                    version=CiliumVersion.V1_18)
+    assert client18 == c
+    assert snat18.get(okey) is None
 
 
 def test_snat_lookup_of_a_used_mapping_refreshes_its_recency() -> None:
