@@ -13,8 +13,8 @@ from datapath.programs import COMBOS
 from model.errors import InputError
 from model.faults import ModelFault
 from model.flows import FlowTrace, run_flows, trace_json
-from model.scenario import parse
 from model.maps import TupleFlags
+from model.scenario import parse
 from model.values import Endpoint, FlowKey, IcmpKind, Proto
 from properties.bmc import check_cell
 from properties.catalogue import BY_ID, HOLD, VIOLATED
