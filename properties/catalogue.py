@@ -351,4 +351,30 @@ PROPERTIES += (
         mutants=((F.AFFINITY_EXPIRY_INVERTED, _cfg(SNAT, affinity=True)),)),
 )
 
+# nodePort.range up to 65531: four SNAT ports (65532-65535) for both kinds of flow
+MASQ_SMALL_NAT = attrs.evolve(_cfg(SNAT, proto=UDP), masquerade=True, nodeport_max=65531)
+
+PROPERTIES += (
+    Property(
+        id="P-NAT-04", title="masquerade and NodePort SNAT share the map safely",
+        statement=("With bpf.masquerade, pod egress masqueraded to the node's address and "
+                   "NodePort SNAT allocate from one SNAT map and one port range "
+                   "(snat_v4_new_mapping, nodeport_egress.h:324-325): no two flows of either "
+                   "kind ever share one translated tuple, every reverse entry leads back to "
+                   "its own flow, and every port lies in the NAT range, also when the range "
+                   "is a few ports and the map holds any set of taken ones (collision retries "
+                   "and exhaustion included)."),
+        scope="the node's SNAT map under any sequence of NodePort allocations, masquerade "
+              "allocations (model/masq.py), reply lookups and pair deletions, with the "
+              "masquerade address equal to the NodePort address (Cilium's default, the case "
+              "where the two kinds share reverse keys; a distinct IPV4_MASQUERADE makes the "
+              "key spaces disjoint); IPv4 UDP with a four-port NAT range (the open map "
+              "may hold any set of taken ports: pressure on any range; IPv6 and TCP run the "
+              "same code, P-NAT-02 proves its steps there)",
+        method="induction",
+        configs=(MASQ_SMALL_NAT,),
+        expected=_hold,
+        mutants=((F.MASQ_IGNORES_REVERSE_ENTRY, MASQ_SMALL_NAT),)),
+)
+
 BY_ID = {p.id: p for p in PROPERTIES}
