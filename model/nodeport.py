@@ -481,11 +481,6 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
             if client is not None:
                 out = attrs.evolve(pkt, dst=client)
                 out, revdnat = _rev_dnat(st, out)
-                if not revdnat and client.addr in st.lb.local_endpoints:
-                    # a masqueraded pod's reply: no nodeport CT entry (CT_REPLY fails,
-                    # nodeport.h:2321-2345), so CTX_ACT_OK and bpf_host delivers it locally
-                    return st, HookResult(verdict=Verdict.DELIVER, packet=out,
-                                          step=Step.REV_SNAT)
                 ekey = egress_key(client, pkt.src, pkt.proto)
                 entry = st.ct.get(ekey)
                 if entry is not None:
@@ -493,6 +488,12 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                                       direction=Direction.REPLY)
                     st = attrs.evolve(st, ct=st.ct.put(ekey, entry))
                     out = _reply_route(ctx, out, entry, hook)
+                if not revdnat and client.addr in st.lb.local_endpoints:
+                    # a masqueraded pod's reply (its CT entry is bpf_lxc's, updated as the
+                    # pod receives it): no nodeport CT_REPLY (nodeport.h:2321-2351), so
+                    # CTX_ACT_OK and bpf_host delivers it to the pod
+                    return st, HookResult(verdict=Verdict.DELIVER, packet=out,
+                                          step=Step.REV_SNAT)
                 return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.REV_SNAT)
             # DROP_NAT_NO_MAPPING inside nodeport ingress is punted to the stack.
     return st, _local(ctx, st, pkt, Step.PASS)
