@@ -246,7 +246,7 @@ nph_ctx_redirect_peer(const struct __sk_buff *ctx __maybe_unused, int ifindex, _
 }
 #define ctx_redirect_peer nph_ctx_redirect_peer
 
-static __always_inline long
+static __always_inline int  /* int, as helpers_skb.h declares redirect_neigh */
 nph_redirect_neigh(int ifindex, struct bpf_redir_neigh *params __maybe_unused,
 		   int plen __maybe_unused, __u32 flags)
 {
