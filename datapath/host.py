@@ -37,7 +37,13 @@ from datapath.maps import (
     LbService,
     NodeMaps,
 )
-from datapath.nat import masquerade, needs_masquerade, snat_rev_nat, snat_rev_nat_icmp_error
+from datapath.nat import (
+    masq_reply_ct,
+    masquerade,
+    needs_masquerade,
+    snat_rev_nat,
+    snat_rev_nat_icmp_error,
+)
 from datapath.nodeport import (
     POD_IDENTITY,
     REMOTE_NODE_ID,
@@ -286,7 +292,10 @@ class Node:
             revd = self.mode != "dsr" and rev_dnat(self, p, dsr_ok=False)
             if not revd and p.daddr in self.lxc_eps:
                 # a masqueraded pod's reply: no nodeport CT entry, so nodeport_rev_dnat_ipv4
-                # returns CTX_ACT_OK (nodeport.h:2321-2351) and bpf_host delivers it
+                # returns CTX_ACT_OK (nodeport.h:2321-2351) and bpf_host delivers it; the
+                # pod's bpf_lxc sees it as CT_REPLY (the lookup above did that but in dsr)
+                if self.mode == "dsr":
+                    masq_reply_ct(self, p)
                 return self.local_delivery(p)
             if revd and self.tunnel:
                 # nodeport_rev_dnat_ipv4 (nodeport.h:2336-2346, 2385-2404; v6 :1005-1035):

@@ -133,6 +133,15 @@ def masquerade(node: Node, p: Parsed) -> None:
     snat_nat(node, p, node.masq_addr(p.v6))
 
 
+def masq_reply_ct(node: Node, p: Parsed) -> None:
+    """bpf_lxc's CT_INGRESS lookup of a masqueraded connection's reply (reverse-SNATed)."""
+    from datapath.conntrack import ct_lookup
+    tcp = p.proto == IPPROTO_TCP
+    key = _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT))
+    ct_lookup(node, node.maps.ct_map(p.v6, p.proto), key, p.tcp_flags, tcp, reply=True,
+              size=len(p.buf))
+
+
 def snat_rev_nat(node: Node, p: Parsed) -> bool:
     """snat_v4_rev_nat(): True when translated, False for NAT_PUNT_TO_STACK / no mapping."""
     if not p.frag_first or p.proto not in PORT_PROTOS:  # Parsed.has_ports()
