@@ -7,7 +7,6 @@ import enum
 import attrs
 
 from model.config import (
-    NODEPORT_MAX_DEFAULT,
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
@@ -45,7 +44,6 @@ class Config:
     affinity: bool = False  # the service has sessionAffinity: ClientIP
     ecmp: bool = False  # the client's later connections arrive at the other node (ECMP)
     masquerade: bool = False  # bpf.masquerade
-    nodeport_max: int = NODEPORT_MAX_DEFAULT  # nodePort.range's max: the NAT range starts above
 
     @property
     def ipv6(self) -> bool:
@@ -82,7 +80,7 @@ class Config:
             tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
             no_backend_response=(NoBackendResponse.REJECT if self.reject
                                  else NoBackendResponse.DROP),
-            masquerade=self.masquerade, nodeport_max=self.nodeport_max)
+            masquerade=self.masquerade)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -106,8 +104,6 @@ class Config:
             parts.append("ecmp")
         if self.masquerade:
             parts.append("bpf-masq")
-        if self.nodeport_max != NODEPORT_MAX_DEFAULT:
-            parts.append(f"nat-{self.nodeport_max + 1}-65535")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -119,5 +115,4 @@ class Config:
                 "source_dest_check": self.source_dest_check, "version": self.version.value,
                 "no_backend_response": "reject" if self.reject else "drop",
                 "session_affinity": "ClientIP" if self.affinity else "None",
-                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade,
-                "nat_range": f"{self.nodeport_max + 1}-65535"}
+                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade}

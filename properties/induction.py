@@ -354,7 +354,9 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
     if timer.check("initiation", z3.Not(goal(empty)), ms=ms) != z3.unsat:
         ob.failed.append("initiation")
     ports = (cp, bp)
-    for step in (Step(name="alloc", inputs=(node, c, b, *ports), run=alloc),
+    # P-NAT-04 (masq) shares this invariant; NodePort allocation's step is P-NAT-02's
+    for step in (*([] if masq else [Step(name="alloc", inputs=(node, c, b, *ports),
+                                         run=alloc)]),
                  Step(name="reply", inputs=(node, b, bp, n), run=reply),
                  Step(name="purge", inputs=(node, c, b, *ports), run=purge),
                  *([Step(name="masq", inputs=(node, c, b, *ports), run=masq_alloc)]

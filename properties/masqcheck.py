@@ -24,6 +24,7 @@ from properties.symexec import SymRandom
 
 SEEDS = 8
 SPORT = 65533  # inside the four-port NAT range: kept by the first pod, taken for the second
+PRESSURE_MAX = 65531  # nodePort.range 30000-65531: SNAT ports 65532-65535 for every flow
 
 
 def masq_step(cfg: CiliumConfig, snat: Any, pod: Endpoint, dst: Endpoint, addr: Any,
@@ -48,7 +49,7 @@ def document(cfg: Config, seed: int) -> dict[str, Any]:
     proto = cfg.proto.name
     return {
         "cilium": {"version": cfg.version.value, "loadBalancer": {"mode": "snat"},
-                   "nodePort": {"range": f"30000-{cfg.nodeport_max}"},
+                   "nodePort": {"range": f"30000-{PRESSURE_MAX}"},
                    "bpf": {"masquerade": True}, "seed": seed},
         "nodes": [{"name": "node1", "ip": a("2.2")}, {"name": "node2", "ip": a("2.3")}],
         "pods": [{"name": "web-0", "node": "node2", "ip": a("3.10")},
