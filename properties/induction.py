@@ -74,8 +74,7 @@ OUT, IN = TupleFlags.OUT, TupleFlags.IN
 NAT_SPEC = {"to_addr": ADDR, "to_port": PORT, "created": ANY, "needs_ct": BOOL}
 CAPACITY = 1 << 16  # any: an open map never evicts
 Keys = tuple[z3.ExprRef, ...]
-# P-NAT-04's step: (config, SNAT map, pod, destination, masquerade address, protocol,
-# faults) -> the map after
+# P-NAT-04's step: (config, map, pod, destination, address, protocol, faults) -> map after
 MasqStep = Callable[[CiliumConfig, Any, Endpoint, Endpoint, Any, Proto,
                      frozenset[ModelFault]], Any]
 
@@ -354,13 +353,11 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
     if timer.check("initiation", z3.Not(goal(empty)), ms=ms) != z3.unsat:
         ob.failed.append("initiation")
     ports = (cp, bp)
-    # P-NAT-04 (masq) shares this invariant; NodePort allocation's step is P-NAT-02's
-    for step in (*([] if masq else [Step(name="alloc", inputs=(node, c, b, *ports),
-                                         run=alloc)]),
-                 Step(name="reply", inputs=(node, b, bp, n), run=reply),
-                 Step(name="purge", inputs=(node, c, b, *ports), run=purge),
-                 *([Step(name="masq", inputs=(node, c, b, *ports), run=masq_alloc)]
-                   if masq else [])):
+    # P-NAT-04 (masq): the NodePort allocation's step is P-NAT-02's, the masquerade's here
+    first = Step(name="masq" if masq else "alloc", inputs=(node, c, b, *ports),
+                 run=masq_alloc if masq else alloc)
+    for step in (first, Step(name="reply", inputs=(node, b, bp, n), run=reply),
+                 Step(name="purge", inputs=(node, c, b, *ports), run=purge)):
         consecution(step, rest, goal, hyp, timer, ms, ob)
         if ob.raised:
             break
