@@ -315,6 +315,9 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
         st, res = to_netdev(_ctx(world, state, pod.node, None), state.nodes[pod.node], pkt)
         state = _set(state, pod.node, st)
         hop(pod.node, hook, res.step, res.packet)
+        if res.verdict is Verdict.DROP:  # the masquerade found no free port
+            assert res.reason is not None
+            return end(EndKind.DROP, pod.node, res.packet, (pod.node, res.reason))
         kind, name, pkt = "node", pod.node, res.packet
     for _ in range(MAX_HOPS):
         if kind == "node":

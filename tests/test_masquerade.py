@@ -98,3 +98,17 @@ def test_p_nat_04_in_the_catalogue() -> None:
     assert p.method == "induction" and p.mutants
     assert all(c.masquerade for c in p.configs)
     assert [f for f, _ in p.mutants] == [ModelFault.MASQ_IGNORES_REVERSE_ENTRY]
+
+
+def test_masquerade_exhaustion_drops_at_the_pods_node() -> None:
+    """One SNAT port (nodePort.range 30000-65534): the pod's second connection to the same
+    server finds it taken 32 times and is dropped at to-netdev (DROP_NAT_NO_MAPPING)."""
+    doc = _doc()
+    doc["cilium"]["nodePort"] = {"range": "30000-65534"}
+    doc["flows"][1].update(client="a", sourcePort=40001)
+    sc = parse(doc)
+    _, traces = run_flows(sc.world, sc.flows)
+    assert traces[0].delivered and not traces[1].delivered
+    assert traces[1].drop is not None and traces[1].drop[0] == "node1"
+    assert traces[1].drop[1].name == "DROP_NAT_NO_MAPPING"
+    assert not traces[1].backend_saw
