@@ -28,3 +28,5 @@ class ModelFault(enum.Enum):
     AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
                                 "(the timeout compared the wrong way)")
     REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"
+    MASQ_IGNORES_REVERSE_ENTRY = ("egress masquerade allocates its reverse entry with put, not "
+                                  "put_noexist, overwriting another flow's")

@@ -354,4 +354,32 @@ PROPERTIES += (
         mutants=((F.AFFINITY_EXPIRY_INVERTED, _cfg(SNAT, affinity=True)),)),
 )
 
+# P-NAT-02's IPv4 cell with bpf.masquerade: the same invariant, NodePort allocation's step
+# proved there (model.snat reads no masquerade flag), the masquerade step here
+MASQ_CELL = _cfg(SNAT, masquerade=True)
+
+PROPERTIES += (
+    Property(
+        id="P-NAT-04", title="masquerade and NodePort SNAT share the map safely",
+        statement=("With bpf.masquerade, pod egress masqueraded to the node's address and "
+                   "NodePort SNAT allocate from one SNAT map and one port range "
+                   "(snat_v4_new_mapping, nodeport_egress.h:324-325): no two flows of either "
+                   "kind ever share one translated tuple, every reverse entry leads back to "
+                   "its own flow, and every port lies in the NAT range, also when the range "
+                   "is a few ports and the map holds any set of taken ones (collision retries "
+                   "and exhaustion included)."),
+        scope="the node's SNAT map under any sequence of NodePort allocations, masquerade "
+              "allocations (model/masq.py), reply lookups and pair deletions, with the "
+              "masquerade address equal to the NodePort address (Cilium's default, the case "
+              "where the two kinds share reverse keys; a distinct IPV4_MASQUERADE makes the "
+              "key spaces disjoint); IPv4: the masquerade step by induction on P-NAT-02's "
+              "invariant (whose NodePort step P-NAT-02 proves; the open map may hold any "
+              "set of taken ports), then a model run with a four-port NAT range "
+              "(nodePort.range 30000-65531) where two pods and a NodePort flow compete",
+        method="induction",
+        configs=(MASQ_CELL,),
+        expected=_hold,
+        mutants=((F.MASQ_IGNORES_REVERSE_ENTRY, MASQ_CELL),)),
+)
+
 BY_ID = {p.id: p for p in PROPERTIES}
