@@ -128,6 +128,7 @@ MODEL_TESTS = (
     "tests/test_model_dsr_stale.py", "tests/test_ct_seen_flags.py",
     "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py", "tests/test_model_gaps.py",
     "tests/test_model_gaps_2.py", "tests/test_model_affinity.py", "tests/test_icmp_errors.py",
+    "tests/test_masquerade.py",
 )
 # Tests of datapath/ and its bridge (of the ICMP tests, the byte-level ones); the two
 # seeded-fault kill tables (57 s and 13 s, they re-run vectors and difftest per registered
@@ -155,7 +156,7 @@ DATAPATH_TESTS = (
 MODEL = Target(
     name="model",
     files=("model/nodeport.py", "model/snat.py", "model/conntrack.py", "model/network.py",
-           "model/maps.py"),
+           "model/maps.py", "model/masq.py"),
     checks=(
         Check(name="prove", argv=_nodeport("prove", "--jobs", "1", "--fail-fast"),
               shown="nodeport prove --jobs 1",
