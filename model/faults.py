@@ -28,3 +28,5 @@ class ModelFault(enum.Enum):
     AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
                                 "(the timeout compared the wrong way)")
     REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"
+    DSR_MTU_KEEPS_OVERHEAD = ("the DSR frag-needed reports the device MTU itself, not the MTU "
+                              "minus the DSR overhead")

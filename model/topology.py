@@ -61,6 +61,7 @@ class Node:
     name: str
     ip: IPAddress
     router_ip: IPAddress | None = None  # cilium_host (IPV4_GATEWAY), tunnel-mode SNAT source
+    mtu: int | None = None  # its device MTU (v1.20 CONFIG(device_mtu), v1.18 THIS_MTU)
 
 
 @attrs.frozen(kw_only=True)
