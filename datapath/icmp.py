@@ -124,10 +124,10 @@ def ratelimit_take(node: Node) -> bool:
 
 def dsr_reply_icmp4(node: Node, p: Parsed, vip: bytes, vport: int, mtu: int) -> None:
     """dsr_reply_icmp4 (nodeport.h:1977): to the request's source from its destination (by
-    now the backend's: the DNAT ran first, :2003), TOS and IP id kept, DF, TTL 64; the quote
+    now the backend's: the DNAT ran first, :2009), TOS and IP id kept, DF, TTL 64; the quote
     is the request's header (options included) and 8 bytes, the first 20 bytes with the
     frontend put back as destination and their checksum recomputed over those 20 only
-    (:2022-2025), the frontend port written 22 bytes in (:2061-2064, wherever the L4
+    (:2025-2028), the frontend port written 22 bytes in (:2055, wherever the L4
     header starts)."""
     buf = p.buf
     ihl = (buf[0] & 0xF) * 4
@@ -148,8 +148,8 @@ def dsr_reply_icmp6(node: Node, p: Parsed, vip: bytes, vport: int, mtu: int) -> 
     """dsr_reply_icmp6 (nodeport.h:592): packet-too-big from the request's (DNATed)
     destination, traffic class and flow label kept, hop limit 64; the quote is the fixed
     header with the frontend as destination and the 64 bytes after it, the frontend port
-    2 bytes in (:640-648). A request whose next header is neither TCP nor UDP (an
-    extension header first) is dropped instead (:636-637)."""
+    2 bytes in (:634, :646). A request whose next header is neither TCP nor UDP (an
+    extension header first) is dropped instead (:640-641)."""
     buf = p.buf
     if buf[6] not in (6, 17):
         raise DatapathDrop(DropReason.DROP_FRAG_NEEDED)

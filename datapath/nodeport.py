@@ -169,7 +169,7 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
             opt = geneve_dsr_opt(vip, vport)
         if node.maps.ipcache.lookup(be.address) is None:
             raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
-        # encap_geneve_dsr_opt4/6 (:1869-1872, :415-416): outer IP (the v6 one counts an
+        # encap_geneve_dsr_opt4/6 (:1823-1824, :1863, :415-416, :455): outer IP (the v6 one counts an
         # ipv6hdr), UDP, Geneve, inner Ethernet, and the TLV when there is one
         encap = (40 if p.v6 else 20) + 8 + 8 + 14 + len(opt)
         if _too_big(node, p, encap):
@@ -177,7 +177,7 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
         return tunnel_forward(node, p, be.address, opt)
     if _wants_dsr_info(node, p, "dsr_opt_every_tcp_packet", ct_new):
         if p.v6:
-            if _too_big(node, p, 24):  # dsr_set_ext6 (:389): struct dsr_opt_v6
+            if _too_big(node, p, 24):  # dsr_set_ext6 (:380): struct dsr_opt_v6
                 return _frag_needed(node, p, vip, vport, 24)
             dsr_set_ext6(node, p, vip, vport)
         else:

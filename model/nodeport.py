@@ -345,7 +345,7 @@ def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet, first: bool) -> HookRes
             kind = DsrKind.IPV6_DSTOPT if pkt.is_ipv6 else DsrKind.IPV4_OPTION
         meta = DsrMeta(kind=kind, frontend=pkt.dst)
         if kind is DsrKind.IPV4_OPTION and 20 + pkt.ip_options + 8 > 20 + MAX_IPOPTLEN:
-            # dsr_set_opt4: the option does not fit in the IPv4 header (nodeport.h:1783)
+            # dsr_set_opt4: the option does not fit in the IPv4 header (nodeport.h:1782)
             return _drop(out, DropReason.DROP_CT_INVALID_HDR)
     tep = ctx.ipcache.get(out.dst.addr)
     if geneve and tep is None:
@@ -367,7 +367,7 @@ def _frag_needed(ctx: NodeCtx, pkt: Packet, out: Packet, overhead: int) -> HookR
     device, frag-needed / packet-too-big with the device MTU less the overhead, quoting the
     request as the client sent it (destination and port put back to the frontend's). The
     outer source is the packet's destination at that point, already DNATed to the backend
-    (nodeport.h:2003 v4, :621 v6): fixed upstream after these trees (cilium/cilium#48053)."""
+    (nodeport.h:2009 v4, :622 v6): fixed upstream after these trees (cilium/cilium#48053)."""
     mtu = ctx.mtu if ctx.has(ModelFault.DSR_MTU_KEEPS_OVERHEAD) else ctx.mtu - overhead
     icmp = Packet(src=Endpoint(addr=out.dst.addr, port=0),
                   dst=Endpoint(addr=pkt.src.addr, port=0),
