@@ -3,9 +3,8 @@ ICMPv6 rate limit (bpf/lib/lb.h tail_no_service_ipv4/6, icmp.h, icmp6.h, ratelim
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import struct
+from typing import TYPE_CHECKING
 
 from datapath.build import icmp4_message, icmp6_message, ipv4, ipv6
 from datapath.csum import checksum

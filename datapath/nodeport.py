@@ -169,8 +169,8 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
             opt = geneve_dsr_opt(vip, vport)
         if node.maps.ipcache.lookup(be.address) is None:
             raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
-        # encap_geneve_dsr_opt4/6 (:1823-1824, :1863, :415-416, :455): outer IP (the v6 one counts an
-        # ipv6hdr), UDP, Geneve, inner Ethernet, and the TLV when there is one
+        # encap_geneve_dsr_opt4/6 (:1823-1824, :1863, :415-416, :455): outer IP (the v6
+        # one counts an ipv6hdr), UDP, Geneve, inner Ethernet, and the TLV when there is one
         encap = (40 if p.v6 else 20) + 8 + 8 + 14 + len(opt)
         if _too_big(node, p, encap):
             return _frag_needed(node, p, vip, vport, encap)

@@ -25,6 +25,7 @@ from model.maps import (
 )
 from model.snat import RandomSource, snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
 from model.values import (
+    MAX_IPOPTLEN,
     POD_IDENTITY,
     REMOTE_NODE_ID,
     WORLD_ID,
@@ -33,7 +34,6 @@ from model.values import (
     Endpoint,
     IcmpKind,
     IPAddress,
-    MAX_IPOPTLEN,
     Outer,
     Packet,
     Proto,
