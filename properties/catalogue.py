@@ -391,10 +391,10 @@ PROPERTIES += (
                    "the address the client contacted. Expected to fail in both trees: the "
                    "request was DNATed before tail_nodeport_ipv4/6_dsr, and "
                    "dsr_reply_icmp4/6 take its destination as the error's source "
-                   "(nodeport.h:2009, :622): the client hears from the backend's address. "
-                   "A Linux client still matches the error by its quote; a middlebox that "
-                   "matches errors to connections by their source may not. Cilium fixed the "
-                   "source after these trees (cilium/cilium#48053, in v1.20.2)."),
+                   "(nodeport.h:2009, :622): the client hears from the backend's address, one "
+                   "it never contacted (a Linux client still matches the error to its socket "
+                   "by the quote). Cilium fixed the source after these trees "
+                   "(cilium/cilium#48053, in v1.20.2)."),
         scope="as P-MTU-01, PMTU discovery on",
         method="bmc", configs=MTU_ON, expected=_never, bounds=MTU_BOUNDS),
 )
