@@ -128,6 +128,7 @@ MODEL_TESTS = (
     "tests/test_model_dsr_stale.py", "tests/test_ct_seen_flags.py",
     "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py", "tests/test_model_gaps.py",
     "tests/test_model_gaps_2.py", "tests/test_model_affinity.py", "tests/test_icmp_errors.py",
+    "tests/test_dsr_mtu.py",
 )
 # Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they
 # re-run vectors and difftest per registered fault) and the CLI loader test (the vectors and
@@ -139,7 +140,7 @@ DATAPATH_TESTS = (
     "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",
     "tests/test_datapath_gaps.py", "tests/test_ct_seen_flags.py", "tests/test_ct_accounting.py",
     "tests/test_abstraction_icmp.py", "tests/test_tunnel_snat.py", "tests/test_no_backend.py",
-    "tests/test_diffgen_reach.py",
+    "tests/test_diffgen_reach.py", "tests/test_dsr_mtu.py",
     "--deselect", "tests/test_datapath_vectors.py::test_every_fault_killed",
     "--deselect", "tests/test_difftest_engine.py::test_every_fault_killed_by_difftest_or_vectors",
     "--deselect", "tests/test_difftest_abstraction.py::test_cli_runs_and_vectors_share_the_loader",
