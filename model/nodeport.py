@@ -369,10 +369,15 @@ def _frag_needed(ctx: NodeCtx, pkt: Packet, out: Packet, overhead: int) -> HookR
     outer source is the packet's destination at that point, already DNATed to the backend
     (nodeport.h:2009 v4, :622 v6): fixed upstream after these trees (cilium/cilium#48053)."""
     mtu = ctx.mtu if ctx.has(ModelFault.DSR_MTU_KEEPS_OVERHEAD) else ctx.mtu - overhead
+    quote = pkt.key()
+    if pkt.ip_options:
+        # the frontend port goes 22 bytes into the quote (:2055), i.e. into the request's
+        # IPv4 options: the quoted TCP/UDP header keeps the backend's port
+        quote = attrs.evolve(quote, dst=Endpoint(addr=pkt.dst.addr, port=out.dst.port))
     icmp = Packet(src=Endpoint(addr=out.dst.addr, port=0),
                   dst=Endpoint(addr=pkt.src.addr, port=0),
                   proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
-                  icmp=IcmpKind.FRAG_NEEDED, quote=pkt.key(), mtu=mtu)
+                  icmp=IcmpKind.FRAG_NEEDED, quote=quote, mtu=mtu)
     return HookResult(verdict=Verdict.REJECT, packet=icmp, step=Step.REJECT,
                       reason=DropReason.DROP_FRAG_NEEDED)
 

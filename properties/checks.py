@@ -574,10 +574,12 @@ def mtu01(rp: Replay) -> Finding | None:
                                         f"cannot be forwarded with DSR{why}, and the client "
                                         "learns nothing of it"))
             j, e = got
-            if e.packet.dst.addr != p.src.addr or e.packet.quote != p.key():
+            q = e.packet.quote
+            if e.packet.dst.addr != p.src.addr or q != p.key():
+                shown = f"{q.src} -> {q.dst}" if q is not None else "nothing"
                 return Finding(flow=n, hop=j, message=(
-                    f"the client got a frag-needed to {e.packet.dst.addr} quoting "
-                    f"{e.packet.quote}, not its own {p.key()}"))
+                    f"the client got a frag-needed to {e.packet.dst.addr} quoting {shown}, "
+                    f"not the {p.src} -> {p.dst} it sent: its socket cannot match it"))
             if not no_room and e.packet.mtu != mtu - added:
                 return Finding(flow=n, hop=j, message=(
                     f"the client learns an MTU of {e.packet.mtu}; a request fits at "

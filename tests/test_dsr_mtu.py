@@ -109,6 +109,14 @@ def test_ip_options_without_room_for_the_dsr_option_are_dropped_either_way() -> 
     assert _run(doc).delivered
 
 
+def test_ip_options_leave_the_backend_port_in_the_quote() -> None:
+    doc = _doc()
+    doc["flows"][0]["ipOptions"] = 4
+    [err] = _client_got(_run(doc))
+    assert err.quote is not None and err.mtu == 1492
+    assert err.quote.dst == Endpoint(addr=ip_address(ADDRS["ipv4"]["node1"]), port=TARGET_PORT)
+
+
 def test_a_node_mtu_overrides_the_cluster_one() -> None:
     doc = _doc(size=1400)
     doc["cilium"]["mtu"] = 9000
