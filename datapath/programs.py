@@ -287,14 +287,15 @@ def _sizes(draw: Draw, doc: dict[str, Any], flows: list[dict[str, Any]], v4: boo
 
 def mtu_program(combo: tuple[str, str, str, str], version: str = "1.20",
                 pmtu: bool = True) -> dict[str, Any]:
-    """Explicit: full-size requests with PMTU discovery on (or off): a SYN and a datagram
-    stream DSR would push over the MTU, one that fits, and (IPv4) one with no room for the
-    option; the client's next connection after the error."""
+    """Explicit: TCP requests with PMTU discovery on (or off): a full-size SYN DSR would
+    push over the MTU, a connection that fits, one at the option's boundary, and
+    (IPv4) one with no room for the option and a full-size one with an IPv4 option."""
     flows = [_flow("big", "client0", 40000, size=1500),
              _flow("fits", "client0", 40001, size=1400, packets=2),
              _flow("edge", "client0", 40002, size=1500 - (24 if combo[0] == "ipv6" else 8))]
-    if combo[0] == "ipv4":
-        flows.append(_flow("opts", "client0", 40003, ipOptions=36))
+    if combo[0] == "ipv4":  # no room for the option; an option that moves the quote's port
+        flows += [_flow("opts", "client0", 40003, ipOptions=36),
+                  _flow("opts-big", "client0", 40004, ipOptions=4, size=1500)]
     cilium = {"pmtuDiscovery": {"enabled": True}} if pmtu else {}
     return _two_nodes(combo, version, "TCP", flows, cilium=cilium)
 
