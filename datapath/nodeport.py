@@ -181,9 +181,10 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
                 return _frag_needed(node, p, vip, vport, 24)
             dsr_set_ext6(node, p, vip, vport)
         else:
+            if (p.buf[0] & 0xF) * 4 + 8 <= 60 and _too_big(node, p, 8):
+                # dsr_set_opt4 (:1785, after its header limit): struct dsr_opt_v4
+                return _frag_needed(node, p, vip, vport, 8)
             dsr_set_opt4(node, p, vip, vport)
-            if node.rejected is not None:
-                return Verdict.CTX_ACT_REDIRECT, "netdev"
     return node.fib_redirect(p)
 
 
@@ -224,9 +225,6 @@ def dsr_set_opt4(node: Node, p: Parsed, vip: bytes, vport: int) -> None:
     ihl = (buf[0] & 0xF) * 4
     if ihl + 8 > 60:
         raise DatapathDrop(DropReason.DROP_CT_INVALID_HDR)
-    if _too_big(node, p, 8):  # nodeport.h:1785: struct dsr_opt_v4
-        _frag_needed(node, p, vip, vport, 8)
-        return
     opt, opt_sum = _opt4(vip, vport, "dsr_opt_network_order" in node.faults)
     at = ihl if "dsr_opt_wrong_offset" in node.faults else 20
     w0, w1 = _HH.unpack_from(buf, 0)
