@@ -245,6 +245,11 @@ class CiliumBpfNode:
             # request dropped with DROP_NO_SERVICE beside the REDIRECT of the answer.
             return HookResult(Verdict.CTX_ACT_REDIRECT, out, DropReason.DROP_NO_SERVICE,
                               "netdev")
+        if kind == 1 and cap["self"] and _frag_needed(out):
+            # dsr_reply_icmp4/6 (nodeport.h:1977, 592): the DSR request too big for the
+            # device MTU, answered out the receiving device (ctx_redirect to its ifindex)
+            return HookResult(Verdict.CTX_ACT_REDIRECT, out, DropReason.DROP_FRAG_NEEDED,
+                              "netdev")
         if kind == 4:  # the pod's policy tail call: delivery to its lxc device
             eps = {e.ep_id: e.ifindex for e in self.config.endpoints}
             return HookResult(Verdict.CTX_ACT_REDIRECT, out, None,
@@ -407,6 +412,14 @@ def _port_unreachable(ip: bytes) -> bool:
         off = (ip[0] & 0xF) * 4
         return len(ip) >= off + 2 and ip[off:off + 2] == b"\x03\x03"
     return len(ip) >= 42 and ip[0] >> 4 == 6 and ip[6] == 58 and ip[40:42] == b"\x01\x04"
+
+
+def _frag_needed(ip: bytes) -> bool:
+    """ICMP frag-needed (IPv4 3/4) or ICMPv6 packet-too-big (2/0)."""
+    if len(ip) >= 22 and ip[0] >> 4 == 4 and ip[9] == 1:
+        off = (ip[0] & 0xF) * 4
+        return len(ip) >= off + 2 and ip[off:off + 2] == b"\x03\x04"
+    return len(ip) >= 42 and ip[0] >> 4 == 6 and ip[6] == 58 and ip[40:42] == b"\x02\x00"
 
 
 GENEVE_PORT = 6081

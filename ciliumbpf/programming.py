@@ -133,6 +133,13 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d["NPH_IPV4_GATEWAY"] = _be32(cfg.router_ipv4 or cfg.ipv4 or "")
     if cfg.router_ipv6 or cfg.ipv6:
         d["NPH_ROUTER_IPV6"] = _v6_init(cfg.router_ipv6 or cfg.ipv6 or "")
+    if cfg.mode in ("dsr", "hybrid") and cfg.pmtu_discovery:
+        # pkg/datapath/linux/config: --enable-pmtu-discovery under DSR
+        d["ENABLE_DSR_ICMP_ERRORS"] = "1"
+    if minor(version) < 120:
+        d["THIS_MTU"] = str(cfg.mtu)  # the device's MTU (common.h:38-43 falls back to MTU)
+    else:
+        d["NPH_DEVICE_MTU"] = str(cfg.mtu)  # config.h: CONFIG(device_mtu)
     if cfg.no_backend_response == "reject":
         d["SERVICE_NO_BACKEND_RESPONSE"] = "1"  # tail_no_service_ipv{4,6}: ICMP unreachable
     if cfg.ct_accounting:

@@ -20,6 +20,7 @@ from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Any, TypeVar
 
 from datapath.build import (
+    DEFAULT_DATA,
     dsr_opt4_bytes,
     dsr_opt6_bytes,
     geneve_dsr_opt,
@@ -83,6 +84,7 @@ from model.values import (
     Packet,
     Proto,
     TcpFlags,
+    short_size,
 )
 
 _KIND = {FrontendKind.NODEPORT: "nodeport", FrontendKind.LOADBALANCER: "loadbalancer",
@@ -157,6 +159,7 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         masquerade_ipv4=str(me.masq_ip) if me.masq_ip is not None and not v6 else None,
         masquerade_ipv6=str(me.masq_ip) if me.masq_ip is not None and v6 else None,
         snat_exclusion_cidrs=_native_routing_cidr(world),
+        pmtu_discovery=cfg.pmtu_discovery, mtu=world.mtu(node),
         version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20")
 
 
@@ -300,14 +303,25 @@ def packet_of(data: bytes | bytearray) -> Packet:
         if icmp is None:
             raise AbstractionError(f"ICMP{'v6' if p.v6 else ''} type {t} code {code} has no "
                                    "model value")
+        mtu = None
+        if icmp is IcmpKind.FRAG_NEEDED:  # RFC 1191 next-hop MTU / RFC 4443 MTU; 0: none
+            mtu = int.from_bytes(buf[p.l4_off + 4:p.l4_off + 8], "big") or None
         return Packet(src=Endpoint(addr=_ip(p.saddr), port=0),
                       dst=Endpoint(addr=_ip(p.daddr), port=0), proto=Proto(p.proto),
-                      icmp=icmp, outer=outer, quote=quote_of(buf, p.l4_off, p.v6))
+                      icmp=icmp, outer=outer, quote=quote_of(buf, p.l4_off, p.v6), mtu=mtu)
     if p.proto not in (6, 17):
         raise AbstractionError(f"protocol {p.proto} has no model value")
+    added = 0 if dsr is None or dsr.kind is DsrKind.GENEVE_OPTION else (
+        24 if p.v6 else 8)
+    opts = 0 if p.v6 else (buf[0] & 0xF) * 4 - 20 - added
+    proto = Proto(p.proto)
+    size: int | None = p.l3_len - added
+    if size == short_size(p.v6, proto, opts):
+        size = None
     return Packet(src=Endpoint(addr=_ip(p.saddr), port=p.sport),
-                  dst=Endpoint(addr=_ip(p.daddr), port=p.dport), proto=Proto(p.proto),
-                  flags=TcpFlags(p.tcp_flags & 0x1F), dsr=dsr, outer=outer)
+                  dst=Endpoint(addr=_ip(p.daddr), port=p.dport), proto=proto,
+                  flags=TcpFlags(p.tcp_flags & 0x1F), dsr=dsr, outer=outer, size=size,
+                  ip_options=opts)
 
 
 def wire_fault(data: bytes | bytearray) -> str | None:
@@ -378,23 +392,33 @@ def bytes_of(pkt: Packet) -> bytes:
             raise AbstractionError(f"{pkt.icmp.value} has no ICMP{'v6' if v6 else ''} form")
         t, code = ICMP_KINDS[(fam, pkt.icmp)]
         quote = _quote_bytes(pkt, v6)
+        mtu = pkt.mtu or 0
         if v6:
-            inner = ipv6(s, d, IPPROTO_ICMPV6, icmp6_message(s, d, t, code, b"\0" * 4, quote))
+            inner = ipv6(s, d, IPPROTO_ICMPV6, icmp6_message(s, d, t, code,
+                                                             mtu.to_bytes(4, "big"), quote))
         else:
-            inner = ipv4(s, d, IPPROTO_ICMP, icmp4_message(t, code, b"\0" * 4, quote))
+            inner = ipv4(s, d, IPPROTO_ICMP, icmp4_message(t, code,
+                                                           mtu.to_bytes(4, "big"), quote))
     else:
         proto = int(pkt.proto)
-        l4 = (tcp_segment(s, d, pkt.src.port, pkt.dst.port, int(pkt.flags))
-              if pkt.proto is Proto.TCP else udp_datagram(s, d, pkt.src.port, pkt.dst.port))
+        payload = DEFAULT_DATA
+        if pkt.size is not None:
+            short = short_size(v6, pkt.proto, pkt.ip_options)
+            payload = DEFAULT_DATA + bytes(max(0, pkt.size - short))
+        l4 = (tcp_segment(s, d, pkt.src.port, pkt.dst.port, int(pkt.flags), payload=payload)
+              if pkt.proto is Proto.TCP else udp_datagram(s, d, pkt.src.port, pkt.dst.port,
+                                                          payload=payload))
         meta = pkt.dsr
         fe = meta.frontend if meta is not None else None
+        nops = b"\x01" * pkt.ip_options  # IPOPT_NOOP
         if meta is not None and fe is not None and meta.kind is DsrKind.IPV4_OPTION:
-            inner = ipv4(s, d, proto, l4, options=dsr_opt4_bytes(fe.addr.packed, fe.port))
+            inner = ipv4(s, d, proto, l4,
+                         options=dsr_opt4_bytes(fe.addr.packed, fe.port) + nops)
         elif meta is not None and fe is not None and meta.kind is DsrKind.IPV6_DSTOPT:
             inner = ipv6(s, d, IPPROTO_DSTOPTS,
                          dsr_opt6_bytes(proto, fe.addr.packed, fe.port) + l4)
         else:
-            inner = ipv6(s, d, proto, l4) if v6 else ipv4(s, d, proto, l4)
+            inner = ipv6(s, d, proto, l4) if v6 else ipv4(s, d, proto, l4, options=nops)
     if pkt.outer is None:
         return inner
     opt = b""

@@ -96,6 +96,10 @@ class NodeConfig:
     # a load-time switch in v1.20 (off by default), CONNTRACK_ACCOUNTING at compile time
     # in v1.18.
     ct_accounting: bool = False
+    # --enable-pmtu-discovery (ENABLE_DSR_ICMP_ERRORS) and the device MTU it compares with
+    # (v1.20 CONFIG(device_mtu), v1.18 THIS_MTU)
+    pmtu_discovery: bool = False
+    mtu: int = 1500
     # The Cilium release whose rules apply where 1.18 and 1.20 differ: 1.18 keeps a DSR
     # connection's frontend in the SNAT map (nodeport.h snat_v4_create_dsr) and reopens a
     # closing CT entry on any SYN; 1.20 keeps it in the CT entry, and reopens on a pure SYN.

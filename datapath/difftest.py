@@ -287,6 +287,8 @@ class DatapathNet:
                 (data[0] >> 4 == 4 and data[0] & 0xF > 5)
                 or (data[0] >> 4 == 6 and data[6] in (0, 43, 60))):
             return DropReason.FABRIC_DROPS_IP_OPTIONS.name
+        if len(data) > self.world.mtu(sender):
+            return DropReason.FABRIC_OVER_MTU.name
         return None
 
     def _hook(self, node: str, hook: str, data: bytes | bytearray, pin: int | None

@@ -36,6 +36,8 @@ FAULTS: dict[str, str] = {
     "affinity_expiry_inverted": "a fresh session affinity entry counts as expired (timeout "
                                 "compared the wrong way)",
     "icmp_error_quote_kept": "reverse SNAT of an ICMP error leaves the quoted source SNATed",
+    "dsr_mtu_keeps_overhead": "the DSR frag-needed / packet-too-big reports the device MTU, "
+                              "not the MTU less the DSR overhead",
 }
 
 

@@ -100,7 +100,7 @@ class Node:
                              ct_any_capacity=config.ct_any_capacity)
         self.now = 0
         self.pinned_backend: int | None = None
-        self.rejected = False
+        self.rejected: DropReason | None = None  # set by a hook that answered with ICMP
         self.internal_errors = 0
         self.nat_exhaustion_signals = 0
         self._rng = random.Random(config.seed)
@@ -205,7 +205,7 @@ class Node:
         if fn is None:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         self.pinned_backend = backend
-        self.rejected = False
+        self.rejected = None
         buf = bytearray(pkt)  # the caller's bytes are never written to
         try:
             return fn(self, buf)
@@ -271,9 +271,9 @@ class Node:
             done = self.local_delivery(p)
         v = done[0]  # _result(), inlined for the busiest hook
         verdict = v if type(v) is Verdict else Verdict(v)
-        if self.rejected:
-            self.rejected = False
-            return HookResult(verdict, p.buf, DropReason.DROP_NO_SERVICE, done[1])
+        if self.rejected is not None:
+            reason, self.rejected = self.rejected, None
+            return HookResult(verdict, p.buf, reason, done[1])
         return _new_result(HookResult, (verdict, p.buf, None, done[1]))
 
     def _no_service(self, p: Parsed, from_overlay: bool,
@@ -349,9 +349,9 @@ class Node:
     def _result(self, done: tuple[int, str], p: Parsed) -> HookResult:
         v = done[0]
         verdict = v if type(v) is Verdict else Verdict(v)
-        if self.rejected:
-            self.rejected = False
-            return HookResult(verdict, p.buf, DropReason.DROP_NO_SERVICE, done[1])
+        if self.rejected is not None:
+            reason, self.rejected = self.rejected, None
+            return HookResult(verdict, p.buf, reason, done[1])
         return _new_result(HookResult, (verdict, p.buf, None, done[1]))
 
 

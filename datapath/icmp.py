@@ -3,9 +3,11 @@ ICMPv6 rate limit (bpf/lib/lb.h tail_no_service_ipv4/6, icmp.h, icmp6.h, ratelim
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from datapath.build import icmp4_message, icmp6_message, ipv4, ipv6
+from datapath.csum import checksum
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.maps import (
     SVC_FLAG_EXT_LOCAL_SCOPE,
@@ -35,6 +37,14 @@ IPDEFTTL = 64
 # wrong value cannot hide itself; vectors/no_backend_reject.yaml pins them.
 ICMP_DEST_UNREACH, ICMP_PORT_UNREACH = 3, 3
 ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH = 1, 4
+# DSR's PMTU answers (dsr_reply_icmp4/6, nodeport.h:1977-2091, 592-695): ICMP_DEST_UNREACH/
+# ICMP_FRAG_NEEDED and ICMPV6_PKT_TOOBIG; the v4 error quotes the request's IP header and
+# 8 bytes after it (orig_dgram, :1984), the v6 one the fixed header and 64 bytes (:599).
+ICMP_FRAG_NEEDED = 4
+ICMPV6_PKT_TOOBIG = 2
+IP_DF = 0x4000
+DSR_QUOTE4 = 8
+DSR_QUOTE6 = 64
 # ratelimit.h: RATELIMIT_USAGE_ICMPV6 and tail_no_service_ipv6's settings (lb.h:2370):
 # 100 replies per second, bursts up to 1000, per receiving device.
 RATELIMIT_USAGE_ICMPV6 = 1
@@ -66,7 +76,7 @@ def no_service(node: Node, p: Parsed, svc: LbService) -> tuple[int, str]:
         generate_icmp6_reply(p, ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH)
     else:
         generate_icmp4_reply(p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH)
-    node.rejected = True
+    node.rejected = DropReason.DROP_NO_SERVICE
     return Verdict.CTX_ACT_REDIRECT, "netdev"  # redirect_self(): out the receiving device
 
 
@@ -109,3 +119,45 @@ def ratelimit_take(node: Node) -> bool:
         v.tokens -= 1
         return True
     return False
+
+
+def dsr_reply_icmp4(node: Node, p: Parsed, vip: bytes, vport: int, mtu: int) -> None:
+    """dsr_reply_icmp4 (nodeport.h:1977): to the request's source from its destination (by
+    now the backend's: the DNAT ran first, :2009), TOS and IP id kept, DF, TTL 64; the quote
+    is the request's header (options included) and 8 bytes, the first 20 bytes with the
+    frontend put back as destination and their checksum recomputed over those 20 only
+    (:2025-2028), the frontend port written 22 bytes in (:2055, wherever the L4
+    header starts)."""
+    buf = p.buf
+    ihl = (buf[0] & 0xF) * 4
+    quote = bytearray(buf[:ihl + DSR_QUOTE4].ljust(ihl + DSR_QUOTE4, b"\0"))
+    quote[16:20] = vip
+    quote[10:12] = b"\0\0"
+    struct.pack_into("!H", quote, 10, checksum(bytes(quote[:20])))
+    struct.pack_into("!H", quote, 22, vport)
+    msg = icmp4_message(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, struct.pack("!HH", 0, mtu),
+                        bytes(quote))
+    ident = struct.unpack_from("!H", buf, 4)[0]
+    p.buf[:] = ipv4(p.daddr, p.saddr, IPPROTO_ICMP, msg, ttl=IPDEFTTL, tos=buf[1],
+                    ident=ident, frag=IP_DF)
+    node.rejected = DropReason.DROP_FRAG_NEEDED
+
+
+def dsr_reply_icmp6(node: Node, p: Parsed, vip: bytes, vport: int, mtu: int) -> None:
+    """dsr_reply_icmp6 (nodeport.h:592): packet-too-big from the request's (DNATed)
+    destination, traffic class and flow label kept, hop limit 64; the quote is the fixed
+    header with the frontend as destination and the 64 bytes after it, the frontend port
+    2 bytes in (:634, :646). A request whose next header is neither TCP nor UDP (an
+    extension header first) is dropped instead (:640-641)."""
+    buf = p.buf
+    if buf[6] not in (6, 17):
+        raise DatapathDrop(DropReason.DROP_FRAG_NEEDED)
+    quote = bytearray(buf[:40 + DSR_QUOTE6].ljust(40 + DSR_QUOTE6, b"\0"))
+    quote[24:40] = vip
+    struct.pack_into("!H", quote, 42, vport)
+    msg = icmp6_message(p.daddr, p.saddr, ICMPV6_PKT_TOOBIG, 0, struct.pack("!I", mtu),
+                        bytes(quote))
+    first = struct.unpack_from("!I", buf, 0)[0]
+    p.buf[:] = ipv6(p.daddr, p.saddr, IPPROTO_ICMPV6, msg, hlim=IPDEFTTL,
+                    tclass=(first >> 20) & 0xFF, flow=first & 0xFFFFF)
+    node.rejected = DropReason.DROP_FRAG_NEEDED

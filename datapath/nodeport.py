@@ -15,8 +15,8 @@ from datapath.build import (
 )
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
 from datapath.csum import csum_replace, ones_sum
-from datapath.drop import DatapathDrop, DropReason
-from datapath.icmp import no_service
+from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.icmp import dsr_reply_icmp4, dsr_reply_icmp6, no_service
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
     SVC_FLAG_FWD_MODE_DSR,
@@ -160,18 +160,57 @@ def _wants_dsr_info(node: Node, p: Parsed, every_tcp_fault: str, ct_new: bool) -
 
 def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
                  ct_new: bool) -> tuple[int, str]:
-    """tail_nodeport_ipv4_dsr(): opt or Geneve dispatch, then redirect."""
+    """tail_nodeport_ipv4_dsr(): opt or Geneve dispatch, then redirect; a request the
+    DSR metadata would push over the device MTU is answered with ICMP under
+    enable-pmtu-discovery (dsr_is_too_big, nodeport.h:192-200)."""
     if not node.opt_dispatch:
         opt = b""
         if _wants_dsr_info(node, p, "geneve_opt_every_tcp", ct_new):
             opt = geneve_dsr_opt(vip, vport)
+        if node.maps.ipcache.lookup(be.address) is None:
+            raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
+        # encap_geneve_dsr_opt4/6 (:1823-1824, :1863, :415-416, :455): outer IP (the v6
+        # one counts an ipv6hdr), UDP, Geneve, inner Ethernet, and the TLV when there is one
+        encap = (40 if p.v6 else 20) + 8 + 8 + 14 + len(opt)
+        if _too_big(node, p, encap):
+            return _frag_needed(node, p, vip, vport, encap)
         return tunnel_forward(node, p, be.address, opt)
     if _wants_dsr_info(node, p, "dsr_opt_every_tcp_packet", ct_new):
         if p.v6:
+            if _too_big(node, p, 24):  # dsr_set_ext6 (:380): struct dsr_opt_v6
+                return _frag_needed(node, p, vip, vport, 24)
             dsr_set_ext6(node, p, vip, vport)
         else:
+            if (p.buf[0] & 0xF) * 4 + 8 <= 60 and _too_big(node, p, 8):
+                # dsr_set_opt4 (:1785, after its header limit): struct dsr_opt_v4
+                return _frag_needed(node, p, vip, vport, 8)
             dsr_set_opt4(node, p, vip, vport)
     return node.fib_redirect(p)
+
+
+def _l3_len(p: Parsed) -> int:
+    """The request's length from its header: tot_len, or payload_len plus the fixed header."""
+    if p.v6:
+        return int(_H.unpack_from(p.buf, 4)[0]) + 40
+    return int(_H.unpack_from(p.buf, 2)[0])
+
+
+def _too_big(node: Node, p: Parsed, overhead: int) -> bool:
+    """dsr_is_too_big(): only with ENABLE_DSR_ICMP_ERRORS, against the device MTU."""
+    return node.config.pmtu_discovery and _l3_len(p) + overhead > node.config.mtu
+
+
+def _frag_needed(node: Node, p: Parsed, vip: bytes, vport: int, overhead: int
+                 ) -> tuple[int, str]:
+    """dsr_fail_needs_reply(): the ICMP error goes back out the receiving device."""
+    mtu = node.config.mtu
+    if "dsr_mtu_keeps_overhead" not in node.faults:
+        mtu -= overhead
+    if p.v6:
+        dsr_reply_icmp6(node, p, vip, vport, mtu)
+    else:
+        dsr_reply_icmp4(node, p, vip, vport, mtu)
+    return Verdict.CTX_ACT_REDIRECT, "netdev"
 
 
 @functools.lru_cache(maxsize=1024)

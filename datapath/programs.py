@@ -259,10 +259,53 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     fabric = _fabric(draw)
     if fabric:
         doc["fabric"] = fabric
+    _sizes(draw, doc, flows, fam == "ipv4")
     doc.update({
         "nodes": [{"name": n, "ip": a["node"].format(3 + i)} for i, n in enumerate(nodes)],
         "pods": pods, "services": services, "clients": clients, "flows": flows})
     return doc
+
+
+# Request sizes (flows[].size, L3 bytes on the cluster's 1500-byte MTU): short mostly, one
+# that fits every encapsulation, and a full-size one that DSR metadata pushes over.
+SIZES: tuple[int | None, ...] = (None,) * 6 + (1400, 1500)
+IP_OPTIONS = (0,) * 10 + (4, 36)  # IPv4 options: 36 leave no room for the DSR option
+
+
+def _sizes(draw: Draw, doc: dict[str, Any], flows: list[dict[str, Any]], v4: bool) -> None:
+    """Drawn last (earlier draws, and so older programs, stay as they were): PMTU discovery
+    on or off, each flow's request size and, in IPv4 on a fabric that keeps IP options, its
+    options."""
+    if pick(draw, (False, True)):
+        doc["cilium"]["pmtuDiscovery"] = {"enabled": True}
+    keeps = not doc.get("fabric", {}).get("dropsIPOptions", False)
+    for f in flows:
+        size, opts = picks(draw, SIZES, IP_OPTIONS)
+        if size is not None:
+            f["size"] = size
+        if opts and v4 and keeps:
+            f["ipOptions"] = opts
+
+
+def mtu_program(combo: tuple[str, str, str, str], version: str = "1.20",
+                pmtu: bool = True) -> dict[str, Any]:
+    """Explicit: TCP requests with PMTU discovery on (or off): a full-size SYN DSR would
+    push over the MTU, a connection that fits, one at the option's boundary, and
+    (IPv4) one with no room for the option and a full-size one with an IPv4 option."""
+    flows = [_flow("big", "client0", 40000, size=1500),
+             _flow("fits", "client0", 40001, size=1400, packets=2),
+             _flow("edge", "client0", 40002, size=1500 - (24 if combo[0] == "ipv6" else 8))]
+    if combo[0] == "ipv4":  # no room for the option; an option that moves the quote's port
+        flows += [_flow("opts", "client0", 40003, ipOptions=36),
+                  _flow("opts-big", "client0", 40004, ipOptions=4, size=1500)]
+    cilium = {"pmtuDiscovery": {"enabled": True}} if pmtu else {}
+    return _two_nodes(combo, version, "TCP", flows, cilium=cilium)
+
+
+def mtu_off_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                    ) -> dict[str, Any]:
+    """mtu_program with PMTU discovery off (the agent's default)."""
+    return mtu_program(combo, version, pmtu=False)
 
 
 def smaller(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -274,7 +317,7 @@ def smaller(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if len(flows) > 1:
             yield dict(doc, flows=flows[:i] + flows[i + 1:])
     for i, f in enumerate(flows):
-        for key in ("packets", "idle", "close", "resume"):
+        for key in ("packets", "idle", "close", "resume", "size", "ipOptions"):
             if key in f and f[key] not in (1, False):
                 g = dict(f, packets=1) if key == "packets" else {
                     k: v for k, v in f.items() if k != key}
@@ -486,7 +529,8 @@ def icmp_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dic
 
 # The explicit examples after the drain example: (program, needs small maps).
 EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
-            (affinity_program, False), (masq_program, False))
+            (affinity_program, False), (masq_program, False), (mtu_program, False),
+            (mtu_off_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:

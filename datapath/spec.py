@@ -127,6 +127,8 @@ def build_packet(spec: Mapping[str, Any]) -> bytes:
 
 def _build_l4(spec: Mapping[str, Any], src: bytes, dst: bytes) -> tuple[int, bytes]:
     pl = _payload(spec)
+    if "payload_len" in spec:  # the payload, zero-padded to this many bytes
+        pl = pl.ljust(int(spec["payload_len"]), b"\0")
     if "tcp" in spec:
         t = spec["tcp"]
         return IPPROTO_TCP, tcp_segment(src, dst, int(t["sport"]), int(t["dport"]),
@@ -219,6 +221,10 @@ def _describe(pkt: bytes, pre: str, out: dict[str, Any]) -> None:
         seg = pkt[off:end]
         seed = pseudo_sum(src, dst, proto, len(seg)) if proto == IPPROTO_ICMPV6 else 0
         out[pre + "icmp.csum_ok"] = checksum(seg, seed) == 0
+        if (proto, pkt[off], pkt[off + 1]) in ((IPPROTO_ICMP, 3, 4), (IPPROTO_ICMPV6, 2, 0)):
+            # frag-needed's next-hop MTU (RFC 1191), packet-too-big's MTU (RFC 4443)
+            out[pre + "icmp.mtu"] = int.from_bytes(
+                pkt[off + 6:off + 8] if proto == IPPROTO_ICMP else pkt[off + 4:off + 8], "big")
         if pkt[off] in _ICMP_ERRORS[proto] and not pre:
             quoted: dict[str, Any] = {}
             try:  # an error's quote: the offending packet's header, maybe cut short
@@ -251,7 +257,7 @@ _BASE_FIELDS = (
     "ip.version", "ip.ihl", "ip.tos", "ip.tot_len", "ip.id", "ip.ttl", "ip.proto", "ip.check",
     "ip.src", "ip.dst", "ip.options", "ip.csum_ok", "ip6.plen", "ip6.nexthdr", "ip6.hlim",
     "ip6.src", "ip6.dst", "ip6.ext", "l4.proto", "l4.sport", "l4.dport", "l4.check",
-    "l4.csum_ok", "tcp.flags", "icmp.type", "icmp.code", "icmp.check", "icmp.csum_ok",
+    "l4.csum_ok", "tcp.flags", "icmp.type", "icmp.code", "icmp.check", "icmp.csum_ok", "icmp.mtu",
     "truncated", "dsr4.type", "dsr4.len", "dsr4.port", "dsr4.addr", "dsr6.opt_type",
     "dsr6.opt_len", "dsr6.hdrlen", "dsr6.addr", "dsr6.port")
 # ICMP error types whose body quotes the offending packet (RFC 792, RFC 4443).
@@ -268,11 +274,11 @@ _L3_KEYS = {"ip": {"src", "dst", "proto", "ttl", "id", "tos", "frag", "options",
 _L4_KEYS = {"tcp": {"sport", "dport", "flags", "seq", "ack", "window"},
             "udp": {"sport", "dport"}, "icmp": {"type", "code", "inner"}}
 _TOP_KEYS = {"hex", "geneve", "ip", "ip6", "tcp", "udp", "icmp", "raw_l4_hex", "proto",
-             "payload", "payload_hex"}
+             "payload", "payload_hex", "payload_len"}
 _RANGES = {"sport": 0xFFFF, "dport": 0xFFFF, "port": 0xFFFF, "ttl": 0xFF, "hlim": 0xFF,
            "tos": 0xFF, "id": 0xFFFF, "frag": 0xFFFF, "proto": 0xFF, "nexthdr": 0xFF,
            "type": 0xFF, "code": 0xFF, "seq": 0xFFFFFFFF, "ack": 0xFFFFFFFF,
-           "window": 0xFFFF, "vni": 0xFFFFFF}
+           "window": 0xFFFF, "vni": 0xFFFFFF, "payload_len": 0xFFFF}
 _HEX_KEYS = {"hex", "raw_l4_hex", "payload_hex", "options", "opts_hex", "raw_hex"}
 
 

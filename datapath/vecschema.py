@@ -34,7 +34,7 @@ _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hyb
          "router_ipv4": "ip", "router_ipv6": "ip", "no_backend_response": ("drop", "reject"),
          "no_service_endpoints_routable": "bool", "ct_accounting": "bool",
          "masquerade": "bool", "masquerade_ipv4": "ip", "masquerade_ipv6": "ip",
-         "snat_exclusion_cidrs": "strs"}
+         "snat_exclusion_cidrs": "strs", "pmtu_discovery": "bool", "mtu": "u16"}
 _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
             "proto": _PROTOS, "kind": ("loadbalancer", "nodeport", "externalip", "clusterip"),

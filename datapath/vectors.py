@@ -150,7 +150,9 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             snat_exclusion_cidrs=tuple(node.get("snat_exclusion_cidrs", []) or []),
             no_service_endpoints_routable=bool(
                 node.get("no_service_endpoints_routable", True)),
-            ct_accounting=bool(node.get("ct_accounting", False)))
+            ct_accounting=bool(node.get("ct_accounting", False)),
+            pmtu_discovery=bool(node.get("pmtu_discovery", False)),
+            mtu=int(node.get("mtu", 1500)))
         return attrs.evolve(cfg, **_programmed(doc))
     except (TypeError, ValueError, AttributeError, OSError) as e:
         raise VectorFileError(path, "node/services/backends", str(e)) from None

@@ -162,6 +162,12 @@ def packet_lines(pkt: Mapping[str, Any], changed: Sequence[str], col: str) -> li
     if pkt.get("icmp"):
         html += f" {esc(pkt['icmp'])}"
         text += f" {pkt['icmp']}"
+    if pkt.get("mtu"):
+        html += f" mtu {pkt['mtu']}"
+        text += f" mtu {pkt['mtu']}"
+    if pkt.get("size"):
+        html += f" ({pkt['size']} bytes)"
+        text += f" ({pkt['size']} bytes)"
     lines = [Line(html=html, text=text)]
     if pkt.get("quote"):
         q = pkt["quote"]

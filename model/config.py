@@ -16,6 +16,7 @@ SNAT_COLLISION_RETRIES = 32
 CT_MAP_SIZE_TCP_DEFAULT = 524288
 CT_MAP_SIZE_ANY_DEFAULT = 262144
 NAT_MAP_SIZE_DEFAULT = 524288
+MTU_DEFAULT = 1500  # node_config.h:222 MTU; the agent's device MTU when none is detected
 
 
 class CiliumVersion(enum.Enum):
@@ -80,6 +81,11 @@ class CiliumConfig:
     # bpf.masquerade (ENABLE_MASQUERADE_IPV4/6): only then does the LB node's reverse SNAT
     # see packets of no service protocol, ICMP errors among them (nodeport.h:3021, :1624).
     masquerade: bool = False
+    # --enable-pmtu-discovery (Helm pmtuDiscovery.enabled, default false): the agent then
+    # defines ENABLE_DSR_ICMP_ERRORS for DSR, and a request DSR would push over the device
+    # MTU is answered with frag-needed / packet-too-big (nodeport.h:192-200, 1977, 592).
+    pmtu_discovery: bool = False
+    mtu: int = MTU_DEFAULT  # every node's device MTU unless the node sets its own
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT

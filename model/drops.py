@@ -26,6 +26,7 @@ class DropReason(enum.Enum):
     FABRIC_DROPS_IP_OPTIONS = 1
     FABRIC_SOURCE_DEST_CHECK = 2
     FABRIC_NO_ROUTE = 3
+    FABRIC_OVER_MTU = 5  # a packet longer than the sending node's device MTU never arrives
     # The packet went up a node's stack untranslated (NAT_PUNT_TO_STACK), never to its peer.
     PUNT_TO_STACK = 4
 

@@ -30,3 +30,5 @@ class ModelFault(enum.Enum):
     REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"
     MASQ_IGNORES_REVERSE_ENTRY = ("egress masquerade allocates its reverse entry with put, not "
                                   "put_noexist, overwriting another flow's")
+    DSR_MTU_KEEPS_OVERHEAD = ("the DSR frag-needed reports the device MTU itself, not the MTU "
+                              "minus the DSR overhead")

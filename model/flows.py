@@ -56,6 +56,8 @@ class FlowSpec:
     # The client is a pod and `frontend` an address outside the cluster (a `clients:` host,
     # which answers): pod egress, masqueraded under bpf.masquerade (model/masq.py).
     egress: bool = False
+    size: int | None = None  # each request's L3 length (None: the model's short packet)
+    ip_options: int = 0  # bytes of IPv4 options in each request's header
 
 
 ENDINGS = ("fin", "half", "rst", "backend-fin", "backend-rst")
@@ -90,7 +92,8 @@ def request(spec: FlowSpec, index: int) -> Packet:
             flags = TcpFlags.FIN | TcpFlags.ACK
         elif _ends_here(spec, index) and spec.ending == "rst":
             flags = TcpFlags.RST
-    return Packet(src=spec.source, dst=spec.frontend, proto=spec.proto, flags=flags)
+    return Packet(src=spec.source, dst=spec.frontend, proto=spec.proto, flags=flags,
+                  size=spec.size, ip_options=spec.ip_options)
 
 
 def answer(spec: FlowSpec, index: int, delivered: Packet) -> Packet | None:
@@ -199,6 +202,12 @@ def packet_json(pkt: Packet) -> dict[str, Any]:
     if pkt.quote is not None:
         out["quote"] = {"src": str(pkt.quote.src), "dst": str(pkt.quote.dst),
                         "proto": pkt.quote.proto.name}
+    if pkt.mtu is not None:
+        out["mtu"] = pkt.mtu
+    if pkt.size is not None:
+        out["size"] = pkt.size
+    if pkt.ip_options:
+        out["ip_options"] = pkt.ip_options
     return out
 
 
@@ -211,6 +220,8 @@ def _seen(pkt: Packet) -> dict[str, Any]:
         seen["icmp"] = full["icmp"]
     if pkt.quote is not None:
         seen["quote"] = full["quote"]
+    if pkt.mtu is not None:
+        seen["mtu"] = pkt.mtu
     return seen
 
 

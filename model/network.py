@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from ipaddress import IPv6Address
 from types import MappingProxyType
 
 import attrs
@@ -26,7 +27,7 @@ from model.nodeport import (
 )
 from model.snat import RandomSource, SeededRandom
 from model.topology import Cluster, Fabric, Service
-from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto, TcpFlags
+from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto, TcpFlags, dsr_overhead
 
 MAX_HOPS = 24
 
@@ -95,6 +96,11 @@ class World:
     def ipcache(self) -> Mapping[IPAddress, IPAddress]:
         """cilium_ipcache's tunnel endpoints: pod, node and router IPs to their node's IP."""
         return self._ipcache
+
+    def mtu(self, node: str) -> int:
+        """The node's device MTU: its own, else the cluster's (cilium.mtu)."""
+        own = self.cluster.node(node).mtu
+        return own if own is not None else self.cfg.mtu
 
     def owns(self, node: str, addr: IPAddress) -> bool:
         """Whether the fabric lets `node` source this address (AWS source/dest check)."""
@@ -243,7 +249,7 @@ def _ctx(world: World, state: ClusterState, node: str, pinned: IPAddress | None)
     rand = world.rand if world.rand is not None else SeededRandom(world.cfg.seed)
     return NodeCtx(cfg=world.cfg, name=node, ip=n.ip, router_ip=n.router_ip, masq_ip=n.masq_ip,
                    ipcache=world.ipcache(), now=state.now, pinned=pinned, faults=world.faults,
-                   rand=rand)
+                   rand=rand, mtu=world.mtu(node))
 
 
 def _set(state: ClusterState, node: str, st: NodeState) -> ClusterState:
@@ -277,7 +283,22 @@ def _fabric_loss(world: World, sender: str, pkt: Packet) -> DropReason | None:
     if (Fabric.DROPS_IP_OPTIONS in fabric and pkt.outer is None and pkt.dsr is not None
             and pkt.dsr.kind in (DsrKind.IPV4_OPTION, DsrKind.IPV6_DSTOPT)):
         return DropReason.FABRIC_DROPS_IP_OPTIONS
+    if pkt.size is not None and wire_length(pkt) > world.mtu(sender):
+        return DropReason.FABRIC_OVER_MTU
     return None
+
+
+def wire_length(pkt: Packet) -> int:
+    """The L3 length a node puts on the wire: the client's packet, its DSR option or
+    extension header, and a Geneve encapsulation (outer IP, UDP, Geneve, inner Ethernet)."""
+    assert pkt.size is not None
+    kind = pkt.dsr.kind if pkt.dsr is not None else None
+    n = pkt.size + dsr_overhead(kind, pkt.is_ipv6, False)
+    if pkt.outer is not None:
+        n += (40 if isinstance(pkt.outer.dst, IPv6Address) else 20) + 8 + 8 + 14
+        if kind is DsrKind.GENEVE_OPTION:
+            n += 24 if pkt.is_ipv6 else 12
+    return n
 
 
 def _receiver(world: World, pkt: Packet, via: str | None) -> tuple[str, str] | None:

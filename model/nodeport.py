@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from model.config import CiliumConfig, CiliumVersion, DsrDispatch
+from model.config import MTU_DEFAULT, CiliumConfig, CiliumVersion, DsrDispatch
 from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
@@ -26,6 +26,7 @@ from model.maps import (
 from model.masq import masquerade, needs_masquerade
 from model.snat import RandomSource, snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
 from model.values import (
+    MAX_IPOPTLEN,
     POD_IDENTITY,
     REMOTE_NODE_ID,
     WORLD_ID,
@@ -37,6 +38,8 @@ from model.values import (
     Outer,
     Packet,
     Proto,
+    dsr_overhead,
+    short_size,
 )
 
 # The ICMPv6 error bucket per receiving device: 100 replies a second, bursts up to 1000.
@@ -92,6 +95,7 @@ class NodeCtx:
     router_ip: IPAddress | None = None  # IPV4_GATEWAY: cilium_host, the tunnel SNAT source
     masq_ip: IPAddress | None = None  # IPV4_MASQUERADE when it is not `ip`
     faults: frozenset[ModelFault] = frozenset()
+    mtu: int = MTU_DEFAULT  # the device MTU (CONFIG(device_mtu); v1.18 THIS_MTU)
     rand: RandomSource  # get_prandom_u32(): seeded (SeededRandom), or a prover's choice
 
     def has(self, fault: ModelFault) -> bool:
@@ -336,19 +340,49 @@ def icmp6_ratelimit(bucket: TokenBucket | None, now: int) -> tuple[TokenBucket, 
 def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet, first: bool) -> HookResult:
     """tail_nodeport_ipv4_dsr: attach the frontend (option / ext header / Geneve) and go."""
     meta = None
+    geneve = ctx.cfg.dispatch is DsrDispatch.GENEVE
     if _carries_dsr(ctx, pkt, first):
-        if ctx.cfg.dispatch is DsrDispatch.GENEVE:
+        if geneve:
             kind = DsrKind.GENEVE_OPTION
         else:
             kind = DsrKind.IPV6_DSTOPT if pkt.is_ipv6 else DsrKind.IPV4_OPTION
         meta = DsrMeta(kind=kind, frontend=pkt.dst)
+        if kind is DsrKind.IPV4_OPTION and 20 + pkt.ip_options + 8 > 20 + MAX_IPOPTLEN:
+            # dsr_set_opt4: the option does not fit in the IPv4 header (nodeport.h:1782)
+            return _drop(out, DropReason.DROP_CT_INVALID_HDR)
+    tep = ctx.ipcache.get(out.dst.addr)
+    if geneve and tep is None:
+        return _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
+    if meta is not None or geneve:  # opt/ext6 check SYNs and UDP only; Geneve every packet
+        overhead = dsr_overhead(None if meta is None else meta.kind, pkt.is_ipv6, geneve)
+        size = short_size(pkt.is_ipv6, pkt.proto, pkt.ip_options) if pkt.size is None \
+            else pkt.size
+        if ctx.cfg.pmtu_discovery and size + overhead > ctx.mtu:  # dsr_is_too_big
+            return _frag_needed(ctx, pkt, out, overhead)
     out = attrs.evolve(out, dsr=meta)
-    if ctx.cfg.dispatch is DsrDispatch.GENEVE:
-        tep = ctx.ipcache.get(out.dst.addr)
-        if tep is None:
-            return _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
+    if geneve and tep is not None:
         out = attrs.evolve(out, outer=_outer(ctx, tep))
     return HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.DSR)
+
+
+def _frag_needed(ctx: NodeCtx, pkt: Packet, out: Packet, overhead: int) -> HookResult:
+    """dsr_reply_icmp4 / dsr_reply_icmp6 (nodeport.h:1977, 592): back out the receiving
+    device, frag-needed / packet-too-big with the device MTU less the overhead, quoting the
+    request as the client sent it (destination and port put back to the frontend's). The
+    outer source is the packet's destination at that point, already DNATed to the backend
+    (nodeport.h:2009 v4, :622 v6): fixed upstream after these trees (cilium/cilium#48053)."""
+    mtu = ctx.mtu if ctx.has(ModelFault.DSR_MTU_KEEPS_OVERHEAD) else ctx.mtu - overhead
+    quote = pkt.key()
+    if pkt.ip_options:
+        # the frontend port goes 22 bytes into the quote (:2055), i.e. into the request's
+        # IPv4 options: the quoted TCP/UDP header keeps the backend's port
+        quote = attrs.evolve(quote, dst=Endpoint(addr=pkt.dst.addr, port=out.dst.port))
+    icmp = Packet(src=Endpoint(addr=out.dst.addr, port=0),
+                  dst=Endpoint(addr=pkt.src.addr, port=0),
+                  proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
+                  icmp=IcmpKind.FRAG_NEEDED, quote=quote, mtu=mtu)
+    return HookResult(verdict=Verdict.REJECT, packet=icmp, step=Step.REJECT,
+                      reason=DropReason.DROP_FRAG_NEEDED)
 
 
 def _dsr_extract(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook

@@ -12,6 +12,7 @@ import attrs
 
 import safeyaml
 from model.config import (
+    MTU_DEFAULT,
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
@@ -39,9 +40,10 @@ from model.topology import (
     TrafficPolicy,
 )
 from model.topology import derive as derive_cluster
-from model.values import Endpoint, IcmpKind, IPAddress, Proto
+from model.values import MAX_IPOPTLEN, Endpoint, IcmpKind, IPAddress, Proto, short_size
 
 T = TypeVar("T")
+MTU_MIN, MTU_MAX = 1280, 65535  # IPv6's minimum link MTU; an IPv4 total length's limit
 E = TypeVar("E")
 
 
@@ -198,7 +200,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     c = r.mapping(doc.get("cilium", {}), "cilium",
                   {"version", "loadBalancer", "routingMode", "tunnelProtocol", "nodePort",
                    "seed", "serviceNoBackendResponse", "enableNoServiceEndpointsRoutable",
-                   "bpf"})
+                   "bpf", "mtu", "pmtuDiscovery"})
+    pmtu = r.mapping(c.get("pmtuDiscovery", {}), "cilium.pmtuDiscovery", {"enabled"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
     bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax",
@@ -245,6 +248,10 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         ct_any_max=r.opt(bpf, "ctAnyMax", "cilium.bpf",
                          lambda v, p: r.integer(v, p, 1, 2**26), 262144),
         masquerade=r.opt(bpf, "masquerade", "cilium.bpf", lambda v, p: r.boolean(v, p), False),
+        pmtu_discovery=r.opt(pmtu, "enabled", "cilium.pmtuDiscovery",
+                             lambda v, p: r.boolean(v, p), False),
+        mtu=r.opt(c, "mtu", "cilium", lambda v, p: r.integer(v, p, MTU_MIN, MTU_MAX),
+                  MTU_DEFAULT),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
@@ -349,9 +356,11 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
     nodes = tuple(
         Node(name=m["name"], ip=own(r.host(m.get("ip"), f"{p}.ip"), f"{p}.ip"),
              router_ip=own(r.host(m["routerIP"], f"{p}.routerIP"), f"{p}.routerIP")
-             if "routerIP" in m else None, masq_ip=own(r.host(m["masqueradeIP"], f"{p}.masq"
-             "ueradeIP"), f"{p}.masqueradeIP") if "masqueradeIP" in m else None)
-        for p, m in _named(r, top, "nodes", {"name", "ip", "routerIP", "masqueradeIP"},
+             if "routerIP" in m else None,
+             masq_ip=own(r.host(m["masqueradeIP"], f"{p}.masqueradeIP"), f"{p}.masqueradeIP")
+             if "masqueradeIP" in m else None,
+             mtu=r.opt(m, "mtu", p, lambda v, q: r.integer(v, q, MTU_MIN, MTU_MAX), None))
+        for p, m in _named(r, top, "nodes", {"name", "ip", "routerIP", "masqueradeIP", "mtu"},
                            {"name", "ip"}))
     if not nodes:
         raise r.fail("nodes", "at least one node is required")
@@ -390,7 +399,7 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
     cluster = derive_cluster(Cluster(nodes=nodes, pods=tuple(pods), clients=clients,
                                      services=services, fabric=fabric),
                              range_all_ext=cfg.version is CiliumVersion.V1_20)
-    flows, announced = _flows(r, top, cluster)
+    flows, announced = _flows(r, top, cluster, cfg)
     return Scenario(source=source, flows=flows,
                     world=World(cluster=cluster, cfg=cfg, announced=announced))
 
@@ -518,7 +527,7 @@ def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
     return tuple(out)
 
 
-def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
+def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster, cfg: CiliumConfig
            ) -> tuple[tuple[FlowSpec, ...], dict[IPAddress, frozenset[str]]]:
     clients = {c.name: c for c in cluster.clients}
     services = {s.name: s for s in cluster.services}
@@ -531,7 +540,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
                         "close", "setBackends", "terminating", "resume", "lostReplies",
-                        "backendError"},
+                        "backendError", "size", "ipOptions"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") in pod_names - set(clients):
             flows.append(egress_flow(r, p, m, cluster))  # pod egress (model/podflows.py)
@@ -578,6 +587,8 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             if on and proto is not Proto.TCP:
                 raise r.fail(f"{p}.{key}", f"only for TCP flows; this flow sends "
                              f"{proto.name} (UDP has no connection to close or resume)")
+        size, opts = _size(r, p, m, proto, isinstance(client.ip, IPv6Address),
+                           nodes[via].mtu or cfg.mtu)
         flows.append(FlowSpec(
             name=m["name"], client=client.name, service=svc.name, via=via, backend=backend,
             source=Endpoint(addr=client.ip, port=_port(r)(m["sourcePort"], f"{p}.sourcePort")),
@@ -588,6 +599,21 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             resume=resume, ending=ending if isinstance(ending, str) else "fin",
             lost_replies=r.opt(m, "lostReplies", p, r.boolean, False),
             backend_error=r.opt(m, "backendError", p,
-                                lambda v, q: r.enum(v, q, IcmpKind), None)))
+                                lambda v, q: r.enum(v, q, IcmpKind), None),
+            size=size, ip_options=opts))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
+
+
+def _size(r: _Reader, p: str, m: Mapping[str, Any], proto: Proto, v6: bool, mtu: int
+          ) -> tuple[int | None, int]:
+    """A flow's packet size (L3 length, at most the entry node's MTU: the client shares its
+    link) and IPv4 options (NOPs, whole 32-bit words, at most 40 bytes)."""
+    opts = r.opt(m, "ipOptions", p, lambda v, q: r.integer(v, q, 0, MAX_IPOPTLEN), 0)
+    if opts and v6:
+        raise r.fail(f"{p}.ipOptions", "IPv4 only (an IPv6 header has no options)")
+    if opts % 4:
+        raise r.fail(f"{p}.ipOptions", f"{opts} is not a multiple of 4 (the IHL counts words)")
+    least = short_size(v6, proto, opts)
+    size = r.opt(m, "size", p, lambda v, q: r.integer(v, q, least, mtu), None)
+    return (None if size == least else size), opts
 

@@ -62,6 +62,7 @@ class Node:
     ip: IPAddress
     router_ip: IPAddress | None = None  # cilium_host (IPV4_GATEWAY), tunnel-mode SNAT source
     masq_ip: IPAddress | None = None  # IPV4_MASQUERADE when not `ip` (bpf.masquerade)
+    mtu: int | None = None  # its device MTU (v1.20 CONFIG(device_mtu), v1.18 THIS_MTU)
 
 
 @attrs.frozen(kw_only=True)

@@ -135,6 +135,11 @@ class Packet:
     outer: Outer | None = None
     icmp: IcmpKind | None = None
     quote: FlowKey | None = None  # an ICMP error's quoted inner header (RFC 792/4443)
+    # L3 length as the client built it (IP header with its own options, L4, payload; not
+    # the DSR metadata or encapsulation a node adds); None: the model's short packet.
+    size: int | None = None
+    ip_options: int = 0  # bytes of IPv4 options the client put in its header (NOPs)
+    mtu: int | None = None  # a frag-needed / packet-too-big's MTU field (None: 0 on the wire)
 
     @property
     def is_syn(self) -> bool:
@@ -149,6 +154,41 @@ class Packet:
     def key(self) -> FlowKey:
         """The 5-tuple of this packet in packet order."""
         return FlowKey(src=self.src, dst=self.dst, proto=self.proto)
+
+
+# The L3 length of the model's short packet (size None): IP header, TCP (20) or UDP (8)
+# header and pktgen's 20-byte payload (datapath/build.py DEFAULT_DATA).
+SHORT_PAYLOAD = 20
+
+
+def short_size(ipv6: bool, proto: Proto, ip_options: int = 0) -> int:
+    """The L3 length of a short packet: what `size: None` stands for on the wire."""
+    l4 = 20 if proto is Proto.TCP else 8
+    return (40 if ipv6 else 20) + ip_options + l4 + SHORT_PAYLOAD
+
+
+# What DSR adds in front of the client's packet (nodeport.h struct sizes): the IPv4 option
+# (struct dsr_opt_v4, 8), the IPv6 destination-options header (struct dsr_opt_v6, 24), and
+# for Geneve dispatch the encapsulation encap_geneve_dsr_opt4/6 count: outer IP (IPv4 20;
+# the v6 function counts an ipv6hdr, 40), UDP 8, Geneve 8, inner Ethernet 14, and the DSR
+# TLV (geneve_dsr_opt4 12, geneve_dsr_opt6 24) only when the packet carries the frontend.
+DSR_OPT4_LEN = 8
+DSR_OPT6_LEN = 24
+MAX_IPOPTLEN = 40
+
+
+def dsr_overhead(kind: DsrKind | None, ipv6: bool, geneve: bool) -> int:
+    """Bytes the LB node adds to a DSR request (what dsr_is_too_big compares)."""
+    if geneve:
+        base = (40 if ipv6 else 20) + 8 + 8 + 14
+        if kind is DsrKind.GENEVE_OPTION:
+            base += 24 if ipv6 else 12
+        return base
+    if kind is DsrKind.IPV4_OPTION:
+        return DSR_OPT4_LEN
+    if kind is DsrKind.IPV6_DSTOPT:
+        return DSR_OPT6_LEN
+    return 0
 
 
 @attrs.frozen(kw_only=True, order=True)

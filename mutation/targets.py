@@ -129,6 +129,7 @@ MODEL_TESTS = (
     "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py", "tests/test_model_gaps.py",
     "tests/test_model_gaps_2.py", "tests/test_model_affinity.py", "tests/test_icmp_errors.py",
     "tests/test_masquerade.py",
+    "tests/test_dsr_mtu.py",
 )
 # Tests of datapath/ and its bridge (of the ICMP tests, the byte-level ones); the two
 # seeded-fault kill tables (57 s and 13 s, they re-run vectors and difftest per registered
@@ -141,7 +142,7 @@ DATAPATH_TESTS = (
     "tests/test_difftest_abstraction.py", "tests/test_difftest_engine.py",
     "tests/test_datapath_gaps.py", "tests/test_ct_seen_flags.py", "tests/test_ct_accounting.py",
     "tests/test_abstraction_icmp.py", "tests/test_tunnel_snat.py", "tests/test_no_backend.py",
-    "tests/test_diffgen_reach.py",
+    "tests/test_diffgen_reach.py", "tests/test_dsr_mtu.py",
     *(f"tests/test_icmp_errors.py::{t}" for t in (
         "test_datapath_matches_ciliums_expected_packet_in_v120",
         "test_datapath_v118_leaves_the_icmp_checksum_stale",

@@ -74,6 +74,8 @@ def _legs(trace: dict[str, Any], hop: int | None) -> list[str]:
                 if f == "quote" and isinstance(v, dict):
                     v = f"[{v['src']}->{v['dst']}]"
                 fields.append(f"{f}={v}")
+        if "mtu" in pkt:
+            fields.append(f"mtu={pkt['mtu']}")
         mark = "  <== violation" if hop is not None and i - 1 == hop else ""
         lines.append(f"    {i:>2} {arrow} {h['at']:<8} {h['hook'] or '':<13} {h['action']:<12} "
                      f"{' '.join(fields)}{mark}")

@@ -33,11 +33,17 @@ def _fmt(pkt: dict[str, Any], changed: list[str]) -> str:
         text += f" [{mark('flags')}{pkt['flags']}]"
     if pkt.get("icmp"):
         text += f" icmp={pkt['icmp']}"
+    if pkt.get("mtu"):
+        text += f" mtu={pkt['mtu']}"
     if pkt.get("quote"):
         q = pkt["quote"]
         text += f" {mark('quote')}quote=[{q['proto']} {q['src']} -> {q['dst']}]"
     if pkt.get("dsr"):
         text += f" {mark('dsr')}dsr={pkt['dsr']} ({pkt['dsr_kind']})"
+    if pkt.get("size"):
+        text += f" len={pkt['size']}"
+    if pkt.get("ip_options"):
+        text += f" ipopts={pkt['ip_options']}"
     if pkt.get("outer"):
         o = pkt["outer"]
         text += f" {mark('outer')}outer=geneve {o['src']}->{o['dst']} vni={o['vni']}"

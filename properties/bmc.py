@@ -17,6 +17,7 @@ import attrs
 import z3
 
 from model.faults import ModelFault
+from model.values import IcmpKind
 from properties.catalogue import Property
 from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay
 from properties.configs import Config
@@ -85,6 +86,12 @@ def _error_sent(rp: Replay) -> bool:
     return any(h.packet.quote is not None and h.reply for tr in rp.traces for h in tr.hops)
 
 
+def _frag_needed_received(rp: Replay) -> bool:
+    """The client received a frag-needed / packet-too-big."""
+    return any(h.packet.icmp is IcmpKind.FRAG_NEEDED and h.at == tr.spec.client
+               for tr in rp.traces for h in tr.hops)
+
+
 # What a path must reach for a property's check to say something (the vacuity test).
 PREMISES: dict[str, Premise] = {
     "P-LB-01": _reply_arrives, "P-LB-02": _delivered, "P-NAT-01": _reply_arrives,
@@ -92,7 +99,8 @@ PREMISES: dict[str, Premise] = {
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
     "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-AFF-01": _reconnected,
-    "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent,
+    "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent, "P-MTU-01": _sent,
+    "P-MTU-02": _frag_needed_received,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring

@@ -382,4 +382,56 @@ PROPERTIES += (
         mutants=((F.MASQ_IGNORES_REVERSE_ENTRY, MASQ_CELL),)),
 )
 
+MTU_BOUNDS = Bounds(packets=1, size=1500)  # a full-size request on a 1500-byte device
+MTU_ON = (_cfg(DSR, pmtu=True), _cfg(DSR, "ipv6", proto=UDP, pmtu=True),
+          _cfg(DSR, disp=GEN, pmtu=True), _cfg(DSR, pmtu=True, version=CiliumVersion.V1_20))
+MTU_CONFIGS = (*MTU_ON, _cfg(DSR), _cfg(DSR, "ipv6", proto=UDP))
+
+
+def _pmtu_on(c: Config) -> str:
+    return HOLD if c.pmtu and not c.ip_options else VIOLATED
+
+
+PROPERTIES += (
+    Property(
+        id="P-MTU-01", title="DSR and the MTU: what the client learns",
+        statement=("A request that DSR cannot forward as the client sent it (longer than "
+                   "the LB node's device MTU once the DSR option, extension header or Geneve "
+                   "encapsulation is added; an IPv4 header with no room left for the "
+                   "option) is answered to the client: ICMP fragmentation-needed / "
+                   "packet-too-big addressed to it, quoting the tuple it sent, whose MTU is "
+                   "the device MTU less the DSR overhead (8, 24, or Geneve's 62 / 94), so "
+                   "its next attempt fits. Holds with --enable-pmtu-discovery "
+                   "(ENABLE_DSR_ICMP_ERRORS; dsr_reply_icmp4/6, nodeport.h:1977, 592). "
+                   "Expected counterexamples: with it off (the default) the request leaves "
+                   "oversized (dsr_is_too_big is false, nodeport.h:192-200) and the wire "
+                   "loses it; an IPv4 header with more than 32 bytes of options is dropped "
+                   "(DROP_CT_INVALID_HDR, nodeport.h:1782) in either setting. The client "
+                   "learns nothing and retries the same size. And with any IPv4 options in "
+                   "the request the error's quote keeps the backend's port (the frontend "
+                   "port is written 22 bytes in, :2055, into the options), so the client "
+                   "cannot match it to its socket (docs/dsr-mtu.md)."),
+        scope="DSR remote backend, 1500-byte requests, device MTU 1500: IPv4 TCP and IPv6 "
+              "UDP opt dispatch, IPv4 Geneve, v1.18 and v1.20, PMTU discovery on and off; "
+              "IPv4 with 36 and with 4 bytes of options",
+        method="bmc",
+        configs=(*MTU_CONFIGS, _cfg(DSR, pmtu=True, ip_options=36),
+                 _cfg(DSR, pmtu=True, ip_options=4)),
+        expected=_pmtu_on, bounds=MTU_BOUNDS,
+        mutants=((F.DSR_MTU_KEEPS_OVERHEAD, MTU_ON[0]),
+                 (F.DSR_MTU_KEEPS_OVERHEAD, MTU_ON[1]))),
+    Property(
+        id="P-MTU-02", title="DSR and the MTU: the error's sender",
+        statement=("The frag-needed / packet-too-big a DSR LB node answers with comes from "
+                   "the address the client contacted. Expected to fail in both trees: the "
+                   "request was DNATed before tail_nodeport_ipv4/6_dsr, and "
+                   "dsr_reply_icmp4/6 take its destination as the error's source "
+                   "(nodeport.h:2009, :622): the client hears from the backend's address, one "
+                   "it never contacted (a Linux client still matches the error to its socket "
+                   "by the quote). Cilium fixed the source after these trees "
+                   "(cilium/cilium#48053, in v1.20.2)."),
+        scope="as P-MTU-01, PMTU discovery on",
+        method="bmc", configs=MTU_ON, expected=_never, bounds=MTU_BOUNDS),
+)
+
 BY_ID = {p.id: p for p in PROPERTIES}

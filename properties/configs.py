@@ -44,6 +44,8 @@ class Config:
     affinity: bool = False  # the service has sessionAffinity: ClientIP
     ecmp: bool = False  # the client's later connections arrive at the other node (ECMP)
     masquerade: bool = False  # bpf.masquerade
+    pmtu: bool = False  # pmtuDiscovery.enabled (--enable-pmtu-discovery)
+    ip_options: int = 0  # bytes of IPv4 options in the client's requests
 
     @property
     def ipv6(self) -> bool:
@@ -80,7 +82,7 @@ class Config:
             tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
             no_backend_response=(NoBackendResponse.REJECT if self.reject
                                  else NoBackendResponse.DROP),
-            masquerade=self.masquerade)
+            masquerade=self.masquerade, pmtu_discovery=self.pmtu)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -104,6 +106,10 @@ class Config:
             parts.append("ecmp")
         if self.masquerade:
             parts.append("bpf-masq")
+        if self.pmtu:
+            parts.append("pmtu")
+        if self.ip_options:
+            parts.append(f"ipopts{self.ip_options}")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -115,4 +121,5 @@ class Config:
                 "source_dest_check": self.source_dest_check, "version": self.version.value,
                 "no_backend_response": "reject" if self.reject else "drop",
                 "session_affinity": "ClientIP" if self.affinity else "None",
-                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade}
+                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade,
+                "pmtu_discovery": self.pmtu, "ip_options": self.ip_options}

@@ -38,6 +38,8 @@ class FlowDoc:
     idle: int = 0  # seconds of silence first (the agent's CT GC runs then)
     node: int = 0  # the node the flow enters by (0: node1, 1: node2)
     backend_error: str | None = None  # the backend answers with this ICMP error
+    size: int | None = None  # each request's L3 length (None: short)
+    ip_options: int = 0  # bytes of IPv4 options in each request
 
 
 @attrs.frozen(kw_only=True)
@@ -102,13 +104,18 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
             flow["terminating"] = [f"web-{i}" for i in f.terminating]
         if f.backend_error is not None:
             flow["backendError"] = f.backend_error
+        if f.size is not None:
+            flow["size"] = f.size
+        if f.ip_options:
+            flow["ipOptions"] = f.ip_options
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,
                    "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value},
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
-                   **({"bpf": {"masquerade": True}} if c.masquerade else {})},
+                   **({"bpf": {"masquerade": True}} if c.masquerade else {}),
+                   **({"pmtuDiscovery": {"enabled": True}} if c.pmtu_discovery else {})},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
         "nodes": [{"name": f"node{i + 1}", "ip": v.nodes[i],

@@ -84,6 +84,8 @@ class Bounds:
     reconnect: bool = False
     # the backend answers each request with this ICMP error (flows[].backendError)
     backend_error: IcmpKind | None = None
+    # each request's L3 length (flows[].size; None: short) and IPv4 options (ipOptions)
+    size: int | None = None
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
@@ -93,8 +95,9 @@ class Bounds:
         again = ", a second connection" if self.reconnect else ""
         err = (f", the backend answers {self.backend_error.value}"
                if self.backend_error is not None else "")
+        big = f", {self.size}-byte requests" if self.size is not None else ""
         return (f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{again}"
-                f"{err}")
+                f"{err}{big}")
 
 
 @attrs.frozen(kw_only=True)
@@ -147,7 +150,8 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
         flows=tuple(FlowDoc(client=i, sport=ports[p.marker], packets=bounds.packets,
                             backend=backend if i == 0 else None,
                             backend_error=(bounds.backend_error.value
-                                           if bounds.backend_error is not None else None))
+                                           if bounds.backend_error is not None else None),
+                            size=bounds.size, ip_options=cfg.ip_options)
                     for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])) + (
             (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
                      backend=None, resume=True, set_backends=(1,), terminating=(0,)),

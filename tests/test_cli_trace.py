@@ -33,6 +33,12 @@ EXPECTED: dict[str, dict[str, tuple[str, str | None]]] = {
     "icmp-error-through-nat.yaml": {"snat-port-unreachable": ("delivered", None),
                                     "dsr-frag-needed": ("delivered", None),
                                     "local-port-unreachable": ("delivered", None)},
+    "dsr-pmtu.yaml": {"full-size-syn": ("dropped", "DROP_FRAG_NEEDED"),
+                      "retry-at-1492": ("delivered", None),
+                      "full-size-datagram": ("dropped", "DROP_FRAG_NEEDED"),
+                      "no-room-for-the-option": ("dropped", "DROP_CT_INVALID_HDR")},
+    "dsr-pmtu-off.yaml": {"full-size-syn": ("dropped", "FABRIC_OVER_MTU"),
+                          "fits-at-1492": ("delivered", None)},
 }
 
 

@@ -28,6 +28,11 @@ ASSIGN_CONFIG(union v6addr, nat_ipv6_masquerade, NPH_IPV6_MASQUERADE)
 ASSIGN_CONFIG(union v6addr, router_ipv6, NPH_ROUTER_IPV6)
 #endif
 
+/* The device MTU the agent assigns per attached device (nodeport.h:33). */
+#ifdef NPH_DEVICE_MTU
+ASSIGN_CONFIG(__u16, device_mtu, NPH_DEVICE_MTU)
+#endif
+
 /* enable-no-service-endpoints-routable (agent default true): a frontend without
  * backends drops with DROP_NO_SERVICE instead of passing the packet on. */
 ASSIGN_CONFIG(bool, enable_no_service_endpoints_routable, true)
