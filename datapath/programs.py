@@ -259,7 +259,7 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     fabric = _fabric(draw)
     if fabric:
         doc["fabric"] = fabric
-    _sizes(draw, doc, flows, fam == "ipv4")
+    _sizes(draw, doc, flows, fam == "ipv4", {p["name"] for p in pods})
     doc.update({
         "nodes": [{"name": n, "ip": a["node"].format(3 + i)} for i, n in enumerate(nodes)],
         "pods": pods, "services": services, "clients": clients, "flows": flows})
@@ -272,15 +272,19 @@ SIZES: tuple[int | None, ...] = (None,) * 6 + (1400, 1500)
 IP_OPTIONS = (0,) * 10 + (4, 36)  # IPv4 options: 36 leave no room for the DSR option
 
 
-def _sizes(draw: Draw, doc: dict[str, Any], flows: list[dict[str, Any]], v4: bool) -> None:
+def _sizes(draw: Draw, doc: dict[str, Any], flows: list[dict[str, Any]], v4: bool,
+           pods: set[str]) -> None:
     """Drawn last (earlier draws, and so older programs, stay as they were): PMTU discovery
-    on or off, each flow's request size and, in IPv4 on a fabric that keeps IP options, its
-    options."""
+    on or off, each service flow's request size and, in IPv4 on a fabric that keeps IP
+    options, its options (drawn for a pod's egress flow too, but not set: sizes are a
+    service flow's key)."""
     if pick(draw, (False, True)):
         doc["cilium"]["pmtuDiscovery"] = {"enabled": True}
     keeps = not doc.get("fabric", {}).get("dropsIPOptions", False)
     for f in flows:
         size, opts = picks(draw, SIZES, IP_OPTIONS)
+        if f["client"] in pods:
+            continue
         if size is not None:
             f["size"] = size
         if opts and v4 and keeps:
