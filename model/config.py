@@ -80,6 +80,10 @@ class CiliumConfig:
     # bpf.masquerade (ENABLE_MASQUERADE_IPV4/6): only then does the LB node's reverse SNAT
     # see packets of no service protocol, ICMP errors among them (nodeport.h:3021, :1624).
     masquerade: bool = False
+    # --enable-ipv4-fragment-tracking / --enable-ipv6-fragment-tracking (both default true;
+    # Helm fragmentTracking): cilium_ipv4/6_frag_datagrams give later fragments their ports.
+    # The IPv6 switch exists from v1.20 on; v1.18 drops every IPv6 fragment (ipv6.h:55).
+    fragment_tracking: bool = True
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT

@@ -28,3 +28,5 @@ class ModelFault(enum.Enum):
     AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
                                 "(the timeout compared the wrong way)")
     REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"
+    FRAG_FIRST_NOT_RECORDED = ("the first fragment does not record its ports in "
+                               "cilium_ipv4/6_frag_datagrams")

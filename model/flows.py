@@ -20,6 +20,7 @@ from model.network import (
     reprogram,
     walk,
 )
+from model.fragments import fragments, ordered
 from model.values import Endpoint, IcmpKind, IPAddress, Packet, Proto, TcpFlags
 
 
@@ -53,6 +54,12 @@ class FlowSpec:
     # (a closed UDP port, a too-big packet: the model has no routers, so an error from a
     # router on the backend leg is drawn as the backend's; only the outer source differs).
     backend_error: IcmpKind | None = None
+    # Each datagram leaves the client as this many IP fragments (0: unfragmented), reaching
+    # the node in fragment_order (model.fragments.ORDERS); datagram i has IP id
+    # fragment_id + i. The backend answers once it has every fragment.
+    fragments: int = 0
+    fragment_order: str = "in-order"
+    fragment_id: int = 256
 
 
 ENDINGS = ("fin", "half", "rst", "backend-fin", "backend-rst")
@@ -69,6 +76,9 @@ class FlowTrace:
     backend_saw: tuple[Packet, ...]
     client_saw: tuple[Packet, ...]
     backend_pod: str | None
+    # A fragmented flow's datagrams: per fragment in arrival order, (offset, pod that got it
+    # or None); the fragments' pods must agree for the backend to reassemble the datagram.
+    datagrams: tuple[tuple[tuple[int, str | None], ...], ...] = ()
 
 
 def _ends_here(spec: FlowSpec, index: int) -> bool:
@@ -129,28 +139,47 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
         state = reprogram(world, state, service, members, spec.terminating)
     if spec.idle:
         state = gc_all(attrs.evolve(state, now=state.now + spec.idle), world.faults)
+    datagrams: list[tuple[tuple[int, str | None], ...]] = []
     for i in range(spec.packets):
         state = attrs.evolve(state, now=state.now + 1)
         pkt = request(spec, i)
-        hops.append(Hop(at=spec.client, hook=None, action=Action.SEND, packet=pkt, reply=False))
-        w = walk(world, state, ("client", spec.client), pkt, reply=False, via=spec.via,
-                 pinned=pinned)
-        state = w.state
-        hops.extend(w.hops)
-        if w.end is EndKind.CLIENT:  # a reply generated on the way (none today)
-            client_saw.append(w.packet)
-        if w.end is not EndKind.POD:
-            if w.end is EndKind.DROP and w.at == spec.client:
-                client_saw.append(w.packet)  # the ICMP error the node answered with
-            drop = w.drop
+        sent: tuple[Packet, ...] = (pkt,)
+        if spec.fragments > 1:
+            sent = ordered(fragments(pkt, spec.fragments, spec.fragment_id + i),
+                           spec.fragment_order)
+        got: list[tuple[int, str | None]] = []
+        first: Packet | None = None
+        for piece in sent:
+            hops.append(Hop(at=spec.client, hook=None, action=Action.SEND, packet=piece,
+                            reply=False))
+            w = walk(world, state, ("client", spec.client), piece, reply=False, via=spec.via,
+                     pinned=pinned)
+            state = w.state
+            hops.extend(w.hops)
+            if w.end is EndKind.CLIENT:  # a reply generated on the way (none today)
+                client_saw.append(w.packet)
+            if w.end is not EndKind.POD:
+                if w.end is EndKind.DROP and w.at == spec.client:
+                    client_saw.append(w.packet)  # the ICMP error the node answered with
+                drop = w.drop
+                break
+            got.append((piece.frag.offset if piece.frag is not None else 0, w.at))
+            backend_saw.append(w.packet)
+            pods.append(w.at)
+            if piece.frag is None or piece.frag.first:
+                first = w.packet
+        if spec.fragments > 1:
+            datagrams.append(tuple(got))
+        if drop is not None:
             break
-        backend_saw.append(w.packet)
-        pods.append(w.at)
-        ans = answer(spec, i, w.packet)
+        assert first is not None
+        if len({at for _, at in got}) > 1:
+            continue  # the fragments went apart: no pod has the whole datagram to answer
+        ans = answer(spec, i, attrs.evolve(first, frag=None))
         if ans is None:
             continue
-        hops.append(Hop(at=w.at, hook=None, action=Action.REPLY, packet=ans, reply=True))
-        r = walk(world, state, ("pod", w.at), ans, reply=True)
+        hops.append(Hop(at=pods[-1], hook=None, action=Action.REPLY, packet=ans, reply=True))
+        r = walk(world, state, ("pod", pods[-1]), ans, reply=True)
         state = r.state
         hops.extend(r.hops)
         if r.end is not EndKind.CLIENT:
@@ -159,7 +188,7 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
         client_saw.append(r.packet)
     trace = FlowTrace(spec=spec, delivered=drop is None, drop=drop, hops=tuple(hops),
                       backend_saw=tuple(backend_saw), client_saw=tuple(client_saw),
-                      backend_pod=pods[0] if pods else None)
+                      backend_pod=pods[0] if pods else None, datagrams=tuple(datagrams))
     return state, trace
 
 
@@ -176,10 +205,12 @@ def run_flows(world: World, flows: Sequence[FlowSpec],
 
 def packet_json(pkt: Packet) -> dict[str, Any]:
     """A packet in the trace JSON shape."""
-    icmp = pkt.proto in (Proto.ICMP, Proto.ICMPV6)
+    # ICMP and a later fragment have no ports on the wire: addresses only
+    bare = pkt.proto in (Proto.ICMP, Proto.ICMPV6) or (pkt.frag is not None
+                                                       and not pkt.frag.first)
     out: dict[str, Any] = {
-        "src": str(pkt.src.addr) if icmp else str(pkt.src),
-        "dst": str(pkt.dst.addr) if icmp else str(pkt.dst),
+        "src": str(pkt.src.addr) if bare else str(pkt.src),
+        "dst": str(pkt.dst.addr) if bare else str(pkt.dst),
         "proto": pkt.proto.name,
         "flags": pkt.flags.letters() if pkt.proto is Proto.TCP else None,
         "dsr": str(pkt.dsr.frontend) if pkt.dsr is not None else None,
@@ -193,6 +224,9 @@ def packet_json(pkt: Packet) -> dict[str, Any]:
     if pkt.quote is not None:
         out["quote"] = {"src": str(pkt.quote.src), "dst": str(pkt.quote.dst),
                         "proto": pkt.quote.proto.name}
+    if pkt.frag is not None:
+        out["fragment"] = {"id": pkt.frag.id, "offset": pkt.frag.offset,
+                           "more": pkt.frag.more}
     return out
 
 
@@ -205,6 +239,8 @@ def _seen(pkt: Packet) -> dict[str, Any]:
         seen["icmp"] = full["icmp"]
     if pkt.quote is not None:
         seen["quote"] = full["quote"]
+    if pkt.frag is not None:
+        seen["fragment"] = full["fragment"]
     return seen
 
 

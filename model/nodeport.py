@@ -11,6 +11,7 @@ from model.config import CiliumConfig, CiliumVersion, DsrDispatch
 from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.fragments import load_l4_ports, no_l4
 from model.maps import (
     AffinityKey,
     AffinityVal,
@@ -277,6 +278,9 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     target = ctx.ip
     if tep is not None and ctx.router_ip is not None:
         target = ctx.router_ip
+    st, _, err = load_l4_ports(ctx.cfg, ctx.faults, st, out)  # tail_nodeport_nat_egress_ipv4's
+    if err is not None:  # lb4_extract_tuple on the DNATed packet (nodeport.h:2621)
+        return st, _drop(out, err)
     res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, target, ctx.now, ctx.name,
                    ctx.rand, ctx.faults)
     st = attrs.evolve(st, snat=res.snat)
@@ -455,6 +459,20 @@ def _icmp_error_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState,
 
 def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                 ) -> tuple[NodeState, HookResult]:
+    """nodeport_lb4: a fragment's ports first (lb4_extract_tuple), then the ports' path."""
+    if pkt.frag is None or pkt.quote is not None:
+        return _nodeport_lb(ctx, st, pkt, hook)
+    st, logical, err = load_l4_ports(ctx.cfg, ctx.faults, st, pkt)
+    if err is not None:
+        return st, _drop(pkt, err)
+    st, res = _nodeport_lb(ctx, st, logical, hook)
+    if not pkt.frag.first and res.packet.frag is not None:
+        res = attrs.evolve(res, packet=no_l4(res.packet))
+    return st, res
+
+
+def _nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
+                 ) -> tuple[NodeState, HookResult]:
     """nodeport_lb4: service traffic to nodeport_svc_lb, the rest to DSR/reverse-SNAT."""
     if pkt.quote is not None:
         return _icmp_error_in(ctx, st, pkt)

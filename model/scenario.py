@@ -23,6 +23,7 @@ from model.config import (
 )
 from model.errors import ConfigRefused, ScenarioError
 from model.flows import ENDINGS, FlowSpec
+from model.fragments import ORDERS
 from model.network import World
 from model.topology import (
     AFFINITY_TIMEOUT_DEFAULT,
@@ -201,7 +202,7 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
     bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax",
-                                                             "masquerade"})
+                                                             "masquerade", "fragmentTracking"})
     lo, hi = 30000, 32767
     if "range" in np:
         text = str(np["range"]).replace(",", "-")
@@ -244,6 +245,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         ct_any_max=r.opt(bpf, "ctAnyMax", "cilium.bpf",
                          lambda v, p: r.integer(v, p, 1, 2**26), 262144),
         masquerade=r.opt(bpf, "masquerade", "cilium.bpf", lambda v, p: r.boolean(v, p), False),
+        fragment_tracking=r.opt(bpf, "fragmentTracking", "cilium.bpf",
+                                lambda v, p: r.boolean(v, p), True),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
@@ -528,7 +531,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
                         "close", "setBackends", "terminating", "resume", "lostReplies",
-                        "backendError"},
+                        "backendError", "fragments", "fragmentOrder"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") not in clients:
             raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
@@ -582,6 +585,20 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
             resume=resume, ending=ending if isinstance(ending, str) else "fin",
             lost_replies=r.opt(m, "lostReplies", p, r.boolean, False),
             backend_error=r.opt(m, "backendError", p,
-                                lambda v, q: r.enum(v, q, IcmpKind), None)))
+                                lambda v, q: r.enum(v, q, IcmpKind), None),
+            **_fragmented(r, m, p, len(flows))))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 
+
+def _fragmented(r: _Reader, m: Mapping[str, Any], p: str, index: int) -> dict[str, Any]:
+    """fragments (0 or 2..64) and fragmentOrder (only with fragments); the flow's IP ids."""
+    count = r.opt(m, "fragments", p, lambda v, q: r.integer(v, q, 0, 64), 0)
+    if count == 1:
+        raise r.fail(f"{p}.fragments", "1 fragment is an unfragmented datagram: use 0 or "
+                     "at least 2")
+    order = r.opt(m, "fragmentOrder", p, r.string, "in-order")
+    if order not in ORDERS:
+        raise r.fail(f"{p}.fragmentOrder", f"{_shown(order)} is not one of {', '.join(ORDERS)}")
+    if "fragmentOrder" in m and not count:
+        raise r.fail(f"{p}.fragmentOrder", "needs fragments (2 or more)")
+    return {"fragments": count, "fragment_order": order, "fragment_id": 256 + 1000 * index}
