@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from model.drops import DropReason
+from model.fragments import fragments, ordered
 from model.network import (
     Action,
     ClusterState,
@@ -20,7 +21,6 @@ from model.network import (
     reprogram,
     walk,
 )
-from model.fragments import fragments, ordered
 from model.values import Endpoint, IcmpKind, IPAddress, Packet, Proto, TcpFlags
 
 

@@ -39,7 +39,7 @@ def load_l4_ports(cfg: CiliumConfig, faults: frozenset[ModelFault], st: NodeStat
         st = attrs.evolve(st, frag=st.frag.touch(key))
         return st, attrs.evolve(pkt, src=Endpoint(addr=pkt.src.addr, port=ports.sport),
                                 dst=Endpoint(addr=pkt.dst.addr, port=ports.dport)), None
-    if frag.more and not ModelFault.FRAG_FIRST_NOT_RECORDED in faults:
+    if frag.more and ModelFault.FRAG_FIRST_NOT_RECORDED not in faults:
         st = attrs.evolve(st, frag=st.frag.put(key, FragPorts(sport=pkt.src.port,
                                                               dport=pkt.dst.port)))
     return st, pkt, None

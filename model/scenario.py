@@ -527,7 +527,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
     live: dict[str, tuple[str, ...]] = {}  # each service's backends after earlier changes
     pod_names = {pd.name for pd in cluster.pods}
     draining: dict[str, set[str]] = {}  # each service's terminating pods after changes
-    flows = []
+    flows: list[FlowSpec] = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
                         "close", "setBackends", "terminating", "resume", "lostReplies",

@@ -93,6 +93,7 @@ PREMISES: dict[str, Premise] = {
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
     "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-AFF-01": _reconnected,
     "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent,
+    "P-FRAG-01": _sent,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring

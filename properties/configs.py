@@ -44,6 +44,9 @@ class Config:
     affinity: bool = False  # the service has sessionAffinity: ClientIP
     ecmp: bool = False  # the client's later connections arrive at the other node (ECMP)
     masquerade: bool = False  # bpf.masquerade
+    # the client's datagrams leave fragmented, reaching the node in this order (None: whole)
+    frag_order: str | None = None
+    frag_tracking: bool = True  # --enable-ipv4/6-fragment-tracking (cilium.bpf)
 
     @property
     def ipv6(self) -> bool:
@@ -80,7 +83,7 @@ class Config:
             tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
             no_backend_response=(NoBackendResponse.REJECT if self.reject
                                  else NoBackendResponse.DROP),
-            masquerade=self.masquerade)
+            masquerade=self.masquerade, fragment_tracking=self.frag_tracking)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -104,6 +107,10 @@ class Config:
             parts.append("ecmp")
         if self.masquerade:
             parts.append("bpf-masq")
+        if self.frag_order is not None:
+            parts.append(f"frag-{self.frag_order}")
+        if not self.frag_tracking:
+            parts.append("no-frag-tracking")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -115,4 +122,5 @@ class Config:
                 "source_dest_check": self.source_dest_check, "version": self.version.value,
                 "no_backend_response": "reject" if self.reject else "drop",
                 "session_affinity": "ClientIP" if self.affinity else "None",
-                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade}
+                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade,
+                "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking}

@@ -38,6 +38,8 @@ class FlowDoc:
     idle: int = 0  # seconds of silence first (the agent's CT GC runs then)
     node: int = 0  # the node the flow enters by (0: node1, 1: node2)
     backend_error: str | None = None  # the backend answers with this ICMP error
+    fragments: int = 0  # each datagram leaves as this many fragments
+    fragment_order: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -102,13 +104,17 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
             flow["terminating"] = [f"web-{i}" for i in f.terminating]
         if f.backend_error is not None:
             flow["backendError"] = f.backend_error
+        if f.fragments:
+            flow["fragments"] = f.fragments
+        if f.fragment_order is not None:
+            flow["fragmentOrder"] = f.fragment_order
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,
                    "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value},
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
-                   **({"bpf": {"masquerade": True}} if c.masquerade else {})},
+                   **_bpf(c.masquerade, c.fragment_tracking)},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
         "nodes": [{"name": f"node{i + 1}", "ip": v.nodes[i],
@@ -119,6 +125,13 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                     for i, ip in enumerate(v.clients)],
         "flows": flows,
     }
+
+
+def _bpf(masquerade: bool, tracking: bool) -> dict[str, Any]:
+    """cilium.bpf, only the keys that differ from the defaults."""
+    bpf = ({"masquerade": True} if masquerade else {}) | (
+        {} if tracking else {"fragmentTracking": False})
+    return {"bpf": bpf} if bpf else {}
 
 
 @attrs.frozen(kw_only=True)

@@ -84,6 +84,7 @@ class Bounds:
     reconnect: bool = False
     # the backend answers each request with this ICMP error (flows[].backendError)
     backend_error: IcmpKind | None = None
+    fragments: int = 0  # each datagram leaves as this many fragments (Config.frag_order)
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
@@ -93,8 +94,9 @@ class Bounds:
         again = ", a second connection" if self.reconnect else ""
         err = (f", the backend answers {self.backend_error.value}"
                if self.backend_error is not None else "")
+        frag = f", {self.fragments} fragments each" if self.fragments else ""
         return (f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{again}"
-                f"{err}")
+                f"{err}{frag}")
 
 
 @attrs.frozen(kw_only=True)
@@ -147,7 +149,9 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
         flows=tuple(FlowDoc(client=i, sport=ports[p.marker], packets=bounds.packets,
                             backend=backend if i == 0 else None,
                             backend_error=(bounds.backend_error.value
-                                           if bounds.backend_error is not None else None))
+                                           if bounds.backend_error is not None else None),
+                            fragments=bounds.fragments if cfg.frag_order else 0,
+                            fragment_order=cfg.frag_order if bounds.fragments else None)
                     for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])) + (
             (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
                      backend=None, resume=True, set_backends=(1,), terminating=(0,)),
