@@ -153,7 +153,7 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         router_ipv6=str(me.router_ip) if me.router_ip is not None and v6 else None,
         no_backend_response="reject" if cfg.reject_no_backend else "drop",
         no_service_endpoints_routable=cfg.no_service_endpoints_routable,
-        masquerade=cfg.masquerade,
+        masquerade=cfg.masquerade, fragment_tracking=cfg.fragment_tracking,
         version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20")
 
 

@@ -90,6 +90,10 @@ class NodeConfig:
     # a load-time switch in v1.20 (off by default), CONNTRACK_ACCOUNTING at compile time
     # in v1.18.
     ct_accounting: bool = False
+    # --enable-ipv4/6-fragment-tracking: cilium_ipv4/6_frag_datagrams give a datagram's
+    # later fragments its ports. Off here unless set, as Cilium's bpf/tests compile it
+    # (the agent's default is on; the model's scenarios say so explicitly).
+    fragment_tracking: bool = False
     # The Cilium release whose rules apply where 1.18 and 1.20 differ: 1.18 keeps a DSR
     # connection's frontend in the SNAT map (nodeport.h snat_v4_create_dsr) and reopens a
     # closing CT entry on any SYN; 1.20 keeps it in the CT entry, and reopens on a pure SYN.

@@ -16,6 +16,7 @@ from datapath.build import (
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
 from datapath.csum import csum_replace, ones_sum
 from datapath.drop import DatapathDrop, DropReason
+from datapath.fragments import load_l4_ports
 from datapath.icmp import no_service
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
@@ -100,6 +101,8 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
         return node.local_delivery(p)
     target = node.snat_addr(p.v6)
     tep = node.maps.ipcache.lookup(baddr) if node.tunnel else None
+    if p.is_frag:  # tail_nodeport_nat_egress_ipv4's lb4_extract_tuple (nodeport.h:2621)
+        load_l4_ports(node, p)
     if tep is None:
         snat_nat(node, p, target)
         return node.fib_redirect(p)

@@ -147,7 +147,8 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             masquerade=bool(node.get("masquerade", False)),
             no_service_endpoints_routable=bool(
                 node.get("no_service_endpoints_routable", True)),
-            ct_accounting=bool(node.get("ct_accounting", False)))
+            ct_accounting=bool(node.get("ct_accounting", False)),
+            fragment_tracking=bool(node.get("fragment_tracking", False)))
         return attrs.evolve(cfg, **_programmed(doc))
     except (TypeError, ValueError, AttributeError, OSError) as e:
         raise VectorFileError(path, "node/services/backends", str(e)) from None
