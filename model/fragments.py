@@ -17,20 +17,16 @@ def load_l4_ports(cfg: CiliumConfig, faults: frozenset[ModelFault], st: NodeStat
 
     With tracking on, the first fragment records its ports under {saddr, daddr, id, proto}
     (ipv4.h:127-134) and a later one takes them from there, or is DROP_FRAG_NOT_FOUND
-    (ipv4.h:96-98). With it off, v1.20 drops a later fragment (ipv4.h:151-152, its
-    DROP_FRAG_NOSUPPORT) while v1.18 reads "ports" from its payload (v1.18 ipv4.h:190-191;
-    the model's later fragments carry 0). v1.18 has no IPv6 tracking: ipv6_hdrlen drops
-    every packet with a fragment header (v1.18 ipv6.h:55-56)."""
+    (ipv4.h:96-98). With it off, bpf_host and bpf_overlay drop every fragment, the first
+    too, before nodeport_lb4 runs (DROP_FRAG_NOSUPPORT: bpf_host.c:612-617, 161-168,
+    bpf_overlay.c:71, 275; v1.18 bpf_host.c:617-620, bpf_overlay.c:302-305). v1.18 has no
+    IPv6 tracking: ipv6_hdrlen drops every packet with a fragment header (v1.18
+    ipv6.h:55-56)."""
     frag = pkt.frag
     if frag is None or pkt.proto not in (Proto.TCP, Proto.UDP):
         return st, pkt, None
-    v120 = cfg.version is CiliumVersion.V1_20
-    if pkt.is_ipv6 and not v120:
+    if not cfg.fragment_tracking or (pkt.is_ipv6 and cfg.version is not CiliumVersion.V1_20):
         return st, pkt, DropReason.DROP_FRAG_NOSUPPORT
-    if not cfg.fragment_tracking:
-        if not frag.first and v120:
-            return st, pkt, DropReason.DROP_FRAG_NOSUPPORT
-        return st, pkt, None
     key = FragKey(saddr=pkt.src.addr, daddr=pkt.dst.addr, id=frag.id, proto=pkt.proto)
     if not frag.first:
         ports = st.frag.get(key)

@@ -376,7 +376,8 @@ PROPERTIES += (
                    "proto} (ipv4.h:127-134), the later ones, which carry no L4 header, take "
                    "them from there. Expected counterexamples: a later fragment arriving "
                    "first is dropped (DROP_FRAG_NOT_FOUND, ipv4.h:96-98); with tracking off "
-                   "v1.20 drops every later fragment (DROP_FRAG_NOSUPPORT, ipv4.h:151); "
+                   "bpf_host drops every fragment, the first too (DROP_FRAG_NOSUPPORT, "
+                   "bpf_host.c:612-617); "
                    "v1.18 has no IPv6 tracking and drops every IPv6 fragment (v1.18 "
                    "ipv6.h:55-56)."),
         scope="one client, one datagram in two fragments, two backends; SNAT IPv4 UDP and "

@@ -56,7 +56,7 @@ def test_in_order_fragments_share_backend_and_snat_source() -> None:
 @pytest.mark.parametrize(("order", "tracking", "version", "reason"), [
     ("reversed", True, "1.20", DropReason.DROP_FRAG_NOT_FOUND),
     ("in-order", False, "1.20", DropReason.DROP_FRAG_NOSUPPORT),
-    ("in-order", False, "1.18", DropReason.PUNT_TO_STACK),  # ports read from the payload
+    ("in-order", False, "1.18", DropReason.DROP_FRAG_NOSUPPORT),
 ])
 def test_later_fragment_without_ports(order: str, tracking: bool, version: str,
                                       reason: DropReason) -> None:
