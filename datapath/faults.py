@@ -36,6 +36,8 @@ FAULTS: dict[str, str] = {
     "affinity_expiry_inverted": "a fresh session affinity entry counts as expired (timeout "
                                 "compared the wrong way)",
     "icmp_error_quote_kept": "reverse SNAT of an ICMP error leaves the quoted source SNATed",
+    "frag_first_not_recorded": "the first fragment does not record its ports in "
+                               "cilium_ipv4/6_frag_datagrams (later fragments not found)",
 }
 
 

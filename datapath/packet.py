@@ -68,8 +68,9 @@ def ip_text(addr: bytes) -> str:
 class Parsed:
     """The L3/L4 view a BPF program builds with revalidate_data + lb4_extract_tuple."""
 
-    __slots__ = ("buf", "daddr", "dport", "frag_first", "frag_id", "frag_ports", "is_frag",
-                 "l3_len", "l4_off", "proto", "saddr", "sport", "tcp_flags", "v6")
+    __slots__ = ("buf", "daddr", "dport", "frag_first", "frag_id", "frag_more", "frag_offset",
+                 "frag_ports", "is_frag", "l3_len", "l4_off", "proto", "saddr", "sport",
+                 "tcp_flags", "v6")
 
     def __init__(self, buf: bytearray, v6: bool, saddr: bytes = b"", daddr: bytes = b"",
                  proto: int = 0, l4_off: int = 0, l3_len: int = 0, sport: int = 0,
@@ -87,6 +88,8 @@ class Parsed:
         self.is_frag = False
         self.frag_first = True
         self.frag_id = 0  # the IP id (IPv4) or the fragment header's id (IPv6)
+        self.frag_offset = 0  # in 8-byte units
+        self.frag_more = False  # MF
         self.frag_ports = False  # a later fragment's ports came from the fragment map
 
     def has_ports(self) -> bool:
@@ -162,6 +165,8 @@ def _parse4(buf: bytearray) -> Parsed:
     if frag & 0x3FFF:
         p.is_frag = True
         p.frag_id = ident
+        p.frag_offset = frag & 0x1FFF
+        p.frag_more = bool(frag & 0x2000)
         p.frag_first = (frag & 0x1FFF) == 0
         if not p.frag_first:
             return p
@@ -179,7 +184,7 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
         raise _drop(DropReason.DROP_INVALID)
     is_frag = False
     frag_first = True
-    frag_id = 0
+    frag_id = fo = 0
     off = 40
     for _ in range(IPV6_MAX_HEADERS):
         if nh in _EXT_HDRS:
@@ -210,6 +215,8 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
         p.is_frag = True
         p.frag_first = frag_first
         p.frag_id = frag_id
+        p.frag_offset = fo >> 3
+        p.frag_more = bool(fo & 1)
     if frag_first:
         _parse_l4(p, end)
     return p
@@ -231,7 +238,8 @@ def _parse_l4(p: Parsed, end: int) -> None:
         if off + 8 > end:
             raise _drop(DropReason.DROP_INVALID)
         ulen = _H.unpack_from(buf, off + 4)[0]
-        if ulen < 8 or off + ulen > end:
+        # a first fragment's UDP length counts the whole datagram (Cilium reads no length)
+        if ulen < 8 or (off + ulen > end and not p.is_frag):
             raise _drop(DropReason.DROP_INVALID)
         p.sport, p.dport = _PORTS.unpack_from(buf, off)
     elif proto == IPPROTO_SCTP:
