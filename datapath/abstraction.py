@@ -342,11 +342,14 @@ def _quote_bytes(pkt: Packet, v6: bool) -> bytes:
 
 def quote_of(buf: bytes | bytearray, l4_off: int, v6: bool) -> FlowKey | None:
     """The tuple an ICMP error quotes (RFC 792: the IP header and at least 8 bytes after
-    it; RFC 4443: as much as fits): TCP/UDP only, IPv6 without extension headers."""
+    it; RFC 4443: as much as fits): TCP/UDP only, IPv6 without extension headers but a
+    first fragment's fragment header."""
     q = l4_off + 8
     try:
         if v6:
             nh, a, b, off = buf[q + 6], buf[q + 8:q + 24], buf[q + 24:q + 40], q + 40
+            if nh == IPPROTO_FRAGMENT and not int.from_bytes(buf[off + 2:off + 4]) & 0xFFF8:
+                nh, off = buf[off], off + 8  # a first fragment's quote: ports follow
         else:
             nh, a, b = buf[q + 9], buf[q + 12:q + 16], buf[q + 16:q + 20]
             off = q + (buf[q] & 0xF) * 4
