@@ -163,6 +163,11 @@ def packet_lines(pkt: Mapping[str, Any], changed: Sequence[str], col: str) -> li
         html += f" {esc(pkt['icmp'])}"
         text += f" {pkt['icmp']}"
     lines = [Line(html=html, text=text)]
+    if pkt.get("fragment"):
+        f = pkt["fragment"]
+        body = (f"fragment id {f['id']}, offset {f['offset']}{', MF' if f['more'] else ''}"
+                + ("" if f["offset"] == 0 else " (no L4 header)"))
+        lines.append(Line(html=esc(body), text=body))
     if pkt.get("quote"):
         q = pkt["quote"]
         body = f"quoting {q['proto']} {q['src']} {ARROW} {q['dst']}"
