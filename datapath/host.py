@@ -233,10 +233,10 @@ class Node:
         program_maps(self)
         self._derive()
 
-    def _parse(self, buf: bytearray) -> Parsed:
+    def _parse(self, buf: bytearray, entry: bool = True) -> Parsed:
         p = parse(buf, self._off8)
         if p.is_frag:
-            load_l4_ports(self, p)
+            load_l4_ports(self, p, entry)
         return p
 
     def _from_netdev(self, buf: bytearray) -> HookResult:
@@ -294,7 +294,7 @@ class Node:
         return None
 
     def _to_netdev(self, buf: bytearray) -> HookResult:
-        p = self._parse(buf)
+        p = self._parse(buf, entry=False)
         if self.revnat_to_netdev and p.has_ports():
             rev_dnat(self, p, dsr_ok=True)
         if self.tunnel:
