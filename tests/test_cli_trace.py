@@ -31,6 +31,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str | None]]] = {
     "icmp-error-through-nat.yaml": {"snat-port-unreachable": ("delivered", None),
                                     "dsr-frag-needed": ("delivered", None),
                                     "local-port-unreachable": ("delivered", None)},
+    "fragments.yaml": {"in-order": ("delivered", None), "first-last": ("delivered", None),
+                       "overtaken": ("dropped", "DROP_FRAG_NOT_FOUND")},
 }
 
 
