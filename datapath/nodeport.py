@@ -165,6 +165,10 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
                  ct_new: bool) -> tuple[int, str]:
     """tail_nodeport_ipv4_dsr(): opt or Geneve dispatch, then redirect."""
     if not node.opt_dispatch:
+        if p.is_frag and p.v6 and node.maps.ipcache.lookup(be.address) is not None:
+            # encap_geneve_dsr_opt6's lb6_extract_tuple on the DNATed packet (v1.20
+            # nodeport.h:437; the IPv4 twin extracts only under XDP, :1830-1836)
+            load_l4_ports(node, p)
         opt = b""
         if _wants_dsr_info(node, p, "geneve_opt_every_tcp", ct_new):
             opt = geneve_dsr_opt(vip, vport)

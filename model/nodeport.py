@@ -267,6 +267,12 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
         return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=Step.DNAT)
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
+        if (pkt.is_ipv6 and ctx.cfg.dispatch is DsrDispatch.GENEVE
+                and ctx.ipcache.get(backend.addr) is not None):
+            # encap_geneve_dsr_opt6 extracts the DNATed tuple again (nodeport.h:437)
+            st, _, err = load_l4_ports(ctx.cfg, ctx.faults, st, out)
+            if err is not None:
+                return st, _drop(out, err)
         if ctx.has(ModelFault.DSR_ALSO_SNATS):
             out = attrs.evolve(out, src=Endpoint(addr=ctx.ip, port=client.port))
         return st, _dsr_forward(ctx, pkt, out, first)
