@@ -128,6 +128,7 @@ MODEL_TESTS = (
     "tests/test_model_dsr_stale.py", "tests/test_ct_seen_flags.py",
     "tests/test_abstraction_icmp.py", "tests/test_diffgen_reach.py", "tests/test_model_gaps.py",
     "tests/test_model_gaps_2.py", "tests/test_model_affinity.py", "tests/test_icmp_errors.py",
+    "tests/test_model_fragments.py",
 )
 # Tests of datapath/ and its bridge; the two seeded-fault kill tables (57 s and 13 s, they
 # re-run vectors and difftest per registered fault) and the CLI loader test (the vectors and
