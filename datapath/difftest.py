@@ -189,7 +189,7 @@ class PortRenaming:
         return attrs.evolve(d, dst=Endpoint(addr=d.dst.addr, port=new))
 
     def nat_state(self, st: NodeState) -> NodeState:
-        """Rename the NAT ports in a datapath-derived SNAT map."""
+        """Rename the NAT ports in a datapath-derived SNAT map (and fragment map)."""
         if not self.fwd:
             return st
         out: dict[NatTuple, NatEntry] = {}
@@ -202,7 +202,12 @@ class PortRenaming:
                 nk = attrs.evolve(k, dport=self.get((k.daddr, k.saddr, k.sport, k.nexthdr),
                                                     k.dport))
                 out[nk] = v
-        return attrs.evolve(st, snat=attrs.evolve(st.snat, entries=out))
+        # a SNATed datagram's fragment entry on the backend's node holds the NAT port
+        frag = {k: attrs.evolve(v, sport=self.get((k.saddr, k.daddr, v.dport, k.proto),
+                                                  v.sport))
+                if k.saddr in self.node_ips else v for k, v in st.frag.entries.items()}
+        return attrs.evolve(st, snat=attrs.evolve(st.snat, entries=out),
+                            frag=attrs.evolve(st.frag, entries=frag))
 
 
 # -- the model side ------------------------------------------------------------------------
