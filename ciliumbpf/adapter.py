@@ -382,6 +382,10 @@ class CiliumBpfNode:
         for name in AFFINITY_MAPS:
             if (want is None or name in want) and name in self.host.maps:
                 out[name] = [(_as_dict(k), _as_dict(v)) for k, v in self.affinity(name).items()]
+        for name in prog.FRAG_MAPS:
+            if (want is None or name in want) and name in self.host.maps:
+                out[name] = [(_as_dict(k), _as_dict(v))
+                             for k, v in prog.frags(self, name).items()]
         for name in LB_MAPS:
             if (want is None or name in want) and name in self.host.maps:
                 out[name] = [r for _raw, k, v in self._rows(name)

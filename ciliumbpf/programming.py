@@ -31,6 +31,8 @@ from datapath.maps import (
     AffinityVal,
     CtEntry,
     CtTuple,
+    FragKey,
+    FragPorts,
     NatEntry,
     RatelimitKey,
     RatelimitValue,
@@ -144,6 +146,10 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d["SERVICE_NO_BACKEND_RESPONSE"] = "1"  # tail_no_service_ipv{4,6}: ICMP unreachable
     if cfg.ct_accounting:
         d["NPH_CT_ACCOUNTING"] = "1"  # config.h (1.20 CONFIG) / harness.h (1.18 define)
+    if cfg.fragment_tracking:
+        # 1.20: CONFIG(enable_ipv4/6_fragments) (config.h); 1.18: the compile-time define
+        # (v1.18 lib/ipv4.h:28, 186), IPv4 only: 1.18 has no IPv6 fragment tracking
+        d["NPH_FRAGMENTS" if minor(version) >= 120 else "ENABLE_IPV4_FRAGMENTS"] = "1"
     if minor(version) < 120 and any(s.affinity_timeout for s in cfg.services):
         # sessionAffinity=ClientIP: 1.18 compiles the affinity maps and lookups only under
         # this define (lib/lb.h:56, 143, 193, 954); 1.20 always has them
@@ -453,6 +459,20 @@ CT_MAPS = {"cilium_ct4_global": False, "cilium_ct_any4_global": False,
 NAT_MAPS = {"cilium_snat_v4_external": False, "cilium_snat_v6_external": True}
 AFFINITY_MAPS = {"cilium_lb4_affinity": False, "cilium_lb6_affinity": True}
 RATELIMIT_MAP = "cilium_ratelimit"
+FRAG_MAPS = {"cilium_ipv4_frag_datagrams": False, "cilium_ipv6_frag_datagrams": True}
+
+
+def frag_key(k: Mapping[str, Any], v6: bool) -> FragKey:
+    """struct ipv4_frag_id / ipv6_frag_id (ipv4.h:16, ipv6.h:43) as the reference's key."""
+    return FragKey(_addr(k["daddr"], v6), _addr(k["saddr"], v6), int(k["id"]),
+                   int(k["proto"]))
+
+
+def frags(node: CiliumBpfNode, name: str) -> dict[FragKey, FragPorts]:
+    """cilium_ipv4/6_frag_datagrams as the reference's key/value."""
+    v6 = FRAG_MAPS[name]
+    return {frag_key(k, v6): FragPorts(int(v["sport"]), int(v["dport"]))
+            for _raw, k, v in node._rows(name)}
 
 @attrs.define
 class MapView:
@@ -474,6 +494,11 @@ class MapView:
         m = self._map()
         if isinstance(key, AffinityKey):
             return m.pack_key(fit(m.key_type, affinity_key_row(key)))
+        if isinstance(key, FragKey):
+            v6 = len(key.daddr) == 16
+            return m.pack_key(fit(m.key_type, {"daddr": _a(key.daddr, v6),
+                                               "saddr": _a(key.saddr, v6), "id": key.id,
+                                               "proto": key.proto}))
         if isinstance(key, RatelimitKey):
             return m.pack_key({"usage": key.usage, "key": {"icmpv6": {"netdev_idx":
                                                                       key.netdev_idx}}})
@@ -493,6 +518,8 @@ class MapView:
             row: dict[str, Any] = {"last_used": value.last_used, "backend_id": value.backend_id}
         elif isinstance(value, RatelimitValue):
             row = {"last_topup": value.last_topup, "tokens": value.tokens}
+        elif isinstance(value, FragPorts):
+            row = {"sport": value.sport, "dport": value.dport}
         elif isinstance(value, NatEntry):
             row = nat_row(value, len(value.to_addr) == 16)
         else:
@@ -529,4 +556,6 @@ class MapsView:
                 for _raw, k, v in self.node._rows(name)})
         if name == RATELIMIT_MAP and name in self.node.host.maps:
             return MapView(self.node, name, self.node.ratelimit())
+        if name in FRAG_MAPS and name in self.node.host.maps:
+            return MapView(self.node, name, frags(self.node, name))
         raise KeyError(name)

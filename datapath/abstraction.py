@@ -15,6 +15,7 @@ Three translations, each the only bridge between the byte-level datapath and the
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from datapath.maps import (
 from datapath.packet import (
     GENEVE_PORT,
     IPPROTO_DSTOPTS,
+    IPPROTO_FRAGMENT,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
@@ -61,6 +63,8 @@ from model.maps import (
     AffinityVal,
     CtEntry,
     CtTuple,
+    FragKey,
+    FragPorts,
     LbMaps,
     LruMap,
     NatEntry,
@@ -74,10 +78,12 @@ from model.maps import (
 from model.network import World
 from model.topology import FrontendKind
 from model.values import (
+    FRAG_UNITS,
     DsrKind,
     DsrMeta,
     Endpoint,
     FlowKey,
+    Fragment,
     IcmpKind,
     IPAddress,
     Outer,
@@ -93,6 +99,7 @@ _PROTO = {Proto.TCP: "tcp", Proto.UDP: "udp"}
 CT_MAPS = ("cilium_ct4_global", "cilium_ct_any4_global", "cilium_ct6_global",
            "cilium_ct_any6_global")
 AFFINITY_MAPS = ("cilium_lb4_affinity", "cilium_lb6_affinity")
+FRAG_MAPS = ("cilium_ipv4_frag_datagrams", "cilium_ipv6_frag_datagrams")
 NAT_MAPS = ("cilium_snat_v4_external", "cilium_snat_v6_external")
 
 
@@ -160,6 +167,7 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         masquerade_ipv6=str(me.masq_ip) if me.masq_ip is not None and v6 else None,
         snat_exclusion_cidrs=_native_routing_cidr(world),
         pmtu_discovery=cfg.pmtu_discovery, mtu=world.mtu(node),
+        fragment_tracking=cfg.fragment_tracking,
         version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20")
 
 
@@ -316,12 +324,14 @@ def packet_of(data: bytes | bytearray) -> Packet:
     opts = 0 if p.v6 else (buf[0] & 0xF) * 4 - 20 - added
     proto = Proto(p.proto)
     size: int | None = p.l3_len - added
-    if size == short_size(p.v6, proto, opts):
-        size = None
+    frag = (Fragment(id=p.frag_id, offset=p.frag_offset, more=p.frag_more)
+            if p.is_frag else None)
+    if frag is not None or size == short_size(p.v6, proto, opts):
+        size = None  # a fragment's length is its piece's, not the request's
     return Packet(src=Endpoint(addr=_ip(p.saddr), port=p.sport),
                   dst=Endpoint(addr=_ip(p.daddr), port=p.dport), proto=proto,
                   flags=TcpFlags(p.tcp_flags & 0x1F), dsr=dsr, outer=outer, size=size,
-                  ip_options=opts)
+                  ip_options=opts, frag=frag)
 
 
 def wire_fault(data: bytes | bytearray) -> str | None:
@@ -330,6 +340,8 @@ def wire_fault(data: bytes | bytearray) -> str | None:
         p = parse(bytearray(data))
         if not p.v6 and checksum(data[:p.l4_off]) != 0:
             return "BAD_IP_CHECKSUM"
+        if p.is_frag:  # an L4 checksum covers the reassembled datagram, not a fragment
+            return None
         seg = bytes(data[p.l4_off:p.l3_len])
         if p.proto == IPPROTO_ICMP:
             ok = checksum(seg) == 0
@@ -364,11 +376,14 @@ def _quote_bytes(pkt: Packet, v6: bool) -> bytes:
 
 def quote_of(buf: bytes | bytearray, l4_off: int, v6: bool) -> FlowKey | None:
     """The tuple an ICMP error quotes (RFC 792: the IP header and at least 8 bytes after
-    it; RFC 4443: as much as fits): TCP/UDP only, IPv6 without extension headers."""
+    it; RFC 4443: as much as fits): TCP/UDP only, IPv6 without extension headers but a
+    first fragment's fragment header."""
     q = l4_off + 8
     try:
         if v6:
             nh, a, b, off = buf[q + 6], buf[q + 8:q + 24], buf[q + 24:q + 40], q + 40
+            if nh == IPPROTO_FRAGMENT and not int.from_bytes(buf[off + 2:off + 4]) & 0xFFF8:
+                nh, off = buf[off], off + 8  # a first fragment's quote: ports follow
         else:
             nh, a, b = buf[q + 9], buf[q + 12:q + 16], buf[q + 16:q + 20]
             off = q + (buf[q] & 0xF) * 4
@@ -408,17 +423,22 @@ def bytes_of(pkt: Packet) -> bytes:
         l4 = (tcp_segment(s, d, pkt.src.port, pkt.dst.port, int(pkt.flags), payload=payload)
               if pkt.proto is Proto.TCP else udp_datagram(s, d, pkt.src.port, pkt.dst.port,
                                                           payload=payload))
+        ident = word = 0
+        nh6 = proto  # what the IPv6 chain leads to after a DSR option
+        if pkt.frag is not None:
+            l4, ident, word, nh6 = _fragment(pkt.frag, l4, proto, v6)
         meta = pkt.dsr
         fe = meta.frontend if meta is not None else None
         nops = b"\x01" * pkt.ip_options  # IPOPT_NOOP
         if meta is not None and fe is not None and meta.kind is DsrKind.IPV4_OPTION:
-            inner = ipv4(s, d, proto, l4,
+            inner = ipv4(s, d, proto, l4, ident=ident, frag=word,
                          options=dsr_opt4_bytes(fe.addr.packed, fe.port) + nops)
         elif meta is not None and fe is not None and meta.kind is DsrKind.IPV6_DSTOPT:
             inner = ipv6(s, d, IPPROTO_DSTOPTS,
-                         dsr_opt6_bytes(proto, fe.addr.packed, fe.port) + l4)
+                         dsr_opt6_bytes(nh6, fe.addr.packed, fe.port) + l4)
         else:
-            inner = ipv6(s, d, proto, l4) if v6 else ipv4(s, d, proto, l4, options=nops)
+            inner = (ipv6(s, d, nh6, l4) if v6
+                     else ipv4(s, d, proto, l4, ident=ident, frag=word, options=nops))
     if pkt.outer is None:
         return inner
     opt = b""
@@ -426,6 +446,18 @@ def bytes_of(pkt: Packet) -> bytes:
         opt = geneve_dsr_opt(pkt.dsr.frontend.addr.packed, pkt.dsr.frontend.port)
     o = pkt.outer
     return geneve_encap(o.src.packed, o.dst.packed, inner, o.vni, opt, 40000, v6)
+
+
+def _fragment(frag: Fragment, l4: bytes, proto: int, v6: bool) -> tuple[bytes, int, int, int]:
+    """A fragment's L4 bytes, IPv4 id and flags/offset word, and the IPv6 next header: the
+    first carries the datagram's first FRAG_UNITS * 8 bytes (its L4 header), a later one
+    as many zero bytes; IPv6 puts a fragment header (RFC 8200 4.5) in front."""
+    size = FRAG_UNITS * 8
+    body = l4[:size] if frag.first else b"\0" * size
+    if not v6:
+        return body, frag.id & 0xFFFF, (0x2000 if frag.more else 0) | frag.offset, proto
+    hdr = struct.pack("!BBHI", proto, 0, (frag.offset << 3) | int(frag.more), frag.id)
+    return hdr + body, 0, 0, IPPROTO_FRAGMENT
 
 
 # -- maps: dump -> model NodeState ---------------------------------------------------------
@@ -585,4 +617,18 @@ def node_state(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], 
                      ct=ct_map(dump, ref.ct.capacity, ref.ct.any_capacity),
                      snat=nat_map(dump, ref.snat.capacity),
                      icmp6_bucket=icmp6_bucket(dump, ref.icmp6_bucket),
-                     affinity=affinity_map(dump, ref.affinity))
+                     affinity=affinity_map(dump, ref.affinity),
+                     frag=frag_map(dump, ref.frag))
+
+
+def frag_map(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]],
+             ref: LruMap[FragKey, FragPorts]) -> LruMap[FragKey, FragPorts]:
+    """cilium_ipv4_frag_datagrams and cilium_ipv6_frag_datagrams as the model's one map;
+    a datapath that does not dump them leaves the model's map standing in."""
+    if not any(n in dump for n in FRAG_MAPS):
+        return ref
+    entries = {FragKey(saddr=_addr(k["saddr"]), daddr=_addr(k["daddr"]), id=int(k["id"]),
+                       proto=Proto(int(k["proto"]))):
+               FragPorts(sport=int(v["sport"]), dport=int(v["dport"]))
+               for n in FRAG_MAPS for k, v in dump.get(n, [])}
+    return LruMap(capacity=ref.capacity, entries=entries)

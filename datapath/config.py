@@ -100,6 +100,10 @@ class NodeConfig:
     # (v1.20 CONFIG(device_mtu), v1.18 THIS_MTU)
     pmtu_discovery: bool = False
     mtu: int = 1500
+    # --enable-ipv4/6-fragment-tracking: cilium_ipv4/6_frag_datagrams give a datagram's
+    # later fragments its ports. Off here unless set, as Cilium's bpf/tests compile it
+    # (the agent's default is on; the model's scenarios say so explicitly).
+    fragment_tracking: bool = False
     # The Cilium release whose rules apply where 1.18 and 1.20 differ: 1.18 keeps a DSR
     # connection's frontend in the SNAT map (nodeport.h snat_v4_create_dsr) and reopens a
     # closing CT entry on any SYN; 1.20 keeps it in the CT entry, and reopens on a pure SYN.

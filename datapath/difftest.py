@@ -54,6 +54,7 @@ from datapath.adapter import Datapath, DatapathFactory, check_datapath
 from datapath.drop import Verdict as DpVerdict
 from model.drops import DropReason
 from model.flows import FlowSpec, answer, request
+from model.fragments import fragments, ordered
 from model.maps import NatEntry, NatTuple, NodeState, TupleFlags
 from model.network import (
     MAX_HOPS,
@@ -188,7 +189,7 @@ class PortRenaming:
         return attrs.evolve(d, dst=Endpoint(addr=d.dst.addr, port=new))
 
     def nat_state(self, st: NodeState) -> NodeState:
-        """Rename the NAT ports in a datapath-derived SNAT map."""
+        """Rename the NAT ports in a datapath-derived SNAT map (and fragment map)."""
         if not self.fwd:
             return st
         out: dict[NatTuple, NatEntry] = {}
@@ -201,7 +202,12 @@ class PortRenaming:
                 nk = attrs.evolve(k, dport=self.get((k.daddr, k.saddr, k.sport, k.nexthdr),
                                                     k.dport))
                 out[nk] = v
-        return attrs.evolve(st, snat=attrs.evolve(st.snat, entries=out))
+        # a SNATed datagram's fragment entry on the backend's node holds the NAT port
+        frag = {k: attrs.evolve(v, sport=self.get((k.saddr, k.daddr, v.dport, k.proto),
+                                                  v.sport))
+                if k.saddr in self.node_ips else v for k, v in st.frag.entries.items()}
+        return attrs.evolve(st, snat=attrs.evolve(st.snat, entries=out),
+                            frag=attrs.evolve(st.frag, entries=frag))
 
 
 # -- the model side ------------------------------------------------------------------------
@@ -411,6 +417,7 @@ def diff_states(model: Mapping[str, NodeState], dp: Mapping[str, NodeState],
         out += _diff_maps(node, "ct", m.ct.entries, d.ct.entries, declared, seen)
         out += _diff_maps(node, "snat", m.snat.entries, d.snat.entries, declared, seen)
         out += _diff_maps(node, "affinity", m.affinity.entries, d.affinity.entries, declared, seen)
+        out += _diff_maps(node, "frag", m.frag.entries, d.frag.entries, declared, seen)
         mt, dt = (b.tokens if b is not None else None for b in (m.icmp6_bucket,
                                                                  d.icmp6_bucket))
         if mt != dt:  # tokens only: a real datapath's bucket runs on its own clock
@@ -553,23 +560,37 @@ class DiffRun:
             self.state = attrs.evolve(self.state, now=self.state.now + 1)
             self.net.advance(1)
             pkt = request(spec, i)
-            before = self.state.nodes
-            self.net.touched.clear()
+            sent: tuple[Packet, ...] = (pkt,)
+            if spec.fragments > 1:  # model.flows.run_flow's fragments, in arrival order
+                sent = ordered(fragments(pkt, spec.fragments, spec.fragment_id + i),
+                               spec.fragment_order)
             # pod egress (spec.egress): the pod sends, the outside host answers
             sender, served, answered = (("pod", "client", "pod") if spec.egress
                                         else ("client", "pod", "client"))
-            self.state, mo, me = model_walk(self.world, self.state, (sender, spec.client),
-                                            pkt, reply=False, via=spec.via, pinned=pinned)
-            do, de, dbytes = self.net.walk((sender, spec.client), bytes_of(pkt),
-                                           via=spec.via, pin=pin_id)
-            div = self._compare(f"{spec.name}: request {i + 1} {pkt_str(pkt)}", mo, me, do, de,
-                                spec.source.port, before)
-            if div is not None:
-                return div
-            if me.kind != served or me.packet is None:
-                return None
-            mans = answer(spec, i, me.packet)
-            dans = answer(spec, i, packet_of(dbytes))
+            got: set[str] = set()
+            first: tuple[Packet, Packet] | None = None
+            for piece in sent:
+                before = self.state.nodes
+                self.net.touched.clear()
+                self.state, mo, me = model_walk(self.world, self.state, (sender, spec.client),
+                                                piece, reply=False, via=spec.via,
+                                                pinned=pinned)
+                do, de, dbytes = self.net.walk((sender, spec.client), bytes_of(piece),
+                                               via=spec.via, pin=pin_id)
+                div = self._compare(f"{spec.name}: request {i + 1} {pkt_str(piece)}", mo, me,
+                                    do, de, spec.source.port, before)
+                if div is not None:
+                    return div
+                if me.kind != served or me.packet is None:
+                    return None
+                got.add(me.at)
+                if piece.frag is None or piece.frag.first:
+                    first = (attrs.evolve(me.packet, frag=None),
+                             attrs.evolve(packet_of(dbytes), frag=None))
+            if first is None or len(got) > 1:
+                continue  # no pod has the whole datagram to answer
+            mans = answer(spec, i, first[0])
+            dans = answer(spec, i, first[1])
             if mans is None or dans is None:
                 continue
             before = self.state.nodes

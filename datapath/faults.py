@@ -38,6 +38,8 @@ FAULTS: dict[str, str] = {
     "icmp_error_quote_kept": "reverse SNAT of an ICMP error leaves the quoted source SNATed",
     "dsr_mtu_keeps_overhead": "the DSR frag-needed / packet-too-big reports the device MTU, "
                               "not the MTU less the DSR overhead",
+    "frag_first_not_recorded": "the first fragment does not record its ports in "
+                               "cilium_ipv4/6_frag_datagrams (later fragments not found)",
 }
 
 

@@ -13,6 +13,7 @@ from datapath.config import NodeConfig
 from datapath.conntrack import ct_gc, nat_gc
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.errors import ConfigError
+from datapath.fragments import load_l4_ports
 from datapath.maps import (
     BE_STATE_ACTIVE,
     BE_STATE_MAINTENANCE,
@@ -247,16 +248,16 @@ class Node:
         program_maps(self)
         self._derive()
 
-    def _parse(self, buf: bytearray) -> Parsed:
+    def _parse(self, buf: bytearray, entry: bool = True) -> Parsed:
         p = parse(buf, self._off8)
-        if p.is_frag and not p.frag_first:
-            raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
+        if p.is_frag:
+            load_l4_ports(self, p, entry)
         return p
 
     def _from_netdev(self, buf: bytearray) -> HookResult:
         p = parse(buf, self._off8)
-        if p.is_frag and not p.frag_first:
-            raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
+        if p.is_frag:  # lb4_extract_tuple's ipv4_load_l4_ports (nodeport_lb4)
+            load_l4_ports(self, p)
         done = None
         if p.proto in PORT_PROTOS:
             done = nodeport_lb(self, p)
@@ -316,9 +317,9 @@ class Node:
         return None
 
     def _to_netdev(self, buf: bytearray) -> HookResult:
-        p = self._parse(buf)
+        p = self._parse(buf, entry=False)
         done = False
-        if self.revnat_to_netdev and p.frag_first and p.proto in PORT_PROTOS:
+        if self.revnat_to_netdev and p.has_ports():
             done = rev_dnat(self, p, dsr_ok=True)
         if self.tunnel:
             # to-overlay: traffic towards another node's pod or address is encapsulated.

@@ -185,12 +185,14 @@ def rewrite(p: Parsed, src: bool, addr: bytes | None, port: int | None,
             p.saddr = addr
         else:
             p.daddr = addr
-    if port is not None and p.frag_first and proto in PORT_PROTOS:
-        poff = p.l4_off if src else p.l4_off + 2
-        oldp = _H.unpack_from(buf, poff)[0]
-        if oldp != port:
-            _H.pack_into(buf, poff, port)
-            l4diff += (0xFFFF - oldp) + port
+    if port is not None and proto in PORT_PROTOS:
+        if p.frag_first:
+            poff = p.l4_off if src else p.l4_off + 2
+            oldp = _H.unpack_from(buf, poff)[0]
+            if oldp != port:
+                _H.pack_into(buf, poff, port)
+                l4diff += (0xFFFF - oldp) + port
+        # a later fragment has no L4 header; its tuple still takes the port (lb4_local)
         if src:
             p.sport = port
         else:

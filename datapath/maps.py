@@ -183,6 +183,23 @@ class AffinityMatch(NamedTuple):
     rev_nat_id: int
 
 
+class FragKey(NamedTuple):
+    """struct ipv4_frag_id / ipv6_frag_id (ipv4.h:16, ipv6.h:43); id as on the wire."""
+
+    daddr: bytes
+    saddr: bytes
+    id: int
+    proto: int
+
+
+@attrs.frozen(slots=True)
+class FragPorts:
+    """struct ipv4_frag_l4ports / ipv6_frag_l4ports: the first fragment's ports."""
+
+    sport: int
+    dport: int
+
+
 class CtTuple(NamedTuple):
     """struct ipv4_ct_tuple / ipv6_ct_tuple, field order and skew as in common.h."""
 
@@ -318,6 +335,11 @@ class NodeMaps:
             "cilium_lb6_affinity", 65536, lru_refresh)
         self.lb_affinity_match: HashMap[AffinityMatch, int] = HashMap(
             "cilium_lb_affinity_match", 65536)
+        # CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES: --bpf-fragments-map-max, 8192 by default
+        self.frag4: LruHashMap[FragKey, FragPorts] = LruHashMap(
+            "cilium_ipv4_frag_datagrams", 8192, lru_refresh)
+        self.frag6: LruHashMap[FragKey, FragPorts] = LruHashMap(
+            "cilium_ipv6_frag_datagrams", 8192, lru_refresh)
 
     def ct_map(self, v6: bool, nexthdr: int) -> LruHashMap[CtTuple, CtEntry]:
         """get_ct_map4/6: TCP entries live in the TCP map, everything else in 'any'."""
@@ -330,7 +352,8 @@ class NodeMaps:
         return [self.lb4_services, self.lb4_backends, self.lb4_reverse_nat, self.lb6_services,
                 self.lb6_backends, self.lb6_reverse_nat, self.ct4_tcp, self.ct4_any,
                 self.ct6_tcp, self.ct6_any, self.snat4, self.snat6, self.lxc, self.ipcache,
-                self.ratelimit, self.lb4_affinity, self.lb6_affinity, self.lb_affinity_match]
+                self.ratelimit, self.lb4_affinity, self.lb6_affinity, self.lb_affinity_match,
+                self.frag4, self.frag6]
 
     def by_name(self, name: str) -> HashMap[Any, Any]:
         """Find a map by its Cilium name or a short alias (ct4, snat4, ...)."""

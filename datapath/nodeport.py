@@ -16,6 +16,7 @@ from datapath.build import (
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
 from datapath.csum import csum_replace, ones_sum
 from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.fragments import load_l4_ports
 from datapath.icmp import dsr_reply_icmp4, dsr_reply_icmp6, no_service
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
@@ -100,6 +101,8 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
         return node.local_delivery(p)
     target = node.snat_addr(p.v6)
     tep = node.maps.ipcache.lookup(baddr) if node.tunnel else None
+    if p.is_frag:  # tail_nodeport_nat_egress_ipv4's lb4_extract_tuple (nodeport.h:2621)
+        load_l4_ports(node, p)
     if tep is None:
         snat_nat(node, p, target)
         return node.fib_redirect(p)
@@ -164,6 +167,10 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
     DSR metadata would push over the device MTU is answered with ICMP under
     enable-pmtu-discovery (dsr_is_too_big, nodeport.h:192-200)."""
     if not node.opt_dispatch:
+        if p.is_frag and p.v6 and node.maps.ipcache.lookup(be.address) is not None:
+            # encap_geneve_dsr_opt6's lb6_extract_tuple on the DNATed packet (v1.20
+            # nodeport.h:437; the IPv4 twin extracts only under XDP, :1830-1836)
+            load_l4_ports(node, p)
         opt = b""
         if _wants_dsr_info(node, p, "geneve_opt_every_tcp", ct_new):
             opt = geneve_dsr_opt(vip, vport)

@@ -68,8 +68,9 @@ def ip_text(addr: bytes) -> str:
 class Parsed:
     """The L3/L4 view a BPF program builds with revalidate_data + lb4_extract_tuple."""
 
-    __slots__ = ("buf", "daddr", "dport", "frag_first", "is_frag", "l3_len", "l4_off",
-                 "proto", "saddr", "sport", "tcp_flags", "v6")
+    __slots__ = ("buf", "daddr", "dport", "frag_first", "frag_id", "frag_more", "frag_offset",
+                 "frag_ports", "is_frag", "l3_len", "l4_off", "proto", "saddr", "sport",
+                 "tcp_flags", "v6")
 
     def __init__(self, buf: bytearray, v6: bool, saddr: bytes = b"", daddr: bytes = b"",
                  proto: int = 0, l4_off: int = 0, l3_len: int = 0, sport: int = 0,
@@ -86,10 +87,15 @@ class Parsed:
         self.tcp_flags = tcp_flags
         self.is_frag = False
         self.frag_first = True
+        self.frag_id = 0  # the IP id (IPv4) or the fragment header's id (IPv6)
+        self.frag_offset = 0  # in 8-byte units
+        self.frag_more = False  # MF
+        self.frag_ports = False  # a later fragment's ports came from the fragment map
 
     def has_ports(self) -> bool:
-        """TCP/UDP/SCTP carry the ports a service lookup needs."""
-        return self.frag_first and self.proto in PORT_PROTOS
+        """TCP/UDP/SCTP carry the ports a service lookup needs (a later fragment's from
+        cilium_ipv4/6_frag_datagrams)."""
+        return (self.frag_first or self.frag_ports) and self.proto in PORT_PROTOS
 
     def l4_csum_off(self) -> int:
         """Offset of the L4 checksum field, or -1 when the protocol has none we fix."""
@@ -138,7 +144,7 @@ def _parse4(buf: bytearray) -> Parsed:
     n = len(buf)
     if n < 20:
         raise _drop(DropReason.DROP_INVALID)
-    vihl, _tos, tot_len, _id, frag, _ttl, proto, _c, saddr, daddr = _IP4.unpack_from(buf, 0)
+    vihl, _tos, tot_len, ident, frag, _ttl, proto, _c, saddr, daddr = _IP4.unpack_from(buf, 0)
     ihl = (vihl & 0xF) * 4
     if ihl < 20 or ihl > n or tot_len < ihl or tot_len > n:
         raise _drop(DropReason.DROP_INVALID)
@@ -158,6 +164,9 @@ def _parse4(buf: bytearray) -> Parsed:
     p = Parsed(buf, False, saddr, daddr, proto, ihl, tot_len)
     if frag & 0x3FFF:
         p.is_frag = True
+        p.frag_id = ident
+        p.frag_offset = frag & 0x1FFF
+        p.frag_more = bool(frag & 0x2000)
         p.frag_first = (frag & 0x1FFF) == 0
         if not p.frag_first:
             return p
@@ -175,6 +184,7 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
         raise _drop(DropReason.DROP_INVALID)
     is_frag = False
     frag_first = True
+    frag_id = fo = 0
     off = 40
     for _ in range(IPV6_MAX_HEADERS):
         if nh in _EXT_HDRS:
@@ -185,6 +195,7 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
                 fo = _H.unpack_from(buf, off + 2)[0]
                 is_frag = True
                 frag_first = (fo & 0xFFF8) == 0
+                frag_id = struct.unpack_from("!I", buf, off + 4)[0]
                 hl = 8
             elif nh == IPPROTO_AUTH:
                 hl = (buf[off + 1] + 2) * 4
@@ -203,6 +214,9 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
     if is_frag:
         p.is_frag = True
         p.frag_first = frag_first
+        p.frag_id = frag_id
+        p.frag_offset = fo >> 3
+        p.frag_more = bool(fo & 1)
     if frag_first:
         _parse_l4(p, end)
     return p
@@ -224,7 +238,8 @@ def _parse_l4(p: Parsed, end: int) -> None:
         if off + 8 > end:
             raise _drop(DropReason.DROP_INVALID)
         ulen = _H.unpack_from(buf, off + 4)[0]
-        if ulen < 8 or off + ulen > end:
+        # a first fragment's UDP length counts the whole datagram (Cilium reads no length)
+        if ulen < 8 or (off + ulen > end and not p.is_frag):
             raise _drop(DropReason.DROP_INVALID)
         p.sport, p.dport = _PORTS.unpack_from(buf, off)
     elif proto == IPPROTO_SCTP:

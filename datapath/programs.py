@@ -13,6 +13,8 @@ wanted twice), the same client's next connection from another source port to the
 frontend, the same connection sent again (resumed, or reopened by a SYN after a FIN
 close or closed one way only), 1-4 packets, connection endings (FIN both ways, half-close,
 RST from the client or the backend, the backend's FIN), lost replies, idle time with CT GC,
+datagrams sent as 2-3 IP fragments (in order, first-last, or a later one first; fragment
+tracking sometimes off),
 endpoint changes before a flow: scale up, pod deletion, termination with drain,
 replacement), in snat / dsr / hybrid, opt /
 geneve dispatch, native / tunnel routing, IPv4 / IPv6, reject / drop for backend-less
@@ -52,6 +54,10 @@ RANGES: tuple[str | None, ...] = (None, None, None, None, "30000-40000", "30000-
 CT_SIZES = (None, 2, 3, 4)
 NAT_SIZES = (None, 2, 4, 6)
 VERSIONS = ("1.20", "1.18")
+# Fragmented datagrams (flows[].fragments / fragmentOrder) and the tracking switch.
+FRAGMENTS = (0,) * 6 + (2, 3)
+FRAG_ORDERS = ("in-order",) * 3 + ("first-last", "reversed")
+FRAG_TRACKING = (True,) * 7 + (False,)
 # A TCP flow's ending (scenario key `close`): none half the time.
 ENDINGS = (None,) * 6 + (True, True, "half", "rst", "backend-fin", "backend-rst")
 
@@ -158,12 +164,14 @@ def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
         "serviceNoBackendResponse": response}
     if rng is not None:
         out["nodePort"] = {"range": rng}
+    if not pick(draw, FRAG_TRACKING):  # --enable-ipv4/6-fragment-tracking=false
+        out["bpf"] = {"fragmentTracking": False}
     if small_maps and small:
         sizes = picks(draw, CT_SIZES, CT_SIZES, NAT_SIZES)
         bpf = {k: v for k, v in zip(("ctTcpMax", "ctAnyMax", "natMax"), sizes, strict=True)
                if v is not None}
         if bpf:
-            out["bpf"] = bpf
+            out.setdefault("bpf", {}).update(bpf)
     return out
 
 
@@ -386,6 +394,12 @@ def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
         flow["lostReplies"] = True  # the backend's answers never reach its node
     if idle:
         flow["idle"] = idle
+    # each datagram in 2-3 IP fragments, mostly in order; sometimes a later one overtakes
+    count, order = picks(draw, FRAGMENTS, FRAG_ORDERS)
+    if count:
+        flow["fragments"] = count
+        if order != "in-order":
+            flow["fragmentOrder"] = order
 
 
 def _pod_egress(draw: Draw, a: dict[str, str], cilium: dict[str, Any],
@@ -531,10 +545,23 @@ def icmp_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dic
     return _two_nodes(combo, version, "UDP", flows, cilium={"bpf": {"masquerade": True}})
 
 
+def fragment_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                     ) -> dict[str, Any]:
+    """Explicit: UDP datagrams in IP fragments (tracking on): three fragments in order,
+    twice; four with the last overtaking the middle ones; a later fragment arriving before
+    its first (DROP_FRAG_NOT_FOUND); then the same tuple unfragmented. v1.18 drops every
+    IPv6 fragment (no IPv6 tracking)."""
+    return _two_nodes(combo, version, "UDP", [
+        _flow("in-order", "client0", 40000, packets=2, fragments=3),
+        _flow("first-last", "client1", 40001, fragments=4, fragmentOrder="first-last"),
+        _flow("overtaken", "client0", 40002, fragments=2, fragmentOrder="reversed"),
+        _flow("whole", "client0", 40002)])
+
+
 # The explicit examples after the drain example: (program, needs small maps).
 EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
             (affinity_program, False), (masq_program, False), (mtu_program, False),
-            (mtu_off_program, False))
+            (mtu_off_program, False), (fragment_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:

@@ -37,7 +37,8 @@ from datapath.packet import (
 
 _H = struct.Struct("!H")
 _FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20}
-_EXT = {"hop": IPPROTO_HOPOPTS, "routing": IPPROTO_ROUTING, "dest": IPPROTO_DSTOPTS}
+_EXT = {"hop": IPPROTO_HOPOPTS, "routing": IPPROTO_ROUTING, "dest": IPPROTO_DSTOPTS,
+        "frag": IPPROTO_FRAGMENT}  # a fragment header needs raw_hex (8 bytes, nexthdr first)
 
 
 class SpecError(ValueError):

@@ -17,6 +17,8 @@ from datapath.maps import (
     AffinityVal,
     CtEntry,
     CtTuple,
+    FragKey,
+    FragPorts,
     NatEntry,
     RatelimitKey,
     RatelimitValue,
@@ -34,7 +36,8 @@ _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hyb
          "router_ipv4": "ip", "router_ipv6": "ip", "no_backend_response": ("drop", "reject"),
          "no_service_endpoints_routable": "bool", "ct_accounting": "bool",
          "masquerade": "bool", "masquerade_ipv4": "ip", "masquerade_ipv6": "ip",
-         "snat_exclusion_cidrs": "strs", "pmtu_discovery": "bool", "mtu": "u16"}
+         "snat_exclusion_cidrs": "strs", "pmtu_discovery": "bool", "mtu": "u16",
+         "fragment_tracking": "bool"}
 _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
             "proto": _PROTOS, "kind": ("loadbalancer", "nodeport", "externalip", "clusterip"),
@@ -67,6 +70,9 @@ _RL_ENTRY = {"last_topup": "u64", "tokens": "u64"}
 _AFF_KEY = {"client_id": "ip", "rev_nat_id": "u16", "netns_cookie": "u8"}
 _AFF_ENTRY = {"last_used": "u64", "backend_id": "u32"}
 _AFF_NAMES = ("cilium_lb4_affinity", "cilium_lb6_affinity")
+_FRAG_KEY = {"saddr": "ip", "daddr": "ip", "id": "u32", "proto": "proto"}
+_FRAG_ENTRY = {"sport": "port", "dport": "port"}
+FRAG_NAMES = ("cilium_ipv4_frag_datagrams", "cilium_ipv6_frag_datagrams")
 _CT_NAMES = ("cilium_ct4_global", "cilium_ct_any4_global", "cilium_ct6_global",
              "cilium_ct_any6_global", "ct4", "ct_any4", "ct6", "ct_any6")
 _NAT_NAMES = ("cilium_snat_v4_external", "cilium_snat_v6_external", "snat4", "snat6")
@@ -74,7 +80,8 @@ KEYED: dict[str, tuple[dict[str, Any], tuple[str, ...], dict[str, Any]]] = {
     **{n: (_CT_KEY, ("saddr", "daddr", "sport", "dport"), _CT_ENTRY) for n in _CT_NAMES},
     **{n: (_CT_KEY, ("saddr", "daddr", "sport", "dport"), _NAT_ENTRY) for n in _NAT_NAMES},
     "cilium_ratelimit": (_RL_KEY, ("usage", "netdev_idx"), _RL_ENTRY),
-    **{n: (_AFF_KEY, ("client_id", "rev_nat_id"), _AFF_ENTRY) for n in _AFF_NAMES}}
+    **{n: (_AFF_KEY, ("client_id", "rev_nat_id"), _AFF_ENTRY) for n in _AFF_NAMES},
+    **{n: (_FRAG_KEY, ("saddr", "daddr", "id", "proto"), _FRAG_ENTRY) for n in FRAG_NAMES}}
 # Maps only a `count` may be expected of.
 COUNTED = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_reverse_nat",
            "cilium_lb6_services_v2", "cilium_lb6_backends_v3", "cilium_lb6_reverse_nat",
@@ -341,8 +348,12 @@ def _proto(v: Any) -> int:
     return PROTO_NAMES[v] if isinstance(v, str) else int(v)
 
 
-def map_key(name: str, d: Mapping[str, Any]) -> CtTuple | RatelimitKey | AffinityKey:
+def map_key(name: str, d: Mapping[str, Any]
+            ) -> CtTuple | RatelimitKey | AffinityKey | FragKey:
     """A checked key mapping as the map's key (CT and SNAT maps share the tuple layout)."""
+    if name in FRAG_NAMES:
+        return FragKey(ip_bytes(str(d["daddr"])), ip_bytes(str(d["saddr"])), int(d["id"]),
+                       _proto(d["proto"]))
     if name in _AFF_NAMES:
         return AffinityKey(ip_bytes(str(d["client_id"])), int(d["rev_nat_id"]),
                            int(d.get("netns_cookie", 0)))
@@ -353,8 +364,10 @@ def map_key(name: str, d: Mapping[str, Any]) -> CtTuple | RatelimitKey | Affinit
 
 
 def map_entry(name: str, d: Mapping[str, Any]
-              ) -> CtEntry | NatEntry | RatelimitValue | AffinityVal:
+              ) -> CtEntry | NatEntry | RatelimitValue | AffinityVal | FragPorts:
     """A checked `seed` entry as the map's value (unnamed fields take their zero value)."""
+    if name in FRAG_NAMES:
+        return FragPorts(int(d.get("sport", 0)), int(d.get("dport", 0)))
     if name in _AFF_NAMES:
         return AffinityVal(int(d.get("last_used", 0)), int(d.get("backend_id", 0)))
     if name == "cilium_ratelimit":

@@ -152,7 +152,8 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
                 node.get("no_service_endpoints_routable", True)),
             ct_accounting=bool(node.get("ct_accounting", False)),
             pmtu_discovery=bool(node.get("pmtu_discovery", False)),
-            mtu=int(node.get("mtu", 1500)))
+            mtu=int(node.get("mtu", 1500)),
+            fragment_tracking=bool(node.get("fragment_tracking", False)))
         return attrs.evolve(cfg, **_programmed(doc))
     except (TypeError, ValueError, AttributeError, OSError) as e:
         raise VectorFileError(path, "node/services/backends", str(e)) from None

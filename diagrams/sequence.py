@@ -169,6 +169,11 @@ def packet_lines(pkt: Mapping[str, Any], changed: Sequence[str], col: str) -> li
         html += f" ({pkt['size']} bytes)"
         text += f" ({pkt['size']} bytes)"
     lines = [Line(html=html, text=text)]
+    if pkt.get("fragment"):
+        f = pkt["fragment"]
+        body = (f"fragment id {f['id']}, offset {f['offset']}{', MF' if f['more'] else ''}"
+                + ("" if f["offset"] == 0 else " (no L4 header)"))
+        lines.append(Line(html=esc(body), text=body))
     if pkt.get("quote"):
         q = pkt["quote"]
         body = f"quoting {q['proto']} {q['src']} {ARROW} {q['dst']}"

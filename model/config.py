@@ -86,6 +86,10 @@ class CiliumConfig:
     # MTU is answered with frag-needed / packet-too-big (nodeport.h:192-200, 1977, 592).
     pmtu_discovery: bool = False
     mtu: int = MTU_DEFAULT  # every node's device MTU unless the node sets its own
+    # --enable-ipv4-fragment-tracking / --enable-ipv6-fragment-tracking (both default true;
+    # Helm fragmentTracking): cilium_ipv4/6_frag_datagrams give later fragments their ports.
+    # The IPv6 switch exists from v1.20 on; v1.18 drops every IPv6 fragment (ipv6.h:55).
+    fragment_tracking: bool = True
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT

@@ -14,12 +14,14 @@ class DropReason(enum.Enum):
     DROP_UNKNOWN_L4 = -142
     DROP_CT_CREATE_FAILED = -155
     DROP_INVALID_EXTHDR = -156
+    DROP_FRAG_NOSUPPORT = -157
     DROP_NO_SERVICE = -158
     DROP_NO_TUNNEL_ENDPOINT = -160
     DROP_NAT_NO_MAPPING = -167
     DROP_NO_FIB = -169
     DROP_NAT_NOT_NEEDED = -173
     DROP_IS_CLUSTER_IP = -174
+    DROP_FRAG_NOT_FOUND = -175
     DROP_NOT_IN_SRC_RANGE = -177
     DROP_RATE_LIMITED = -198
     # Losses outside Cilium: the fabric between hosts (no Cilium code).

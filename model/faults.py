@@ -32,3 +32,5 @@ class ModelFault(enum.Enum):
                                   "put_noexist, overwriting another flow's")
     DSR_MTU_KEEPS_OVERHEAD = ("the DSR frag-needed reports the device MTU itself, not the MTU "
                               "minus the DSR overhead")
+    FRAG_FIRST_NOT_RECORDED = ("the first fragment does not record its ports in "
+                               "cilium_ipv4/6_frag_datagrams")

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from model.drops import DropReason
+from model.fragments import fragments, ordered
 from model.network import (
     Action,
     ClusterState,
@@ -58,6 +59,12 @@ class FlowSpec:
     egress: bool = False
     size: int | None = None  # each request's L3 length (None: the model's short packet)
     ip_options: int = 0  # bytes of IPv4 options in each request's header
+    # Each datagram leaves the client as this many IP fragments (0: unfragmented), reaching
+    # the node in fragment_order (model.fragments.ORDERS); datagram i has IP id
+    # fragment_id + i. The backend answers once it has every fragment.
+    fragments: int = 0
+    fragment_order: str = "in-order"
+    fragment_id: int = 256
 
 
 ENDINGS = ("fin", "half", "rst", "backend-fin", "backend-rst")
@@ -74,6 +81,9 @@ class FlowTrace:
     backend_saw: tuple[Packet, ...]
     client_saw: tuple[Packet, ...]
     backend_pod: str | None
+    # A fragmented flow's datagrams: per fragment in arrival order, (offset, pod that got it
+    # or None); the fragments' pods must agree for the backend to reassemble the datagram.
+    datagrams: tuple[tuple[tuple[int, str | None], ...], ...] = ()
 
 
 def _ends_here(spec: FlowSpec, index: int) -> bool:
@@ -135,31 +145,50 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
         state = reprogram(world, state, service, members, spec.terminating)
     if spec.idle:
         state = gc_all(attrs.evolve(state, now=state.now + spec.idle), world.faults)
+    datagrams: list[tuple[tuple[int, str | None], ...]] = []
     for i in range(spec.packets):
         state = attrs.evolve(state, now=state.now + 1)
         pkt = request(spec, i)
-        hops.append(Hop(at=spec.client, hook=None, action=Action.SEND, packet=pkt, reply=False))
+        sent: tuple[Packet, ...] = (pkt,)
+        if spec.fragments > 1:
+            sent = ordered(fragments(pkt, spec.fragments, spec.fragment_id + i),
+                           spec.fragment_order)
         sender, served, answered = ("client", EndKind.POD, EndKind.CLIENT)
         if spec.egress:  # a pod to an outside host, which answers back to the pod
             sender, served, answered = ("pod", EndKind.CLIENT, EndKind.POD)
-        w = walk(world, state, (sender, spec.client), pkt, reply=False, via=spec.via,
-                 pinned=pinned)
-        state = w.state
-        hops.extend(w.hops)
-        if w.end is EndKind.CLIENT and not spec.egress:  # a reply generated on the way
-            client_saw.append(w.packet)
-        if w.end is not served:
-            if w.end is EndKind.DROP and w.at == spec.client:
-                client_saw.append(w.packet)  # the ICMP error the node answered with
-            drop = w.drop
+        got: list[tuple[int, str | None]] = []
+        first: Packet | None = None
+        for piece in sent:
+            hops.append(Hop(at=spec.client, hook=None, action=Action.SEND, packet=piece,
+                            reply=False))
+            w = walk(world, state, (sender, spec.client), piece, reply=False, via=spec.via,
+                     pinned=pinned)
+            state = w.state
+            hops.extend(w.hops)
+            if w.end is EndKind.CLIENT and not spec.egress:  # a reply generated on the way
+                client_saw.append(w.packet)
+            if w.end is not served:
+                if w.end is EndKind.DROP and w.at == spec.client:
+                    client_saw.append(w.packet)  # the ICMP error the node answered with
+                drop = w.drop
+                break
+            got.append((piece.frag.offset if piece.frag is not None else 0, w.at))
+            backend_saw.append(w.packet)
+            pods.append(w.at)
+            if piece.frag is None or piece.frag.first:
+                first = w.packet
+        if spec.fragments > 1:
+            datagrams.append(tuple(got))
+        if drop is not None:
             break
-        backend_saw.append(w.packet)
-        pods.append(w.at)
-        ans = answer(spec, i, w.packet)
+        assert first is not None
+        if len({at for _, at in got}) > 1:
+            continue  # the fragments went apart: no pod has the whole datagram to answer
+        ans = answer(spec, i, attrs.evolve(first, frag=None))
         if ans is None:
             continue
-        hops.append(Hop(at=w.at, hook=None, action=Action.REPLY, packet=ans, reply=True))
-        r = walk(world, state, ("client" if spec.egress else "pod", w.at), ans, reply=True)
+        hops.append(Hop(at=pods[-1], hook=None, action=Action.REPLY, packet=ans, reply=True))
+        r = walk(world, state, ("client" if spec.egress else "pod", pods[-1]), ans, reply=True)
         state = r.state
         hops.extend(r.hops)
         if r.end is not answered:
@@ -168,7 +197,7 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
         client_saw.append(r.packet)
     trace = FlowTrace(spec=spec, delivered=drop is None, drop=drop, hops=tuple(hops),
                       backend_saw=tuple(backend_saw), client_saw=tuple(client_saw),
-                      backend_pod=pods[0] if pods else None)
+                      backend_pod=pods[0] if pods else None, datagrams=tuple(datagrams))
     return state, trace
 
 
@@ -185,10 +214,12 @@ def run_flows(world: World, flows: Sequence[FlowSpec],
 
 def packet_json(pkt: Packet) -> dict[str, Any]:
     """A packet in the trace JSON shape."""
-    icmp = pkt.proto in (Proto.ICMP, Proto.ICMPV6)
+    # ICMP and a later fragment have no ports on the wire: addresses only
+    bare = pkt.proto in (Proto.ICMP, Proto.ICMPV6) or (pkt.frag is not None
+                                                       and not pkt.frag.first)
     out: dict[str, Any] = {
-        "src": str(pkt.src.addr) if icmp else str(pkt.src),
-        "dst": str(pkt.dst.addr) if icmp else str(pkt.dst),
+        "src": str(pkt.src.addr) if bare else str(pkt.src),
+        "dst": str(pkt.dst.addr) if bare else str(pkt.dst),
         "proto": pkt.proto.name,
         "flags": pkt.flags.letters() if pkt.proto is Proto.TCP else None,
         "dsr": str(pkt.dsr.frontend) if pkt.dsr is not None else None,
@@ -208,6 +239,9 @@ def packet_json(pkt: Packet) -> dict[str, Any]:
         out["size"] = pkt.size
     if pkt.ip_options:
         out["ip_options"] = pkt.ip_options
+    if pkt.frag is not None:
+        out["fragment"] = {"id": pkt.frag.id, "offset": pkt.frag.offset,
+                           "more": pkt.frag.more}
     return out
 
 
@@ -222,6 +256,8 @@ def _seen(pkt: Packet) -> dict[str, Any]:
         seen["quote"] = full["quote"]
     if pkt.mtu is not None:
         seen["mtu"] = pkt.mtu
+    if pkt.frag is not None:
+        seen["fragment"] = full["fragment"]
     return seen
 
 

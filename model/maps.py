@@ -321,6 +321,31 @@ def _affinity_map() -> LruMap[AffinityKey, AffinityVal]:
     return LruMap(capacity=AFFINITY_MAP_MAX)
 
 
+FRAG_MAP_MAX = 8192  # CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES (--bpf-fragments-map-max default)
+
+
+@attrs.frozen(kw_only=True, order=True, cache_hash=True)
+class FragKey:
+    """struct ipv4_frag_id / ipv6_frag_id (ipv4.h:16, ipv6.h:43): a datagram's identity."""
+
+    saddr: IPAddress
+    daddr: IPAddress
+    id: int
+    proto: Proto
+
+
+@attrs.frozen(kw_only=True)
+class FragPorts:
+    """struct ipv4_frag_l4ports (ipv4.h:24): the first fragment's ports, packet order."""
+
+    sport: int
+    dport: int
+
+
+def _frag_map() -> LruMap[FragKey, FragPorts]:
+    return LruMap(capacity=FRAG_MAP_MAX)
+
+
 @attrs.frozen(kw_only=True)
 class TokenBucket:
     """struct ratelimit_value: the node's ICMPv6 error bucket (cilium_ratelimit)."""
@@ -340,3 +365,6 @@ class NodeState:
     # cilium_lb4_affinity / cilium_lb6_affinity (one LRU hash per family; the key's address
     # tells them apart): the client's backend per frontend, for sessionAffinity=ClientIP
     affinity: LruMap[AffinityKey, AffinityVal] = attrs.field(factory=_affinity_map)
+    # cilium_ipv4_frag_datagrams / cilium_ipv6_frag_datagrams (one LRU per family; the key's
+    # address tells them apart): a datagram's L4 ports for its later fragments
+    frag: LruMap[FragKey, FragPorts] = attrs.field(factory=_frag_map)

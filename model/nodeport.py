@@ -11,6 +11,7 @@ from model.config import MTU_DEFAULT, CiliumConfig, CiliumVersion, DsrDispatch
 from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.fragments import load_l4_ports, no_l4
 from model.maps import (
     AffinityKey,
     AffinityVal,
@@ -273,6 +274,12 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
         return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=Step.DNAT)
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
+        if (pkt.is_ipv6 and ctx.cfg.dispatch is DsrDispatch.GENEVE
+                and ctx.ipcache.get(backend.addr) is not None):
+            # encap_geneve_dsr_opt6 extracts the DNATed tuple again (nodeport.h:437)
+            st, _, err = load_l4_ports(ctx.cfg, ctx.faults, st, out)
+            if err is not None:
+                return st, _drop(out, err)
         if ctx.has(ModelFault.DSR_ALSO_SNATS):
             out = attrs.evolve(out, src=Endpoint(addr=ctx.ip, port=client.port))
         return st, _dsr_forward(ctx, pkt, out, first)
@@ -284,6 +291,9 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     target = ctx.ip
     if tep is not None and ctx.router_ip is not None:
         target = ctx.router_ip
+    st, _, err = load_l4_ports(ctx.cfg, ctx.faults, st, out)  # tail_nodeport_nat_egress_ipv4's
+    if err is not None:  # lb4_extract_tuple on the DNATed packet (nodeport.h:2621)
+        return st, _drop(out, err)
     res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, target, ctx.now, ctx.name,
                    ctx.rand, ctx.faults)
     st = attrs.evolve(st, snat=res.snat)
@@ -492,6 +502,20 @@ def _icmp_error_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState,
 
 def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                 ) -> tuple[NodeState, HookResult]:
+    """nodeport_lb4: a fragment's ports first (lb4_extract_tuple), then the ports' path."""
+    if pkt.frag is None or pkt.quote is not None:
+        return _nodeport_lb(ctx, st, pkt, hook)
+    st, logical, err = load_l4_ports(ctx.cfg, ctx.faults, st, pkt)
+    if err is not None:
+        return st, _drop(pkt, err)
+    st, res = _nodeport_lb(ctx, st, logical, hook)
+    if not pkt.frag.first and res.packet.frag is not None:
+        res = attrs.evolve(res, packet=no_l4(res.packet))
+    return st, res
+
+
+def _nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
+                 ) -> tuple[NodeState, HookResult]:
     """nodeport_lb4: service traffic to nodeport_svc_lb, the rest to DSR/reverse-SNAT."""
     if pkt.quote is not None:
         return _icmp_error_in(ctx, st, pkt)

@@ -24,6 +24,7 @@ from model.config import (
 )
 from model.errors import ConfigRefused, ScenarioError
 from model.flows import ENDINGS, FlowSpec
+from model.fragments import ORDERS
 from model.network import World
 from model.podflows import egress_flow
 from model.topology import (
@@ -205,7 +206,7 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
     bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax",
-                                                             "masquerade"})
+                                                             "masquerade", "fragmentTracking"})
     lo, hi = 30000, 32767
     if "range" in np:
         text = str(np["range"]).replace(",", "-")
@@ -252,6 +253,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                              lambda v, p: r.boolean(v, p), False),
         mtu=r.opt(c, "mtu", "cilium", lambda v, p: r.integer(v, p, MTU_MIN, MTU_MAX),
                   MTU_DEFAULT),
+        fragment_tracking=r.opt(bpf, "fragmentTracking", "cilium.bpf",
+                                lambda v, p: r.boolean(v, p), True),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
@@ -536,11 +539,12 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster, cfg: CiliumConf
     live: dict[str, tuple[str, ...]] = {}  # each service's backends after earlier changes
     pod_names = {pd.name for pd in cluster.pods}
     draining: dict[str, set[str]] = {}  # each service's terminating pods after changes
-    flows = []
+    flows: list[FlowSpec] = []
     for p, m in _named(r, top, "flows",
                        {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
                         "close", "setBackends", "terminating", "resume", "lostReplies",
-                        "backendError", "size", "ipOptions"},
+                        "backendError", "size", "ipOptions", "fragments",
+                        "fragmentOrder"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") in pod_names - set(clients):
             flows.append(egress_flow(r, p, m, cluster))  # pod egress (model/podflows.py)
@@ -600,7 +604,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster, cfg: CiliumConf
             lost_replies=r.opt(m, "lostReplies", p, r.boolean, False),
             backend_error=r.opt(m, "backendError", p,
                                 lambda v, q: r.enum(v, q, IcmpKind), None),
-            size=size, ip_options=opts))
+            size=size, ip_options=opts, **_fragmented(r, m, p, len(flows))))
     return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
 
 
@@ -617,3 +621,16 @@ def _size(r: _Reader, p: str, m: Mapping[str, Any], proto: Proto, v6: bool, mtu:
     size = r.opt(m, "size", p, lambda v, q: r.integer(v, q, least, mtu), None)
     return (None if size == least else size), opts
 
+
+def _fragmented(r: _Reader, m: Mapping[str, Any], p: str, index: int) -> dict[str, Any]:
+    """fragments (0 or 2..64) and fragmentOrder (only with fragments); the flow's IP ids."""
+    count = r.opt(m, "fragments", p, lambda v, q: r.integer(v, q, 0, 64), 0)
+    if count == 1:
+        raise r.fail(f"{p}.fragments", "1 fragment is an unfragmented datagram: use 0 or "
+                     "at least 2")
+    order = r.opt(m, "fragmentOrder", p, r.string, "in-order")
+    if order not in ORDERS:
+        raise r.fail(f"{p}.fragmentOrder", f"{_shown(order)} is not one of {', '.join(ORDERS)}")
+    if "fragmentOrder" in m and not count:
+        raise r.fail(f"{p}.fragmentOrder", "needs fragments (2 or more)")
+    return {"fragments": count, "fragment_order": order, "fragment_id": 256 + 1000 * index}

@@ -123,6 +123,27 @@ class Outer:
     vni: int = WORLD_ID
 
 
+# Each fragment the model sends carries this many 8-byte units of its datagram (24 bytes:
+# room for a TCP header in the first, RFC 791 offsets count 8-byte units).
+FRAG_UNITS = 3
+
+
+@attrs.frozen(kw_only=True)
+class Fragment:
+    """An IP fragment's identity: the datagram's IP id (16 bits in IPv4, 32 in the IPv6
+    fragment header), its offset in 8-byte units and the more-fragments bit. Only the
+    first fragment (offset 0) carries the L4 header: the others have no ports (0 here)."""
+
+    id: int
+    offset: int = 0
+    more: bool = False
+
+    @property
+    def first(self) -> bool:
+        """Offset 0: the fragment with the L4 header (ipfrag_has_l4_header)."""
+        return self.offset == 0
+
+
 @attrs.frozen(kw_only=True)
 class Packet:
     """An L3/L4 packet as the model sees it: tuple, flags, DSR metadata, encapsulation."""
@@ -140,6 +161,7 @@ class Packet:
     size: int | None = None
     ip_options: int = 0  # bytes of IPv4 options the client put in its header (NOPs)
     mtu: int | None = None  # a frag-needed / packet-too-big's MTU field (None: 0 on the wire)
+    frag: Fragment | None = None  # an IP fragment (MF/offset, IPv6 fragment header)
 
     @property
     def is_syn(self) -> bool:

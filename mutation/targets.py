@@ -130,6 +130,7 @@ MODEL_TESTS = (
     "tests/test_model_gaps_2.py", "tests/test_model_affinity.py", "tests/test_icmp_errors.py",
     "tests/test_masquerade.py",
     "tests/test_dsr_mtu.py",
+    "tests/test_model_fragments.py",
 )
 # Tests of datapath/ and its bridge (of the ICMP tests, the byte-level ones); the two
 # seeded-fault kill tables (57 s and 13 s, they re-run vectors and difftest per registered

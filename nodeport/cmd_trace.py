@@ -38,6 +38,9 @@ def _fmt(pkt: dict[str, Any], changed: list[str]) -> str:
     if pkt.get("quote"):
         q = pkt["quote"]
         text += f" {mark('quote')}quote=[{q['proto']} {q['src']} -> {q['dst']}]"
+    if pkt.get("fragment"):
+        f = pkt["fragment"]
+        text += f" frag=[id {f['id']} off {f['offset']}{' MF' if f['more'] else ''}]"
     if pkt.get("dsr"):
         text += f" {mark('dsr')}dsr={pkt['dsr']} ({pkt['dsr_kind']})"
     if pkt.get("size"):

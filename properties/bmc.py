@@ -101,6 +101,7 @@ PREMISES: dict[str, Premise] = {
     "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-AFF-01": _reconnected,
     "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent, "P-MTU-01": _sent,
     "P-MTU-02": _frag_needed_received,
+    "P-FRAG-01": _sent,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring

@@ -434,4 +434,42 @@ PROPERTIES += (
         method="bmc", configs=MTU_ON, expected=_never, bounds=MTU_BOUNDS),
 )
 
+
+def _frags_together(c: Config) -> str:
+    """Held where the first fragment arrives first and the version tracks the family."""
+    tracked = c.frag_tracking and (not c.ipv6 or c.version is CiliumVersion.V1_20)
+    return HOLD if tracked and c.frag_order != "reversed" else VIOLATED
+
+
+V120 = CiliumVersion.V1_20
+FRAG_CONFIGS = (
+    _cfg(SNAT, proto=UDP, version=V120, frag_order="in-order"),
+    _cfg(DSR, "ipv6", proto=UDP, version=V120, frag_order="first-last"),
+    _cfg(SNAT, place=L, version=CiliumVersion.V1_18, frag_order="in-order"),
+    _cfg(SNAT, proto=UDP, version=V120, frag_order="reversed"),
+    _cfg(SNAT, proto=UDP, version=V120, frag_order="in-order", frag_tracking=False),
+    _cfg(DSR, "ipv6", proto=UDP, frag_order="in-order"),
+)
+
+PROPERTIES += (
+    Property(
+        id="P-FRAG-01", title="fragments of a datagram stay together",
+        statement=("Every fragment of one datagram reaches the same backend, with the same "
+                   "(SNAT) source, when its first fragment arrives first: the first records "
+                   "its ports in cilium_ipv4/6_frag_datagrams under {saddr, daddr, IP id, "
+                   "proto} (ipv4.h:127-134), the later ones, which carry no L4 header, take "
+                   "them from there. Expected counterexamples: a later fragment arriving "
+                   "first is dropped (DROP_FRAG_NOT_FOUND, ipv4.h:96-98); with tracking off "
+                   "bpf_host drops every fragment, the first too (DROP_FRAG_NOSUPPORT, "
+                   "bpf_host.c:612-617); "
+                   "v1.18 has no IPv6 tracking and drops every IPv6 fragment (v1.18 "
+                   "ipv6.h:55-56)."),
+        scope="one client, one datagram in two fragments, two backends; SNAT IPv4 UDP and "
+              "a local IPv4 TCP backend, DSR IPv6 UDP; in order, first-last, reversed; "
+              "tracking off; v1.18 IPv6",
+        method="bmc", configs=FRAG_CONFIGS, expected=_frags_together,
+        bounds=Bounds(packets=1, backends=2, fragments=2),
+        mutants=((F.FRAG_FIRST_NOT_RECORDED, FRAG_CONFIGS[0]),)),
+)
+
 BY_ID = {p.id: p for p in PROPERTIES}

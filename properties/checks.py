@@ -622,11 +622,36 @@ def mtu02(rp: Replay) -> Finding | None:
     return _each(rp, one)
 
 
+def frag01(rp: Replay) -> Finding | None:
+    """P-FRAG-01: every fragment of a datagram reaches one backend, from one source."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        if tr.spec.fragments < 2:
+            return None
+        if tr.drop is not None:
+            at, why = tr.drop
+            return Finding(flow=n, hop=len(tr.hops) - 1, message=(
+                f"a fragment of {tr.spec.source}'s datagram was dropped at {at} ({why.name}): "
+                "the backend never has the whole datagram"))
+        seen: dict[int, list[tuple[int, Hop]]] = {}
+        for i, h in _pod_receives(tr):
+            if h.packet.frag is not None:
+                seen.setdefault(h.packet.frag.id, []).append((i, h))
+        for ident, got in seen.items():
+            pods = sorted({h.at for _, h in got})
+            srcs = sorted({str(h.packet.src.addr) for _, h in got})
+            if len(pods) > 1 or len(srcs) > 1 or len(got) != tr.spec.fragments:
+                return Finding(flow=n, hop=got[-1][0], message=(
+                    f"datagram {ident}: {len(got)} of {tr.spec.fragments} fragments reached "
+                    f"{', '.join(pods)} from {', '.join(srcs)}"))
+        return None
+    return _each(rp, one)
+
+
 CHECKERS: dict[str, Checker] = {
     "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
     "P-NAT-04": nat04,
     "P-NAT-03": nat03, "P-DSR-01": dsr01, "P-DSR-02": dsr02, "P-DSR-03": dsr03,
     "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
     "P-CT-02": ct02, "P-CT-03": ct03, "P-AFF-01": aff01, "P-ICMP-01": icmp01,
-    "P-ICMP-02": icmp02, "P-MTU-01": mtu01, "P-MTU-02": mtu02,
+    "P-ICMP-02": icmp02, "P-MTU-01": mtu01, "P-MTU-02": mtu02, "P-FRAG-01": frag01,
 }

@@ -46,6 +46,9 @@ class Config:
     masquerade: bool = False  # bpf.masquerade
     pmtu: bool = False  # pmtuDiscovery.enabled (--enable-pmtu-discovery)
     ip_options: int = 0  # bytes of IPv4 options in the client's requests
+    # the client's datagrams leave fragmented, reaching the node in this order (None: whole)
+    frag_order: str | None = None
+    frag_tracking: bool = True  # --enable-ipv4/6-fragment-tracking (cilium.bpf)
 
     @property
     def ipv6(self) -> bool:
@@ -82,7 +85,8 @@ class Config:
             tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
             no_backend_response=(NoBackendResponse.REJECT if self.reject
                                  else NoBackendResponse.DROP),
-            masquerade=self.masquerade, pmtu_discovery=self.pmtu)
+            masquerade=self.masquerade, pmtu_discovery=self.pmtu,
+            fragment_tracking=self.frag_tracking)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -110,6 +114,10 @@ class Config:
             parts.append("pmtu")
         if self.ip_options:
             parts.append(f"ipopts{self.ip_options}")
+        if self.frag_order is not None:
+            parts.append(f"frag-{self.frag_order}")
+        if not self.frag_tracking:
+            parts.append("no-frag-tracking")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -122,4 +130,5 @@ class Config:
                 "no_backend_response": "reject" if self.reject else "drop",
                 "session_affinity": "ClientIP" if self.affinity else "None",
                 "ecmp": self.ecmp, "bpf_masquerade": self.masquerade,
-                "pmtu_discovery": self.pmtu, "ip_options": self.ip_options}
+                "pmtu_discovery": self.pmtu, "ip_options": self.ip_options,
+                "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking}

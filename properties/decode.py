@@ -40,6 +40,8 @@ class FlowDoc:
     backend_error: str | None = None  # the backend answers with this ICMP error
     size: int | None = None  # each request's L3 length (None: short)
     ip_options: int = 0  # bytes of IPv4 options in each request
+    fragments: int = 0  # each datagram leaves as this many fragments
+    fragment_order: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -108,13 +110,17 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
             flow["size"] = f.size
         if f.ip_options:
             flow["ipOptions"] = f.ip_options
+        if f.fragments:
+            flow["fragments"] = f.fragments
+        if f.fragment_order is not None:
+            flow["fragmentOrder"] = f.fragment_order
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,
                    "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value},
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
-                   **({"bpf": {"masquerade": True}} if c.masquerade else {}),
+                   **_bpf(c.masquerade, c.fragment_tracking),
                    **({"pmtuDiscovery": {"enabled": True}} if c.pmtu_discovery else {})},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
@@ -126,6 +132,13 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                     for i, ip in enumerate(v.clients)],
         "flows": flows,
     }
+
+
+def _bpf(masquerade: bool, tracking: bool) -> dict[str, Any]:
+    """cilium.bpf, only the keys that differ from the defaults."""
+    bpf = ({"masquerade": True} if masquerade else {}) | (
+        {} if tracking else {"fragmentTracking": False})
+    return {"bpf": bpf} if bpf else {}
 
 
 @attrs.frozen(kw_only=True)

@@ -86,6 +86,7 @@ class Bounds:
     backend_error: IcmpKind | None = None
     # each request's L3 length (flows[].size; None: short) and IPv4 options (ipOptions)
     size: int | None = None
+    fragments: int = 0  # each datagram leaves as this many fragments (Config.frag_order)
 
     def describe(self) -> str:
         """Human form of the bound for the results table."""
@@ -96,8 +97,9 @@ class Bounds:
         err = (f", the backend answers {self.backend_error.value}"
                if self.backend_error is not None else "")
         big = f", {self.size}-byte requests" if self.size is not None else ""
+        frag = f", {self.fragments} fragments each" if self.fragments else ""
         return (f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{again}"
-                f"{err}{big}")
+                f"{err}{big}{frag}")
 
 
 @attrs.frozen(kw_only=True)
@@ -151,7 +153,9 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
                             backend=backend if i == 0 else None,
                             backend_error=(bounds.backend_error.value
                                            if bounds.backend_error is not None else None),
-                            size=bounds.size, ip_options=cfg.ip_options)
+                            size=bounds.size, ip_options=cfg.ip_options,
+                            fragments=bounds.fragments if cfg.frag_order else 0,
+                            fragment_order=cfg.frag_order if bounds.fragments else None)
                     for i, p in enumerate((SPORT, SPORT2)[:bounds.clients])) + (
             (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
                      backend=None, resume=True, set_backends=(1,), terminating=(0,)),

@@ -401,4 +401,39 @@ def test_real_bpf_masquerade_both_trees() -> None:
         doc = masq_program(("ipv4", "snat", "opt", "native"), f.cilium_version[:4])
         assert run_program(doc, f, frozenset(), c) is None
         assert c.observations > 30 and c.declared, c
+
+
+def test_fragment_tracking_defines_per_release() -> None:
+    """--enable-ipv4/6-fragment-tracking: 1.20's load-time CONFIG (config.h NPH_FRAGMENTS),
+    1.18's ENABLE_IPV4_FRAGMENTS define; off, neither (as the tree's tests compile)."""
+    on = _cfg(fragment_tracking=True)
+    assert prog.defines(on, version="1.20")["NPH_FRAGMENTS"] == "1"
+    assert "ENABLE_IPV4_FRAGMENTS" not in prog.defines(on, version="1.20")
+    assert prog.defines(on, version="1.18")["ENABLE_IPV4_FRAGMENTS"] == "1"
+    off = prog.defines(_cfg(), version="1.18") | prog.defines(_cfg(), version="1.20")
+    assert "NPH_FRAGMENTS" not in off and "ENABLE_IPV4_FRAGMENTS" not in off
+
+
+@real
+def test_real_bpf_fragments_both_trees() -> None:
+    """vectors/lb_fragments.yaml (tc_nodeport_lb_fragments_ns.c's packets: the frag map
+    entry, the second fragment DNATed by address only, a later fragment first dropped) and
+    lb_fragments_untracked.yaml hold for both releases' bpf_host, and the difftest's
+    explicit fragment program agrees with the model there."""
+    from ciliumbpf.adapter import factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+    from datapath.programs import fragment_program
+
+    for tree in (TREE, TREE_118):
+        if not tree.is_dir():
+            continue
+        f = factory(str(tree))
+        for name in ("lb_fragments.yaml", "lb_fragments_untracked.yaml"):
+            rep = run_vector_file(VECTORS / name, f, version=f.cilium_version)
+            assert rep.ok and not rep.skipped, rep.format()
+        doc = fragment_program(("ipv4", "snat", "opt", "native"), f.cilium_version[:4])
+        c = Counters()
+        assert run_program(doc, f, frozenset(), c) is None
+        assert c.observations > 40
         f.free()

@@ -39,6 +39,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str | None]]] = {
                       "no-room-for-the-option": ("dropped", "DROP_CT_INVALID_HDR")},
     "dsr-pmtu-off.yaml": {"full-size-syn": ("dropped", "FABRIC_OVER_MTU"),
                           "fits-at-1492": ("delivered", None)},
+    "fragments.yaml": {"in-order": ("delivered", None), "first-last": ("delivered", None),
+                       "overtaken": ("dropped", "DROP_FRAG_NOT_FOUND")},
 }
 
 

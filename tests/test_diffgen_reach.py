@@ -80,12 +80,17 @@ def features(doc: dict[str, Any]) -> set[str]:
             out.add("syn-after-close")
             if f["close"] in ("half", "backend-fin"):
                 out.add("syn-after-one-way-close")
+    for f in flows:
+        if f.get("fragments"):
+            out.add(f"fragments-{f.get('fragmentOrder', 'in-order')}")
     bpf = doc["cilium"].get("bpf", {})
     pods = {p["name"] for p in doc["pods"]}
     egress = [f for f in flows if f["client"] in pods]
     if bpf.get("masquerade") and egress and len(egress) < len(flows):
         out.add("pod-egress-beside-nodeport")  # masquerade and NodePort in one SNAT map
-    bpf = {k: v for k, v in bpf.items() if k != "masquerade"}
+    if bpf.get("fragmentTracking") is False:
+        out.add("fragment-tracking-off")
+    bpf = {k: v for k, v in bpf.items() if k not in ("masquerade", "fragmentTracking")}
     out.update(f"small-{k}" for k in bpf)
     out.update(f"fabric-{k}" for k in doc.get("fabric", {}))
     return out
@@ -103,6 +108,8 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "small-ctTcpMax", "small-ctAnyMax", "small-natMax",
             "fabric-dropsIPOptions", "fabric-sourceDestCheck",
             "session-affinity", "affinity-second-connection", "pod-egress-beside-nodeport",
+            "fragments-in-order", "fragments-first-last", "fragments-reversed",
+            "fragment-tracking-off",
             *(f"version-{v}" for v in VERSIONS)}
     assert want <= set(seen), sorted(want - set(seen))
     # the map and fabric extensions stay a minority of the generated programs (the
@@ -313,3 +320,47 @@ def test_masq_program_agrees_and_a_masquerade_fault_diverges() -> None:
     bad = run_program(masq_program(COMBOS[0]), reference_factory,
                       frozenset({"snat_ignore_reverse_entry"}), Counters())
     assert bad is not None and bad.step.startswith("egress-b"), bad
+
+
+def test_fragment_program_and_generated_fragments_reach_the_frag_map(
+        docs: list[dict[str, Any]]) -> None:
+    """Generated programs send fragmented datagrams that the model delivers whole (every
+    fragment to one pod) and drop (a later fragment first: DROP_FRAG_NOT_FOUND; tracking
+    off: DROP_FRAG_NOSUPPORT). The explicit fragment program agrees with the reference in
+    every configuration and version; a datapath whose first fragment records nothing
+    diverges at the first later fragment."""
+    from datapath.adapter import reference_factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+    from datapath.programs import COMBOS, EXPLICIT, fragment_program
+    from model.drops import DropReason
+
+    seen: Counter[str] = Counter()
+    for doc in docs:
+        if not any(f.get("fragments") for f in doc["flows"]):
+            continue
+        sc = parse(doc)
+        _, traces = run_flows(sc.world, sc.flows)
+        for tr in traces:
+            if tr.spec.fragments and any(len(d) == tr.spec.fragments for d in tr.datagrams):
+                seen["whole-datagram"] += 1
+            if tr.drop is not None and tr.drop[1].name.startswith("DROP_FRAG"):
+                seen[tr.drop[1].name] += 1
+    assert seen["whole-datagram"] >= 5 and seen["DROP_FRAG_NOT_FOUND"] >= 1 \
+        and seen["DROP_FRAG_NOSUPPORT"] >= 1, seen
+    assert (fragment_program, False) in EXPLICIT
+    for combo in COMBOS:
+        for version in VERSIONS:
+            doc = fragment_program(combo, version)
+            sc = parse(doc)
+            _, traces = run_flows(sc.world, sc.flows)
+            dropped = [t.drop[1] if t.drop else None for t in traces]
+            if combo[0] == "ipv6" and version == "1.18":
+                assert dropped[:3] == [DropReason.DROP_FRAG_NOSUPPORT] * 3
+            else:
+                assert dropped == [None, None, DropReason.DROP_FRAG_NOT_FOUND, None], dropped
+                assert [len(d) for d in traces[0].datagrams] == [3, 3]
+            assert run_program(doc, reference_factory, frozenset(), Counters()) is None
+    bad = run_program(fragment_program(COMBOS[0]), reference_factory,
+                      frozenset({"frag_first_not_recorded"}), Counters())
+    assert bad is not None and bad.step.startswith("in-order: request 1"), bad

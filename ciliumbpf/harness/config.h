@@ -42,4 +42,11 @@ ASSIGN_CONFIG(bool, enable_no_service_endpoints_routable, true)
 #ifdef NPH_CT_ACCOUNTING
 ASSIGN_CONFIG(bool, enable_conntrack_accounting, true)
 #endif
+
+/* --enable-ipv4/6-fragment-tracking (agent default on; off unless the node says so, as
+ * the tree's bpf/tests compile it): lib/ipv4.h:38, lib/ipv6.h:65. */
+#ifdef NPH_FRAGMENTS
+ASSIGN_CONFIG(bool, enable_ipv4_fragments, true)
+ASSIGN_CONFIG(bool, enable_ipv6_fragments, true)
+#endif
 #endif

@@ -70,6 +70,8 @@
 # define LB6_AFFINITY_MAP cilium_lb6_affinity
 # undef LB_AFFINITY_MATCH_MAP
 # define LB_AFFINITY_MATCH_MAP cilium_lb_affinity_match
+# undef IPV4_FRAG_DATAGRAMS_MAP
+# define IPV4_FRAG_DATAGRAMS_MAP cilium_ipv4_frag_datagrams
 /* NODEPORT_PORT_MIN_NAT is NODEPORT_PORT_MAX + 1 here (a define, not CONFIG()). */
 # ifdef NPH_NAT_PORT_MAX_MIN1
 #  undef NODEPORT_PORT_MAX
