@@ -28,3 +28,5 @@ class ModelFault(enum.Enum):
     AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
                                 "(the timeout compared the wrong way)")
     REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"
+    XDP_ETP_LOCAL_SKIPS_TC = ("XDP hands an eTP=Local packet it punts to tc with "
+                              "XFER_PKT_NO_SVC, so tc's from-netdev skips the service")

@@ -12,6 +12,7 @@ import attrs
 
 import safeyaml
 from model.config import (
+    Acceleration,
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
@@ -198,7 +199,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                   {"version", "loadBalancer", "routingMode", "tunnelProtocol", "nodePort",
                    "seed", "serviceNoBackendResponse", "enableNoServiceEndpointsRoutable",
                    "bpf"})
-    lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
+    lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer",
+                   {"mode", "dsrDispatch", "acceleration"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
     bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax",
                                                              "masquerade"})
@@ -244,6 +246,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         ct_any_max=r.opt(bpf, "ctAnyMax", "cilium.bpf",
                          lambda v, p: r.integer(v, p, 1, 2**26), 262144),
         masquerade=r.opt(bpf, "masquerade", "cilium.bpf", lambda v, p: r.boolean(v, p), False),
+        acceleration=r.opt(lb, "acceleration", "cilium.loadBalancer",
+                           lambda v, p: r.enum(v, p, Acceleration), Acceleration.DISABLED),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
@@ -379,7 +383,7 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
                              f"{'IPv4' if family is IPv4Address else 'IPv6'} like nodes[0]")
     _check_services(r, services, family, addrs, cfg)
     try:
-        validate(cfg)
+        validate(cfg, ipv6_underlay=family is IPv6Address)
     except ConfigRefused as exc:
         raise ConfigRefused(f"{source}: cilium: configuration refused by the agent: {exc}"
                             ) from None
