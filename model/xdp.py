@@ -1,4 +1,4 @@
-"""The NodePort program at XDP (bpf_xdp.c under loadBalancer.acceleration) and its hand-over to tc."""
+"""The NodePort program at XDP (bpf_xdp.c, loadBalancer.acceleration) and its hand-over to tc."""
 
 from __future__ import annotations
 

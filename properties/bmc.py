@@ -18,7 +18,7 @@ import z3
 
 from model.faults import ModelFault
 from properties.catalogue import Property
-from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay
+from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay, xdp_ran
 from properties.configs import Config
 from properties.decode import Replayed, ScenarioValues, document, replay, run_document
 from properties.results import (
@@ -92,7 +92,7 @@ PREMISES: dict[str, Premise] = {
     "P-DSR-03": _delivered, "P-ETP-01": _sent, "P-HYB-01": _reply_arrives, "P-ENV-01": _sent,
     "P-ENV-02": _sent, "P-CT-01": _repeat_delivery, "P-NAT-02": _two_translations,
     "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-AFF-01": _reconnected,
-    "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent,
+    "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent, "P-XDP-01": xdp_ran,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
