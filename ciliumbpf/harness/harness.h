@@ -226,6 +226,22 @@ static __always_inline void nph_record(__u32 kind, int ifindex, __u32 flags)
 	}
 }
 
+#ifdef NPH_XDP
+/* bpf_xdp.c runs on the native device: a FIB answer out of it is XDP_TX. ctx/xdp.h's
+ * ctx_redirect compares with ctx->ingress_ifindex, which a test run cannot name, so the
+ * harness answers for it; another device would be XDP_REDIRECT. */
+static __always_inline int
+nph_xdp_redirect(const struct xdp_md *ctx __maybe_unused, int ifindex, __u32 flags)
+{
+	struct nph_capture *cap = nph_cap();
+
+	nph_record(1, ifindex, flags);
+	if (cap)
+		cap->self = (__u32)ifindex == NPH_NATIVE_IFINDEX;
+	return (__u32)ifindex == NPH_NATIVE_IFINDEX ? XDP_TX : XDP_REDIRECT;
+}
+#define ctx_redirect nph_xdp_redirect
+#else /* tc: bpf_host, bpf_overlay */
 static __always_inline int
 nph_ctx_redirect(const struct __sk_buff *ctx __maybe_unused, int ifindex, __u32 flags)
 {
@@ -369,6 +385,8 @@ nph_get_tunnel_opt(struct __sk_buff *ctx __maybe_unused, void *opt, __u32 len)
 }
 #undef ctx_get_tunnel_opt
 #define ctx_get_tunnel_opt nph_get_tunnel_opt
+
+#endif /* NPH_XDP */
 
 /* cilium_host's address (the SNAT source towards tunnel endpoints) from NodeConfig. */
 #ifdef NPH_IPV4_GATEWAY
