@@ -15,6 +15,7 @@ from datapath.programs import VERSIONS, nat_min
 from model.conntrack import reopens
 from model.flows import run_flows
 from model.maps import LruMap, TupleFlags
+from model.nodeport import Hook
 from model.scenario import parse
 from model.snat import snat_nat
 from model.values import TcpFlags
@@ -79,6 +80,9 @@ def features(doc: dict[str, Any]) -> set[str]:
             out.add("syn-after-close")
             if f["close"] in ("half", "backend-fin"):
                 out.add("syn-after-one-way-close")
+    accel = doc["cilium"]["loadBalancer"].get("acceleration")
+    if accel:
+        out.add(f"xdp-{accel}")
     bpf = doc["cilium"].get("bpf", {})
     out.update(f"small-{k}" for k in bpf)
     out.update(f"fabric-{k}" for k in doc.get("fabric", {}))
@@ -96,7 +100,7 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "close-backend-fin", "close-backend-rst", "lost-replies", "syn-after-one-way-close",
             "small-ctTcpMax", "small-ctAnyMax", "small-natMax",
             "fabric-dropsIPOptions", "fabric-sourceDestCheck",
-            "session-affinity", "affinity-second-connection",
+            "session-affinity", "affinity-second-connection", "xdp-native", "xdp-best-effort",
             *(f"version-{v}" for v in VERSIONS)}
     assert want <= set(seen), sorted(want - set(seen))
     # the map and fabric extensions stay a minority of the generated programs (the
@@ -170,9 +174,13 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
         lo = sc.world.cfg.nat_min
         state, traces = run_flows(sc.world, sc.flows)
         for tr in traces:
-            for h in tr.hops:
+            for i, h in enumerate(tr.hops):
                 if h.hook is not None and h.packet.flags & TcpFlags.RST:
                     seen[f"{'reply' if h.reply else 'request'}-rst-seen-by-node"] += 1
+                if h.hook is Hook.XDP:  # XDP_TX, or XDP_PASS to the node's from-netdev
+                    nxt = tr.hops[i + 1] if i + 1 < len(tr.hops) else None
+                    passed = nxt is not None and nxt.hook is Hook.FROM_NETDEV and nxt.at == h.at
+                    seen[f"xdp-{'pass' if passed else 'final'}-{h.action.value}"] += 1
             if tr.drop is not None:
                 seen[tr.drop[1].name] += 1
                 if tr.spec.proto is not next(s.proto for s in sc.world.cluster.services
@@ -206,7 +214,8 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK",
             "syn-reopens-half-closed-entry", "closed-one-way", "request-rst-seen-by-node",
             "reply-rst-seen-by-node", "affinity-hit", "affinity-miss",
-            "affinity-entry-dropped"}
+            "affinity-entry-dropped", "xdp-final-dnat+snat", "xdp-final-dnat+dsr",
+            "xdp-final-rev-snat", "xdp-pass-dnat", "xdp-pass-pass", "xdp-pass-dsr-ingress"}
     assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
 
