@@ -36,6 +36,8 @@ FAULTS: dict[str, str] = {
     "affinity_expiry_inverted": "a fresh session affinity entry counts as expired (timeout "
                                 "compared the wrong way)",
     "icmp_error_quote_kept": "reverse SNAT of an ICMP error leaves the quoted source SNATed",
+    "xdp_etp_punt_no_svc": "XDP hands a punted eTP=Local packet to tc with XFER_PKT_NO_SVC, "
+                           "so tc skips the service",
 }
 
 

@@ -286,7 +286,8 @@ class Node:
         done = None
         if p.proto in PORT_PROTOS:
             if self.config.version == "1.20" and xdp_punts_etp_local(self, p):
-                return HookResult(XdpVerdict.XDP_PASS, p.buf, None, "tc", 0)
+                xfer = XFER_PKT_NO_SVC if "xdp_etp_punt_no_svc" in self.faults else 0
+                return HookResult(XdpVerdict.XDP_PASS, p.buf, None, "tc", xfer)
             done = nodeport_lb(self, p)
             if done is None:
                 self.xfer |= XFER_PKT_NO_SVC  # no service (nodeport.h:2971, v1.18 :2731)
