@@ -92,3 +92,12 @@ def test_dsr_ingress_at_xdp_and_tunnel_untouched() -> None:
     gen = _hooks(_doc("examples/geneve-dsr-tunnel.yaml", acceleration="native"))[0]
     assert ("from-overlay", "dsr-ingress") in gen  # the Geneve packet passes XDP unseen
     assert Hook.XDP.value == "xdp"
+
+
+def test_standard_pictures_show_the_hand_over() -> None:
+    from diagrams.catalogue import PICTURES, picture_dot
+    pics = {p.name: p for p in PICTURES}
+    local = picture_dot(pics["16-xdp-local"])
+    assert "xdp: dnat, XDP_PASS to tc" in local and "walk ends" not in local
+    remote = picture_dot(pics["15-xdp-remote"])
+    assert "xdp: pass, XDP_PASS to tc" in remote and "rev-snat" in remote
