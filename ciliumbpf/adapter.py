@@ -207,6 +207,7 @@ class CiliumBpfNode:
         """cil_xdp_entry on the frame; the output is XDP's metadata (ctx_move_xfer) then the
         frame, the metadata's length read from the returned xdp_md (data - data_meta)."""
         obj = self.xdp()
+        self._zero_scratch(obj)
         frame = _ETH_NODE + _ETH_PEER + _ethertype(ip) + ip
         try:
             # xdp_md in: no metadata, data_end the frame's length (bpf_prog_test_run_xdp)
@@ -235,10 +236,24 @@ class CiliumBpfNode:
         return HookResult(verdict, out, reason, "netdev")
 
     def _xdp_drop(self, obj: _Object) -> DropReason:
-        """The reason send_drop_notify left: not observable from a test run of XDP (its
-        metadata lives in a per-CPU scratch map); DROP_INVALID stands for any."""
-        del obj
+        """The reason _send_drop_notify stored as meta word 2 (lib/drop.h:154); XDP's meta
+        words live in the per-CPU cilium_xdp_scratch map (ctx/xdp.h ctx_store_meta), zeroed
+        before each run, so the one CPU that ran the program holds it."""
+        m = obj.maps.get("cilium_xdp_scratch")
+        raw = m.lookup(b"\0" * 4) if m is not None else None
+        if m is None or raw is None:
+            return DropReason.DROP_INVALID
+        step = (m.value_size + 7) // 8 * 8
+        for off in range(0, len(raw), step):
+            word = struct.unpack_from("<I", raw, off + 8)[0] if m.value_size >= 12 else 0
+            if word:
+                return _KNOWN_DROPS.get(word & 0xFF, DropReason.DROP_INVALID)
         return DropReason.DROP_INVALID
+
+    def _zero_scratch(self, obj: _Object) -> None:
+        m = obj.maps.get("cilium_xdp_scratch")
+        if m is not None:
+            m.update(b"\0" * 4, bytes(len(m._value_buf().raw)))
 
     def _control(self, pin: int | None, tun: dict[str, Any] | None) -> None:
         val: dict[str, Any] = {"now_sec": self.now, "pin_valid": int(pin is not None),
