@@ -101,3 +101,12 @@ def test_standard_pictures_show_the_hand_over() -> None:
     assert "xdp: dnat, XDP_PASS to tc" in local and "walk ends" not in local
     remote = picture_dot(pics["15-xdp-remote"])
     assert "xdp: pass, XDP_PASS to tc" in remote and "rev-snat" in remote
+
+
+def test_v113_dsr_ingress_stays_in_bpf_lxc() -> None:
+    """v1.13 extracts DSR info in bpf_lxc: XDP passes the request untouched and the
+    to-container hook records the frontend, so the reply is still reverse-translated."""
+    doc = _doc("examples/v113-dsr.yaml", acceleration="native")
+    hops = _hooks(doc)[0]
+    assert hops[1:4] == [("xdp", "dnat+dsr"), ("xdp", "pass"), ("to-container", "dsr-ingress")]
+    assert ("from-container", "rev-dnat") in hops
