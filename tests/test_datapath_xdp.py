@@ -25,9 +25,11 @@ VECTORS = ROOT / "vectors"
 FILES = ("xdp_nodeport.yaml", "xdp_dsr.yaml")
 
 
-def _example() -> dict[str, Any]:
+def _example(tunnel: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "xdp-acceleration.yaml")
                                          .read_text())
+    if tunnel:  # SNAT to the remote backend through Geneve, built by XDP itself
+        doc["cilium"].update(routingMode="tunnel", tunnelProtocol="geneve")
     return doc
 
 
@@ -87,6 +89,7 @@ def test_fault_killed_by_vectors_and_difftest() -> None:
     from datapath.adapter import reference_factory
     doc = _example()
     assert run_program(doc, reference_factory, frozenset(), Counters()) is None
+    assert run_program(_example(True), reference_factory, frozenset(), Counters()) is None
     div = run_program(doc, reference_factory, frozenset({"xdp_etp_punt_no_svc"}), Counters())
     assert div is not None and "etp-local-punted" in str(div)
 
@@ -94,7 +97,8 @@ def test_fault_killed_by_vectors_and_difftest() -> None:
 @real
 def test_real_bpf_xdp_both_trees() -> None:
     """The vectors from Cilium's xdp_nodeport_* tests and the example's difftest (XDP_TX,
-    the hand-over to cil_from_netdev, the eTP=Local punt on 1.20) on both trees."""
+    the hand-over to cil_from_netdev, the eTP=Local punt on 1.20), natively routed and
+    through the Geneve tunnel XDP builds itself, on both trees."""
     from ciliumbpf.adapter import factory
 
     for tree in (TREE, TREE_118):
@@ -104,9 +108,10 @@ def test_real_bpf_xdp_both_trees() -> None:
         for name in FILES:
             rep = run_vector_file(VECTORS / name, f, version=f.cilium_version)
             assert rep.ok and not rep.skipped, rep.format()
-        doc = _example()
-        doc["cilium"]["version"] = f.cilium_version[:4]
-        c = Counters()
-        assert run_program(doc, f, frozenset(), c) is None
-        assert c.observations > 15
+        for tunnel in (False, True):
+            doc = _example(tunnel)
+            doc["cilium"]["version"] = f.cilium_version[:4]
+            c = Counters()
+            assert run_program(doc, f, frozenset(), c) is None, (tree.name, tunnel)
+            assert c.observations > 15
         f.free()

@@ -12,6 +12,15 @@
 
 #include "harness.h"
 
+#if NPH_CILIUM_MINOR < 120 && defined(TUNNEL_MODE)
+/* 1.18: the tunnel protocol and port are defines (the tree's test node_config.h says
+ * VXLAN on 8472); the model's tunnel routing is Geneve on 6081. */
+# undef TUNNEL_PROTOCOL
+# define TUNNEL_PROTOCOL TUNNEL_PROTOCOL_GENEVE
+# undef TUNNEL_PORT
+# define TUNNEL_PORT 6081
+#endif
+
 #include <bpf_xdp.c>
 
 #include "config.h"
