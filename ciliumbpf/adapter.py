@@ -71,8 +71,8 @@ class _Object:
                  share: BpfObject | None = None, xdp: bool = False) -> None:
         defines = prog.defines(cfg, overlay, tree.version)
         if xdp:  # bpf_xdp.c: no host identity, no pod egress; the acceleration on
-            defines.pop("SECLABEL", None)
-            defines.pop("NPH_POD_EGRESS", None)
+            for name in ("SECLABEL", "NPH_POD_EGRESS"):
+                defines.pop(name, None)
             defines["ENABLE_NODEPORT_ACCELERATION"] = "1"
         path = compile_object(tree, prog.HARNESS_DIR / source, defines=defines,
                               include_dirs=(prog.HARNESS_DIR,))
@@ -230,9 +230,12 @@ class CiliumBpfNode:
             return HookResult(verdict, out or ip, self._xdp_drop(obj), None)
         if verdict is XdpVerdict.XDP_PASS:
             return HookResult(verdict, out, None, "tc", xfer)
+        # tail_no_service_ipv4/6's answer goes back out the receiving device: 1.20's
+        # redirect_self is a bare XDP_TX (no redirect recorded), 1.18 redirects to
+        # ctx_get_ifindex() (`self`); a forwarded packet leaves by a FIB redirect
         cap = self._cap.unpack_value(self._cap.lookup(b"\0" * 4) or self._zero_cap)
-        reason = DropReason.DROP_NO_SERVICE if _port_unreachable(out) and cap["self"] \
-            else None
+        here = not cap["kind"] or cap["self"]
+        reason = DropReason.DROP_NO_SERVICE if _port_unreachable(out) and here else None
         return HookResult(verdict, out, reason, "netdev")
 
     def _xdp_drop(self, obj: _Object) -> DropReason:
@@ -250,7 +253,7 @@ class CiliumBpfNode:
                 return _KNOWN_DROPS.get(word & 0xFF, DropReason.DROP_INVALID)
         return DropReason.DROP_INVALID
 
-    def _zero_scratch(self, obj: _Object) -> None:
+    def _zero_scratch(self, obj: _Object) -> None:  # before each run: see _xdp_drop
         m = obj.maps.get("cilium_xdp_scratch")
         if m is not None:
             m.update(b"\0" * 4, bytes(len(m._value_buf().raw)))

@@ -228,17 +228,19 @@ static __always_inline void nph_record(__u32 kind, int ifindex, __u32 flags)
 
 #ifdef NPH_XDP
 /* bpf_xdp.c runs on the native device: a FIB answer out of it is XDP_TX. ctx/xdp.h's
- * ctx_redirect compares with ctx->ingress_ifindex, which a test run cannot name, so the
- * harness answers for it; another device would be XDP_REDIRECT. */
+ * ctx_redirect compares with ctx->ingress_ifindex, which a test run leaves 0, so the harness
+ * takes both 0 (1.18's redirect to ctx_get_ifindex(), `self`) and the native device's index
+ * for the receiving device; another device would be XDP_REDIRECT. */
 static __always_inline int
-nph_xdp_redirect(const struct xdp_md *ctx __maybe_unused, int ifindex, __u32 flags)
+nph_xdp_redirect(const struct xdp_md *ctx, int ifindex, __u32 flags)
 {
 	struct nph_capture *cap = nph_cap();
+	bool here = (__u32)ifindex == ctx->ingress_ifindex;
 
 	nph_record(1, ifindex, flags);
 	if (cap)
-		cap->self = (__u32)ifindex == NPH_NATIVE_IFINDEX;
-	return (__u32)ifindex == NPH_NATIVE_IFINDEX ? XDP_TX : XDP_REDIRECT;
+		cap->self = here;
+	return here || (__u32)ifindex == NPH_NATIVE_IFINDEX ? XDP_TX : XDP_REDIRECT;
 }
 #define ctx_redirect nph_xdp_redirect
 #else /* tc: bpf_host, bpf_overlay */
