@@ -25,7 +25,7 @@ from ciliumbpf.toolchain import CiliumTree, cilium_tree, compile_object, ensure_
 from datapath.build import geneve_encap
 from datapath.config import NodeConfig
 from datapath.difftest import Declared
-from datapath.drop import DropReason, Verdict
+from datapath.drop import XFER_PKT_NO_SVC, DropReason, Verdict, XdpVerdict
 from datapath.errors import ConfigError
 from datapath.host import HookResult
 from datapath.maps import (
@@ -41,7 +41,8 @@ from datapath.maps import (
 )
 from datapath.packet import parse
 
-HOOKS = ("from-netdev", "to-netdev", "from-overlay")
+HOOKS = ("from-netdev", "to-netdev", "from-overlay", "xdp")
+XDP_MD_SIZE = 24  # struct xdp_md: data, data_end, data_meta, ingress/rx_queue/egress index
 _ETH_NODE = bytes.fromhex("020000000001")
 _ETH_PEER = bytes.fromhex("020000000002")
 LB_MAPS = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_reverse_nat",
@@ -67,9 +68,13 @@ class _Object:
     """One compiled and loaded harness object (bpf_host or bpf_overlay)."""
 
     def __init__(self, tree: CiliumTree, source: str, cfg: NodeConfig, overlay: bool,
-                 share: BpfObject | None = None) -> None:
-        path = compile_object(tree, prog.HARNESS_DIR / source,
-                              defines=prog.defines(cfg, overlay, tree.version),
+                 share: BpfObject | None = None, xdp: bool = False) -> None:
+        defines = prog.defines(cfg, overlay, tree.version)
+        if xdp:  # bpf_xdp.c: no host identity, no pod egress; the acceleration on
+            for name in ("SECLABEL", "NPH_POD_EGRESS"):
+                defines.pop(name, None)
+            defines["ENABLE_NODEPORT_ACCELERATION"] = "1"
+        path = compile_object(tree, prog.HARNESS_DIR / source, defines=defines,
                               include_dirs=(prog.HARNESS_DIR,))
         self.obj = BpfObject.open(path)
         # The agent sizes maps at load time; the tests never come near MAP_CAPACITY entries,
@@ -106,10 +111,12 @@ class CiliumBpfNode:
         self._pool = pool
         self.host = _Object(tree, "host.c", config, overlay=False)
         self._overlay: _Object | None = None
+        self._xdp: _Object | None = None
         progs = self.host.obj.programs()
         self._from_container = progs.get("nph_from_container")
         self._progs = {"from-netdev": self.host.program("cil_from_netdev"),
                        "to-netdev": self.host.program("cil_to_netdev")}
+        self._no_svc = progs.get("nph_from_netdev_no_svc")
         self._ctx = bytes(self.host.ctx_size)
         m = self.host.maps
         self._ctl, self._cap = m["nph_control"], m["nph_capture"]
@@ -129,7 +136,7 @@ class CiliumBpfNode:
         """Back to a just-loaded node for `config` (same defines): every hash/LRU/LPM map
         emptied, every array and .bss zeroed (as at creation), then programmed afresh.
         Tail-call arrays and .rodata/.data keep what load gave them."""
-        objs = [self.host] + ([self._overlay] if self._overlay is not None else [])
+        objs = [self.host] + [o for o in (self._overlay, self._xdp) if o is not None]
         seen: set[int] = set()
         for o in objs:
             for name, m in o.maps.items():
@@ -188,6 +195,69 @@ class CiliumBpfNode:
             self._progs["from-overlay"] = self._overlay.program("cil_from_overlay")
         return self._overlay
 
+    def xdp(self) -> _Object:
+        """bpf_xdp (ENABLE_NODEPORT_ACCELERATION), loaded on first use onto bpf_host's maps."""
+        if self._xdp is None:
+            self._xdp = _Object(self.tree, "xdp.c", self.config, overlay=False,
+                                share=self.host.obj, xdp=True)
+            self._progs["xdp"] = self._xdp.program("cil_xdp_entry")
+        return self._xdp
+
+    def _run_xdp(self, ip: bytes) -> HookResult:
+        """cil_xdp_entry on the frame; the output is XDP's metadata (ctx_move_xfer) then the
+        frame, the metadata's length read from the returned xdp_md (data - data_meta)."""
+        obj = self.xdp()
+        self._zero_scratch(obj)
+        frame = _ETH_NODE + _ETH_PEER + _ethertype(ip) + ip
+        try:
+            # xdp_md in: no metadata, data_end the frame's length (bpf_prog_test_run_xdp)
+            md = struct.pack("<6I", 0, len(frame), 0, 0, 0, 0)
+            res = self._progs["xdp"].test_run(frame, md)
+        except OSError:
+            return HookResult(XdpVerdict.XDP_DROP, ip, DropReason.DROP_INVALID, None)
+        meta = 0
+        if res.ctx is not None and len(res.ctx) >= 12:
+            data, _end, data_meta = struct.unpack_from("<III", res.ctx)
+            meta = max(0, data - data_meta)
+        xfer = struct.unpack_from("<I", res.data)[0] if meta >= 4 else 0
+        body = res.data[meta:]
+        out = body[14:] if len(body) >= 14 else b""
+        try:
+            verdict = XdpVerdict(res.retval)
+        except ValueError:
+            return HookResult(XdpVerdict.XDP_DROP, ip, DropReason.DROP_INVALID, None)
+        if verdict is XdpVerdict.XDP_DROP:
+            return HookResult(verdict, out or ip, self._xdp_drop(obj), None)
+        if verdict is XdpVerdict.XDP_PASS:
+            return HookResult(verdict, out, None, "tc", xfer)
+        # tail_no_service_ipv4/6's answer goes back out the receiving device: 1.20's
+        # redirect_self is a bare XDP_TX (no redirect recorded), 1.18 redirects to
+        # ctx_get_ifindex() (`self`); a forwarded packet leaves by a FIB redirect
+        cap = self._cap.unpack_value(self._cap.lookup(b"\0" * 4) or self._zero_cap)
+        here = not cap["kind"] or cap["self"]
+        reason = DropReason.DROP_NO_SERVICE if _port_unreachable(out) and here else None
+        return HookResult(verdict, out, reason, "netdev")
+
+    def _xdp_drop(self, obj: _Object) -> DropReason:
+        """The reason _send_drop_notify stored as meta word 2 (lib/drop.h:154); XDP's meta
+        words live in the per-CPU cilium_xdp_scratch map (ctx/xdp.h ctx_store_meta), zeroed
+        before each run, so the one CPU that ran the program holds it."""
+        m = obj.maps.get("cilium_xdp_scratch")
+        raw = m.lookup(b"\0" * 4) if m is not None else None
+        if m is None or raw is None:
+            return DropReason.DROP_INVALID
+        step = (m.value_size + 7) // 8 * 8
+        for off in range(0, len(raw), step):
+            word = struct.unpack_from("<I", raw, off + 8)[0] if m.value_size >= 12 else 0
+            if word:
+                return _KNOWN_DROPS.get(word & 0xFF, DropReason.DROP_INVALID)
+        return DropReason.DROP_INVALID
+
+    def _zero_scratch(self, obj: _Object) -> None:  # before each run: see _xdp_drop
+        m = obj.maps.get("cilium_xdp_scratch")
+        if m is not None:
+            m.update(b"\0" * 4, bytes(len(m._value_buf().raw)))
+
     def _control(self, pin: int | None, tun: dict[str, Any] | None) -> None:
         val: dict[str, Any] = {"now_sec": self.now, "pin_valid": int(pin is not None),
                                "pin_value": pin or 0}
@@ -196,14 +266,22 @@ class CiliumBpfNode:
         self._ctl.update(b"\0" * 4, self._ctl.pack_value(val))
         self._cap.update(b"\0" * 4, self._zero_cap)
 
-    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
-            ) -> HookResult:
-        """Run one hook on one packet (bytes from the IP header)."""
+    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None,
+            xfer: int = 0) -> HookResult:
+        """Run one hook on one packet (bytes from the IP header); `xfer`: the XFER flags
+        XDP passed a from-netdev packet with."""
         if hook not in HOOKS:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         if hook == "from-overlay":
             return self._from_overlay(bytes(pkt), backend)
         self._control(self._pin(pkt, backend), None)
+        if hook == "xdp":
+            return self._run_xdp(bytes(pkt))
+        if hook == "from-netdev" and xfer & XFER_PKT_NO_SVC:
+            if self._no_svc is None:
+                raise ConfigError(f"{self.tree.version}: the harness has no "
+                                  "nph_from_netdev_no_svc")
+            return self._run(hook, self._no_svc, self.host, bytes(pkt))
         if hook == "to-netdev" and self._from_container is not None:
             # tunnel routing: the pod's bpf_lxc encapsulation first (host.c), then, when
             # it did not tunnel the packet, cil_to_netdev

@@ -38,11 +38,14 @@ class Datapath(Protocol):
       starting at the IP header; returns the TC verdict, the bytes as left, the drop
       reason and the redirect target ("netdev", "cilium_geneve", "lxc:<ifindex>", "stack").
       `backend` pins the backend chosen on CT_NEW (so two implementations agree).
+      Under XDP acceleration the hook "xdp" (cil_xdp_entry) returns an XdpVerdict and the
+      XFER flags it hands to tc (HookResult.xfer); `xfer` gives them to "from-netdev"
+      (passed only when non-zero, so a datapath without XDP may omit the parameter).
     * dump: read every map (or only the named ones) back for the abstraction function.
     """
 
-    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
-            ) -> HookResult: ...
+    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None,
+            xfer: int = 0) -> HookResult: ...
 
     def advance(self, seconds: int) -> None: ...
 

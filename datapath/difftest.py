@@ -52,6 +52,7 @@ from datapath.abstraction import (
 )
 from datapath.adapter import Datapath, DatapathFactory, check_datapath
 from datapath.drop import Verdict as DpVerdict
+from datapath.drop import XdpVerdict
 from model.drops import DropReason
 from model.flows import FlowSpec, answer, request
 from model.fragments import fragments, ordered
@@ -66,7 +67,7 @@ from model.network import (
     reprogram,
     walk,
 )
-from model.nodeport import Step
+from model.nodeport import Hook, Step
 from model.topology import Fabric
 from model.values import Endpoint, IPAddress, Packet, Proto
 
@@ -223,6 +224,8 @@ def model_walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: 
         last = i == len(hooks) - 1
         if h.action is Step.REJECT:
             v = "reject"
+        elif h.hook is Hook.XDP and not last and hooks[i + 1].at == h.at:
+            v = "pass"  # XDP_PASS: the node's from-netdev comes next
         elif not last:
             v = "forward"
         elif w.end is EndKind.POD:
@@ -253,6 +256,7 @@ class DatapathNet:
                                             world.cluster.frontends_on(n.name))
                           for n in world.cluster.nodes}
         self.touched: set[str] = set()  # nodes a hook ran on since the caller cleared it
+        self.xfer = 0  # the XFER flags of the last XDP_PASS
 
     def close(self) -> None:
         """Free every node that holds resources (a `close()` method: real BPF objects)."""
@@ -297,16 +301,31 @@ class DatapathNet:
             return DropReason.FABRIC_OVER_MTU.name
         return None
 
-    def _hook(self, node: str, hook: str, data: bytes | bytearray, pin: int | None
-              ) -> tuple[Obs, bytes | bytearray, str, tuple[str, str] | None]:
-        """Run one hook; returns the observation, the bytes, and 'go'|'pod'|'stop'."""
+    def _hook(self, node: str, hook: str, data: bytes | bytearray, pin: int | None,
+              xfer: int = 0) -> tuple[Obs, bytes | bytearray, str, tuple[str, str] | None]:
+        """Run one hook; returns the observation, the bytes, and 'go'|'pod'|'stop', or
+        'pass' with the XFER flags in self.xfer (XDP_PASS: from-netdev next)."""
         self.touched.add(node)
-        r = self.nodes[node].run(hook, data, pin)
+        r = self.nodes[node].run(hook, data, pin, xfer=xfer) if xfer else \
+            self.nodes[node].run(hook, data, pin)
         try:
             out = packet_of(r.packet)
         except AbstractionError as e:
             o = Obs(at=node, hook=hook, verdict="garbage", packet=None, note=f" ({e})")
             return o, r.packet, "stop", (node, "UNPARSEABLE_OUTPUT")
+        if isinstance(r.verdict, XdpVerdict):
+            if r.verdict is XdpVerdict.XDP_PASS:
+                self.xfer = r.xfer
+                return Obs(at=node, hook=hook, verdict="pass", packet=out), r.packet, \
+                    "pass", None
+            if r.verdict is not XdpVerdict.XDP_TX:
+                reason = r.drop_reason.name if r.drop_reason is not None else "DROP_UNKNOWN"
+                return Obs(at=node, hook=hook, verdict="drop", packet=out), r.packet, \
+                    "stop", (node, reason)
+            if r.drop_reason is not None:  # the ICMP reject, sent back out at XDP
+                return Obs(at=node, hook=hook, verdict="reject", packet=out), r.packet, \
+                    "go", (node, r.drop_reason.name)
+            return Obs(at=node, hook=hook, verdict="forward", packet=out), r.packet, "go", None
         if r.verdict == DpVerdict.CTX_ACT_DROP:
             reason = r.drop_reason.name if r.drop_reason is not None else "DROP_UNKNOWN"
             return Obs(at=node, hook=hook, verdict="drop", packet=out), r.packet, "stop", \
@@ -362,8 +381,16 @@ class DatapathNet:
                 return obs, End(kind="client", at=tname, packet=p, drop=None), data
             node = tname if tkind == "node" else self.world.cluster.pod(tname).node
             hook = "from-overlay" if p.outer is not None else "from-netdev"
-            o, data, go, why = self._hook(node, hook, data, pin)
-            obs.append(o)
+            go, xfer = "", 0
+            if hook == "from-netdev" and self.world.cfg.accelerated:
+                o, data, go, why = self._hook(node, "xdp", data, pin)
+                obs.append(o)
+                xfer = self.xfer
+            if go != "pass" and go:
+                pass  # XDP_TX or XDP_DROP: tc never sees the packet
+            else:
+                o, data, go, why = self._hook(node, hook, data, pin, xfer)
+                obs.append(o)
             if go == "pod":
                 assert o.packet is not None
                 owner = self.world.cluster.owner_of(o.packet.dst.addr)

@@ -13,6 +13,39 @@ class Verdict(enum.IntEnum):
     CTX_ACT_REDIRECT = 7
 
 
+class XdpVerdict(enum.Enum):
+    """XDP return codes (include/uapi/linux/bpf.h; Cilium's bpf/include/bpf/ctx/xdp.h maps
+    CTX_ACT_OK/DROP/TX/REDIRECT onto them). A plain Enum: never equal to a TC Verdict."""
+
+    XDP_ABORTED = 0
+    XDP_DROP = 1
+    XDP_PASS = 2
+    XDP_TX = 3
+    XDP_REDIRECT = 4
+
+
+# XFER flags XDP hands to tc in the packet's metadata (bpf/lib/common.h:48-53).
+XFER_PKT_NO_SVC = 1 << 0  # skip the service handling in cil_from_netdev
+XFER_FLAGS = {"XFER_PKT_NO_SVC": XFER_PKT_NO_SVC, "XFER_PKT_SNAT_DONE": 1 << 2}
+
+
+def verdict_named(name: str) -> Verdict | XdpVerdict:
+    """A TC or XDP verdict by its name (KeyError if neither)."""
+    if name in XdpVerdict.__members__:
+        return XdpVerdict[name]
+    return Verdict[name]
+
+
+def xfer_value(v: str | int) -> int:
+    """XFER flags as a vector writes them: an int, a flag name, or names joined by '|'."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    out = 0
+    for part in str(v).split("|"):
+        out |= XFER_FLAGS[part.strip()]
+    return out
+
+
 class DropReason(enum.IntEnum):
     """Negative drop codes from bpf/lib/common.h (DROP_*), kept as Cilium numbers them."""
 

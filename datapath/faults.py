@@ -40,6 +40,8 @@ FAULTS: dict[str, str] = {
                               "not the MTU less the DSR overhead",
     "frag_first_not_recorded": "the first fragment does not record its ports in "
                                "cilium_ipv4/6_frag_datagrams (later fragments not found)",
+    "xdp_etp_punt_no_svc": "XDP hands a punted eTP=Local packet to tc with XFER_PKT_NO_SVC, "
+                           "so tc skips the service",
 }
 
 

@@ -11,7 +11,7 @@ import attrs
 
 from datapath.config import NodeConfig
 from datapath.conntrack import ct_gc, nat_gc
-from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.drop import XFER_PKT_NO_SVC, DatapathDrop, DropReason, Verdict, XdpVerdict
 from datapath.errors import ConfigError
 from datapath.fragments import load_l4_ports
 from datapath.maps import (
@@ -53,6 +53,7 @@ from datapath.nodeport import (
     encapsulate,
     nodeport_lb,
     rev_dnat,
+    xdp_punts_etp_local,
 )
 from datapath.packet import (
     DSR_GENEVE_OPT_CLASS,
@@ -73,7 +74,7 @@ from datapath.packet import (
 _H = struct.Struct("!H")
 _STATES = {"active": BE_STATE_ACTIVE, "terminating": BE_STATE_TERMINATING,
            "quarantined": BE_STATE_QUARANTINED, "maintenance": BE_STATE_MAINTENANCE}
-HOOKS = ("from-netdev", "to-netdev", "from-overlay")
+HOOKS = ("from-netdev", "to-netdev", "from-overlay", "xdp")
 _REDIRECT_NETDEV = (Verdict.CTX_ACT_REDIRECT, "netdev")
 _new_result = tuple.__new__  # NamedTuple construction without the Python-level __new__
 
@@ -84,10 +85,11 @@ class HookResult(NamedTuple):
     A NamedTuple (immutable, compared by value) because one is built per packet.
     """
 
-    verdict: Verdict
+    verdict: Verdict | XdpVerdict  # XdpVerdict from the xdp hook only
     packet: bytes | bytearray  # the program's own buffer: handed out, never copied
     drop_reason: DropReason | None = None
     target: str | None = None
+    xfer: int = 0  # xdp: the XFER flags handed to tc (ctx_move_xfer, bpf_xdp.c:86-93)
 
 
 class Node:
@@ -102,6 +104,9 @@ class Node:
         self.now = 0
         self.pinned_backend: int | None = None
         self.rejected: DropReason | None = None  # set by a hook that answered with ICMP
+        self.at_xdp = False  # running cil_xdp_entry: "local delivery" is XDP_PASS to tc
+        self.xfer = 0  # XFER flags the running XDP program set (ctx_set_xfer)
+        self.xfer_in = 0  # the flags tc's from-netdev received with the packet
         self.internal_errors = 0
         self.nat_exhaustion_signals = 0
         self._rng = random.Random(config.seed)
@@ -192,7 +197,10 @@ class Node:
         return Verdict.CTX_ACT_REDIRECT, "cilium_geneve"
 
     def local_delivery(self, p: Parsed) -> tuple[int, str]:
-        """ipv4_local_delivery with BPF host routing, or up the stack without it."""
+        """ipv4_local_delivery with BPF host routing, or up the stack without it; XDP
+        leaves that to tc (CTX_ACT_OK)."""
+        if self.at_xdp:
+            return Verdict.CTX_ACT_OK, "tc"
         ep = self.lxc_eps.get(p.daddr)
         if ep is None or not self.bpf_routing:
             return Verdict.CTX_ACT_OK, "stack"
@@ -200,23 +208,29 @@ class Node:
         return Verdict.CTX_ACT_REDIRECT, f"lxc:{ep.ifindex}"
 
     # -- entry points -----------------------------------------------------------------
-    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None) -> HookResult:
-        """Run one hook on one packet; never raises, malformed input becomes a drop."""
+    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None,
+            xfer: int = 0) -> HookResult:
+        """Run one hook on one packet; never raises, malformed input becomes a drop.
+        `xfer`: the XFER flags XDP handed to from-netdev with this packet."""
         fn = _HOOK_FNS.get(hook)
         if fn is None:
             raise ValueError(f"unknown hook {hook!r}; expected one of {HOOKS}")
         self.pinned_backend = backend
         self.rejected = None
+        self.xfer, self.xfer_in = 0, xfer
         buf = bytearray(pkt)  # the caller's bytes are never written to
+        drop: Verdict | XdpVerdict = XdpVerdict.XDP_DROP if hook == "xdp" else Verdict.CTX_ACT_DROP
         try:
             return fn(self, buf)
         except DatapathDrop as d:
             # a drop returns the skb as it stands: rewrites made before it stay (a NAT
             # exhaustion drop already carries the backend, nodeport.h: DNAT, then SNAT)
-            return HookResult(Verdict.CTX_ACT_DROP, bytes(buf), d.reason, None)
+            return HookResult(drop, bytes(buf), d.reason, None)
         except Exception:
             self.internal_errors += 1
-            return HookResult(Verdict.CTX_ACT_DROP, bytes(pkt), DropReason.DROP_INVALID, None)
+            return HookResult(drop, bytes(pkt), DropReason.DROP_INVALID, None)
+        finally:
+            self.at_xdp = False
 
     def advance(self, seconds: int) -> None:
         """Move the node's monotonic clock (bpf_mono_now) forward."""
@@ -259,7 +273,9 @@ class Node:
         if p.is_frag:  # lb4_extract_tuple's ipv4_load_l4_ports (nodeport_lb4)
             load_l4_ports(self, p)
         done = None
-        if p.proto in PORT_PROTOS:
+        if self.xfer_in & XFER_PKT_NO_SVC:
+            pass  # XDP did the NodePort work: skip-nodeport (bpf_host.c:1292-1293)
+        elif p.proto in PORT_PROTOS:
             done = nodeport_lb(self, p)
             if done is None:
                 done = self._no_service(p, from_overlay=False)
@@ -275,7 +291,33 @@ class Node:
         if self.rejected is not None:
             reason, self.rejected = self.rejected, None
             return HookResult(verdict, p.buf, reason, done[1])
-        return _new_result(HookResult, (verdict, p.buf, None, done[1]))
+        return _new_result(HookResult, (verdict, p.buf, None, done[1], 0))
+
+    def _xdp(self, buf: bytearray) -> HookResult:
+        """cil_xdp_entry -> tail_lb_ipv4/6 (bpf_xdp.c:97-123): nodeport_lb4/6 at XDP. What
+        leaves the node (a remote backend, a reverse-SNATed reply, the ICMP reject) is
+        XDP_TX (fib_redirect out of the receiving device); the rest is XDP_PASS to tc."""
+        self.at_xdp = True
+        p = self._parse(buf)
+        done = None
+        if p.proto in PORT_PROTOS:
+            if self.config.version == "1.20" and xdp_punts_etp_local(self, p):
+                xfer = XFER_PKT_NO_SVC if "xdp_etp_punt_no_svc" in self.faults else 0
+                return HookResult(XdpVerdict.XDP_PASS, p.buf, None, "tc", xfer)
+            done = nodeport_lb(self, p)
+            if done is None:
+                self.xfer |= XFER_PKT_NO_SVC  # no service (nodeport.h:2971, v1.18 :2731)
+                done = self._no_service(p, from_overlay=False)
+        else:
+            self.xfer |= XFER_PKT_NO_SVC  # no service protocol (lb4_extract_tuple errors)
+            if self.config.masquerade:
+                snat_rev_nat_icmp_error(self, p)
+        if done is None:
+            done = self.local_delivery(p)
+        reason, self.rejected = self.rejected, None
+        if done[0] == Verdict.CTX_ACT_OK:
+            return HookResult(XdpVerdict.XDP_PASS, p.buf, reason, "tc", self.xfer)
+        return HookResult(XdpVerdict.XDP_TX, p.buf, reason, "netdev", 0)
 
     def _no_service(self, p: Parsed, from_overlay: bool,
                     ginfo: tuple[bytes, int] | None = None) -> tuple[int, str] | None:
@@ -353,14 +395,14 @@ class Node:
         if self.rejected is not None:
             reason, self.rejected = self.rejected, None
             return HookResult(verdict, p.buf, reason, done[1])
-        return _new_result(HookResult, (verdict, p.buf, None, done[1]))
+        return _new_result(HookResult, (verdict, p.buf, None, done[1], 0))
 
 
 # Plain functions, not bound methods kept on the node: a node holding its own bound methods
 # is a reference cycle, so its maps would wait for a full GC pass instead of being freed.
 _HOOK_FNS: dict[str, Callable[[Node, bytearray], HookResult]] = {
     "from-netdev": Node._from_netdev, "to-netdev": Node._to_netdev,
-    "from-overlay": Node._from_overlay}
+    "from-overlay": Node._from_overlay, "xdp": Node._xdp}
 
 
 def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:

@@ -15,11 +15,12 @@ from datapath.build import (
 )
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
 from datapath.csum import csum_replace, ones_sum
-from datapath.drop import DatapathDrop, DropReason, Verdict
+from datapath.drop import XFER_PKT_NO_SVC, DatapathDrop, DropReason, Verdict
 from datapath.fragments import load_l4_ports
 from datapath.icmp import dsr_reply_icmp4, dsr_reply_icmp6, no_service
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
+    SVC_FLAG_EXT_LOCAL_SCOPE,
     SVC_FLAG_FWD_MODE_DSR,
     SVC_FLAG_ROUTABLE,
     SVC_FLAG_SOURCE_RANGE,
@@ -28,6 +29,7 @@ from datapath.maps import (
     CtEntry,
     CtTuple,
     LbBackend,
+    LbKey,
     LbService,
     NatEntry,
 )
@@ -74,13 +76,7 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     if found is None:
         return None
     key, svc = found
-    if key.dport == 0 and key.proto == 0:
-        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
-    if svc.flags & SVC_FLAG_SOURCE_RANGE and not src_range_ok(
-            node, p, svc, bool(svc.flags2 & SVC_FLAG_SOURCE_RANGE_DENY)):
-        raise DatapathDrop(DropReason.DROP_NOT_IN_SRC_RANGE)
-    if not svc.flags & SVC_FLAG_ROUTABLE and node.clusterip_check:
-        raise DatapathDrop(DropReason.DROP_IS_CLUSTER_IP)
+    _svc_checks(node, p, key, svc)
     vip, vport = p.daddr, p.dport
     try:
         _backend_id, be, ct_new = lb_local(node, p, key, svc)
@@ -98,6 +94,7 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
             return _dsr_forward(node, p, be, vip, vport, ct_new)
     _nodeport_ct_egress(node, p, svc)
     if ep is not None:
+        node.xfer |= XFER_PKT_NO_SVC  # at XDP: tc only delivers (nodeport.h:2865-2868)
         return node.local_delivery(p)
     target = node.snat_addr(p.v6)
     tep = node.maps.ipcache.lookup(baddr) if node.tunnel else None
@@ -113,6 +110,27 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     snat_nat(node, p, node.router_addr(p.v6) or target)
     encapsulate(node, p, tep, b"")
     return node.tunnel_redirect()
+
+
+def _svc_checks(node: Node, p: Parsed, key: LbKey, svc: LbService) -> None:
+    """nodeport_svc_lb4's first checks: wildcard entry, source range, routable."""
+    if key.dport == 0 and key.proto == 0:
+        raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    if svc.flags & SVC_FLAG_SOURCE_RANGE and not src_range_ok(
+            node, p, svc, bool(svc.flags2 & SVC_FLAG_SOURCE_RANGE_DENY)):
+        raise DatapathDrop(DropReason.DROP_NOT_IN_SRC_RANGE)
+    if not svc.flags & SVC_FLAG_ROUTABLE and node.clusterip_check:
+        raise DatapathDrop(DropReason.DROP_IS_CLUSTER_IP)
+
+
+def xdp_punts_etp_local(node: Node, p: Parsed) -> bool:
+    """v1.20 at XDP: after those checks an eTP=Local service goes to tc untouched and
+    without XFER_PKT_NO_SVC (nodeport.h:2732, v6 :1398; lb_punt_etp_local, lb.h:648-655)."""
+    found = lb_lookup_service(node, p)
+    if found is None or not found[1].flags & SVC_FLAG_EXT_LOCAL_SCOPE:
+        return False
+    _svc_checks(node, p, *found)
+    return True
 
 
 def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"") -> tuple[int, str]:

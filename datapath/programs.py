@@ -155,13 +155,19 @@ def picks(draw: Draw, *options: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
-            versions: tuple[str, ...], small_maps: bool) -> dict[str, Any]:
+            versions: tuple[str, ...], small_maps: bool, fam: str = "ipv4") -> dict[str, Any]:
     version, seed, response, rng, small = picks(
         draw, versions, (0, 1, 2, 3), ("reject", "drop"), RANGES, (False, False, True))
     out: dict[str, Any] = {
         "version": version, "loadBalancer": {"mode": mode, "dsrDispatch": dispatch},
         "routingMode": routing, "tunnelProtocol": "geneve", "seed": seed,
         "serviceNoBackendResponse": response}
+    # loadBalancer.acceleration, in a third of the programs; the agent refuses it with an
+    # IPv6 tunnel underlay
+    if not (routing == "tunnel" and fam == "ipv6"):
+        accel = pick(draw, ("disabled",) * 4 + ("native", "best-effort"))
+        if accel != "disabled":
+            out["loadBalancer"]["acceleration"] = accel
     if rng is not None:
         out["nodePort"] = {"range": rng}
     if not pick(draw, FRAG_TRACKING):  # --enable-ipv4/6-fragment-tracking=false
@@ -197,7 +203,7 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
         pods.append({"name": f"pod{i}", "node": nodes[n],
                      "ip": a["pod"].format(n + 1, 10 + i)})
     services = _services(draw, a, pods)
-    cilium = _cilium(draw, mode, dispatch, routing, versions, small_maps)
+    cilium = _cilium(draw, mode, dispatch, routing, versions, small_maps, fam)
     lo = nat_min({"cilium": cilium})
     # the SNAT range's keep-port boundary (lo - 1 is clamped, lo kept) and its top
     ports = (*SOURCE_PORTS, lo - 1, lo, 65534)

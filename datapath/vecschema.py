@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import safeyaml
-from datapath.drop import DropReason, Verdict
+from datapath.drop import XFER_FLAGS, DropReason, Verdict, XdpVerdict, xfer_value
 from datapath.errors import VectorFileError
 from datapath.host import HOOKS
 from datapath.maps import (
@@ -49,8 +49,8 @@ _BACKEND = {"id": "u32", "address": "ip", "port": "port", "proto": _PROTOS,
 _ENDPOINT = {"address": "ip", "ifindex": "u32", "ep_id": "u16"}
 ACTIONS = ("hook", "advance", "gc", "delete", "seed", "reprogram")
 _STEP = {"name", "packet", "expect", "capture", "backend", "input_hex", "diverges", "cilium",
-         *ACTIONS}
-_EXPECT = {"verdict", "drop_reason", "target", "hex", "fields", "maps"}
+         "xfer", *ACTIONS}
+_EXPECT = {"verdict", "drop_reason", "target", "hex", "fields", "maps", "xfer"}
 _MAP_EXPECT = {"map": "str", "key": "any", "entry": "any", "absent": "bool", "count": "size"}
 _REPROGRAM = {"services", "backends", "endpoints", "tunnel_endpoints"}
 _BOUNDS = {"port": 0xFFFF, "u16": 0xFFFF, "u32": 2**32 - 1, "u64": 2**64 - 1, "size": 2**26,
@@ -217,11 +217,22 @@ def _check_map_expect(p: str, m: Any, kp: str) -> None:
         record(p, m["entry"], f"{kp}.entry", eschema, matchers=True)
 
 
+def _check_xfer(p: str, v: Any, kp: str) -> None:
+    try:
+        xfer_value(v)
+    except (KeyError, TypeError, ValueError):
+        raise VectorFileError(p, kp, f"unknown XFER flags {v!r} (an int, or names from "
+                              f"{', '.join(XFER_FLAGS)} joined by '|')") from None
+
+
 def _check_expect(p: str, exp: Any, kp: str) -> None:
     record(p, exp, kp, dict.fromkeys(_EXPECT, "any"))
-    if "verdict" in exp and exp["verdict"] not in Verdict.__members__:
+    names = [*Verdict.__members__, *XdpVerdict.__members__]
+    if "verdict" in exp and exp["verdict"] not in names:
         raise VectorFileError(p, f"{kp}.verdict", f"unknown {exp['verdict']!r} (one of "
-                              f"{', '.join(Verdict.__members__)})")
+                              f"{', '.join(names)})")
+    if "xfer" in exp:
+        _check_xfer(p, exp["xfer"], f"{kp}.xfer")
     if exp.get("drop_reason") is not None:
         try:
             DropReason.parse(exp["drop_reason"])
@@ -278,6 +289,11 @@ def _check_step(p: str, i: int, st: Any) -> None:
                 raise VectorFileError(p, f"{kp}.delete.entry", "a delete names a key only")
     if "reprogram" in st:
         check_config(p, st["reprogram"], f"{kp}.reprogram")
+    if "xfer" in st:
+        if st.get("hook") != "from-netdev":
+            raise VectorFileError(p, f"{kp}.xfer", "only a from-netdev step receives XDP's "
+                                  "XFER flags")
+        _check_xfer(p, st["xfer"], f"{kp}.xfer")
     if "hook" not in st:
         extra = {"packet", "expect", "capture", "backend", "input_hex"} & set(st)
         if extra:

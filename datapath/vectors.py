@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import attrs
 
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
-from datapath.drop import DropReason, Verdict
+from datapath.drop import DropReason, verdict_named, xfer_value
 from datapath.errors import ConfigError, VectorFileError
 from datapath.host import HookResult, make_node
 from datapath.packet import ip_text
@@ -33,8 +33,8 @@ class Datapath(Protocol):
     @property
     def maps(self) -> MapsView: ...
 
-    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None
-            ) -> HookResult: ...
+    def run(self, hook: str, pkt: bytes | bytearray, backend: int | None = None,
+            xfer: int = 0) -> HookResult: ...
 
     def advance(self, seconds: int) -> None: ...
 
@@ -295,7 +295,7 @@ def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
     fails = []
     if "verdict" in exp:
         try:
-            want_v = Verdict[str(exp["verdict"])]
+            want_v = verdict_named(str(exp["verdict"]))
         except KeyError:
             raise VectorFileError(path, f"{where}.verdict", f"unknown {exp['verdict']!r}") from None
         if res.verdict != want_v:
@@ -310,6 +310,8 @@ def _check_result(res: HookResult, exp: Mapping[str, Any], where: str, path: str
         if res.drop_reason != want_r:
             got = res.drop_reason.name if res.drop_reason else "none"
             fails.append(f"{where}.drop_reason: expected {want or 'none'} got {got}")
+    if "xfer" in exp and res.xfer != xfer_value(exp["xfer"]):
+        fails.append(f"{where}.xfer: expected {exp['xfer']!r} got {res.xfer:#x}")
     if "target" in exp and res.target != exp["target"]:
         fails.append(f"{where}.target: expected {exp['target']!r} got {res.target!r}")
     if "hex" in exp:
@@ -411,7 +413,11 @@ def _run_doc(doc: Mapping[str, Any], p: str, datapath_factory: DatapathFactory |
         if "input_hex" in st and pkt.hex() != str(st["input_hex"]).replace(" ", ""):
             fails.append(f"{where}.input_hex: packet spec builds {pkt.hex()}")
         backend = st.get("backend")
-        res = dp.run(st["hook"], pkt, int(backend) if backend is not None else None)
+        bid = int(backend) if backend is not None else None
+        if "xfer" in st:  # the XFER flags XDP handed over (only asked of datapaths then)
+            res = dp.run(st["hook"], pkt, bid, xfer=xfer_value(_subst(st["xfer"], caps)))
+        else:
+            res = dp.run(st["hook"], pkt, bid)
         exp = st.get("expect") or {}
         if not isinstance(exp, dict):
             raise VectorFileError(p, f"steps[{i}].expect", "must be a mapping")

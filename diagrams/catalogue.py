@@ -52,6 +52,10 @@ PICTURES: tuple[Picture, ...] = (
             title="DSR with Geneve dispatch in tunnel mode"),
     Picture(name="10-ipv6-dsr", scenario="ipv6-dsr.yaml", flow="ipv6-dsr",
             title="IPv6 DSR: the frontend in a Destination Options header"),
+    Picture(name="15-xdp-remote", scenario="xdp.yaml", flow="xdp-remote",
+            title="XDP acceleration, backend on another node: served at XDP both ways"),
+    Picture(name="16-xdp-local", scenario="xdp.yaml", flow="xdp-local",
+            title="XDP acceleration, local backend: DNAT at XDP, hand-over to tc"),
 )
 
 

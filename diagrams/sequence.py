@@ -282,6 +282,9 @@ def marker_label(leg: Leg, col: str) -> Label:
     elif h["action"] == "receive":
         text = f"{n} {CHECK} received"
         fg = col
+    elif h["hook"] == "xdp":  # XDP_PASS: the node's tc from-netdev takes over
+        text = f"{n} xdp: {h['action']}, XDP_PASS to tc"
+        fg = col
     else:
         text = f"{n} {h['hook'] + ': ' if h['hook'] else ''}{h['action']} (walk ends)"
         fg = col

@@ -56,6 +56,14 @@ class TunnelProtocol(enum.Enum):
     GENEVE = "geneve"
 
 
+class Acceleration(enum.Enum):
+    """loadBalancer.acceleration (--bpf-lb-acceleration): the NodePort program at XDP."""
+
+    DISABLED = "disabled"
+    NATIVE = "native"
+    BEST_EFFORT = "best-effort"  # v1.15+: native where the driver can, else none
+
+
 class NoBackendResponse(enum.Enum):
     """serviceNoBackendResponse (v1.15+): ICMP reject or silent drop."""
 
@@ -90,6 +98,8 @@ class CiliumConfig:
     # Helm fragmentTracking): cilium_ipv4/6_frag_datagrams give later fragments their ports.
     # The IPv6 switch exists from v1.20 on; v1.18 drops every IPv6 fragment (ipv6.h:55).
     fragment_tracking: bool = True
+    # loadBalancer.acceleration: ENABLE_NODEPORT_ACCELERATION, bpf_xdp.c on native devices
+    acceleration: Acceleration = Acceleration.DISABLED
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT
@@ -116,19 +126,26 @@ class CiliumConfig:
         return self.routing is RoutingMode.TUNNEL
 
     @property
+    def accelerated(self) -> bool:
+        """cil_xdp_entry runs nodeport_lb4/6 before cil_from_netdev (best-effort: the model's
+        devices all have driver support)."""
+        return self.acceleration is not Acceleration.DISABLED
+
+    @property
     def reject_no_backend(self) -> bool:
         """Whether a backend-less service answers ICMP (v1.15+ serviceNoBackendResponse)."""
         return (self.version is not CiliumVersion.V1_13
                 and self.no_backend_response is NoBackendResponse.REJECT)
 
 
-def validate(cfg: CiliumConfig) -> None:
+def validate(cfg: CiliumConfig, *, ipv6_underlay: bool = False) -> None:
     """Refuse what Cilium's agent refuses (kube_proxy_replacement.go), with its reason."""
     if cfg.nodeport_min > cfg.nodeport_max:
         raise ConfigRefused("invalid nodePort.range: min is greater than max")
     if cfg.nodeport_max >= NODEPORT_PORT_MAX_NAT:
         raise ConfigRefused("nodePort.range leaves no SNAT port range (NODEPORT_PORT_MIN_NAT "
                             "must not exceed NODEPORT_PORT_MAX_NAT 65535)")
+    _validate_acceleration(cfg, ipv6_underlay)
     if cfg.mode is LBMode.SNAT:
         return
     mode = f'"{cfg.mode.value}"'  # Go's %q, as the agent prints it
@@ -148,3 +165,23 @@ def validate(cfg: CiliumConfig) -> None:
     if cfg.dispatch is DsrDispatch.GENEVE and cfg.tunnel is not TunnelProtocol.GENEVE:
         raise ConfigRefused(f'Node Port {mode} mode with "geneve" dispatch requires geneve '
                             "tunnel protocol.")
+
+
+def _validate_acceleration(cfg: CiliumConfig, ipv6_underlay: bool) -> None:
+    """--bpf-lb-acceleration: v1.13 knows disabled/generic/native and refuses any tunnel
+    (daemon/cmd/kube_proxy_replacement.go, "Cannot use NodePort acceleration with
+    tunneling"); 1.15+ adds best-effort and refuses only an IPv6 tunnel underlay (v1.18
+    daemon/cmd, v1.20 pkg/kpr/initializer/kube_proxy_replacement.go)."""
+    if not cfg.accelerated:
+        return
+    if cfg.version is CiliumVersion.V1_13:
+        if cfg.acceleration is Acceleration.BEST_EFFORT:
+            raise ConfigRefused("Invalid value for --bpf-lb-acceleration: best-effort "
+                                "(Cilium 1.13 supports disabled, generic and native)")
+        if cfg.tunneling:
+            raise ConfigRefused("Cannot use NodePort acceleration with tunneling. Either run "
+                                "cilium-agent with --bpf-lb-acceleration=disabled or "
+                                "--tunnel=disabled")
+        return
+    if cfg.tunneling and ipv6_underlay:
+        raise ConfigRefused("XDP acceleration cannot be used with an IPv6 underlay")

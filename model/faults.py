@@ -34,3 +34,5 @@ class ModelFault(enum.Enum):
                               "minus the DSR overhead")
     FRAG_FIRST_NOT_RECORDED = ("the first fragment does not record its ports in "
                                "cilium_ipv4/6_frag_datagrams")
+    XDP_ETP_LOCAL_SKIPS_TC = ("XDP hands an eTP=Local packet it punts to tc with "
+                              "XFER_PKT_NO_SVC, so tc's from-netdev skips the service")

@@ -28,6 +28,7 @@ from model.nodeport import (
 from model.snat import RandomSource, SeededRandom
 from model.topology import Cluster, Fabric, Service
 from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto, TcpFlags, dsr_overhead
+from model.xdp import xdp
 
 MAX_HOPS = 24
 
@@ -360,8 +361,19 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
         node = tname if tkind == "node" else world.cluster.pod(tname).node
         ctx = _ctx(world, state, node, pinned)
         hookname = Hook.FROM_OVERLAY if pkt.outer is not None else Hook.FROM_NETDEV
-        prog = from_overlay if pkt.outer is not None else from_netdev
-        st, res = prog(ctx, state.nodes[node], pkt)
+        if pkt.outer is None and world.cfg.accelerated:
+            # cil_xdp_entry on the native device first; a tunnelled packet is no service
+            # and no NAT reply there, so XDP passes it unchanged (not drawn)
+            st, xres = xdp(ctx, state.nodes[node], pkt)
+            state = _set(state, node, st)
+            if not xres.passed:
+                hookname, res = Hook.XDP, xres.res
+            else:
+                hop(node, Hook.XDP, xres.res.step, xres.res.packet)
+                st, res = from_netdev(ctx, st, xres.res.packet, skip_nodeport=xres.no_svc)
+        else:
+            prog = from_overlay if pkt.outer is not None else from_netdev
+            st, res = prog(ctx, state.nodes[node], pkt)
         state = _set(state, node, st)
         if res.step is Step.DSR_INGRESS and world.cfg.version is CiliumVersion.V1_13:
             hookname = Hook.TO_CONTAINER

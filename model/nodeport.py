@@ -56,6 +56,7 @@ class Hook(enum.Enum):
     FROM_OVERLAY = "from-overlay"
     TO_CONTAINER = "to-container"
     FROM_CONTAINER = "from-container"
+    XDP = "xdp"  # cil_xdp_entry (bpf_xdp.c) under loadBalancer.acceleration, before from-netdev
 
 
 class Verdict(enum.Enum):
@@ -557,10 +558,14 @@ def _nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
     return st, _local(ctx, st, pkt, Step.PASS)
 
 
-def from_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
-    """cil_from_netdev: a packet arriving on the node's native device."""
+def from_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet, *, skip_nodeport: bool = False
+                ) -> tuple[NodeState, HookResult]:
+    """cil_from_netdev: a packet arriving on the node's native device. XDP's XFER_PKT_NO_SVC
+    becomes skip-nodeport (bpf_host.c:1292-1293): XDP already did the NodePort work."""
     if pkt.outer is not None:
         return st, _drop(pkt, DropReason.DROP_UNKNOWN_L4)
+    if skip_nodeport:
+        return st, _local(ctx, st, pkt, Step.PASS)
     return nodeport_lb(ctx, st, pkt, Hook.FROM_NETDEV)
 
 

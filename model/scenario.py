@@ -13,6 +13,7 @@ import attrs
 import safeyaml
 from model.config import (
     MTU_DEFAULT,
+    Acceleration,
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
@@ -203,7 +204,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                    "seed", "serviceNoBackendResponse", "enableNoServiceEndpointsRoutable",
                    "bpf", "mtu", "pmtuDiscovery"})
     pmtu = r.mapping(c.get("pmtuDiscovery", {}), "cilium.pmtuDiscovery", {"enabled"})
-    lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer", {"mode", "dsrDispatch"})
+    lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer",
+                   {"mode", "dsrDispatch", "acceleration"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
     bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax",
                                                              "masquerade", "fragmentTracking"})
@@ -255,6 +257,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                   MTU_DEFAULT),
         fragment_tracking=r.opt(bpf, "fragmentTracking", "cilium.bpf",
                                 lambda v, p: r.boolean(v, p), True),
+        acceleration=r.opt(lb, "acceleration", "cilium.loadBalancer",
+                           lambda v, p: r.enum(v, p, Acceleration), Acceleration.DISABLED),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
                       524288))
 
@@ -394,7 +398,7 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
                              f"{'IPv4' if family is IPv4Address else 'IPv6'} like nodes[0]")
     _check_services(r, services, family, addrs, cfg)
     try:
-        validate(cfg)
+        validate(cfg, ipv6_underlay=family is IPv6Address)
     except ConfigRefused as exc:
         raise ConfigRefused(f"{source}: cilium: configuration refused by the agent: {exc}"
                             ) from None

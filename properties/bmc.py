@@ -19,7 +19,7 @@ import z3
 from model.faults import ModelFault
 from model.values import IcmpKind
 from properties.catalogue import Property
-from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay
+from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay, xdp_ran
 from properties.configs import Config
 from properties.decode import Replayed, ScenarioValues, document, replay, run_document
 from properties.results import (
@@ -102,6 +102,7 @@ PREMISES: dict[str, Premise] = {
     "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent, "P-MTU-01": _sent,
     "P-MTU-02": _frag_needed_received,
     "P-FRAG-01": _sent,
+    "P-XDP-01": xdp_ran,
 }
 
 # Induction properties whose statement is also checked, within these bounds, by exploring

@@ -450,6 +450,12 @@ FRAG_CONFIGS = (
     _cfg(SNAT, proto=UDP, version=V120, frag_order="in-order", frag_tracking=False),
     _cfg(DSR, "ipv6", proto=UDP, frag_order="in-order"),
 )
+XDP_CONFIGS = (
+    _cfg(SNAT, xdp=True), _cfg(DSR, xdp=True), _cfg(DSR, "ipv6", xdp=True),
+    _cfg(SNAT, place=L, xdp=True),
+    _cfg(SNAT, place=L, etp=TrafficPolicy.LOCAL, version=CiliumVersion.V1_20, xdp=True),
+    _cfg(SNAT, etp=TrafficPolicy.LOCAL, xdp=True),
+)
 
 PROPERTIES += (
     Property(
@@ -470,6 +476,21 @@ PROPERTIES += (
         method="bmc", configs=FRAG_CONFIGS, expected=_frags_together,
         bounds=Bounds(packets=1, backends=2, fragments=2),
         mutants=((F.FRAG_FIRST_NOT_RECORDED, FRAG_CONFIGS[0]),)),
+    Property(
+        id="P-XDP-01", title="XDP acceleration is transparent",
+        statement=("With loadBalancer.acceleration: native every flow has the same outcome "
+                   "(delivered, or dropped at the same node for the same reason), reaches the "
+                   "same backend, and the backend and the client see the same packets as with "
+                   "acceleration disabled. XDP runs nodeport_lb4/6 itself (bpf_xdp.c:97-123); "
+                   "it serves remote backends and reverse SNAT with XDP_TX, DNATs a local "
+                   "backend and hands it to tc with XFER_PKT_NO_SVC (nodeport.h:2865-2868), "
+                   "and in v1.20 punts eTP=Local services to tc untouched (nodeport.h:2732)."),
+        scope="one client, one flow (two requests and their replies); SNAT IPv4, DSR IPv4 "
+              "and IPv6 to a remote backend, a local backend, eTP=Local punted (v1.20) and "
+              "served at XDP (v1.18, no local backend: the ICMP reject at XDP); the twin run "
+              "without acceleration draws the same random numbers",
+        method="bmc", configs=XDP_CONFIGS, expected=_hold,
+        mutants=((F.XDP_ETP_LOCAL_SKIPS_TC, XDP_CONFIGS[4]),)),
 )
 
 BY_ID = {p.id: p for p in PROPERTIES}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from model.config import NODEPORT_PORT_MAX_NAT, DsrDispatch
+from model.config import NODEPORT_PORT_MAX_NAT, Acceleration, DsrDispatch
 from model.conntrack import (
     CT_CONNECTION_LIFETIME_NONTCP,
     CT_CONNECTION_LIFETIME_TCP,
@@ -20,7 +20,7 @@ from model.conntrack import (
     CT_SYN_TIMEOUT,
 )
 from model.drops import DropReason
-from model.flows import FlowTrace
+from model.flows import FlowTrace, run_flows
 from model.maps import NatTuple, NodeState, TupleFlags
 from model.network import (
     Action,
@@ -31,7 +31,7 @@ from model.network import (
     initial_state,
     reprogram,
 )
-from model.nodeport import Step
+from model.nodeport import Hook, Step
 from model.topology import SessionAffinity
 from model.values import Endpoint, FlowKey, IcmpKind, Packet, Proto
 from properties.configs import Config, Placement
@@ -647,6 +647,51 @@ def frag01(rp: Replay) -> Finding | None:
     return _each(rp, one)
 
 
+def _twin(rp: Replay) -> list[FlowTrace]:
+    """The same flows with loadBalancer.acceleration disabled, drawing the same randoms
+    (seeded draws repeat by call site; a proof's open draws repeat in order)."""
+    from properties.symexec import SymRandom, TwinRandom
+    rand = TwinRandom() if isinstance(rp.world.rand, SymRandom) else rp.world.rand
+    cfg = attrs.evolve(rp.world.cfg, acceleration=Acceleration.DISABLED)
+    _st, traces = run_flows(attrs.evolve(rp.world, cfg=cfg, rand=rand),
+                            [tr.spec for tr in rp.traces])
+    return traces
+
+
+def _ending(tr: FlowTrace) -> str:
+    return "delivered" if tr.drop is None else f"dropped at {tr.drop[0]}: {tr.drop[1].name}"
+
+
+def xdp01(rp: Replay) -> Finding | None:
+    """P-XDP-01: acceleration changes no flow's outcome, backend or seen packets."""
+    if not rp.world.cfg.accelerated:
+        return None
+    for n, (tr, tc) in enumerate(zip(rp.traces, _twin(rp), strict=True)):
+        last = len(tr.hops) - 1
+        if tr.drop != tc.drop:
+            return Finding(flow=n, hop=last, message=(
+                f"with XDP the flow ended {_ending(tr)}, without {_ending(tc)}"))
+        if tr.backend_pod != tc.backend_pod:
+            return Finding(flow=n, hop=last, message=(
+                f"with XDP the flow reached {tr.backend_pod}, without {tc.backend_pod}"))
+        for what, got, want in (("backend", tr.backend_saw, tc.backend_saw),
+                                ("client", tr.client_saw, tc.client_saw)):
+            if len(got) != len(want):
+                return Finding(flow=n, hop=last, message=(
+                    f"with XDP the {what} saw {len(got)} packets, without {len(want)}"))
+            for i, (a, b) in enumerate(zip(got, want, strict=True)):
+                if a != b:
+                    return Finding(flow=n, hop=last, message=(
+                        f"with XDP the {what}'s packet {i + 1} is {a.src} -> {a.dst}, "
+                        f"without {b.src} -> {b.dst}"))
+    return None
+
+
+def xdp_ran(rp: Replay) -> bool:
+    """Some packet went through the xdp hook (P-XDP-01's premise)."""
+    return any(h.hook is Hook.XDP for tr in rp.traces for h in tr.hops)
+
+
 CHECKERS: dict[str, Checker] = {
     "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
     "P-NAT-04": nat04,
@@ -654,4 +699,5 @@ CHECKERS: dict[str, Checker] = {
     "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
     "P-CT-02": ct02, "P-CT-03": ct03, "P-AFF-01": aff01, "P-ICMP-01": icmp01,
     "P-ICMP-02": icmp02, "P-MTU-01": mtu01, "P-MTU-02": mtu02, "P-FRAG-01": frag01,
+    "P-XDP-01": xdp01,
 }

@@ -7,6 +7,7 @@ import enum
 import attrs
 
 from model.config import (
+    Acceleration,
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
@@ -49,6 +50,7 @@ class Config:
     # the client's datagrams leave fragmented, reaching the node in this order (None: whole)
     frag_order: str | None = None
     frag_tracking: bool = True  # --enable-ipv4/6-fragment-tracking (cilium.bpf)
+    xdp: bool = False  # loadBalancer.acceleration: native
 
     @property
     def ipv6(self) -> bool:
@@ -86,7 +88,8 @@ class Config:
             no_backend_response=(NoBackendResponse.REJECT if self.reject
                                  else NoBackendResponse.DROP),
             masquerade=self.masquerade, pmtu_discovery=self.pmtu,
-            fragment_tracking=self.frag_tracking)
+            fragment_tracking=self.frag_tracking,
+            acceleration=Acceleration.NATIVE if self.xdp else Acceleration.DISABLED)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -118,6 +121,8 @@ class Config:
             parts.append(f"frag-{self.frag_order}")
         if not self.frag_tracking:
             parts.append("no-frag-tracking")
+        if self.xdp:
+            parts.append("xdp")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -131,4 +136,5 @@ class Config:
                 "session_affinity": "ClientIP" if self.affinity else "None",
                 "ecmp": self.ecmp, "bpf_masquerade": self.masquerade,
                 "pmtu_discovery": self.pmtu, "ip_options": self.ip_options,
-                "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking}
+                "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking,
+                "acceleration": "native" if self.xdp else "disabled"}

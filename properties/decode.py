@@ -117,7 +117,9 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,
-                   "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value},
+                   "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value,
+                                    **({"acceleration": c.acceleration.value}
+                                       if cfg.xdp else {})},
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
                    **_bpf(c.masquerade, c.fragment_tracking),

@@ -320,6 +320,7 @@ class Path:
         self.unknown = False
         self.queries = 0
         self._names: dict[str, int] = {}
+        self.draws: list[SymInt] = []  # get_prandom_u32() results in order (TwinRandom)
         self._memo: dict[int, bool] = {}  # by AST id; _alive keeps those ids from reuse
         self._alive: list[z3.ExprRef] = []
         self._asserted: set[int] = set()  # bounded terms whose domain this path asserted
@@ -591,8 +592,28 @@ class SymRandom:
     def u32(self, *site: object) -> int:
         """A fresh 32-bit input of the running path, named after its call site's kind."""
         kind = str(site[0]) if site else "rand"
-        r: int = current().fresh(f"rand.{kind}", 0, 0xFFFFFFFF)  # type: ignore[assignment]
+        path = current()
+        x = path.fresh(f"rand.{kind}", 0, 0xFFFFFFFF)
+        path.draws.append(x)
+        r: int = x  # type: ignore[assignment]
         return r
+
+
+@attrs.define
+class TwinRandom:
+    """A second run of the model on one path draws what the first one drew, in order
+    (P-XDP-01's twin without acceleration); past those, fresh draws."""
+
+    used: int = 0
+
+    def u32(self, *site: object) -> int:
+        """The path's next earlier draw."""
+        path = current()
+        if self.used < len(path.draws):
+            r: int = path.draws[self.used]  # type: ignore[assignment]
+            self.used += 1
+            return r
+        return SymRandom().u32(*site)
 
 
 def value_of(m: z3.ModelRef, x: object) -> object:

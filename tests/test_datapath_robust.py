@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datapath.bench import bench_config, fuzz, workload
-from datapath.drop import DropReason, Verdict
+from datapath.drop import DropReason, Verdict, XdpVerdict
 from datapath.host import HOOKS, Node
 
 BASE = [p for _h, p in workload(64, seed=3)]
@@ -18,8 +18,8 @@ def test_random_bytes_never_raise(data: bytes, hook: str, mode: str) -> None:
     node = Node(bench_config(mode))
     r = node.run(hook, data)
     assert node.internal_errors == 0
-    assert isinstance(r.verdict, Verdict)
-    if r.verdict == Verdict.CTX_ACT_DROP:
+    assert isinstance(r.verdict, XdpVerdict if hook == "xdp" else Verdict)
+    if r.verdict in (Verdict.CTX_ACT_DROP, XdpVerdict.XDP_DROP):
         assert isinstance(r.drop_reason, DropReason)
         assert r.packet == data
 

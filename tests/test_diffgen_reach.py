@@ -16,6 +16,7 @@ from datapath.programs import VERSIONS, nat_min
 from model.conntrack import reopens
 from model.flows import run_flows
 from model.maps import LruMap, TupleFlags
+from model.nodeport import Hook
 from model.scenario import parse
 from model.snat import snat_nat
 from model.values import TcpFlags
@@ -83,6 +84,9 @@ def features(doc: dict[str, Any]) -> set[str]:
     for f in flows:
         if f.get("fragments"):
             out.add(f"fragments-{f.get('fragmentOrder', 'in-order')}")
+    accel = doc["cilium"]["loadBalancer"].get("acceleration")
+    if accel:
+        out.add(f"xdp-{accel}")
     bpf = doc["cilium"].get("bpf", {})
     pods = {p["name"] for p in doc["pods"]}
     egress = [f for f in flows if f["client"] in pods]
@@ -110,6 +114,7 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "session-affinity", "affinity-second-connection", "pod-egress-beside-nodeport",
             "fragments-in-order", "fragments-first-last", "fragments-reversed",
             "fragment-tracking-off",
+            "xdp-native", "xdp-best-effort",
             *(f"version-{v}" for v in VERSIONS)}
     assert want <= set(seen), sorted(want - set(seen))
     # the map and fabric extensions stay a minority of the generated programs (the
@@ -183,9 +188,13 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
         lo = sc.world.cfg.nat_min
         state, traces = run_flows(sc.world, sc.flows)
         for tr in traces:
-            for h in tr.hops:
+            for i, h in enumerate(tr.hops):
                 if h.hook is not None and h.packet.flags & TcpFlags.RST:
                     seen[f"{'reply' if h.reply else 'request'}-rst-seen-by-node"] += 1
+                if h.hook is Hook.XDP:  # XDP_TX, or XDP_PASS to the node's from-netdev
+                    nxt = tr.hops[i + 1] if i + 1 < len(tr.hops) else None
+                    passed = nxt is not None and nxt.hook is Hook.FROM_NETDEV and nxt.at == h.at
+                    seen[f"xdp-{'pass' if passed else 'final'}-{h.action.value}"] += 1
             if tr.drop is not None:
                 seen[tr.drop[1].name] += 1
                 if tr.spec.proto is not next(s.proto for s in sc.world.cluster.services
@@ -223,7 +232,9 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK",
             "syn-reopens-half-closed-entry", "closed-one-way", "request-rst-seen-by-node",
             "reply-rst-seen-by-node", "affinity-hit", "affinity-miss",
-            "affinity-entry-dropped", "pod-egress-masqueraded"}
+            "affinity-entry-dropped", "pod-egress-masqueraded", "xdp-final-dnat+snat",
+            "xdp-final-dnat+dsr", "xdp-final-rev-snat", "xdp-pass-dnat", "xdp-pass-pass",
+            "xdp-pass-dsr-ingress"}
     assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
 

@@ -50,3 +50,12 @@ ASSIGN_CONFIG(bool, enable_ipv4_fragments, true)
 ASSIGN_CONFIG(bool, enable_ipv6_fragments, true)
 #endif
 #endif
+
+/* bpf_xdp.c builds the tunnel headers itself (ctx/xdp ctx_set_encap_info4/6): the agent's
+ * tunnel protocol and port, Geneve on 6081 as the model's tunnel routing has it. */
+#if defined(NPH_XDP) && defined(TUNNEL_MODE)
+# if NPH_CILIUM_MINOR >= 120
+ASSIGN_CONFIG(__u8, tunnel_protocol, TUNNEL_PROTOCOL_GENEVE)
+ASSIGN_CONFIG(__u16, tunnel_port, 6081)
+# endif
+#endif

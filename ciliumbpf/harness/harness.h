@@ -228,6 +228,24 @@ static __always_inline void nph_record(__u32 kind, int ifindex, __u32 flags)
 	}
 }
 
+#ifdef NPH_XDP
+/* bpf_xdp.c runs on the native device: a FIB answer out of it is XDP_TX. ctx/xdp.h's
+ * ctx_redirect compares with ctx->ingress_ifindex, which a test run leaves 0, so the harness
+ * takes both 0 (1.18's redirect to ctx_get_ifindex(), `self`) and the native device's index
+ * for the receiving device; another device would be XDP_REDIRECT. */
+static __always_inline int
+nph_xdp_redirect(const struct xdp_md *ctx, int ifindex, __u32 flags)
+{
+	struct nph_capture *cap = nph_cap();
+	bool here = (__u32)ifindex == ctx->ingress_ifindex;
+
+	nph_record(1, ifindex, flags);
+	if (cap)
+		cap->self = here;
+	return here || (__u32)ifindex == NPH_NATIVE_IFINDEX ? XDP_TX : XDP_REDIRECT;
+}
+#define ctx_redirect nph_xdp_redirect
+#else /* tc: bpf_host, bpf_overlay */
 static __always_inline int
 nph_ctx_redirect(const struct __sk_buff *ctx __maybe_unused, int ifindex, __u32 flags)
 {
@@ -371,6 +389,8 @@ nph_get_tunnel_opt(struct __sk_buff *ctx __maybe_unused, void *opt, __u32 len)
 }
 #undef ctx_get_tunnel_opt
 #define ctx_get_tunnel_opt nph_get_tunnel_opt
+
+#endif /* NPH_XDP */
 
 /* cilium_host's address (the SNAT source towards tunnel endpoints) from NodeConfig. */
 /* bpf.masquerade: the native-routing CIDR the agent renders (IPV4_SNAT_EXCLUSION_DST_CIDR,

@@ -75,3 +75,21 @@ int nph_from_container(struct __ctx_buff *ctx)
 	return CTX_ACT_OK;
 }
 #endif
+
+/* cil_from_netdev for a packet XDP passed with XFER_PKT_NO_SVC. The kernel hands XDP's
+ * metadata to the skb, which BPF_PROG_TEST_RUN cannot; this entry does what
+ * cil_from_netdev does with the flag (bpf_host.c:1292-1293, v1.18 :1265-1266): it sets
+ * skip-nodeport and goes on to do_netdev as cil_from_netdev ends (the VLAN, IPsec and tcx
+ * early-hook steps in between do nothing in these configurations). */
+__section_entry
+int nph_from_netdev_no_svc(struct __ctx_buff *ctx)
+{
+	__be16 proto = 0;
+
+	bpf_clear_meta(ctx);
+	ctx_skip_nodeport_clear(ctx);
+	ctx_skip_nodeport_set(ctx);
+	if (!validate_ethertype(ctx, &proto))
+		return CTX_ACT_OK;
+	return do_netdev(ctx, proto, UNKNOWN_ID, TRACE_FROM_NETWORK, false);
+}
