@@ -130,7 +130,7 @@ MODEL_TESTS = (
     "tests/test_model_gaps_2.py", "tests/test_model_affinity.py", "tests/test_icmp_errors.py",
     "tests/test_masquerade.py",
     "tests/test_dsr_mtu.py",
-    "tests/test_model_fragments.py",
+    "tests/test_model_fragments.py", "tests/test_model_xdp.py",
 )
 # Tests of datapath/ and its bridge (of the ICMP tests, the byte-level ones); the two
 # seeded-fault kill tables (57 s and 13 s, they re-run vectors and difftest per registered
@@ -158,7 +158,7 @@ DATAPATH_TESTS = (
 MODEL = Target(
     name="model",
     files=("model/nodeport.py", "model/snat.py", "model/conntrack.py", "model/network.py",
-           "model/maps.py", "model/masq.py"),
+           "model/maps.py", "model/masq.py", "model/fragments.py", "model/xdp.py"),
     checks=(
         Check(name="prove", argv=_nodeport("prove", "--jobs", "1", "--fail-fast"),
               shown="nodeport prove --jobs 1",
@@ -183,7 +183,8 @@ MODEL = Target(
 DATAPATH = Target(
     name="datapath",
     files=tuple(f"datapath/{m}.py" for m in (
-        "lb", "conntrack", "nat", "nodeport", "host", "packet", "build", "csum", "maps")),
+        "lb", "conntrack", "nat", "nodeport", "host", "packet", "build", "csum", "maps",
+        "fragments")),
     checks=(
         Check(name="vectors", argv=_vectors, shown="nodeport vectors vectors/*.yaml",
               why="golden packet vectors taken from Cilium's bpf/tests (about 1 s)",
