@@ -299,7 +299,7 @@ def _sizes(draw: Draw, doc: dict[str, Any], flows: list[dict[str, Any]], v4: boo
         size, opts = picks(draw, SIZES, IP_OPTIONS)
         if f["client"] in pods:
             continue
-        if size is not None:
+        if size is not None and not f.get("fragments"):
             f["size"] = size
         if opts and v4 and keeps:
             f["ipOptions"] = opts

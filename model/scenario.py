@@ -635,6 +635,9 @@ def _fragmented(r: _Reader, m: Mapping[str, Any], p: str, index: int) -> dict[st
     order = r.opt(m, "fragmentOrder", p, r.string, "in-order")
     if order not in ORDERS:
         raise r.fail(f"{p}.fragmentOrder", f"{_shown(order)} is not one of {', '.join(ORDERS)}")
+    if count and "size" in m:
+        raise r.fail(f"{p}.size", "not with fragments (a fragmented datagram is the model's "
+                     "short one, split; size is an unfragmented request's length)")
     if "fragmentOrder" in m and not count:
         raise r.fail(f"{p}.fragmentOrder", "needs fragments (2 or more)")
     return {"fragments": count, "fragment_order": order, "fragment_id": 256 + 1000 * index}
