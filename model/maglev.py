@@ -27,6 +27,9 @@ import binascii
 import functools
 import ipaddress
 from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
 
 from model.errors import InputError
 
@@ -209,3 +212,25 @@ def select(table: Sequence[int], saddr: ipaddress.IPv4Address | ipaddress.IPv6Ad
     if not table:
         return 0
     return table[flow_hash(saddr, sport, dport, nexthdr, seed) % len(table)]
+
+
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FlowPicker(Protocol):
+    """How a node turns a flow into a table entry: the hash for traces, a prover's function."""
+
+    def pick(self, table: tuple[int, ...], saddr: IPAddr, sport: int, dport: int,
+             nexthdr: int, seed: int) -> int:
+        """The backend ID the table holds at the flow's hash."""
+        ...
+
+
+@attrs.frozen
+class JhashPicker:
+    """The datapath's own: table[jhash % size] (select)."""
+
+    def pick(self, table: tuple[int, ...], saddr: IPAddr, sport: int, dport: int,
+             nexthdr: int, seed: int) -> int:
+        """select() on concrete values."""
+        return select(table, saddr, sport, dport, nexthdr, seed)
