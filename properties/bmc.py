@@ -76,6 +76,12 @@ def _gc_continued(rp: Replay) -> bool:
     return any(0 < tr.spec.idle < LIVE_BELOW and tr.backend_saw for tr in rp.traces)
 
 
+def _moved(rp: Replay) -> bool:
+    """One flow reached a backend through both nodes."""
+    got = [(tr.spec.source, tr.spec.via) for tr in rp.traces if tr.backend_saw]
+    return any(a[0] == b[0] and a[1] != b[1] for i, a in enumerate(got) for b in got[i + 1:])
+
+
 def _reconnected(rp: Replay) -> bool:
     """One client's second connection reached a backend after its first one did."""
     got = [tr.spec.source.addr for tr in rp.traces if tr.backend_saw]
@@ -94,6 +100,7 @@ PREMISES: dict[str, Premise] = {
     "P-CT-02": _drained, "P-CT-03": _gc_continued, "P-AFF-01": _reconnected,
     "P-ICMP-01": _error_sent, "P-ICMP-02": _error_sent,
 }
+PREMISES["P-MAG-01"] = _moved
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
 # the model's own code (properties/prove.py cross_checked).

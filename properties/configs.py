@@ -10,6 +10,7 @@ from model.config import (
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
+    LBAlgorithm,
     LBMode,
     NoBackendResponse,
     RoutingMode,
@@ -44,6 +45,7 @@ class Config:
     affinity: bool = False  # the service has sessionAffinity: ClientIP
     ecmp: bool = False  # the client's later connections arrive at the other node (ECMP)
     masquerade: bool = False  # bpf.masquerade
+    maglev: bool = False  # loadBalancer.algorithm: maglev (default table size and seed)
 
     @property
     def ipv6(self) -> bool:
@@ -80,7 +82,8 @@ class Config:
             tunnel=TunnelProtocol.GENEVE if self.tunneling else TunnelProtocol.VXLAN,
             no_backend_response=(NoBackendResponse.REJECT if self.reject
                                  else NoBackendResponse.DROP),
-            masquerade=self.masquerade)
+            masquerade=self.masquerade,
+            algorithm=LBAlgorithm.MAGLEV if self.maglev else LBAlgorithm.RANDOM)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -104,6 +107,8 @@ class Config:
             parts.append("ecmp")
         if self.masquerade:
             parts.append("bpf-masq")
+        if self.maglev:
+            parts.append("maglev")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -115,4 +120,5 @@ class Config:
                 "source_dest_check": self.source_dest_check, "version": self.version.value,
                 "no_backend_response": "reject" if self.reject else "drop",
                 "session_affinity": "ClientIP" if self.affinity else "None",
-                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade}
+                "ecmp": self.ecmp, "bpf_masquerade": self.masquerade,
+                "algorithm": "maglev" if self.maglev else "random"}

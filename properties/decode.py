@@ -8,6 +8,7 @@ only changes prandom, so the replay shows a violation of the model itself or non
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,10 +106,14 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
         flows.append(flow)
     return {
         "cilium": {"version": c.version.value,
-                   "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value},
+                   "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value,
+                                    **({"algorithm": "maglev"} if c.maglev else {})},
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
-                   **({"bpf": {"masquerade": True}} if c.masquerade else {})},
+                   **({"bpf": {"masquerade": True}} if c.masquerade else {}),
+                   # each replay seed a cluster-wide Maglev seed too (12 bytes, base64)
+                   **({"maglev": {"hashSeed": base64.b64encode(
+                       seed.to_bytes(12, "big")).decode()}} if c.maglev else {})},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
         "nodes": [{"name": f"node{i + 1}", "ip": v.nodes[i],
