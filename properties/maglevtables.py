@@ -42,15 +42,15 @@ def _backends(n: int, ipv6: bool) -> tuple[tuple[str, int, int], ...]:
 
 
 def worst_share(ipv6: bool, faults: frozenset[ModelFault] = frozenset(),
-                sizes: tuple[int, ...] = SIZES, counts: tuple[int, ...] = COUNTS
-                ) -> tuple[float, int, int, int, int]:
+                sizes: tuple[int, ...] = SIZES, counts: tuple[int, ...] = COUNTS,
+                per_backend: int = PER_BACKEND) -> tuple[float, int, int, int, int]:
     """(share, table size, backends, removed ID) of the worst removal, entries compared."""
     murmur = seeds(DEFAULT_HASH_SEED)[0]
     skip = ModelFault.MAGLEV_SKIP_IGNORED in faults
     worst = (0.0, 0, 0, 0)
     compared = 0
     for m in sizes:
-        for n in (c for c in counts if m >= PER_BACKEND * c):
+        for n in (c for c in counts if m >= per_backend * c):
             bes = _backends(n, ipv6)
             before = lookup_table(bes, m, murmur, skip)
             for r in range(n):
