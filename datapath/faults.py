@@ -36,6 +36,7 @@ FAULTS: dict[str, str] = {
     "affinity_expiry_inverted": "a fresh session affinity entry counts as expired (timeout "
                                 "compared the wrong way)",
     "icmp_error_quote_kept": "reverse SNAT of an ICMP error leaves the quoted source SNATed",
+    "maglev_hash_daddr": "the Maglev hash takes the destination (the VIP) for the client address",
 }
 
 
