@@ -5,12 +5,14 @@ printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-
 (NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
 backends, backends shared between services, loadBalancerSourceRanges, a TCP and a UDP
 service sharing one port and address: the DNS pattern; sessionAffinity ClientIP with the
-default or a 60 s timeout), 1-6 flows (sometimes sending the
+default or a 60 s timeout; loadBalancer.algorithm maglev with a 251-entry table and no
+pins), 1-6 flows (sometimes sending the
 protocol a NodePort does not serve, which the node's stack gets; source ports in and
 below the SNAT range, at its keep-port boundary and at its top, reused across flows, a
 second client on the same source port, backend and node as an earlier flow (one SNAT port
 wanted twice), the same client's next connection from another source port to the same
-frontend, the same connection sent again (resumed, or reopened by a SYN after a FIN
+frontend, the same connection through another node (ECMP), the same connection sent
+again (resumed, or reopened by a SYN after a FIN
 close or closed one way only), 1-4 packets, connection endings (FIN both ways, half-close,
 RST from the client or the backend, the backend's FIN), lost replies, idle time with CT GC,
 endpoint changes before a flow: scale up, pod deletion, termination with drain,
@@ -52,6 +54,7 @@ RANGES: tuple[str | None, ...] = (None, None, None, None, "30000-40000", "30000-
 CT_SIZES = (None, 2, 3, 4)
 NAT_SIZES = (None, 2, 4, 6)
 VERSIONS = ("1.20", "1.18")
+ALGORITHMS = ("random",) * 3 + ("maglev",)  # loadBalancer.algorithm
 # A TCP flow's ending (scenario key `close`): none half the time.
 ENDINGS = (None,) * 6 + (True, True, "half", "rst", "backend-fin", "backend-rst")
 
@@ -158,6 +161,9 @@ def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
         "serviceNoBackendResponse": response}
     if rng is not None:
         out["nodePort"] = {"range": rng}
+    if pick(draw, ALGORITHMS) == "maglev":  # the smallest table the agent accepts
+        out["loadBalancer"]["algorithm"] = "maglev"
+        out["maglev"] = {"tableSize": 251}
     if small_maps and small:
         sizes = picks(draw, CT_SIZES, CT_SIZES, NAT_SIZES)
         bpf = {k: v for k, v in zip(("ctTcpMax", "ctAnyMax", "natMax"), sizes, strict=True)
@@ -200,7 +206,7 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     left: set[tuple[str, str]] = set()
     for i in range(pick(draw, (1, 2, 3, 4, 6))):
         change = _endpoint_change(draw, services, live, names, left) if flows else None
-        again = pick(draw, ("new", "new", "same", "other-client", "other-port")) \
+        again = pick(draw, ("new", "new", "same", "other-client", "other-port", "other-node")) \
             if flows else "new"
         if again != "new":
             prev = flows[pick(draw, range(len(flows)))]
@@ -211,7 +217,11 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
                 "sourcePort": prev["sourcePort"], "to": dict(prev["to"]),
                 "packets": pick(draw, (1, 2, 3, 4)), "svc": svc["name"]}
             stray = flow["to"].get("protocol", svc["protocol"]) != svc["protocol"]
-            if again == "other-port":
+            if again == "other-node" and len(nodes) > 1:
+                # the same connection arriving at another node (ECMP): Maglev's case
+                via = nodes[(nodes.index(via) + 1) % len(nodes)]
+                flow["to"]["via" if "via" in flow["to"] else "node"] = via
+            elif again == "other-port":
                 # the same client's next connection to the same frontend (session affinity)
                 flow["sourcePort"] = pick(draw, tuple(p for p in ports
                                                       if p != prev["sourcePort"]))
@@ -253,6 +263,8 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
         flows.append(flow)
     for f in flows:
         del f["svc"]
+        if "algorithm" in cilium["loadBalancer"]:
+            f.pop("backend", None)  # Maglev's hash picks; a pin would stand in for it
     doc: dict[str, Any] = {"cilium": cilium}
     fabric = _fabric(draw)
     if fabric:
