@@ -162,3 +162,21 @@ def test_bad_maglev_keys_one_line(tmp_path: Path, value: dict[str, Any], key: st
     doc.setdefault("cilium", {}).update(value)
     path = _write(tmp_path, doc)
     _assert_one_line_error(run_cli("trace", str(path)), path, key)
+
+
+def test_cilium_go_test_weighted_counts_and_removal() -> None:
+    """pkg/maglev/maglev_test.go TestWeightedBackendWithRemoval (default seed, M = 1021):
+    weights 2, 13, 111, 10 take exactly 16, 98, 832 and 75 entries; removing the first
+    changes fewer than 1% of the table's entries of the others (TestBackendRemoval: the
+    same for three backends of weight 1)."""
+    murmur = seeds(DEFAULT_HASH_SEED)[0]
+    bes = (("one", 0, 2), ("three", 1, 13), ("two", 2, 111), ("tzwe", 3, 10))
+    before = lookup_table(bes, 1021, murmur)
+    assert Counter(before) == {0: 16, 1: 98, 2: 832, 3: 75}
+    after = lookup_table(bes[1:], 1021, murmur)
+    assert 0 not in after
+    moved = sum(1 for i in range(1021) if before[i] != 0 and after[i] != before[i])
+    assert moved / 1021 < 0.01
+    three = (("one", 0, 1), ("three", 1, 1), ("two", 2, 1))
+    b3, a3 = lookup_table(three, 1021, murmur), lookup_table(three[:2], 1021, murmur)
+    assert sum(1 for i in range(1021) if b3[i] != 2 and a3[i] != b3[i]) / 1021 < 0.01
