@@ -111,9 +111,11 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
                    **({"bpf": {"masquerade": True}} if c.masquerade else {}),
-                   # each replay seed a cluster-wide Maglev seed too (12 bytes, base64)
+                   # each replay seed a cluster-wide Maglev seed too: 12 bytes (base64),
+                   # the murmur, IPv4 and IPv6 seeds each the replay seed
                    **({"maglev": {"hashSeed": base64.b64encode(
-                       seed.to_bytes(12, "big")).decode()}} if c.maglev else {})},
+                       (seed & 0xFFFFFFFF).to_bytes(4, "big") * 3).decode()}}
+                      if c.maglev else {})},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
         "nodes": [{"name": f"node{i + 1}", "ip": v.nodes[i],
