@@ -55,3 +55,19 @@ def test_mag02_measured_shares() -> None:
     # below pkg/maglev's sizing advice the bound does not hold: the statement says so
     small = worst_share(False, sizes=(251,), counts=(9,), per_backend=1)
     assert small[0] > 0.10
+
+
+def test_replay_seeds_vary_every_maglev_seed() -> None:
+    """Each replay seed is another cluster-wide Maglev seed for both families (a fault's
+    counterexample is concretised by trying seeds, as for prandom)."""
+    from model.maglev import seeds
+    from properties import decode
+    from properties.symworld import cell
+
+    cfg = MAG1.configs[0]
+    vals = cell(cfg, MAG1.bounds).values({p.name: 40000 for p in cell(cfg, MAG1.bounds).ports},
+                                          None)
+    got = [seeds(decode.document(cfg, vals, s)["cilium"]["maglev"]["hashSeed"])
+           for s in (1, 2, 3)]
+    for part in range(3):
+        assert len({g[part] for g in got}) == 3, got
