@@ -350,16 +350,21 @@ def format_failure(f: Failure, width: int = 100) -> str:
     return "\n".join(out)
 
 
-def planned(examples: int, shard: tuple[int, int] = (0, 1), version: str = "1.20") -> int:
+def planned(examples: int, shard: tuple[int, int] = (0, 1), version: str = "1.20",
+            factory: DatapathFactory | None = None) -> int:
     """How many programs a run (or one shard) generates: the budget rounded up to every
-    configuration."""
-    return max(1, sum(u.examples for u in plan(examples, 0, version)
+    configuration, plus the explicit programs each configuration's first chunk runs."""
+    versions = VERSIONS if factory is None else versions_for(factory)
+    small = factory is None or small_maps_for(factory)
+    return max(1, sum(u.examples + len(explicit(u, versions, small))
+                      for u in plan(examples, 0, version)
                       if u.index % shard[1] == shard[0]))
 
 
 def text_progress(total: int, stream: Any = None) -> Callable[[int, Counters], None]:
     """A plain-text progress bar (stderr by default; no dependency), redrawn in place
-    at most ten times a second; programs beyond `total` are shrinking attempts."""
+    at most ten times a second; programs beyond `total` are Hypothesis' shrinking attempts
+    or its retries of drawn programs it discarded."""
     s = stream if stream is not None else sys.stderr
     t0 = time.perf_counter()
     last = [0.0]
@@ -372,7 +377,7 @@ def text_progress(total: int, stream: Any = None) -> Callable[[int, Counters], N
         frac = min(1.0, n / total) if total else 1.0
         bar = "#" * int(30 * frac)
         rate = c.observations / max(1e-9, now - t0)
-        extra = f" (+{n - total} shrinking)" if n > total else ""
+        extra = f" (+{n - total} beyond the plan)" if n > total else ""
         s.write(f"\r[{bar:<30}] {min(n, total)}/{total} programs{extra}, "
                 f"{c.observations} obs ({rate:,.0f}/s) ")
         s.flush()

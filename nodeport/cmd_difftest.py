@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(_usage("--jobs must be at least 1"))
     only = _units(args.units, len(plan(args.examples, args.seed, program_version(factory))))
     progress = None if args.quiet else text_progress(
-        planned(args.examples, shard, program_version(factory)))
+        planned(args.examples, shard, program_version(factory), factory))
     summary = difftest(args.examples, args.seed, factory, spec=spec,
                        progress=progress, jobs=args.jobs, shard=shard, only=only,
                        shrink=not args.no_shrink)

@@ -35,6 +35,17 @@ def test_short_run_agrees() -> None:
     assert "model and datapath agree" in s.line()
 
 
+def test_the_progress_total_counts_the_explicit_programs() -> None:
+    """The progress bar's total is what an agreeing run executes: the generated budget
+    plus each configuration's explicit programs (drain, exhaustion, eviction), so nothing
+    beyond it is mislabelled as shrinking."""
+    from datapath.diffgen import planned
+
+    s = difftest(32, 0, reference_factory, shrink=False)
+    assert s.failure is None
+    assert s.programs == planned(32, factory=reference_factory)
+
+
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
 def test_examples_agree(path: Path) -> None:
     sc = load(path)

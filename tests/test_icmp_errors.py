@@ -13,6 +13,7 @@ from datapath.programs import COMBOS
 from model.errors import InputError
 from model.faults import ModelFault
 from model.flows import FlowTrace, run_flows, trace_json
+from model.maps import TupleFlags
 from model.scenario import parse
 from model.values import Endpoint, FlowKey, IcmpKind, Proto
 from properties.bmc import check_cell
@@ -226,3 +227,19 @@ def test_datapath_ipv6_packet_too_big_keeps_every_checksum_valid(l4: str) -> Non
     assert (d["ip6.dst"], d["quote.ip6.src"], d["quote.l4.sport"]) == (
         "2001:db8::7", "2001:db8::7", 1234)
     assert d["icmp.csum_ok"] and d["quote.l4.csum_ok"]
+
+
+def test_reverse_snat_of_an_error_marks_the_reverse_entry_used() -> None:
+    """snat_v4_rev_nat_handle_icmp_error looks the reverse entry up in the LRU SNAT map
+    (nat.h:1087): the lookup marks it most recently used, so the error keeps its flow's
+    entry over older ones when the map is under pressure."""
+    doc = build_doc(proto="UDP", packets=1)
+    doc["flows"][0]["backendError"] = "frag-needed"
+    doc["cilium"]["bpf"] = {"masquerade": True}
+    sc = parse(doc, "<icmp>")
+    state, [tr] = run_flows(sc.world, sc.flows)
+    assert _received(tr)
+    snat = state.nodes["node1"].snat
+    keys = list(snat)
+    assert len(keys) == 2
+    assert keys[-1].flags is TupleFlags.IN  # the error's lookup came after both inserts

@@ -97,3 +97,22 @@ def test_key_is_client_address_and_frontend() -> None:
     assert val is not None
     pod = sc.world.cluster.pod(traces[0].backend_pod or "")
     assert state.nodes["node1"].lb.backends[val.backend_id].addr == pod.ip
+
+
+def test_reselection_of_an_existing_entry_ignores_the_affinity_map() -> None:
+    """lb4_local's CT_REPLY branch (lb.h:2263-2276) reselects with lb4_select_backend_id
+    when a live entry's backend is gone; only CT_NEW consults the affinity map (lb.h:2219).
+    Two connections share backend X; X leaves; the first connection's next SYN reselects and
+    rewrites the client's affinity entry, and the second's reselection must still be a fresh
+    draw (on some seed it lands elsewhere), not the first one's choice read back."""
+    split = []
+    for seed in range(1, 16):
+        first = _run(_doc([{}], seed=seed))[0].backend_pod
+        assert first is not None
+        rest = [p for p in ("web-0", "web-1", "web-2") if p != first]
+        traces = _run(_doc([{}, {}, {"sourcePort": 40000, "setBackends": {"web": rest}},
+                            {"sourcePort": 40001}], seed=seed))
+        assert traces[2].backend_pod in rest and traces[3].backend_pod in rest
+        if traces[2].backend_pod != traces[3].backend_pod:
+            split.append(seed)
+    assert split
