@@ -457,9 +457,28 @@ def icmp_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dic
     return _two_nodes(combo, version, "UDP", flows, cilium={"bpf": {"masquerade": True}})
 
 
+def maglev_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                   ) -> dict[str, Any]:
+    """Explicit: loadBalancer.algorithm maglev (a 251-entry table), two backends, no pins:
+    four connections through node1, the same four through node2 (ECMP moved them: no CT
+    entry there, the hash picks), then pod0 leaves and a new connection through node2."""
+    to1, to2 = {"node": "node1", "service": "web"}, {"node": "node2", "service": "web"}
+    ports = (40000, 40001, 33000, 5000)
+    flows = [{k: v for k, v in _flow(f"{n}-{p}", "client0", p, to=to).items()
+              if k != "backend"} for n, to in (("node1", to1), ("node2", to2)) for p in ports]
+    flows.append({k: v for k, v in _flow("after-leave", "client1", 40000, to=to2,
+                                         setBackends={"web": ["pod1"]}).items()
+                  if k != "backend"})
+    doc = _two_nodes(combo, version, "TCP", flows,
+                     cilium={"loadBalancer": {"algorithm": "maglev"},
+                             "maglev": {"tableSize": 251}})
+    doc["services"][0]["backends"] = ["pod0", "pod1"]
+    return doc
+
+
 # The explicit examples after the drain example: (program, needs small maps).
 EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
-            (affinity_program, False))
+            (affinity_program, False), (maglev_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:

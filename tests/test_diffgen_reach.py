@@ -324,3 +324,24 @@ def _service(doc: dict[str, Any], i: int) -> str | None:
 def _world_flows(doc: dict[str, Any]) -> tuple[Any, Any]:
     sc = parse(doc)
     return sc.world, sc.flows
+
+
+def test_explicit_maglev_program_agrees_and_keeps_moved_connections() -> None:
+    """The explicit Maglev program runs in every configuration: the reference agrees with
+    the model, the connections moved to node2 keep their backends, and the two backends
+    are both used."""
+    from datapath.adapter import reference_factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+    from datapath.programs import COMBOS, EXPLICIT, maglev_program
+
+    assert (maglev_program, False) in EXPLICIT
+    for combo in COMBOS:
+        doc = maglev_program(combo)
+        assert run_program(doc, reference_factory, frozenset(), Counters()) is None, combo
+        _, traces = run_flows(*_world_flows(doc))
+        pods = [t.backend_pod for t in traces]
+        assert pods[:4] == pods[4:8] and set(pods[:4]) == {"pod0", "pod1"}, (combo, pods)
+        assert pods[8] == "pod1"
+        assert run_program(doc, reference_factory, frozenset({"maglev_hash_daddr"}),
+                           Counters()) is not None, combo
