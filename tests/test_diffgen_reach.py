@@ -294,7 +294,8 @@ def test_generator_draws_maglev_and_moved_connections(docs: list[dict[str, Any]]
         # one table on every node: no eTP=Local; no affinity entry another connection of
         # the client may have left on the second node
         plain = {s["name"] for s in doc["services"]
-                 if not s.get("sessionAffinity") and s["externalTrafficPolicy"] == "Cluster"}
+                 if not s.get("sessionAffinity")
+                 and s.get("externalTrafficPolicy", "Cluster") == "Cluster"}
         pairs = [(i, j) for i, j in _moved_pairs(doc) if _service(doc, i) in plain]
         if not pairs:
             continue
