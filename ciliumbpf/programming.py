@@ -141,6 +141,8 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         # sessionAffinity=ClientIP: 1.18 compiles the affinity maps and lookups only under
         # this define (lib/lb.h:56, 143, 193, 954); 1.20 always has them
         d["ENABLE_SESSION_AFFINITY"] = "1"
+    if cfg.masquerade:
+        d.update(_masquerade(cfg))
     if cfg.selection == "first":
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
                  LB_SELECTION="3")
@@ -152,6 +154,28 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
                  LB_SELECTION="2", NPH_LB_MAGLEV_LUT_SIZE=str(cfg.maglev_table_size),
                  NPH_HASH_INIT4_SEED=str(cfg.hash_seed4), NPH_HASH_INIT6_SEED=str(cfg.hash_seed6))
+    return d
+
+
+def _masquerade(cfg: NodeConfig) -> dict[str, str]:
+    """bpf.masquerade: ENABLE_MASQUERADE_IPV4/6, the masquerade address (IPV4_MASQUERADE,
+    1.20's nat_ipv4_masquerade; the node's own by default) and the native-routing CIDR."""
+    d: dict[str, str] = {}
+    if cfg.ipv4:
+        d["ENABLE_MASQUERADE_IPV4"] = "1"
+        d["NPH_IPV4_MASQUERADE"] = _be32(cfg.masquerade_ipv4 or cfg.ipv4)
+    if cfg.ipv6:
+        d["ENABLE_MASQUERADE_IPV6"] = "1"
+        d["NPH_IPV6_MASQUERADE"] = _v6_init(cfg.masquerade_ipv6 or cfg.ipv6)
+    for cidr in cfg.snat_exclusion_cidrs:
+        net, _, plen = cidr.partition("/")
+        if ip_address(net).version == 4:
+            d["NPH_SNAT_EXCL_CIDR4"] = _be32(net)
+            d["NPH_SNAT_EXCL_CIDR4_LEN"] = plen
+        else:
+            mask = str(ip_address(((1 << 128) - 1) ^ ((1 << (128 - int(plen))) - 1)))
+            d["NPH_SNAT_EXCL_CIDR6"] = _v6_init(net)
+            d["NPH_SNAT_EXCL_CIDR6_MASK"] = _v6_init(mask)
     return d
 
 
@@ -238,6 +262,10 @@ class Entries:
             key["ip6" if v6 else "ip4"] = {"addr": bytes(addr)}
             val: dict[str, Any] = {"sec_identity": POD_IDENTITY}
             tep = teps.get(addr)
+            if self.cfg.masquerade and addr in teps.values():
+                # a node's own address is a remote node's (reserved:remote-node), which
+                # snat_v4_needs_masquerade leaves alone in native routing (nat.h:745-748)
+                val["sec_identity"] = REMOTE_NODE_ID
             if tep is not None:
                 if len(tep) == 16:
                     val["tunnel_endpoint"] = {"ip6": {"addr": tep}}

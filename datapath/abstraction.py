@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from ipaddress import IPv6Address, ip_address
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Any, TypeVar
 
 from datapath.build import (
@@ -155,6 +155,9 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         no_backend_response="reject" if cfg.reject_no_backend else "drop",
         no_service_endpoints_routable=cfg.no_service_endpoints_routable,
         masquerade=cfg.masquerade,
+        masquerade_ipv4=str(me.masq_ip) if me.masq_ip is not None and not v6 else None,
+        masquerade_ipv6=str(me.masq_ip) if me.masq_ip is not None and v6 else None,
+        snat_exclusion_cidrs=_native_routing_cidr(world),
         version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20",
         selection="maglev" if cfg.maglev else "random", maglev_table_size=cfg.maglev_table_size,
         hash_seed4=cfg.maglev_seeds[1], hash_seed6=cfg.maglev_seeds[2])
@@ -177,6 +180,22 @@ def _maglev(world: World, node: str, fe: Frontend, agent: AgentView | None
         ids = tuple(b for b in agent.ids(fe.service)
                     if not fe.etp_local or pods[agent.table[b][0]].node == node)
     return maglev_table(world, ids, ends, fe.proto)
+
+
+def _native_routing_cidr(world: World) -> tuple[str, ...]:
+    """ipv4/ipv6-native-routing-cidr as a user would set it: the smallest prefix holding every
+    pod and cilium_host address (IPV4_SNAT_EXCLUSION_DST_CIDR, never masqueraded)."""
+    addrs = [p.ip for p in world.cluster.pods] + [
+        n.router_ip for n in world.cluster.nodes if n.router_ip is not None]
+    if not addrs:
+        return ()
+    bits: int = addrs[0].max_prefixlen
+    ints = [int(a) for a in addrs]
+    plen = bits
+    while plen and len({i >> (bits - plen) for i in ints}) > 1:
+        plen -= 1
+    net = ip_network((addrs[0], plen), strict=False)
+    return (str(net),)
 
 
 class AgentView:

@@ -92,8 +92,14 @@ class NodeConfig:
     # a backend-less service's packets on to the stack (eTP/iTP=Local ones drop); v1.18
     # has no such switch and behaves as true.
     no_service_endpoints_routable: bool = True
-    # bpf.masquerade: the reverse SNAT also sees ICMP errors (nodeport.h:3021)
+    # bpf.masquerade: the reverse SNAT also sees ICMP errors (nodeport.h:3021), and a local
+    # endpoint's packet to an outside address is SNATed at to-netdev (nat.h:626-789)
     masquerade: bool = False
+    # IPV4_MASQUERADE / IPV6_MASQUERADE; None: the node's own address (the agent's default)
+    masquerade_ipv4: str | None = None
+    masquerade_ipv6: str | None = None
+    # ipv4/ipv6-native-routing-cidr: IPV4_SNAT_EXCLUSION_DST_CIDR, never masqueraded
+    snat_exclusion_cidrs: tuple[str, ...] = ()
     # bpf.ctAccounting: CT entries count packets and bytes (frames, L2 header included);
     # a load-time switch in v1.20 (off by default), CONNTRACK_ACCOUNTING at compile time
     # in v1.18.

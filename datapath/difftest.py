@@ -446,8 +446,9 @@ class DiffRun:
         self.state = initial_state(world)
         self.net = DatapathNet(world, factory, faults, spec)
         cfg = world.cfg
-        self.ren = PortRenaming([a for n in world.cluster.nodes for a in (n.ip, n.router_ip)
-                                 if a is not None], cfg.nat_min, cfg.nat_max_port)
+        self.ren = PortRenaming([a for n in world.cluster.nodes
+                                 for a in (n.ip, n.router_ip, n.masq_ip) if a is not None],
+                                cfg.nat_min, cfg.nat_max_port)
         self.agent = AgentView(world)
         # Trace lines are rendered only when read (a failure, a test): most runs agree.
         self._mtrace: list[str | Obs | End] = []
@@ -552,15 +553,18 @@ class DiffRun:
             pkt = request(spec, i)
             before = self.state.nodes
             self.net.touched.clear()
-            self.state, mo, me = model_walk(self.world, self.state, ("client", spec.client),
+            # pod egress (spec.egress): the pod sends, the outside host answers
+            sender, served, answered = (("pod", "client", "pod") if spec.egress
+                                        else ("client", "pod", "client"))
+            self.state, mo, me = model_walk(self.world, self.state, (sender, spec.client),
                                             pkt, reply=False, via=spec.via, pinned=pinned)
-            do, de, dbytes = self.net.walk(("client", spec.client), bytes_of(pkt),
+            do, de, dbytes = self.net.walk((sender, spec.client), bytes_of(pkt),
                                            via=spec.via, pin=pin_id)
             div = self._compare(f"{spec.name}: request {i + 1} {pkt_str(pkt)}", mo, me, do, de,
                                 spec.source.port, before)
             if div is not None:
                 return div
-            if me.kind != "pod" or me.packet is None:
+            if me.kind != served or me.packet is None:
                 return None
             mans = answer(spec, i, me.packet)
             dans = answer(spec, i, packet_of(dbytes))
@@ -568,14 +572,14 @@ class DiffRun:
                 continue
             before = self.state.nodes
             self.net.touched.clear()
-            self.state, mo, me = model_walk(self.world, self.state, ("pod", me.at), mans,
+            self.state, mo, me = model_walk(self.world, self.state, (served, me.at), mans,
                                             reply=True, via=None, pinned=None)
-            do, de, _ = self.net.walk(("pod", de.at), bytes_of(dans), via=None, pin=None)
+            do, de, _ = self.net.walk((served, de.at), bytes_of(dans), via=None, pin=None)
             div = self._compare(f"{spec.name}: reply {i + 1} {pkt_str(mans)}", mo, me, do, de,
                                 spec.source.port, before)
             if div is not None:
                 return div
-            if me.kind != "client":
+            if me.kind != answered:
                 return None
         return None
 

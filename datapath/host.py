@@ -37,7 +37,13 @@ from datapath.maps import (
     LbService,
     NodeMaps,
 )
-from datapath.nat import snat_rev_nat, snat_rev_nat_icmp_error
+from datapath.nat import (
+    masq_reply_ct,
+    masquerade,
+    needs_masquerade,
+    snat_rev_nat,
+    snat_rev_nat_icmp_error,
+)
 from datapath.nodeport import (
     POD_IDENTITY,
     REMOTE_NODE_ID,
@@ -134,6 +140,9 @@ class Node:
         self.random_pick = c.selection == "random"
         self.maglev = c.selection == "maglev"
         self.ct_accounting = c.ct_accounting
+        self.snat_exclusion = [(ip_bytes(n.partition("/")[0]), int(n.partition("/")[2]))
+                               for n in c.snat_exclusion_cidrs]
+        self.remote_nodes = {ip_bytes(t) for _a, t in c.tunnel_endpoints}
 
     # -- helpers used by the library modules ------------------------------------------
     def prandom(self) -> int:
@@ -143,6 +152,12 @@ class Node:
     def snat_addr(self, v6: bool) -> bytes:
         """IPV4_DIRECT_ROUTING / IPV6_DIRECT_ROUTING."""
         return self._l6 if v6 else self._l4
+
+    def masq_addr(self, v6: bool) -> bytes:
+        """IPV4_MASQUERADE / IPV6_MASQUERADE: the configured one, else the node's own."""
+        c = self.config
+        alt = c.masquerade_ipv6 if v6 else c.masquerade_ipv4
+        return ip_bytes(alt) if alt else self.snat_addr(v6)
 
     def router_addr(self, v6: bool) -> bytes | None:
         """IPV4_GATEWAY / router IPv6: cilium_host's address, if the node has one."""
@@ -277,7 +292,15 @@ class Node:
             if (from_overlay or self.opt_dispatch) and dsr_ingress(self, p, info):
                 return self.local_delivery(p)
         if snat_rev_nat(self, p):
-            if self.mode != "dsr" and rev_dnat(self, p, dsr_ok=False) and self.tunnel:
+            revd = self.mode != "dsr" and rev_dnat(self, p, dsr_ok=False)
+            if not revd and p.daddr in self.lxc_eps:
+                # a masqueraded pod's reply: no nodeport CT entry, so nodeport_rev_dnat_ipv4
+                # returns CTX_ACT_OK (nodeport.h:2321-2351) and bpf_host delivers it; the
+                # pod's bpf_lxc sees it as CT_REPLY (the lookup above did that but in dsr)
+                if self.mode == "dsr":
+                    masq_reply_ct(self, p)
+                return self.local_delivery(p)
+            if revd and self.tunnel:
                 # nodeport_rev_dnat_ipv4 (nodeport.h:2336-2346, 2385-2404; v6 :1005-1035):
                 # a client with a tunnel endpoint (a pod or node of the cluster) gets the
                 # reply through the tunnel, tagged REMOTE_NODE_ID; others by the native device.
@@ -297,8 +320,9 @@ class Node:
 
     def _to_netdev(self, buf: bytearray) -> HookResult:
         p = self._parse(buf)
+        done = False
         if self.revnat_to_netdev and p.frag_first and p.proto in PORT_PROTOS:
-            rev_dnat(self, p, dsr_ok=True)
+            done = rev_dnat(self, p, dsr_ok=True)
         if self.tunnel:
             # to-overlay: traffic towards another node's pod or address is encapsulated.
             tep = self.maps.ipcache.lookup(p.daddr)
@@ -306,6 +330,8 @@ class Node:
                 sender = POD_IDENTITY if p.saddr in self.lxc_eps else WORLD_ID  # bpf_lxc's
                 encapsulate(self, p, tep, b"", sender)
                 return HookResult(Verdict.CTX_ACT_REDIRECT, p.buf, None, "cilium_geneve")
+        if not done and needs_masquerade(self, p):  # snat_done unset: masquerade
+            masquerade(self, p)
         return HookResult(Verdict.CTX_ACT_OK, p.buf, None, "netdev")
 
     def _from_overlay(self, buf: bytearray) -> HookResult:

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 from datapath.csum import csum_diff, csum_replace
 from datapath.drop import DatapathDrop, DropReason
 from datapath.lb import rewrite
-from datapath.maps import BPF_ANY, BPF_NOEXIST, TUPLE_F_IN, TUPLE_F_OUT, CtTuple, NatEntry
+from datapath.maps import (
+    BPF_ANY,
+    BPF_NOEXIST,
+    TUPLE_F_IN,
+    TUPLE_F_OUT,
+    CtEntry,
+    CtTuple,
+    NatEntry,
+)
 from datapath.packet import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -87,6 +95,51 @@ def snat_nat(node: Node, p: Parsed, target: bytes) -> None:
         if "snat_no_reverse_recreate" not in node.faults and snat.lookup(rtuple) is None:
             snat.update(rtuple, NatEntry(otuple.saddr, otuple.sport, node.now), BPF_ANY)
     rewrite(p, True, target, port)
+
+
+def needs_masquerade(node: Node, p: Parsed) -> bool:
+    """snat_v4_needs_masquerade (nat.h:626-789) for bpf.masquerade: TCP/UDP from a local
+    endpoint, not to IPV4_SNAT_EXCLUSION_DST_CIDR (nat.h:729-733) nor, in native routing,
+    to a remote node (nat.h:745-748: here the ipcache's tunnel endpoints, which are nodes;
+    tunnel mode's remote-node masquerade, nat.h:749-760, is left out as in the model)."""
+    if not (node.config.masquerade and p.frag_first and p.proto in PORT_PROTOS
+            and p.saddr in node.lxc_eps):
+        return False
+    if any(_in(p.daddr, net, plen) for net, plen in node.snat_exclusion):
+        return False
+    return p.daddr not in node.remote_nodes
+
+
+def _in(addr: bytes, net: bytes, plen: int) -> bool:
+    if len(addr) != len(net):
+        return False
+    bits = len(addr) * 8
+    return int.from_bytes(addr, "big") >> (bits - plen) == int.from_bytes(net, "big") >> (
+        bits - plen) if plen else True
+
+
+def masquerade(node: Node, p: Parsed) -> None:
+    """nodeport_snat_fwd_ipv4 after snat_v4_needs_masquerade said NAT_NEEDED: the pod's
+    CT_EGRESS entry (bpf_lxc's, the harness and the model fold it in here) is created or
+    refreshed, then snat_v4_nat to IPV4_MASQUERADE in the NodePort SNAT map and range."""
+    from datapath.conntrack import ct_create, ct_lookup
+    m = node.maps
+    tcp = p.proto == IPPROTO_TCP
+    ct = (m.ct6_tcp if tcp else m.ct6_any) if p.v6 else (m.ct4_tcp if tcp else m.ct4_any)
+    key = _new(CtTuple, (p.saddr, p.daddr, p.dport, p.sport, p.proto, TUPLE_F_OUT))
+    if ct_lookup(node, ct, key, p.tcp_flags, tcp, size=len(p.buf)) is None and not ct_create(
+            node, ct, key, CtEntry(), tcp, size=len(p.buf)):
+        raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
+    snat_nat(node, p, node.masq_addr(p.v6))
+
+
+def masq_reply_ct(node: Node, p: Parsed) -> None:
+    """bpf_lxc's CT_INGRESS lookup of a masqueraded connection's reply (reverse-SNATed)."""
+    from datapath.conntrack import ct_lookup
+    tcp = p.proto == IPPROTO_TCP
+    key = _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT))
+    ct_lookup(node, node.maps.ct_map(p.v6, p.proto), key, p.tcp_flags, tcp, reply=True,
+              size=len(p.buf))
 
 
 def snat_rev_nat(node: Node, p: Parsed) -> bool:

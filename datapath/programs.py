@@ -265,6 +265,8 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
         del f["svc"]
         if "algorithm" in cilium["loadBalancer"]:
             f.pop("backend", None)  # Maglev's hash picks; a pin would stand in for it
+    if small_maps:  # the reference datapath: real BPF lacks bpf_lxc's CT entry (idle, GC)
+        _pod_egress(draw, a, cilium, clients, pods, flows, ports)  # drawn last
     doc: dict[str, Any] = {"cilium": cilium}
     fabric = _fabric(draw)
     if fabric:
@@ -349,6 +351,43 @@ def _finish_flow(draw: Draw, flow: dict[str, Any], svc: dict[str, Any],
         flow["lostReplies"] = True  # the backend's answers never reach its node
     if idle:
         flow["idle"] = idle
+
+
+def _pod_egress(draw: Draw, a: dict[str, str], cilium: dict[str, Any],
+                clients: list[dict[str, Any]], pods: list[dict[str, Any]],
+                flows: list[dict[str, Any]], ports: tuple[int, ...]) -> None:
+    """Now and then bpf.masquerade with pod egress among the NodePort flows: pods (two may
+    share a source port) to an outside host `server0`, each flow at a drawn place."""
+    if not pick(draw, (False,) * 5 + (True,)):
+        return
+    cilium.setdefault("bpf", {})["masquerade"] = True
+    clients.append({"name": "server0", "ip": a["ext"].format(10)})
+    for i in range(pick(draw, (1, 2, 3))):
+        pod, port, proto, packets, at = picks(
+            draw, tuple(p["name"] for p in pods), (40000, 40000, *ports), ("TCP", "UDP"),
+            (1, 2, 3), tuple(range(len(flows) + 1)))
+        flows.insert(at, {"name": f"egress{i}", "client": pod, "sourcePort": port,
+                          "to": {"address": a["ext"].format(10), "port": 443,
+                                 "protocol": proto}, "packets": packets})
+
+
+def masq_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
+    """Explicit: bpf.masquerade beside NodePort SNAT on node2 with four SNAT ports
+    (nodePort.range 30000-65531): pod1 and pod0 (node2) open connections to the outside
+    host client1 from one source port (the second takes another port), pod1 a UDP one;
+    NodePort flows through node1 and node2 in between, all replies back where they began."""
+    to2 = {"node": "node2", "service": "web"}
+    out = {"address": ADDR[combo[0]]["client"].format(8), "port": 443}
+    doc = _two_nodes(combo, version, "TCP", [
+        _flow("np1", "client0", 40000, packets=2),
+        {"name": "egress-a", "client": "pod1", "sourcePort": 65533, "to": out, "packets": 2},
+        _flow("np2", "client0", 40001, to=to2),
+        {"name": "egress-b", "client": "pod0", "sourcePort": 65533, "to": out, "packets": 2},
+        {"name": "egress-udp", "client": "pod1", "sourcePort": 5353,
+         "to": {**out, "protocol": "UDP"}, "packets": 1},
+        _flow("np3", "client1", 65533, packets=2)],
+        cilium={"bpf": {"masquerade": True}, "nodePort": {"range": "30000-65531"}})
+    return doc
 
 
 def _two_nodes(combo: tuple[str, str, str, str], version: str, proto: str,
@@ -479,6 +518,7 @@ def maglev_program(combo: tuple[str, str, str, str], version: str = "1.20"
 # The explicit examples after the drain example: (program, needs small maps).
 EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
             (affinity_program, False), (maglev_program, False))
+            (affinity_program, False), (masq_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:

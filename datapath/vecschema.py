@@ -34,7 +34,8 @@ _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hyb
          "tunnel": "bool",
          "router_ipv4": "ip", "router_ipv6": "ip", "no_backend_response": ("drop", "reject"),
          "no_service_endpoints_routable": "bool", "ct_accounting": "bool",
-         "masquerade": "bool", "maglev_table_size": "size", "hash_seed4": "u32",
+         "masquerade": "bool", "masquerade_ipv4": "ip", "masquerade_ipv6": "ip",
+         "snat_exclusion_cidrs": "strs", "maglev_table_size": "size", "hash_seed4": "u32",
          "hash_seed6": "u32"}
 _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",

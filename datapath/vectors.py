@@ -146,6 +146,9 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             router_ipv6=node.get("router_ipv6"),
             no_backend_response=node.get("no_backend_response", "drop"),
             masquerade=bool(node.get("masquerade", False)),
+            masquerade_ipv4=node.get("masquerade_ipv4"),
+            masquerade_ipv6=node.get("masquerade_ipv6"),
+            snat_exclusion_cidrs=tuple(node.get("snat_exclusion_cidrs", []) or []),
             no_service_endpoints_routable=bool(
                 node.get("no_service_endpoints_routable", True)),
             ct_accounting=bool(node.get("ct_accounting", False)),

@@ -44,6 +44,7 @@ SANS_EM = 0.58
 ACTION_KIND: dict[str, PathKind] = {
     "dnat+snat": PathKind.SNAT,
     "rev-snat": PathKind.SNAT,
+    "masq": PathKind.SNAT,  # bpf.masquerade: the same SNAT map and range
     "dnat+dsr": PathKind.DSR,
     "dsr-ingress": PathKind.DSR,
     "dnat": PathKind.LOCAL,

@@ -53,6 +53,9 @@ class FlowSpec:
     # (a closed UDP port, a too-big packet: the model has no routers, so an error from a
     # router on the backend leg is drawn as the backend's; only the outer source differs).
     backend_error: IcmpKind | None = None
+    # The client is a pod and `frontend` an address outside the cluster (a `clients:` host,
+    # which answers): pod egress, masqueraded under bpf.masquerade (model/masq.py).
+    egress: bool = False
 
 
 ENDINGS = ("fin", "half", "rst", "backend-fin", "backend-rst")
@@ -133,13 +136,16 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
         state = attrs.evolve(state, now=state.now + 1)
         pkt = request(spec, i)
         hops.append(Hop(at=spec.client, hook=None, action=Action.SEND, packet=pkt, reply=False))
-        w = walk(world, state, ("client", spec.client), pkt, reply=False, via=spec.via,
+        sender, served, answered = ("client", EndKind.POD, EndKind.CLIENT)
+        if spec.egress:  # a pod to an outside host, which answers back to the pod
+            sender, served, answered = ("pod", EndKind.CLIENT, EndKind.POD)
+        w = walk(world, state, (sender, spec.client), pkt, reply=False, via=spec.via,
                  pinned=pinned)
         state = w.state
         hops.extend(w.hops)
-        if w.end is EndKind.CLIENT:  # a reply generated on the way (none today)
+        if w.end is EndKind.CLIENT and not spec.egress:  # a reply generated on the way
             client_saw.append(w.packet)
-        if w.end is not EndKind.POD:
+        if w.end is not served:
             if w.end is EndKind.DROP and w.at == spec.client:
                 client_saw.append(w.packet)  # the ICMP error the node answered with
             drop = w.drop
@@ -150,10 +156,10 @@ def run_flow(world: World, state: ClusterState, spec: FlowSpec
         if ans is None:
             continue
         hops.append(Hop(at=w.at, hook=None, action=Action.REPLY, packet=ans, reply=True))
-        r = walk(world, state, ("pod", w.at), ans, reply=True)
+        r = walk(world, state, ("client" if spec.egress else "pod", w.at), ans, reply=True)
         state = r.state
         hops.extend(r.hops)
-        if r.end is not EndKind.CLIENT:
+        if r.end is not answered:
             drop = r.drop
             break
         client_saw.append(r.packet)

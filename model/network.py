@@ -90,6 +90,7 @@ class World:
         nodes = {n.name: n.ip for n in self.cluster.nodes}
         cache: dict[IPAddress, IPAddress] = {n.ip: n.ip for n in self.cluster.nodes}
         cache.update({n.router_ip: n.ip for n in self.cluster.nodes if n.router_ip})
+        cache.update({n.masq_ip: n.ip for n in self.cluster.nodes if n.masq_ip})
         cache.update({p.ip: nodes[p.node] for p in self.cluster.pods})
         object.__setattr__(self, "_ipcache", MappingProxyType(cache))
 
@@ -99,7 +100,8 @@ class World:
 
     def owns(self, node: str, addr: IPAddress) -> bool:
         """Whether the fabric lets `node` source this address (AWS source/dest check)."""
-        if addr in (self.cluster.node(node).ip, self.cluster.node(node).router_ip):
+        n = self.cluster.node(node)
+        if addr in (n.ip, n.router_ip, n.masq_ip):
             return True
         if any(p.ip == addr and p.node == node for p in self.cluster.pods):
             return True
@@ -257,7 +259,7 @@ def initial_state(world: World) -> ClusterState:
 def _ctx(world: World, state: ClusterState, node: str, pinned: IPAddress | None) -> NodeCtx:
     n = world.cluster.node(node)
     rand = world.rand if world.rand is not None else SeededRandom(world.cfg.seed)
-    return NodeCtx(cfg=world.cfg, name=node, ip=n.ip, router_ip=n.router_ip,
+    return NodeCtx(cfg=world.cfg, name=node, ip=n.ip, router_ip=n.router_ip, masq_ip=n.masq_ip,
                    ipcache=world.ipcache(), now=state.now, pinned=pinned, faults=world.faults,
                    rand=rand, picker=world.picker or JhashPicker())
 
@@ -327,10 +329,13 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
     kind, name = sender
     if kind == "pod":
         pod = world.cluster.pod(name)
-        hook = reply_hook(world.cfg)
+        hook = reply_hook(world.cfg) if reply else Hook.TO_NETDEV  # masquerade: to-netdev
         st, res = to_netdev(_ctx(world, state, pod.node, None), state.nodes[pod.node], pkt)
         state = _set(state, pod.node, st)
         hop(pod.node, hook, res.step, res.packet)
+        if res.verdict is Verdict.DROP:  # the masquerade found no free port
+            assert res.reason is not None
+            return end(EndKind.DROP, pod.node, res.packet, (pod.node, res.reason))
         kind, name, pkt = "node", pod.node, res.packet
     for _ in range(MAX_HOPS):
         if kind == "node":

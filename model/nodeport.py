@@ -24,6 +24,7 @@ from model.maps import (
     TokenBucket,
     TupleFlags,
 )
+from model.masq import masquerade, needs_masquerade
 from model.snat import RandomSource, snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
 from model.values import (
     POD_IDENTITY,
@@ -76,6 +77,7 @@ class Step(enum.Enum):
     REV_SNAT = "rev-snat"
     DROP = "drop"
     REJECT = "icmp-reject"
+    MASQ = "masq"  # bpf.masquerade: a pod's egress SNATed to IPV4_MASQUERADE (model/masq.py)
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +91,7 @@ class NodeCtx:
     now: int = 0
     pinned: IPAddress | None = None  # scenario's backend pin, honoured on CT_NEW
     router_ip: IPAddress | None = None  # IPV4_GATEWAY: cilium_host, the tunnel SNAT source
+    masq_ip: IPAddress | None = None  # IPV4_MASQUERADE when it is not `ip`
     faults: frozenset[ModelFault] = frozenset()
     rand: RandomSource  # get_prandom_u32(): seeded (SeededRandom), or a prover's choice
     picker: FlowPicker = attrs.field(factory=JhashPicker)  # Maglev: hash, or a prover's
@@ -493,13 +496,13 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                 return st, HookResult(verdict=Verdict.DELIVER, packet=pkt,
                                       step=Step.DSR_INGRESS)
         if (ctx.cfg.nat_min <= pkt.dst.port <= ctx.cfg.nat_max_port
-                and pkt.dst.addr in (ctx.ip, ctx.router_ip)):
+                and pkt.dst.addr in (ctx.ip, ctx.router_ip, ctx.masq_ip)):
             snat, client = snat_rev_nat(st.snat, pkt.src, pkt.dst, pkt.proto, ctx.faults,
                                         version=ctx.cfg.version, now=ctx.now)
             st = attrs.evolve(st, snat=snat)
             if client is not None:
                 out = attrs.evolve(pkt, dst=client)
-                out, _ = _rev_dnat(st, out)
+                out, revdnat = _rev_dnat(st, out)
                 ekey = egress_key(client, pkt.src, pkt.proto)
                 entry = st.ct.get(ekey)
                 if entry is not None:
@@ -507,6 +510,12 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
                                       direction=Direction.REPLY)
                     st = attrs.evolve(st, ct=st.ct.put(ekey, entry))
                     out = _reply_route(ctx, out, entry, hook)
+                if not revdnat and client.addr in st.lb.local_endpoints:
+                    # a masqueraded pod's reply (its CT entry is bpf_lxc's, updated as the
+                    # pod receives it): no nodeport CT_REPLY (nodeport.h:2321-2351), so
+                    # CTX_ACT_OK and bpf_host delivers it to the pod
+                    return st, HookResult(verdict=Verdict.DELIVER, packet=out,
+                                          step=Step.REV_SNAT)
                 return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.REV_SNAT)
             # DROP_NAT_NO_MAPPING inside nodeport ingress is punted to the stack.
     return st, _local(ctx, st, pkt, Step.PASS)
@@ -553,6 +562,13 @@ def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, Hook
     if entry is not None:
         updated = on_packet(ctx.cfg.version, entry, pkt, ctx.now, direction=Direction.REPLY)
         st = attrs.evolve(st, ct=st.ct.put(key, updated))
+    if step is Step.PASS and needs_masquerade(ctx.cfg.masquerade, st, pkt, ctx.ipcache):
+        # nothing reverse-DNATed (snat_done unset): nodeport_snat_fwd_ipv4 masquerades
+        m = masquerade(ctx.cfg, st, pkt, ctx.masq_ip or ctx.ip, ctx.now, ctx.name, ctx.rand,
+                       ctx.faults)
+        if m.drop is not None:
+            return m.state, _drop(pkt, m.drop)
+        return m.state, HookResult(verdict=Verdict.FORWARD, packet=m.packet, step=Step.MASQ)
     tep = ctx.ipcache.get(out.dst.addr)
     if ctx.cfg.tunneling and tep is not None and tep != ctx.ip:
         # bpf_lxc's to-overlay encapsulation of the pod's packet, with the pod's identity

@@ -26,6 +26,7 @@ from model.errors import ConfigRefused, InputError, ScenarioError
 from model.flows import ENDINGS, FlowSpec
 from model.maglev import DEFAULT_HASH_SEED, DEFAULT_TABLE_SIZE, TABLE_SIZES, seeds
 from model.network import World
+from model.podflows import egress_flow
 from model.topology import (
     AFFINITY_TIMEOUT_DEFAULT,
     AFFINITY_TIMEOUT_MAX,
@@ -373,8 +374,10 @@ def parse(doc: Any, source: str = "<scenario>") -> Scenario:
     nodes = tuple(
         Node(name=m["name"], ip=own(r.host(m.get("ip"), f"{p}.ip"), f"{p}.ip"),
              router_ip=own(r.host(m["routerIP"], f"{p}.routerIP"), f"{p}.routerIP")
-             if "routerIP" in m else None)
-        for p, m in _named(r, top, "nodes", {"name", "ip", "routerIP"}, {"name", "ip"}))
+             if "routerIP" in m else None, masq_ip=own(r.host(m["masqueradeIP"], f"{p}.masq"
+             "ueradeIP"), f"{p}.masqueradeIP") if "masqueradeIP" in m else None)
+        for p, m in _named(r, top, "nodes", {"name", "ip", "routerIP", "masqueradeIP"},
+                           {"name", "ip"}))
     if not nodes:
         raise r.fail("nodes", "at least one node is required")
     node_names = {n.name for n in nodes}
@@ -555,8 +558,11 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster
                         "close", "setBackends", "terminating", "resume", "lostReplies",
                         "backendError"},
                        {"name", "client", "sourcePort", "to"}):
-        if r.string(m["client"], f"{p}.client") not in clients:
-            raise r.fail(f"{p}.client", f"unknown client {m['client']!r}")
+        if r.string(m["client"], f"{p}.client") in pod_names - set(clients):
+            flows.append(egress_flow(r, p, m, cluster))  # pod egress (model/podflows.py)
+            continue
+        if m["client"] not in clients:
+            raise r.fail(f"{p}.client", f"unknown client or pod {m['client']!r}")
         client = clients[m["client"]]
         svc, frontend, via, addr, proto = _target(r, m["to"], f"{p}.to", cluster, services,
                                                   nodes)

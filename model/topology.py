@@ -61,6 +61,7 @@ class Node:
     name: str
     ip: IPAddress
     router_ip: IPAddress | None = None  # cilium_host (IPV4_GATEWAY), tunnel-mode SNAT source
+    masq_ip: IPAddress | None = None  # IPV4_MASQUERADE when not `ip` (bpf.masquerade)
 
 
 @attrs.frozen(kw_only=True)
@@ -157,7 +158,7 @@ class Cluster:
     def owner_of(self, addr: IPAddress) -> tuple[str, str] | None:
         """Which host holds this address: ('client'|'node'|'pod', name)."""
         for n in self.nodes:
-            if addr in (n.ip, n.router_ip):
+            if addr in (n.ip, n.router_ip, n.masq_ip):
                 return ("node", n.name)
         for p in self.pods:
             if p.ip == addr:

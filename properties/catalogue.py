@@ -159,9 +159,12 @@ PROPERTIES: tuple[Property, ...] = (
               "lookups and pair deletions (no LRU eviction); IPv4 and IPv6",
         method="induction",
         configs=(_cfg(SNAT), _cfg(SNAT, "ipv6"),
-                 _cfg(SNAT, version=CiliumVersion.V1_13)),
+                 _cfg(SNAT, version=CiliumVersion.V1_13), _cfg(SNAT, version=CiliumVersion.V1_20)),
         expected=_hold,
-        mutants=((F.SNAT_IGNORE_REVERSE_ENTRY, _cfg(SNAT)), (F.REVSNAT_WRONG_PORT, _cfg(SNAT)),
+        # REVSNAT_WRONG_PORT reaches the map only through 1.20's restore of a lost forward
+        # entry (v1.20 nat.h:426-446); 1.18's reverse SNAT writes no forward entry.
+        mutants=((F.SNAT_IGNORE_REVERSE_ENTRY, _cfg(SNAT)),
+                 (F.REVSNAT_WRONG_PORT, _cfg(SNAT, version=CiliumVersion.V1_20)),
                  (F.NAT_RANGE_OVERLAPS_NODEPORT, _cfg(SNAT)))),
     Property(
         id="P-NAT-03", title="SNAT ports never collide with NodePorts",
@@ -405,6 +408,33 @@ PROPERTIES += (
         method="tables",
         configs=(MAGLEV_LB, _cfg(DSR, "ipv6", typ=ServiceType.LOADBALANCER, maglev=True)),
         expected=_hold, mutants=((F.MAGLEV_SKIP_IGNORED, MAGLEV_LB),)),
+
+# P-NAT-02's IPv4 cell with bpf.masquerade: the same invariant, NodePort allocation's step
+# proved there (model.snat reads no masquerade flag), the masquerade step here
+MASQ_CELL = _cfg(SNAT, masquerade=True)
+
+PROPERTIES += (
+    Property(
+        id="P-NAT-04", title="masquerade and NodePort SNAT share the map safely",
+        statement=("With bpf.masquerade, pod egress masqueraded to the node's address and "
+                   "NodePort SNAT allocate from one SNAT map and one port range "
+                   "(snat_v4_new_mapping, nodeport_egress.h:324-325): no two flows of either "
+                   "kind ever share one translated tuple, every reverse entry leads back to "
+                   "its own flow, and every port lies in the NAT range, also when the range "
+                   "is a few ports and the map holds any set of taken ones (collision retries "
+                   "and exhaustion included)."),
+        scope="the node's SNAT map under any sequence of NodePort allocations, masquerade "
+              "allocations (model/masq.py), reply lookups and pair deletions, with the "
+              "masquerade address equal to the NodePort address (Cilium's default, the case "
+              "where the two kinds share reverse keys; a distinct IPV4_MASQUERADE makes the "
+              "key spaces disjoint); IPv4: the masquerade step by induction on P-NAT-02's "
+              "invariant (whose NodePort step P-NAT-02 proves; the open map may hold any "
+              "set of taken ports), then a model run with a four-port NAT range "
+              "(nodePort.range 30000-65531) where two pods and a NodePort flow compete",
+        method="induction",
+        configs=(MASQ_CELL,),
+        expected=_hold,
+        mutants=((F.MASQ_IGNORES_REVERSE_ENTRY, MASQ_CELL),)),
 )
 
 BY_ID = {p.id: p for p in PROPERTIES}

@@ -430,6 +430,26 @@ def nat02(rp: Replay) -> Finding | None:
     return Finding(flow=last, hop=idx, message="; ".join(sorted(problems)))
 
 
+def nat04(rp: Replay) -> Finding | None:
+    """P-NAT-04 on every node's final SNAT map (masquerade and NodePort entries alike),
+    reported at the last translating hop of the last flow."""
+    problems = []
+    for name, st in rp.state.nodes.items():
+        n = rp.world.cluster.node(name)
+        for ip in {n.ip, n.masq_ip or n.ip}:
+            problems += _nat_pairs(st, ip)
+            problems += [f"allocated port {v.to_port} outside the NAT range"
+                         for k, v in st.snat.entries.items() if k.flags is TupleFlags.OUT
+                         and v.to_addr == ip and not rp.world.cfg.nat_min <= v.to_port]
+    if not problems:
+        return None
+    last = len(rp.traces) - 1
+    hops = rp.traces[last].hops
+    idx = max((i for i, h in enumerate(hops) if h.action in (Step.SNAT, Step.MASQ)),
+              default=0)
+    return Finding(flow=last, hop=idx, message="; ".join(sorted(set(problems))))
+
+
 def _times(tr: FlowTrace, start: int) -> tuple[int, int, int]:
     """The model clock at a flow's first and last request and when it ended (run_flow:
     idle seconds, then one second per packet sent)."""
@@ -542,6 +562,7 @@ def icmp02(rp: Replay) -> Finding | None:
 
 CHECKERS: dict[str, Checker] = {
     "P-LB-01": lb01, "P-LB-02": lb02, "P-NAT-01": nat01, "P-NAT-02": nat02,
+    "P-NAT-04": nat04,
     "P-NAT-03": nat03, "P-DSR-01": dsr01, "P-DSR-02": dsr02, "P-DSR-03": dsr03,
     "P-ETP-01": etp01, "P-HYB-01": hyb01, "P-ENV-01": env, "P-ENV-02": env, "P-CT-01": ct01,
     "P-CT-02": ct02, "P-CT-03": ct03, "P-AFF-01": aff01, "P-ICMP-01": icmp01,

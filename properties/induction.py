@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import z3
 
-from model.config import CiliumVersion
+from model.config import CiliumConfig, CiliumVersion
 from model.conntrack import reopens
 from model.faults import ModelFault
 from model.maps import (
@@ -74,6 +74,9 @@ OUT, IN = TupleFlags.OUT, TupleFlags.IN
 NAT_SPEC = {"to_addr": ADDR, "to_port": PORT, "created": ANY, "needs_ct": BOOL}
 CAPACITY = 1 << 16  # any: an open map never evicts
 Keys = tuple[z3.ExprRef, ...]
+# P-NAT-04's step: (config, map, pod, destination, address, protocol, faults) -> map after
+MasqStep = Callable[[CiliumConfig, Any, Endpoint, Endpoint, Any, Proto,
+                     frozenset[ModelFault]], Any]
 
 
 class Timer:
@@ -275,8 +278,10 @@ class NatInv:
         return out
 
 
-def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -> Result:
-    """P-NAT-02 by induction over model.snat's allocation, reverse lookup and pair purge."""
+def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
+          masq: MasqStep | None = None) -> Result:
+    """P-NAT-02 by induction over model.snat's allocation, reverse lookup and pair purge;
+    P-NAT-04 adds a masquerade step (properties/masqcheck.py) to the same address."""
     t0 = time.perf_counter()
     timer = Timer()
     ccfg = cfg.cilium()
@@ -309,6 +314,10 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
         res = snat_nat(ccfg, state[0], client(), backend(), proto, node.var,  # type: ignore[arg-type]
                        now=1, salt="node1", rand=SymRandom(), faults=faults)
         return written(res.snat), True
+
+    def masq_alloc() -> tuple[OpenMap, bool]:
+        assert masq is not None
+        return written(masq(ccfg, state[0], client(), backend(), node.var, proto, faults)), True
 
     def reply() -> tuple[OpenMap, bool]:
         m, _ = snat_rev_nat(state[0], backend(),
@@ -344,8 +353,10 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int) -
     if timer.check("initiation", z3.Not(goal(empty)), ms=ms) != z3.unsat:
         ob.failed.append("initiation")
     ports = (cp, bp)
-    for step in (Step(name="alloc", inputs=(node, c, b, *ports), run=alloc),
-                 Step(name="reply", inputs=(node, b, bp, n), run=reply),
+    # P-NAT-04 (masq): the NodePort allocation's step is P-NAT-02's, the masquerade's here
+    first = Step(name="masq" if masq else "alloc", inputs=(node, c, b, *ports),
+                 run=masq_alloc if masq else alloc)
+    for step in (first, Step(name="reply", inputs=(node, b, bp, n), run=reply),
                  Step(name="purge", inputs=(node, c, b, *ports), run=purge)):
         consecution(step, rest, goal, hyp, timer, ms, ob)
         if ob.raised:
@@ -581,6 +592,9 @@ def check_induction(prop: Property, cfg: Config, faults: frozenset[ModelFault],
     """Dispatch an induction property."""
     if prop.id == "P-NAT-02":
         return nat02(prop, cfg, faults, ms)
+    if prop.id == "P-NAT-04":
+        from properties.masqcheck import nat04
+        return nat04(prop, cfg, faults, ms)
     if prop.id in ("P-CT-01", "P-CT-02"):
         return ct_steps(prop, cfg, faults, ms, draining=prop.id == "P-CT-02")
     raise ValueError(f"no induction for {prop.id}")

@@ -28,6 +28,8 @@ EXPECTED: dict[str, dict[str, tuple[str, str | None]]] = {
     "snat-exhaustion.yaml": {"first": ("delivered", None), "second": ("delivered", None),
                              "third-exhausted": ("dropped", "DROP_NAT_NO_MAPPING")},
     "snat-port-collision.yaml": {"alice": ("delivered", None), "bob": ("delivered", None)},
+    "pod-egress-masquerade.yaml": {f: ("delivered", None) for f in (
+        "nodeport", "app0-egress", "app1-egress", "app0-udp")},
     "icmp-error-through-nat.yaml": {"snat-port-unreachable": ("delivered", None),
                                     "dsr-frag-needed": ("delivered", None),
                                     "local-port-unreachable": ("delivered", None)},

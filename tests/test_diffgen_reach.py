@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 
 import model.nodeport
@@ -80,6 +81,11 @@ def features(doc: dict[str, Any]) -> set[str]:
             if f["close"] in ("half", "backend-fin"):
                 out.add("syn-after-one-way-close")
     bpf = doc["cilium"].get("bpf", {})
+    pods = {p["name"] for p in doc["pods"]}
+    egress = [f for f in flows if f["client"] in pods]
+    if bpf.get("masquerade") and egress and len(egress) < len(flows):
+        out.add("pod-egress-beside-nodeport")  # masquerade and NodePort in one SNAT map
+    bpf = {k: v for k, v in bpf.items() if k != "masquerade"}
     out.update(f"small-{k}" for k in bpf)
     out.update(f"fabric-{k}" for k in doc.get("fabric", {}))
     return out
@@ -96,7 +102,7 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "close-backend-fin", "close-backend-rst", "lost-replies", "syn-after-one-way-close",
             "small-ctTcpMax", "small-ctAnyMax", "small-natMax",
             "fabric-dropsIPOptions", "fabric-sourceDestCheck",
-            "session-affinity", "affinity-second-connection",
+            "session-affinity", "affinity-second-connection", "pod-egress-beside-nodeport",
             *(f"version-{v}" for v in VERSIONS)}
     assert want <= set(seen), sorted(want - set(seen))
     # the map and fabric extensions stay a minority of the generated programs (the
@@ -190,8 +196,12 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
                 if ce.dsr_internal and ce.nat_addr is not None:
                     seen[f"dsr-frontend-in-ct-{version}"] += 1
             for k, e in st.snat.entries.items():
-                if k.flags is TupleFlags.OUT and k.saddr in pods:  # {b, c, bp, cp}
-                    seen[f"dsr-frontend-in-snat-map-{version}"] += 1
+                paired = attrs.evolve(k, saddr=k.daddr, daddr=e.to_addr, sport=k.dport,
+                                      dport=e.to_port, flags=TupleFlags.IN) in st.snat.entries
+                if k.flags is TupleFlags.OUT and k.saddr in pods and not paired:
+                    seen[f"dsr-frontend-in-snat-map-{version}"] += 1  # {b, c, bp, cp}
+                elif k.flags is TupleFlags.OUT and k.saddr in pods:
+                    seen["pod-egress-masqueraded"] += 1  # a masquerade pair
                 if k.flags is not TupleFlags.OUT or e.to_addr == k.saddr:
                     continue
                 if k.sport == lo and e.to_port == lo:
@@ -206,7 +216,7 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             "dsr-frontend-in-snat-map-1.18", "other-protocol-PUNT_TO_STACK",
             "syn-reopens-half-closed-entry", "closed-one-way", "request-rst-seen-by-node",
             "reply-rst-seen-by-node", "affinity-hit", "affinity-miss",
-            "affinity-entry-dropped"}
+            "affinity-entry-dropped", "pod-egress-masqueraded"}
     assert not {"dsr-frontend-in-ct-1.18", "dsr-frontend-in-snat-map-1.20"} & set(seen)
     assert want <= set(seen), (sorted(want - set(seen)), seen)
 
@@ -346,3 +356,47 @@ def test_explicit_maglev_program_agrees_and_keeps_moved_connections() -> None:
         assert pods[8] == "pod1"
         assert run_program(doc, reference_factory, frozenset({"maglev_hash_daddr"}),
                            Counters()) is not None, combo
+
+def test_generated_pod_egress_is_masqueraded_beside_nodeport_snat(
+        docs: list[dict[str, Any]]) -> None:
+    """Drawn programs with bpf.masquerade run pod egress through to-netdev's masquerade
+    and back through reverse SNAT to the pod, on nodes whose SNAT map NodePort flows use."""
+    from model.nodeport import Step
+
+    masq = revsnat_to_pod = 0
+    for doc in docs:
+        if not doc["cilium"].get("bpf", {}).get("masquerade"):
+            continue
+        sc = parse(doc)
+        _, traces = run_flows(sc.world, sc.flows)
+        for tr in traces:
+            if not tr.spec.egress:
+                continue
+            masq += sum(1 for h in tr.hops if h.action is Step.MASQ)
+            revsnat_to_pod += sum(1 for h in tr.hops if h.action is Step.REV_SNAT
+                                  and h.packet.dst == tr.spec.source)
+    assert masq >= 10 and revsnat_to_pod >= 10, (masq, revsnat_to_pod)
+
+
+def test_masq_program_agrees_and_a_masquerade_fault_diverges() -> None:
+    """The explicit masquerade program: every flow answered, the two pods on one source
+    port to one server get different ports; the reference agrees in every configuration."""
+    from datapath.adapter import reference_factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+    from datapath.programs import COMBOS, EXPLICIT, masq_program
+    from model.nodeport import Step
+
+    assert (masq_program, False) in EXPLICIT
+    for combo in COMBOS:
+        doc = masq_program(combo)
+        sc = parse(doc)
+        _, traces = run_flows(sc.world, sc.flows)
+        assert all(t.delivered for t in traces)
+        ports = [h.packet.src for t in traces if t.spec.name in ("egress-a", "egress-b")
+                 for h in t.hops if h.action is Step.MASQ]
+        assert len(set(ports)) == 2 and all(65532 <= p.port <= 65535 for p in ports), ports
+        assert run_program(doc, reference_factory, frozenset(), Counters()) is None
+    bad = run_program(masq_program(COMBOS[0]), reference_factory,
+                      frozenset({"snat_ignore_reverse_entry"}), Counters())
+    assert bad is not None and bad.step.startswith("egress-b"), bad

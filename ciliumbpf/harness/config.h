@@ -22,6 +22,13 @@ ASSIGN_CONFIG(__u32, interface_ifindex, NPH_NATIVE_IFINDEX)
 ASSIGN_CONFIG(__u32, hash_init4_seed, NPH_HASH_INIT4_SEED)
 ASSIGN_CONFIG(__u32, hash_init6_seed, NPH_HASH_INIT6_SEED)
 #endif
+/* bpf.masquerade: IPV4_MASQUERADE / IPV6_MASQUERADE as the agent assigns them. */
+#ifdef NPH_IPV4_MASQUERADE
+ASSIGN_CONFIG(union v4addr, nat_ipv4_masquerade, { .be32 = NPH_IPV4_MASQUERADE })
+#endif
+#ifdef NPH_IPV6_MASQUERADE
+ASSIGN_CONFIG(union v6addr, nat_ipv6_masquerade, NPH_IPV6_MASQUERADE)
+#endif
 #ifdef NPH_ROUTER_IPV6
 ASSIGN_CONFIG(union v6addr, router_ipv6, NPH_ROUTER_IPV6)
 #endif

@@ -263,7 +263,7 @@ nph_ctx_redirect_peer(const struct __sk_buff *ctx __maybe_unused, int ifindex, _
 }
 #define ctx_redirect_peer nph_ctx_redirect_peer
 
-static __always_inline long
+static __always_inline int  /* int, as helpers_skb.h declares redirect_neigh */
 nph_redirect_neigh(int ifindex, struct bpf_redir_neigh *params __maybe_unused,
 		   int plen __maybe_unused, __u32 flags)
 {
@@ -388,6 +388,30 @@ nph_get_tunnel_opt(struct __sk_buff *ctx __maybe_unused, void *opt, __u32 len)
 #define ctx_get_tunnel_opt nph_get_tunnel_opt
 
 /* cilium_host's address (the SNAT source towards tunnel endpoints) from NodeConfig. */
+/* bpf.masquerade: the native-routing CIDR the agent renders (IPV4_SNAT_EXCLUSION_DST_CIDR,
+ * lib/nat.h:729), in place of the tree's test value; v1.18's IPV4_MASQUERADE define (1.20
+ * has the load-time nat_ipv4_masquerade, config.h). */
+#ifdef NPH_SNAT_EXCL_CIDR4
+# undef IPV4_SNAT_EXCLUSION_DST_CIDR
+# undef IPV4_SNAT_EXCLUSION_DST_CIDR_LEN
+# define IPV4_SNAT_EXCLUSION_DST_CIDR NPH_SNAT_EXCL_CIDR4
+# define IPV4_SNAT_EXCLUSION_DST_CIDR_LEN NPH_SNAT_EXCL_CIDR4_LEN
+#endif
+#ifdef NPH_SNAT_EXCL_CIDR6
+# undef IPV6_SNAT_EXCLUSION_DST_CIDR
+# undef IPV6_SNAT_EXCLUSION_DST_CIDR_MASK
+# define IPV6_SNAT_EXCLUSION_DST_CIDR NPH_SNAT_EXCL_CIDR6
+# define IPV6_SNAT_EXCLUSION_DST_CIDR_MASK NPH_SNAT_EXCL_CIDR6_MASK
+#endif
+#if NPH_CILIUM_MINOR < 120 && defined(NPH_IPV4_MASQUERADE)
+# undef IPV4_MASQUERADE
+# define IPV4_MASQUERADE NPH_IPV4_MASQUERADE
+#endif
+#if NPH_CILIUM_MINOR < 120 && defined(NPH_IPV6_MASQUERADE)
+# undef IPV6_MASQUERADE
+# define IPV6_MASQUERADE NPH_IPV6_MASQUERADE
+#endif
+
 #ifdef NPH_IPV4_GATEWAY
 # undef IPV4_GATEWAY
 # define IPV4_GATEWAY NPH_IPV4_GATEWAY

@@ -1,0 +1,65 @@
+"""Scenario flows whose client is a pod: pod egress to a host outside the cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from model.flows import ENDINGS, FlowSpec
+from model.topology import Cluster
+from model.values import Endpoint, Proto
+
+if TYPE_CHECKING:
+    from model.scenario import _Reader
+
+EGRESS_KEYS = {"name", "client", "sourcePort", "to", "packets", "idle", "close", "resume",
+               "lostReplies"}
+
+
+def egress_flow(r: _Reader, p: str, m: Mapping[str, Any], cluster: Cluster) -> FlowSpec:
+    """`client: <pod>` with `to: {address, port[, protocol]}`: the pod opens a connection to
+    an outside host declared under `clients:`, which answers it. Pods as clients of
+    services (`to: {service, node}`) are issue 11's form and refused here for now."""
+    pod = cluster.pod(m["client"])
+    for key in m:
+        if key not in EGRESS_KEYS:
+            raise r.fail(f"{p}.{key}", "only for flows from a client to a service (this "
+                         f"flow's client {pod.name!r} is a pod)")
+    to = r.mapping(m["to"], f"{p}.to", {"address", "port", "protocol", "service", "node", "via"})
+    for key in ("service", "node", "via"):
+        if key in to:
+            raise r.fail(f"{p}.to.{key}", "a pod's flow goes to an outside host by address "
+                         "and port (pods as clients of services are not modelled yet)")
+    r.mapping(to, f"{p}.to", {"address", "port", "protocol"}, {"address", "port"})
+    addr = r.host(to["address"], f"{p}.to.address")
+    owner = cluster.owner_of(addr)
+    if owner is None or owner[0] != "client":
+        what = f"{owner[0]} {owner[1]!r}'s address" if owner else "no host's address"
+        raise r.fail(f"{p}.to.address", f"{addr} is {what}; a pod's flow goes to a host "
+                     "outside the cluster declared under clients (cluster destinations are "
+                     "never masqueraded: native-routing CIDR, remote nodes)")
+    if type(addr) is not type(pod.ip):
+        raise r.fail(f"{p}.to.address", "mixed address families between pod and destination")
+    proto_name = to.get("protocol", "TCP")
+    if proto_name not in ("TCP", "UDP"):
+        raise r.fail(f"{p}.to.protocol", f"{proto_name!r} is not one of TCP, UDP")
+    proto = Proto[proto_name]
+    ending = m.get("close", False)
+    if ending is not True and ending is not False and ending not in ENDINGS:
+        raise r.fail(f"{p}.close", f"{ending!r} is not true, false or one of "
+                     f"{', '.join(ENDINGS)}")
+    resume = r.opt(m, "resume", p, r.boolean, False)
+    for key, on in (("close", ending is not False), ("resume", resume)):
+        if on and proto is not Proto.TCP:
+            raise r.fail(f"{p}.{key}", f"only for TCP flows; this flow sends {proto.name}")
+    port = r.integer(to["port"], f"{p}.to.port", 1, 65535)
+    return FlowSpec(
+        name=m["name"], client=pod.name, service="", via=None, egress=True, proto=proto,
+        source=Endpoint(addr=pod.ip, port=r.integer(m["sourcePort"], f"{p}.sourcePort", 1,
+                                                    65535)),
+        frontend=Endpoint(addr=addr, port=port),
+        packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
+        idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
+        close=ending is not False, resume=resume,
+        ending=ending if isinstance(ending, str) else "fin",
+        lost_replies=r.opt(m, "lostReplies", p, r.boolean, False))
