@@ -517,8 +517,7 @@ def maglev_program(combo: tuple[str, str, str, str], version: str = "1.20"
 
 # The explicit examples after the drain example: (program, needs small maps).
 EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
-            (affinity_program, False), (maglev_program, False))
-            (affinity_program, False), (masq_program, False))
+            (affinity_program, False), (maglev_program, False), (masq_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:

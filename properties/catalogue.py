@@ -408,6 +408,7 @@ PROPERTIES += (
         method="tables",
         configs=(MAGLEV_LB, _cfg(DSR, "ipv6", typ=ServiceType.LOADBALANCER, maglev=True)),
         expected=_hold, mutants=((F.MAGLEV_SKIP_IGNORED, MAGLEV_LB),)),
+)
 
 # P-NAT-02's IPv4 cell with bpf.masquerade: the same invariant, NodePort allocation's step
 # proved there (model.snat reads no masquerade flag), the masquerade step here
