@@ -11,6 +11,7 @@ the slot lb4_select_backend_id_random() draws.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Callable, Collection, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 from ciliumbpf import programming as prog
 from ciliumbpf.btf import STRUCT
-from ciliumbpf.libbpf import BpfObject, Program
+from ciliumbpf.libbpf import BpfObject, Program, array_map
 from ciliumbpf.programming import AFFINITY_MAPS, CT_MAPS, NAT_MAPS, RATELIMIT_MAP, MapsView
 from ciliumbpf.toolchain import CiliumTree, cilium_tree, compile_object, ensure_toolchain
 from datapath.build import geneve_encap
@@ -48,7 +49,8 @@ _ETH_PEER = bytes.fromhex("020000000002")
 LB_MAPS = ("cilium_lb4_services_v2", "cilium_lb4_backends_v3", "cilium_lb4_reverse_nat",
            "cilium_lb6_services_v2", "cilium_lb6_backends_v3", "cilium_lb6_reverse_nat",
            "cilium_lxc", "cilium_ipcache_v2", "cilium_lb_affinity_match")
-AGENT_MAPS = (*LB_MAPS, "cilium_lb4_source_range", "cilium_lb6_source_range")
+MAGLEV_MAPS = ("cilium_lb4_maglev", "cilium_lb6_maglev")
+AGENT_MAPS = (*LB_MAPS, "cilium_lb4_source_range", "cilium_lb6_source_range", *MAGLEV_MAPS)
 _KNOWN_DROPS = {-r.value: r for r in DropReason}
 MAP_CAPACITY = 4096
 MAP_PROG_ARRAY = 3
@@ -161,6 +163,14 @@ class CiliumBpfNode:
             m = self.host.maps.get(name)
             if m is None:
                 raise ConfigError(f"{self.tree.version}: bpf_host has no map {name}")
+            if name in MAGLEV_MAPS:  # hash-of-maps: an inner array per rev_nat_index
+                fd = array_map(b"".join(int(b).to_bytes(4, "little") for b in val))
+                try:
+                    # the outer key is the __u16 rev_nat_index (lb.h:327); no BTF for it here
+                    m.update(int(key).to_bytes(m.key_size, "little"), fd.to_bytes(4, "little"))
+                finally:
+                    os.close(fd)  # the outer map holds the inner one now
+                continue
             m.update(m.pack_key(prog.fit(m.key_type, key)),
                      m.pack_value(prog.fit(m.value_type, val)))
 

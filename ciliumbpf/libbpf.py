@@ -128,6 +128,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map_get_next_key": ([i, p, p], i),
         "bpf_prog_test_run_opts": ([i, p], i),
         "libbpf_num_possible_cpus": ([], i),
+        "bpf_map_create": ([i, ctypes.c_char_p, u, u, u, p], i),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(so, name)
@@ -532,6 +533,21 @@ class BpfObject:
         self.close()
 
     _buf: Any = None
+
+
+def array_map(value: bytes) -> int:
+    """A new one-entry BPF array holding `value` at index 0 (a map-in-map's inner map, as
+    the agent creates one per Maglev service); the caller closes the returned fd."""
+    so = lib()
+    fd = int(so.bpf_map_create(2, None, 4, len(value), 1, None))  # BPF_MAP_TYPE_ARRAY
+    if fd < 0:
+        raise OSError(-fd, f"bpf_map_create: {os.strerror(-fd)}")
+    buf = ctypes.create_string_buffer(bytes(value), len(value))
+    rc = so.bpf_map_update_elem(fd, ctypes.create_string_buffer(b"\0" * 4, 4), buf, 0)
+    if rc < 0:
+        os.close(fd)
+        raise OSError(-rc, f"inner map update: {os.strerror(-rc)}")
+    return fd
 
 
 def test_runnable(prog: Program) -> bool:

@@ -159,6 +159,14 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
     if cfg.selection == "first":
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
                  LB_SELECTION="3")
+    if cfg.selection == "maglev":
+        # loadBalancer.algorithm=maglev: LB_SELECTION_MAGLEV (node_config.h), the table size
+        # LB_MAGLEV_LUT_SIZE and the seeds: HASH_INIT4/6_SEED defines in 1.18 (hash.h:16),
+        # CONFIG(hash_init4/6_seed) in 1.20 (include/bpf/config/node.h:69-70); harness.h
+        # and config.h put them in place
+        d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
+                 LB_SELECTION="2", NPH_LB_MAGLEV_LUT_SIZE=str(cfg.maglev_table_size),
+                 NPH_HASH_INIT4_SEED=str(cfg.hash_seed4), NPH_HASH_INIT6_SEED=str(cfg.hash_seed6))
     return d
 
 
@@ -245,6 +253,9 @@ class Entries:
                 key = {"lpm_key": {"prefixlen": 32 + plen}, "rev_nat_id": idx,
                        "addr": {"addr": net} if v6 else int.from_bytes(net, "little")}
                 yield f"cilium_lb{'6' if v6 else '4'}_source_range", key, 1
+        for fam, tables in (("4", m.lb4_maglev), ("6", m.lb6_maglev)):
+            for idx, table in tables.items():  # the agent's Maglev table per service
+                yield f"cilium_lb{fam}_maglev", idx, table
         for mk, _zero in m.lb_affinity_match.items():
             # the agent marks each active backend of an affinity frontend (lb.h:159, 2085)
             yield ("cilium_lb_affinity_match",

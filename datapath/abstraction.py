@@ -75,8 +75,8 @@ from model.maps import (
     TokenBucket,
     TupleFlags,
 )
-from model.network import World
-from model.topology import FrontendKind
+from model.network import World, maglev_table
+from model.topology import Frontend, FrontendKind
 from model.values import (
     FRAG_UNITS,
     DsrKind,
@@ -141,7 +141,8 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
                       proto=_PROTO[fe.proto], kind=_KIND[fe.kind],  # type: ignore[arg-type]
                       ext_traffic_local=fe.etp_local,
                       source_ranges=tuple(str(r) for r in fe.source_ranges),
-                      routable=fe.routable, affinity_timeout=fe.affinity_timeout)
+                      routable=fe.routable, affinity_timeout=fe.affinity_timeout,
+                      maglev=_maglev(world, node, fe, agent))
         for fe in c.frontends_on(node))
     backends = tuple(BackendConfig(id=bid, address=str(b.addr.addr), port=b.addr.port,
                                    proto=_PROTO[_backend_proto(world, bid)])
@@ -168,7 +169,28 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         snat_exclusion_cidrs=_native_routing_cidr(world),
         pmtu_discovery=cfg.pmtu_discovery, mtu=world.mtu(node),
         fragment_tracking=cfg.fragment_tracking,
-        version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20")
+        version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20",
+        selection="maglev" if cfg.maglev else "random", maglev_table_size=cfg.maglev_table_size,
+        hash_seed4=cfg.maglev_seeds[1], hash_seed6=cfg.maglev_seeds[2])
+
+
+def _maglev(world: World, node: str, fe: Frontend, agent: AgentView | None
+            ) -> tuple[int, ...]:
+    """The agent's Maglev table for a frontend on `node` (pkg/maglev, as model.network
+    computes it): its live backends, only the node's own under eTP=Local."""
+    if not world.cfg.maglev:
+        return ()
+    c = world.cluster
+    pods = {p.name: p for p in c.pods}
+    if agent is None:
+        ids = fe.backends_for(node, c.backends)
+        ends = {b: x.addr for b, x in c.backends.items()}
+    else:
+        ends = {b: Endpoint(addr=pods[pod].ip, port=port)
+                for b, (pod, port, _proto) in agent.table.items()}
+        ids = tuple(b for b in agent.ids(fe.service)
+                    if not fe.etp_local or pods[agent.table[b][0]].node == node)
+    return maglev_table(world, ids, ends, fe.proto)
 
 
 def _native_routing_cidr(world: World) -> tuple[str, ...]:
@@ -569,7 +591,8 @@ def lb_maps(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref
                 source_ranges=r.source_ranges if r is not None else (),
                 all_backends=r.all_backends if r is not None else (),
                 affinity_timeout=(int(m["backend_id"]) & AFFINITY_TIMEOUT_MASK
-                                  if int(m["flags"]) & SVC_FLAG_AFFINITY else 0))
+                                  if int(m["flags"]) & SVC_FLAG_AFFINITY else 0),
+                maglev=r.maglev if r is not None else ())  # the agent's, not dumped
     backends = {int(k["key"]): Endpoint(addr=_addr(v["address"]), port=int(v["port"]))
                 for fam in ("4", "6") for k, v in dump.get(f"cilium_lb{fam}_backends_v3", [])}
     revnat = {int(k["key"]): Endpoint(addr=_addr(v["address"]), port=int(v["port"]))

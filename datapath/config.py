@@ -39,6 +39,9 @@ class ServiceConfig:
     # sessionAffinity=ClientIP: SVC_FLAG_AFFINITY with this timeout in seconds (slot 0's
     # affinity_timeout, lb.h:89); 0: no affinity
     affinity_timeout: int = 0
+    # cilium_lb4/6_maglev[rev_nat_index]: the agent's lookup table of backend IDs (exactly
+    # NodeConfig.maglev_table_size of them) for LB_SELECTION_MAGLEV; empty: none written
+    maglev: tuple[int, ...] = ()
 
 
 @attrs.frozen(slots=True)
@@ -70,7 +73,12 @@ class NodeConfig:
     ct_any_capacity: int | None = None  # cilium_ct_any{4,6}_global; None: ct_capacity
     nat_capacity: int = 65536
     seed: int = 0
-    selection: Literal["random", "first"] = "random"
+    selection: Literal["random", "first", "maglev"] = "random"
+    # LB_MAGLEV_LUT_SIZE (maglev.tableSize) and the cluster-wide hash seeds the loader sets
+    # (hash_init4_seed / hash_init6_seed: SeedJhash0 / SeedJhash1 of maglev.hashSeed)
+    maglev_table_size: int = 16381
+    hash_seed4: int = 0
+    hash_seed6: int = 0
     faults: frozenset[str] = frozenset()
     # routingMode=tunnel: pod traffic between nodes (SNAT'd requests, replies to remote
     # nodes) goes through the Geneve device using tunnel_endpoints (cilium_ipcache).

@@ -42,6 +42,7 @@ FAULTS: dict[str, str] = {
                                "cilium_ipv4/6_frag_datagrams (later fragments not found)",
     "xdp_etp_punt_no_svc": "XDP hands a punted eTP=Local packet to tc with XFER_PKT_NO_SVC, "
                            "so tc skips the service",
+    "maglev_hash_daddr": "the Maglev hash takes the destination (the VIP) for the client address",
 }
 
 

@@ -143,7 +143,8 @@ class Node:
         self.opt_dispatch = c.dispatch == "opt"
         self.tunnel = c.tunnel
         self.bpf_routing = c.host_routing == "bpf"
-        self.random_pick = c.selection != "first"
+        self.random_pick = c.selection == "random"
+        self.maglev = c.selection == "maglev"
         self.ct_accounting = c.ct_accounting
         self.snat_exclusion = [(ip_bytes(n.partition("/")[0]), int(n.partition("/")[2]))
                                for n in c.snat_exclusion_cidrs]
@@ -258,6 +259,8 @@ class Node:
         for hm in lb:
             hm.clear()
         m.src_range.clear()
+        m.lb4_maglev.clear()
+        m.lb6_maglev.clear()
         self.config = attrs.evolve(config, faults=self.config.faults)
         program_maps(self)
         self._derive()
@@ -482,6 +485,12 @@ def program_maps(node: Node) -> None:
         flags2 = SVC_FLAG_SOURCE_RANGE_DENY if s.source_range_deny else 0
         if _fwd_dsr(node, s.fwd_mode, proto):
             flags2 |= SVC_FLAG_FWD_MODE_DSR
+        if s.maglev:
+            if len(s.maglev) != cfg.maglev_table_size:
+                raise ConfigError(f"service {s.frontend}:{s.port}: maglev table has "
+                                  f"{len(s.maglev)} entries, LB_MAGLEV_LUT_SIZE is "
+                                  f"{cfg.maglev_table_size}")
+            (m.lb6_maglev if v6 else m.lb4_maglev)[s.rev_nat_index] = s.maglev
         svcs = m.lb6_services if v6 else m.lb4_services
         svcs.update(LbKey(vip, s.port, proto, LB_LOOKUP_SCOPE_EXT, 0),
                     LbService(s.affinity_timeout, len(slots), s.rev_nat_index, flags, flags2))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from datapath.conntrack import ct_create, ct_lookup
 from datapath.csum import csum_diff
 from datapath.drop import DatapathDrop, DropReason
+from datapath.maglev import select_backend_id
 from datapath.maps import (
     AFFINITY_TIMEOUT_MASK,
     BE_STATE_ACTIVE,
@@ -89,7 +90,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
             if affinity:
                 _update_affinity(node, v6, p.saddr, svc, entry.backend_id)
             return entry.backend_id, be, False
-        backend_id, be = _pick(node, backends, key, svc.count)
+        backend_id, be = _pick(node, backends, key, svc.count, p, svc)
         entry.backend_id = backend_id
         if affinity:
             _update_affinity(node, v6, p.saddr, svc, backend_id)
@@ -99,7 +100,7 @@ def lb_local(node: Node, p: Parsed, key: LbKey, svc: LbService) -> tuple[int, Lb
     backend_id = _affinity_backend_id(node, v6, p.saddr, svc) if affinity else 0
     found = backends.get(backend_id) if backend_id else None
     if found is None:
-        backend_id, found = _pick(node, backends, key, svc.count)
+        backend_id, found = _pick(node, backends, key, svc.count, p, svc)
     new = CtEntry(backend_id=backend_id, rev_nat_index=svc.rev_nat_index)
     if not ct_create(node, ct, tup, new, tcp, True, size=len(p.buf)):  # service
         raise DatapathDrop(DropReason.DROP_CT_CREATE_FAILED)
@@ -136,10 +137,16 @@ def _update_affinity(node: Node, v6: bool, client: bytes, svc: LbService,
 
 
 def _pick(node: Node, backends: dict[int, LbBackend], key: LbKey,
-          count: int) -> tuple[int, LbBackend]:
+          count: int, p: Parsed, svc: LbService) -> tuple[int, LbBackend]:
     """Select a slot and resolve its backend; no backends or a dangling ID: DROP_NO_SERVICE."""
     if count == 0:
         raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+    if node.maglev and node.pinned_backend is None:  # LB_SELECTION_MAGLEV: no slot at all
+        bid = select_backend_id(node, p, svc, bool(svc.flags & SVC_FLAG_AFFINITY))
+        be = backends.get(bid)
+        if be is None:
+            raise DatapathDrop(DropReason.DROP_NO_SERVICE)
+        return bid, be
     if node.pinned_backend is None and node.random_pick:  # the common case of _select_slot
         slot = (node.prandom() % count) + 1
     else:

@@ -340,6 +340,10 @@ class NodeMaps:
             "cilium_ipv4_frag_datagrams", 8192, lru_refresh)
         self.frag6: LruHashMap[FragKey, FragPorts] = LruHashMap(
             "cilium_ipv6_frag_datagrams", 8192, lru_refresh)
+        # cilium_lb4_maglev / cilium_lb6_maglev: hash-of-maps, rev_nat_index -> the inner
+        # array's one value, LB_MAGLEV_LUT_SIZE backend IDs (lb.h:324-339)
+        self.lb4_maglev: dict[int, tuple[int, ...]] = {}
+        self.lb6_maglev: dict[int, tuple[int, ...]] = {}
 
     def ct_map(self, v6: bool, nexthdr: int) -> LruHashMap[CtTuple, CtEntry]:
         """get_ct_map4/6: TCP entries live in the TCP map, everything else in 'any'."""

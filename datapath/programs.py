@@ -5,12 +5,14 @@ printed as a file `nodeport trace` can load.  Generated: 1-3 nodes, 1-3 pods, 1-
 (NodePort / LoadBalancer / ExternalIP, TCP / UDP, eTP Cluster / Local, no or several
 backends, backends shared between services, loadBalancerSourceRanges, a TCP and a UDP
 service sharing one port and address: the DNS pattern; sessionAffinity ClientIP with the
-default or a 60 s timeout), 1-6 flows (sometimes sending the
+default or a 60 s timeout; loadBalancer.algorithm maglev with a 251-entry table and no
+pins), 1-6 flows (sometimes sending the
 protocol a NodePort does not serve, which the node's stack gets; source ports in and
 below the SNAT range, at its keep-port boundary and at its top, reused across flows, a
 second client on the same source port, backend and node as an earlier flow (one SNAT port
 wanted twice), the same client's next connection from another source port to the same
-frontend, the same connection sent again (resumed, or reopened by a SYN after a FIN
+frontend, the same connection through another node (ECMP), the same connection sent
+again (resumed, or reopened by a SYN after a FIN
 close or closed one way only), 1-4 packets, connection endings (FIN both ways, half-close,
 RST from the client or the backend, the backend's FIN), lost replies, idle time with CT GC,
 datagrams sent as 2-3 IP fragments (in order, first-last, or a later one first; fragment
@@ -58,6 +60,7 @@ VERSIONS = ("1.20", "1.18")
 FRAGMENTS = (0,) * 6 + (2, 3)
 FRAG_ORDERS = ("in-order",) * 3 + ("first-last", "reversed")
 FRAG_TRACKING = (True,) * 7 + (False,)
+ALGORITHMS = ("random",) * 3 + ("maglev",)  # loadBalancer.algorithm
 # A TCP flow's ending (scenario key `close`): none half the time.
 ENDINGS = (None,) * 6 + (True, True, "half", "rst", "backend-fin", "backend-rst")
 
@@ -172,6 +175,9 @@ def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
         out["nodePort"] = {"range": rng}
     if not pick(draw, FRAG_TRACKING):  # --enable-ipv4/6-fragment-tracking=false
         out["bpf"] = {"fragmentTracking": False}
+    if pick(draw, ALGORITHMS) == "maglev":  # the smallest table the agent accepts
+        out["loadBalancer"]["algorithm"] = "maglev"
+        out["maglev"] = {"tableSize": 251}
     if small_maps and small:
         sizes = picks(draw, CT_SIZES, CT_SIZES, NAT_SIZES)
         bpf = {k: v for k, v in zip(("ctTcpMax", "ctAnyMax", "natMax"), sizes, strict=True)
@@ -214,7 +220,7 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     left: set[tuple[str, str]] = set()
     for i in range(pick(draw, (1, 2, 3, 4, 6))):
         change = _endpoint_change(draw, services, live, names, left) if flows else None
-        again = pick(draw, ("new", "new", "same", "other-client", "other-port")) \
+        again = pick(draw, ("new", "new", "same", "other-client", "other-port", "other-node")) \
             if flows else "new"
         if again != "new":
             prev = flows[pick(draw, range(len(flows)))]
@@ -225,7 +231,11 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
                 "sourcePort": prev["sourcePort"], "to": dict(prev["to"]),
                 "packets": pick(draw, (1, 2, 3, 4)), "svc": svc["name"]}
             stray = flow["to"].get("protocol", svc["protocol"]) != svc["protocol"]
-            if again == "other-port":
+            if again == "other-node" and len(nodes) > 1:
+                # the same connection arriving at another node (ECMP): Maglev's case
+                via = nodes[(nodes.index(via) + 1) % len(nodes)]
+                flow["to"]["via" if "via" in flow["to"] else "node"] = via
+            elif again == "other-port":
                 # the same client's next connection to the same frontend (session affinity)
                 flow["sourcePort"] = pick(draw, tuple(p for p in ports
                                                       if p != prev["sourcePort"]))
@@ -267,6 +277,8 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
         flows.append(flow)
     for f in flows:
         del f["svc"]
+        if "algorithm" in cilium["loadBalancer"]:
+            f.pop("backend", None)  # Maglev's hash picks; a pin would stand in for it
     if small_maps:  # the reference datapath: real BPF lacks bpf_lxc's CT entry (idle, GC)
         _pod_egress(draw, a, cilium, clients, pods, flows, ports)  # drawn last
     doc: dict[str, Any] = {"cilium": cilium}
@@ -564,10 +576,29 @@ def fragment_program(combo: tuple[str, str, str, str], version: str = "1.20"
         _flow("whole", "client0", 40002)])
 
 
+def maglev_program(combo: tuple[str, str, str, str], version: str = "1.20"
+                   ) -> dict[str, Any]:
+    """Explicit: loadBalancer.algorithm maglev (a 251-entry table), two backends, no pins:
+    four connections through node1, the same four through node2 (ECMP moved them: no CT
+    entry there, the hash picks), then pod0 leaves and a new connection through node2."""
+    to1, to2 = {"node": "node1", "service": "web"}, {"node": "node2", "service": "web"}
+    ports = (40000, 40001, 33000, 5000)
+    flows = [{k: v for k, v in _flow(f"{n}-{p}", "client0", p, to=to).items()
+              if k != "backend"} for n, to in (("node1", to1), ("node2", to2)) for p in ports]
+    flows.append({k: v for k, v in _flow("after-leave", "client1", 40000, to=to2,
+                                         setBackends={"web": ["pod1"]}).items()
+                  if k != "backend"})
+    doc = _two_nodes(combo, version, "TCP", flows,
+                     cilium={"loadBalancer": {"algorithm": "maglev"},
+                             "maglev": {"tableSize": 251}})
+    doc["services"][0]["backends"] = ["pod0", "pod1"]
+    return doc
+
+
 # The explicit examples after the drain example: (program, needs small maps).
 EXPLICIT = ((exhaust_program, False), (evict_program, True), (endings_program, False),
-            (affinity_program, False), (masq_program, False), (mtu_program, False),
-            (mtu_off_program, False), (fragment_program, False))
+            (affinity_program, False), (maglev_program, False), (masq_program, False),
+            (mtu_program, False), (mtu_off_program, False), (fragment_program, False))
 
 
 def drain_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:

@@ -32,18 +32,20 @@ _TOP = {"source", "description", "node", "services", "backends", "endpoints",
 _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hybrid"),
          "dispatch": ("opt", "geneve"), "host_routing": ("bpf", "legacy"),
          "nat_min": "port", "nat_max": "port", "ct_capacity": "size", "nat_capacity": "size",
-         "seed": "u64", "selection": ("random", "first"), "faults": "strs", "tunnel": "bool",
+         "seed": "u64", "selection": ("random", "first", "maglev"), "faults": "strs",
+         "tunnel": "bool",
          "router_ipv4": "ip", "router_ipv6": "ip", "no_backend_response": ("drop", "reject"),
          "no_service_endpoints_routable": "bool", "ct_accounting": "bool",
          "masquerade": "bool", "masquerade_ipv4": "ip", "masquerade_ipv6": "ip",
          "snat_exclusion_cidrs": "strs", "pmtu_discovery": "bool", "mtu": "u16",
-         "fragment_tracking": "bool"}
+         "fragment_tracking": "bool", "maglev_table_size": "size", "hash_seed4": "u32",
+         "hash_seed6": "u32"}
 _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
             "proto": _PROTOS, "kind": ("loadbalancer", "nodeport", "externalip", "clusterip"),
             "ext_traffic_local": "bool", "fwd_mode": ("dsr", "snat"),
             "source_ranges": "strs", "source_range_deny": "bool", "routable": "bool",
-            "affinity_timeout": "u24"}
+            "affinity_timeout": "u24", "maglev": "ints"}
 _BACKEND = {"id": "u32", "address": "ip", "port": "port", "proto": _PROTOS,
             "state": ("active", "terminating", "quarantined", "maintenance")}
 _ENDPOINT = {"address": "ip", "ifindex": "u32", "ep_id": "u16"}

@@ -110,7 +110,8 @@ def _programmed(d: Mapping[str, Any]) -> dict[str, Any]:
                           source_ranges=tuple(s.get("source_ranges", [])),
                           source_range_deny=bool(s.get("source_range_deny", False)),
                           routable=s.get("routable"),
-                          affinity_timeout=int(s.get("affinity_timeout", 0)))
+                          affinity_timeout=int(s.get("affinity_timeout", 0)),
+                          maglev=tuple(int(b) for b in s.get("maglev", [])))
             for s in d.get("services") or [])
     if "backends" in d:
         out["backends"] = tuple(
@@ -153,7 +154,9 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             ct_accounting=bool(node.get("ct_accounting", False)),
             pmtu_discovery=bool(node.get("pmtu_discovery", False)),
             mtu=int(node.get("mtu", 1500)),
-            fragment_tracking=bool(node.get("fragment_tracking", False)))
+            fragment_tracking=bool(node.get("fragment_tracking", False)),
+            maglev_table_size=int(node.get("maglev_table_size", 16381)),
+            hash_seed4=int(node.get("hash_seed4", 0)), hash_seed6=int(node.get("hash_seed6", 0)))
         return attrs.evolve(cfg, **_programmed(doc))
     except (TypeError, ValueError, AttributeError, OSError) as e:
         raise VectorFileError(path, "node/services/backends", str(e)) from None

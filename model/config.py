@@ -7,6 +7,7 @@ import enum
 import attrs
 
 from model.errors import ConfigRefused
+from model.maglev import DEFAULT_HASH_SEED, DEFAULT_TABLE_SIZE, seeds
 
 # Defaults from Cilium's Helm chart / pkg/defaults.
 NODEPORT_MIN_DEFAULT = 30000
@@ -40,6 +41,13 @@ class DsrDispatch(enum.Enum):
 
     OPT = "opt"
     GENEVE = "geneve"
+
+
+class LBAlgorithm(enum.Enum):
+    """loadBalancer.algorithm (--bpf-lb-algorithm): LB_SELECTION_RANDOM or _MAGLEV."""
+
+    RANDOM = "random"
+    MAGLEV = "maglev"
 
 
 class RoutingMode(enum.Enum):
@@ -104,6 +112,21 @@ class CiliumConfig:
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT
     seed: int = 0
+    algorithm: LBAlgorithm = LBAlgorithm.RANDOM
+    # maglev.tableSize (--bpf-lb-maglev-table-size, LB_MAGLEV_LUT_SIZE) and maglev.hashSeed
+    # (--bpf-lb-maglev-hash-seed): the agent builds every table and seeds every hash with them
+    maglev_table_size: int = DEFAULT_TABLE_SIZE
+    maglev_hash_seed: str = DEFAULT_HASH_SEED
+
+    @property
+    def maglev(self) -> bool:
+        """LB_SELECTION == LB_SELECTION_MAGLEV."""
+        return self.algorithm is LBAlgorithm.MAGLEV
+
+    @property
+    def maglev_seeds(self) -> tuple[int, int, int]:
+        """(murmur seed, hash_init4_seed, hash_init6_seed) from maglev.hashSeed."""
+        return seeds(self.maglev_hash_seed)
 
     @property
     def nat_min(self) -> int:

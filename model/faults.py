@@ -28,6 +28,8 @@ class ModelFault(enum.Enum):
     AFFINITY_EXPIRY_INVERTED = ("a session affinity entry counts as expired while it is fresh "
                                 "(the timeout compared the wrong way)")
     REVSNAT_ICMP_KEEPS_QUOTE = "reverse SNAT of an ICMP error leaves the quoted source as SNATed"
+    MAGLEV_NODE_SEED = "the Maglev flow hash is seeded per node (the node's address mixed in)"
+    MAGLEV_SKIP_IGNORED = "the agent's Maglev permutation ignores the skip (every skip is 1)"
     MASQ_IGNORES_REVERSE_ENTRY = ("egress masquerade allocates its reverse entry with put, not "
                                   "put_noexist, overwriting another flow's")
     DSR_MTU_KEEPS_OVERHEAD = ("the DSR frag-needed reports the device MTU itself, not the MTU "

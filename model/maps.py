@@ -273,6 +273,9 @@ class ServiceEntry:
     source_ranges: tuple[object, ...] = ()
     all_backends: tuple[int, ...] = ()  # the service's backends on every node (agent view)
     affinity_timeout: int = 0  # SVC_FLAG_AFFINITY with this timeout (seconds); 0: none
+    # cilium_lb4/6_maglev's inner array for this rev_nat_index (the agent's lookup table of
+    # backend IDs); empty: random selection
+    maglev: tuple[int, ...] = attrs.field(default=(), repr=False)
 
     @property
     def count(self) -> int:

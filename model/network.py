@@ -13,6 +13,7 @@ from model.config import CiliumConfig, CiliumVersion, LBMode
 from model.conntrack import gc
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.maglev import DEFAULT_WEIGHT, FlowPicker, JhashPicker, hash_string, lookup_table
 from model.maps import LbMaps, LruMap, NodeState, ServiceEntry, ServiceKey
 from model.nodeport import (
     Hook,
@@ -83,6 +84,7 @@ class World:
     announced: Mapping[IPAddress, frozenset[str]] = attrs.field(factory=dict)
     faults: frozenset[ModelFault] = frozenset()
     rand: RandomSource | None = None  # None: seeded by cfg.seed; a prover passes its own
+    picker: FlowPicker | None = None  # None: the Maglev jhash; a prover passes its own
 
     _ipcache: Mapping[IPAddress, IPAddress] = attrs.field(init=False, eq=False, repr=False)
 
@@ -122,6 +124,19 @@ class ClusterState:
     agent: AgentBackends | None = None  # None: still as topology.derive() made them
 
 
+def maglev_table(world: World, slots: tuple[int, ...], backends: Mapping[int, Endpoint],
+                 proto: Proto) -> tuple[int, ...]:
+    """The agent's Maglev table of a frontend's backends on one node (pkg/maglev
+    GetLookupTable over the active backends, named by address, port and protocol)."""
+    cfg = world.cfg
+    if not cfg.maglev:
+        return ()
+    named = tuple((hash_string(backends[b].addr, backends[b].port, proto.name), b,
+                   DEFAULT_WEIGHT) for b in slots)
+    return lookup_table(named, cfg.maglev_table_size, cfg.maglev_seeds[0],
+                        ModelFault.MAGLEV_SKIP_IGNORED in world.faults)
+
+
 def uses_dsr(cfg: CiliumConfig, proto: Proto) -> bool:
     """SVC_FLAG_FWD_MODE_DSR per frontend: DSR mode, or hybrid for TCP."""
     return cfg.mode is LBMode.DSR or (cfg.mode is LBMode.HYBRID and proto is Proto.TCP)
@@ -137,7 +152,9 @@ def lb_maps(world: World, node: str) -> LbMaps:
             rev_nat_index=fe.rev_nat_index, backend_slots=fe.backends_for(node, c.backends),
             routable=fe.routable, etp_local=fe.etp_local, dsr=uses_dsr(world.cfg, fe.proto),
             source_ranges=fe.source_ranges, all_backends=fe.backend_ids,
-            affinity_timeout=fe.affinity_timeout)))
+            affinity_timeout=fe.affinity_timeout,
+            maglev=maglev_table(world, fe.backends_for(node, c.backends),
+                                {b: x.addr for b, x in c.backends.items()}, fe.proto))))
         revnat[fe.rev_nat_index] = fe.addr
     return LbMaps(services=services, revnat=revnat, affinity_match=affinity_match(services),
                   backends={bid: b.addr for bid, b in c.backends.items()},
@@ -228,7 +245,8 @@ def reprogram(world: World, state: ClusterState, service: str, backends: tuple[s
             entry = services[key]
             slots = tuple(b for b in ids
                           if not entry.etp_local or pod_node[agent.table[b][0]] == name)
-            services[key] = attrs.evolve(entry, backend_slots=slots, all_backends=ids)
+            services[key] = attrs.evolve(entry, backend_slots=slots, all_backends=ids,
+                                         maglev=maglev_table(world, slots, table, key[2]))
         lb = attrs.evolve(st.lb, services=services, backends=table,
                           terminating=agent.terminating,
                           affinity_match=affinity_match(services.items()))
@@ -250,7 +268,7 @@ def _ctx(world: World, state: ClusterState, node: str, pinned: IPAddress | None)
     rand = world.rand if world.rand is not None else SeededRandom(world.cfg.seed)
     return NodeCtx(cfg=world.cfg, name=node, ip=n.ip, router_ip=n.router_ip, masq_ip=n.masq_ip,
                    ipcache=world.ipcache(), now=state.now, pinned=pinned, faults=world.faults,
-                   rand=rand, mtu=world.mtu(node))
+                   rand=rand, mtu=world.mtu(node), picker=world.picker or JhashPicker())
 
 
 def _set(state: ClusterState, node: str, st: NodeState) -> ClusterState:

@@ -12,6 +12,7 @@ from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.fragments import load_l4_ports, no_l4
+from model.maglev import FlowPicker, JhashPicker
 from model.maps import (
     AffinityKey,
     AffinityVal,
@@ -99,6 +100,7 @@ class NodeCtx:
     faults: frozenset[ModelFault] = frozenset()
     mtu: int = MTU_DEFAULT  # the device MTU (CONFIG(device_mtu); v1.18 THIS_MTU)
     rand: RandomSource  # get_prandom_u32(): seeded (SeededRandom), or a prover's choice
+    picker: FlowPicker = attrs.field(factory=JhashPicker)  # Maglev: hash, or a prover's
 
     def has(self, fault: ModelFault) -> bool:
         """Whether a seeded fault is switched on for this run."""
@@ -178,8 +180,11 @@ def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     if bid == 0:
         slots = svc.backend_slots
         pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
-        draw = ctx.rand.u32("lb", ctx.name, key, ctx.now)
-        bid = pinned[0] if pinned else _random_slot(slots, draw)
+        if svc.maglev:  # a pin stands for the hash's pick (counterexample replays)
+            bid = pinned[0] if pinned else _maglev_backend_id(ctx, svc, key)
+        else:
+            draw = ctx.rand.u32("lb", ctx.name, key, ctx.now)
+            bid = pinned[0] if pinned else _random_slot(slots, draw)
     if entry is not None:  # reselect: the entry stays, only its backend changes
         new = attrs.evolve(entry, backend_id=bid, rev_nat_index=svc.rev_nat_index)
     else:
@@ -220,6 +225,23 @@ def _update_affinity(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
     key = AffinityKey(client=pkt.src.addr, rev_nat_id=svc.rev_nat_index)
     return attrs.evolve(st, affinity=st.affinity.put(
         key, AffinityVal(backend_id=bid, last_used=ctx.now)))
+
+
+def _maglev_backend_id(ctx: NodeCtx, svc: ServiceEntry, key: CtTuple) -> int:
+    """lb4_select_backend_id_maglev / lb6_ (v1.20 lb.h:1928, :1121; v1.18 lb.h:1429): the
+    flow's entry in the frontend's table, hashing the client's address, both ports and the
+    protocol with the cluster-wide seed, never the destination address (hash.h:9). v1.20
+    hashes the CT tuple's ports swapped and a zero client port on affinity frontends
+    (lb.h:1937-1938); v1.18 hashes the tuple as it is."""
+    if ctx.cfg.version is CiliumVersion.V1_20:
+        sport, dport = (0 if svc.affinity_timeout else key.dport), key.sport
+    else:
+        sport, dport = key.sport, key.dport
+    _murmur, seed4, seed6 = ctx.cfg.maglev_seeds
+    seed = seed4 if key.saddr.version == 4 else seed6
+    if ctx.has(ModelFault.MAGLEV_NODE_SEED):
+        seed ^= int(ctx.ip) & 0xFFFFFFFF
+    return ctx.picker.pick(svc.maglev, key.saddr, sport, dport, int(key.nexthdr), seed)
 
 
 def _random_slot(slots: tuple[int, ...], rand: int) -> int:

@@ -17,15 +17,17 @@ from model.config import (
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
+    LBAlgorithm,
     LBMode,
     NoBackendResponse,
     RoutingMode,
     TunnelProtocol,
     validate,
 )
-from model.errors import ConfigRefused, ScenarioError
+from model.errors import ConfigRefused, InputError, ScenarioError
 from model.flows import ENDINGS, FlowSpec
 from model.fragments import ORDERS
+from model.maglev import DEFAULT_HASH_SEED, DEFAULT_TABLE_SIZE, TABLE_SIZES, seeds
 from model.network import World
 from model.podflows import egress_flow
 from model.topology import (
@@ -202,10 +204,10 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     c = r.mapping(doc.get("cilium", {}), "cilium",
                   {"version", "loadBalancer", "routingMode", "tunnelProtocol", "nodePort",
                    "seed", "serviceNoBackendResponse", "enableNoServiceEndpointsRoutable",
-                   "bpf", "mtu", "pmtuDiscovery"})
+                   "bpf", "mtu", "pmtuDiscovery", "maglev"})
     pmtu = r.mapping(c.get("pmtuDiscovery", {}), "cilium.pmtuDiscovery", {"enabled"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer",
-                   {"mode", "dsrDispatch", "acceleration"})
+                   {"mode", "dsrDispatch", "acceleration", "algorithm"})
     np = r.mapping(c.get("nodePort", {}), "cilium.nodePort", {"range"})
     bpf = r.mapping(c.get("bpf", {}), "cilium.bpf", {"ctTcpMax", "ctAnyMax", "natMax",
                                                              "masquerade", "fragmentTracking"})
@@ -260,7 +262,29 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         acceleration=r.opt(lb, "acceleration", "cilium.loadBalancer",
                            lambda v, p: r.enum(v, p, Acceleration), Acceleration.DISABLED),
         nat_max=r.opt(bpf, "natMax", "cilium.bpf", lambda v, p: r.integer(v, p, 2, 2**26),
-                      524288))
+                      524288),
+        algorithm=r.opt(lb, "algorithm", "cilium.loadBalancer",
+                        lambda v, p: r.enum(v, p, LBAlgorithm), LBAlgorithm.RANDOM),
+        **_maglev(r, c))
+
+
+def _maglev(r: _Reader, c: Mapping[str, Any]) -> dict[str, Any]:
+    """maglev.tableSize (one of the agent's primes) and maglev.hashSeed (base64 of 12 bytes),
+    refused as pkg/maglev's ToConfig refuses them."""
+    mg = r.mapping(c.get("maglev", {}), "cilium.maglev", {"tableSize", "hashSeed"})
+    size = r.opt(mg, "tableSize", "cilium.maglev", lambda v, p: r.integer(v, p, 1, 2**31),
+                 DEFAULT_TABLE_SIZE)
+    if size not in TABLE_SIZES:
+        raise r.fail("cilium.maglev.tableSize", f"{size} is not a supported size (one of "
+                     f"{', '.join(map(str, TABLE_SIZES))})")
+    seed = mg.get("hashSeed", DEFAULT_HASH_SEED)
+    if not isinstance(seed, str):
+        raise r.fail("cilium.maglev.hashSeed", f"{_shown(seed)} is not a base64 string")
+    try:
+        seeds(seed)
+    except InputError as e:
+        raise r.fail("cilium.maglev.hashSeed", str(e)) from None
+    return {"maglev_table_size": size, "maglev_hash_seed": seed}
 
 
 def _named(r: _Reader, doc: Mapping[str, Any], key: str, fields: set[str],

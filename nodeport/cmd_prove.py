@@ -115,8 +115,8 @@ def _draw(results: list[Result], out: Path) -> list[str]:
     from diagrams import draw_trace  # graphviz stays out of the proof path unless asked
 
     for r in results:
-        if r.counterexample is None:
-            continue
+        if r.counterexample is None or not r.counterexample.get("hops"):
+            continue  # P-MAG-02's counterexample is a table, not a trace
         path = out / f"{_stem(r)}.svg"
         draw_trace(r.counterexample, path, highlight=r.finding.hop if r.finding else None)
         notes.append(f"drew {path}")

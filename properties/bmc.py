@@ -77,6 +77,12 @@ def _gc_continued(rp: Replay) -> bool:
     return any(0 < tr.spec.idle < LIVE_BELOW and tr.backend_saw for tr in rp.traces)
 
 
+def _moved(rp: Replay) -> bool:
+    """One flow reached a backend through both nodes."""
+    got = [(tr.spec.source, tr.spec.via) for tr in rp.traces if tr.backend_saw]
+    return any(a[0] == b[0] and a[1] != b[1] for i, a in enumerate(got) for b in got[i + 1:])
+
+
 def _reconnected(rp: Replay) -> bool:
     """One client's second connection reached a backend after its first one did."""
     got = [tr.spec.source.addr for tr in rp.traces if tr.backend_saw]
@@ -104,6 +110,7 @@ PREMISES: dict[str, Premise] = {
     "P-FRAG-01": _sent,
     "P-XDP-01": xdp_ran,
 }
+PREMISES["P-MAG-01"] = _moved
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
 # the model's own code (properties/prove.py cross_checked).

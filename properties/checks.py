@@ -485,6 +485,28 @@ def aff01(rp: Replay) -> Finding | None:
     return None
 
 
+def mag01(rp: Replay) -> Finding | None:
+    """P-MAG-01: one flow (client address and port, service) reaches one backend whichever
+    node it enters by (no endpoint change between); ports compared with ==, never hashed."""
+    first: list[tuple[Endpoint, str, str, str]] = []  # (source, service, pod, node)
+    for n, tr in enumerate(rp.traces):
+        if tr.spec.set_backends:
+            first.clear()
+        got = _pod_receives(tr)
+        if not got:
+            continue
+        i, h = got[0]
+        src, via = tr.spec.source, str(tr.spec.via)
+        before = next((x for x in first if x[0] == src and x[1] == tr.spec.service), None)
+        if before is None:
+            first.append((src, tr.spec.service, h.at, via))
+        elif before[2] != h.at:
+            return Finding(flow=n, hop=i, message=(
+                f"flow from {src} entering by {via} reached {h.at}; the same flow "
+                f"entering by {before[3]} reached {before[2]}"))
+    return None
+
+
 def seen_sources(traces: Sequence[FlowTrace]) -> set[Endpoint]:
     """Sources the backends saw (diagnostics)."""
     return {p.src for tr in traces for p in tr.backend_saw}
@@ -701,3 +723,4 @@ CHECKERS: dict[str, Checker] = {
     "P-ICMP-02": icmp02, "P-MTU-01": mtu01, "P-MTU-02": mtu02, "P-FRAG-01": frag01,
     "P-XDP-01": xdp01,
 }
+CHECKERS["P-MAG-01"] = mag01

@@ -11,6 +11,7 @@ from model.config import (
     CiliumConfig,
     CiliumVersion,
     DsrDispatch,
+    LBAlgorithm,
     LBMode,
     NoBackendResponse,
     RoutingMode,
@@ -51,6 +52,7 @@ class Config:
     frag_order: str | None = None
     frag_tracking: bool = True  # --enable-ipv4/6-fragment-tracking (cilium.bpf)
     xdp: bool = False  # loadBalancer.acceleration: native
+    maglev: bool = False  # loadBalancer.algorithm: maglev (default table size and seed)
 
     @property
     def ipv6(self) -> bool:
@@ -89,7 +91,8 @@ class Config:
                                  else NoBackendResponse.DROP),
             masquerade=self.masquerade, pmtu_discovery=self.pmtu,
             fragment_tracking=self.frag_tracking,
-            acceleration=Acceleration.NATIVE if self.xdp else Acceleration.DISABLED)
+            acceleration=Acceleration.NATIVE if self.xdp else Acceleration.DISABLED,
+            algorithm=LBAlgorithm.MAGLEV if self.maglev else LBAlgorithm.RANDOM)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -123,6 +126,8 @@ class Config:
             parts.append("no-frag-tracking")
         if self.xdp:
             parts.append("xdp")
+        if self.maglev:
+            parts.append("maglev")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -137,4 +142,5 @@ class Config:
                 "ecmp": self.ecmp, "bpf_masquerade": self.masquerade,
                 "pmtu_discovery": self.pmtu, "ip_options": self.ip_options,
                 "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking,
-                "acceleration": "native" if self.xdp else "disabled"}
+                "acceleration": "native" if self.xdp else "disabled",
+                "algorithm": "maglev" if self.maglev else "random"}

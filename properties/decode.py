@@ -8,6 +8,7 @@ only changes prandom, so the replay shows a violation of the model itself or non
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,11 +120,17 @@ def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
         "cilium": {"version": c.version.value,
                    "loadBalancer": {"mode": c.mode.value, "dsrDispatch": c.dispatch.value,
                                     **({"acceleration": c.acceleration.value}
-                                       if cfg.xdp else {})},
+                                       if cfg.xdp else {}),
+                                    **({"algorithm": "maglev"} if c.maglev else {})},
                    "routingMode": c.routing.value, "tunnelProtocol": c.tunnel.value,
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
                    **_bpf(c.masquerade, c.fragment_tracking),
-                   **({"pmtuDiscovery": {"enabled": True}} if c.pmtu_discovery else {})},
+                   **({"pmtuDiscovery": {"enabled": True}} if c.pmtu_discovery else {}),
+                   # each replay seed a cluster-wide Maglev seed too: 12 bytes (base64),
+                   # the murmur, IPv4 and IPv6 seeds each the replay seed
+                   **({"maglev": {"hashSeed": base64.b64encode(
+                       (seed & 0xFFFFFFFF).to_bytes(4, "big") * 3).decode()}}
+                      if c.maglev else {})},
         "fabric": {"dropsIPOptions": cfg.drops_ip_options,
                    "sourceDestCheck": cfg.source_dest_check},
         "nodes": [{"name": f"node{i + 1}", "ip": v.nodes[i],

@@ -71,6 +71,16 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "change are checked concretely: `tests/test_model_affinity.py`, "
            "`vectors/session_affinity.yaml` on both Cilium trees and the difftest's "
            "affinity program.",
+           "- **Maglev's hash is a function, nothing more.** P-MAG-01 runs the model with "
+           "the agent's own tables (concrete, built per node from its backends) and the "
+           "datapath's lookup `table[jhash(fields) % size]` as one uninterpreted function of "
+           "the table and the hashed fields (client address, both ports, protocol, seed): "
+           "equal tables and equal fields give equal backends, which is all the property "
+           "needs; a per-node input to the hash (the seeded fault) breaks it. jhash itself "
+           "is checked concretely: against `session_affinity_maglev_test.c`'s picks, on both "
+           "Cilium trees (`vectors/maglev.yaml`, `vectors/session_affinity_maglev.yaml`) and "
+           "by the difftest. P-MAG-02 is measured over every entry of the agent's tables, "
+           "not proved for every size and backend set.",
            "- **Port arithmetic is abstracted in the induction.** After a few SNAT retries "
            "a port term is replaced by a fresh value over its interval (the NAT range), and "
            "so is the result of a shift or of a remainder that intervals cannot bound (the "

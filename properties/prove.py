@@ -27,6 +27,9 @@ def check(prop: Property, cfg: Config, faults: frozenset[ModelFault] = frozenset
     ms = max(1, int(timeout_s * 1000))
     from properties.bmc import CROSS_CHECK
     from properties.bmc import check_bmc as explore
+    if prop.method == "tables":
+        from properties.maglevtables import check_tables
+        return check_tables(prop, cfg, faults)
     if prop.method == "induction":
         from properties.induction import check_induction
         proof = check_induction(prop, cfg, faults, ms)

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import z3
 
+from model.maglev import IPAddr, select
 from properties.intervals import Interval, Memo, interval, truth
 
 T = TypeVar("T")
@@ -614,6 +615,35 @@ class TwinRandom:
             self.used += 1
             return r
         return SymRandom().u32(*site)
+
+
+_TABLES: dict[tuple[int, ...], int] = {}
+
+
+@attrs.frozen
+class SymPicker:
+    """A Maglev lookup on symbolic ports as one uninterpreted function of the table and the
+    hashed fields: equal fields on an equal table give the same backend on every node (what
+    P-MAG-01 rests on), and nothing else about jhash is assumed; the result is one of the
+    table's backend IDs. Concrete fields take the datapath's own hash."""
+
+    def pick(self, table: tuple[int, ...], saddr: IPAddr, sport: int, dport: int,
+             nexthdr: int, seed: int) -> int:
+        """The table's entry for these fields."""
+        if not table or not any(isinstance(x, SymInt) for x in (sport, dport)):
+            return select(table, saddr, sport, dport, nexthdr, seed)
+        tid = _TABLES.setdefault(table, len(_TABLES))
+        fn = z3.Function("maglev.pick", *([z3.IntSort()] * 6), z3.IntSort())
+        args = [z3.IntVal(tid), z3.IntVal(int(saddr)), *(
+            x.e if isinstance(x, SymInt) else z3.IntVal(x) for x in (sport, dport)),
+            z3.IntVal(nexthdr), z3.IntVal(seed)]
+        got = fn(*args)
+        ids = sorted(set(table))
+        path = current()
+        path.bound_term(got, ids[0], ids[-1])
+        path.assume(z3.Or(*[got == b for b in ids]))
+        r: int = SymInt(got)  # type: ignore[assignment]
+        return r
 
 
 def value_of(m: z3.ModelRef, x: object) -> object:

@@ -27,7 +27,7 @@ from model.topology import ServiceType
 from model.values import IcmpKind, Proto
 from properties.configs import Config, Placement
 from properties.decode import FlowDoc, ScenarioValues, document
-from properties.symexec import Input, SymInt, SymRandom, construct
+from properties.symexec import Input, SymInt, SymPicker, SymRandom, construct
 
 V4_HOSTS = {"node1": "192.168.2.2", "node2": "192.168.2.3", "router1": "10.0.1.1",
             "router2": "10.0.2.1", "client": "203.0.113.7", "client2": "203.0.113.8",
@@ -82,6 +82,8 @@ class Bounds:
     # the first client opens a second connection from another source port (SPORT2), through
     # the same node, or through the other node when the cell is an ECMP one
     reconnect: bool = False
+    # ECMP moves the first client's connection: the same flow (SPORT) then enters by node2
+    moved: bool = False
     # the backend answers each request with this ICMP error (flows[].backendError)
     backend_error: IcmpKind | None = None
     # each request's L3 length (flows[].size; None: short) and IPv4 options (ipOptions)
@@ -98,8 +100,9 @@ class Bounds:
                if self.backend_error is not None else "")
         big = f", {self.size}-byte requests" if self.size is not None else ""
         frag = f", {self.fragments} fragments each" if self.fragments else ""
+        moved = ", the flow moves to node2" if self.moved else ""
         return (f"{self.packets} pkts, {self.backends} backends{flows}{drain}{gc}{again}"
-                f"{err}{big}{frag}")
+                f"{err}{big}{frag}{moved}")
 
 
 @attrs.frozen(kw_only=True)
@@ -168,7 +171,10 @@ def cell_values(cfg: Config, bounds: Bounds, ports: Mapping[int, int], backend: 
             if bounds.gc else ()) + (
             (FlowDoc(client=0, sport=ports[SPORT2.marker], packets=bounds.packets,
                      backend=None, node=1 if cfg.ecmp else 0),)
-            if bounds.reconnect else ()))
+            if bounds.reconnect else ()) + (
+            (FlowDoc(client=0, sport=ports[SPORT.marker], packets=bounds.packets,
+                     backend=None, node=1),)
+            if bounds.moved else ()))
 
 
 @functools.lru_cache(maxsize=256)
@@ -197,7 +203,8 @@ def cell(cfg: Config, bounds: Bounds) -> Cell:
         facts.append(inputs[NODE_PORT.name].var.e != inputs[OTHER_NODE_PORT.name].var.e)
     syms = {p.marker: inputs[p.name].var for p in ports}
     ins = tuple(inputs.values())
-    world = construct(lambda: attrs.evolve(_subst(sc.world, syms), rand=SymRandom()), ins)
+    world = construct(lambda: attrs.evolve(_subst(sc.world, syms), rand=SymRandom(),
+                                               picker=SymPicker()), ins)
     flows = construct(lambda: tuple(_subst(f, syms) for f in sc.flows), ins)
     return Cell(cfg=cfg, bounds=bounds, world=world, flows=flows, ports=tuple(ports),
                 inputs=ins, facts=tuple(facts))

@@ -289,6 +289,93 @@ def test_affinity_program_sticks_expires_and_follows_the_match_map() -> None:
     assert bad is not None and bad.step.startswith("second-port"), bad
 
 
+def _moved_pairs(doc: dict[str, Any]) -> list[tuple[int, int]]:
+    """(i, j): flow j is flow i's connection entering by another node, no endpoint change
+    up to j (a drained connection stays on its old backend where it has a CT entry, while
+    the other node picks from the new table: not P-MAG-01's premise)."""
+    flows = doc["flows"]
+    out = []
+    for i, f in enumerate(flows):
+        for j in range(i + 1, len(flows)):
+            g = flows[j]
+            if any("setBackends" in h for h in flows[:j + 1]):
+                break
+            to_f = {k: v for k, v in f["to"].items() if k not in ("via", "node")}
+            to_g = {k: v for k, v in g["to"].items() if k not in ("via", "node")}
+            if (to_f == to_g and f["client"] == g["client"]
+                    and f["sourcePort"] == g["sourcePort"]
+                    and f["to"].get("via", f["to"].get("node"))
+                    != g["to"].get("via", g["to"].get("node"))):
+                out.append((i, j))
+    return out
+
+
+def test_generator_draws_maglev_and_moved_connections(docs: list[dict[str, Any]]) -> None:
+    """loadBalancer.algorithm maglev (table 251, no pins) and the same connection entering
+    by another node; the model keeps such a connection's backend on every node."""
+    mag = [d for d in docs if d["cilium"]["loadBalancer"].get("algorithm") == "maglev"]
+    assert len(mag) > len(docs) // 16, len(mag)
+    assert all(d["cilium"]["maglev"] == {"tableSize": 251} for d in mag)
+    assert not any("backend" in f for d in mag for f in d["flows"])
+    moved = kept = 0
+    for doc in mag + [d for d in draw_programs(300, SEED + 1)
+                      if d["cilium"]["loadBalancer"].get("algorithm") == "maglev"]:
+        # one table on every node: no eTP=Local; no affinity entry another connection of
+        # the client may have left on the second node
+        plain = {s["name"] for s in doc["services"]
+                 if not s.get("sessionAffinity")
+                 and s.get("externalTrafficPolicy", "Cluster") == "Cluster"}
+        pairs = [(i, j) for i, j in _moved_pairs(doc) if _service(doc, i) in plain]
+        if not pairs:
+            continue
+        _, traces = run_flows(*_world_flows(doc))
+        for i, j in pairs:
+            a, b = traces[i], traces[j]
+            if a.backend_pod is not None and b.backend_pod is not None:
+                moved += 1
+                kept += a.backend_pod == b.backend_pod
+    assert moved >= 3, moved
+    assert kept == moved, (kept, moved)
+
+
+def _service(doc: dict[str, Any], i: int) -> str | None:
+    """The service flow i addresses (by name, or by its frontend address)."""
+    to = doc["flows"][i]["to"]
+    if "service" in to:
+        return str(to["service"])
+    for s in doc["services"]:
+        if to.get("address") in (s.get("loadBalancerIP"), s.get("clusterIP"),
+                                 *s.get("externalIPs", [])) and s["port"] == to.get("port") \
+                and s["protocol"] == to.get("protocol", s["protocol"]):
+            return str(s["name"])
+    return None
+
+
+def _world_flows(doc: dict[str, Any]) -> tuple[Any, Any]:
+    sc = parse(doc)
+    return sc.world, sc.flows
+
+
+def test_explicit_maglev_program_agrees_and_keeps_moved_connections() -> None:
+    """The explicit Maglev program runs in every configuration: the reference agrees with
+    the model, the connections moved to node2 keep their backends, and the two backends
+    are both used."""
+    from datapath.adapter import reference_factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+    from datapath.programs import COMBOS, EXPLICIT, maglev_program
+
+    assert (maglev_program, False) in EXPLICIT
+    for combo in COMBOS:
+        doc = maglev_program(combo)
+        assert run_program(doc, reference_factory, frozenset(), Counters()) is None, combo
+        _, traces = run_flows(*_world_flows(doc))
+        pods = [t.backend_pod for t in traces]
+        assert pods[:4] == pods[4:8] and set(pods[:4]) == {"pod0", "pod1"}, (combo, pods)
+        assert pods[8] == "pod1"
+        assert run_program(doc, reference_factory, frozenset({"maglev_hash_daddr"}),
+                           Counters()) is not None, combo
+
 def test_generated_pod_egress_is_masqueraded_beside_nodeport_snat(
         docs: list[dict[str, Any]]) -> None:
     """Drawn programs with bpf.masquerade run pod egress through to-netdev's masquerade

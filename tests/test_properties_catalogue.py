@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 
 REQUIRED = {"P-LB-01", "P-LB-02", "P-NAT-01", "P-NAT-02", "P-NAT-03", "P-DSR-01", "P-DSR-02",
             "P-DSR-03", "P-ETP-01", "P-HYB-01", "P-ENV-01", "P-ENV-02", "P-CT-01",
-            "P-CT-02", "P-AFF-01"}
+            "P-CT-02", "P-AFF-01", "P-MAG-01", "P-MAG-02"}
 
 
 def test_required_properties_present_with_unique_ids() -> None:
@@ -28,7 +28,7 @@ def test_every_property_has_configs_expectations_and_a_fault() -> None:
         assert bool(p.mutants) == holds, f"{p.id}: seeded faults {p.mutants}"
         for c in p.configs:
             assert p.expect(c) in (HOLD, VIOLATED)
-        assert p.method in ("bmc", "induction")
+        assert p.method in ("bmc", "induction", "tables")
 
 
 def test_every_seeded_fault_is_caught_by_some_property() -> None:

@@ -147,6 +147,9 @@ def test_mutants_are_all_killed_by_replayed_counterexamples() -> None:
     assert {f for r in rows for f in r["faults"]} == {f.name for f in ModelFault}
     for r in rows:
         assert r["result"] == "counterexample" and r["counterexample"] is not None, r
+        if r["id"] == "P-MAG-02":  # its counterexample is a Maglev table, not a trace
+            assert r["counterexample"]["maglev"]["share"] > 0.06, r
+            continue
         assert 1 <= r["violating_hop"] <= len(r["counterexample"]["hops"])  # 1-based legs
 
 

@@ -17,6 +17,11 @@ ASSIGN_CONFIG(__u32, interface_ifindex, NPH_NATIVE_IFINDEX)
 #endif
 
 #if NPH_CILIUM_MINOR >= 120
+/* maglev.hashSeed: the loader's SeedJhash0 / SeedJhash1 (include/bpf/config/node.h:69-70). */
+#ifdef NPH_HASH_INIT4_SEED
+ASSIGN_CONFIG(__u32, hash_init4_seed, NPH_HASH_INIT4_SEED)
+ASSIGN_CONFIG(__u32, hash_init6_seed, NPH_HASH_INIT6_SEED)
+#endif
 /* bpf.masquerade: IPV4_MASQUERADE / IPV6_MASQUERADE as the agent assigns them. */
 #ifdef NPH_IPV4_MASQUERADE
 ASSIGN_CONFIG(union v4addr, nat_ipv4_masquerade, { .be32 = NPH_IPV4_MASQUERADE })
