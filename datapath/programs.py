@@ -478,8 +478,13 @@ def _two_nodes(combo: tuple[str, str, str, str], version: str, proto: str,
         "clients": [{"name": "client0", "ip": a["client"].format(7)},
                     {"name": "client1", "ip": a["client"].format(8)}],
         "flows": flows}
-    for key, value in top.items():
-        doc.setdefault(key, {}).update(value)
+    for key, value in top.items():  # merged one level deeper: cilium.loadBalancer keeps mode
+        into = doc.setdefault(key, {})
+        for k, v in value.items():
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                into[k] = {**into[k], **v}
+            else:
+                into[k] = v
     return doc
 
 
