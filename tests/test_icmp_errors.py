@@ -243,3 +243,30 @@ def test_reverse_snat_of_an_error_marks_the_reverse_entry_used() -> None:
     keys = list(snat)
     assert len(keys) == 2
     assert keys[-1].flags is TupleFlags.IN  # the error's lookup came after both inserts
+
+
+def test_an_error_without_a_snat_mapping_goes_up_the_stack() -> None:
+    """snat_v4_rev_nat_handle_icmp_error finds no reverse entry for the quoted tuple: the
+    error is punted to the stack (NAT_PUNT_TO_STACK, nat.h:1087), the SNAT map untouched."""
+    from model.nodeport import Hook, NodeCtx, nodeport_lb
+    from model.snat import SeededRandom
+    from model.values import Packet
+
+    doc = build_doc(proto="UDP", packets=1)
+    doc["cilium"]["bpf"] = {"masquerade": True}
+    sc = parse(doc, "<icmp>")
+    state, _ = run_flows(sc.world, ())
+    n = sc.world.cluster.node("node1")
+    st = state.nodes["node1"]
+    ctx = NodeCtx(cfg=sc.world.cfg, name="node1", ip=n.ip, router_ip=n.router_ip,
+                  ipcache=sc.world.ipcache(), now=5, rand=SeededRandom(0))
+    a = ADDRS["ipv4"]
+    quote = FlowKey(src=Endpoint(addr=n.ip, port=45000),
+                    dst=Endpoint(addr=ip_address(a["remote"]), port=TARGET_PORT),
+                    proto=Proto.UDP)
+    err = Packet(src=Endpoint(addr=ip_address(a["remote"]), port=0),
+                 dst=Endpoint(addr=n.ip, port=0), proto=Proto.ICMP,
+                 icmp=IcmpKind.FRAG_NEEDED, quote=quote)
+    st2, res = nodeport_lb(ctx, st, err, Hook.FROM_NETDEV)
+    assert res.packet.dst.addr == n.ip and res.packet.quote == quote
+    assert st2.snat == st.snat

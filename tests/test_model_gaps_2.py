@@ -272,3 +272,26 @@ def test_eqmap_equality_is_mapping_equality_whatever_the_keys() -> None:
     assert concrete == sym_a and sym_a == concrete
     assert concrete != EqMap([(Sym(1), "b")]) and EqMap([(Sym(1), "b")]) != concrete
     assert concrete == {1: "a"} and concrete != {1: "b"}
+
+
+def test_affinity_map_capacity_is_the_trees_define() -> None:
+    """cilium_lb4/6_affinity hold CILIUM_LB_AFFINITY_MAP_MAX_ENTRIES entries (lb.h:222,
+    node_config.h); the model's per-node LRU has the same capacity as both Cilium trees."""
+    import re
+
+    from model.maps import AFFINITY_MAP_MAX
+    from tests.conftest import ROOT
+
+    assert AFFINITY_MAP_MAX == 65536  # node_config.h:91 (v1.20), :198 (v1.18)
+    seen = 0
+    for tree in ("v1.18.0-dev", "v1.20.0-dev"):
+        cfg = ROOT.parent / "shared" / "cilium" / tree / "bpf" / "node_config.h"
+        if not cfg.is_file():
+            continue
+        m = re.search(r"#define\s+CILIUM_LB_AFFINITY_MAP_MAX_ENTRIES\s+(\d+)", cfg.read_text())
+        assert m is not None and int(m.group(1)) == AFFINITY_MAP_MAX, tree
+        seen += 1
+    sc = parse(build_doc(placement="remote", version="1.20"))
+    state, _ = run_flows(sc.world, ())
+    assert state.nodes["node1"].affinity.capacity == AFFINITY_MAP_MAX
+    assert seen == 2 or not (ROOT.parent / "shared").is_dir()
