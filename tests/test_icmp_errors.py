@@ -270,3 +270,34 @@ def test_an_error_without_a_snat_mapping_goes_up_the_stack() -> None:
     st2, res = nodeport_lb(ctx, st, err, Hook.FROM_NETDEV)
     assert res.packet.dst.addr == n.ip and res.packet.quote == quote
     assert st2.snat == st.snat
+
+
+def test_datapath_truncated_errors_drop_or_translate_at_the_bounds() -> None:
+    """Every truncation of Cilium's expected error (icmp_error_revnat.c, outer lengths and
+    checksum fixed up): shorter than the inner IP header plus the quoted ports (52 bytes)
+    it cannot be loaded and is DROP_INVALID (ctx_load_bytes fails); from there on the
+    quote and the outer destination are translated, the quoted TCP checksum only where it
+    is present (66 bytes on), as in the full packet. Never an exception inside."""
+    import struct
+
+    from datapath.csum import checksum
+
+    for cut in range(20, len(ERR_IN) + 1):
+        b = bytearray(ERR_IN[:cut])
+        struct.pack_into("!H", b, 2, cut)
+        struct.pack_into("!H", b, 10, 0)
+        struct.pack_into("!H", b, 10, checksum(bytes(b[:20])))
+        node = _node("1.20")
+        r = node.run("from-netdev", bytes(b))
+        out = bytes(r.packet)
+        assert node.internal_errors == 0, cut
+        if cut < 52:
+            assert r.drop_reason is not None and r.drop_reason.name == "DROP_INVALID", cut
+            continue
+        assert r.drop_reason is None, cut
+        assert out[16:20] == ERR_OUT[16:20] and out[40:44] == ERR_OUT[40:44], cut
+        assert out[48:50] == ERR_OUT[48:50], cut  # the quoted source port
+        if cut >= 66:
+            assert out[64:66] == ERR_OUT[64:66], cut  # the quoted TCP checksum
+        else:
+            assert out[64:66] == bytes(b[64:66]), cut
