@@ -20,6 +20,7 @@ from datapath.build import (
 )
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.conntrack import CT_CLOSE_TIMEOUT, CT_SYN_TIMEOUT, ct_create, ct_lookup
+from datapath.csum import checksum
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.errors import ConfigError
 from datapath.host import Node, make_node
@@ -513,8 +514,6 @@ def test_fib_redirect_folds_the_checksum_carry_itself() -> None:
     """fib_redirect's inlined TTL decrement (the forward path) folds the RFC 1624 carry when
     the checksum it sees is 0xff00 or more. The test above reaches it only after NAT has
     changed the checksum, so this one hands fib_redirect such headers directly."""
-    from datapath.csum import checksum
-
     node = make_node(_two_backends())
     seen = 0
     src, dst = ip_bytes("110.0.11.1"), ip_bytes("192.168.9.7")
@@ -546,7 +545,6 @@ def test_truncated_geneve_frames_are_invalid_without_internal_errors() -> None:
         struct.pack_into("!H", buf, 2, cut)  # outer IPv4 total length
         struct.pack_into("!H", buf, 24, cut - 20)  # outer UDP length
         struct.pack_into("!H", buf, 10, 0)
-        from datapath.csum import checksum
         struct.pack_into("!H", buf, 10, checksum(bytes(buf[:20])))
         r = node.run("from-overlay", bytes(buf))
         assert r.verdict == Verdict.CTX_ACT_DROP, cut
