@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import contextvars
 import enum
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import attrs
 import z3
 
 from model.maglev import IPAddr, select
+from properties import zterms as zt
 from properties.intervals import Interval, Memo, interval, truth
+from properties.zterms import assert_in as add
+from properties.zterms import conj
 
 T = TypeVar("T")
 
@@ -57,11 +60,6 @@ class SymbolicMisuse(TypeError):
         return str(self.args[0]) if self.term is None else f"{self.args[0]}: {self.term}"
 
 
-def add(solver: z3.Solver, f: z3.BoolRef) -> None:
-    """solver.add(f) for one z3 condition, without the Python layer's argument handling."""
-    z3.Z3_solver_assert(solver.ctx.ref(), solver.solver, f.as_ast())
-
-
 def scoped_check(solver: z3.Solver, *facts: z3.BoolRef) -> z3.CheckSatResult:
     """The solver's assertions and the facts, in a scope of their own, not as assumptions
     (z3 keeps a proxy of every non-literal assumption, and slows as they pile up)."""
@@ -74,24 +72,13 @@ def scoped_check(solver: z3.Solver, *facts: z3.BoolRef) -> z3.CheckSatResult:
         solver.pop()
 
 
-def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
-    """And of z3 conditions without z3.And's per-argument coercion (a hot path here)."""
-    if not parts:
-        return z3.BoolVal(True)
-    if len(parts) == 1:
-        return parts[0]
-    ctx = parts[0].ctx
-    arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
-    return z3.BoolRef(z3.Z3_mk_and(ctx.ref(), len(parts), arr), ctx)
-
-
 def _term(x: object) -> z3.ArithRef:
     if isinstance(x, SymInt):
         return x.e
     if isinstance(x, bool):
-        return z3.IntVal(int(x))
+        return zt.const(int(x))
     if isinstance(x, int):
-        return z3.IntVal(x)
+        return zt.const(x)
     raise SymbolicMisuse(f"cannot mix a symbolic int with {type(x).__name__}")
 
 
@@ -125,41 +112,42 @@ class SymInt:
     def __init__(self, e: z3.ArithRef) -> None:
         self.e = e
 
-    def _new(self, e: z3.ArithRef) -> SymInt:
+    def _new(self, e: z3.ArithRef, *ops: z3.ArithRef) -> SymInt:
+        """A result e of operands ops (self's term when none are named)."""
         path = _PATH.get(None)
         if path is not None and path.abstract:
-            return SymInt(path.abstracted(e))
+            return SymInt(path.abstracted(e, ops or (self.e,)))
         return SymInt(e)
 
     def _cmp(self, e: z3.BoolRef) -> SymBool:
         return SymBool(e)
 
     def __add__(self, o: object) -> SymInt:
-        return self._new(self.e + _term(o)) if _is_num(o) else NotImplemented
+        return self._new(zt.add(self.e, t := _term(o)), self.e, t) if _is_num(o) else NotImplemented
 
     __radd__ = __add__
 
     def __sub__(self, o: object) -> SymInt:
-        return self._new(self.e - _term(o)) if _is_num(o) else NotImplemented
+        return self._new(zt.sub(self.e, t := _term(o)), self.e, t) if _is_num(o) else NotImplemented
 
     def __rsub__(self, o: object) -> SymInt:
-        return self._new(_term(o) - self.e) if _is_num(o) else NotImplemented
+        return self._new(zt.sub(t := _term(o), self.e), self.e, t) if _is_num(o) else NotImplemented
 
     def __mul__(self, o: object) -> SymInt:
-        return self._new(self.e * _term(o)) if _is_num(o) else NotImplemented
+        return self._new(zt.mul(self.e, t := _term(o)), self.e, t) if _is_num(o) else NotImplemented
 
     __rmul__ = __mul__
 
     def __floordiv__(self, o: object) -> SymInt:
         # z3's integer division floors for a positive divisor, like Python's
-        return self._new(self.e / _positive(o)) if _is_num(o) else NotImplemented
+        return self._new(zt.div(self.e, _positive(o))) if _is_num(o) else NotImplemented
 
     def __mod__(self, o: object) -> SymInt:
         if not _is_num(o):
             return NotImplemented
         if isinstance(o, int) and o > 0:
             return self._new(_mod(self.e, o))
-        return self._new(self.e % _positive(o))
+        return self._new(zt.mod(self.e, _positive(o)))
 
     def __rshift__(self, o: object) -> SymInt:
         if not isinstance(o, int) or o < 0:
@@ -175,40 +163,40 @@ class SymInt:
             iv = interval(e, path.bounds, path._imemo)
             if iv is not None and iv[0] >= 0:
                 return SymInt(path.fresh("shr", iv[0] >> sh, iv[1] >> sh).e)
-        return self._new(e / (1 << sh) if sh else e)
+        return self._new(zt.div(e, zt.const(1 << sh)) if sh else e, e)
 
     def __and__(self, o: object) -> SymInt:
         # a low-bit mask of a non-negative value (val & 0xFFFF) is a remainder
         if not isinstance(o, int) or o < 0 or (o + 1) & o:
             raise SymbolicMisuse("only masks of the form 2**k - 1 are supported")
-        current().require(self.e >= 0, "masked value is non-negative")
+        current().require(zt.ge(self.e, zt.const(0)), "masked value is non-negative")
         return self._new(_mod(self.e, o + 1))
 
     __rand__ = __and__
 
     def __neg__(self) -> SymInt:
-        return self._new(-self.e)
+        return self._new(zt.neg(self.e))
 
     def __eq__(self, o: object) -> Any:
-        return self._cmp(self.e == _term(o)) if _is_num(o) else NotImplemented
+        return self._cmp(zt.eq(self.e, _term(o))) if _is_num(o) else NotImplemented
 
     def __ne__(self, o: object) -> Any:
-        return self._cmp(self.e != _term(o)) if _is_num(o) else NotImplemented
+        return self._cmp(zt.ne(self.e, _term(o))) if _is_num(o) else NotImplemented
 
     def __lt__(self, o: object) -> Any:
-        return self._cmp(self.e < _term(o)) if _is_num(o) else NotImplemented
+        return self._cmp(zt.lt(self.e, _term(o))) if _is_num(o) else NotImplemented
 
     def __le__(self, o: object) -> Any:
-        return self._cmp(self.e <= _term(o)) if _is_num(o) else NotImplemented
+        return self._cmp(zt.le(self.e, _term(o))) if _is_num(o) else NotImplemented
 
     def __gt__(self, o: object) -> Any:
-        return self._cmp(self.e > _term(o)) if _is_num(o) else NotImplemented
+        return self._cmp(zt.gt(self.e, _term(o))) if _is_num(o) else NotImplemented
 
     def __ge__(self, o: object) -> Any:
-        return self._cmp(self.e >= _term(o)) if _is_num(o) else NotImplemented
+        return self._cmp(zt.ge(self.e, _term(o))) if _is_num(o) else NotImplemented
 
     def __bool__(self) -> bool:
-        return current().decide(self.e != 0)
+        return current().decide(zt.ne(self.e, zt.const(0)))
 
     def __hash__(self) -> int:
         raise SymbolicMisuse("a symbolic int cannot be hashed", self.e)
@@ -236,17 +224,17 @@ def _mod(e: z3.ArithRef, m: int) -> z3.ArithRef:
     if path is not None and iv is not None and iv[0] >= 0 and iv[1] < 2 * m:
         if iv[1] < m:
             return e
-        r = z3.If(e >= m, e - m, e)
+        r = zt.ite(zt.ge(e, zt.const(m)), zt.sub(e, zt.const(m)), e)
         path.bound_term(r, 0, m - 1)
         return r
     if path is not None and path.abstract:  # abstracting: any value of the remainder's range
         return path.fresh("mod", 0, m - 1).e
-    return e % m
+    return zt.mod(e, zt.const(m))
 
 
 def _positive(o: object) -> z3.ArithRef:
     if isinstance(o, int) and o > 0:
-        return z3.IntVal(o)
+        return zt.const(o)
     raise SymbolicMisuse("division by a symbolic or non-positive amount")
 
 
@@ -291,6 +279,14 @@ class Shared:
         self.conds: dict[int, tuple[z3.ExprRef, bool | tuple[z3.BoolRef, z3.BoolRef]]] = {}
         self.names: dict[str, Interval] = {}  # fresh constant name -> its domain
         self.domains: dict[int, z3.BoolRef] = {}  # term id -> lo <= term <= hi
+        self.truths: dict[int, tuple[bool | None, z3.ExprRef]] = {}  # by condition id
+
+    def truth(self, c: z3.ExprRef) -> bool | None:
+        """truth() by the domains, once per condition (a domain is the same on every path)."""
+        got = self.truths.get(c.get_id())
+        if got is None:
+            got = self.truths[c.get_id()] = (truth(c, self.bounds, self.imemo), c)
+        return got[0]
 
     def domain(self, e: z3.ArithRef, lo: int, hi: int) -> z3.BoolRef:
         """The fact lo <= e <= hi, built once per term (a term has one domain)."""
@@ -350,10 +346,15 @@ class Path:
         self.assume(self.shared.domain(x, lo, hi))
         return SymInt(x)
 
-    def abstracted(self, e: z3.ArithRef) -> z3.ArithRef:
-        """e, or past the depth limit a fresh input ranging over e's interval: an
-        over-approximation (sound for proofs; a failure is then only a candidate)."""
-        d = 1 + max((self._depth.get(c.get_id(), 0) for c in e.children()), default=0)
+    def abstracted(self, e: z3.ArithRef, ops: tuple[z3.ArithRef, ...]) -> z3.ArithRef:
+        """e (built from the terms ops), or past the depth limit a fresh input ranging over
+        e's interval: an over-approximation (sound for proofs; a failure is then only a
+        candidate)."""
+        i = e.get_id()
+        if i in self._depth:  # met before (an operand returned unchanged): as deep as then
+            return e
+        d = 1 if i in self._asserted else (  # a fresh input or bounded field: a leaf
+            1 + max((self._depth.get(c.get_id(), 0) for c in ops), default=0))
         if d > self.abstract:
             iv = interval(e, self.bounds, self._imemo)
             if iv is not None:
@@ -395,7 +396,7 @@ class Path:
             raise SymbolicMisuse(f"cannot show that the {why}")
 
     def _valid(self, fact: z3.BoolRef) -> bool:
-        if truth(fact, self.bounds, self._imemo) is True:
+        if self.shared.truth(fact) is True:
             return True
         f = z3.simplify(fact)
         if z3.is_true(f):

@@ -1,0 +1,100 @@
+"""z3 terms built straight through the C API: the explorer builds the same arithmetic on
+every replayed path, and z3's Python operators spend most of their time coercing operands.
+
+Each builder makes exactly the term z3's own operator makes (`x + 5` is Z3_mk_add of two
+arguments, `x != y` is Z3_mk_distinct), so hash-consing gives the same AST ids either way
+and every memo keyed by those ids keeps working.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
+
+import z3
+
+Arith: TypeAlias = z3.ArithRef
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def const(n: int) -> Arith:
+    """The integer literal n (built once: z3.IntVal parses a decimal string every call)."""
+    return z3.IntVal(n)
+
+
+def _pair(a: z3.ExprRef, b: z3.ExprRef) -> Any:
+    return (z3.Ast * 2)(a.as_ast(), b.as_ast())
+
+
+def _nary(mk: Callable[..., z3.Ast]) -> Callable[[Arith, Arith], Arith]:
+    def build(a: Arith, b: Arith) -> Arith:
+        ctx = a.ctx
+        return z3.ArithRef(mk(ctx.ref(), 2, _pair(a, b)), ctx)
+    return build
+
+
+def _binary(mk: Callable[..., z3.Ast]) -> Callable[[Arith, Arith], Arith]:
+    def build(a: Arith, b: Arith) -> Arith:
+        ctx = a.ctx
+        return z3.ArithRef(mk(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
+    return build
+
+
+def _rel(mk: Callable[..., z3.Ast]) -> Callable[[Arith, Arith], z3.BoolRef]:
+    def build(a: Arith, b: Arith) -> z3.BoolRef:
+        ctx = a.ctx
+        return z3.BoolRef(mk(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
+    return build
+
+
+add = _nary(z3.Z3_mk_add)
+sub = _nary(z3.Z3_mk_sub)
+mul = _nary(z3.Z3_mk_mul)
+div = _binary(z3.Z3_mk_div)  # integer division (floor for a positive divisor)
+mod = _binary(z3.Z3_mk_mod)
+eq = _rel(z3.Z3_mk_eq)
+le = _rel(z3.Z3_mk_le)
+lt = _rel(z3.Z3_mk_lt)
+ge = _rel(z3.Z3_mk_ge)
+gt = _rel(z3.Z3_mk_gt)
+
+
+def ne(a: Arith, b: Arith) -> z3.BoolRef:
+    """a != b, as z3's operator builds it (distinct of two)."""
+    ctx = a.ctx
+    return z3.BoolRef(z3.Z3_mk_distinct(ctx.ref(), 2, _pair(a, b)), ctx)
+
+
+def neg(a: Arith) -> Arith:
+    """-a."""
+    ctx = a.ctx
+    return z3.ArithRef(z3.Z3_mk_unary_minus(ctx.ref(), a.as_ast()), ctx)
+
+
+def ite(c: z3.BoolRef, a: Arith, b: Arith) -> Arith:
+    """If(c, a, b) for two integer terms."""
+    ctx = c.ctx
+    return z3.ArithRef(z3.Z3_mk_ite(ctx.ref(), c.as_ast(), a.as_ast(), b.as_ast()), ctx)
+
+
+def negate(c: z3.BoolRef) -> z3.BoolRef:
+    """Not(c)."""
+    ctx = c.ctx
+    return z3.BoolRef(z3.Z3_mk_not(ctx.ref(), c.as_ast()), ctx)
+
+
+def assert_in(solver: z3.Solver, f: z3.BoolRef) -> None:
+    """solver.add(f) for one z3 condition, without the Python layer's argument handling."""
+    z3.Z3_solver_assert(solver.ctx.ref(), solver.solver, f.as_ast())
+
+
+def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
+    """And of z3 conditions without z3.And's per-argument coercion."""
+    if not parts:
+        return z3.BoolVal(True)
+    if len(parts) == 1:
+        return parts[0]
+    ctx = parts[0].ctx
+    arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
+    return z3.BoolRef(z3.Z3_mk_and(ctx.ref(), len(parts), arr), ctx)
