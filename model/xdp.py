@@ -7,6 +7,7 @@ import attrs
 from model.config import CiliumVersion
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.fragments import load_l4_ports
 from model.maps import NodeState
 from model.nodeport import (
     Hook,
@@ -56,8 +57,12 @@ def xdp(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, XdpResult]
     """
     svc = None
     if pkt.quote is None and pkt.proto in (Proto.TCP, Proto.UDP):
-        svc = st.lb.services.get((pkt.dst.addr, pkt.dst.port, pkt.proto))
+        # the punt follows the service lookup, on the ports lb4_extract_tuple loaded: a
+        # later fragment's come from the fragment map (nodeport.h:2732 after the lookup)
+        loaded, probe, _ = load_l4_ports(ctx.cfg, ctx.faults, st, pkt)
+        svc = st.lb.services.get((probe.dst.addr, probe.dst.port, probe.proto))
     if svc is not None and svc.etp_local and ctx.cfg.version is CiliumVersion.V1_20:
+        st = loaded  # a first fragment's ports were recorded before the lookup
         if svc.source_ranges and not _in_ranges(pkt.src.addr, svc.source_ranges):
             return st, _final(_drop(pkt, DropReason.DROP_NOT_IN_SRC_RANGE))
         if not svc.routable:

@@ -87,6 +87,8 @@ def features(doc: dict[str, Any]) -> set[str]:
     accel = doc["cilium"]["loadBalancer"].get("acceleration")
     if accel:
         out.add(f"xdp-{accel}")
+        if any(f.get("fragments") for f in flows):
+            out.add("fragments-at-xdp")
     bpf = doc["cilium"].get("bpf", {})
     pods = {p["name"] for p in doc["pods"]}
     egress = [f for f in flows if f["client"] in pods]
@@ -114,7 +116,7 @@ def test_generator_draws_every_extension(docs: list[dict[str, Any]]) -> None:
             "session-affinity", "affinity-second-connection", "pod-egress-beside-nodeport",
             "fragments-in-order", "fragments-first-last", "fragments-reversed",
             "fragment-tracking-off",
-            "xdp-native", "xdp-best-effort",
+            "xdp-native", "xdp-best-effort", "fragments-at-xdp",
             *(f"version-{v}" for v in VERSIONS)}
     assert want <= set(seen), sorted(want - set(seen))
     # the map and fabric extensions stay a minority of the generated programs (the

@@ -110,3 +110,36 @@ def test_v113_dsr_ingress_stays_in_bpf_lxc() -> None:
     hops = _hooks(doc)[0]
     assert hops[1:4] == [("xdp", "dnat+dsr"), ("xdp", "pass"), ("to-container", "dsr-ingress")]
     assert ("from-container", "rev-dnat") in hops
+
+
+ETP_FRAGMENTS = """
+cilium:
+  version: '1.20'
+  loadBalancer: {mode: snat, acceleration: native}
+  routingMode: native
+nodes: [{name: node1, ip: 192.168.2.3}]
+pods: [{name: pod0, node: node1, ip: 10.0.1.10}]
+services:
+- {name: svc0, type: ExternalIP, protocol: TCP, port: 80, targetPort: 8080,
+   externalTrafficPolicy: Local, backends: [pod0], externalIPs: [198.51.100.20]}
+clients: [{name: client0, ip: 203.0.113.7}]
+flows:
+- {name: flow0, client: client0, sourcePort: 40000, fragments: 2,
+   to: {address: 198.51.100.20, port: 80, via: node1}}
+"""
+
+
+def test_etp_local_later_fragment_punted_on_its_loaded_ports() -> None:
+    """The eTP=Local punt follows the service lookup on the ports lb4_extract_tuple loaded
+    (v1.20 nodeport.h:2732): a later fragment, whose ports come from the fragment map, is
+    punted untouched like its first, and tc DNATs both (bpf_host.c:621)."""
+    import yaml
+    sc = parse(yaml.safe_load(ETP_FRAGMENTS), "<t>")
+    _st, traces = run_flows(sc.world, sc.flows)
+    hops = [h for h in traces[0].hops if h.hook is not None][:4]  # the two requests
+    assert [(h.hook.value, h.action.value) for h in hops if h.hook] == [
+        ("xdp", "pass"), ("from-netdev", "dnat")] * 2
+    for xdp, tc in (hops[0:2], hops[2:4]):
+        assert str(xdp.packet.dst.addr) == "198.51.100.20"  # untouched at XDP
+        assert str(tc.packet.dst.addr) == "10.0.1.10"  # DNATed by tc
+    assert hops[3].packet.dst.port == 0  # the later fragment: no L4 header
