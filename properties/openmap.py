@@ -25,6 +25,7 @@ import attrs
 import z3
 
 from model.maps import EqMap
+from properties import zterms as zt
 from properties.symexec import SymbolicMisuse, SymBool, SymInt, current
 
 PORT = (0, 0xFFFF)
@@ -44,7 +45,7 @@ def term(x: object) -> z3.ExprRef:
     if isinstance(x, enum.Enum):
         return z3.IntVal(int(x.value))
     if isinstance(x, (int, IPv4Address, IPv6Address)):
-        return z3.IntVal(int(x))
+        return zt.const(int(x))
     raise SymbolicMisuse(f"no z3 term for a {type(x).__name__}")
 
 
@@ -107,12 +108,13 @@ class Rest:
         return got
 
     def apply(self, fam: Family, field: str, sort: z3.SortRef,
-              keys: tuple[z3.ExprRef, ...]) -> Any:
-        """fn(keys), built once per key (z3's Python layer is the cost here)."""
-        ident = (fam, field, tuple(k.get_id() for k in keys))
+              keys: tuple[z3.ExprRef, ...], ids: tuple[int, ...] | None = None) -> Any:
+        """fn(keys), built once per key (z3's Python layer is the cost here); ids: the
+        keys' AST ids when the caller has them already."""
+        ident = (fam, field, tuple(k.get_id() for k in keys) if ids is None else ids)
         got = self._apps.get(ident)
         if got is None:
-            got = self._apps[ident] = self.fn(fam, field, sort)(*keys)
+            got = self._apps[ident] = zt.app(self.fn(fam, field, sort), keys)
             self._keep.append(keys)
         return got
 
@@ -120,29 +122,32 @@ class Rest:
         """Whether the arbitrary initial map holds this key."""
         return self.apply(fam, "present", z3.BoolSort(), keys)
 
-    def field(self, fam: Family, name: str, keys: tuple[z3.ExprRef, ...]) -> z3.ExprRef:
+    def field(self, fam: Family, name: str, keys: tuple[z3.ExprRef, ...],
+              ids: tuple[int, ...] | None = None) -> z3.ExprRef:
         """One field of the entry at this key (meaningful when present)."""
         kind = self.spec[name]
         if kind == BOOL:
-            return self.apply(fam, name, z3.BoolSort(), keys)
+            return self.apply(fam, name, z3.BoolSort(), keys, ids)
         if kind == OPT_ADDR:
-            return self.apply(fam, f"{name}.set", z3.BoolSort(), keys)
-        return self.apply(fam, name, z3.IntSort(), keys)
+            return self.apply(fam, f"{name}.set", z3.BoolSort(), keys, ids)
+        return self.apply(fam, name, z3.IntSort(), keys, ids)
 
-    def addr_field(self, fam: Family, name: str, keys: tuple[z3.ExprRef, ...]) -> z3.ExprRef:
+    def addr_field(self, fam: Family, name: str, keys: tuple[z3.ExprRef, ...],
+                   ids: tuple[int, ...] | None = None) -> z3.ExprRef:
         """The address half of an optional-address field."""
-        return self.apply(fam, name, z3.IntSort(), keys)
+        return self.apply(fam, name, z3.IntSort(), keys, ids)
 
     def entry(self, fam: Family, keys: tuple[z3.ExprRef, ...]) -> object:
         """The model's value object at a present key, its fields symbolic."""
         path = current()
         fields: dict[str, object] = {}
+        ids = tuple(k.get_id() for k in keys)
         for name, kind in self.spec.items():
-            t = self.field(fam, name, keys)
+            t = self.field(fam, name, keys, ids)
             if kind == BOOL:
                 fields[name] = SymBool(t)
             elif kind == OPT_ADDR:
-                a = self.addr_field(fam, name, keys)
+                a = self.addr_field(fam, name, keys, ids)
                 path.bound_term(a, *self.addr)
                 fields[name] = SymInt(a) if SymBool(t) else None
             else:

@@ -98,3 +98,10 @@ def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
     ctx = parts[0].ctx
     arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
     return z3.BoolRef(z3.Z3_mk_and(ctx.ref(), len(parts), arr), ctx)
+
+
+def app(f: z3.FuncDeclRef, args: Sequence[z3.ExprRef]) -> z3.ExprRef:
+    """f(args) for arguments already of f's domain sorts (no coercion)."""
+    ctx = f.ctx
+    arr = (z3.Ast * len(args))(*(a.as_ast() for a in args))
+    return z3.z3._to_expr_ref(z3.Z3_mk_app(ctx.ref(), f.ast, len(args), arr), ctx)
