@@ -29,7 +29,9 @@ from datapath.packet import (
 if TYPE_CHECKING:
     from datapath.host import Node
 
-SNAT_COLLISION_RETRIES = 32
+# SNAT_COLLISION_RETRIES per release: v1.18 defines 128 in nat.h:38; v1.20 takes the
+# agent's value, 32 (the tree's node_config.h:78)
+SNAT_COLLISION_RETRIES = {"1.18": 128, "1.20": 32}
 
 
 def snat_clamp_port_range(start: int, end: int, val: int, modulo: bool = False) -> int:
@@ -60,7 +62,7 @@ def snat_new_mapping(node: Node, p: Parsed, otuple: CtTuple, target: bytes) -> i
         port = snat_clamp_port_range(lo, hi, node.prandom(), modulo)
     flag = BPF_ANY if "snat_ignore_reverse_entry" in node.faults else BPF_NOEXIST
     rstate = NatEntry(otuple.saddr, sport, node.now)
-    for retries in range(SNAT_COLLISION_RETRIES):
+    for retries in range(SNAT_COLLISION_RETRIES.get(node.config.version, 32)):
         rtuple = _new(CtTuple, (target, otuple.daddr, port, otuple.dport, otuple.nexthdr,
                                 TUPLE_F_IN))
         if snat.update(rtuple, rstate, flag):

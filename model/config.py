@@ -13,6 +13,10 @@ from model.maglev import DEFAULT_HASH_SEED, DEFAULT_TABLE_SIZE, seeds
 NODEPORT_MIN_DEFAULT = 30000
 NODEPORT_MAX_DEFAULT = 32767
 NODEPORT_PORT_MAX_NAT = 65535
+# v1.20: the agent's 32 (the tree's node_config.h:78). v1.18 defines 128 (nat.h:38); for a
+# NAT range of at most 33,959 ports (the default's 32,768 included) the clamp's +1 steps
+# cycle within the first 32 candidates, so the outcome is the same (tests/test_snat_retries.py);
+# 128 symbolic retries would cost the induction 30 s per cell (docs/concepts.md)
 SNAT_COLLISION_RETRIES = 32
 CT_MAP_SIZE_TCP_DEFAULT = 524288
 CT_MAP_SIZE_ANY_DEFAULT = 262144

@@ -292,8 +292,9 @@ def test_source_range_of_length_zero_admits_every_client() -> None:
         assert r.verdict is Verdict.CTX_ACT_REDIRECT, client
 
 
-def _snat_node() -> Node:
-    return make_node(_two_backends(selection="first", nat_min=1024, nat_max=65535, seed=11))
+def _snat_node(version: str = "1.20") -> Node:
+    return make_node(_two_backends(selection="first", nat_min=1024, nat_max=65535, seed=11,
+                                   version=version))
 
 
 def _collision_ports(n: int) -> list[int]:
@@ -308,20 +309,24 @@ def _collision_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.mark.parametrize("taken", [1, 2, 5, 31, 32])
-def test_snat_collision_retries_follow_ciliums_sequence(taken: int) -> None:
+@pytest.mark.parametrize(("version", "taken"), [
+    ("1.20", 1), ("1.20", 2), ("1.20", 5), ("1.20", 31), ("1.20", 32),
+    ("1.18", 32), ("1.18", 127), ("1.18", 128)])
+def test_snat_collision_retries_follow_ciliums_sequence(version: str, taken: int) -> None:
     """With the first `taken` candidate ports already in use (reverse SNAT entries of other
-    flows), the mapping takes the next candidate; after SNAT_COLLISION_RETRIES (32) failed
-    tries the packet is dropped (DROP_NAT_NO_MAPPING) and the exhaustion is signalled."""
-    ports = _collision_ports(33)
-    assert len(set(ports)) == 33  # a wide range: the +1 steps do not stick on one port
-    node = _snat_node()
+    flows), the mapping takes the next candidate; after SNAT_COLLISION_RETRIES failed tries
+    (32 in v1.20, the agent's value, node_config.h:78; 128 in v1.18, nat.h:38) the packet
+    is dropped (DROP_NAT_NO_MAPPING) and the exhaustion is signalled."""
+    limit = 128 if version == "1.18" else 32
+    ports = _collision_ports(limit + 1)
+    assert len(set(ports)) == limit + 1  # a wide range: the +1 steps stay distinct
+    node = _snat_node(version)
     node_ip, be = ip_bytes("10.0.10.2"), ip_bytes("192.168.9.7")
     for port in ports[:taken]:
         node.maps.snat4.update(CtTuple(node_ip, be, port, 8080, IPPROTO_TCP, TUPLE_F_IN),
                                NatEntry(ip_bytes("110.0.11.99"), 1, 0))
     r = node.run("from-netdev", _syn(500))
-    if taken < 32:
+    if taken < limit:
         assert r.drop_reason is None and describe(r.packet)["l4.sport"] == ports[taken]
         assert node.nat_exhaustion_signals == 0
     else:
