@@ -36,5 +36,9 @@ class ModelFault(enum.Enum):
                               "minus the DSR overhead")
     FRAG_FIRST_NOT_RECORDED = ("the first fragment does not record its ports in "
                                "cilium_ipv4/6_frag_datagrams")
+    DSR_ICMP_FROM_FRONTEND = ("the DSR frag-needed comes from the frontend's address (what "
+                              "cilium/cilium#48053 fixed after these trees), not the backend's")
+    REVDNAT_ICMP_QUOTE = ("reverse DNAT also rewrites an ICMP error's quote back to the "
+                          "frontend (which no Cilium release does)")
     XDP_ETP_LOCAL_SKIPS_TC = ("XDP hands an eTP=Local packet it punts to tc with "
                               "XFER_PKT_NO_SVC, so tc's from-netdev skips the service")

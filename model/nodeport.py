@@ -410,7 +410,8 @@ def _frag_needed(ctx: NodeCtx, pkt: Packet, out: Packet, overhead: int) -> HookR
         # the frontend port goes 22 bytes into the quote (:2055), i.e. into the request's
         # IPv4 options: the quoted TCP/UDP header keeps the backend's port
         quote = attrs.evolve(quote, dst=Endpoint(addr=pkt.dst.addr, port=out.dst.port))
-    icmp = Packet(src=Endpoint(addr=out.dst.addr, port=0),
+    sender = pkt.dst.addr if ctx.has(ModelFault.DSR_ICMP_FROM_FRONTEND) else out.dst.addr
+    icmp = Packet(src=Endpoint(addr=sender, port=0),
                   dst=Endpoint(addr=pkt.src.addr, port=0),
                   proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
                   icmp=IcmpKind.FRAG_NEEDED, quote=quote, mtu=mtu)
@@ -515,6 +516,11 @@ def _icmp_error_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState,
             quote = pkt.quote
             if not ctx.has(ModelFault.REVSNAT_ICMP_KEEPS_QUOTE):
                 quote = attrs.evolve(quote, src=client)
+            if ctx.has(ModelFault.REVDNAT_ICMP_QUOTE):
+                entry = st.ct.get(egress_key(quote.src, quote.dst, quote.proto))
+                fe = st.lb.revnat.get(entry.rev_nat_index) if entry is not None else None
+                if fe is not None:
+                    quote = attrs.evolve(quote, dst=fe)
             # the outer destination becomes the client (nat.h:1229-1234); the reverse DNAT
             # that follows skips ICMP (nodeport.h:2297-2301), so the quote keeps the
             # backend as its destination and the outer source stays the error's sender

@@ -316,7 +316,8 @@ PROPERTIES: tuple[Property, ...] = (
                    "keeps the backend as destination (docs/icmp-errors.md)."),
         scope="SNAT (bpf.masquerade off and on, both families), DSR, a local backend; UDP, "
               "one datagram answered with the error",
-        method="bmc", configs=ICMP_CONFIGS, expected=_never, bounds=ICMP_BOUNDS),
+        method="bmc", configs=ICMP_CONFIGS, expected=_never, bounds=ICMP_BOUNDS,
+        mutants=((F.REVDNAT_ICMP_QUOTE, ICMP_CONFIGS[1]),)),
     Property(
         id="P-ICMP-02", title="ICMP errors reach the client",
         statement=("What Cilium does give: such an error reaches the client addressed to it, "
@@ -487,7 +488,8 @@ PROPERTIES += (
                    "by the quote). Cilium fixed the source after these trees "
                    "(cilium/cilium#48053, in v1.20.2)."),
         scope="as P-MTU-01, PMTU discovery on",
-        method="bmc", configs=MTU_ON, expected=_never, bounds=MTU_BOUNDS),
+        method="bmc", configs=MTU_ON, expected=_never, bounds=MTU_BOUNDS,
+        mutants=((F.DSR_ICMP_FROM_FRONTEND, MTU_ON[0]),)),
 )
 
 

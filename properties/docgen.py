@@ -104,7 +104,7 @@ def render(results: list[Result], kills: list[Result]) -> str:
         ks = kill_by.get(p.id, [])
         if ks:
             out += ["", "Seeded faults it catches: " + ", ".join(
-                f"`{next(iter(k.faults)).name}` ({'killed' if k.counterexample else k.result}"
+                f"`{next(iter(k.faults)).name}` ({'killed' if k.killed else k.result}"
                 f" on `{k.cfg.label()}`)" for k in ks) + "."]
         out.append("")
     return "\n".join(out)

@@ -52,6 +52,15 @@ class Result:
             return self.result == PROVED
         return self.result == COUNTEREXAMPLE and self.counterexample is not None
 
+    @property
+    def killed(self) -> bool:
+        """A seeded fault's run left the catalogue's result: a counterexample where the
+        property holds, or a proof where Cilium's limit is the expected counterexample (a
+        fault that fixes the limit: the check would notice a datapath without it)."""
+        if self.expected == HOLD:
+            return self.result == COUNTEREXAMPLE and self.counterexample is not None
+        return self.result == PROVED
+
     def as_json(self) -> dict[str, Any]:
         """The `nodeport prove --json` row."""
         return {"id": self.prop, "mode": self.cfg.mode.value, "family": self.cfg.family,
