@@ -68,7 +68,8 @@ from properties.results import (
     Result,
     counterexample_result,
 )
-from properties.symexec import Explorer, Input, Outcome, Status, SymRandom
+from properties.symexec import Explorer, Outcome, Status, SymRandom
+from properties.symvalues import Input
 
 OUT, IN = TupleFlags.OUT, TupleFlags.IN
 NAT_SPEC = {"to_addr": ADDR, "to_port": PORT, "created": ANY, "needs_ct": BOOL}

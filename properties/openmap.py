@@ -26,7 +26,7 @@ import z3
 
 from model.maps import EqMap
 from properties import zterms as zt
-from properties.symexec import SymbolicMisuse, SymBool, SymInt, current
+from properties.symvalues import SymbolicMisuse, SymBool, SymInt, current
 
 PORT = (0, 0xFFFF)
 U16 = (0, 0xFFFF)

@@ -27,7 +27,8 @@ from model.topology import ServiceType
 from model.values import IcmpKind, Proto
 from properties.configs import Config, Placement
 from properties.decode import FlowDoc, ScenarioValues, document
-from properties.symexec import Input, SymInt, SymPicker, SymRandom, construct
+from properties.symexec import SymPicker, SymRandom, construct
+from properties.symvalues import Input, SymInt
 
 V4_HOSTS = {"node1": "192.168.2.2", "node2": "192.168.2.3", "router1": "10.0.1.1",
             "router2": "10.0.2.1", "client": "203.0.113.7", "client2": "203.0.113.8",

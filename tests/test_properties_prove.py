@@ -13,7 +13,7 @@ import z3
 from model.config import LBMode
 from model.faults import ModelFault
 from model.network import Action
-from properties import bmc, checks, decode, induction, symexec
+from properties import bmc, checks, decode, induction, symexec, symvalues
 from properties.catalogue import BY_ID
 from properties.configs import Config, Placement
 from properties.prove import COUNTEREXAMPLE, DRIFT, PROVED, UNKNOWN, VACUOUS, check
@@ -168,12 +168,12 @@ def test_diagrams_drawn_for_counterexamples(tmp_path: Path) -> None:
 def test_a_path_solver_is_refused_once_the_explorer_moved_on() -> None:
     """Outcome.check runs on the explorer's shared solver: after the explorer resumes it
     holds another path, so using it then is an error, not a wrong answer."""
-    x = symexec.Input(name="x", lo=0, hi=3)
+    x = symvalues.Input(name="x", lo=0, hi=3)
     ex = symexec.Explorer()
     paths = ex.run(lambda: bool(x.var < 2), (x,))
     first = next(paths)
     assert first.check(x.var.e == 0) == (z3.sat if first.value else z3.unsat)
     second = next(paths)
     assert second.check() == z3.sat
-    with pytest.raises(symexec.SymbolicMisuse):
+    with pytest.raises(symvalues.SymbolicMisuse):
         first.check()
