@@ -1,4 +1,4 @@
-"""Pods as clients of services (east-west): bpf_lxc's per-packet translation, bpf_sock's at connect().
+"""Pods as clients of services (east-west): bpf_lxc per-packet translation, or at connect().
 
 A pod reaching a ClusterIP, or a NodePort on its own node or another, is translated on its
 own node, before the packet meets any NodePort code:
@@ -44,7 +44,7 @@ from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import NodeState, ServiceEntry
 from model.nodeport import HookResult, NodeCtx, Step, Verdict, egress_key, lb_select
-from model.values import Endpoint, IPAddress, Packet
+from model.values import Endpoint, IPAddress, Packet, Proto
 
 # The agent's default service loopback address (Helm/agent default 169.254.42.1, outside
 # the bpf/ trees; Cilium's own tests program 10.245.255.31, tests/pktgen.h:90). IPv6's
@@ -68,7 +68,7 @@ class SockPeer:
     rev_nat_index: int
 
 
-def _wildcard(ctx: NodeCtx, st: NodeState, dst: Endpoint, proto: object
+def _wildcard(ctx: NodeCtx, st: NodeState, dst: Endpoint, proto: Proto
               ) -> ServiceEntry | None:
     """A NodePort of any cluster node by the 0.0.0.0:nodePort surrogate, which carries this
     node's NodePort frontend and backends (the model writes no surrogate entry: the node's
@@ -77,7 +77,7 @@ def _wildcard(ctx: NodeCtx, st: NodeState, dst: Endpoint, proto: object
         return None
     if ctx.ipcache.get(dst.addr) != dst.addr:  # not a node's own address (HOST/REMOTE_NODE)
         return None
-    return st.lb.services.get((ctx.ip, dst.port, proto))  # type: ignore[arg-type]
+    return st.lb.services.get((ctx.ip, dst.port, proto))
 
 
 def lookup(ctx: NodeCtx, st: NodeState, pkt: Packet, wildcard: bool
