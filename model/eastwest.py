@@ -77,14 +77,15 @@ def _wildcard(ctx: NodeCtx, st: NodeState, dst: Endpoint, proto: Proto
         return None
     if ctx.ipcache.get(dst.addr) != dst.addr:  # not a node's own address (HOST/REMOTE_NODE)
         return None
-    return st.lb.services.get((ctx.ip, dst.port, proto))
+    svc: ServiceEntry | None = st.lb.services.get((ctx.ip, dst.port, proto))
+    return svc
 
 
 def lookup(ctx: NodeCtx, st: NodeState, pkt: Packet, wildcard: bool
            ) -> tuple[ServiceEntry | None, bool]:
     """lb4_lookup_service on the packet's destination, then (if allowed) the wildcard
     surrogate; the flag says the wildcard matched (the called address is kept)."""
-    svc = st.lb.services.get((pkt.dst.addr, pkt.dst.port, pkt.proto))
+    svc: ServiceEntry | None = st.lb.services.get((pkt.dst.addr, pkt.dst.port, pkt.proto))
     if svc is not None or not wildcard:
         return svc, False
     svc = _wildcard(ctx, st, pkt.dst, pkt.proto)
