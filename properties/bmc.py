@@ -21,8 +21,8 @@ from model.values import IcmpKind
 from properties.catalogue import Property
 from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay, xdp_ran
 from properties.configs import Config
-from properties.ewcells import answered, hairpinned
 from properties.decode import Replayed, ScenarioValues, document, replay, run_document
+from properties.ewcells import answered, hairpinned
 from properties.results import (
     COUNTEREXAMPLE,
     DRIFT,

@@ -554,9 +554,9 @@ V118 = CiliumVersion.V1_18
 # P-EW-01: a pod on node1 calls the ClusterIP (socket-LB on and off, both families, a
 # backend on its node or node2), node1's or node2's NodePort (v1.18's exact per-packet
 # lookup, v1.20's wildcard, socket-LB's), and a hairpin cell without IPv6 loopback
-EW_CONFIGS = tuple(
-    _cfg(SNAT, fam, place, CIP, east_west="clusterip", socket_lb=sock)
-    for fam in ("ipv4", "ipv6") for place in (L, R) for sock in (True, False)) + (
+EW_CONFIGS = (
+    *(_cfg(SNAT, fam, place, CIP, east_west="clusterip", socket_lb=sock)
+      for fam in ("ipv4", "ipv6") for place in (L, R) for sock in (True, False)),
     _cfg(SNAT, place=R, east_west="nodeport-own", socket_lb=False),
     _cfg(SNAT, place=R, east_west="nodeport-own", socket_lb=False, version=V120),
     _cfg(SNAT, place=L, east_west="nodeport-other", socket_lb=False),

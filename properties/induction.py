@@ -381,7 +381,8 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
 
 CT_SPEC = {"backend_id": U16, "rev_nat_index": U16, "node_port": BOOL, "dsr_internal": BOOL,
            "nat_addr": OPT_ADDR, "nat_port": PORT, "loopback": BOOL, "seen_non_syn": BOOL,
-           "tx_syn_seen": BOOL, "rx_syn_seen": BOOL, "tx_closing": BOOL, "rx_closing": BOOL, "lifetime": ANY}
+           "tx_syn_seen": BOOL, "rx_syn_seen": BOOL, "tx_closing": BOOL, "rx_closing": BOOL,
+           "lifetime": ANY}
 RNI = 1
 SLOTS = (1, 2)  # the frontend's backends
 OTHER = 3  # live, held by another service only
