@@ -27,9 +27,9 @@ own node, before the packet meets any NodePort code:
   bpf_lxc.c:187-207); v1.18's per-packet lookup is exact, so another node's NodePort goes to
   that node and its nodeport_lb4. bpf_sock's wildcard lookup takes local and remote node
   addresses in both trees (v1.18 bpf_sock.c:195-212, v1.20 bpf_sock.c:243-296).
-Left out: session affinity by netns cookie, L7 and local-redirect services, the ICMP answer
-of a backend-less service (modelled as DROP_NO_SERVICE at from-container; connect() fails
-with EHOSTUNREACH under socket-LB).
+A backend-less service is answered as at from-netdev (tail_no_service_ipv4/6, v1.20's
+routable switch first); under socket-LB connect() fails (EHOSTUNREACH). Left out: session
+affinity by netns cookie, L7 and local-redirect services.
 """
 
 from __future__ import annotations
@@ -43,7 +43,15 @@ from model.conntrack import Direction, created, on_packet
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.maps import NodeState, ServiceEntry
-from model.nodeport import HookResult, NodeCtx, Step, Verdict, egress_key, lb_select
+from model.nodeport import (
+    HookResult,
+    NodeCtx,
+    Step,
+    Verdict,
+    _no_service,
+    egress_key,
+    lb_select,
+)
 from model.values import Endpoint, IPAddress, Packet, Proto
 
 # The agent's default service loopback address (Helm/agent default 169.254.42.1, outside
@@ -144,9 +152,8 @@ def from_container(ctx: NodeCtx, st: NodeState, pkt: Packet, per_packet: bool
     if svc is None:
         return st, _onward(st, pkt, Step.PASS)
     st, bid, _first = lb_select(ctx, st, svc, pkt)
-    if bid is None:
-        return st, HookResult(verdict=Verdict.DROP, packet=pkt, step=Step.DROP,
-                              reason=DropReason.DROP_NO_SERVICE)
+    if bid is None:  # tail_no_service_ipv4/6 as at from-netdev (v1.20 bpf_lxc.c:254-262)
+        return _no_service(ctx, st, svc, pkt)
     backend = st.lb.backends[bid]
     loopback = pkt.src.addr == backend.addr and not ctx.has(ModelFault.HAIRPIN_NO_LOOPBACK)
     if loopback and pkt.is_ipv6 and ctx.cfg.version is not CiliumVersion.V1_20:
@@ -169,7 +176,13 @@ def from_container(ctx: NodeCtx, st: NodeState, pkt: Packet, per_packet: bool
 
 
 def _onward(st: NodeState, pkt: Packet, step: Step) -> HookResult:
+    """DELIVER to a local endpoint, else FORWARD. A loopback reply (to the service loopback
+    address, its CT entry a loopback one) goes back into the pod it came from: the endpoint
+    is looked up by its source (hairpin_flow, v1.20 bpf_lxc.c:1234-1242)."""
     local = pkt.dst.addr in st.lb.local_endpoints
+    if not local and pkt.dst.addr == service_loopback(pkt.src.addr):
+        entry = st.ct.get(egress_key(pkt.dst, pkt.src, pkt.proto))
+        local = entry is not None and entry.loopback
     return HookResult(verdict=Verdict.DELIVER if local else Verdict.FORWARD, packet=pkt,
                       step=step)
 

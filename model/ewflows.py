@@ -110,9 +110,12 @@ def _request(world: World, run: _Run, spec: FlowSpec, node: str, pkt: Packet,
                              per_packet=not world.cfg.socket_lb)
     run.state = _set(run.state, node, st)
     run.hop(node, Hook.FROM_CONTAINER, res.step, res.packet, False)
-    if res.verdict is Verdict.DROP:
+    if res.verdict in (Verdict.DROP, Verdict.TO_STACK, Verdict.REJECT):
         assert res.reason is not None
         run.drop = (node, res.reason)
+        if res.verdict is Verdict.REJECT:  # the ICMP error goes back into the pod
+            run.hop(spec.client, None, Action.RECEIVE, res.packet, True)
+            run.client_saw.append(res.packet)
         return None
     if res.verdict is Verdict.DELIVER:  # a pod on this node, the client itself included
         owner = world.cluster.owner_of(res.packet.dst.addr)
@@ -138,9 +141,13 @@ def _reply(world: World, run: _Run, spec: FlowSpec, node: str, at: str, ans: Pac
         return ans  # an untranslated hairpin: the kernel loops it back, no BPF sees it
     local = world.cluster.pod(at).node == node and ans.dst.addr in (
         client.ip, service_loopback(client.ip))
-    if local:
-        run.hop(node, Hook.FROM_CONTAINER, Step.PASS, ans, True)
-        pkt = ans
+    if local:  # the backend's from-container hands it to the client's to-container
+        ctx = _ctx(world, run.state, node, None)
+        st, res = from_container(ctx, run.state.nodes[node], ans,
+                                 per_packet=not world.cfg.socket_lb)
+        run.state = _set(run.state, node, st)
+        run.hop(node, Hook.FROM_CONTAINER, res.step, res.packet, True)
+        pkt = res.packet
     else:
         r = walk(world, run.state, ("pod", at), ans, reply=True)
         run.state = r.state

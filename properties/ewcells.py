@@ -56,7 +56,8 @@ def _vip(cfg: Config) -> str:
 def _receives(tr: FlowTrace) -> list[tuple[int, Hop]]:
     """Where the client pod's socket got an answer (its RECEIVE hops on the reply leg)."""
     return [(i, h) for i, h in enumerate(tr.hops)
-            if h.action is Action.RECEIVE and h.at == tr.spec.client and h.reply]
+            if h.action is Action.RECEIVE and h.at == tr.spec.client and h.reply
+            and h.packet.proto is tr.spec.proto]
 
 
 def ew01(rp: Replay) -> Finding | None:

@@ -157,15 +157,17 @@ def test_another_nodes_nodeport_per_version() -> None:
         assert {str(p.src) for p in tr.client_saw} == {"192.168.2.4:30080"}
 
 
-def test_no_backend_drops_at_the_pods_node() -> None:
+def test_no_backend_at_the_pods_node() -> None:
     d = _doc({"client": "cli", "to": {"service": "self"}})
     d["services"][1]["backends"] = []
-    for sock, hook in ((False, Hook.FROM_CONTAINER), (True, Hook.SOCK_CONNECT)):
-        d["cilium"]["socketLB"]["enabled"] = sock
-        tr = _run(d)
-        assert not tr.delivered and tr.drop is not None
-        assert tr.drop[1].name == "DROP_NO_SERVICE"
-        assert tr.hops[-1].hook is hook
+    tr = _run(d)  # per packet: tail_no_service_ipv4 answers the pod (reject, the default)
+    assert not tr.delivered and tr.drop is not None and tr.drop[1].name == "DROP_NO_SERVICE"
+    assert (tr.hops[-2].hook, tr.hops[-2].action) == (Hook.FROM_CONTAINER, Step.REJECT)
+    assert [p.icmp.value if p.icmp else None for p in tr.client_saw] == ["port-unreachable"]
+    d["cilium"]["socketLB"]["enabled"] = True  # connect() fails
+    tr = _run(d)
+    assert tr.drop is not None and tr.drop[1].name == "DROP_NO_SERVICE"
+    assert tr.hops[-1].hook is Hook.SOCK_CONNECT and not tr.client_saw
 
 
 @pytest.mark.parametrize(("fault", "socket_lb"), [
