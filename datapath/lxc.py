@@ -53,9 +53,8 @@ def _lookup(node: Node, p: Parsed) -> tuple[LbKey, LbService, bool] | None:
     tep = node.maps.ipcache.lookup(p.daddr)
     if p.daddr != own and tep != p.daddr:  # HOST_ID or a remote node's own address only
         return None
-    if ct_lookup(node, node.maps.ct_map(p.v6, p.proto), _egress_key(p), p.tcp_flags,
-                 p.proto == IPPROTO_TCP, size=len(p.buf)) is not None:
-        return None
+    if node.maps.ct_map(p.v6, p.proto).lookup(_egress_key(p)) is not None:
+        return None  # ct_has_egress_entry4: a plain map lookup
     t = (b"\0" * len(p.daddr), p.dport, p.proto, LB_LOOKUP_SCOPE_EXT, 0)
     svc = svcs.get(t)
     return None if svc is None else (_new(LbKey, t), svc, True)
