@@ -17,13 +17,14 @@ EGRESS_KEYS = {"name", "client", "sourcePort", "to", "packets", "idle", "close",
 SERVICE_KEYS = EGRESS_KEYS | {"backend"}
 
 
-def egress_flow(r: _Reader, p: str, m: Mapping[str, Any], cluster: Cluster) -> FlowSpec:
+def egress_flow(r: _Reader, p: str, m: Mapping[str, Any], cluster: Cluster,
+                live: Mapping[str, tuple[str, ...]] | None = None) -> FlowSpec:
     """`client: <pod>` with `to: {address, port[, protocol]}`: the pod opens a connection to
     an outside host declared under `clients:`, which answers it. Pods as clients of
     services (`to: {service, node}`) are issue 11's form and refused here for now."""
     pod = cluster.pod(m["client"])
     if isinstance(m.get("to"), Mapping) and "service" in m["to"]:
-        return service_flow(r, p, m, cluster)
+        return service_flow(r, p, m, cluster, live or {})
     for key in m:
         if key not in EGRESS_KEYS:
             raise r.fail(f"{p}.{key}", "only for flows from a client to a service (this "
@@ -85,9 +86,11 @@ def _ending(r: _Reader, p: str, m: Mapping[str, Any], proto: Proto) -> dict[str,
             "idle": r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0)}
 
 
-def service_flow(r: _Reader, p: str, m: Mapping[str, Any], cluster: Cluster) -> FlowSpec:
+def service_flow(r: _Reader, p: str, m: Mapping[str, Any], cluster: Cluster,
+                 live: Mapping[str, tuple[str, ...]]) -> FlowSpec:
     """`client: <pod>` with `to: {service: S}` (S's ClusterIP) or `to: {node: N, service: S}`
-    (S's NodePort on N, the pod's own node or another): east-west (model/eastwest.py)."""
+    (S's NodePort on N, the pod's own node or another): east-west (model/eastwest.py).
+    `live`: each service's backends after earlier flows' endpoint changes."""
     pod = cluster.pod(m["client"])
     for key in m:
         if key not in SERVICE_KEYS:
@@ -119,7 +122,7 @@ def service_flow(r: _Reader, p: str, m: Mapping[str, Any], cluster: Cluster) -> 
     if type(frontend.addr) is not type(pod.ip):
         raise r.fail(f"{p}.to", "mixed address families between pod and frontend")
     backend = r.opt(m, "backend", p, r.string, None)
-    if backend is not None and backend not in svc.backends:
+    if backend is not None and backend not in live.get(name, svc.backends):
         raise r.fail(f"{p}.backend", f"{backend!r} is not a backend of {name!r}")
     return FlowSpec(
         name=m["name"], client=pod.name, service=name, via=via, east_west=True,

@@ -590,7 +590,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster, cfg: CiliumConf
                         "fragmentOrder"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") in pod_names - set(clients):
-            flows.append(egress_flow(r, p, m, cluster))  # pod egress (model/podflows.py)
+            flows.append(egress_flow(r, p, m, cluster, live))  # pod flows (model/podflows.py)
             continue
         if m["client"] not in clients:
             raise r.fail(f"{p}.client", f"unknown client or pod {m['client']!r}")

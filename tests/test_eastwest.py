@@ -206,3 +206,34 @@ def test_existing_egress_flows_still_refuse_node_and_via() -> None:
              clients=[{"name": "ext", "ip": "203.0.113.7"}])
     with pytest.raises(ScenarioError, match=r"flows\[0\]\.to\.via"):
         parse(d, "<ew>")
+
+
+def test_difftest_generator_reaches_pod_calls() -> None:
+    """The drawn programs hold pod calls to ClusterIPs and NodePorts and hairpins, and the
+    model's runs of them translate at from-container, reverse at to-container, loop back."""
+    from datapath.diffgen import draw_programs
+    from model.eastwest import LOOPBACK_V4, LOOPBACK_V6
+
+    seen: set[str] = set()
+    for doc in draw_programs(200, 1):
+        pods = {p["name"] for p in doc["pods"]}
+        calls = [f for f in doc["flows"] if f["client"] in pods and "service" in f["to"]]
+        if not calls:
+            continue
+        assert doc["cilium"]["socketLB"] == {"enabled": False}
+        seen.update("nodeport" if "node" in f["to"] else "clusterip" for f in calls)
+        sc = parse(doc)
+        _, traces = run_flows(sc.world, sc.flows)
+        for tr in traces:
+            if not tr.spec.east_west:
+                continue
+            for h in tr.hops:
+                if h.hook is not None:
+                    seen.add(f"{h.hook.value}:{h.action.value}")
+                if h.packet.src.addr in (LOOPBACK_V4, LOOPBACK_V6):
+                    seen.add("loopback-source")
+            if tr.backend_pod == tr.spec.client and tr.client_saw:
+                seen.add("hairpin-answered")
+    want = {"clusterip", "nodeport", "from-container:dnat", "to-container:rev-dnat",
+            "loopback-source", "hairpin-answered"}
+    assert want <= seen, sorted(want - seen)
