@@ -183,8 +183,10 @@ def _surrogates(world: World, node: str, services: tuple[ServiceConfig, ...]
     """v1.20: the agent's 0.0.0.0:nodePort (:::nodePort) surrogate of each of the node's
     NodePort frontends, which bpf_lxc's lb4_lookup_wildcard_service finds for any node's
     address; the model folds it into the node's own frontend, so it shares that frontend's
-    rev_nat_index and backends (listed first: the real frontend's reverse NAT entry wins)."""
-    if world.cfg.version is not CiliumVersion.V1_20:
+    rev_nat_index and backends (listed first: the real frontend's reverse NAT entry wins).
+    Programmed only with socket-LB off, where bpf_lxc's per-packet lookup reads them: the
+    reference's bpf_host has no wildcard lookup of its own."""
+    if world.cfg.version is not CiliumVersion.V1_20 or world.cfg.socket_lb:
         return ()
     v6 = isinstance(world.cluster.node(node).ip, IPv6Address)
     zero = "::" if v6 else "0.0.0.0"

@@ -55,8 +55,8 @@ def run_ew(d: DiffRun, spec: FlowSpec, pinned: IPAddress | None, pin_id: int | N
                          spec.source.port, before)
         if div is not None:
             return div
-        if me.kind != "pod" or me.packet is None:
-            return None
+        if me.kind != "pod" or me.packet is None or me.drop is not None:
+            return None  # lost, or an ICMP error answered it
         mans = answer(spec, i, me.packet)
         dans = answer(spec, i, packet_of(dbytes))
         if mans is None or dans is None:

@@ -126,8 +126,10 @@ def _request(world: World, run: _Run, spec: FlowSpec, node: str, pkt: Packet,
     w = walk(world, run.state, ("pod", spec.client), res.packet, reply=False, pinned=pinned)
     run.state = w.state
     run.hops.extend(w.hops)
-    if w.end is not EndKind.POD:
+    if w.end is not EndKind.POD or w.drop is not None:
         run.drop = w.drop or ("fabric", DropReason.FABRIC_NO_ROUTE)
+        if w.end is EndKind.POD and w.at == spec.client:  # an ICMP error answered it
+            run.client_saw.append(w.packet)
         return None
     return w.at, w.packet
 

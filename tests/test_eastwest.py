@@ -237,3 +237,14 @@ def test_difftest_generator_reaches_pod_calls() -> None:
     want = {"clusterip", "nodeport", "from-container:dnat", "to-container:rev-dnat",
             "loopback-source", "hairpin-answered"}
     assert want <= seen, sorted(want - seen)
+
+
+def test_other_nodes_nodeport_without_backends_answers_the_pod() -> None:
+    """v1.18: node2's nodeport_lb4 rejects; the ICMP error reaches the calling pod, which is
+    neither a backend nor answered (a shrunk difftest program)."""
+    d = _doc({"client": "cli", "to": {"node": "node2", "service": "web"}})
+    d["services"][0]["backends"] = []
+    tr = _run(d)
+    assert not tr.delivered and tr.backend_pod is None and not tr.backend_saw
+    assert tr.drop is not None and tr.drop[0] == "node2"
+    assert [p.icmp.value if p.icmp else None for p in tr.client_saw] == ["port-unreachable"]
