@@ -562,6 +562,8 @@ EW_CONFIGS = (
     _cfg(SNAT, place=L, east_west="nodeport-other", socket_lb=False),
     _cfg(SNAT, place=L, east_west="nodeport-other", socket_lb=False, version=V120),
     _cfg(SNAT, place=L, east_west="nodeport-other"),
+    _cfg(DSR, place=R, typ=CIP, east_west="clusterip", socket_lb=False),
+    _cfg(DSR, place=R, typ=CIP, disp=GEN, east_west="clusterip", socket_lb=False),
     _cfg(SNAT, "ipv6", L, CIP, east_west="hairpin", socket_lb=False))
 HAIRPIN_CONFIGS = tuple(
     _cfg(SNAT, fam, L, CIP, east_west="hairpin", socket_lb=sock, version=ver)
@@ -592,7 +594,8 @@ PROPERTIES += (
                    "v1.20 (no IPv6 loopback, v1.18 bpf_lxc.c:486): the pod hears from its "
                    "own backend address."),
         scope="a pod on node1, one connection of two packets, SNAT mode: ClusterIP with "
-              "socket-LB on and off, IPv4 and IPv6, backend on node1 or node2; node1's "
+              "socket-LB on and off, IPv4 and IPv6, backend on node1 or node2 (and under DSR, "
+              "native and Geneve tunnel routing, socket-LB off); node1's "
               "NodePort (v1.18, v1.20) and node2's NodePort (v1.18 per packet, v1.20's "
               "wildcard, socket-LB) with socket-LB off unless stated; IPv6 hairpin v1.18",
         method="bmc", configs=EW_CONFIGS, expected=_hairpin_ok, bounds=EW_BOUNDS,
