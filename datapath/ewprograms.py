@@ -1,10 +1,11 @@
 """Generated pod service flows (east-west) for difftest programs: ClusterIP, NodePort, hairpin.
 
 Drawn last, after every NodePort flow and endpoint change, so a flow's pinned backend is one
-of its service's backends as they stand then. Under socket-LB off only: the reference has no
-bpf_sock (datapath/ewdiff.py). Left out: another node's NodePort outside SNAT mode (a DSR
-answer from a backend on the calling pod's own node, see docs/east-west.md) and an
-eTP=Local NodePort (whose per-node slots a pin may miss).
+of its service's backends as they stand then. Socket-LB on or off (on only with pins: the
+model's and the harness's connect() draw from different random sources). Left out: another
+node's NodePort outside SNAT mode (a DSR answer from a backend on the calling pod's own
+node, see docs/east-west.md) and an eTP=Local NodePort (whose per-node slots a pin may
+miss).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def pod_services(draw: Draw, cilium: dict[str, Any], pods: list[dict[str, Any]],
             targets += [(s["name"], n) for n in nodes[:1 if not snat else None]]
     if not targets:
         return
-    cilium["socketLB"] = {"enabled": False}
+    cilium["socketLB"] = {"enabled": not maglev and pick(draw, (False, True))}
     for i in range(pick(draw, (1, 2))):
         (name, node), port, packets, own = picks(
             draw, tuple(targets), PORTS, (1, 2, 3), (False, False, True))

@@ -16,7 +16,7 @@ lib/lb.h:1550-1657: a loopback reply's destination becomes its source first).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from datapath.conntrack import ct_create, ct_lookup
 from datapath.drop import DatapathDrop, DropReason, Verdict
@@ -151,3 +151,76 @@ def _rev_nat(node: Node, p: Parsed, e: CtEntry) -> None:
     if e.loopback:  # USE_LOOPBACK_LB: the current source becomes the destination
         rewrite(p, False, p.saddr, None)
     rewrite(p, True, addr, port or None)
+
+
+class SockPeer(NamedTuple):
+    """cilium_lb4_reverse_sk's entry of a connected socket: the frontend it called, the
+    backend it is connected to, the service's rev_nat_index."""
+
+    vip: bytes
+    vport: int
+    backend: bytes
+    bport: int
+    rev_nat_index: int
+
+
+def _sock_lookup(node: Node, v6: bool, daddr: bytes, dport: int, proto: int
+                 ) -> LbService | None:
+    """__sock4_xlate_fwd's lookups: the exact key, then the 0.0.0.0:nodePort surrogate for a
+    node's own or a remote node's address in the NodePort range (sock4_wildcard_lookup_full,
+    v1.20 bpf_sock.c:243-296, v1.18 :195-242). The surrogate is read as the model reads it,
+    from this node's own NodePort frontend (difftest programs no surrogate with socket-LB
+    on: this is the harness's bpf_sock, not a program Cilium's tests load)."""
+    svcs = node.lb6_svc if v6 else node.lb4_svc
+    svc = svcs.get((daddr, dport, proto, LB_LOOKUP_SCOPE_EXT, 0))
+    if svc is not None:
+        return svc
+    c = node.config
+    if not c.nodeport_min <= dport < c.nat_min:
+        return None
+    if daddr != node.snat_addr(v6) and node.maps.ipcache.lookup(daddr) != daddr:
+        return None
+    return svcs.get((node.snat_addr(v6), dport, proto, LB_LOOKUP_SCOPE_EXT, 0))
+
+
+def sock_connect(node: Node, pkt: bytes | bytearray, pin: int | None
+                 ) -> tuple[SockPeer | None, DropReason | None]:
+    """cil_sock4_connect on the request's tuple: (None, None) without a service, (None,
+    DROP_NO_SERVICE) without backends (EHOSTUNREACH), else the connected socket's peer:
+    the pinned backend's slot, else sock_select_slot (get_prandom_u32) % count + 1."""
+    p = node._parse(bytearray(pkt))
+    if not p.has_ports():
+        return None, None
+    found = _sock_lookup(node, p.v6, p.daddr, p.dport, p.proto)
+    if found is None:
+        return None, None
+    if found.count == 0:
+        return None, DropReason.DROP_NO_SERVICE
+    svcs = node.lb6_svc if p.v6 else node.lb4_svc
+    master = next(k for k, v in svcs.items() if v is found and k[4] == 0)  # exact or own
+    slot = (node.prandom() % found.count) + 1
+    for n in range(1, found.count + 1):
+        s = svcs.get((*master[:4], n))
+        if pin is not None and s is not None and s.backend_id == pin:
+            slot = n
+    be = (node.lb6_be if p.v6 else node.lb4_be)[svcs[(*master[:4], slot)].backend_id]
+    return SockPeer(p.daddr, p.dport, be.address, be.port, found.rev_nat_index), None
+
+
+def sock_rewrite(node: Node, pkt: bytes | bytearray, peer: SockPeer, forward: bool
+                 ) -> bytes:
+    """The socket's view on bytes: a request's destination becomes the connected backend
+    (connect()); an answer from it shows the frontend as its source while the service
+    still has that rev_nat_index and backends (__sock4_xlate_rev, recvmsg/getpeername)."""
+    p = node._parse(bytearray(pkt))
+    if forward:
+        rewrite(p, False, peer.backend, peer.bport)
+        return bytes(p.buf)
+    if "ew_sock_rev_skipped" in node.faults or (p.saddr, p.sport) != (peer.backend,
+                                                                        peer.bport):
+        return bytes(p.buf)
+    svc = _sock_lookup(node, p.v6, peer.vip, peer.vport, p.proto)
+    if svc is None or svc.rev_nat_index != peer.rev_nat_index or svc.count == 0:
+        return bytes(p.buf)
+    rewrite(p, True, peer.vip, peer.vport)
+    return bytes(p.buf)

@@ -220,7 +220,7 @@ def test_difftest_generator_reaches_pod_calls() -> None:
         calls = [f for f in doc["flows"] if f["client"] in pods and "service" in f["to"]]
         if not calls:
             continue
-        assert doc["cilium"]["socketLB"] == {"enabled": False}
+        seen.add(f"socket-lb-{doc['cilium']['socketLB']['enabled']}")
         seen.update("nodeport" if "node" in f["to"] else "clusterip" for f in calls)
         sc = parse(doc)
         _, traces = run_flows(sc.world, sc.flows)
@@ -235,7 +235,8 @@ def test_difftest_generator_reaches_pod_calls() -> None:
             if tr.backend_pod == tr.spec.client and tr.client_saw:
                 seen.add("hairpin-answered")
     want = {"clusterip", "nodeport", "from-container:dnat", "to-container:rev-dnat",
-            "loopback-source", "hairpin-answered"}
+            "loopback-source", "hairpin-answered", "socket-lb-True", "socket-lb-False",
+            "sock-connect:sock-xlate", "sock-recvmsg:sock-rev"}
     assert want <= seen, sorted(want - seen)
 
 
@@ -248,3 +249,27 @@ def test_other_nodes_nodeport_without_backends_answers_the_pod() -> None:
     assert not tr.delivered and tr.backend_pod is None and not tr.backend_saw
     assert tr.drop is not None and tr.drop[0] == "node2"
     assert [p.icmp.value if p.icmp else None for p in tr.client_saw] == ["port-unreachable"]
+
+
+@pytest.mark.parametrize("fault", ["ew_revnat_skipped", "hairpin_no_loopback",
+                                   "ew_sock_rev_skipped"])
+def test_difftest_kills_the_datapath_faults(fault: str) -> None:
+    """Pod calls with socket-LB on and off agree between model and reference, and each
+    east-west datapath fault makes them disagree."""
+    from datapath.difftest import DiffRun
+    from datapath.host import make_node
+
+    flows: list[dict[str, Any]] = [
+        {"client": "cli", "to": {"service": "web"}, "backend": "web-0"},
+        {"client": "web-1", "to": {"service": "self"}, "sourcePort": 40001}]
+    for sock in (False, True):
+        d = _doc(socket_lb=sock, version="1.20")
+        d["flows"] = [{"name": f"f{i}", "sourcePort": 40000, "packets": 2, **f}
+                      for i, f in enumerate(flows)]
+        sc = parse(d, "<ew>")
+        assert DiffRun(sc.world, make_node).run(sc.flows) is None
+        div = DiffRun(sc.world, make_node, faults=frozenset({fault})).run(sc.flows)
+        # a fault of the other translation point changes nothing: socket-LB translates at
+        # connect()/recvmsg, per-packet LB at from-container/to-container
+        shows = sock if fault == "ew_sock_rev_skipped" else not sock
+        assert (div is not None) == shows, (fault, sock, div)
