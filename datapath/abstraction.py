@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Any, TypeVar
 
+import attrs
+
 from datapath.build import (
     DEFAULT_DATA,
     dsr_opt4_bytes,
@@ -144,6 +146,7 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
                       routable=fe.routable, affinity_timeout=fe.affinity_timeout,
                       maglev=_maglev(world, node, fe, agent))
         for fe in c.frontends_on(node))
+    services = _surrogates(world, node, services) + services
     backends = tuple(BackendConfig(id=bid, address=str(b.addr.addr), port=b.addr.port,
                                    proto=_PROTO[_backend_proto(world, bid)])
                      for bid, b in sorted(c.backends.items())) if agent is None \
@@ -171,7 +174,24 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
         fragment_tracking=cfg.fragment_tracking,
         version="1.18" if cfg.version is CiliumVersion.V1_18 else "1.20",
         selection="maglev" if cfg.maglev else "random", maglev_table_size=cfg.maglev_table_size,
-        hash_seed4=cfg.maglev_seeds[1], hash_seed6=cfg.maglev_seeds[2])
+        hash_seed4=cfg.maglev_seeds[1], hash_seed6=cfg.maglev_seeds[2],
+        socket_lb=cfg.socket_lb, nodeport_min=cfg.nodeport_min)
+
+
+def _surrogates(world: World, node: str, services: tuple[ServiceConfig, ...]
+                ) -> tuple[ServiceConfig, ...]:
+    """v1.20: the agent's 0.0.0.0:nodePort (:::nodePort) surrogate of each of the node's
+    NodePort frontends, which bpf_lxc's lb4_lookup_wildcard_service finds for any node's
+    address; the model folds it into the node's own frontend, so it shares that frontend's
+    rev_nat_index and backends (listed first: the real frontend's reverse NAT entry wins).
+    Programmed only with socket-LB off, where bpf_lxc's per-packet lookup reads them: the
+    reference's bpf_host has no wildcard lookup of its own."""
+    if world.cfg.version is not CiliumVersion.V1_20 or world.cfg.socket_lb:
+        return ()
+    v6 = isinstance(world.cluster.node(node).ip, IPv6Address)
+    zero = "::" if v6 else "0.0.0.0"
+    return tuple(attrs.evolve(s, frontend=zero) for s in services if s.kind == "nodeport"
+                 and s.frontend == str(world.cluster.node(node).ip))
 
 
 def _maglev(world: World, node: str, fe: Frontend, agent: AgentView | None
@@ -523,7 +543,8 @@ def _ct_entry(v: Mapping[str, Any]) -> CtEntry:
     return CtEntry(backend_id=int(v["backend_id"]), rev_nat_index=int(v["rev_nat_index"]),
                    node_port=bool(v["node_port"]), dsr_internal=bool(v["dsr_internal"]),
                    nat_addr=_addr(nat) if isinstance(nat, str) and nat else None,
-                   nat_port=int(v["nat_port"]), seen_non_syn=bool(v["seen_non_syn"]),
+                   nat_port=int(v["nat_port"]), loopback=bool(v.get("loopback", False)),
+                   seen_non_syn=bool(v["seen_non_syn"]),
                    tx_syn_seen=bool(int(v["tx_flags_seen"]) & TCP_SYN),
                    rx_syn_seen=bool(int(v["rx_flags_seen"]) & TCP_SYN),
                    tx_closing=bool(v["tx_closing"]), rx_closing=bool(v["rx_closing"]),
@@ -574,6 +595,8 @@ def lb_maps(dump: Mapping[str, list[tuple[dict[str, Any], dict[str, Any]]]], ref
         masters: dict[tuple[IPAddress, int, Proto], Mapping[str, Any]] = {}
         for k, v in rows:
             key = (_addr(k["address"]), int(k["dport"]), Proto(int(k["proto"])))
+            if key[0].is_unspecified:
+                continue  # a NodePort surrogate: the model folds it into the own frontend
             if int(k["backend_slot"]) == 0:
                 masters[key] = v
             else:

@@ -116,3 +116,12 @@ class NodeConfig:
     # connection's frontend in the SNAT map (nodeport.h snat_v4_create_dsr) and reopens a
     # closing CT entry on any SYN; 1.20 keeps it in the CT entry, and reopens on a pure SYN.
     version: Literal["1.18", "1.20"] = "1.20"
+    # bpf_lxc (datapath/lxc.py): socketLB.enabled (ENABLE_SOCKET_LB_FULL) leaves a pod's
+    # service translation to connect(), so from-container translates nothing; off, as
+    # Cilium's bpf/tests compile bpf_lxc. The NodePort range's floor (its ceiling is
+    # nat_min - 1) for v1.20's surrogate lookup; the service loopback addresses (the
+    # agent's IPv4 default; IPv6's is the model's stand-in).
+    socket_lb: bool = False
+    nodeport_min: int = 30000
+    service_loopback_ipv4: str = "169.254.42.1"
+    service_loopback_ipv6: str = "fd00::a9fe:2a01"

@@ -583,6 +583,10 @@ class DiffRun:
             diffs = self._state_diffs()
             if diffs:
                 return self._fail(f"{spec.name}: idle {spec.idle}s + CT GC", diffs)
+        if spec.east_west:  # a pod calling a service: bpf_lxc on the pod's node
+            from datapath.ewdiff import run_ew  # it builds on this module
+
+            return run_ew(self, spec, pinned, pin_id)
         for i in range(spec.packets):
             self.state = attrs.evolve(self.state, now=self.state.now + 1)
             self.net.advance(1)

@@ -74,7 +74,7 @@ from datapath.packet import (
 _H = struct.Struct("!H")
 _STATES = {"active": BE_STATE_ACTIVE, "terminating": BE_STATE_TERMINATING,
            "quarantined": BE_STATE_QUARANTINED, "maintenance": BE_STATE_MAINTENANCE}
-HOOKS = ("from-netdev", "to-netdev", "from-overlay", "xdp")
+HOOKS = ("from-netdev", "to-netdev", "from-overlay", "xdp", "from-container", "to-container")
 _REDIRECT_NETDEV = (Verdict.CTX_ACT_REDIRECT, "netdev")
 _new_result = tuple.__new__  # NamedTuple construction without the Python-level __new__
 
@@ -408,6 +408,16 @@ class Node:
 _HOOK_FNS: dict[str, Callable[[Node, bytearray], HookResult]] = {
     "from-netdev": Node._from_netdev, "to-netdev": Node._to_netdev,
     "from-overlay": Node._from_overlay, "xdp": Node._xdp}
+
+
+def _lxc_hooks() -> None:
+    """bpf_lxc's cil_from_container / cil_to_container (datapath/lxc.py)."""
+    from datapath.lxc import from_container, to_container  # it imports this module
+
+    _HOOK_FNS.update({"from-container": from_container, "to-container": to_container})
+
+
+_lxc_hooks()
 
 
 def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:

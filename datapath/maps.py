@@ -231,6 +231,7 @@ class CtEntry:
     rev_nat_index: int = 0
     nat_addr: bytes = b""
     nat_port: int = 0
+    loopback: bool = False  # a hairpin connection (bpf_lxc, datapath/lxc.py)
     src_sec_id: int = 0
     packets: int = 0  # bpf.ctAccounting: packets and bytes (frames) seen on this entry
     bytes: int = 0

@@ -281,6 +281,9 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
             f.pop("backend", None)  # Maglev's hash picks; a pin would stand in for it
     if small_maps:  # the reference datapath: real BPF lacks bpf_lxc's CT entry (idle, GC)
         _pod_egress(draw, a, cilium, clients, pods, flows, ports)  # drawn last
+        from datapath.ewprograms import pod_services  # it imports this module
+
+        pod_services(draw, cilium, pods, services, nodes, live, flows)  # bpf_lxc: reference
     if (cilium.get("loadBalancer", {}).get("acceleration")
             and cilium.get("bpf", {}).get("fragmentTracking") is False):
         for f in flows:  # XDP without tracking: not modelled yet (docs/fragments.md)

@@ -39,7 +39,9 @@ _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hyb
          "masquerade": "bool", "masquerade_ipv4": "ip", "masquerade_ipv6": "ip",
          "snat_exclusion_cidrs": "strs", "pmtu_discovery": "bool", "mtu": "u16",
          "fragment_tracking": "bool", "maglev_table_size": "size", "hash_seed4": "u32",
-         "hash_seed6": "u32"}
+         "hash_seed6": "u32", "socket_lb": "bool", "nodeport_min": "port",
+         "service_loopback_ipv4": "ip", "service_loopback_ipv6": "ip",
+         "version": ("1.18", "1.20")}
 _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
             "proto": _PROTOS, "kind": ("loadbalancer", "nodeport", "externalip", "clusterip"),
@@ -63,7 +65,7 @@ _CT_KEY = {"saddr": "ip", "daddr": "ip", "sport": "port", "dport": "port",
            "nexthdr": "proto", "flags": "u16"}
 _CT_ENTRY = {"lifetime": "u32", "rx_closing": "bool", "tx_closing": "bool",
              "seen_non_syn": "bool", "tx_flags_seen": "u8", "rx_flags_seen": "u8",
-             "node_port": "bool", "dsr_internal": "bool",
+             "node_port": "bool", "dsr_internal": "bool", "loopback": "bool",
              "backend_id": "u64", "rev_nat_index": "u16", "nat_addr": "ip?",
              "nat_port": "port", "src_sec_id": "u32", "packets": "u64", "bytes": "u64"}
 _NAT_ENTRY = {"to_addr": "ip", "to_port": "port", "created": "u64", "needs_ct": "bool"}

@@ -157,9 +157,16 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             fragment_tracking=bool(node.get("fragment_tracking", False)),
             maglev_table_size=int(node.get("maglev_table_size", 16381)),
             hash_seed4=int(node.get("hash_seed4", 0)), hash_seed6=int(node.get("hash_seed6", 0)))
-        return attrs.evolve(cfg, **_programmed(doc))
+        return attrs.evolve(cfg, **_lxc(node), **_programmed(doc))
     except (TypeError, ValueError, AttributeError, OSError) as e:
         raise VectorFileError(path, "node/services/backends", str(e)) from None
+
+
+def _lxc(node: Mapping[str, Any]) -> dict[str, Any]:
+    """bpf_lxc's switches (datapath/lxc.py) and a reference-only file's release."""
+    keys = ("socket_lb", "nodeport_min", "service_loopback_ipv4", "service_loopback_ipv6",
+            "version")
+    return {k: node[k] for k in keys if k in node}
 
 
 def _subst(v: Any, caps: Mapping[str, Any]) -> Any:

@@ -56,6 +56,13 @@ PICTURES: tuple[Picture, ...] = (
             title="XDP acceleration, backend on another node: served at XDP both ways"),
     Picture(name="16-xdp-local", scenario="xdp.yaml", flow="xdp-local",
             title="XDP acceleration, local backend: DNAT at XDP, hand-over to tc"),
+    Picture(name="20-pod-clusterip", scenario="eastwest.yaml", flow="pod-clusterip",
+            title="A pod calls a ClusterIP, socket-LB off: per-packet DNAT at from-container"),
+    Picture(name="21-pod-clusterip-socklb", scenario="eastwest-socklb.yaml",
+            flow="pod-clusterip-socklb",
+            title="A pod calls a ClusterIP, socket-LB on: translated at connect()"),
+    Picture(name="22-hairpin", scenario="eastwest.yaml", flow="hairpin",
+            title="Hairpin: a backend calls its own ClusterIP (service loopback source)"),
 )
 
 

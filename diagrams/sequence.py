@@ -73,6 +73,7 @@ class Leg:
     to_lane: int | None  # None: the walk ends at this hop (received, dropped, lost)
     drop: Mapping[str, Any] | None  # trace["drop"] when this hop is where it happened
     highlight: bool
+    same_lane: bool = False  # the walk goes on in another program of the same host
 
 
 def _walk_end(hops: Sequence[Mapping[str, Any]], i: int) -> int:
@@ -134,13 +135,14 @@ def legs(trace: Mapping[str, Any], highlight: int | None = None,
             continue
         nxt = hops[i + 1] if i + 1 < len(hops) else None
         to_lane = None
+        same = False
         if nxt is not None and nxt["action"] not in WALK_STARTS:
             to_lane = lanes.index(nxt["at"])
             if to_lane == lanes.index(h["at"]):
-                to_lane = None
+                to_lane, same = None, True
         out.append(Leg(index=i, hop=h, kind=kinds[i], lane=lanes.index(h["at"]),
                        to_lane=to_lane, drop=trace["drop"] if i == dropped else None,
-                       highlight=i == highlight))
+                       highlight=i == highlight, same_lane=same))
     return out
 
 
@@ -284,6 +286,9 @@ def marker_label(leg: Leg, col: str) -> Label:
         fg = col
     elif h["hook"] == "xdp":  # XDP_PASS: the node's tc from-netdev takes over
         text = f"{n} xdp: {h['action']}, XDP_PASS to tc"
+        fg = col
+    elif leg.same_lane and h["hook"]:  # the same host's next program (a pod's node)
+        text = f"{n} {h['hook']}: {h['action']}, same node"
         fg = col
     else:
         text = f"{n} {h['hook'] + ': ' if h['hook'] else ''}{h['action']} (walk ends)"

@@ -112,6 +112,10 @@ class CiliumConfig:
     fragment_tracking: bool = True
     # loadBalancer.acceleration: ENABLE_NODEPORT_ACCELERATION, bpf_xdp.c on native devices
     acceleration: Acceleration = Acceleration.DISABLED
+    # socketLB.enabled (ENABLE_SOCKET_LB_FULL): a pod's service connections are translated
+    # at connect() by bpf_sock; off, per packet at its from-container (model/eastwest.py).
+    # On by default: kube-proxy replacement turns it on.
+    socket_lb: bool = True
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT

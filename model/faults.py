@@ -42,3 +42,8 @@ class ModelFault(enum.Enum):
                           "frontend (which no Cilium release does)")
     XDP_ETP_LOCAL_SKIPS_TC = ("XDP hands an eTP=Local packet it punts to tc with "
                               "XFER_PKT_NO_SVC, so tc's from-netdev skips the service")
+    EW_REVNAT_SKIPPED = ("the client pod's to-container skips the reverse translation of a "
+                         "service reply (lb4_rev_nat)")
+    EW_SOCK_REV_SKIPPED = "socket-LB's recvmsg/getpeername does not give the frontend back"
+    HAIRPIN_NO_LOOPBACK = ("a pod that is its own backend keeps its own address as the "
+                           "source (no service loopback SNAT)")

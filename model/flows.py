@@ -57,6 +57,9 @@ class FlowSpec:
     # The client is a pod and `frontend` an address outside the cluster (a `clients:` host,
     # which answers): pod egress, masqueraded under bpf.masquerade (model/masq.py).
     egress: bool = False
+    # The client is a pod calling a service (ClusterIP, or a NodePort with `via` its node):
+    # east-west, translated on the pod's own node (model/ewflows.py)
+    east_west: bool = False
     size: int | None = None  # each request's L3 length (None: the model's short packet)
     ip_options: int = 0  # bytes of IPv4 options in each request's header
     # Each datagram leaves the client as this many IP fragments (0: unfragmented), reaching
@@ -133,6 +136,10 @@ def icmp_error(about: Packet, kind: IcmpKind) -> Packet:
 def run_flow(world: World, state: ClusterState, spec: FlowSpec
              ) -> tuple[ClusterState, FlowTrace]:
     """Send the flow's packets one by one; each delivered request is answered by its pod."""
+    if spec.east_west:
+        from model.ewflows import run_ew_flow  # it builds on this module
+
+        return run_ew_flow(world, state, spec)
     hops: list[Hop] = []
     backend_saw: list[Packet] = []
     client_saw: list[Packet] = []

@@ -228,6 +228,7 @@ class CtEntry:
     dsr_internal: bool = False
     nat_addr: IPAddress | None = None  # v1.19+: DSR frontend stored in the entry
     nat_port: int = 0
+    loopback: bool = False  # a hairpin connection (ct_state.loopback; model/eastwest.py)
     seen_non_syn: bool = False
     # TCP_FLAG_SYN of tx_flags_seen / rx_flags_seen (conntrack.h:116-117 in v1.20): the one
     # bit of those OR-accumulated flag bytes the datapath reads (ct_entry_seen_both_syns,

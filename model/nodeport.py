@@ -58,6 +58,8 @@ class Hook(enum.Enum):
     TO_CONTAINER = "to-container"
     FROM_CONTAINER = "from-container"
     XDP = "xdp"  # cil_xdp_entry (bpf_xdp.c) under loadBalancer.acceleration, before from-netdev
+    SOCK_CONNECT = "sock-connect"  # bpf_sock's cgroup/connect4/6 (socket-LB, model/eastwest.py)
+    SOCK_RECVMSG = "sock-recvmsg"  # bpf_sock's cgroup/recvmsg4/6, getpeername4/6
 
 
 class Verdict(enum.Enum):
@@ -82,6 +84,8 @@ class Step(enum.Enum):
     REV_SNAT = "rev-snat"
     DROP = "drop"
     REJECT = "icmp-reject"
+    SOCK_XLATE = "sock-xlate"  # socket-LB: connect()'s peer becomes the backend
+    SOCK_REV = "sock-rev"  # socket-LB: recvmsg/getpeername show the frontend again
     MASQ = "masq"  # bpf.masquerade: a pod's egress SNATed to IPV4_MASQUERADE (model/masq.py)
 
 

@@ -204,7 +204,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     c = r.mapping(doc.get("cilium", {}), "cilium",
                   {"version", "loadBalancer", "routingMode", "tunnelProtocol", "nodePort",
                    "seed", "serviceNoBackendResponse", "enableNoServiceEndpointsRoutable",
-                   "bpf", "mtu", "pmtuDiscovery", "maglev"})
+                   "bpf", "mtu", "pmtuDiscovery", "maglev", "socketLB"})
+    sock = r.mapping(c.get("socketLB", {}), "cilium.socketLB", {"enabled"})
     pmtu = r.mapping(c.get("pmtuDiscovery", {}), "cilium.pmtuDiscovery", {"enabled"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer",
                    {"mode", "dsrDispatch", "acceleration", "algorithm"})
@@ -253,6 +254,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
         ct_any_max=r.opt(bpf, "ctAnyMax", "cilium.bpf",
                          lambda v, p: r.integer(v, p, 1, 2**26), 262144),
         masquerade=r.opt(bpf, "masquerade", "cilium.bpf", lambda v, p: r.boolean(v, p), False),
+        socket_lb=r.opt(sock, "enabled", "cilium.socketLB", lambda v, p: r.boolean(v, p),
+                        True),
         pmtu_discovery=r.opt(pmtu, "enabled", "cilium.pmtuDiscovery",
                              lambda v, p: r.boolean(v, p), False),
         mtu=r.opt(c, "mtu", "cilium", lambda v, p: r.integer(v, p, MTU_MIN, MTU_MAX),
@@ -327,6 +330,7 @@ def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod
             raise r.fail(f"{path}.externalIPs[{i}]", f"{a} is listed twice")
     if stype is ServiceType.EXTERNALIP and not ext:
         raise r.fail(f"{path}.externalIPs", "type ExternalIP needs at least one address")
+    _cluster_ip_type(r, path, m, stype)
     backends = _pod_list(r, m.get("backends", []), f"{path}.backends", set(pods))
     ranges = []
     for i, text in enumerate(r.seq(m.get("loadBalancerSourceRanges", []),
@@ -349,6 +353,17 @@ def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod
         etp=r.opt(m, "externalTrafficPolicy", path,
                   lambda v, p: r.enum(v, p, TrafficPolicy), TrafficPolicy.CLUSTER),
         backends=backends, source_ranges=tuple(ranges), **_affinity(r, path, m))
+
+
+def _cluster_ip_type(r: _Reader, path: str, m: Mapping[str, Any], stype: ServiceType) -> None:
+    """type ClusterIP: a clusterIP and nothing reachable from outside."""
+    if stype is not ServiceType.CLUSTERIP:
+        return
+    if "clusterIP" not in m:
+        raise r.fail(f"{path}.clusterIP", "required for type ClusterIP")
+    for key in ("nodePort", "externalIPs", "externalTrafficPolicy"):
+        if key in m:
+            raise r.fail(f"{path}.{key}", "not for type ClusterIP")
 
 
 def _affinity(r: _Reader, path: str, m: Mapping[str, Any]) -> dict[str, Any]:
@@ -575,7 +590,7 @@ def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster, cfg: CiliumConf
                         "fragmentOrder"},
                        {"name", "client", "sourcePort", "to"}):
         if r.string(m["client"], f"{p}.client") in pod_names - set(clients):
-            flows.append(egress_flow(r, p, m, cluster))  # pod egress (model/podflows.py)
+            flows.append(egress_flow(r, p, m, cluster, live))  # pod flows (model/podflows.py)
             continue
         if m["client"] not in clients:
             raise r.fail(f"{p}.client", f"unknown client or pod {m['client']!r}")

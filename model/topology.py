@@ -12,8 +12,9 @@ from model.values import Endpoint, IPAddress, Proto
 
 
 class ServiceType(enum.Enum):
-    """Kubernetes Service type (the subset Cilium serves north-south)."""
+    """Kubernetes Service type (ClusterIP: reached by pods only, model/eastwest.py)."""
 
+    CLUSTERIP = "ClusterIP"
     NODEPORT = "NodePort"
     LOADBALANCER = "LoadBalancer"
     EXTERNALIP = "ExternalIP"

@@ -22,6 +22,7 @@ from properties.catalogue import Property
 from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay, xdp_ran
 from properties.configs import Config
 from properties.decode import Replayed, ScenarioValues, document, replay, run_document
+from properties.ewcells import answered, hairpinned
 from properties.results import (
     COUNTEREXAMPLE,
     DRIFT,
@@ -111,6 +112,7 @@ PREMISES: dict[str, Premise] = {
     "P-XDP-01": xdp_ran,
 }
 PREMISES["P-MAG-01"] = _moved
+PREMISES.update({"P-EW-01": answered, "P-EW-02": hairpinned})
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
 # the model's own code (properties/prove.py cross_checked).

@@ -551,4 +551,73 @@ PROPERTIES += (
         mutants=((F.XDP_ETP_LOCAL_SKIPS_TC, XDP_CONFIGS[4]),)),
 )
 
+CIP = ServiceType.CLUSTERIP
+V118 = CiliumVersion.V1_18
+# P-EW-01: a pod on node1 calls the ClusterIP (socket-LB on and off, both families, a
+# backend on its node or node2), node1's or node2's NodePort (v1.18's exact per-packet
+# lookup, v1.20's wildcard, socket-LB's), and a hairpin cell without IPv6 loopback
+EW_CONFIGS = (
+    *(_cfg(SNAT, fam, place, CIP, east_west="clusterip", socket_lb=sock)
+      for fam in ("ipv4", "ipv6") for place in (L, R) for sock in (True, False)),
+    _cfg(SNAT, place=R, east_west="nodeport-own", socket_lb=False),
+    _cfg(SNAT, place=R, east_west="nodeport-own", socket_lb=False, version=V120),
+    _cfg(SNAT, place=L, east_west="nodeport-other", socket_lb=False),
+    _cfg(SNAT, place=L, east_west="nodeport-other", socket_lb=False, version=V120),
+    _cfg(SNAT, place=L, east_west="nodeport-other"),
+    _cfg(DSR, place=R, typ=CIP, east_west="clusterip", socket_lb=False),
+    _cfg(DSR, place=R, typ=CIP, disp=GEN, east_west="clusterip", socket_lb=False),
+    _cfg(SNAT, "ipv6", L, CIP, east_west="hairpin", socket_lb=False))
+HAIRPIN_CONFIGS = tuple(
+    _cfg(SNAT, fam, L, CIP, east_west="hairpin", socket_lb=sock, version=ver)
+    for fam in ("ipv4", "ipv6") for sock in (True, False) for ver in (V118, V120))
+EW_BOUNDS = Bounds(packets=2)
+
+
+def _hairpin_ok(c: Config) -> str:
+    """Per-packet LB before v1.20 has no IPv6 loopback (v1.18 lb6_local): the pod's answer to
+    its own address stays on lo and never meets the reverse translation."""
+    broken = (c.east_west == "hairpin" and c.ipv6 and not c.socket_lb
+              and c.version is not CiliumVersion.V1_20)
+    return VIOLATED if broken else HOLD
+
+
+PROPERTIES += (
+    Property(
+        id="P-EW-01", title="a pod hears from the address it called",
+        statement=("A pod calling a service (its ClusterIP, or the NodePort of its own or "
+                   "another node) only ever receives answers from the address and port it "
+                   "called, to the address and port it called from: with socket-LB the "
+                   "socket's recvmsg/getpeername give the frontend back "
+                   "(__sock4_xlate_rev, bpf_sock.c:588-632), without it the client's "
+                   "to-container reverse-translates by the CT entry's rev_nat_index "
+                   "(ipv4_policy, v1.20 bpf_lxc.c:2230-2242, lb4_rev_nat), for another "
+                   "node's NodePort under v1.18 that node's reverse SNAT does. Expected "
+                   "counterexample: a hairpin call over IPv6 with per-packet LB before "
+                   "v1.20 (no IPv6 loopback, v1.18 bpf_lxc.c:486): the pod hears from its "
+                   "own backend address."),
+        scope="a pod on node1, one connection of two packets, SNAT mode: ClusterIP with "
+              "socket-LB on and off, IPv4 and IPv6, backend on node1 or node2 (and under DSR, "
+              "native and Geneve tunnel routing, socket-LB off); node1's "
+              "NodePort (v1.18, v1.20) and node2's NodePort (v1.18 per packet, v1.20's "
+              "wildcard, socket-LB) with socket-LB off unless stated; IPv6 hairpin v1.18",
+        method="bmc", configs=EW_CONFIGS, expected=_hairpin_ok, bounds=EW_BOUNDS,
+        mutants=((F.EW_REVNAT_SKIPPED, EW_CONFIGS[3]),
+                 (F.EW_SOCK_REV_SKIPPED, EW_CONFIGS[2]))),
+    Property(
+        id="P-EW-02", title="hairpin: a pod reaches itself through its service",
+        statement=("A pod that is its own service's backend gets an answer from the "
+                   "service's address for every request it delivered to itself: socket-LB "
+                   "connects it to its own address (lo) and recvmsg shows the ClusterIP; "
+                   "per-packet LB rewrites the source to the service loopback address "
+                   "(169.254.42.1 by default; lb4_dnat_request, v1.20 lib/lb.h:2309-2330, "
+                   "v1.18 IPV4_LOOPBACK, lib/lb.h:1832) so the answer leaves the pod and "
+                   "lb4_rev_nat turns it back (USE_LOOPBACK_LB, v1.20 lib/lb.h:1562-1580). "
+                   "Expected counterexample: IPv6 per-packet LB before v1.20, which has no "
+                   "loopback (v1.18 bpf_lxc.c:486)."),
+        scope="web-0 on node1 calls its own ClusterIP, one connection of two packets: "
+              "IPv4 and IPv6, socket-LB on and off, v1.18 and v1.20",
+        method="bmc", configs=HAIRPIN_CONFIGS, expected=_hairpin_ok, bounds=EW_BOUNDS,
+        mutants=((F.HAIRPIN_NO_LOOPBACK, HAIRPIN_CONFIGS[2]),)),
+)
+
 BY_ID = {p.id: p for p in PROPERTIES}

@@ -35,6 +35,7 @@ from model.nodeport import Hook, Step
 from model.topology import SessionAffinity
 from model.values import Endpoint, FlowKey, IcmpKind, Packet, Proto
 from properties.configs import Config, Placement
+from properties.ewcells import ew01, ew02
 
 
 @attrs.frozen(kw_only=True)
@@ -724,3 +725,4 @@ CHECKERS: dict[str, Checker] = {
     "P-XDP-01": xdp01,
 }
 CHECKERS["P-MAG-01"] = mag01
+CHECKERS.update({"P-EW-01": ew01, "P-EW-02": ew02})

@@ -53,6 +53,10 @@ class Config:
     frag_tracking: bool = True  # --enable-ipv4/6-fragment-tracking (cilium.bpf)
     xdp: bool = False  # loadBalancer.acceleration: native
     maglev: bool = False  # loadBalancer.algorithm: maglev (default table size and seed)
+    # the client is a pod on node1 (properties/ewcells.py): "clusterip", "nodeport-own",
+    # "nodeport-other" (node2's NodePort) or "hairpin" (web-0 calls its own ClusterIP)
+    east_west: str = ""
+    socket_lb: bool = True  # socketLB.enabled: a pod's service calls translated at connect()
 
     @property
     def ipv6(self) -> bool:
@@ -92,7 +96,8 @@ class Config:
             masquerade=self.masquerade, pmtu_discovery=self.pmtu,
             fragment_tracking=self.frag_tracking,
             acceleration=Acceleration.NATIVE if self.xdp else Acceleration.DISABLED,
-            algorithm=LBAlgorithm.MAGLEV if self.maglev else LBAlgorithm.RANDOM)
+            algorithm=LBAlgorithm.MAGLEV if self.maglev else LBAlgorithm.RANDOM,
+            socket_lb=self.socket_lb)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -128,6 +133,10 @@ class Config:
             parts.append("xdp")
         if self.maglev:
             parts.append("maglev")
+        if self.east_west:
+            parts.append(f"pod-{self.east_west}")
+        if not self.socket_lb:
+            parts.append("no-socket-lb")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -143,4 +152,5 @@ class Config:
                 "pmtu_discovery": self.pmtu, "ip_options": self.ip_options,
                 "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking,
                 "acceleration": "native" if self.xdp else "disabled",
-                "algorithm": "maglev" if self.maglev else "random"}
+                "algorithm": "maglev" if self.maglev else "random",
+                "pod_client": self.east_west or None, "socket_lb": self.socket_lb}

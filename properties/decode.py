@@ -62,7 +62,18 @@ class ScenarioValues:
 
 
 def document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
-    """The scenario YAML/JSON shape (model.scenario.parse) for these values."""
+    """The scenario YAML/JSON shape (model.scenario.parse) for these values; a pod as the
+    client in east-west cells (properties/ewcells.py)."""
+    doc = _document(cfg, v, seed)
+    if cfg.east_west:
+        from properties.ewcells import ew_document  # it imports this module
+
+        return ew_document(cfg, doc)
+    return doc
+
+
+def _document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
+    """The document of an external client's cell."""
     on = "node1" if cfg.placement is Placement.LOCAL else "node2"
     c = cfg.cilium()
     svc: dict[str, Any] = {"name": "web", "type": cfg.svc_type.value,

@@ -381,8 +381,9 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
 # ----------------------------------------------------------------------------- P-CT-01/02
 
 CT_SPEC = {"backend_id": U16, "rev_nat_index": U16, "node_port": BOOL, "dsr_internal": BOOL,
-           "nat_addr": OPT_ADDR, "nat_port": PORT, "seen_non_syn": BOOL, "tx_syn_seen": BOOL,
-           "rx_syn_seen": BOOL, "tx_closing": BOOL, "rx_closing": BOOL, "lifetime": ANY}
+           "nat_addr": OPT_ADDR, "nat_port": PORT, "loopback": BOOL, "seen_non_syn": BOOL,
+           "tx_syn_seen": BOOL, "rx_syn_seen": BOOL, "tx_closing": BOOL, "rx_closing": BOOL,
+           "lifetime": ANY}
 RNI = 1
 SLOTS = (1, 2)  # the frontend's backends
 OTHER = 3  # live, held by another service only
