@@ -124,4 +124,4 @@ class NodeConfig:
     socket_lb: bool = False
     nodeport_min: int = 30000
     service_loopback_ipv4: str = "169.254.42.1"
-    service_loopback_ipv6: str = "fd00::a9fe:2a01"
+    service_loopback_ipv6: str = "fe80::1"

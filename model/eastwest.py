@@ -54,11 +54,11 @@ from model.nodeport import (
 )
 from model.values import Endpoint, IPAddress, Packet, Proto
 
-# The agent's default service loopback address (Helm/agent default 169.254.42.1, outside
-# the bpf/ trees; Cilium's own tests program 10.245.255.31, tests/pktgen.h:90). IPv6's
-# (v1.20 CONFIG(service_loopback_ipv6)) has no default in these trees: the model's stand-in.
+# The agent's default service loopback addresses (--ipv4/ipv6-service-loopback-address,
+# 169.254.42.1 and fe80::1: the agent's infra-endpoints config, outside the bpf/ trees;
+# Cilium's own tests program 10.245.255.31, tests/pktgen.h:90)
 LOOPBACK_V4 = IPv4Address("169.254.42.1")
-LOOPBACK_V6 = IPv6Address("fd00::a9fe:2a01")
+LOOPBACK_V6 = IPv6Address("fe80::1")
 
 
 def service_loopback(addr: IPAddress) -> IPAddress:
