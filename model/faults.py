@@ -38,3 +38,5 @@ class ModelFault(enum.Enum):
                                "cilium_ipv4/6_frag_datagrams")
     XDP_ETP_LOCAL_SKIPS_TC = ("XDP hands an eTP=Local packet it punts to tc with "
                               "XFER_PKT_NO_SVC, so tc's from-netdev skips the service")
+    IPIP_DNATS_INNER = ("DSR IPIP dispatch also DNATs the inner request to the backend "
+                        "(nodeport_skip_xlate4 ignored)")

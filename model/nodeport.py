@@ -25,6 +25,7 @@ from model.maps import (
     TokenBucket,
     TupleFlags,
 )
+from model.ipip import encapsulate, terminates
 from model.masq import masquerade, needs_masquerade
 from model.snat import RandomSource, snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
 from model.values import (
@@ -34,6 +35,7 @@ from model.values import (
     WORLD_ID,
     DsrKind,
     DsrMeta,
+    Encap,
     Endpoint,
     IcmpKind,
     IPAddress,
@@ -78,6 +80,8 @@ class Step(enum.Enum):
     SNAT = "dnat+snat"
     DSR = "dnat+dsr"
     DSR_INGRESS = "dsr-ingress"
+    IPIP = "ipip"  # DSR dispatch ipip: encapsulated to the backend, no DNAT (docs/ipip.md)
+    IPIP_DNAT = "ipip-decap+dnat"  # v1.20 IPIP termination, DNAT to the outer destination
     REV_DNAT = "rev-dnat"
     REV_SNAT = "rev-snat"
     DROP = "drop"
@@ -276,26 +280,51 @@ def _carries_dsr(ctx: NodeCtx, pkt: Packet, first: bool) -> bool:
     return pkt.is_syn and not ctx.has(ModelFault.DSR_NO_OPT_ON_SYN)
 
 
-def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
-                    ) -> tuple[NodeState, HookResult]:
-    """nodeport_svc_lb4: checks, lb4_local, DNAT, then local / DSR / SNAT forwarding."""
+def _forced_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
+                   forced: IPAddress) -> tuple[NodeState, Endpoint]:
+    """lb4_local with a forced backend (v1.20 lb.h:2183-2206): the CT_SERVICE entry is
+    looked up or created (backend_id 0), and the backend is the IPIP outer destination with
+    port 0, so lb4_dnat_request keeps the frontend's port (lb.h:2325-2326)."""
+    key = ct_tuple(pkt, TupleFlags.SERVICE)
+    entry = st.ct.get(key)
+    if entry is None:
+        entry = created(ctx.cfg.version, pkt, ctx.now, service=True, backend_id=0,
+                        rev_nat_index=svc.rev_nat_index)
+    else:
+        entry = on_packet(ctx.cfg.version, entry, pkt, ctx.now, service=True)
+    return attrs.evolve(st, ct=st.ct.put(key, entry)), Endpoint(addr=forced, port=pkt.dst.port)
+
+
+def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
+                    forced: IPAddress | None = None) -> tuple[NodeState, HookResult]:
+    """nodeport_svc_lb4: checks, lb4_local, DNAT, then local / DSR / SNAT forwarding.
+    `forced` is v1.20's CB_FORCED_BACKEND_V4 after IPIP termination (nodeport.h:2783)."""
     if svc.source_ranges and not _in_ranges(pkt.src.addr, svc.source_ranges):
         return st, _drop(pkt, DropReason.DROP_NOT_IN_SRC_RANGE)
     if not svc.routable:
         return st, _drop(pkt, DropReason.DROP_IS_CLUSTER_IP)
     if ctx.has(ModelFault.ETP_LOCAL_FORWARDS_REMOTE) and svc.etp_local:
         svc = attrs.evolve(svc, backend_slots=svc.all_backends)
-    st, bid, first = lb_select(ctx, st, svc, pkt)
-    if bid is None:
-        return _no_service(ctx, st, svc, pkt)
-    backend = st.lb.backends[bid]
+    first = False
+    if forced is not None:
+        st, backend = _forced_select(ctx, st, svc, pkt, forced)
+    else:
+        st, bid, first = lb_select(ctx, st, svc, pkt)
+        if bid is None:
+            return _no_service(ctx, st, svc, pkt)
+        backend = st.lb.backends[bid]
     client = pkt.src
     if ctx.has(ModelFault.DNAT_KEEPS_FRONTEND_PORT):
         backend = attrs.evolve(backend, port=pkt.dst.port)
     out = attrs.evolve(pkt, dst=backend)
     if backend.addr in st.lb.local_endpoints:
         st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
-        return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=Step.DNAT)
+        step = Step.DNAT if forced is None else Step.IPIP_DNAT
+        return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=step)
+    if svc.dsr and ctx.cfg.dispatch is DsrDispatch.IPIP and forced is None:
+        # nodeport_skip_xlate4 (nodeport.h:1642-1653): the request keeps the frontend
+        return st, HookResult(verdict=Verdict.FORWARD, step=Step.IPIP,
+                              packet=encapsulate(ctx.ip, pkt, backend.addr, ctx.faults))
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
         if (pkt.is_ipv6 and ctx.cfg.dispatch is DsrDispatch.GENEVE
                 and ctx.ipcache.get(backend.addr) is not None):
@@ -584,11 +613,36 @@ def from_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet, *, skip_nodeport: bool
                 ) -> tuple[NodeState, HookResult]:
     """cil_from_netdev: a packet arriving on the node's native device. XDP's XFER_PKT_NO_SVC
     becomes skip-nodeport (bpf_host.c:1292-1293): XDP already did the NodePort work."""
+    if pkt.outer is not None and pkt.outer.kind is Encap.IPIP:
+        return _ipip_in(ctx, st, pkt)
     if pkt.outer is not None:
         return st, _drop(pkt, DropReason.DROP_UNKNOWN_L4)
     if skip_nodeport:
         return st, _local(ctx, st, pkt, Step.PASS)
     return nodeport_lb(ctx, st, pkt, Hook.FROM_NETDEV)
+
+
+def _ipip_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
+    """An IPIP packet on the native device (bpf_host.c:1149-1175, v1.20): terminated when
+    enable_ipip_termination is on and the outer destination is a local endpoint, then
+    nodeport_lb4 on the inner request with that endpoint as the forced backend. Otherwise
+    the kernel hands the still-encapsulated packet to the pod, whose stack has no IPIP
+    handler (bpf_host.c:1134-1136): the model ends it here with that loss."""
+    assert pkt.outer is not None
+    forced = pkt.outer.dst
+    local = forced in st.lb.local_endpoints
+    if not terminates(ctx.cfg, local):
+        return st, _drop(pkt, DropReason.ENDPOINT_NO_IPIP)
+    inner = attrs.evolve(pkt, outer=None)
+    svc = None
+    if inner.proto in (Proto.TCP, Proto.UDP) and inner.quote is None:
+        svc = st.lb.services.get((inner.dst.addr, inner.dst.port, inner.proto))
+    if svc is None:
+        # no frontend for the inner destination here (another node's NodePort): up the
+        # stack untranslated; a forwarding kernel would send it back to the LB node
+        return st, HookResult(verdict=Verdict.TO_STACK, packet=inner, step=Step.PASS,
+                              reason=DropReason.PUNT_TO_STACK)
+    return nodeport_svc_lb(ctx, st, svc, inner, forced=forced)
 
 
 def from_overlay(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
