@@ -111,6 +111,7 @@ PREMISES: dict[str, Premise] = {
     "P-XDP-01": xdp_ran,
 }
 PREMISES["P-MAG-01"] = _moved
+PREMISES["P-DSR-04"] = _sent
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
 # the model's own code (properties/prove.py cross_checked).

@@ -53,6 +53,7 @@ class Config:
     frag_tracking: bool = True  # --enable-ipv4/6-fragment-tracking (cilium.bpf)
     xdp: bool = False  # loadBalancer.acceleration: native
     maglev: bool = False  # loadBalancer.algorithm: maglev (default table size and seed)
+    ipip_term: bool = False  # --enable-ipip-termination (v1.20; docs/ipip.md)
 
     @property
     def ipv6(self) -> bool:
@@ -92,7 +93,8 @@ class Config:
             masquerade=self.masquerade, pmtu_discovery=self.pmtu,
             fragment_tracking=self.frag_tracking,
             acceleration=Acceleration.NATIVE if self.xdp else Acceleration.DISABLED,
-            algorithm=LBAlgorithm.MAGLEV if self.maglev else LBAlgorithm.RANDOM)
+            algorithm=LBAlgorithm.MAGLEV if self.maglev else LBAlgorithm.RANDOM,
+            ipip_termination=self.ipip_term)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -128,6 +130,8 @@ class Config:
             parts.append("xdp")
         if self.maglev:
             parts.append("maglev")
+        if self.ipip_term:
+            parts.append("ipip-term")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -143,4 +147,5 @@ class Config:
                 "pmtu_discovery": self.pmtu, "ip_options": self.ip_options,
                 "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking,
                 "acceleration": "native" if self.xdp else "disabled",
-                "algorithm": "maglev" if self.maglev else "random"}
+                "algorithm": "maglev" if self.maglev else "random",
+                "ipip_termination": self.ipip_term}
