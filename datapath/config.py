@@ -7,7 +7,7 @@ from typing import Literal
 import attrs
 
 Mode = Literal["snat", "dsr", "hybrid"]
-Dispatch = Literal["opt", "geneve"]
+Dispatch = Literal["opt", "geneve", "ipip"]
 
 
 @attrs.frozen(slots=True)
@@ -116,3 +116,6 @@ class NodeConfig:
     # connection's frontend in the SNAT map (nodeport.h snat_v4_create_dsr) and reopens a
     # closing CT entry on any SYN; 1.20 keeps it in the CT entry, and reopens on a pure SYN.
     version: Literal["1.18", "1.20"] = "1.20"
+    # --enable-ipip-termination (v1.20 enable_ipip_termination): from-netdev strips an IPIP
+    # header addressed to a local endpoint and DNATs the inner request to it
+    ipip_termination: bool = False

@@ -18,6 +18,7 @@ from datapath.csum import csum_replace, ones_sum
 from datapath.drop import XFER_PKT_NO_SVC, DatapathDrop, DropReason, Verdict
 from datapath.fragments import load_l4_ports
 from datapath.icmp import dsr_reply_icmp4, dsr_reply_icmp6, no_service
+from datapath.ipip import forced_local, ipip_forward
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
     SVC_FLAG_EXT_LOCAL_SCOPE,
@@ -79,12 +80,20 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     _svc_checks(node, p, key, svc)
     vip, vport = p.daddr, p.dport
     try:
-        _backend_id, be, ct_new = lb_local(node, p, key, svc)
+        if node.forced_backend is not None:  # v1.20 IPIP termination (datapath/ipip.py)
+            _backend_id, be, ct_new = forced_local(node, p, svc, node.forced_backend)
+        else:
+            _backend_id, be, ct_new = lb_local(node, p, key, svc)
     except DatapathDrop as d:
         if d.reason != DropReason.DROP_NO_SERVICE:
             raise
         return no_service(node, p, svc)
     baddr = be.address
+    if node.ipip_dispatch and baddr not in node.lxc_eps and (
+            node.mode == "dsr" or (node.mode == "hybrid" and svc.flags2 & SVC_FLAG_FWD_MODE_DSR)):
+        if "ipip_dnats_inner" in node.faults:
+            rewrite(p, False, baddr, be.port or None, node.dnat_csum)
+        return ipip_forward(node, p, baddr, vip, vport)
     # lb4_dnat_request(): destination -> backend, port only when the backend has one.
     rewrite(p, False, baddr, be.port or None, node.dnat_csum)
     ep = node.lxc_eps.get(baddr)
