@@ -1,4 +1,4 @@
-"""DSR dispatch ipip on bytes: encapsulation on the LB node, v1.20's termination on the backend's."""
+"""DSR dispatch ipip on bytes: the LB node's encapsulation, v1.20's termination on the backend's."""
 
 from __future__ import annotations
 

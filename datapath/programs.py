@@ -72,6 +72,8 @@ COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
                                 ("dsr", "opt", "native"), ("dsr", "geneve", "native"),
                                 ("dsr", "geneve", "tunnel"), ("hybrid", "opt", "native"),
                                 ("hybrid", "geneve", "native"), ("hybrid", "geneve", "tunnel")))
+# DSR dispatch ipip (docs/ipip.md), appended so that the older units keep their seeds.
+COMBOS += tuple((fam, "dsr", "ipip", "native") for fam in ("ipv4", "ipv6"))
 
 Draw = Callable[..., Any]
 
@@ -173,6 +175,8 @@ def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
             out["loadBalancer"]["acceleration"] = accel
     if rng is not None:
         out["nodePort"] = {"range": rng}
+    if dispatch == "ipip":
+        _ipip(out, pick(draw, (True, True, True, False)))
     if not pick(draw, FRAG_TRACKING):  # --enable-ipv4/6-fragment-tracking=false
         out["bpf"] = {"fragmentTracking": False}
     if pick(draw, ALGORITHMS) == "maglev":  # the smallest table the agent accepts
@@ -185,6 +189,15 @@ def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
         if bpf:
             out.setdefault("bpf", {}).update(bpf)
     return out
+
+
+def _ipip(out: dict[str, Any], terminate: bool) -> None:
+    """IPIP dispatch: v1.18's agent accepts it only under XDP acceleration; v1.20 on tc
+    too, with BPF termination on the backends' nodes (--enable-ipip-termination) or not."""
+    if out["version"] == "1.18":
+        out["loadBalancer"]["acceleration"] = "native"
+    elif terminate:
+        out["enableIPIPTermination"] = True
 
 
 def _fabric(draw: Draw) -> dict[str, bool]:
@@ -285,6 +298,10 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     fabric = _fabric(draw)
     if fabric:
         doc["fabric"] = fabric
+    if dispatch == "ipip":
+        for f in flows:  # a fragment's IPIP termination is not modelled (docs/ipip.md)
+            f.pop("fragments", None)
+            f.pop("fragmentOrder", None)
     if cilium.get("loadBalancer", {}).get("acceleration"):
         for f in flows:  # fragments at XDP: which hook records the DNATed first fragment
             f.pop("fragments", None)  # is not settled against Cilium yet (docs/fragments.md)
@@ -478,6 +495,12 @@ def _two_nodes(combo: tuple[str, str, str, str], version: str, proto: str,
         "clients": [{"name": "client0", "ip": a["client"].format(7)},
                     {"name": "client1", "ip": a["client"].format(8)}],
         "flows": flows}
+    if dispatch == "ipip":
+        _ipip(doc["cilium"], True)  # v1.18 under XDP, v1.20 terminating
+        for f in flows:  # XDP's outer header copies the inner's fragment bits: docs/ipip.md
+            if version == "1.18":
+                f.pop("fragments", None)
+                f.pop("fragmentOrder", None)
     for key, value in top.items():  # merged one level deeper: cilium.loadBalancer keeps mode
         into = doc.setdefault(key, {})
         for k, v in value.items():

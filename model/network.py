@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv6Address
 from types import MappingProxyType
 
 import attrs

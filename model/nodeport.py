@@ -12,6 +12,7 @@ from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.fragments import load_l4_ports, no_l4
+from model.ipip import encapsulate, terminates
 from model.maglev import FlowPicker, JhashPicker
 from model.maps import (
     AffinityKey,
@@ -25,7 +26,6 @@ from model.maps import (
     TokenBucket,
     TupleFlags,
 )
-from model.ipip import encapsulate, terminates
 from model.masq import masquerade, needs_masquerade
 from model.snat import RandomSource, snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
 from model.values import (
@@ -296,7 +296,8 @@ def _forced_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
 
 
 def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
-                    forced: IPAddress | None = None) -> tuple[NodeState, HookResult]:
+                    forced: IPAddress | None = None, at_xdp: bool = False
+                    ) -> tuple[NodeState, HookResult]:
     """nodeport_svc_lb4: checks, lb4_local, DNAT, then local / DSR / SNAT forwarding.
     `forced` is v1.20's CB_FORCED_BACKEND_V4 after IPIP termination (nodeport.h:2783)."""
     if svc.source_ranges and not _in_ranges(pkt.src.addr, svc.source_ranges):
@@ -322,7 +323,13 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
         step = Step.DNAT if forced is None else Step.IPIP_DNAT
         return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=step)
     if svc.dsr and ctx.cfg.dispatch is DsrDispatch.IPIP and forced is None:
-        # nodeport_skip_xlate4 (nodeport.h:1642-1653): the request keeps the frontend
+        # nodeport_skip_xlate4 (nodeport.h:1642-1653): the request keeps the frontend;
+        # at XDP dsr_set_ipip4/6 check the outer header against the MTU (:1735, :328)
+        overhead = 40 if pkt.is_ipv6 else 20
+        size = short_size(pkt.is_ipv6, pkt.proto, pkt.ip_options) if pkt.size is None \
+            else pkt.size
+        if at_xdp and ctx.cfg.pmtu_discovery and size + overhead > ctx.mtu:
+            return st, _frag_needed(ctx, pkt, pkt, overhead)
         return st, HookResult(verdict=Verdict.FORWARD, step=Step.IPIP,
                               packet=encapsulate(ctx.ip, pkt, backend.addr, ctx.faults))
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
@@ -574,7 +581,7 @@ def _nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
     if pkt.proto in (Proto.TCP, Proto.UDP):
         svc = st.lb.services.get((pkt.dst.addr, pkt.dst.port, pkt.proto))
         if svc is not None:
-            return nodeport_svc_lb(ctx, st, svc, pkt)
+            return nodeport_svc_lb(ctx, st, svc, pkt, at_xdp=hook is Hook.XDP)
         if ctx.cfg.dsr_enabled and pkt.dst.addr in st.lb.local_endpoints:
             st, is_dsr, frontend = _dsr_extract(ctx, st, pkt, hook)
             if is_dsr:
@@ -633,16 +640,23 @@ def _ipip_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookR
     local = forced in st.lb.local_endpoints
     if not terminates(ctx.cfg, local):
         return st, _drop(pkt, DropReason.ENDPOINT_NO_IPIP)
-    inner = attrs.evolve(pkt, outer=None)
+    inner = logical = attrs.evolve(pkt, outer=None)
+    if inner.frag is not None and inner.quote is None:  # lb4_extract_tuple, as nodeport_lb
+        st, logical, err = load_l4_ports(ctx.cfg, ctx.faults, st, inner)
+        if err is not None:
+            return st, _drop(inner, err)
     svc = None
-    if inner.proto in (Proto.TCP, Proto.UDP) and inner.quote is None:
-        svc = st.lb.services.get((inner.dst.addr, inner.dst.port, inner.proto))
+    if logical.proto in (Proto.TCP, Proto.UDP) and logical.quote is None:
+        svc = st.lb.services.get((logical.dst.addr, logical.dst.port, logical.proto))
     if svc is None:
         # no frontend for the inner destination here (another node's NodePort): up the
         # stack untranslated; a forwarding kernel would send it back to the LB node
         return st, HookResult(verdict=Verdict.TO_STACK, packet=inner, step=Step.PASS,
                               reason=DropReason.PUNT_TO_STACK)
-    return nodeport_svc_lb(ctx, st, svc, inner, forced=forced)
+    st, res = nodeport_svc_lb(ctx, st, svc, logical, forced=forced)
+    if inner.frag is not None and not inner.frag.first and res.packet.frag is not None:
+        res = attrs.evolve(res, packet=no_l4(res.packet))
+    return st, res
 
 
 def from_overlay(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
