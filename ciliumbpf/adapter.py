@@ -24,6 +24,7 @@ from ciliumbpf.libbpf import BpfObject, Program, array_map
 from ciliumbpf.programming import AFFINITY_MAPS, CT_MAPS, NAT_MAPS, RATELIMIT_MAP, MapsView
 from ciliumbpf.toolchain import CiliumTree, cilium_tree, compile_object, ensure_toolchain
 from datapath.build import geneve_encap
+from datapath.ipip import kernel_ipip
 from datapath.config import NodeConfig
 from datapath.difftest import Declared
 from datapath.drop import XFER_PKT_NO_SVC, DropReason, Verdict, XdpVerdict
@@ -342,6 +343,13 @@ class CiliumBpfNode:
             eps = {e.ep_id: e.ifindex for e in self.config.endpoints}
             return HookResult(Verdict.CTX_ACT_REDIRECT, out, None,
                               f"lxc:{eps.get(ifindex, ifindex)}")
+        if cap["tun_set"] and ifindex == prog.IPIP_IFINDEX:
+            # the collect-md IPIP device: the outer header as datapath/ipip.py writes it
+            v6 = bool(cap["tun_v6"])
+            remote = (b"".join(int(w).to_bytes(4, "little") for w in cap["tun_remote6"])
+                      if v6 else int(cap["tun_remote4"]).to_bytes(4, "big"))
+            return HookResult(Verdict.CTX_ACT_REDIRECT, kernel_ipip(self.config, out, remote),
+                              None, "cilium_ipip6" if v6 else "cilium_ipip4")
         if cap["tun_set"] and ifindex == prog.ENCAP_IFINDEX:
             return HookResult(Verdict.CTX_ACT_REDIRECT, self._encap(out, cap), None,
                               "cilium_geneve")

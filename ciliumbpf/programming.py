@@ -48,6 +48,7 @@ HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 # Interface indexes the harness reports (the FIB stub routes everything out NATIVE).
 NATIVE_IFINDEX = 2
 ENCAP_IFINDEX = 3
+IPIP_IFINDEX = 4  # cilium_ipip4 / cilium_ipip6 (one index: the adapter tells them by family)
 HOST_IFINDEX = 4
 # pkg/identity: reserved identities as node_config.h numbers them; every pod has the
 # reference datapath's one identity (the VNI of its tunnelled packets).
@@ -117,7 +118,13 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d["ENABLE_DSR"] = "1"
         # pkg/datapath/linux/config: DSR_ENCAP_NONE/IPIP/GENEVE and the mode in use.
         d.update(DSR_ENCAP_NONE="1", DSR_ENCAP_IPIP="2", DSR_ENCAP_GENEVE="3",
-                 DSR_ENCAP_MODE="3" if cfg.dispatch == "geneve" else "1")
+                 DSR_ENCAP_MODE={"geneve": "3", "ipip": "2"}.get(cfg.dispatch, "1"))
+        if cfg.dispatch == "ipip":
+            # the agent's cilium_ipip4/6 devices (EnableIPIPDevices, v1.20 tc dispatch);
+            # IPV4/6_RSS_PREFIX come from the tree's node_config.h (IPV4_DIRECT_ROUTING)
+            d.update(ENCAP4_IFINDEX=str(IPIP_IFINDEX), ENCAP6_IFINDEX=str(IPIP_IFINDEX))
+    if cfg.ipip_termination and minor(version) >= 120:
+        d["NPH_IPIP_TERMINATION"] = "1"  # config.h: enable_ipip_termination
         if cfg.mode == "hybrid" and minor(version) < 120:
             d["ENABLE_DSR_HYBRID"] = "1"  # v1.18 nodeport_uses_dsr: TCP -> DSR, others SNAT
         elif cfg.mode == "hybrid":

@@ -44,6 +44,12 @@ FAULTS: dict[str, str] = {
                            "so tc skips the service",
     "maglev_hash_daddr": "the Maglev hash takes the destination (the VIP) for the client address",
 }
+# DSR dispatch ipip (datapath/ipip.py), kept in a block of their own.
+FAULTS.update({
+    "ipip_dnats_inner": "IPIP dispatch also DNATs the inner request (nodeport_skip_xlate4 "
+                        "ignored)",
+    "ipip_outer_src_client": "the IPIP outer header takes the client's address as its source",
+})
 
 
 # Faults only an endpoint change can show: golden vectors hold no reprogramming, so these

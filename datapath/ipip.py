@@ -9,7 +9,8 @@ from datapath.conntrack import ct_create, ct_lookup
 from datapath.csum import checksum
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.maps import TUPLE_F_SERVICE, CtEntry, CtTuple, LbBackend, LbService
-from datapath.packet import IPPROTO_TCP, Parsed
+from datapath.config import NodeConfig
+from datapath.packet import IPPROTO_TCP, Parsed, ip_bytes
 
 if TYPE_CHECKING:
     from datapath.host import Node
@@ -71,12 +72,23 @@ def _xdp_header(node: Node, p: Parsed, backend: bytes) -> bytes:
     return bytes(h)
 
 
+def kernel_ipip(config: NodeConfig, inner: bytes, remote: bytes) -> bytes:
+    """The packet a collect-md IPIP device sends for a tunnel key {remote} (cilium-bpf's
+    adapter, after bpf_host redirected to it): the header _kernel_header writes."""
+    v6 = len(remote) == 16
+    src = ip_bytes((config.ipv6 if v6 else config.ipv4) or ("::" if v6 else "0.0.0.0"))
+    return _outer_for(bytearray(inner), v6, src, remote) + inner
+
+
 def _kernel_header(node: Node, p: Parsed, backend: bytes) -> bytes:
-    buf = p.buf
     src = node.snat_addr(p.v6)
     if "ipip_outer_src_client" in node.faults:
         src = p.saddr
-    if p.v6:
+    return _outer_for(p.buf, p.v6, src, backend)
+
+
+def _outer_for(buf: bytearray, v6: bool, src: bytes, backend: bytes) -> bytes:
+    if v6:
         ecn = (buf[1] >> 4) & 0x3
         first = (6 << 28) | (ecn << 20)
         return struct.pack("!IHBB16s16s", first, len(buf), IPPROTO_IPV6, IPDEFTTL,
