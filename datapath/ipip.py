@@ -32,7 +32,8 @@ def ipip_forward(node: Node, p: Parsed, backend: bytes, vip: bytes, vport: int
     node's address) and the backend as destination, its checksum updated by difference;
     fib_redirect's ipv4_l3 then decrements that outer TTL (xdp_nodeport_lb_dsr_ipip.c's
     0xa6ff). IPv6 (dsr_set_ipip6, :302-340): payload_len grown by 40, next header 41, hop
-    limit IPDEFTTL, source IPV6_RSS_PREFIX (IPV6_DIRECT_ROUTING), flow label kept.
+    limit IPDEFTTL (not decremented after), source IPV6_RSS_PREFIX (IPV6_DIRECT_ROUTING),
+    flow label kept.
 
     On tc (v1.20 only: dsr_set_ipip4_dev, :1659-1681) the program sets a tunnel key
     {remote = backend, tunnel_id 0, ttl IPDEFTTL} and redirects to cilium_ipip4/6
@@ -46,7 +47,9 @@ def ipip_forward(node: Node, p: Parsed, backend: bytes, vip: bytes, vport: int
         if _too_big(node, p, outer):  # dsr_set_ipip4/6's dsr_is_too_big, XDP only
             return _frag_needed(node, p, vip, vport, outer)
         p.buf[:] = _xdp_header(node, p, backend) + p.buf
-        return node.fib_redirect(p)  # the outer header is now p.buf's, of p's family
+        if p.v6:  # tail_nodeport_ipv6_dsr's fib_redirect has no hop-limit step (:766,
+            return Verdict.CTX_ACT_REDIRECT, "netdev"  # lib/fib.h:163-240)
+        return node.fib_redirect(p)  # fib_redirect_v4 (:2137): the outer TTL drops
     p.buf[:] = _kernel_header(node, p, backend) + p.buf
     return Verdict.CTX_ACT_REDIRECT, "cilium_ipip6" if p.v6 else "cilium_ipip4"
 

@@ -89,6 +89,13 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
             raise
         return no_service(node, p, svc)
     baddr = be.address
+    if node.ipip_dispatch and node.config.version == "1.18" and (
+            node.mode == "dsr" and baddr in node.lxc_eps):
+        # v1.18 nodeport_xlate4/6 (v1.18 nodeport.h:1441-1449, :180-188) skips the DNAT of
+        # every DSR service under IPIP, a local backend's too; that backend is handed on
+        # untranslated (XFER_PKT_NO_SVC at XDP, :2652-2655). v1.20 DNATs it (:1642-1653).
+        node.xfer |= XFER_PKT_NO_SVC
+        return node.local_delivery(p)
     if node.ipip_dispatch and baddr not in node.lxc_eps and (
             node.mode == "dsr" or (node.mode == "hybrid" and svc.flags2 & SVC_FLAG_FWD_MODE_DSR)):
         if "ipip_dnats_inner" in node.faults:

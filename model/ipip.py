@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from model.config import CiliumConfig, CiliumVersion
+from model.config import CiliumConfig, CiliumVersion, DsrDispatch
 from model.faults import ModelFault
 from model.values import Encap, Endpoint, IPAddress, Outer, Packet
 
@@ -35,3 +35,9 @@ def terminates(cfg: CiliumConfig, local_endpoint: bool) -> bool:
     that is a local endpoint. v1.18 has no such path: its IPIP backends decapsulate
     themselves (the standalone L4LB's design)."""
     return cfg.version is CiliumVersion.V1_20 and cfg.ipip_termination and local_endpoint
+
+
+def v118_ipip_skips(cfg: CiliumConfig, dsr: bool) -> bool:
+    """v1.18's nodeport_xlate4/6 (v1.18 nodeport.h:1441-1449, :180-188): under IPIP no DSR
+    service is DNATed, not even to a local backend; v1.20 DNATs local ones (:1642-1653)."""
+    return dsr and cfg.dispatch is DsrDispatch.IPIP and cfg.version is CiliumVersion.V1_18

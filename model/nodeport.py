@@ -12,7 +12,7 @@ from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.fragments import load_l4_ports, no_l4
-from model.ipip import encapsulate, terminates
+from model.ipip import encapsulate, terminates, v118_ipip_skips
 from model.maglev import FlowPicker, JhashPicker
 from model.maps import (
     AffinityKey,
@@ -318,6 +318,12 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
     if ctx.has(ModelFault.DNAT_KEEPS_FRONTEND_PORT):
         backend = attrs.evolve(backend, port=pkt.dst.port)
     out = attrs.evolve(pkt, dst=backend)
+    if backend.addr in st.lb.local_endpoints and v118_ipip_skips(ctx.cfg, svc.dsr):
+        # v1.18 nodeport_xlate4 skips the DNAT of any DSR service under IPIP, a local
+        # backend's too (v1.18 nodeport.h:1441-1449): handed on untranslated, the stack
+        # has no use for a frontend address (XFER_PKT_NO_SVC at XDP, :2652-2655)
+        return st, HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=Step.PASS,
+                              reason=DropReason.PUNT_TO_STACK)
     if backend.addr in st.lb.local_endpoints:
         st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
         step = Step.DNAT if forced is None else Step.IPIP_DNAT
@@ -531,7 +537,9 @@ def _local(ctx: NodeCtx, st: NodeState, pkt: Packet, step: Step) -> HookResult:
     """After nodeport: local endpoints get the packet, the node's own IP goes up the stack."""
     if pkt.dst.addr in st.lb.local_endpoints:
         return HookResult(verdict=Verdict.DELIVER, packet=pkt, step=step)
-    if pkt.dst.addr in (ctx.ip, ctx.router_ip):
+    if pkt.dst.addr in (ctx.ip, ctx.router_ip) or (
+            pkt.dst.addr, pkt.dst.port, pkt.proto) in st.lb.services:
+        # the node's own address, or a frontend nodeport was skipped for (XFER_PKT_NO_SVC)
         return HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=step,
                           reason=DropReason.PUNT_TO_STACK)
     return HookResult(verdict=Verdict.FORWARD, packet=pkt, step=step)

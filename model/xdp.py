@@ -18,6 +18,7 @@ from model.nodeport import (
     _in_ranges,
     nodeport_lb,
 )
+from model.ipip import v118_ipip_skips
 from model.values import Packet, Proto
 
 
@@ -74,7 +75,8 @@ def xdp(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, XdpResult]
     if res.verdict is Verdict.TO_STACK:
         # CTX_ACT_OK: for no service XFER_PKT_NO_SVC is set; a service's non-routable
         # pass-up (handle_nonroutable_endpoints_v4) sets none, and tc decides again.
-        return st, _pass(res.packet, res.step, svc is None)
+        return st, _pass(res.packet, res.step,
+                         svc is None or v118_ipip_skips(ctx.cfg, svc.dsr))
     return st, _final(res)
 
 
