@@ -57,6 +57,12 @@ PICTURES: tuple[Picture, ...] = (
     Picture(name="16-xdp-local", scenario="xdp.yaml", flow="xdp-local",
             title="XDP acceleration, local backend: DNAT at XDP, hand-over to tc"),
 )
+# DSR dispatch ipip (docs/ipip.md), numbered apart from the pictures other features add.
+PICTURES += (
+    Picture(name="21-ipip-dsr", scenario="ipip-dsr.yaml", flow="ipip-dsr",
+            title="DSR with IPIP dispatch: no DNAT on the LB node, IPIP terminated on the "
+                  "backend's node (v1.20)"),
+)
 
 
 def hosts_of(world: World) -> dict[str, str]:
