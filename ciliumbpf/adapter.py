@@ -24,12 +24,12 @@ from ciliumbpf.libbpf import BpfObject, Program, array_map
 from ciliumbpf.programming import AFFINITY_MAPS, CT_MAPS, NAT_MAPS, RATELIMIT_MAP, MapsView
 from ciliumbpf.toolchain import CiliumTree, cilium_tree, compile_object, ensure_toolchain
 from datapath.build import geneve_encap
-from datapath.ipip import kernel_ipip
 from datapath.config import NodeConfig
 from datapath.difftest import Declared
 from datapath.drop import XFER_PKT_NO_SVC, DropReason, Verdict, XdpVerdict
 from datapath.errors import ConfigError
 from datapath.host import HookResult
+from datapath.ipip import kernel_ipip
 from datapath.maps import (
     TUPLE_F_IN,
     TUPLE_F_OUT,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from datapath.config import NodeConfig
 from datapath.conntrack import ct_create, ct_lookup
 from datapath.csum import checksum
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.maps import TUPLE_F_SERVICE, CtEntry, CtTuple, LbBackend, LbService
-from datapath.config import NodeConfig
 from datapath.packet import IPPROTO_TCP, Parsed, ip_bytes
 
 if TYPE_CHECKING:

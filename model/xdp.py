@@ -7,6 +7,7 @@ import attrs
 from model.config import CiliumVersion
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.ipip import v118_ipip_skips
 from model.maps import NodeState
 from model.nodeport import (
     Hook,
@@ -18,7 +19,6 @@ from model.nodeport import (
     _in_ranges,
     nodeport_lb,
 )
-from model.ipip import v118_ipip_skips
 from model.values import Packet, Proto
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import yaml
@@ -150,7 +150,7 @@ def test_v118_local_backend_is_not_dnated() -> None:
 
 
 # -- the reference datapath on bytes --------------------------------------------------------
-def _lb_node(version: str = "1.20", **kw: Any) -> Any:
+def _lb_node(version: Literal["1.18", "1.20"] = "1.20", **kw: Any) -> Any:
     cfg = NodeConfig(name="lb", ipv4="10.0.10.1", mode="dsr", dispatch="ipip", version=version,
                      services=(ServiceConfig("172.16.10.2", 80, 1, (124,)),),
                      backends=(BackendConfig(124, "192.168.0.2", 8080),), **kw)
