@@ -287,11 +287,14 @@ def _forced_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
     port 0, so lb4_dnat_request keeps the frontend's port (lb.h:2325-2326)."""
     key = ct_tuple(pkt, TupleFlags.SERVICE)
     entry = st.ct.get(key)
+    version = ctx.cfg.version
+    if entry is not None and reopens(version, entry, pkt):
+        entry = None  # ACTION_CREATE: CT_NEW, and ct_create4 writes the entry afresh
     if entry is None:
-        entry = created(ctx.cfg.version, pkt, ctx.now, service=True, backend_id=0,
+        entry = created(version, pkt, ctx.now, service=True, backend_id=0,
                         rev_nat_index=svc.rev_nat_index)
     else:
-        entry = on_packet(ctx.cfg.version, entry, pkt, ctx.now, service=True)
+        entry = on_packet(version, entry, pkt, ctx.now, service=True)
     return attrs.evolve(st, ct=st.ct.put(key, entry)), Endpoint(addr=forced, port=pkt.dst.port)
 
 

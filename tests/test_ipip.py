@@ -14,11 +14,12 @@ import yaml
 from datapath.build import ipv4, ipv6, tcp_segment
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.csum import checksum
+from datapath.diffgen import combos
 from datapath.drop import Verdict, XdpVerdict
 from datapath.faults import faults_killed
 from datapath.host import make_node
 from datapath.packet import ip_bytes
-from datapath.programs import COMBOS, _two_nodes, programs
+from datapath.programs import IPIP_COMBOS, _two_nodes, programs
 from datapath.vectors import run_vector_file
 from diagrams.catalogue import PICTURES, picture_dot
 from model.config import CiliumConfig, CiliumVersion, DsrDispatch, LBMode, validate
@@ -244,7 +245,8 @@ def test_prove_p_dsr_04_and_its_mutant(capsys: pytest.CaptureFixture[str]) -> No
 def test_generator_reaches_ipip() -> None:
     from hypothesis import HealthCheck, given, settings
     combo = ("ipv4", "dsr", "ipip", "native")
-    assert combo in COMBOS and ("ipv6", "dsr", "ipip", "native") in COMBOS
+    assert combo in IPIP_COMBOS and ("ipv6", "dsr", "ipip", "native") in IPIP_COMBOS
+    assert set(IPIP_COMBOS) <= set(combos("1.20")) and combo in combos("1.18")
     seen: dict[str, set[Any]] = {"accel": set(), "term": set()}
 
     @settings(max_examples=30, deadline=None, database=None,
