@@ -48,8 +48,8 @@ HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 # Interface indexes the harness reports (the FIB stub routes everything out NATIVE).
 NATIVE_IFINDEX = 2
 ENCAP_IFINDEX = 3
-IPIP_IFINDEX = 4  # cilium_ipip4 / cilium_ipip6 (one index: the adapter tells them by family)
 HOST_IFINDEX = 4
+IPIP_IFINDEX = 6  # cilium_ipip4 / cilium_ipip6 (one index: the adapter tells them by family)
 # pkg/identity: reserved identities as node_config.h numbers them; every pod has the
 # reference datapath's one identity (the VNI of its tunnelled packets).
 REMOTE_NODE_ID = 6
@@ -123,12 +123,12 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
             # the agent's cilium_ipip4/6 devices (EnableIPIPDevices, v1.20 tc dispatch);
             # IPV4/6_RSS_PREFIX come from the tree's node_config.h (IPV4_DIRECT_ROUTING)
             d.update(ENCAP4_IFINDEX=str(IPIP_IFINDEX), ENCAP6_IFINDEX=str(IPIP_IFINDEX))
-    if cfg.ipip_termination and minor(version) >= 120:
-        d["NPH_IPIP_TERMINATION"] = "1"  # config.h: enable_ipip_termination
         if cfg.mode == "hybrid" and minor(version) < 120:
             d["ENABLE_DSR_HYBRID"] = "1"  # v1.18 nodeport_uses_dsr: TCP -> DSR, others SNAT
         elif cfg.mode == "hybrid":
             d["ENABLE_DSR_BYUSER"] = "1"  # per-service SVC_FLAG_FWD_MODE_DSR decides
+    if cfg.ipip_termination and minor(version) >= 120:
+        d["NPH_IPIP_TERMINATION"] = "1"  # config.h: enable_ipip_termination
     if cfg.tunnel or (cfg.mode != "snat" and cfg.dispatch == "geneve") or overlay:
         d["ENCAP_IFINDEX"] = str(ENCAP_IFINDEX)
         d["TUNNEL_MODE"] = "1"
