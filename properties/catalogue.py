@@ -560,15 +560,16 @@ IPIP_CONFIGS = (
     _cfg(DSR, typ=LB_T, disp=IPIP, version=V120),
     _cfg(DSR, typ=LB_T, disp=IPIP, xdp=True),
     _cfg(DSR, disp=IPIP, version=V120, ipip_term=True),
+    _cfg(DSR, place=L, typ=LB_T, disp=IPIP, xdp=True),
 )
 
 
 def _ipip_arrives(c: Config) -> str:
     """Only v1.20's BPF termination decapsulates for a pod; the inner destination must be a
     frontend of the backend's node (a VIP, not another node's NodePort); a local backend is
-    DNATed on the LB node as under any dispatch."""
-    if c.placement is Placement.LOCAL:
-        return HOLD
+    DNATed on the LB node as under any dispatch, except in v1.18."""
+    if c.placement is Placement.LOCAL:  # v1.18 does not DNAT it (nodeport_xlate4)
+        return VIOLATED if c.version is CiliumVersion.V1_18 else HOLD
     if not c.ipip_term or c.svc_type is ServiceType.NODEPORT:
         return VIOLATED
     return HOLD
@@ -588,10 +589,11 @@ PROPERTIES += (
                    "without termination (v1.18; v1.20 by default) the pod gets the IPIP "
                    "packet and has no handler for it (bpf_host.c:1134-1136); a NodePort "
                    "frontend is the LB node's own address, which the backend's node does "
-                   "not serve."),
+                   "not serve; v1.18 does not DNAT a local backend's request under IPIP "
+                   "either (nodeport_xlate4, v1.18 nodeport.h:1441-1449)."),
         scope="one client, one flow; DSR LoadBalancer IPv4 TCP/UDP and IPv6 TCP (v1.20 "
-              "terminating), a local backend, no termination (v1.20, and v1.18 under XDP), "
-              "a NodePort frontend",
+              "terminating), a local backend (v1.20, v1.18), no termination (v1.20, and "
+              "v1.18 under XDP), a NodePort frontend",
         method="bmc", configs=IPIP_CONFIGS, expected=_ipip_arrives,
         mutants=((F.IPIP_DNATS_INNER, IPIP_CONFIGS[0]),)),
 )

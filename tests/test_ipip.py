@@ -237,7 +237,7 @@ def test_p_dsr_04_expected_results() -> None:
 
 def test_prove_p_dsr_04_and_its_mutant(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prove", "--property", "P-DSR-04", "--jobs", "1"]) == 0
-    assert "7 results, 0 unexpected" in capsys.readouterr().out
+    assert "8 results, 0 unexpected" in capsys.readouterr().out
     assert main(["prove", "--property", "P-DSR-04", "--mutants", "--jobs", "1"]) == 0
     assert "1/1 mutants killed" in capsys.readouterr().out
 
