@@ -247,6 +247,10 @@ class CiliumBpfNode:
         cap = self._cap.unpack_value(self._cap.lookup(b"\0" * 4) or self._zero_cap)
         here = not cap["kind"] or cap["self"]
         reason = DropReason.DROP_NO_SERVICE if _port_unreachable(out) and here else None
+        if reason is None and here and _frag_needed(out):
+            # dsr_reply_icmp4/6 at XDP (e.g. dsr_set_ipip4's dsr_is_too_big): the request
+            # answered back out the receiving device, as the reference reports it
+            reason = DropReason.DROP_FRAG_NEEDED
         return HookResult(verdict, out, reason, "netdev")
 
     def _xdp_drop(self, obj: _Object) -> DropReason:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from datapath.config import NodeConfig
 from datapath.conntrack import ct_create, ct_lookup
-from datapath.csum import checksum
+from datapath.csum import checksum, csum_diff, csum_replace
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.maps import TUPLE_F_SERVICE, CtEntry, CtTuple, LbBackend, LbService
 from datapath.packet import IPPROTO_TCP, Parsed, ip_bytes
@@ -21,8 +21,7 @@ IPDEFTTL = 64  # include/linux/ip.h: the tunnel key's and dsr_set_ipip4's outer 
 _H = struct.Struct("!H")
 
 
-def ipip_forward(node: Node, p: Parsed, backend: bytes, vip: bytes, vport: int
-                 ) -> tuple[int, str]:
+def ipip_forward(node: Node, p: Parsed, backend: bytes) -> tuple[int, str]:
     """tail_nodeport_ipv4/6_dsr with DSR_ENCAP_IPIP: the request, not DNATed
     (nodeport_skip_xlate4, v1.20 nodeport.h:1642-1653), goes to the backend's address.
 
@@ -45,7 +44,10 @@ def ipip_forward(node: Node, p: Parsed, backend: bytes, vip: bytes, vport: int
     outer = 40 if p.v6 else 20
     if node.at_xdp:
         if _too_big(node, p, outer):  # dsr_set_ipip4/6's dsr_is_too_big, XDP only
-            return _frag_needed(node, p, vip, vport, outer)
+            # dsr_reply_icmp4/6 write "the frontend" into the quote from CB_ADDR_V4 and
+            # CB_PORT: under IPIP the backend's address and, CB_PORT aliasing CB_HINT
+            # (common.h:329-330), the CT tuple's dport, the client's port (:2903-2905)
+            return _frag_needed(node, p, backend, p.sport, outer)
         p.buf[:] = _xdp_header(node, p, backend) + p.buf
         if p.v6:  # tail_nodeport_ipv6_dsr's fib_redirect has no hop-limit step (:766,
             return Verdict.CTX_ACT_REDIRECT, "netdev"  # lib/fib.h:163-240)
@@ -65,13 +67,16 @@ def _xdp_header(node: Node, p: Parsed, backend: bytes) -> bytes:
         h[6], h[7] = IPPROTO_IPV6, IPDEFTTL
         h[8:24], h[24:40] = src, backend
         return bytes(h)
+    # the inner header's first 20 bytes, its IHL byte included (an inner header with
+    # options gives an outer one that claims them: malformed, docs/ipip.md), the fields of
+    # dsr_set_ipip4's tp_old/tp_new replaced and the checksum updated by their difference
     h = bytearray(buf[:20])
-    h[0] = 0x45  # dsr_set_ipip4 moves 14 + 20 bytes: an outer header of 20 (ihl 5)
+    old = bytes(h[2:4]) + b"\0\0\0\0" + bytes(h[8:10]) + bytes(h[12:20])
     _H.pack_into(h, 2, (_H.unpack_from(buf, 2)[0] + 20) & 0xFFFF)
     h[8], h[9] = IPDEFTTL, IPPROTO_IPIP
     h[12:16], h[16:20] = src, backend
-    h[10:12] = b"\0\0"
-    _H.pack_into(h, 10, checksum(bytes(h)))
+    new = bytes(h[2:4]) + b"\0\0\0\0" + bytes(h[8:10]) + bytes(h[12:20])
+    _H.pack_into(h, 10, csum_replace(_H.unpack_from(h, 10)[0], csum_diff(old, new)))
     return bytes(h)
 
 

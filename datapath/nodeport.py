@@ -94,13 +94,20 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
         # v1.18 nodeport_xlate4/6 (v1.18 nodeport.h:1441-1449, :180-188) skips the DNAT of
         # every DSR service under IPIP, a local backend's too; that backend is handed on
         # untranslated (XFER_PKT_NO_SVC at XDP, :2652-2655). v1.20 DNATs it (:1642-1653).
+        # The CT_EGRESS entry is written first, keyed by lb4_local's tuple: the backend's
+        # address with the frontend's port (:2619-2640).
+        vip_addr, p.daddr = p.daddr, baddr
+        try:
+            _nodeport_ct_egress(node, p, svc)
+        finally:
+            p.daddr = vip_addr
         node.xfer |= XFER_PKT_NO_SVC
         return node.local_delivery(p)
     if node.ipip_dispatch and baddr not in node.lxc_eps and (
             node.mode == "dsr" or (node.mode == "hybrid" and svc.flags2 & SVC_FLAG_FWD_MODE_DSR)):
         if "ipip_dnats_inner" in node.faults:
             rewrite(p, False, baddr, be.port or None, node.dnat_csum)
-        return ipip_forward(node, p, baddr, vip, vport)
+        return ipip_forward(node, p, baddr)
     # lb4_dnat_request(): destination -> backend, port only when the backend has one.
     rewrite(p, False, baddr, be.port or None, node.dnat_csum)
     ep = node.lxc_eps.get(baddr)

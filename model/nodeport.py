@@ -324,7 +324,11 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
     if backend.addr in st.lb.local_endpoints and v118_ipip_skips(ctx.cfg, svc.dsr):
         # v1.18 nodeport_xlate4 skips the DNAT of any DSR service under IPIP, a local
         # backend's too (v1.18 nodeport.h:1441-1449): handed on untranslated, the stack
-        # has no use for a frontend address (XFER_PKT_NO_SVC at XDP, :2652-2655)
+        # has no use for a frontend address (XFER_PKT_NO_SVC at XDP, :2652-2655); the
+        # CT_EGRESS entry is written first, keyed by the backend's address and the
+        # frontend's port (lb4_local's tuple, :2619-2640)
+        st = _nodeport_ct_egress(ctx, st, svc, client,
+                                 Endpoint(addr=backend.addr, port=pkt.dst.port), pkt)
         return st, HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=Step.PASS,
                               reason=DropReason.PUNT_TO_STACK)
     if backend.addr in st.lb.local_endpoints:
@@ -338,7 +342,14 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
         size = short_size(pkt.is_ipv6, pkt.proto, pkt.ip_options) if pkt.size is None \
             else pkt.size
         if at_xdp and ctx.cfg.pmtu_discovery and size + overhead > ctx.mtu:
-            return st, _frag_needed(ctx, pkt, pkt, overhead)
+            # dsr_reply_icmp4/6 restore "the frontend" from CB_ADDR_V4 and CB_PORT, which
+            # under IPIP hold the backend's address and, CB_PORT aliasing CB_HINT, the
+            # client's port (common.h:329-330, nodeport.h:2903-2905): the quote says so
+            res = _frag_needed(ctx, pkt, pkt, overhead)
+            assert res.packet.quote is not None
+            quote = attrs.evolve(res.packet.quote,
+                                 dst=Endpoint(addr=backend.addr, port=pkt.src.port))
+            return st, attrs.evolve(res, packet=attrs.evolve(res.packet, quote=quote))
         return st, HookResult(verdict=Verdict.FORWARD, step=Step.IPIP,
                               packet=encapsulate(ctx.ip, pkt, backend.addr, ctx.faults))
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
