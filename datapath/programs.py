@@ -484,7 +484,8 @@ def _ipip_at_xdp(cilium: dict[str, Any]) -> bool:
     """IPIP at XDP copies the inner IPv4 header's IHL into the outer one: a request with IP
     options leaves malformed (docs/ipip.md), which the model does not follow."""
     lb = cilium["loadBalancer"]
-    return lb.get("dsrDispatch") == "ipip" and lb.get("acceleration", "disabled") != "disabled"
+    return bool(lb.get("dsrDispatch") == "ipip"
+                and lb.get("acceleration", "disabled") != "disabled")
 
 
 def _ipip_two_nodes(doc: dict[str, Any], vip: str, version: str) -> None:

@@ -345,11 +345,11 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
             # dsr_reply_icmp4/6 restore "the frontend" from CB_ADDR_V4 and CB_PORT, which
             # under IPIP hold the backend's address and, CB_PORT aliasing CB_HINT, the
             # client's port (common.h:329-330, nodeport.h:2903-2905): the quote says so
-            res = _frag_needed(ctx, pkt, pkt, overhead)
-            assert res.packet.quote is not None
-            quote = attrs.evolve(res.packet.quote,
+            too_big = _frag_needed(ctx, pkt, pkt, overhead)
+            assert too_big.packet.quote is not None
+            quote = attrs.evolve(too_big.packet.quote,
                                  dst=Endpoint(addr=backend.addr, port=pkt.src.port))
-            return st, attrs.evolve(res, packet=attrs.evolve(res.packet, quote=quote))
+            return st, attrs.evolve(too_big, packet=attrs.evolve(too_big.packet, quote=quote))
         return st, HookResult(verdict=Verdict.FORWARD, step=Step.IPIP,
                               packet=encapsulate(ctx.ip, pkt, backend.addr, ctx.faults))
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
