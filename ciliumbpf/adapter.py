@@ -29,6 +29,7 @@ from datapath.difftest import Declared
 from datapath.drop import XFER_PKT_NO_SVC, DropReason, Verdict, XdpVerdict
 from datapath.errors import ConfigError
 from datapath.host import HookResult
+from datapath.ipip import kernel_ipip
 from datapath.maps import (
     TUPLE_F_IN,
     TUPLE_F_OUT,
@@ -246,6 +247,10 @@ class CiliumBpfNode:
         cap = self._cap.unpack_value(self._cap.lookup(b"\0" * 4) or self._zero_cap)
         here = not cap["kind"] or cap["self"]
         reason = DropReason.DROP_NO_SERVICE if _port_unreachable(out) and here else None
+        if reason is None and here and _frag_needed(out):
+            # dsr_reply_icmp4/6 at XDP (e.g. dsr_set_ipip4's dsr_is_too_big): the request
+            # answered back out the receiving device, as the reference reports it
+            reason = DropReason.DROP_FRAG_NEEDED
         return HookResult(verdict, out, reason, "netdev")
 
     def _xdp_drop(self, obj: _Object) -> DropReason:
@@ -342,6 +347,13 @@ class CiliumBpfNode:
             eps = {e.ep_id: e.ifindex for e in self.config.endpoints}
             return HookResult(Verdict.CTX_ACT_REDIRECT, out, None,
                               f"lxc:{eps.get(ifindex, ifindex)}")
+        if cap["tun_set"] and ifindex == prog.IPIP_IFINDEX:
+            # the collect-md IPIP device: the outer header as datapath/ipip.py writes it
+            v6 = bool(cap["tun_v6"])
+            remote = (b"".join(int(w).to_bytes(4, "little") for w in cap["tun_remote6"])
+                      if v6 else int(cap["tun_remote4"]).to_bytes(4, "big"))
+            return HookResult(Verdict.CTX_ACT_REDIRECT, kernel_ipip(self.config, out, remote),
+                              None, "cilium_ipip6" if v6 else "cilium_ipip4")
         if cap["tun_set"] and ifindex == prog.ENCAP_IFINDEX:
             return HookResult(Verdict.CTX_ACT_REDIRECT, self._encap(out, cap), None,
                               "cilium_geneve")

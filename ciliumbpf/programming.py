@@ -49,6 +49,7 @@ HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 NATIVE_IFINDEX = 2
 ENCAP_IFINDEX = 3
 HOST_IFINDEX = 4
+IPIP_IFINDEX = 6  # cilium_ipip4 / cilium_ipip6 (one index: the adapter tells them by family)
 # pkg/identity: reserved identities as node_config.h numbers them; every pod has the
 # reference datapath's one identity (the VNI of its tunnelled packets).
 REMOTE_NODE_ID = 6
@@ -117,11 +118,17 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d["ENABLE_DSR"] = "1"
         # pkg/datapath/linux/config: DSR_ENCAP_NONE/IPIP/GENEVE and the mode in use.
         d.update(DSR_ENCAP_NONE="1", DSR_ENCAP_IPIP="2", DSR_ENCAP_GENEVE="3",
-                 DSR_ENCAP_MODE="3" if cfg.dispatch == "geneve" else "1")
+                 DSR_ENCAP_MODE={"geneve": "3", "ipip": "2"}.get(cfg.dispatch, "1"))
+        if cfg.dispatch == "ipip":
+            # the agent's cilium_ipip4/6 devices (EnableIPIPDevices, v1.20 tc dispatch);
+            # IPV4/6_RSS_PREFIX come from the tree's node_config.h (IPV4_DIRECT_ROUTING)
+            d.update(ENCAP4_IFINDEX=str(IPIP_IFINDEX), ENCAP6_IFINDEX=str(IPIP_IFINDEX))
         if cfg.mode == "hybrid" and minor(version) < 120:
             d["ENABLE_DSR_HYBRID"] = "1"  # v1.18 nodeport_uses_dsr: TCP -> DSR, others SNAT
         elif cfg.mode == "hybrid":
             d["ENABLE_DSR_BYUSER"] = "1"  # per-service SVC_FLAG_FWD_MODE_DSR decides
+    if cfg.ipip_termination and minor(version) >= 120:
+        d["NPH_IPIP_TERMINATION"] = "1"  # config.h: enable_ipip_termination
     if cfg.tunnel or (cfg.mode != "snat" and cfg.dispatch == "geneve") or overlay:
         d["ENCAP_IFINDEX"] = str(ENCAP_IFINDEX)
         d["TUNNEL_MODE"] = "1"

@@ -39,6 +39,8 @@ from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceCo
 from datapath.csum import checksum, pseudo_sum
 from datapath.drop import DatapathDrop
 from datapath.host import geneve_decap
+from datapath.ipip import IPPROTO_IPIP
+from datapath.ipip import IPPROTO_IPV6 as IPPROTO_IPV6_IN_IP
 from datapath.maps import (
     AFFINITY_TIMEOUT_MASK,
     SVC_FLAG_AFFINITY,
@@ -83,6 +85,7 @@ from model.values import (
     FRAG_UNITS,
     DsrKind,
     DsrMeta,
+    Encap,
     Endpoint,
     FlowKey,
     Fragment,
@@ -157,6 +160,7 @@ def node_config(world: World, node: str, *, ct_capacity: int | None = None,
     return NodeConfig(
         name=node, ipv4=None if v6 else str(me.ip), ipv6=str(me.ip) if v6 else None,
         mode=cfg.mode.value, dispatch=cfg.dispatch.value,
+        ipip_termination=cfg.ipip_termination,
         services=services, backends=backends, endpoints=endpoints, tunnel_endpoints=teps,
         nat_min=cfg.nat_min, nat_max=cfg.nat_max_port,
         ct_capacity=ct_capacity or cfg.ct_max, ct_any_capacity=ct_capacity or cfg.ct_any_max,
@@ -326,7 +330,12 @@ def packet_of(data: bytes | bytearray) -> Packet:
                 geneve = geneve_decap(buf)
             except DatapathDrop:  # no Geneve header behind port 6081: a plain datagram
                 geneve = None
-        if geneve is not None:
+        if p.proto == (IPPROTO_IPV6_IN_IP if p.v6 else IPPROTO_IPIP) and not p.is_frag:
+            # DSR dispatch ipip: an outer IP header and the client's packet behind it
+            outer = Outer(src=_ip(p.saddr), dst=_ip(p.daddr), vni=0, kind=Encap.IPIP)
+            buf = bytearray(buf[p.l4_off:p.l3_len])
+            p = parse(buf)
+        elif geneve is not None:
             off = p.l4_off + 8
             vni = int.from_bytes(buf[off + 4:off + 7], "big")
             outer = Outer(src=_ip(p.saddr), dst=_ip(p.daddr), vni=vni)
@@ -483,6 +492,11 @@ def bytes_of(pkt: Packet) -> bytes:
                      else ipv4(s, d, proto, l4, ident=ident, frag=word, options=nops))
     if pkt.outer is None:
         return inner
+    if pkt.outer.kind is Encap.IPIP:  # the kernel IPIP device's outer header (ipip.py)
+        o = pkt.outer
+        if v6:
+            return ipv6(o.src.packed, o.dst.packed, IPPROTO_IPV6_IN_IP, inner)
+        return ipv4(o.src.packed, o.dst.packed, IPPROTO_IPIP, inner)
     opt = b""
     if pkt.dsr is not None and pkt.dsr.kind is DsrKind.GENEVE_OPTION:
         opt = geneve_dsr_opt(pkt.dsr.frontend.addr.packed, pkt.dsr.frontend.port)

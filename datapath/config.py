@@ -7,7 +7,7 @@ from typing import Literal
 import attrs
 
 Mode = Literal["snat", "dsr", "hybrid"]
-Dispatch = Literal["opt", "geneve"]
+Dispatch = Literal["opt", "geneve", "ipip"]
 
 
 @attrs.frozen(slots=True)
@@ -125,3 +125,6 @@ class NodeConfig:
     nodeport_min: int = 30000
     service_loopback_ipv4: str = "169.254.42.1"
     service_loopback_ipv6: str = "fe80::1"
+    # --enable-ipip-termination (v1.20 enable_ipip_termination): from-netdev strips an IPIP
+    # header addressed to a local endpoint and DNATs the inner request to it
+    ipip_termination: bool = False

@@ -17,7 +17,15 @@ from hypothesis import seed as hseed
 from datapath.adapter import DatapathFactory, check_datapath, reference_factory
 from datapath.config import NodeConfig
 from datapath.difftest import Counters, DiffRun, Divergence
-from datapath.programs import COMBOS, EXPLICIT, VERSIONS, drain_program, programs, smaller
+from datapath.programs import (
+    COMBOS,
+    EXPLICIT,
+    IPIP_COMBOS,
+    VERSIONS,
+    drain_program,
+    programs,
+    smaller,
+)
 from model.errors import InputError
 from model.scenario import parse
 
@@ -34,9 +42,10 @@ def combos(version: str = "1.20") -> tuple[tuple[str, str, str, str], ...]:
     """The configurations a release can express: v1.18 has no IPv6 tunnel endpoints
     (remote_endpoint_info.tunnel_endpoint is a __u32, v1.18 bpf/lib/common.h:360), and the
     generated IPv6 clusters have IPv6 nodes, so its campaign is the IPv4 configurations."""
+    every = COMBOS + IPIP_COMBOS
     if version == "1.18":
-        return tuple(c for c in COMBOS if c[0] == "ipv4")
-    return COMBOS
+        return tuple(c for c in every if c[0] == "ipv4")
+    return every
 
 
 def program_version(factory: object) -> str:
@@ -244,7 +253,7 @@ def draw_programs(examples: int, seed: int, versions: tuple[str, ...] = VERSIONS
 
     for unit in plan(examples, seed):
         docs += explicit(unit, versions, True)
-        test = given(programs(COMBOS[unit.combo], versions))(keep)
+        test = given(programs(combos()[unit.combo], versions))(keep)
         hseed(unit.seed)(settings(
             max_examples=unit.examples, deadline=None, database=None,
             phases=[Phase.generate], suppress_health_check=list(HealthCheck),

@@ -69,7 +69,7 @@ from model.network import (
 )
 from model.nodeport import Hook, Step
 from model.topology import Fabric
-from model.values import Endpoint, IPAddress, Packet, Proto
+from model.values import Encap, Endpoint, IPAddress, Packet, Proto
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +117,15 @@ class Divergence:
     dp_trace: tuple[str, ...]
 
 
+def _ipip_in(data: bytes | bytearray) -> bool:
+    """The bytes a hook got were IPIP-encapsulated (DSR dispatch ipip)."""
+    try:
+        o = packet_of(data).outer
+    except AbstractionError:
+        return False
+    return o is not None and o.kind is Encap.IPIP
+
+
 def pkt_str(p: Packet | None) -> str:
     """Compact one-line packet rendering for traces."""
     if p is None:
@@ -128,7 +137,9 @@ def pkt_str(p: Packet | None) -> str:
         s = f"{p.proto.name} {p.src} -> {p.dst}{fl}"
     if p.dsr is not None:
         s += f" dsr={p.dsr.frontend}({p.dsr.kind.value})"
-    if p.outer is not None:
+    if p.outer is not None and p.outer.kind is Encap.IPIP:
+        s += f" outer=ipip {p.outer.src}->{p.outer.dst}"
+    elif p.outer is not None:
         s += f" outer={p.outer.src}->{p.outer.dst}/vni={p.outer.vni}"
     return s
 
@@ -331,6 +342,10 @@ class DatapathNet:
             return Obs(at=node, hook=hook, verdict="drop", packet=out), r.packet, "stop", \
                 (node, reason)
         target = r.target or ""
+        if r.verdict == DpVerdict.CTX_ACT_REDIRECT and target.startswith("lxc") and \
+                out.outer is not None:  # still IPIP: the pod's stack has no handler for it
+            return Obs(at=node, hook=hook, verdict="drop", packet=out), r.packet, "stop", \
+                (node, DropReason.ENDPOINT_NO_IPIP.name)
         if r.verdict == DpVerdict.CTX_ACT_REDIRECT and target.startswith("lxc"):
             return Obs(at=node, hook=hook, verdict="deliver", packet=out), r.packet, "pod", None
         if r.drop_reason is not None:  # tail_no_service_*: ICMP answered, request dropped
@@ -338,7 +353,8 @@ class DatapathNet:
                 (node, r.drop_reason.name)
         if r.verdict == DpVerdict.CTX_ACT_OK and target == "stack":
             if out.outer is None and (out.dst.addr in self.node_ips[node]
-                                      or out.dst.addr in self.frontends[node]):
+                                      or out.dst.addr in self.frontends[node]
+                                      or _ipip_in(data)):
                 return Obs(at=node, hook=hook, verdict="to-stack", packet=out), r.packet, \
                     "stop", (node, DropReason.PUNT_TO_STACK.name)
             owner = self.world.cluster.owner_of(out.dst.addr)
@@ -380,9 +396,12 @@ class DatapathNet:
                                     drop=drop or (tname, bad or "")), data
                 return obs, End(kind="client", at=tname, packet=p, drop=None), data
             node = tname if tkind == "node" else self.world.cluster.pod(tname).node
-            hook = "from-overlay" if p.outer is not None else "from-netdev"
+            tunnelled = p.outer is not None and p.outer.kind is Encap.GENEVE
+            hook = "from-overlay" if tunnelled else "from-netdev"
             go, xfer = "", 0
-            if hook == "from-netdev" and self.world.cfg.accelerated:
+            if p.outer is None and self.world.cfg.accelerated:
+                # an IPIP packet passes XDP untouched (no L4: XFER_PKT_NO_SVC), which
+                # v1.20's termination clears; the model draws no XDP hop for it
                 o, data, go, why = self._hook(node, "xdp", data, pin)
                 obs.append(o)
                 xfer = self.xfer

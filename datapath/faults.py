@@ -48,6 +48,12 @@ FAULTS: dict[str, str] = {
     "ew_revnat_skipped": "the client pod's to-container skips the reverse translation of a "
                          "service reply",
 }
+# DSR dispatch ipip (datapath/ipip.py), kept in a block of their own.
+FAULTS.update({
+    "ipip_dnats_inner": "IPIP dispatch also DNATs the inner request (nodeport_skip_xlate4 "
+                        "ignored)",
+    "ipip_outer_src_client": "the IPIP outer header takes the client's address as its source",
+})
 
 
 # Faults only an endpoint change can show: golden vectors hold no reprogramming, so these

@@ -14,6 +14,7 @@ from datapath.conntrack import ct_gc, nat_gc
 from datapath.drop import XFER_PKT_NO_SVC, DatapathDrop, DropReason, Verdict, XdpVerdict
 from datapath.errors import ConfigError
 from datapath.fragments import load_l4_ports
+from datapath.ipip import terminate
 from datapath.maps import (
     BE_STATE_ACTIVE,
     BE_STATE_MAINTENANCE,
@@ -107,6 +108,7 @@ class Node:
         self.at_xdp = False  # running cil_xdp_entry: "local delivery" is XDP_PASS to tc
         self.xfer = 0  # XFER flags the running XDP program set (ctx_set_xfer)
         self.xfer_in = 0  # the flags tc's from-netdev received with the packet
+        self.forced_backend: bytes | None = None  # CB_FORCED_BACKEND_V4/V6 (IPIP termination)
         self.internal_errors = 0
         self.nat_exhaustion_signals = 0
         self._rng = random.Random(config.seed)
@@ -141,6 +143,8 @@ class Node:
         self.mode = c.mode
         self.dsr_on = c.mode in ("dsr", "hybrid")
         self.opt_dispatch = c.dispatch == "opt"
+        self.ipip_dispatch = c.dispatch == "ipip"
+        self.ipip_termination = c.ipip_termination and c.version == "1.20"
         self.tunnel = c.tunnel
         self.bpf_routing = c.host_routing == "bpf"
         self.random_pick = c.selection == "random"
@@ -232,6 +236,7 @@ class Node:
             return HookResult(drop, bytes(pkt), DropReason.DROP_INVALID, None)
         finally:
             self.at_xdp = False
+            self.forced_backend = None
 
     def advance(self, seconds: int) -> None:
         """Move the node's monotonic clock (bpf_mono_now) forward."""
@@ -272,6 +277,10 @@ class Node:
         return p
 
     def _from_netdev(self, buf: bytearray) -> HookResult:
+        if self.ipip_termination:
+            self.forced_backend = terminate(self, buf)
+            if self.forced_backend is not None:
+                self.xfer_in = 0  # ctx_skip_nodeport_clear (bpf_host.c:1174)
         p = parse(buf, self._off8)
         # lb4_extract_tuple's ipv4_load_l4_ports, inside nodeport_lb4: skipped with it under
         # XFER_PKT_NO_SVC (bpf_host.c:621 v1.20, :624 v1.18; vectors/xdp_fragments.yaml)

@@ -18,6 +18,7 @@ from datapath.csum import csum_replace, ones_sum
 from datapath.drop import XFER_PKT_NO_SVC, DatapathDrop, DropReason, Verdict
 from datapath.fragments import load_l4_ports
 from datapath.icmp import dsr_reply_icmp4, dsr_reply_icmp6, no_service
+from datapath.ipip import forced_local, ipip_forward
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
 from datapath.maps import (
     SVC_FLAG_EXT_LOCAL_SCOPE,
@@ -79,12 +80,34 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     _svc_checks(node, p, key, svc)
     vip, vport = p.daddr, p.dport
     try:
-        _backend_id, be, ct_new = lb_local(node, p, key, svc)
+        if node.forced_backend is not None:  # v1.20 IPIP termination (datapath/ipip.py)
+            _backend_id, be, ct_new = forced_local(node, p, svc, node.forced_backend)
+        else:
+            _backend_id, be, ct_new = lb_local(node, p, key, svc)
     except DatapathDrop as d:
         if d.reason != DropReason.DROP_NO_SERVICE:
             raise
         return no_service(node, p, svc)
     baddr = be.address
+    if node.ipip_dispatch and node.config.version == "1.18" and (
+            node.mode == "dsr" and baddr in node.lxc_eps):
+        # v1.18 nodeport_xlate4/6 (v1.18 nodeport.h:1441-1449, :180-188) skips the DNAT of
+        # every DSR service under IPIP, a local backend's too; that backend is handed on
+        # untranslated (XFER_PKT_NO_SVC at XDP, :2652-2655). v1.20 DNATs it (:1642-1653).
+        # The CT_EGRESS entry is written first, keyed by lb4_local's tuple: the backend's
+        # address with the frontend's port (:2619-2640).
+        vip_addr, p.daddr = p.daddr, baddr
+        try:
+            _nodeport_ct_egress(node, p, svc)
+        finally:
+            p.daddr = vip_addr
+        node.xfer |= XFER_PKT_NO_SVC
+        return node.local_delivery(p)
+    if node.ipip_dispatch and baddr not in node.lxc_eps and (
+            node.mode == "dsr" or (node.mode == "hybrid" and svc.flags2 & SVC_FLAG_FWD_MODE_DSR)):
+        if "ipip_dnats_inner" in node.faults:
+            rewrite(p, False, baddr, be.port or None, node.dnat_csum)
+        return ipip_forward(node, p, baddr)
     # lb4_dnat_request(): destination -> backend, port only when the backend has one.
     rewrite(p, False, baddr, be.port or None, node.dnat_csum)
     ep = node.lxc_eps.get(baddr)

@@ -72,6 +72,10 @@ COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
                                 ("dsr", "opt", "native"), ("dsr", "geneve", "native"),
                                 ("dsr", "geneve", "tunnel"), ("hybrid", "opt", "native"),
                                 ("hybrid", "geneve", "native"), ("hybrid", "geneve", "tunnel")))
+# DSR dispatch ipip (docs/ipip.md): campaigns run them after COMBOS (diffgen.combos), so
+# that the older units keep their seeds.
+IPIP_COMBOS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (fam, "dsr", "ipip", "native") for fam in ("ipv4", "ipv6"))
 
 Draw = Callable[..., Any]
 
@@ -173,6 +177,8 @@ def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
             out["loadBalancer"]["acceleration"] = accel
     if rng is not None:
         out["nodePort"] = {"range": rng}
+    if dispatch == "ipip":
+        _ipip(out, pick(draw, (True, True, True, False)))
     if not pick(draw, FRAG_TRACKING):  # --enable-ipv4/6-fragment-tracking=false
         out["bpf"] = {"fragmentTracking": False}
     if pick(draw, ALGORITHMS) == "maglev":  # the smallest table the agent accepts
@@ -185,6 +191,15 @@ def _cilium(draw: Draw, mode: str, dispatch: str, routing: str,
         if bpf:
             out.setdefault("bpf", {}).update(bpf)
     return out
+
+
+def _ipip(out: dict[str, Any], terminate: bool) -> None:
+    """IPIP dispatch: v1.18's agent accepts it only under XDP acceleration; v1.20 on tc
+    too, with BPF termination on the backends' nodes (--enable-ipip-termination) or not."""
+    if out["version"] == "1.18":
+        out["loadBalancer"]["acceleration"] = "native"
+    elif terminate:
+        out["enableIPIPTermination"] = True
 
 
 def _fabric(draw: Draw) -> dict[str, bool]:
@@ -293,6 +308,10 @@ def programs(draw: Draw, combo: tuple[str, str, str, str] | None = None,
     fabric = _fabric(draw)
     if fabric:
         doc["fabric"] = fabric
+    if dispatch == "ipip":
+        for f in flows:  # a fragment's IPIP termination is not modelled (docs/ipip.md)
+            f.pop("fragments", None)
+            f.pop("fragmentOrder", None)
     _sizes(draw, doc, flows, fam == "ipv4", {p["name"] for p in pods})
     doc.update({
         "nodes": [{"name": n, "ip": a["node"].format(3 + i)} for i, n in enumerate(nodes)],
@@ -321,7 +340,7 @@ def _sizes(draw: Draw, doc: dict[str, Any], flows: list[dict[str, Any]], v4: boo
             continue
         if size is not None and not f.get("fragments"):
             f["size"] = size
-        if opts and v4 and keeps:
+        if opts and v4 and keeps and not _ipip_at_xdp(doc["cilium"]):
             f["ipOptions"] = opts
 
 
@@ -465,6 +484,34 @@ def masq_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dic
     return doc
 
 
+def _ipip_at_xdp(cilium: dict[str, Any]) -> bool:
+    """IPIP at XDP copies the inner IPv4 header's IHL into the outer one: a request with IP
+    options leaves malformed (docs/ipip.md), which the model does not follow."""
+    lb = cilium["loadBalancer"]
+    return bool(lb.get("dsrDispatch") == "ipip"
+                and lb.get("acceleration", "disabled") != "disabled")
+
+
+def _ipip_two_nodes(doc: dict[str, Any], vip: str, version: str) -> None:
+    """IPIP dispatch reaches a backend through a frontend its node serves too (docs/ipip.md):
+    `web` becomes a LoadBalancer VIP and the flows to node1's NodePort go to the VIP via
+    node1; v1.18 under XDP, v1.20 terminating. XDP's outer header copies the inner's
+    fragment bits and IHL: no fragments or IP options in v1.18 (nor in generated programs
+    under XDP)."""
+    _ipip(doc["cilium"], True)
+    svc = doc["services"][0]
+    svc.update({"type": "LoadBalancer", "loadBalancerIP": vip})
+    for f in doc["flows"]:
+        to = f.get("to", {})
+        if "service" in to and "node" in to:
+            f["to"] = {"address": vip, "port": svc["port"], "via": to["node"],
+                       **({"protocol": to["protocol"]} if "protocol" in to else {})}
+        if version == "1.18":
+            f.pop("fragments", None)
+            f.pop("fragmentOrder", None)
+            f.pop("ipOptions", None)
+
+
 def _two_nodes(combo: tuple[str, str, str, str], version: str, proto: str,
                flows: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
     """node1 (the entry) and node2 (pod0's node), one NodePort service `web` on pod0."""
@@ -482,6 +529,8 @@ def _two_nodes(combo: tuple[str, str, str, str], version: str, proto: str,
         "clients": [{"name": "client0", "ip": a["client"].format(7)},
                     {"name": "client1", "ip": a["client"].format(8)}],
         "flows": flows}
+    if dispatch == "ipip":
+        _ipip_two_nodes(doc, a["vip"].format(10), version)
     for key, value in top.items():  # merged one level deeper: cilium.loadBalancer keeps mode
         into = doc.setdefault(key, {})
         for k, v in value.items():

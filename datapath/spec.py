@@ -96,6 +96,13 @@ def build_packet(spec: Mapping[str, Any]) -> bytes:
         return geneve_encap(_addr(g, "src", "geneve"), _addr(g, "dst", "geneve"), inner,
                             int(g.get("vni", 2)), opts, int(g.get("sport", 40000)),
                             inner_v6=inner[0] >> 4 == 6)
+    if "ipip" in spec:
+        o = spec["ipip"]
+        inner = build_packet({k: v for k, v in spec.items() if k != "ipip"})
+        osrc, odst = _addr(o, "src", "ipip"), _addr(o, "dst", "ipip")
+        if len(odst) == 16:
+            return ipv6(osrc, odst, 41, inner, hlim=int(o.get("ttl", 64)))
+        return ipv4(osrc, odst, 4, inner, ttl=int(o.get("ttl", 64)))
     if "ip" in spec:
         l3 = spec["ip"]
         src, dst = _addr(l3, "src", "ip"), _addr(l3, "dst", "ip")
@@ -103,7 +110,7 @@ def build_packet(spec: Mapping[str, Any]) -> bytes:
         l3 = spec["ip6"]
         src, dst = _addr(l3, "src", "ip6"), _addr(l3, "dst", "ip6")
     else:
-        raise SpecError("packet", "needs one of hex, ip, ip6, geneve")
+        raise SpecError("packet", "needs one of hex, ip, ip6, geneve, ipip")
     proto, l4 = _build_l4(spec, src, dst)
     if "ip" in spec:
         return ipv4(src, dst, int(l3.get("proto", proto)), l4, ttl=int(l3.get("ttl", 64)),
@@ -205,6 +212,8 @@ def _describe(pkt: bytes, pre: str, out: dict[str, Any]) -> None:
         out[pre + "ip6.ext"] = exts
         proto = nh
     out[pre + "l4.proto"] = proto
+    if proto in (4, 41) and not pre:  # IPIP / IPv6-in-IP: the encapsulated packet
+        _describe(pkt[off:end], "inner.", out)
     if proto in (IPPROTO_TCP, IPPROTO_UDP):
         out[pre + "l4.sport"], out[pre + "l4.dport"] = struct.unpack_from("!HH", pkt, off)
         coff = off + (16 if proto == IPPROTO_TCP else 6)
@@ -274,7 +283,7 @@ _L3_KEYS = {"ip": {"src", "dst", "proto", "ttl", "id", "tos", "frag", "options",
             "ip6": {"src", "dst", "ext", "nexthdr", "hlim"}}
 _L4_KEYS = {"tcp": {"sport", "dport", "flags", "seq", "ack", "window"},
             "udp": {"sport", "dport"}, "icmp": {"type", "code", "inner"}}
-_TOP_KEYS = {"hex", "geneve", "ip", "ip6", "tcp", "udp", "icmp", "raw_l4_hex", "proto",
+_TOP_KEYS = {"hex", "geneve", "ipip", "ip", "ip6", "tcp", "udp", "icmp", "raw_l4_hex", "proto",
              "payload", "payload_hex", "payload_len"}
 _RANGES = {"sport": 0xFFFF, "dport": 0xFFFF, "port": 0xFFFF, "ttl": 0xFF, "hlim": 0xFF,
            "tos": 0xFF, "id": 0xFFFF, "frag": 0xFFFF, "proto": 0xFF, "nexthdr": 0xFF,
@@ -331,8 +340,8 @@ def check_spec(spec: Any, path: str = "") -> None:
     def sub(k: str) -> str:
         return f"{path}.{k}" if path else k
 
-    if "hex" not in d and not any(k in d for k in ("ip", "ip6", "geneve")):
-        raise SpecError(path or "packet", "needs one of hex, ip, ip6, geneve")
+    if "hex" not in d and not any(k in d for k in ("ip", "ip6", "geneve", "ipip")):
+        raise SpecError(path or "packet", "needs one of hex, ip, ip6, geneve, ipip")
     for k in ("ip", "ip6"):
         if k in d:
             l3 = _check_keys(d[k], sub(k), _L3_KEYS[k])
@@ -345,6 +354,11 @@ def check_spec(spec: Any, path: str = "") -> None:
                 if ext.get("type") not in _EXT:
                     raise SpecError(f"{sub(k)}.ext[{i}].type",
                                     f"unknown extension header {ext.get('type')!r}")
+    if "ipip" in d:
+        o = _check_keys(d["ipip"], sub("ipip"), {"src", "dst", "ttl"})
+        for need in ("src", "dst"):
+            if need not in o:
+                raise SpecError(f"{sub('ipip')}.{need}", "missing address")
     if "geneve" in d:
         g = _check_keys(d["geneve"], sub("geneve"), {"src", "dst", "vni", "opts_hex", "dsr",
                                                      "sport"})

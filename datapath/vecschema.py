@@ -30,7 +30,7 @@ VERSION = re.compile(r"1\.[0-9]{1,2}")
 _TOP = {"source", "description", "node", "services", "backends", "endpoints",
         "tunnel_endpoints", "steps", "cilium", "reference_only"}
 _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hybrid"),
-         "dispatch": ("opt", "geneve"), "host_routing": ("bpf", "legacy"),
+         "dispatch": ("opt", "geneve", "ipip"), "host_routing": ("bpf", "legacy"),
          "nat_min": "port", "nat_max": "port", "ct_capacity": "size", "nat_capacity": "size",
          "seed": "u64", "selection": ("random", "first", "maglev"), "faults": "strs",
          "tunnel": "bool",
@@ -41,7 +41,7 @@ _NODE = {"name": "str", "ipv4": "ip", "ipv6": "ip", "mode": ("snat", "dsr", "hyb
          "fragment_tracking": "bool", "maglev_table_size": "size", "hash_seed4": "u32",
          "hash_seed6": "u32", "socket_lb": "bool", "nodeport_min": "port",
          "service_loopback_ipv4": "ip", "service_loopback_ipv6": "ip",
-         "version": ("1.18", "1.20")}
+         "version": ("1.18", "1.20"), "ipip_termination": "bool"}
 _PROTOS = tuple(k for k in PROTO_NAMES if k != "any")
 _SERVICE = {"frontend": "ip", "port": "port", "rev_nat_index": "u16", "backends": "ints",
             "proto": _PROTOS, "kind": ("loadbalancer", "nodeport", "externalip", "clusterip"),

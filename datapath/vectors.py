@@ -156,7 +156,8 @@ def _build_config(doc: Mapping[str, Any], path: str) -> NodeConfig:
             mtu=int(node.get("mtu", 1500)),
             fragment_tracking=bool(node.get("fragment_tracking", False)),
             maglev_table_size=int(node.get("maglev_table_size", 16381)),
-            hash_seed4=int(node.get("hash_seed4", 0)), hash_seed6=int(node.get("hash_seed6", 0)))
+            hash_seed4=int(node.get("hash_seed4", 0)), hash_seed6=int(node.get("hash_seed6", 0)),
+            ipip_termination=bool(node.get("ipip_termination", False)))
         return attrs.evolve(cfg, **_lxc(node), **_programmed(doc))
     except (TypeError, ValueError, AttributeError, OSError) as e:
         raise VectorFileError(path, "node/services/backends", str(e)) from None

@@ -64,6 +64,12 @@ PICTURES: tuple[Picture, ...] = (
     Picture(name="22-hairpin", scenario="eastwest.yaml", flow="hairpin",
             title="Hairpin: a backend calls its own ClusterIP (service loopback source)"),
 )
+# DSR dispatch ipip (docs/ipip.md), numbered apart from the pictures other features add.
+PICTURES += (
+    Picture(name="21-ipip-dsr", scenario="ipip-dsr.yaml", flow="ipip-dsr",
+            title="DSR with IPIP dispatch: no DNAT on the LB node, IPIP terminated on the "
+                  "backend's node (v1.20)"),
+)
 
 
 def hosts_of(world: World) -> dict[str, str]:

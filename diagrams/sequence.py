@@ -201,8 +201,11 @@ def outer_line(pkt: Mapping[str, Any], changed: Sequence[str]) -> Line | None:
     o = pkt.get("outer")
     if not o:
         return None
-    body = (f"{o['type'].capitalize()} {o['src']} {ARROW} {o['dst']} UDP/{GENEVE_PORT} "
-            f"VNI {o['vni']}")
+    if o["type"] == "ipip":
+        body = f"IPIP {o['src']} {ARROW} {o['dst']}"
+    else:
+        body = (f"{o['type'].capitalize()} {o['src']} {ARROW} {o['dst']} UDP/{GENEVE_PORT} "
+                f"VNI {o['vni']}")
     html = esc(body)
     if "outer" in changed:
         html = f"<B>{html}</B>"

@@ -46,6 +46,8 @@ ACTION_KIND: dict[str, PathKind] = {
     "rev-snat": PathKind.SNAT,
     "masq": PathKind.SNAT,  # bpf.masquerade: the same SNAT map and range
     "dnat+dsr": PathKind.DSR,
+    "ipip": PathKind.DSR,  # DSR dispatch ipip: encapsulated, no DNAT
+    "ipip-decap+dnat": PathKind.DSR,
     "dsr-ingress": PathKind.DSR,
     "dnat": PathKind.LOCAL,
     "icmp-reject": PathKind.REJECT,

@@ -41,10 +41,11 @@ class LBMode(enum.Enum):
 
 
 class DsrDispatch(enum.Enum):
-    """loadBalancer.dsrDispatch (--bpf-lb-dsr-dispatch); IPIP is outside this model."""
+    """loadBalancer.dsrDispatch (--bpf-lb-dsr-dispatch): DSR_ENCAP_NONE / _GENEVE / _IPIP."""
 
     OPT = "opt"
     GENEVE = "geneve"
+    IPIP = "ipip"  # docs/ipip.md: encapsulated to the backend, no DNAT on the LB node
 
 
 class LBAlgorithm(enum.Enum):
@@ -116,6 +117,10 @@ class CiliumConfig:
     # at connect() by bpf_sock; off, per packet at its from-container (model/eastwest.py).
     # On by default: kube-proxy replacement turns it on.
     socket_lb: bool = True
+    # --enable-ipip-termination (v1.20 only; default false): the node config
+    # enable_ipip_termination, cil_from_netdev strips an IPIP header whose outer destination
+    # is a local endpoint and DNATs the inner request to it (bpf_host.c:1149-1175)
+    ipip_termination: bool = False
     ct_max: int = CT_MAP_SIZE_TCP_DEFAULT
     ct_any_max: int = CT_MAP_SIZE_ANY_DEFAULT
     nat_max: int = NAT_MAP_SIZE_DEFAULT
@@ -180,6 +185,7 @@ def validate(cfg: CiliumConfig, *, ipv6_underlay: bool = False) -> None:
     if cfg.mode is LBMode.SNAT:
         return
     mode = f'"{cfg.mode.value}"'  # Go's %q, as the agent prints it
+    _validate_ipip(cfg)
     if cfg.version is CiliumVersion.V1_13:
         if cfg.tunneling:
             raise ConfigRefused(f"Node Port {mode} mode cannot be used with tunneling.")
@@ -216,3 +222,25 @@ def _validate_acceleration(cfg: CiliumConfig, ipv6_underlay: bool) -> None:
         return
     if cfg.tunneling and ipv6_underlay:
         raise ConfigRefused("XDP acceleration cannot be used with an IPv6 underlay")
+
+
+def _validate_ipip(cfg: CiliumConfig) -> None:
+    """IPIP dispatch per agent (docs/ipip.md). v1.13's daemon/cmd/kube_proxy_replacement.go
+    accepts it only with --datapath-mode=lb-only (the standalone L4LB; the model's nodes run
+    pods, so veth) and then only under XDP acceleration; the v1.18 agent
+    (daemon/cmd/kube_proxy_replacement.go, initKubeProxyReplacementOptions) refuses it for
+    hybrid ("Invalid value for --bpf-lb-dsr-dispatch") and without acceleration, as the
+    1.18 datapath encapsulates only at XDP (v1.18 nodeport.h:1469-1520, no tc branch);
+    v1.20 (pkg/kpr/initializer/kube_proxy_replacement.go) accepts it on tc too and creates
+    the IPIP devices instead (EnableIPIPDevices)."""
+    if cfg.dispatch is not DsrDispatch.IPIP:
+        return
+    if cfg.version is CiliumVersion.V1_13:
+        raise ConfigRefused("DSR dispatch mode ipip only supported for "
+                            "--datapath-mode=lb-only")
+    if cfg.version is CiliumVersion.V1_18:
+        if cfg.mode is LBMode.HYBRID:
+            raise ConfigRefused("Invalid value for --bpf-lb-dsr-dispatch: ipip")
+        if not cfg.accelerated:
+            raise ConfigRefused("DSR dispatch mode ipip currently only available under XDP "
+                                "acceleration")

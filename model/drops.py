@@ -31,6 +31,9 @@ class DropReason(enum.Enum):
     FABRIC_OVER_MTU = 5  # a packet longer than the sending node's device MTU never arrives
     # The packet went up a node's stack untranslated (NAT_PUNT_TO_STACK), never to its peer.
     PUNT_TO_STACK = 4
+    # An IPIP packet reached a pod still encapsulated: its stack has no IPIP handler
+    # (v1.20 bpf_host.c:1134-1136); no Cilium drop code.
+    ENDPOINT_NO_IPIP = 6
 
     @property
     def code(self) -> int | None:

@@ -47,3 +47,5 @@ class ModelFault(enum.Enum):
     EW_SOCK_REV_SKIPPED = "socket-LB's recvmsg/getpeername does not give the frontend back"
     HAIRPIN_NO_LOOPBACK = ("a pod that is its own backend keeps its own address as the "
                            "source (no service loopback SNAT)")
+    IPIP_DNATS_INNER = ("DSR IPIP dispatch also DNATs the inner request to the backend "
+                        "(nodeport_skip_xlate4 ignored)")

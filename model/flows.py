@@ -21,7 +21,7 @@ from model.network import (
     reprogram,
     walk,
 )
-from model.values import Endpoint, IcmpKind, IPAddress, Packet, Proto, TcpFlags
+from model.values import Encap, Endpoint, IcmpKind, IPAddress, Packet, Proto, TcpFlags
 
 
 @attrs.frozen(kw_only=True)
@@ -219,6 +219,17 @@ def run_flows(world: World, flows: Sequence[FlowSpec],
     return st, traces
 
 
+def _outer_json(pkt: Packet) -> dict[str, Any] | None:
+    """The outer header: Geneve with its VNI, IPIP (no identity on the wire) without."""
+    o = pkt.outer
+    if o is None:
+        return None
+    out: dict[str, Any] = {"type": o.kind.value, "src": str(o.src), "dst": str(o.dst)}
+    if o.kind is Encap.GENEVE:
+        out["vni"] = o.vni
+    return out
+
+
 def packet_json(pkt: Packet) -> dict[str, Any]:
     """A packet in the trace JSON shape."""
     # ICMP and a later fragment have no ports on the wire: addresses only
@@ -230,8 +241,7 @@ def packet_json(pkt: Packet) -> dict[str, Any]:
         "proto": pkt.proto.name,
         "flags": pkt.flags.letters() if pkt.proto is Proto.TCP else None,
         "dsr": str(pkt.dsr.frontend) if pkt.dsr is not None else None,
-        "outer": ({"type": "geneve", "src": str(pkt.outer.src), "dst": str(pkt.outer.dst),
-                   "vni": pkt.outer.vni} if pkt.outer is not None else None),
+        "outer": _outer_json(pkt),
     }
     if pkt.dsr is not None:
         out["dsr_kind"] = pkt.dsr.kind.value

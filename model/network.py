@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv6Address
 from types import MappingProxyType
 
 import attrs
@@ -28,7 +27,16 @@ from model.nodeport import (
 )
 from model.snat import RandomSource, SeededRandom
 from model.topology import Cluster, Fabric, Service
-from model.values import DsrKind, Endpoint, IPAddress, Packet, Proto, TcpFlags, dsr_overhead
+from model.values import (
+    DsrKind,
+    Encap,
+    Endpoint,
+    IPAddress,
+    Packet,
+    Proto,
+    TcpFlags,
+    dsr_overhead,
+)
 from model.xdp import xdp
 
 MAX_HOPS = 24
@@ -314,7 +322,7 @@ def wire_length(pkt: Packet) -> int:
     kind = pkt.dsr.kind if pkt.dsr is not None else None
     n = pkt.size + dsr_overhead(kind, pkt.is_ipv6, False)
     if pkt.outer is not None:
-        n += (40 if isinstance(pkt.outer.dst, IPv6Address) else 20) + 8 + 8 + 14
+        n += pkt.outer.length
         if kind is DsrKind.GENEVE_OPTION:
             n += 24 if pkt.is_ipv6 else 12
     return n
@@ -378,7 +386,8 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
             return end(EndKind.CLIENT, tname, pkt, None)
         node = tname if tkind == "node" else world.cluster.pod(tname).node
         ctx = _ctx(world, state, node, pinned)
-        hookname = Hook.FROM_OVERLAY if pkt.outer is not None else Hook.FROM_NETDEV
+        tunnelled = pkt.outer is not None and pkt.outer.kind is Encap.GENEVE
+        hookname = Hook.FROM_OVERLAY if tunnelled else Hook.FROM_NETDEV
         if pkt.outer is None and world.cfg.accelerated:
             # cil_xdp_entry on the native device first; a tunnelled packet is no service
             # and no NAT reply there, so XDP passes it unchanged (not drawn)
@@ -390,7 +399,9 @@ def walk(world: World, state: ClusterState, sender: tuple[str, str], pkt: Packet
                 hop(node, Hook.XDP, xres.res.step, xres.res.packet)
                 st, res = from_netdev(ctx, st, xres.res.packet, skip_nodeport=xres.no_svc)
         else:
-            prog = from_overlay if pkt.outer is not None else from_netdev
+            # an IPIP packet: XDP finds no L4 in it and passes it with XFER_PKT_NO_SVC,
+            # which v1.20's termination clears (bpf_host.c:1169-1174); tc does the work
+            prog = from_overlay if tunnelled else from_netdev
             st, res = prog(ctx, state.nodes[node], pkt)
         state = _set(state, node, st)
         if res.step is Step.DSR_INGRESS and world.cfg.version is CiliumVersion.V1_13:

@@ -12,6 +12,7 @@ from model.conntrack import Direction, created, on_packet, reopens, reset
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.fragments import load_l4_ports, no_l4
+from model.ipip import encapsulate, terminates, v118_ipip_skips
 from model.maglev import FlowPicker, JhashPicker
 from model.maps import (
     AffinityKey,
@@ -34,6 +35,7 @@ from model.values import (
     WORLD_ID,
     DsrKind,
     DsrMeta,
+    Encap,
     Endpoint,
     IcmpKind,
     IPAddress,
@@ -80,6 +82,8 @@ class Step(enum.Enum):
     SNAT = "dnat+snat"
     DSR = "dnat+dsr"
     DSR_INGRESS = "dsr-ingress"
+    IPIP = "ipip"  # DSR dispatch ipip: encapsulated to the backend, no DNAT (docs/ipip.md)
+    IPIP_DNAT = "ipip-decap+dnat"  # v1.20 IPIP termination, DNAT to the outer destination
     REV_DNAT = "rev-dnat"
     REV_SNAT = "rev-snat"
     DROP = "drop"
@@ -280,26 +284,78 @@ def _carries_dsr(ctx: NodeCtx, pkt: Packet, first: bool) -> bool:
     return pkt.is_syn and not ctx.has(ModelFault.DSR_NO_OPT_ON_SYN)
 
 
-def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
+def _forced_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
+                   forced: IPAddress) -> tuple[NodeState, Endpoint]:
+    """lb4_local with a forced backend (v1.20 lb.h:2183-2206): the CT_SERVICE entry is
+    looked up or created (backend_id 0), and the backend is the IPIP outer destination with
+    port 0, so lb4_dnat_request keeps the frontend's port (lb.h:2325-2326)."""
+    key = ct_tuple(pkt, TupleFlags.SERVICE)
+    entry = st.ct.get(key)
+    version = ctx.cfg.version
+    if entry is not None and reopens(version, entry, pkt):
+        entry = None  # ACTION_CREATE: CT_NEW, and ct_create4 writes the entry afresh
+    if entry is None:
+        entry = created(version, pkt, ctx.now, service=True, backend_id=0,
+                        rev_nat_index=svc.rev_nat_index)
+    else:
+        entry = on_packet(version, entry, pkt, ctx.now, service=True)
+    return attrs.evolve(st, ct=st.ct.put(key, entry)), Endpoint(addr=forced, port=pkt.dst.port)
+
+
+def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
+                    forced: IPAddress | None = None, at_xdp: bool = False
                     ) -> tuple[NodeState, HookResult]:
-    """nodeport_svc_lb4: checks, lb4_local, DNAT, then local / DSR / SNAT forwarding."""
+    """nodeport_svc_lb4: checks, lb4_local, DNAT, then local / DSR / SNAT forwarding.
+    `forced` is v1.20's CB_FORCED_BACKEND_V4 after IPIP termination (nodeport.h:2783)."""
     if svc.source_ranges and not _in_ranges(pkt.src.addr, svc.source_ranges):
         return st, _drop(pkt, DropReason.DROP_NOT_IN_SRC_RANGE)
     if not svc.routable:
         return st, _drop(pkt, DropReason.DROP_IS_CLUSTER_IP)
     if ctx.has(ModelFault.ETP_LOCAL_FORWARDS_REMOTE) and svc.etp_local:
         svc = attrs.evolve(svc, backend_slots=svc.all_backends)
-    st, bid, first = lb_select(ctx, st, svc, pkt)
-    if bid is None:
-        return _no_service(ctx, st, svc, pkt)
-    backend = st.lb.backends[bid]
+    first = False
+    if forced is not None:
+        st, backend = _forced_select(ctx, st, svc, pkt, forced)
+    else:
+        st, bid, first = lb_select(ctx, st, svc, pkt)
+        if bid is None:
+            return _no_service(ctx, st, svc, pkt)
+        backend = st.lb.backends[bid]
     client = pkt.src
     if ctx.has(ModelFault.DNAT_KEEPS_FRONTEND_PORT):
         backend = attrs.evolve(backend, port=pkt.dst.port)
     out = attrs.evolve(pkt, dst=backend)
+    if backend.addr in st.lb.local_endpoints and v118_ipip_skips(ctx.cfg, svc.dsr):
+        # v1.18 nodeport_xlate4 skips the DNAT of any DSR service under IPIP, a local
+        # backend's too (v1.18 nodeport.h:1441-1449): handed on untranslated, the stack
+        # has no use for a frontend address (XFER_PKT_NO_SVC at XDP, :2652-2655); the
+        # CT_EGRESS entry is written first, keyed by the backend's address and the
+        # frontend's port (lb4_local's tuple, :2619-2640)
+        st = _nodeport_ct_egress(ctx, st, svc, client,
+                                 Endpoint(addr=backend.addr, port=pkt.dst.port), pkt)
+        return st, HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=Step.PASS,
+                              reason=DropReason.PUNT_TO_STACK)
     if backend.addr in st.lb.local_endpoints:
         st = _nodeport_ct_egress(ctx, st, svc, client, backend, pkt)
-        return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=Step.DNAT)
+        step = Step.DNAT if forced is None else Step.IPIP_DNAT
+        return st, HookResult(verdict=Verdict.DELIVER, packet=out, step=step)
+    if svc.dsr and ctx.cfg.dispatch is DsrDispatch.IPIP and forced is None:
+        # nodeport_skip_xlate4 (nodeport.h:1642-1653): the request keeps the frontend;
+        # at XDP dsr_set_ipip4/6 check the outer header against the MTU (:1735, :328)
+        overhead = 40 if pkt.is_ipv6 else 20
+        size = short_size(pkt.is_ipv6, pkt.proto, pkt.ip_options) if pkt.size is None \
+            else pkt.size
+        if at_xdp and ctx.cfg.pmtu_discovery and size + overhead > ctx.mtu:
+            # dsr_reply_icmp4/6 restore "the frontend" from CB_ADDR_V4 and CB_PORT, which
+            # under IPIP hold the backend's address and, CB_PORT aliasing CB_HINT, the
+            # client's port (common.h:329-330, nodeport.h:2903-2905): the quote says so
+            too_big = _frag_needed(ctx, pkt, pkt, overhead)
+            assert too_big.packet.quote is not None
+            quote = attrs.evolve(too_big.packet.quote,
+                                 dst=Endpoint(addr=backend.addr, port=pkt.src.port))
+            return st, attrs.evolve(too_big, packet=attrs.evolve(too_big.packet, quote=quote))
+        return st, HookResult(verdict=Verdict.FORWARD, step=Step.IPIP,
+                              packet=encapsulate(ctx.ip, pkt, backend.addr, ctx.faults))
     if svc.dsr or (ctx.has(ModelFault.HYBRID_UDP_AS_DSR) and pkt.proto is Proto.UDP):
         if (pkt.is_ipv6 and ctx.cfg.dispatch is DsrDispatch.GENEVE
                 and ctx.ipcache.get(backend.addr) is not None):
@@ -500,7 +556,9 @@ def _local(ctx: NodeCtx, st: NodeState, pkt: Packet, step: Step) -> HookResult:
     """After nodeport: local endpoints get the packet, the node's own IP goes up the stack."""
     if pkt.dst.addr in st.lb.local_endpoints:
         return HookResult(verdict=Verdict.DELIVER, packet=pkt, step=step)
-    if pkt.dst.addr in (ctx.ip, ctx.router_ip):
+    if pkt.dst.addr in (ctx.ip, ctx.router_ip) or (
+            pkt.dst.addr, pkt.dst.port, pkt.proto) in st.lb.services:
+        # the node's own address, or a frontend nodeport was skipped for (XFER_PKT_NO_SVC)
         return HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=step,
                           reason=DropReason.PUNT_TO_STACK)
     return HookResult(verdict=Verdict.FORWARD, packet=pkt, step=step)
@@ -555,7 +613,7 @@ def _nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
     if pkt.proto in (Proto.TCP, Proto.UDP):
         svc = st.lb.services.get((pkt.dst.addr, pkt.dst.port, pkt.proto))
         if svc is not None:
-            return nodeport_svc_lb(ctx, st, svc, pkt)
+            return nodeport_svc_lb(ctx, st, svc, pkt, at_xdp=hook is Hook.XDP)
         if ctx.cfg.dsr_enabled and pkt.dst.addr in st.lb.local_endpoints:
             st, is_dsr, frontend = _dsr_extract(ctx, st, pkt, hook)
             if is_dsr:
@@ -594,11 +652,43 @@ def from_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet, *, skip_nodeport: bool
                 ) -> tuple[NodeState, HookResult]:
     """cil_from_netdev: a packet arriving on the node's native device. XDP's XFER_PKT_NO_SVC
     becomes skip-nodeport (bpf_host.c:1292-1293): XDP already did the NodePort work."""
+    if pkt.outer is not None and pkt.outer.kind is Encap.IPIP:
+        return _ipip_in(ctx, st, pkt)
     if pkt.outer is not None:
         return st, _drop(pkt, DropReason.DROP_UNKNOWN_L4)
     if skip_nodeport:
         return st, _local(ctx, st, pkt, Step.PASS)
     return nodeport_lb(ctx, st, pkt, Hook.FROM_NETDEV)
+
+
+def _ipip_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:
+    """An IPIP packet on the native device (bpf_host.c:1149-1175, v1.20): terminated when
+    enable_ipip_termination is on and the outer destination is a local endpoint, then
+    nodeport_lb4 on the inner request with that endpoint as the forced backend. Otherwise
+    the kernel hands the still-encapsulated packet to the pod, whose stack has no IPIP
+    handler (bpf_host.c:1134-1136): the model ends it here with that loss."""
+    assert pkt.outer is not None
+    forced = pkt.outer.dst
+    local = forced in st.lb.local_endpoints
+    if not terminates(ctx.cfg, local):
+        return st, _drop(pkt, DropReason.ENDPOINT_NO_IPIP)
+    inner = logical = attrs.evolve(pkt, outer=None)
+    if inner.frag is not None and inner.quote is None:  # lb4_extract_tuple, as nodeport_lb
+        st, logical, err = load_l4_ports(ctx.cfg, ctx.faults, st, inner)
+        if err is not None:
+            return st, _drop(inner, err)
+    svc = None
+    if logical.proto in (Proto.TCP, Proto.UDP) and logical.quote is None:
+        svc = st.lb.services.get((logical.dst.addr, logical.dst.port, logical.proto))
+    if svc is None:
+        # no frontend for the inner destination here (another node's NodePort): up the
+        # stack untranslated; a forwarding kernel would send it back to the LB node
+        return st, HookResult(verdict=Verdict.TO_STACK, packet=inner, step=Step.PASS,
+                              reason=DropReason.PUNT_TO_STACK)
+    st, res = nodeport_svc_lb(ctx, st, svc, logical, forced=forced)
+    if inner.frag is not None and not inner.frag.first and res.packet.frag is not None:
+        res = attrs.evolve(res, packet=no_l4(res.packet))
+    return st, res
 
 
 def from_overlay(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookResult]:

@@ -204,7 +204,8 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     c = r.mapping(doc.get("cilium", {}), "cilium",
                   {"version", "loadBalancer", "routingMode", "tunnelProtocol", "nodePort",
                    "seed", "serviceNoBackendResponse", "enableNoServiceEndpointsRoutable",
-                   "bpf", "mtu", "pmtuDiscovery", "maglev", "socketLB"})
+                   "bpf", "mtu", "pmtuDiscovery", "maglev", "socketLB",
+                   "enableIPIPTermination"})
     sock = r.mapping(c.get("socketLB", {}), "cilium.socketLB", {"enabled"})
     pmtu = r.mapping(c.get("pmtuDiscovery", {}), "cilium.pmtuDiscovery", {"enabled"})
     lb = r.mapping(c.get("loadBalancer", {}), "cilium.loadBalancer",
@@ -233,6 +234,10 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
     if not routable and ver is not CiliumVersion.V1_20:
         raise r.fail("cilium.enableNoServiceEndpointsRoutable", "false needs version 1.20 "
                      f"(the {ver.value} datapath has no such switch)")
+    ipip_term = r.opt(c, "enableIPIPTermination", "cilium", lambda v, p: r.boolean(v, p), False)
+    if ipip_term and ver is not CiliumVersion.V1_20:
+        raise r.fail("cilium.enableIPIPTermination", "true needs version 1.20 (IPIP "
+                     f"termination in BPF is not in the {ver.value} datapath)")
     return CiliumConfig(
         version=ver,
         mode=r.opt(lb, "mode", "cilium.loadBalancer", lambda v, p: r.enum(v, p, LBMode),
@@ -247,6 +252,7 @@ def _cilium(r: _Reader, doc: Mapping[str, Any]) -> CiliumConfig:
                                   lambda v, p: r.enum(v, p, NoBackendResponse),
                                   NoBackendResponse.REJECT),
         no_service_endpoints_routable=routable,
+        ipip_termination=ipip_term,
         nodeport_min=lo, nodeport_max=hi,
         seed=r.opt(c, "seed", "cilium", lambda v, p: r.integer(v, p, 0, 2**63), 0),
         ct_max=r.opt(bpf, "ctTcpMax", "cilium.bpf", lambda v, p: r.integer(v, p, 1, 2**26),

@@ -114,13 +114,28 @@ class DsrMeta:
     frontend: Endpoint
 
 
+class Encap(enum.Enum):
+    """Which encapsulation an outer header belongs to."""
+
+    GENEVE = "geneve"  # outer IP, UDP 6081, Geneve, inner Ethernet (cilium_geneve)
+    IPIP = "ipip"  # outer IP only, protocol 4 / next header 41 (DSR dispatch ipip)
+
+
 @attrs.frozen(kw_only=True)
 class Outer:
-    """Outer Geneve/UDP header added by encapsulation towards a tunnel endpoint."""
+    """Outer header added by encapsulation: Geneve/UDP towards a tunnel endpoint, or IPIP
+    towards a DSR backend (no VNI on the wire: tunnel_id 0, nodeport.h:1669)."""
 
     src: IPAddress
     dst: IPAddress
     vni: int = WORLD_ID
+    kind: Encap = Encap.GENEVE
+
+    @property
+    def length(self) -> int:
+        """Bytes the encapsulation adds in front of the inner IP header."""
+        ip = 40 if isinstance(self.dst, IPv6Address) else 20
+        return ip if self.kind is Encap.IPIP else ip + 8 + 8 + 14
 
 
 # Each fragment the model sends carries this many 8-byte units of its datagram (24 bytes:

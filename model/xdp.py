@@ -8,6 +8,7 @@ from model.config import CiliumVersion
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.fragments import load_l4_ports
+from model.ipip import v118_ipip_skips
 from model.maps import NodeState
 from model.nodeport import (
     Hook,
@@ -79,7 +80,8 @@ def xdp(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, XdpResult]
     if res.verdict is Verdict.TO_STACK:
         # CTX_ACT_OK: for no service XFER_PKT_NO_SVC is set; a service's non-routable
         # pass-up (handle_nonroutable_endpoints_v4) sets none, and tc decides again.
-        return st, _pass(res.packet, res.step, svc is None)
+        return st, _pass(res.packet, res.step,
+                         svc is None or v118_ipip_skips(ctx.cfg, svc.dsr))
     return st, _final(res)
 
 

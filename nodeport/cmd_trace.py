@@ -49,7 +49,8 @@ def _fmt(pkt: dict[str, Any], changed: list[str]) -> str:
         text += f" ipopts={pkt['ip_options']}"
     if pkt.get("outer"):
         o = pkt["outer"]
-        text += f" {mark('outer')}outer=geneve {o['src']}->{o['dst']} vni={o['vni']}"
+        vni = f" vni={o['vni']}" if "vni" in o else ""
+        text += f" {mark('outer')}outer={o['type']} {o['src']}->{o['dst']}{vni}"
     return text
 
 

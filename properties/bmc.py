@@ -113,6 +113,7 @@ PREMISES: dict[str, Premise] = {
 }
 PREMISES["P-MAG-01"] = _moved
 PREMISES.update({"P-EW-01": answered, "P-EW-02": hairpinned})
+PREMISES["P-DSR-04"] = _sent
 
 # Induction properties whose statement is also checked, within these bounds, by exploring
 # the model's own code (properties/prove.py cross_checked).

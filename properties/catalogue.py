@@ -579,6 +579,30 @@ def _hairpin_ok(c: Config) -> str:
     broken = (c.east_west == "hairpin" and c.ipv6 and not c.socket_lb
               and c.version is not CiliumVersion.V1_20)
     return VIOLATED if broken else HOLD
+# P-DSR-04 (docs/ipip.md): IPIP dispatch to a LoadBalancer VIP (a frontend every node
+# serves), v1.20 terminating in BPF, both families; what else is expected to fail.
+IPIP, LB_T = DsrDispatch.IPIP, ServiceType.LOADBALANCER
+IPIP_CONFIGS = (
+    _cfg(DSR, typ=LB_T, disp=IPIP, version=V120, ipip_term=True),
+    _cfg(DSR, "ipv6", typ=LB_T, disp=IPIP, version=V120, ipip_term=True),
+    _cfg(DSR, typ=LB_T, proto=UDP, disp=IPIP, version=V120, ipip_term=True),
+    _cfg(DSR, place=L, disp=IPIP, version=V120),
+    _cfg(DSR, typ=LB_T, disp=IPIP, version=V120),
+    _cfg(DSR, typ=LB_T, disp=IPIP, xdp=True),
+    _cfg(DSR, disp=IPIP, version=V120, ipip_term=True),
+    _cfg(DSR, place=L, typ=LB_T, disp=IPIP, xdp=True),
+)
+
+
+def _ipip_arrives(c: Config) -> str:
+    """Only v1.20's BPF termination decapsulates for a pod; the inner destination must be a
+    frontend of the backend's node (a VIP, not another node's NodePort); a local backend is
+    DNATed on the LB node as under any dispatch, except in v1.18."""
+    if c.placement is Placement.LOCAL:  # v1.18 does not DNAT it (nodeport_xlate4)
+        return VIOLATED if c.version is CiliumVersion.V1_18 else HOLD
+    if not c.ipip_term or c.svc_type is ServiceType.NODEPORT:
+        return VIOLATED
+    return HOLD
 
 
 PROPERTIES += (
@@ -618,6 +642,25 @@ PROPERTIES += (
               "IPv4 and IPv6, socket-LB on and off, v1.18 and v1.20",
         method="bmc", configs=HAIRPIN_CONFIGS, expected=_hairpin_ok, bounds=EW_BOUNDS,
         mutants=((F.HAIRPIN_NO_LOOPBACK, HAIRPIN_CONFIGS[2]),)),
+        id="P-DSR-04", title="IPIP dispatch keeps the client IP and the reply source",
+        statement=("Under loadBalancer.dsrDispatch: ipip every request reaches a backend "
+                   "with the client's address and port as its source and the client's "
+                   "replies come from the frontend it called, as under opt dispatch. The LB "
+                   "node does not DNAT a remote backend's request (nodeport_skip_xlate4, "
+                   "nodeport.h:1642-1653) but sends it inside an outer IP header to the "
+                   "backend's address (dsr_set_ipip4/6); v1.20 with --enable-ipip-"
+                   "termination strips it on the backend's node and DNATs to that backend "
+                   "(bpf_host.c:1149-1175, nodeport.h:2783-2793). Expected counterexamples: "
+                   "without termination (v1.18; v1.20 by default) the pod gets the IPIP "
+                   "packet and has no handler for it (bpf_host.c:1134-1136); a NodePort "
+                   "frontend is the LB node's own address, which the backend's node does "
+                   "not serve; v1.18 does not DNAT a local backend's request under IPIP "
+                   "either (nodeport_xlate4, v1.18 nodeport.h:1441-1449)."),
+        scope="one client, one flow; DSR LoadBalancer IPv4 TCP/UDP and IPv6 TCP (v1.20 "
+              "terminating), a local backend (v1.20, v1.18), no termination (v1.20, and "
+              "v1.18 under XDP), a NodePort frontend",
+        method="bmc", configs=IPIP_CONFIGS, expected=_ipip_arrives,
+        mutants=((F.IPIP_DNATS_INNER, IPIP_CONFIGS[0]),)),
 )
 
 BY_ID = {p.id: p for p in PROPERTIES}

@@ -231,6 +231,31 @@ def dsr03(rp: Replay) -> Finding | None:
     return _each(rp, one)
 
 
+def dsr04(rp: Replay) -> Finding | None:
+    """P-DSR-04: under IPIP dispatch every request reaches a backend with the client's tuple
+    as its source, and the client gets a reply from the frontend, as under opt dispatch."""
+    def one(n: int, tr: FlowTrace) -> Finding | None:
+        got = _pod_receives(tr)
+        if not got:
+            last = len(tr.hops) - 1
+            return Finding(flow=n, hop=last, message=(
+                f"no backend received the request (it ended at {tr.hops[last].at})"))
+        for i, h in got:
+            if h.packet.src != tr.spec.source:
+                return Finding(flow=n, hop=i, message=(
+                    f"backend saw source {h.packet.src}, the client is {tr.spec.source}"))
+        replies = _client_receives(tr)
+        if not replies:
+            return Finding(flow=n, hop=len(tr.hops) - 1, message="the client got no reply")
+        for i, h in replies:
+            if h.packet.src != tr.spec.frontend:
+                return Finding(flow=n, hop=i, message=(
+                    f"client received a reply from {h.packet.src}, it called "
+                    f"{tr.spec.frontend}"))
+        return None
+    return _each(rp, one)
+
+
 def etp01(rp: Replay) -> Finding | None:
     """P-ETP-01: nothing leaves the receiving node for another node; no backend: NO_SERVICE."""
     local = {p.name for p in rp.world.cluster.pods}
@@ -726,3 +751,4 @@ CHECKERS: dict[str, Checker] = {
 }
 CHECKERS["P-MAG-01"] = mag01
 CHECKERS.update({"P-EW-01": ew01, "P-EW-02": ew02})
+CHECKERS["P-DSR-04"] = dsr04

@@ -57,6 +57,7 @@ class Config:
     # "nodeport-other" (node2's NodePort) or "hairpin" (web-0 calls its own ClusterIP)
     east_west: str = ""
     socket_lb: bool = True  # socketLB.enabled: a pod's service calls translated at connect()
+    ipip_term: bool = False  # --enable-ipip-termination (v1.20; docs/ipip.md)
 
     @property
     def ipv6(self) -> bool:
@@ -97,7 +98,8 @@ class Config:
             fragment_tracking=self.frag_tracking,
             acceleration=Acceleration.NATIVE if self.xdp else Acceleration.DISABLED,
             algorithm=LBAlgorithm.MAGLEV if self.maglev else LBAlgorithm.RANDOM,
-            socket_lb=self.socket_lb)
+            socket_lb=self.socket_lb,
+            ipip_termination=self.ipip_term)
 
     def label(self) -> str:
         """A short stable name: mode/family/placement/type/proto[/dispatch][/flags]."""
@@ -137,6 +139,8 @@ class Config:
             parts.append(f"pod-{self.east_west}")
         if not self.socket_lb:
             parts.append("no-socket-lb")
+        if self.ipip_term:
+            parts.append("ipip-term")
         return "/".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -153,4 +157,5 @@ class Config:
                 "fragment_order": self.frag_order, "fragment_tracking": self.frag_tracking,
                 "acceleration": "native" if self.xdp else "disabled",
                 "algorithm": "maglev" if self.maglev else "random",
-                "pod_client": self.east_west or None, "socket_lb": self.socket_lb}
+                "pod_client": self.east_west or None, "socket_lb": self.socket_lb,
+                "ipip_termination": self.ipip_term}

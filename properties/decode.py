@@ -137,6 +137,7 @@ def _document(cfg: Config, v: ScenarioValues, seed: int) -> dict[str, Any]:
                    "seed": seed, "serviceNoBackendResponse": c.no_backend_response.value,
                    **_bpf(c.masquerade, c.fragment_tracking),
                    **({"pmtuDiscovery": {"enabled": True}} if c.pmtu_discovery else {}),
+                   **({"enableIPIPTermination": True} if c.ipip_termination else {}),
                    # each replay seed a cluster-wide Maglev seed too: 12 bytes (base64),
                    # the murmur, IPv4 and IPv6 seeds each the replay seed
                    **({"maglev": {"hashSeed": base64.b64encode(

@@ -203,5 +203,5 @@ def test_programs_follow_the_datapaths_release() -> None:
     from datapath.diffgen import COMBOS, combos, plan
 
     assert combos("1.18") and all(c[0] == "ipv4" for c in combos("1.18"))
-    assert combos("1.20") == COMBOS
+    assert combos("1.20")[:len(COMBOS)] == COMBOS  # then the IPIP ones (docs/ipip.md)
     assert {u.combo for u in plan(16, 0, "1.18")} == set(range(len(combos("1.18"))))

@@ -48,6 +48,12 @@ ASSIGN_CONFIG(bool, enable_no_service_endpoints_routable, true)
 ASSIGN_CONFIG(bool, enable_conntrack_accounting, true)
 #endif
 
+/* --enable-ipip-termination: cil_from_netdev strips IPIP addressed to a local endpoint
+ * (bpf_host.c:1149-1175, include/bpf/config/node.h:44). */
+#ifdef NPH_IPIP_TERMINATION
+ASSIGN_CONFIG(bool, enable_ipip_termination, true)
+#endif
+
 /* --enable-ipv4/6-fragment-tracking (agent default on; off unless the node says so, as
  * the tree's bpf/tests compile it): lib/ipv4.h:38, lib/ipv6.h:65. */
 #ifdef NPH_FRAGMENTS
