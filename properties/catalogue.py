@@ -579,6 +579,8 @@ def _hairpin_ok(c: Config) -> str:
     broken = (c.east_west == "hairpin" and c.ipv6 and not c.socket_lb
               and c.version is not CiliumVersion.V1_20)
     return VIOLATED if broken else HOLD
+
+
 # P-DSR-04 (docs/ipip.md): IPIP dispatch to a LoadBalancer VIP (a frontend every node
 # serves), v1.20 terminating in BPF, both families; what else is expected to fail.
 IPIP, LB_T = DsrDispatch.IPIP, ServiceType.LOADBALANCER
@@ -642,6 +644,7 @@ PROPERTIES += (
               "IPv4 and IPv6, socket-LB on and off, v1.18 and v1.20",
         method="bmc", configs=HAIRPIN_CONFIGS, expected=_hairpin_ok, bounds=EW_BOUNDS,
         mutants=((F.HAIRPIN_NO_LOOPBACK, HAIRPIN_CONFIGS[2]),)),
+    Property(
         id="P-DSR-04", title="IPIP dispatch keeps the client IP and the reply source",
         statement=("Under loadBalancer.dsrDispatch: ipip every request reaches a backend "
                    "with the client's address and port as its source and the client's "
