@@ -122,7 +122,7 @@ def test_v120_translation_equals_the_independently_built_packet(l4: str) -> None
 @pytest.mark.parametrize("l4", ["tcp", "udp"])
 def test_v118_translation_leaves_the_icmp_checksum_stale(l4: str) -> None:
     """v1.18 rewrites the quote and the outer header alike but applies no diff to the ICMP
-    checksum (v1.18 nat.h:1037-1039: the outer rewrite changes no port, ICMP has no pseudo
+    checksum (v1.18 nat.h:1042-1045: the outer rewrite changes no port, ICMP has no pseudo
     header): everything but that field is v1.20's packet, and the field is the sender's."""
     frame = error(quote(l4))
     out, drop = run(node("1.18"), frame)
@@ -136,7 +136,7 @@ def test_v118_translation_leaves_the_icmp_checksum_stale(l4: str) -> None:
 @pytest.mark.parametrize("l4", ["tcp", "udp"])
 def test_every_cut_of_the_error_at_each_load_bound(l4: str, version: Version) -> None:
     """Each ctx_load_bytes bound, exactly and one byte short: the ICMP header (parser;
-    :1180-1181), the quote's IP header (:1033-1034), its ports (:1055-1056), the UDP
+    :1180-1181), the quote's IP header (:1038-1039), its ports (:1060-1061), the UDP
     checksum (v1.20 :1100-1102: DROP_INVALID). A TCP quote without its whole checksum is
     translated in v1.20 (DROP_CSUM_L4 tolerated, :1121-1123) with its ICMP checksum still
     valid (the port-only diff, :569-575); v1.18 returns the DROP_CSUM_L4 of
@@ -163,8 +163,8 @@ def test_every_cut_of_the_error_at_each_load_bound(l4: str, version: Version) ->
 
 
 def test_quote_header_bounds_with_a_protocol_that_is_punted() -> None:
-    """A quoted protocol without ports (GRE, 47) is NAT_PUNT_TO_STACK (:1085-1086) once the
-    quote's IP header loads (48 bytes); one byte short it is DROP_INVALID (:1033-1034)."""
+    """A quoted protocol without ports (GRE, 47) is NAT_PUNT_TO_STACK (:1084-1085) once the
+    quote's IP header loads (48 bytes); one byte short it is DROP_INVALID (:1038-1039)."""
     inner = bytes(IP(src=NODE, dst=REMOTE, proto=47, id=1) / Raw(b"\0" * 8))
     full = error(inner)
     out, drop = run(node(), cut(full, INNER + 20))
@@ -174,7 +174,7 @@ def test_quote_header_bounds_with_a_protocol_that_is_punted() -> None:
 
 
 def test_a_quote_with_ip_options_moves_every_bound() -> None:
-    """ipv4_hdrlen() of the quoted header places its L4 header (:1052): with 4 bytes of
+    """ipv4_hdrlen() of the quoted header places its L4 header (:1050): with 4 bytes of
     options the ports end at 56 and the TCP checksum at 70 (total_inner_len against
     ipv4_hdrlen + TCP_CSUM_OFF + TCP_CSUM_SIZE, :1092-1094)."""
     opts = b"\x01\x01\x01\x00"  # NOP NOP NOP EOL
