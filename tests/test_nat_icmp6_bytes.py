@@ -113,6 +113,16 @@ def test_every_cut_of_the_error_at_each_load_bound(l4: str) -> None:
             assert drop is None and out == translated(l4, n), n
 
 
+def test_quote_header_bound_with_a_protocol_that_is_punted() -> None:
+    """A quoted protocol without ports (GRE, 47) is NAT_PUNT_TO_STACK (:2099-2100) once the
+    quote's IPv6 header loads (88 bytes); one byte short it is DROP_INVALID (:2044-2045)."""
+    full = error(bytes(IPv6(src=NODE, dst=REMOTE, nh=47, plen=8)) + bytes(8))
+    out, drop = run(node(), cut(full, L4))
+    assert drop is None and out == cut(full, L4)
+    _, drop = run(node(), cut(full, L4 - 1))
+    assert drop == DropReason.DROP_INVALID
+
+
 def test_every_type_and_code() -> None:
     """Only ICMPV6_PKT_TOOBIG (2), any code, is reverse-SNATed (:2173-2188); the other types
     of 0..20 (and echo request/reply, 128/129, without a mapping) are punted unchanged.
@@ -141,6 +151,8 @@ def test_the_result_says_punted_or_translated() -> None:
     assert snat_rev_nat_icmp_error(n, parse(bytearray(error(other)))) is False
     stranger = quote(sport=SNAT_PORT + 1)
     assert snat_rev_nat_icmp_error(n, parse(bytearray(error(stranger)))) is False
+    udp = bytes(IPv6(src=REMOTE, dst=NODE) / UDP(sport=DPORT, dport=SNAT_PORT))
+    assert snat_rev_nat_icmp_error(n, parse(bytearray(udp))) is False  # not ICMPv6
     echo = bytes([128, 0, 0, 0, 0, 9])  # a quoted echo request: no mapping (:2103-2105)
     quoted = bytes(IPv6(src=NODE, dst=REMOTE, nh=58, plen=len(echo))) + echo
     assert snat_rev_nat_icmp_error(n, parse(bytearray(error(quoted)))) is False
