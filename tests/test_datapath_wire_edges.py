@@ -48,16 +48,18 @@ def test_a_second_well_formed_option_is_not_a_malformed_header() -> None:
 
 def test_ipv4_options_led_by_a_nop() -> None:
     """A NOP is a single byte (RFC 791): after it the next option's type and length are
-    read at the following byte. NOP then Router Alert (RFC 2113, 4 bytes), EOL, padding
-    parse as a 28-byte header; Cilium itself reads only ihl (ipv4_hdrlen)."""
+    read at the following byte, and an option may end exactly at the header's end. Cilium
+    itself reads only ihl (ipv4_hdrlen); the parser must accept well-formed options."""
     seg = tcp_segment(ip_bytes(CLIENT), ip_bytes(VIP), 40000, 80)
     plain = ipv4(ip_bytes(CLIENT), ip_bytes(VIP), IPPROTO_TCP, seg)
-    opts = bytes([1, 0x94, 4, 0, 0, 0, 0, 0])
-    hdr = bytearray(plain[:20] + opts)
-    hdr[0] = 0x47
-    struct.pack_into("!H", hdr, 2, len(hdr) + len(seg))
-    p = parse(hdr + bytearray(seg))
-    assert (p.l4_off, p.sport, p.dport) == (28, 40000, 80)
+    # NOP, Router Alert, EOL + padding; NOP, NOP, a 2-byte option (RFC 4727's experimental
+    # type 0x9E) ending exactly where the header does
+    for opts in (bytes([1, 0x94, 4, 0, 0, 0, 0, 0]), bytes([1, 1, 0x9E, 2])):
+        hdr = bytearray(plain[:20] + opts)
+        hdr[0] = 0x40 | (len(hdr) // 4)
+        struct.pack_into("!H", hdr, 2, len(hdr) + len(seg))
+        p = parse(hdr + bytearray(seg))
+        assert (p.l4_off, p.sport, p.dport) == (len(hdr), 40000, 80), opts.hex()
 
 
 def test_a_wildcard_service_from_its_configuration() -> None:
