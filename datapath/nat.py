@@ -168,6 +168,7 @@ def snat_rev_nat(node: Node, p: Parsed) -> bool:
 
 _H = struct.Struct("!H")
 ICMP_DEST_UNREACH, NR_ICMP_UNREACH, ICMP_TIME_EXCEEDED = 3, 15, 11
+ICMP_ECHOREPLY, ICMP_ECHO, ICMPV6_ECHO_REQUEST = 0, 8, 128
 
 
 def _fix16(buf: bytearray, off: int, diff: int, mangled_0: bool = False) -> None:
@@ -190,9 +191,12 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
     buf, off = p.buf, p.l4_off
     if p.v6:
         return _rev_nat_pkt_toobig6(node, p)
-    if p.proto != IPPROTO_ICMP or p.is_frag:
+    if p.proto != IPPROTO_ICMP:
         return False
-    if len(buf) < off + 8:
+    v118 = node.config.version == "1.18"
+    if p.is_frag and not v118:  # v1.20 drops an ICMP fragment (:1178-1179); v1.18 reads on
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    if len(buf) < off + 8:  # a v1.18 later fragment: the header load fails (:1180-1181)
         raise DatapathDrop(DropReason.DROP_INVALID)
     typ, code = buf[off], buf[off + 1]
     if not ((typ == ICMP_DEST_UNREACH and code <= NR_ICMP_UNREACH)
@@ -203,7 +207,9 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
         raise DatapathDrop(DropReason.DROP_INVALID)
     ihl = (buf[inner] & 0xF) * 4
     iproto, l4 = buf[inner + 9], inner + ihl
-    if iproto not in (IPPROTO_TCP, IPPROTO_UDP):  # an inner echo is not modelled
+    if iproto == IPPROTO_ICMP:
+        return _quoted_icmp4(buf, l4)
+    if iproto not in (IPPROTO_TCP, IPPROTO_UDP):
         return False
     if len(buf) < l4 + 4:
         raise DatapathDrop(DropReason.DROP_INVALID)
@@ -215,13 +221,17 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
     if state is None:
         return False
     new_addr, new_port = state.to_addr, state.to_port
+    # v1.20 tolerates a quote cut before its L4 checksum (:1092-1095, :1121-1123); v1.18
+    # fails to fix it: DROP_CSUM_L4 (l4_modify_port, v1.18 nat.h:455-457, :465-467)
     has_csum = not (iproto == IPPROTO_TCP and len(buf) - inner < ihl + 18)
     if iproto == IPPROTO_UDP:
-        if len(buf) < l4 + 8:
-            raise DatapathDrop(DropReason.DROP_INVALID)
+        if len(buf) < l4 + 8:  # v1.20 loads the UDP checksum (:1100-1102)
+            raise DatapathDrop(DropReason.DROP_CSUM_L4 if v118 else DropReason.DROP_INVALID)
         has_csum = _H.unpack_from(buf, l4 + 6)[0] != 0
+    elif v118 and not has_csum:
+        raise DatapathDrop(DropReason.DROP_CSUM_L4)
     outer_diff = 0
-    if node.config.version != "1.18":  # snat_v4_calc_icmp_error_csum_diff, v1.20
+    if not v118:  # snat_v4_calc_icmp_error_csum_diff, v1.20
         if has_csum:
             outer_diff = csum_diff(new_addr, old_addr) if old_addr != new_addr else 0
         elif old_port != new_port:
@@ -247,19 +257,45 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
     return True
 
 
+def _quoted_icmp4(buf: bytearray, l4: int) -> bool:
+    """A quoted ICMP message (nat.h:1065-1083): an echo request's identifier is looked up,
+    but only TCP/UDP are masqueraded here, so no ICMP mapping exists (NAT_PUNT_TO_STACK);
+    an echo reply is punted, any other type is DROP_UNKNOWN_ICMP4_CODE."""
+    if len(buf) < l4 + 1:
+        raise DatapathDrop(DropReason.DROP_INVALID)
+    typ = buf[l4]
+    if typ == ICMP_ECHO:
+        if len(buf) < l4 + 6:
+            raise DatapathDrop(DropReason.DROP_INVALID)
+        return False
+    if typ != ICMP_ECHOREPLY:
+        raise DatapathDrop(DropReason.DROP_UNKNOWN_ICMP4_CODE)
+    return False
+
+
 def _rev_nat_pkt_toobig6(node: Node, p: Parsed) -> bool:
     """snat_v6_rev_nat for ICMPv6 packet-too-big (nat.h:2173-2188) with
     snat_v6_rev_nat_handle_icmp_pkt_toobig (:2027-2110): the same rewrite of the quote; no
     ICMPv6 checksum diff is needed, the quote's TCP/UDP checksum absorbs its address change
     (no IPv6 header checksum), and the outer destination's change goes through the ICMPv6
-    pseudo header. Quotes with extension headers are not handled here (Cilium skips them)."""
+    pseudo header. A quote with extension headers is punted here; Cilium walks past them
+    (ipv6_hdrlen_offset, :2063-2067) and translates it: not modelled."""
     buf, off = p.buf, p.l4_off
-    if p.proto != IPPROTO_ICMPV6 or p.is_frag or len(buf) < off + 8 or buf[off] != 2:
+    if p.proto != IPPROTO_ICMPV6:
+        return False
+    if p.is_frag:  # v1.20 drops an ICMPv6 fragment (:2161-2162); v1.18 cannot parse one
+        raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT if node.config.version == "1.18"
+                           else DropReason.DROP_INVALID)
+    if buf[off] != 2:  # the parser dropped a message shorter than its 8-byte header
         return False
     inner = off + 8
     if len(buf) < inner + 40:
         raise DatapathDrop(DropReason.DROP_INVALID)
     iproto, l4 = buf[inner + 6], inner + 40
+    if iproto == IPPROTO_ICMPV6:  # an echo request's identifier (:2085-2098), never mapped
+        if len(buf) < l4 + 6 or buf[l4] != ICMPV6_ECHO_REQUEST:
+            raise DatapathDrop(DropReason.DROP_INVALID)
+        return False
     if iproto not in (IPPROTO_TCP, IPPROTO_UDP):
         return False
     if len(buf) < l4 + 4:
@@ -276,7 +312,13 @@ def _rev_nat_pkt_toobig6(node: Node, p: Parsed) -> bool:
     buf[inner + 8:inner + 24] = new_addr
     _H.pack_into(buf, l4, new_port)
     csum_off = l4 + (16 if iproto == IPPROTO_TCP else 6)
-    if len(buf) >= csum_off + 2:  # a cut-short quote: DROP_CSUM_L4, tolerated
+    if len(buf) < csum_off + 2:
+        # a quote cut before its L4 checksum: unlike v4 in v1.20 nothing tolerates the failed
+        # fix, snat_v6_rewrite_headers returns DROP_CSUM_L4 (:1622-1629), unless nothing
+        # changes (:1593-1594)
+        if new_addr != old_addr or new_port != old_port:
+            raise DatapathDrop(DropReason.DROP_CSUM_L4)
+    else:
         udp = iproto == IPPROTO_UDP
         _fix16(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
         _fix16(buf, csum_off, csum_diff(old_addr, new_addr), udp)
