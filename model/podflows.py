@@ -48,25 +48,12 @@ def egress_flow(r: _Reader, p: str, m: Mapping[str, Any], cluster: Cluster,
     if proto_name not in ("TCP", "UDP"):
         raise r.fail(f"{p}.to.protocol", f"{proto_name!r} is not one of TCP, UDP")
     proto = Proto[proto_name]
-    ending = m.get("close", False)
-    if ending is not True and ending is not False and ending not in ENDINGS:
-        raise r.fail(f"{p}.close", f"{ending!r} is not true, false or one of "
-                     f"{', '.join(ENDINGS)}")
-    resume = r.opt(m, "resume", p, r.boolean, False)
-    for key, on in (("close", ending is not False), ("resume", resume)):
-        if on and proto is not Proto.TCP:
-            raise r.fail(f"{p}.{key}", f"only for TCP flows; this flow sends {proto.name}")
     port = r.integer(to["port"], f"{p}.to.port", 1, 65535)
     return FlowSpec(
         name=m["name"], client=pod.name, service="", via=None, egress=True, proto=proto,
         source=Endpoint(addr=pod.ip, port=r.integer(m["sourcePort"], f"{p}.sourcePort", 1,
                                                     65535)),
-        frontend=Endpoint(addr=addr, port=port),
-        packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
-        idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
-        close=ending is not False, resume=resume,
-        ending=ending if isinstance(ending, str) else "fin",
-        lost_replies=r.opt(m, "lostReplies", p, r.boolean, False))
+        frontend=Endpoint(addr=addr, port=port), **_ending(r, p, m, proto))
 
 
 def _ending(r: _Reader, p: str, m: Mapping[str, Any], proto: Proto) -> dict[str, Any]:
