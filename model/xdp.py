@@ -56,7 +56,7 @@ def xdp(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, XdpResult]
       backend or anything else is passed and tc skips nodeport;
     - remote backends (SNAT, DSR) and the no-backend ICMP reject leave at XDP (XDP_TX).
     """
-    svc = None
+    svc, loaded = None, st
     if pkt.quote is None and pkt.proto in (Proto.TCP, Proto.UDP):
         # the punt follows the service lookup, on the ports lb4_extract_tuple loaded: a
         # later fragment's come from the fragment map (nodeport.h:2732 after the lookup)

@@ -250,21 +250,17 @@ def as_json(results: list[Result], wall: float, args: argparse.Namespace,
                         "by_result": dict(sorted(counts.items())),
                         "unexpected": sum(not r.ok for r in results),
                         "mutants": bool(args.mutants),
-                        "killed": sum(_killed(r) for r in results) if args.mutants else None,
+                        "killed": sum(r.killed for r in results) if args.mutants else None,
                         "wall_seconds": round(wall, 3), "jobs": args.jobs,
                         "timeout_seconds": args.timeout},
             "results": rows}
-
-
-def _killed(r: Result) -> bool:
-    return r.killed
 
 
 def _status(results: list[Result], mutant_run: bool) -> int:
     if any(r.result == UNKNOWN for r in results):
         return 3
     if mutant_run:
-        return 0 if all(_killed(r) for r in results) else 1
+        return 0 if all(r.killed for r in results) else 1
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -298,14 +294,14 @@ def _print_kills(results: list[Result], wall: float, workers: int) -> None:
     for r in results:
         fault = ",".join(sorted(f.name for f in r.faults))
         print(f"{fault:<28} {r.prop:<9} {r.cfg.label():<46} "
-              f"{'yes' if _killed(r) else 'NO (' + r.result + ')':<7} {r.seconds:7.3f}")
+              f"{'yes' if r.killed else 'NO (' + r.result + ')':<7} {r.seconds:7.3f}")
     for r in results:
-        if _killed(r) and r.counterexample is not None:
+        if r.killed and r.counterexample is not None:
             print(f"\n{','.join(f.name for f in r.faults)} x {r.prop} {r.cfg.label()}: "
                   f"{r.finding.message if r.finding else ''}")
             print("\n".join(_legs(r.counterexample, r.finding.hop if r.finding else None)))
-        elif _killed(r):  # a limit's fix: the expected counterexample is gone
+        elif r.killed:  # a limit's fix: the expected counterexample is gone
             print(f"\n{','.join(f.name for f in r.faults)} x {r.prop} {r.cfg.label()}: "
                   f"proved where Cilium's counterexample is expected ({r.note})")
-    killed = sum(_killed(r) for r in results)
+    killed = sum(r.killed for r in results)
     print(f"\n{killed}/{len(results)} mutants killed; {_times(results, wall, workers)}")
