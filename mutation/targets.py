@@ -131,6 +131,7 @@ MODEL_TESTS = (
     "tests/test_masquerade.py",
     "tests/test_dsr_mtu.py",
     "tests/test_model_fragments.py", "tests/test_model_xdp.py",
+    "tests/test_eastwest.py", "tests/test_ipip.py",
 )
 # Tests of datapath/ and its bridge (of the ICMP tests, the byte-level ones); the two
 # seeded-fault kill tables (57 s and 13 s, they re-run vectors and difftest per registered
@@ -146,12 +147,16 @@ DATAPATH_TESTS = (
     "tests/test_diffgen_reach.py", "tests/test_dsr_mtu.py",
     "tests/test_nat_icmp_bytes.py", "tests/test_nat_icmp6_bytes.py",
     "tests/test_datapath_wire_edges.py",
+    "tests/test_eastwest.py", "tests/test_ipip.py",
     *(f"tests/test_icmp_errors.py::{t}" for t in (
         "test_datapath_matches_ciliums_expected_packet_in_v120",
         "test_datapath_v118_leaves_the_icmp_checksum_stale",
         "test_datapath_without_masquerade_and_with_the_fault",
         "test_abstraction_reads_and_writes_the_quote", "test_difftest_icmp_program_agrees",
         "test_datapath_ipv6_packet_too_big_keeps_every_checksum_valid")),
+    "tests/test_datapath_xdp.py",
+    "--deselect", "tests/test_datapath_xdp.py::test_real_bpf_xdp_both_trees",
+    "--deselect", "tests/test_datapath_xdp.py::test_fault_killed_by_vectors_and_difftest",
     "--deselect", "tests/test_datapath_vectors.py::test_every_fault_killed",
     "--deselect", "tests/test_difftest_engine.py::test_every_fault_killed_by_difftest_or_vectors",
     "--deselect", "tests/test_difftest_abstraction.py::test_cli_runs_and_vectors_share_the_loader",
@@ -160,7 +165,8 @@ DATAPATH_TESTS = (
 MODEL = Target(
     name="model",
     files=("model/nodeport.py", "model/snat.py", "model/conntrack.py", "model/network.py",
-           "model/maps.py", "model/masq.py", "model/fragments.py", "model/xdp.py"),
+           "model/maps.py", "model/masq.py", "model/fragments.py", "model/xdp.py",
+           "model/eastwest.py", "model/ipip.py"),
     checks=(
         Check(name="prove", argv=_nodeport("prove", "--jobs", "1", "--fail-fast"),
               shown="nodeport prove --jobs 1",
@@ -186,7 +192,7 @@ DATAPATH = Target(
     name="datapath",
     files=tuple(f"datapath/{m}.py" for m in (
         "lb", "conntrack", "nat", "nodeport", "host", "packet", "build", "csum", "maps",
-        "fragments")),
+        "fragments", "lxc", "ipip")),
     checks=(
         Check(name="vectors", argv=_vectors, shown="nodeport vectors vectors/*.yaml",
               why="golden packet vectors taken from Cilium's bpf/tests (about 1 s)",
