@@ -59,6 +59,7 @@ from datapath.nodeport import (
 from datapath.packet import (
     DSR_GENEVE_OPT_CLASS,
     DSR_GENEVE_OPT_TYPE,
+    ETH_P_TEB,
     GENEVE_PORT,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -430,7 +431,7 @@ _lxc_hooks()
 
 
 def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:
-    """The Geneve device's decap plus ctx_get_tunnel_opt(): inner packet and DSR TLV."""
+    """The Geneve device's decap plus ctx_get_tunnel_opt(): inner packet and DSR option."""
     outer = parse(buf)
     if outer.proto != IPPROTO_UDP or outer.dport != GENEVE_PORT:
         raise DatapathDrop(DropReason.DROP_INVALID)
@@ -439,22 +440,29 @@ def geneve_decap(buf: bytearray) -> tuple[bytearray, tuple[bytes, int] | None]:
     if off + 8 > end:
         raise DatapathDrop(DropReason.DROP_INVALID)
     optlen = (buf[off] & 0x3F) * 4
-    if buf[off] >> 6 != 0 or off + 8 + optlen + 14 > end:
+    # geneve_udp_encap_recv (drivers/net/geneve.c) drops another version or an inner
+    # protocol other than Ethernet; it hands the option block on whole, unparsed.
+    if (buf[off] >> 6 != 0 or _H.unpack_from(buf, off + 2)[0] != ETH_P_TEB
+            or off + 8 + optlen + 14 > end):
         raise DatapathDrop(DropReason.DROP_INVALID)
-    info = None
-    o = off + 8
-    oend = o + optlen
-    while o < oend:
-        if o + 4 > oend:
-            raise DatapathDrop(DropReason.DROP_INVALID)
-        cls, typ, ln = _H.unpack_from(buf, o)[0], buf[o + 2], (buf[o + 3] & 0x1F) * 4
-        if o + 4 + ln > oend:
-            raise DatapathDrop(DropReason.DROP_INVALID)
-        if cls == DSR_GENEVE_OPT_CLASS and typ == DSR_GENEVE_OPT_TYPE and ln in (8, 20):
-            alen = ln - 4
-            info = bytes(buf[o + 4:o + 4 + alen]), _H.unpack_from(buf, o + 4 + alen)[0]
-        o += 4 + ln
-    return bytearray(buf[oend + 14:end]), info
+    inner = bytearray(buf[off + 8 + optlen + 14:end])
+    v6 = bool(inner) and inner[0] >> 4 == 6
+    return inner, geneve_dsr_info(bytes(buf[off + 8:off + 8 + optlen]), v6)
+
+
+def geneve_dsr_info(opts: bytes, v6: bool) -> tuple[bytes, int] | None:
+    """Why only a lone DSR option counts: nodeport_extract_dsr_v4/v6 (v1.20 nodeport.h:1936,
+    :553) copy the option block into one struct geneve_dsr_opt4/6, and bpf_skb_get_tunnel_opt
+    fails (-ENOMEM) on a block longer than it; only the first header's class and type are
+    checked, not its length (a short block is zero-filled)."""
+    alen = 16 if v6 else 4
+    size = 4 + alen + 4
+    if not opts or len(opts) > size:
+        return None
+    o = opts.ljust(size, b"\0")
+    if _H.unpack_from(o, 0)[0] != DSR_GENEVE_OPT_CLASS or o[2] != DSR_GENEVE_OPT_TYPE:
+        return None
+    return o[4:4 + alen], _H.unpack_from(o, 4 + alen)[0]
 
 
 def program_maps(node: Node) -> None:
