@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -30,6 +30,28 @@ from model.errors import InputError
 from model.scenario import parse
 
 __all__ = ["COMBOS", "drain_program", "programs"]  # re-exported for callers
+
+
+@contextlib.contextmanager
+def own_constants_only() -> Iterator[None]:
+    """Why: Hypothesis (6.131 on) also draws literals it finds in every loaded local module,
+    so a seed's programs would change with what the process imported (a user's adapter, a
+    test file's imports, a mutant's edited constant); generation sees none of them."""
+    from hypothesis.internal.conjecture import providers
+    from hypothesis.internal.constants_ast import Constants
+
+    real = getattr(providers, "_get_local_constants", None)
+    if real is None:  # a Hypothesis without local constants: nothing to hide
+        yield
+        return
+    empty = Constants()
+    providers._get_local_constants = lambda: empty
+    providers.CONSTANTS_CACHE.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = real
+        providers.CONSTANTS_CACHE.cache.clear()
 
 
 def small_maps_for(factory: DatapathFactory) -> bool:
@@ -202,7 +224,7 @@ def run_unit(unit: Unit, factory: DatapathFactory, faults: frozenset[str] = froz
             max_examples=unit.examples, deadline=None, database=None, phases=phases,
             suppress_health_check=list(HealthCheck), print_blob=False)(
                 given(programs(combo, versions, small))(one)))
-        with contextlib.suppress(_Found):
+        with contextlib.suppress(_Found), own_constants_only():
             prop()
     return UnitResult(unit=unit, programs=calls[0], steps=counters.steps,
                       observations=counters.observations, declared=dict(counters.declared),
@@ -254,10 +276,11 @@ def draw_programs(examples: int, seed: int, versions: tuple[str, ...] = VERSIONS
     for unit in plan(examples, seed):
         docs += explicit(unit, versions, True)
         test = given(programs(combos()[unit.combo], versions))(keep)
-        hseed(unit.seed)(settings(
-            max_examples=unit.examples, deadline=None, database=None,
-            phases=[Phase.generate], suppress_health_check=list(HealthCheck),
-            print_blob=False)(test))()
+        with own_constants_only():
+            hseed(unit.seed)(settings(
+                max_examples=unit.examples, deadline=None, database=None,
+                phases=[Phase.generate], suppress_health_check=list(HealthCheck),
+                print_blob=False)(test))()
     return docs
 
 

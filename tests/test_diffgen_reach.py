@@ -3,8 +3,11 @@ the behaviour it is there for happens when the model runs the drawn programs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -20,6 +23,7 @@ from model.nodeport import Hook
 from model.scenario import parse
 from model.snat import snat_nat
 from model.values import TcpFlags
+from tests.conftest import ROOT
 
 EXAMPLES, SEED = 200, 1
 
@@ -465,3 +469,23 @@ def test_fragment_program_and_generated_fragments_reach_the_frag_map(
     bad = run_program(fragment_program(COMBOS[0]), reference_factory,
                       frozenset({"frag_first_not_recorded"}), Counters())
     assert bad is not None and bad.step.startswith("in-order: request 1"), bad
+
+
+def test_programs_do_not_depend_on_what_the_process_imported(tmp_path: Path) -> None:
+    """Hypothesis mixes in literals of every loaded local module; a seed's programs must be
+    the same whatever else is loaded (the CLI, the catalogues, a user's adapter module)."""
+    (tmp_path / "user_adapter.py").write_text(
+        "PORTS = (" + ", ".join(str(p) for p in range(40100, 40400, 7)) + ")\n"
+        "NAMES = ('client9', 'pod7', 'TCP', 'UDP', 'svc3')\n")
+    code = ("import hashlib, json, sys\n"
+            "if len(sys.argv) > 1:\n"
+            "    sys.path.insert(0, sys.argv[1])\n"
+            "    import user_adapter, nodeport.cli, properties.catalogue, diagrams.catalogue\n"
+            "    import datapath.faults, datapath.vectors\n"
+            "from datapath.diffgen import draw_programs\n"
+            "d = json.dumps(draw_programs(24, 1), sort_keys=True, default=str)\n"
+            "print(hashlib.sha256(d.encode()).hexdigest())\n")
+    runs = [subprocess.run([sys.executable, "-c", code, *extra], capture_output=True,
+                           text=True, check=True, cwd=ROOT).stdout
+            for extra in ([], [str(tmp_path)])]
+    assert runs[0] == runs[1] and len(runs[0].strip()) == 64
