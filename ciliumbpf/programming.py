@@ -187,6 +187,8 @@ def _masquerade(cfg: NodeConfig) -> dict[str, str]:
     if cfg.ipv6:
         d["ENABLE_MASQUERADE_IPV6"] = "1"
         d["NPH_IPV6_MASQUERADE"] = _v6_init(cfg.masquerade_ipv6 or cfg.ipv6)
+        d["NPH_IPV6_MASQUERADE_BYTES"] = ", ".join(
+            hex(b) for b in ip_address(cfg.masquerade_ipv6 or cfg.ipv6).packed)
     for cidr in cfg.snat_exclusion_cidrs:
         net, _, plen = cidr.partition("/")
         if ip_address(net).version == 4:

@@ -18,10 +18,15 @@ from datapath.maps import (
     NatEntry,
 )
 from datapath.packet import (
+    EXT_HDRS,
+    IPPROTO_AUTH,
+    IPPROTO_FRAGMENT,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_NONE,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    IPV6_MAX_HEADERS,
     PORT_PROTOS,
     Parsed,
 )
@@ -273,25 +278,48 @@ def _quoted_icmp4(buf: bytearray, l4: int) -> bool:
     return False
 
 
+def _quote_hdrlen6(buf: bytearray, l3: int, v118: bool) -> tuple[int, int]:
+    """ipv6_hdrlen_offset on the quoted header (v1.20 ipv6.h:119-161 with ipv6_skip_exthdr
+    :77; v1.18 ipv6.h:43-81): its extension headers walked, at most IPV6_MAX_HEADERS
+    iterations; v1.18 refuses a fragment header, v1.20 skips it."""
+    nh, length = buf[l3 + 6], 40
+    for _ in range(IPV6_MAX_HEADERS):
+        if nh == IPPROTO_NONE:
+            raise DatapathDrop(DropReason.DROP_INVALID_EXTHDR)
+        if nh == IPPROTO_FRAGMENT and v118:
+            raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
+        if nh not in EXT_HDRS:
+            return length, nh
+        if len(buf) < l3 + length + 2:
+            raise DatapathDrop(DropReason.DROP_INVALID)
+        nxt, hl = buf[l3 + length], buf[l3 + length + 1]
+        length += 8 if nh == IPPROTO_FRAGMENT else (hl + 2) * 4 if nh == IPPROTO_AUTH \
+            else (hl + 1) * 8
+        nh = nxt
+    raise DatapathDrop(DropReason.DROP_INVALID_EXTHDR)
+
+
 def _rev_nat_pkt_toobig6(node: Node, p: Parsed) -> bool:
     """snat_v6_rev_nat for ICMPv6 packet-too-big (nat.h:2173-2188) with
     snat_v6_rev_nat_handle_icmp_pkt_toobig (:2027-2110): the same rewrite of the quote; no
     ICMPv6 checksum diff is needed, the quote's TCP/UDP checksum absorbs its address change
     (no IPv6 header checksum), and the outer destination's change goes through the ICMPv6
-    pseudo header. A quote with extension headers is punted here; Cilium walks past them
-    (ipv6_hdrlen_offset, :2063-2067) and translates it: not modelled."""
+    pseudo header. v1.18 takes the quote to start 4 bytes early, at the MTU field (v1.18
+    nat.h:1754-1755, sizeof(icmp6hdr) less its 4-byte echo part): it parses the MTU and
+    the quote's first 36 bytes as the quoted header, so a real quote is not translated."""
     buf, off = p.buf, p.l4_off
     if p.proto != IPPROTO_ICMPV6:
         return False
+    v118 = node.config.version == "1.18"
     if p.is_frag:  # v1.20 drops an ICMPv6 fragment (:2161-2162); v1.18 cannot parse one
-        raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT if node.config.version == "1.18"
-                           else DropReason.DROP_INVALID)
+        raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT if v118 else DropReason.DROP_INVALID)
     if buf[off] != 2:  # the parser dropped a message shorter than its 8-byte header
         return False
-    inner = off + 8
+    inner = off + (4 if v118 else 8)
     if len(buf) < inner + 40:
         raise DatapathDrop(DropReason.DROP_INVALID)
-    iproto, l4 = buf[inner + 6], inner + 40
+    hdrlen, iproto = _quote_hdrlen6(buf, inner, v118)
+    l4 = inner + hdrlen
     if iproto == IPPROTO_ICMPV6:  # an echo request's identifier (:2085-2098), never mapped
         if len(buf) < l4 + 6 or buf[l4] != ICMPV6_ECHO_REQUEST:
             raise DatapathDrop(DropReason.DROP_INVALID)

@@ -42,7 +42,7 @@ _IP6 = struct.Struct("!4xHBx16s16s")  # payload_len, nexthdr, saddr, daddr
 _H = struct.Struct("!H")
 
 PORT_PROTOS = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP))
-_EXT_HDRS = frozenset((IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_AUTH,
+EXT_HDRS = frozenset((IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_AUTH,
                        IPPROTO_FRAGMENT))
 
 PROTO_NAMES = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP,
@@ -187,7 +187,7 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
     frag_id = fo = 0
     off = 40
     for _ in range(IPV6_MAX_HEADERS):
-        if nh in _EXT_HDRS:
+        if nh in EXT_HDRS:
             if off + 8 > end:
                 raise _drop(DropReason.DROP_INVALID)
             nxt = buf[off]
@@ -208,7 +208,7 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
             continue
         break
     else:
-        if nh in _EXT_HDRS:
+        if nh in EXT_HDRS:
             raise _drop(DropReason.DROP_INVALID_EXTHDR)
     p = Parsed(buf, True, saddr, daddr, nh, off, end)
     if is_frag:

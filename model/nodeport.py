@@ -568,9 +568,13 @@ def _icmp_error_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState,
     """nodeport_lb4 for an ICMP error: no service protocol (lb4_extract_tuple, lb.h:1697),
     so no service or DSR lookup; reverse SNAT only under bpf.masquerade (nodeport.h:3021,
     v6 :1624; v1.18 :2754-2760, :1420), where snat_v4_rev_nat takes DEST_UNREACH and
-    TIME_EXCEEDED (nat.h:1189-1201) and snat_v6_rev_nat only PKT_TOOBIG (nat.h:2173)."""
+    TIME_EXCEEDED (nat.h:1189-1201) and snat_v6_rev_nat only PKT_TOOBIG (nat.h:2173).
+    v1.18 reads a PKT_TOOBIG's quote from 4 bytes too early (v1.18 nat.h:1754-1755), so
+    it never finds the mapping: the error is punted, or dropped where the misread walk
+    fails (which depends on bytes the model does not carry; docs/icmp-errors.md)."""
     assert pkt.quote is not None
-    handled = pkt.icmp is IcmpKind.FRAG_NEEDED or not pkt.is_ipv6
+    handled = not pkt.is_ipv6 or (pkt.icmp is IcmpKind.FRAG_NEEDED
+                                  and ctx.cfg.version is not CiliumVersion.V1_18)
     if ctx.cfg.masquerade and handled:
         snat, client = snat_rev_nat_icmp_error(st.snat, pkt.quote)
         st = attrs.evolve(st, snat=snat)

@@ -49,7 +49,7 @@ def _backend(family: str, placement: str) -> Endpoint:
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_snat_with_masquerade_restores_the_quoted_source_only(family: str) -> None:
-    tr = _trace(family=family)
+    tr = _trace(family=family, version="1.20")
     [got] = _received(tr)
     assert got.icmp is IcmpKind.FRAG_NEEDED
     assert got.dst.addr == ip_address(ADDRS[family]["client"])
@@ -67,8 +67,17 @@ def test_snat_without_masquerade_sends_the_error_up_the_lb_nodes_stack() -> None
 
 
 def test_ipv6_reverse_snat_takes_only_packet_too_big() -> None:
-    assert _received(_trace("frag-needed", family="ipv6"))
-    assert _received(_trace("port-unreachable", family="ipv6")) == []
+    assert _received(_trace("frag-needed", family="ipv6", version="1.20"))
+    assert _received(_trace("port-unreachable", family="ipv6", version="1.20")) == []
+
+
+def test_v118_never_translates_an_ipv6_packet_too_big() -> None:
+    """v1.18 reads the quote from the MTU field on (v1.18 nat.h:1754-1755): no mapping is
+    ever found, the error goes up the LB node's stack (vectors/icmp6_snat_pmtu.yaml)."""
+    tr = _trace("frag-needed", family="ipv6", version="1.18")
+    assert _received(tr) == []
+    assert tr.drop is not None and tr.drop[0] == "node1" and tr.drop[1].name == "PUNT_TO_STACK"
+    assert _received(_trace("frag-needed", family="ipv4", version="1.18"))
     [v4] = _received(_trace("port-unreachable"))
     assert v4.quote.src == _sent().src
 
@@ -190,7 +199,7 @@ def test_abstraction_reads_and_writes_the_quote() -> None:
                                 dst=Endpoint(addr=ip_address("192.168.0.2"), port=80),
                                 proto=Proto.TCP)
     for family in ("ipv4", "ipv6"):
-        [got] = _received(_trace(family=family))
+        [got] = _received(_trace(family=family, version="1.20"))
         assert packet_of(bytes_of(got)) == got
         assert packet_of(bytes_of(attrs.evolve(got, quote=None))).quote is None
 

@@ -219,3 +219,54 @@ def test_an_icmpv6_fragment(version: Literal["1.18", "1.20"], reason: DropReason
                   / Raw(error(quote())[40:]))
     _, drop = run(node(version, tracking=True), frame)
     assert drop == reason
+
+
+def _with_ext(*hdrs: Any) -> bytes:
+    """quote("tcp") with extension headers between its IPv6 header and its segment."""
+    pkt: Any = IPv6(src=NODE, dst=REMOTE)
+    for h in hdrs:
+        pkt = pkt / h
+    return bytes(pkt / TCP(sport=SNAT_PORT, dport=DPORT) / Raw(PAYLOAD))
+
+
+def test_v120_walks_the_quotes_extension_headers() -> None:
+    """ipv6_hdrlen_offset on the quote (v1.20 nat.h:2063-2067): hop-by-hop, destination
+    options and a fragment header are skipped and the segment behind them translated; a
+    fourth header exceeds IPV6_MAX_HEADERS and no-next-header stops the walk
+    (DROP_INVALID_EXTHDR, ipv6.h:84, :161)."""
+    from scapy.layers.inet6 import IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+    for hdrs in ((IPv6ExtHdrDestOpt(),), (IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt()),
+                 (IPv6ExtHdrHopByHop(), IPv6ExtHdrFragment(), IPv6ExtHdrDestOpt())):
+        q = _with_ext(*hdrs)
+        l4 = INNER + len(q) - 20 - len(PAYLOAD)
+        out, drop = run(node(), error(q))
+        assert drop is None, hdrs
+        assert out[24:40] == ip_bytes(CLIENT) and out[INNER + 8:INNER + 24] == ip_bytes(CLIENT)
+        assert struct.unpack_from("!H", out, l4)[0] == CLIENT_PORT and icmp6_csum_ok(out)
+        seg = out[l4:]
+        pseudo = out[INNER + 8:INNER + 40] + struct.pack("!IxxxB", len(seg), IPPROTO_TCP)
+        assert scapy_checksum(pseudo + seg) == 0, hdrs
+    four = _with_ext(*(IPv6ExtHdrDestOpt() for _ in range(4)))
+    assert run(node(), error(four))[1] == DropReason.DROP_INVALID_EXTHDR
+    none = bytearray(quote("tcp"))
+    none[6] = 59
+    assert run(node(), error(bytes(none)))[1] == DropReason.DROP_INVALID_EXTHDR
+
+
+def test_v118_reads_the_quote_from_the_mtu_field() -> None:
+    """v1.18 starts the quoted header at the ICMPv6 MTU field (v1.18 nat.h:1754-1755): its
+    next header is the quote's payload-length high byte. A quote of 256 bytes or more
+    reads as protocol 1 or above, an unknown protocol: punted, untouched. A short one
+    reads as hop-by-hop; walking on with a fragment header is DROP_FRAG_NOSUPPORT there
+    (v1.18 ipv6.h:55-56), where v1.20 translates."""
+    big = error(quote("tcp", payload=bytes(300)))
+    out, drop = run(node("1.18"), big)
+    assert drop is None and out == big
+    assert run(node("1.20"), big)[0][24:40] == ip_bytes(CLIENT)
+    # the fake hop-by-hop header lies over the last 4 bytes of the quote's destination:
+    # its first byte (next header) 44 sends the walk to a fragment header
+    remote = bytearray(ip_bytes(REMOTE))
+    remote[12] = 44
+    frag = bytearray(error(quote("tcp")))
+    frag[INNER + 24:INNER + 40] = remote
+    assert run(node("1.18"), bytes(frag))[1] == DropReason.DROP_FRAG_NOSUPPORT

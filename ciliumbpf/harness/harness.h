@@ -429,9 +429,12 @@ nph_get_tunnel_opt(struct __sk_buff *ctx __maybe_unused, void *opt, __u32 len)
 # undef IPV4_MASQUERADE
 # define IPV4_MASQUERADE NPH_IPV4_MASQUERADE
 #endif
-#if NPH_CILIUM_MINOR < 120 && defined(NPH_IPV6_MASQUERADE)
-# undef IPV6_MASQUERADE
-# define IPV6_MASQUERADE NPH_IPV6_MASQUERADE
+/* v1.18 reads IPV6_MASQUERADE as two load-time halves (BPF_V6 -> fetch_ipv6, nat.h:1449),
+ * which lib/stubs.h fills with zeros unless IPV6_MASQUERADE_V says they exist. */
+#if NPH_CILIUM_MINOR < 120 && defined(NPH_IPV6_MASQUERADE_BYTES)
+# define NPH_DEFINE_IPV6(name, ...) DEFINE_IPV6(name, __VA_ARGS__)
+NPH_DEFINE_IPV6(IPV6_MASQUERADE, NPH_IPV6_MASQUERADE_BYTES);
+# define IPV6_MASQUERADE_V
 #endif
 
 #ifdef NPH_IPV4_GATEWAY
