@@ -22,11 +22,14 @@ def load_l4_ports(node: Node, p: Parsed, entry: bool = True) -> None:
     fragment header (v1.18 ipv6.h:55-56). `entry` False: to-netdev, where no handle_ipv4
     runs first, so without tracking only a later fragment is dropped (ipv4.h:151-152).
     """
-    if not p.is_frag or p.proto not in PORT_PROTOS:
+    if not (p.is_frag or p.frag_hdr) or p.proto not in PORT_PROTOS:
         return
     cfg = node.config
-    if (p.v6 and cfg.version == "1.18") or (
-            not cfg.fragment_tracking and (entry or not p.frag_first)):
+    if p.v6 and cfg.version == "1.18":  # any fragment header, an atomic fragment's too
+        raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
+    if not p.is_frag:
+        return
+    if not cfg.fragment_tracking and (entry or not p.frag_first):
         raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT)
     if not cfg.fragment_tracking:
         return

@@ -273,7 +273,7 @@ class Node:
 
     def _parse(self, buf: bytearray, entry: bool = True) -> Parsed:
         p = parse(buf, self._off8)
-        if p.is_frag:
+        if p.is_frag or p.frag_hdr:
             load_l4_ports(self, p, entry)
         return p
 
@@ -285,7 +285,7 @@ class Node:
         p = parse(buf, self._off8)
         # lb4_extract_tuple's ipv4_load_l4_ports, inside nodeport_lb4: skipped with it under
         # XFER_PKT_NO_SVC (bpf_host.c:621 v1.20, :624 v1.18; vectors/xdp_fragments.yaml)
-        if p.is_frag and not self.xfer_in & XFER_PKT_NO_SVC:
+        if (p.is_frag or p.frag_hdr) and not self.xfer_in & XFER_PKT_NO_SVC:
             load_l4_ports(self, p)
         done = None
         if self.xfer_in & XFER_PKT_NO_SVC:

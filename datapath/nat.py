@@ -311,7 +311,8 @@ def _rev_nat_pkt_toobig6(node: Node, p: Parsed) -> bool:
     if p.proto != IPPROTO_ICMPV6:
         return False
     v118 = node.config.version == "1.18"
-    if p.is_frag:  # v1.20 drops an ICMPv6 fragment (:2161-2162); v1.18 cannot parse one
+    if p.is_frag or (v118 and p.frag_hdr):  # v1.20 drops an ICMPv6 fragment (:2161-2162);
+        # v1.18 cannot parse one, nor an atomic fragment
         raise DatapathDrop(DropReason.DROP_FRAG_NOSUPPORT if v118 else DropReason.DROP_INVALID)
     if buf[off] != 2:  # the parser dropped a message shorter than its 8-byte header
         return False

@@ -68,9 +68,9 @@ def ip_text(addr: bytes) -> str:
 class Parsed:
     """The L3/L4 view a BPF program builds with revalidate_data + lb4_extract_tuple."""
 
-    __slots__ = ("buf", "daddr", "dport", "frag_first", "frag_id", "frag_more", "frag_offset",
-                 "frag_ports", "is_frag", "l3_len", "l4_off", "proto", "saddr", "sport",
-                 "tcp_flags", "v6")
+    __slots__ = ("buf", "daddr", "dport", "frag_first", "frag_hdr", "frag_id", "frag_more",
+                 "frag_offset", "frag_ports", "is_frag", "l3_len", "l4_off", "proto", "saddr",
+                 "sport", "tcp_flags", "v6")
 
     def __init__(self, buf: bytearray, v6: bool, saddr: bytes = b"", daddr: bytes = b"",
                  proto: int = 0, l4_off: int = 0, l3_len: int = 0, sport: int = 0,
@@ -86,6 +86,7 @@ class Parsed:
         self.dport = dport
         self.tcp_flags = tcp_flags
         self.is_frag = False
+        self.frag_hdr = False  # an IPv6 fragment header, maybe an atomic fragment's
         self.frag_first = True
         self.frag_id = 0  # the IP id (IPv4) or the fragment header's id (IPv6)
         self.frag_offset = 0  # in 8-byte units
@@ -182,18 +183,23 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
     end = 40 + plen
     if end > n:
         raise _drop(DropReason.DROP_INVALID)
-    is_frag = False
+    is_frag = frag_hdr = False
     frag_first = True
     frag_id = fo = 0
     off = 40
     for _ in range(IPV6_MAX_HEADERS):
+        if nh == IPPROTO_NONE:  # ipv6_skip_exthdr (v1.20 ipv6.h:83-84, v1.18 :52-53)
+            raise _drop(DropReason.DROP_INVALID_EXTHDR)
         if nh in EXT_HDRS:
             if off + 8 > end:
                 raise _drop(DropReason.DROP_INVALID)
             nxt = buf[off]
             if nh == IPPROTO_FRAGMENT:
                 fo = _H.unpack_from(buf, off + 2)[0]
-                is_frag = True
+                # ipfrag_encode_ipv6 (v1.20 ipfrag.h:81-84): an atomic fragment (offset 0,
+                # no MF) is no fragment
+                frag_hdr = True
+                is_frag = bool(fo & 0xFFF9)
                 frag_first = (fo & 0xFFF8) == 0
                 frag_id = struct.unpack_from("!I", buf, off + 4)[0]
                 hl = 8
@@ -207,10 +213,11 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
             nh = nxt
             continue
         break
-    else:
-        if nh in EXT_HDRS:
-            raise _drop(DropReason.DROP_INVALID_EXTHDR)
+    else:  # ipv6_hdrlen_offset: IPV6_MAX_HEADERS turns all spent on extension headers,
+        # none left to see the upper layer (v1.20 ipv6.h:135-161, v1.18 :50-80)
+        raise _drop(DropReason.DROP_INVALID_EXTHDR)
     p = Parsed(buf, True, saddr, daddr, nh, off, end)
+    p.frag_hdr = frag_hdr
     if is_frag:
         p.is_frag = True
         p.frag_first = frag_first

@@ -113,24 +113,32 @@ def test_extension_headers_are_skipped_by_their_own_length_rules() -> None:
     assert later.is_frag and not later.frag_first and later.sport == 0
 
 
-def test_four_extension_headers_at_most() -> None:
+def test_three_extension_headers_at_most() -> None:
+    """ipv6_hdrlen_offset turns IPV6_MAX_HEADERS (4) times and needs one turn to see the
+    upper layer: three extension headers pass, a fourth is DROP_INVALID_EXTHDR (v1.20
+    ipv6.h:135-161; checked against the compiled v1.20 bpf_host)."""
     def chain(n: int) -> bytes:
         out = b""
         for i in range(n):
             out += ext_header(IPPROTO_TCP if i == n - 1 else IPPROTO_DSTOPTS, b"\0" * 6)
         return out
-    p = parse(_v6(IPPROTO_DSTOPTS, chain(4) + _tcp6()))
-    assert (p.proto, p.l4_off) == (IPPROTO_TCP, 40 + 4 * 8)
+    p = parse(_v6(IPPROTO_DSTOPTS, chain(3) + _tcp6()))
+    assert (p.proto, p.l4_off) == (IPPROTO_TCP, 40 + 3 * 8)
     node = _node()
-    assert dropped(run(node, "from-netdev", bytes(_v6(IPPROTO_DSTOPTS, chain(5) + _tcp6()))),
-                   DropReason.DROP_INVALID_EXTHDR)
+    for n in (4, 5):
+        assert dropped(run(node, "from-netdev", bytes(_v6(IPPROTO_DSTOPTS, chain(n) + _tcp6()))),
+                       DropReason.DROP_INVALID_EXTHDR)
 
 
 def test_ipv6_headers_ending_exactly_at_the_payload_end() -> None:
-    bare = parse(_v6(IPPROTO_NONE, b""))  # a 40-byte packet: no next header
-    assert (bare.proto, bare.l4_off, bare.l3_len) == (IPPROTO_NONE, 40, 40)
-    one = parse(_v6(IPPROTO_DSTOPTS, ext_header(IPPROTO_NONE, b"\0" * 6)))
-    assert (one.proto, one.l4_off) == (IPPROTO_NONE, 48)
+    # no next header (59) ends the walk with DROP_INVALID_EXTHDR (ipv6.h:83-84), right
+    # after the fixed header or after an extension header (vectors/ipv6_ext_headers.yaml)
+    for pkt in (_v6(IPPROTO_NONE, b""), _v6(IPPROTO_DSTOPTS, ext_header(IPPROTO_NONE, b"\0" * 6))):
+        with pytest.raises(DatapathDrop) as e:
+            parse(pkt)
+        assert e.value.reason == DropReason.DROP_INVALID_EXTHDR
+    one = parse(_v6(IPPROTO_DSTOPTS, ext_header(IPPROTO_TCP, b"\0" * 6) + _tcp6()))
+    assert (one.proto, one.l4_off) == (IPPROTO_TCP, 48)
     syn = parse(_v6(IPPROTO_TCP, _tcp6()))  # a bare SYN: the TCP header is the packet's end
     assert (syn.sport, syn.dport, syn.tcp_flags) == (40000, 80, TCP_SYN)
     # find_dsr_v6: a DSR destination-options header that ends the packet is still found
@@ -217,15 +225,18 @@ def test_non_first_fragments_are_dropped_on_every_hook() -> None:
 
 def test_dsr_info_is_read_from_syns_only() -> None:
     """nodeport_extract_dsr_v6 (nodeport.h:543): a TCP packet without SYN is not searched
-    for the DSR option (a chain of four extension headers would fail the search)."""
+    for the DSR option; it makes no DSR CT entry even when it carries one, a SYN does."""
     node = _node(mode="dsr")
-    chain = b"".join(ext_header(IPPROTO_TCP if i == 3 else IPPROTO_DSTOPTS, b"\0" * 6)
-                     for i in range(4))
-    ack = ipv6(C6, B6, IPPROTO_DSTOPTS, chain + _tcp6(B6, TCP_ACK))
+    opt = dsr_opt6_bytes(IPPROTO_TCP, V6, 80)
+    ct = node.maps.ct6_tcp
+    ack = ipv6(C6, B6, IPPROTO_DSTOPTS, opt + _tcp6(B6, TCP_ACK))
     r = run(node, "from-netdev", ack)
     assert r.verdict == Verdict.CTX_ACT_REDIRECT and r.target == "lxc:26"
-    syn = ipv6(C6, B6, IPPROTO_DSTOPTS, chain + _tcp6(B6, TCP_SYN))
-    assert dropped(run(node, "from-netdev", syn), DropReason.DROP_INVALID_EXTHDR)
+    assert not any(e.dsr_internal for _k, e in ct.items())
+    syn = ipv6(C6, B6, IPPROTO_DSTOPTS, opt + _tcp6(B6, TCP_SYN))
+    r = run(node, "from-netdev", syn)
+    assert r.verdict == Verdict.CTX_ACT_REDIRECT and r.target == "lxc:26"
+    assert any(e.dsr_internal for _k, e in ct.items())
 
 
 def test_dsr_delivery_wins_over_a_reverse_snat_entry() -> None:
