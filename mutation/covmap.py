@@ -19,6 +19,7 @@ from mutation.operators import Mutant
 from mutation.targets import Check, Target
 
 ALL = "*"  # the one unit of a check that cannot be split
+DURATIONS_ENV = "NODEPORT_MUTATION_DURATIONS"  # where covplugin writes each test's seconds
 # Context prefixes the pytest plugin (mutation/covplugin.py) switches to.
 COLLECT, SETUP, CALL, TEARDOWN = "collect|", "setup|", "call|", "teardown|"
 _RC = """[run]
@@ -49,10 +50,13 @@ class CovMap:
     units: dict[str, list[str]]
     lines: dict[str, dict[str, dict[int, list[int]]]]  # check -> file -> line -> unit indices
     seconds: dict[str, float]
+    # check -> each unit's seconds while recorded (under coverage: slower, same ranking)
+    unit_seconds: dict[str, list[float]] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for the cache file."""
         return {"tree": self.tree, "units": self.units, "seconds": self.seconds,
+                "unit_seconds": self.unit_seconds,
                 "lines": {c: {f: {str(k): v for k, v in sorted(ls.items())}
                               for f, ls in fs.items()} for c, fs in self.lines.items()}}
 
@@ -60,20 +64,38 @@ class CovMap:
     def from_json(d: dict[str, Any]) -> CovMap:
         """Inverse of to_json."""
         return CovMap(tree=d["tree"], units=d["units"], seconds=d["seconds"],
+                      unit_seconds=d.get("unit_seconds", {}),
                       lines={c: {f: {int(k): v for k, v in ls.items()} for f, ls in fs.items()}
                              for c, fs in d["lines"].items()})
 
     def select(self, check: str, span: Span | None) -> list[str]:
         """The units of `check` that execute any line of the span (all of them for a
-        module-level span, which runs at import)."""
+        module-level span, which runs at import), quickest first."""
         units = self.units[check]
         if span is None:
-            return list(units)
-        by_line = self.lines[check].get(span.path, {})
-        hit: set[int] = set()
-        for line in range(span.first, span.last + 1):
-            hit.update(by_line.get(line, ()))
-        return [units[i] for i in sorted(hit)]
+            hit: set[int] = set(range(len(units)))
+        else:
+            by_line = self.lines[check].get(span.path, {})
+            hit = set()
+            for line in range(span.first, span.last + 1):
+                hit.update(by_line.get(line, ()))
+        return [units[i] for i in self.quickest_first(check, sorted(hit))]
+
+    def quickest_first(self, check: str, chosen: list[int]) -> list[int]:
+        """Why: every check stops at its first failing unit, so a kill costs the units run
+        before it. Quickest units first; pytest ids stay grouped by file (a module's
+        fixtures are set up once), files by the time of their chosen tests."""
+        secs = self.unit_seconds.get(check)
+        units = self.units[check]
+        if not chosen or not secs or len(secs) != len(units):
+            return chosen
+        if "::" not in units[chosen[0]]:
+            return sorted(chosen, key=lambda i: (secs[i], i))
+        files: dict[str, list[int]] = {}
+        for i in chosen:
+            files.setdefault(units[i].split("::")[0], []).append(i)
+        groups = sorted(files.values(), key=lambda ix: (sum(secs[i] for i in ix), ix[0]))
+        return [i for ix in groups for i in sorted(ix, key=lambda i: (secs[i], i))]
 
 
 @attrs.frozen(kw_only=True)
@@ -186,19 +208,24 @@ def record(ws: Path, target: Target, tree: str, env: dict[str, str],
     units: dict[str, list[str]] = {}
     lines: dict[str, dict[str, dict[int, list[int]]]] = {}
     seconds: dict[str, float] = {}
+    unit_seconds: dict[str, list[float]] = {}
     for check in target.checks:
         names = list_units(ws, check, env)
         units[check.name] = names
         t0 = time.monotonic()
         acc: dict[str, dict[int, set[int]]] = {}
         if check.pytest:
-            _record_pytest(ws, check, names, base / check.name, rc, env, acc)
+            unit_seconds[check.name] = _record_pytest(ws, check, names, base / check.name, rc,
+                                                      env, acc)
         else:
+            took = unit_seconds.setdefault(check.name, [])
             for i, name in enumerate(names):
                 d = base / check.name / str(i)
                 argv = (check.record_unit(ws, [name]) if check.record_unit is not None
                         else argv_for(ws, check, [name], names if name == ALL else []))
+                t1 = time.monotonic()
                 _run(ws, argv, d, rc, env, f"{check.name} unit {name}")
+                took.append(round(time.monotonic() - t1, 2))
                 for rel, ls in _read(d, ws).items():
                     for ln in ls:
                         acc.setdefault(rel, {}).setdefault(ln, set()).add(i)
@@ -210,7 +237,8 @@ def record(ws: Path, target: Target, tree: str, env: dict[str, str],
             + (f"; {len(SKIPPED)} unreadable data file(s) skipped" if SKIPPED else ""))
         SKIPPED.clear()
     shutil.rmtree(base, ignore_errors=True)
-    return CovMap(tree=tree, units=units, lines=lines, seconds=seconds)
+    return CovMap(tree=tree, units=units, lines=lines, seconds=seconds,
+                  unit_seconds=unit_seconds)
 
 
 def _run(ws: Path, argv: list[str], data: Path, rc: Path, env: dict[str, str],
@@ -254,11 +282,13 @@ def _read(d: Path, ws: Path, contexts: bool = False) -> dict[str, dict[int, set[
 
 
 def _record_pytest(ws: Path, check: Check, names: list[str], d: Path, rc: Path,
-                   env: dict[str, str], acc: dict[str, dict[int, set[int]]]) -> None:
+                   env: dict[str, str], acc: dict[str, dict[int, set[int]]]) -> list[float]:
     """One pytest run with the plugin: a context per test phase (processes a test forks or
-    starts carry it too)."""
+    starts carry it too); returns each test's seconds (set-up, call, tear-down)."""
     argv = [*check.argv(ws), "-p", "mutation.covplugin"]
-    _run(ws, argv, d, rc, env, f"{check.name}")
+    times = d / "durations.json"
+    _run(ws, argv, d, rc, dict(env, **{DURATIONS_ENV: str(times)}), f"{check.name}")
+    took: dict[str, float] = json.loads(times.read_text()) if times.exists() else {}
     index = {n: i for i, n in enumerate(names)}
     by_file: dict[str, list[int]] = {}
     for n, i in index.items():
@@ -279,3 +309,4 @@ def _record_pytest(ws: Path, check: Check, names: list[str], d: Path, rc: Path,
         for ln, ctxs in ls.items():
             for ctx in ctxs:
                 acc.setdefault(rel, {}).setdefault(ln, set()).update(owners(ctx))
+    return [round(took.get(n, 0.0), 2) for n in names]

@@ -211,7 +211,10 @@ def run(args: argparse.Namespace) -> int:
         for label in args.cell:
             if label not in known:
                 raise InputError(f"--cell: no configuration {label!r} in the selected suite")
-        jobs = [j for j in jobs if j[1].label() in args.cell]
+        # in the order given: the mutation check passes its quickest cells first
+        order = {label: i for i, label in enumerate(args.cell)}
+        jobs = sorted((j for j in jobs if j[1].label() in order),
+                      key=lambda j: order[j[1].label()])
     if not jobs:
         raise InputError("no property/configuration matches the given filters")
     progress = Progress(len(jobs), f"proving {plural(len(jobs), 'job')}")

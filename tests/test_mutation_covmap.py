@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mutation.covmap import Span, cache_path, spans
+from mutation.covmap import CovMap, Span, cache_path, spans
 from mutation.runner import all_mutants, coverage_map, run, select, tree_fingerprint
 from mutation.targets import Check, Target
 
@@ -69,7 +69,8 @@ def test_each_mutant_runs_only_the_units_that_reach_it(tmp_path: Path) -> None:
     assert cm.select("unit", Span(path="pkg/mod.py", first=5, last=5)) == ["d"]
     assert cm.select("unit", Span(path="pkg/mod.py", first=11, last=11)) == ["t"]
     assert cm.select("unit", Span(path="pkg/mod.py", first=16, last=16)) == []
-    assert cm.select("unit", None) == ["d", "t"]
+    assert sorted(cm.select("unit", None)) == ["d", "t"]
+    assert len(cm.unit_seconds["unit"]) == 2 and min(cm.unit_seconds["unit"]) > 0
 
     ids = ["pkg/mod.py:5:11:binop-mult-floordiv", "pkg/mod.py:11:15:binop-mult-floordiv",
            "pkg/mod.py:16:11:const-inc", "pkg/mod.py:1:8:const-inc"]
@@ -83,3 +84,20 @@ def test_each_mutant_runs_only_the_units_that_reach_it(tmp_path: Path) -> None:
     assert [c.status for c in done[ids[2]].checks] == ["uncovered"]
     # LIMIT + 1 = 4: triple(4) now returns 0, and only the whole check (all units) sees it
     assert done[ids[3]].killer == "unit" and done[ids[3]].checks[0].detail.startswith("2/2")
+
+
+def test_units_run_quickest_first_and_tests_stay_grouped_by_file() -> None:
+    """A check stops at its first failing unit: the quickest chosen units go first; pytest
+    ids keep their file together (module fixtures set up once), files by their total."""
+    cm = CovMap(tree="t", seconds={}, lines={"p": {"m.py": {3: [0, 1, 2]}},
+                                            "t": {"m.py": {3: [0, 1, 2, 3]}}},
+                units={"p": ["slow", "mid", "fast"],
+                       "t": ["a.py::x", "a.py::y", "b.py::z", "a.py::w"]},
+                unit_seconds={"p": [9.0, 2.0, 0.5], "t": [4.0, 0.1, 3.0, 1.0]})
+    assert cm.select("p", Span(path="m.py", first=3, last=3)) == ["fast", "mid", "slow"]
+    assert cm.select("p", None) == ["fast", "mid", "slow"]
+    # b.py's chosen tests take 3.0 s, a.py's 5.1 s
+    assert cm.select("t", Span(path="m.py", first=3, last=3)) == [
+        "b.py::z", "a.py::y", "a.py::w", "a.py::x"]
+    old = CovMap.from_json({k: v for k, v in cm.to_json().items() if k != "unit_seconds"})
+    assert old.select("p", None) == ["slow", "mid", "fast"]  # a map without timings
