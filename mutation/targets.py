@@ -146,7 +146,8 @@ DATAPATH_TESTS = (
     "tests/test_abstraction_icmp.py", "tests/test_tunnel_snat.py", "tests/test_no_backend.py",
     "tests/test_diffgen_reach.py", "tests/test_dsr_mtu.py",
     "tests/test_nat_icmp_bytes.py", "tests/test_nat_icmp6_bytes.py",
-    "tests/test_datapath_wire_edges.py", "tests/test_datapath_parse_edges.py",
+    "tests/test_datapath_wire_edges.py", "tests/test_datapath_survivors.py",
+    "tests/test_datapath_parse_edges.py",
     "tests/test_eastwest.py", "tests/test_ipip.py",
     *(f"tests/test_icmp_errors.py::{t}" for t in (
         "test_datapath_matches_ciliums_expected_packet_in_v120",
