@@ -107,10 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{m.id}\t{m.anchor}\t{m.describe()}")
             return 0
         if args.cmd == "run":
-            run(root, target, _selected(args, target), jobs=args.jobs,
+            chosen = _selected(args, target)
+            classes = expand(load_classifications(root / target.classifications),
+                             all_mutants(root, target))
+            run(root, target, chosen, jobs=args.jobs,
                 results=root / target.results, timeout_factor=args.timeout_factor,
                 timeout_min=args.timeout_min, fresh=args.fresh or args.survivors,
-                log=lambda s: print(s, file=sys.stderr, flush=True))
+                log=lambda s: print(s, file=sys.stderr, flush=True),
+                equivalent=frozenset(k for k, c in classes.items() if c.kind == "equivalent"))
         text, unclassified = write_report(root, target)
         out = root / target.report
         if args.cmd == "report" and args.check:

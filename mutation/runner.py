@@ -357,14 +357,15 @@ def coverage_map(root: Path, target: Target, tree: str,
 
 def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results: Path,
         timeout_factor: float, timeout_min: float, fresh: bool,
-        log: Callable[[str], None], use_coverage: bool = True) -> list[Result]:
+        log: Callable[[str], None], use_coverage: bool = True,
+        equivalent: frozenset[str] = frozenset()) -> list[Result]:
     """Run the mutants that have no result for this tree yet; store each as it finishes.
     With `use_coverage` (the default) checks are narrowed to the units that reach each
     mutant (mutation/covmap.py); without, every check runs whole after a baseline."""
     tree = tree_fingerprint(root, target)
     have = load_results(results)
     todo: list[Mutant] = []
-    older = 0
+    older = kept = 0
     sources = {p: (root / p).read_bytes() for p in {m.path for m in mutants}}
     for m in mutants:
         r = result_for(m, have, sources[m.path])
@@ -372,13 +373,18 @@ def run(root: Path, target: Target, mutants: list[Mutant], *, jobs: int, results
             todo.append(m)
         elif r.tree != tree:
             # Tests and vectors are added, not weakened: a kill on an older tree stays a
-            # kill; a survivor is measured again (--fresh re-runs everything).
-            if r.outcome == "survived":
-                todo.append(m)
-            else:
+            # kill; so does a survivor classified equivalent, since its edit (checked by
+            # result_for) is unchanged and no test can tell it apart; any other survivor
+            # is measured again (--fresh re-runs everything).
+            if r.outcome != "survived":
                 older += 1
+            elif m.id in equivalent:
+                kept += 1
+            else:
+                todo.append(m)
     log(f"{len(mutants)} selected, {len(mutants) - len(todo)} already measured on tree "
-        f"{tree}{f' ({older} kills from older trees kept)' if older else ''}, "
+        f"{tree}{f' ({older} kills from older trees kept)' if older else ''}"
+        f"{f' ({kept} equivalent survivors kept)' if kept else ''}, "
         f"{len(todo)} to run with {jobs} job(s)")
     if not todo:
         return []

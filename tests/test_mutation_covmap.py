@@ -101,3 +101,24 @@ def test_units_run_quickest_first_and_tests_stay_grouped_by_file() -> None:
         "b.py::z", "a.py::y", "a.py::w", "a.py::x"]
     old = CovMap.from_json({k: v for k, v in cm.to_json().items() if k != "unit_seconds"})
     assert old.select("p", None) == ["slow", "mid", "fast"]  # a map without timings
+
+
+def test_an_equivalent_survivor_is_not_measured_again_on_a_new_tree(tmp_path: Path) -> None:
+    """A new tree re-runs survivors (a new test may kill them) but keeps kills and the
+    survivors classified equivalent (no test can tell their unchanged edit apart)."""
+    root, target = _repo(tmp_path)
+    survivor, killed = "pkg/mod.py:16:11:const-inc", "pkg/mod.py:5:11:binop-mult-floordiv"
+    mutants = select(all_mutants(root, target), sample=None, seed=0, shard=None,
+                     ids=[survivor, killed])
+    res = root / target.results
+
+    def measured(equivalent: frozenset[str] = frozenset()) -> list[str]:
+        return sorted(r.id for r in run(root, target, mutants, jobs=1, results=res,
+                                         timeout_factor=4.0, timeout_min=10.0, fresh=False,
+                                         log=lambda s: None, equivalent=equivalent))
+    assert measured() == sorted([survivor, killed])
+    assert measured() == []  # the same tree: nothing to do
+    for n, want in ((1, []), (2, [survivor])):
+        (root / "model").mkdir(exist_ok=True)
+        (root / "model" / "x.py").write_text(f"X = {n}\n")  # a file the checks read
+        assert measured(frozenset({survivor}) if n == 1 else frozenset()) == want
