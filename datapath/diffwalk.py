@@ -6,18 +6,11 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from datapath.abstraction import (
-    CT_MAPS,
-    NAT_MAPS,
-    AbstractionError,
-    node_config,
-    node_state,
-    packet_of,
-    wire_fault,
-)
+from datapath.abstraction import AbstractionError, node_config, packet_of, wire_fault
 from datapath.adapter import Datapath, DatapathFactory, check_datapath
 from datapath.drop import Verdict as DpVerdict
 from datapath.drop import XdpVerdict
+from datapath.mapstate import CT_MAPS, NAT_MAPS, node_state
 from model.drops import DropReason
 from model.maps import NodeState
 from model.network import MAX_HOPS, ClusterState, EndKind, World, walk
