@@ -188,7 +188,7 @@ def test_difftest_mtu_programs_agree_and_kill_the_datapath_fault(
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import mtu_off_program, mtu_program
+    from datapath.explicit import mtu_off_program, mtu_program
     for make in (mtu_program, mtu_off_program):
         c = Counters()
         assert run_program(make(combo), reference_factory, frozenset(), c) is None

@@ -209,7 +209,7 @@ def test_difftest_icmp_program_agrees(combo: tuple[str, str, str, str]) -> None:
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import icmp_program
+    from datapath.explicit import icmp_program
     c = Counters()
     assert run_program(icmp_program(combo), reference_factory, frozenset(), c) is None
     assert c.observations > 5
