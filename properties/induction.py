@@ -42,8 +42,8 @@ from model.nodeport import NodeCtx, ct_tuple, lb_select
 from model.snat import fwd_key, rev_key, snat_nat, snat_rev_nat
 from model.topology import Service, ServiceType
 from model.values import Endpoint, Packet, Proto, TcpFlags
-from properties.catalogue import Property
 from properties.configs import Config
+from properties.coreprops import Property
 from properties.decode import FlowDoc, Replayed, ScenarioValues, replay
 from properties.openmap import (
     ADDR,

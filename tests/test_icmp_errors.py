@@ -17,7 +17,8 @@ from model.maps import TupleFlags
 from model.scenario import parse
 from model.values import Endpoint, FlowKey, IcmpKind, Proto
 from properties.bmc import check_cell
-from properties.catalogue import BY_ID, HOLD, VIOLATED
+from properties.catalogue import BY_ID
+from properties.coreprops import HOLD, VIOLATED
 from properties.prove import COUNTEREXAMPLE, PROVED
 from tests.conftest import ADDRS, NODE_PORT, ROOT, TARGET_PORT, build_doc, run_cli
 

@@ -31,7 +31,8 @@ from model.nodeport import Hook, Step
 from model.scenario import parse
 from model.values import Encap
 from nodeport.cli import main
-from properties.catalogue import BY_ID, HOLD, VIOLATED
+from properties.catalogue import BY_ID
+from properties.coreprops import HOLD, VIOLATED
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "ipip-dsr.yaml"
