@@ -126,7 +126,7 @@ def test_real_bpf_host_documented_divergence() -> None:
 
 def test_geneve_device_presents_the_tunnel_info() -> None:
     """The harness's Geneve decap hands cil_from_overlay what the kernel's device would."""
-    from ciliumbpf.adapter import geneve_device
+    from ciliumbpf.node import geneve_device
     from datapath.build import geneve_encap, ipv4, tcp_segment
 
     inner = ipv4(bytes([110, 0, 11, 1]), bytes([192, 168, 0, 2]), 6,
