@@ -482,5 +482,3 @@ def _fragment(frag: Fragment, l4: bytes, proto: int, v6: bool) -> tuple[bytes, i
         return body, frag.id & 0xFFFF, (0x2000 if frag.more else 0) | frag.offset, proto
     hdr = struct.pack("!BBHI", proto, 0, (frag.offset << 3) | int(frag.more), frag.id)
     return hdr + body, 0, 0, IPPROTO_FRAGMENT
-
-

@@ -40,7 +40,6 @@ class End:
     drop: tuple[str, str] | None
 
 
-
 def _ipip_in(data: bytes | bytearray) -> bool:
     """The bytes a hook got were IPIP-encapsulated (DSR dispatch ipip)."""
     try:
@@ -74,8 +73,6 @@ def obs_str(o: Obs | End) -> str:
         d = f" drop={o.drop[1]}@{o.drop[0]}" if o.drop else ""
         return f"end {o.kind} at {o.at}{d}: {pkt_str(o.packet)}"
     return f"{o.at} {o.hook} {o.verdict}: {pkt_str(o.packet)}{o.note}"
-
-
 
 
 # -- the model side ------------------------------------------------------------------------

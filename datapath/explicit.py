@@ -28,7 +28,6 @@ def mtu_off_program(combo: tuple[str, str, str, str], version: str = "1.20"
     return mtu_program(combo, version, pmtu=False)
 
 
-
 def masq_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dict[str, Any]:
     """Explicit: bpf.masquerade beside NodePort SNAT on node2 with four SNAT ports
     (nodePort.range 30000-65531): pod1 and pod0 (node2) open connections to the outside
@@ -46,8 +45,6 @@ def masq_program(combo: tuple[str, str, str, str], version: str = "1.20") -> dic
         _flow("np3", "client1", 65533, packets=2)],
         cilium={"bpf": {"masquerade": True}, "nodePort": {"range": "30000-65531"}})
     return doc
-
-
 
 
 def _ipip_two_nodes(doc: dict[str, Any], vip: str, version: str) -> None:

@@ -450,5 +450,3 @@ def _ipip_at_xdp(cilium: dict[str, Any]) -> bool:
     lb = cilium["loadBalancer"]
     return bool(lb.get("dsrDispatch") == "ipip"
                 and lb.get("acceleration", "disabled") != "disabled")
-
-

@@ -142,7 +142,6 @@ def _port(r: _Reader) -> Callable[[Any, str], int]:
     return lambda v, p: r.integer(v, p, 1, 65535)
 
 
-
 def _pod_list(r: _Reader, value: Any, where: str, known: set[str]) -> tuple[str, ...]:
     """A list of pod names, each one known."""
     names = tuple(r.string(x, f"{where}[{i}]") for i, x in enumerate(r.seq(value, where)))

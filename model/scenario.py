@@ -371,5 +371,3 @@ def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
                 n = attrs.evolve(n, router_ip=candidate)
         out.append(n)
     return tuple(out)
-
-

@@ -66,7 +66,6 @@ def _target(r: _Reader, value: Any, path: str, cluster: Cluster,
     return services[matches[0].service], frontend, via, addr, matches[0].proto
 
 
-
 def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster, cfg: CiliumConfig
            ) -> tuple[tuple[FlowSpec, ...], dict[IPAddress, frozenset[str]]]:
     clients = {c.name: c for c in cluster.clients}

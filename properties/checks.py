@@ -530,5 +530,3 @@ def mag01(rp: Replay) -> Finding | None:
                 f"flow from {src} entering by {via} reached {h.at}; the same flow "
                 f"entering by {before[3]} reached {before[2]}"))
     return None
-
-

@@ -340,7 +340,6 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
     return verdict(ob, safety, vac, common, t0, timer)
 
 
-
 def check_induction(prop: Property, cfg: Config, faults: frozenset[ModelFault],
                     ms: int) -> Result:
     """Dispatch an induction property."""
