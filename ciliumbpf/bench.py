@@ -83,7 +83,7 @@ def per_packet(run: Callable[[], object], packets: int) -> float:
 
 def adapter_rows(tree: Any, packets: int) -> list[tuple[str, float, float]]:
     """The cilium-bpf adapter and the reference datapath on the same node and packet."""
-    from ciliumbpf.adapter import CiliumBpfNode
+    from ciliumbpf.node import CiliumBpfNode
     from datapath.host import Node
 
     cfg, pkt = service_case()

@@ -39,8 +39,8 @@ from datapath.maps import (
 )
 
 if TYPE_CHECKING:
-    from ciliumbpf.adapter import CiliumBpfNode
     from ciliumbpf.libbpf import Map
+    from ciliumbpf.node import CiliumBpfNode
 from datapath.nodeport import HOST_ID
 from datapath.nodeport import POD_IDENTITY as REFERENCE_POD_IDENTITY
 

@@ -17,15 +17,8 @@ from hypothesis import seed as hseed
 from datapath.adapter import DatapathFactory, check_datapath, reference_factory
 from datapath.config import NodeConfig
 from datapath.difftest import Counters, DiffRun, Divergence
-from datapath.programs import (
-    COMBOS,
-    EXPLICIT,
-    IPIP_COMBOS,
-    VERSIONS,
-    drain_program,
-    programs,
-    smaller,
-)
+from datapath.explicit import EXPLICIT, drain_program
+from datapath.programs import COMBOS, IPIP_COMBOS, VERSIONS, programs, smaller
 from model.errors import InputError
 from model.scenario import parse
 

@@ -2,7 +2,7 @@
 
 A bridge module like difftest.py. Per request: the pod's node's from-container on both
 sides (the model's `model.eastwest.from_container`, the reference's `cil_from_container`
-on bytes), then a local delivery or the walk between nodes (`difftest.model_walk` /
+on bytes), then a local delivery or the walk between nodes (`diffwalk.model_walk` /
 `DatapathNet.walk`); per answer: the backend's from-container (same node) or the walk back,
 then the client's to-container. Socket-LB: connect() and recvmsg on both sides, the
 reference's being datapath.lxc.sock_connect / sock_rewrite (a harness stand-in for bpf_sock,
@@ -34,7 +34,8 @@ from model.nodeport import Verdict
 from model.values import IPAddress, Packet
 
 if TYPE_CHECKING:
-    from datapath.difftest import DiffRun, Divergence, End, Obs
+    from datapath.difftest import DiffRun, Divergence
+    from datapath.diffwalk import End, Obs
 
 _V = {Verdict.FORWARD: "forward", Verdict.DELIVER: "deliver", Verdict.DROP: "drop",
       Verdict.REJECT: "reject", Verdict.TO_STACK: "to-stack"}
@@ -51,7 +52,7 @@ class _Sockets:
 def run_ew(d: DiffRun, spec: FlowSpec, pinned: IPAddress | None, pin_id: int | None
            ) -> Divergence | None:
     """The flow's packets and answers on both sides, compared step by step."""
-    from datapath.difftest import pkt_str
+    from datapath.diffwalk import pkt_str
 
     node = d.world.cluster.pod(spec.client).node
     socks = _Sockets()
@@ -109,7 +110,7 @@ def _connect(d: DiffRun, spec: FlowSpec, node: str, pkt: Packet, pinned: IPAddre
     reference's datapath.lxc.sock_connect), then every packet goes to the connected peer.
     Without socket-LB the packet as the pod addressed it. A failed connect() ends the flow:
     the comparison's four parts are returned instead."""
-    from datapath.difftest import End, Obs
+    from datapath.diffwalk import End, Obs
 
     data = bytes_of(pkt)
     if not d.world.cfg.socket_lb:
@@ -139,7 +140,7 @@ def _connect(d: DiffRun, spec: FlowSpec, node: str, pkt: Packet, pinned: IPAddre
 
 def _model_request(d: DiffRun, spec: FlowSpec, node: str, pkt: Packet,
                    pinned: IPAddress | None) -> tuple[list[Obs], End]:
-    from datapath.difftest import End, Obs, model_walk
+    from datapath.diffwalk import End, Obs, model_walk
 
     w = d.world
     if pkt.dst.addr == w.cluster.pod(spec.client).ip:  # connected to itself: lo
@@ -164,7 +165,7 @@ def _model_request(d: DiffRun, spec: FlowSpec, node: str, pkt: Packet,
 def _dp_request(d: DiffRun, spec: FlowSpec, node: str, data: bytes | bytearray,
                 pin: int | None
                 ) -> tuple[list[Obs], End, bytes | bytearray]:
-    from datapath.difftest import End, Obs
+    from datapath.diffwalk import End, Obs
 
     net = d.net
     if packet_of(data).dst.addr == d.world.cluster.pod(spec.client).ip:  # lo
@@ -202,7 +203,7 @@ def _local(d: DiffRun, spec: FlowSpec, node: str, at: str, ans: Packet) -> bool:
 
 def _model_reply(d: DiffRun, spec: FlowSpec, node: str, at: str, ans: Packet,
                  peer: SockPeer | None) -> tuple[list[Obs], End]:
-    from datapath.difftest import Obs, model_walk
+    from datapath.diffwalk import Obs, model_walk
 
     w = d.world
     obs: list[Obs] = []
@@ -230,7 +231,7 @@ def _model_reply(d: DiffRun, spec: FlowSpec, node: str, at: str, ans: Packet,
 def _model_recv(d: DiffRun, node: str, obs: list[Obs], pkt: Packet, peer: SockPeer | None,
                 client: str) -> tuple[list[Obs], End]:
     """The pod's socket gets the answer: recvmsg's reverse translation under socket-LB."""
-    from datapath.difftest import End, Obs
+    from datapath.diffwalk import End, Obs
 
     if peer is not None:
         pkt, _ = sock_rev(_ctx(d.world, d.state, node, None), d.state.nodes[node], peer, pkt)
@@ -240,7 +241,7 @@ def _model_recv(d: DiffRun, node: str, obs: list[Obs], pkt: Packet, peer: SockPe
 
 def _dp_reply(d: DiffRun, spec: FlowSpec, node: str, at: str, data: bytes,
               peer: lxc.SockPeer | None) -> tuple[list[Obs], End]:
-    from datapath.difftest import Obs
+    from datapath.diffwalk import Obs
 
     net = d.net
     ans = packet_of(data)
@@ -270,7 +271,7 @@ def _dp_reply(d: DiffRun, spec: FlowSpec, node: str, at: str, data: bytes,
 def _dp_recv(d: DiffRun, node: str, obs: list[Obs], data: bytes | bytearray,
              peer: lxc.SockPeer | None, client: str) -> tuple[list[Obs], End]:
     """The reference's recvmsg under socket-LB (datapath.lxc.sock_rewrite)."""
-    from datapath.difftest import End, Obs
+    from datapath.diffwalk import End, Obs
 
     if peer is not None:
         data = lxc.sock_rewrite(_ref(d, node), data, peer, forward=False)

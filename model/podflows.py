@@ -10,7 +10,7 @@ from model.topology import Cluster
 from model.values import Endpoint, Proto
 
 if TYPE_CHECKING:
-    from model.scenario import _Reader
+    from model.reader import _Reader
 
 EGRESS_KEYS = {"name", "client", "sourcePort", "to", "packets", "idle", "close", "resume",
                "lostReplies"}

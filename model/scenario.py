@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -25,11 +24,11 @@ from model.config import (
     validate,
 )
 from model.errors import ConfigRefused, InputError, ScenarioError
-from model.flows import ENDINGS, FlowSpec
-from model.fragments import ORDERS
+from model.flows import FlowSpec
 from model.maglev import DEFAULT_HASH_SEED, DEFAULT_TABLE_SIZE, TABLE_SIZES, seeds
 from model.network import World
-from model.podflows import egress_flow
+from model.reader import _named, _pod_list, _port, _Reader, _shown
+from model.scenflows import _flows
 from model.topology import (
     AFFINITY_TIMEOUT_DEFAULT,
     AFFINITY_TIMEOUT_MAX,
@@ -44,11 +43,9 @@ from model.topology import (
     TrafficPolicy,
 )
 from model.topology import derive as derive_cluster
-from model.values import MAX_IPOPTLEN, Endpoint, IcmpKind, IPAddress, Proto, short_size
+from model.values import IPAddress, Proto
 
-T = TypeVar("T")
 MTU_MIN, MTU_MAX = 1280, 65535  # IPv6's minimum link MTU; an IPv4 total length's limit
-E = TypeVar("E")
 
 
 @attrs.frozen(kw_only=True)
@@ -58,134 +55,6 @@ class Scenario:
     source: str
     world: World
     flows: tuple[FlowSpec, ...]
-
-
-class _Reader:
-    """Walks the parsed document, naming the key path in every error."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, message: str) -> ScenarioError:
-        return ScenarioError(self.source, path, message)
-
-    def mapping(self, value: Any, path: str, allowed: set[str],
-                required: set[str] = frozenset()) -> Mapping[str, Any]:  # type: ignore[assignment]
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"expected a mapping, got {type(value).__name__}")
-        for key in value:
-            if key not in allowed:
-                shown = key if isinstance(key, str) and key.isprintable() else repr(key)
-                raise self.fail(f"{path}.{shown}" if path else shown,
-                                f"unknown key (allowed: {', '.join(sorted(allowed))})")
-        for key in sorted(required):
-            if key not in value:
-                raise self.fail(f"{path}.{key}" if path else key, "required key is missing")
-        return value
-
-    def seq(self, value: Any, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {type(value).__name__}")
-        return value
-
-    def string(self, value: Any, path: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(path, f"expected a non-empty string, got {_shown(value)}")
-        if not value.isprintable():
-            raise self.fail(path, f"{value!r} contains control characters (they would forge "
-                            "output lines)")
-        return value
-
-    def name(self, value: Any, path: str, kind: str) -> str:
-        """A name as Kubernetes spells it (services: DNS-1035 label; pods, nodes: DNS-1123
-        subdomain) or, for the model's own clients and flows, a file-name-safe word."""
-        text = self.string(value, path)
-        pattern, rule = _NAME_RULES[kind]
-        if not pattern.fullmatch(text):
-            raise self.fail(path, f"{text!r} is not a valid {kind} name ({rule})")
-        return text
-
-    def integer(self, value: Any, path: str, lo: int, hi: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"expected an integer, got {_shown(value)}")
-        if not lo <= value <= hi:
-            raise self.fail(path, f"{value} is out of range {lo}-{hi}")
-        return value
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(path, f"expected true or false, got {_shown(value)}")
-        return value
-
-    def addr(self, value: Any, path: str) -> IPAddress:
-        """An address written as text: numbers and booleans are not addresses (ip: true
-        would be 0.0.0.1), nor are IPv6 zone IDs, which no BPF map key carries."""
-        if not isinstance(value, str):
-            raise self.fail(path, f"expected an IP address as a string, got {_shown(value)}")
-        if "%" in value:
-            raise self.fail(path, f"{value!r}: IPv6 zone IDs (%...) are not allowed")
-        try:
-            return ip_address(value.strip())
-        except ValueError:
-            raise self.fail(path, f"{value!r} is not an IP address") from None
-
-    def host(self, value: Any, path: str) -> IPAddress:
-        """A unicast address a host or a frontend can own."""
-        a = self.addr(value, path)
-        why = _not_unicast(a)
-        if why:
-            raise self.fail(path, f"{a} is {why}; a host or frontend needs a unicast address")
-        return a
-
-    def enum(self, value: Any, path: str, kind: type[E]) -> E:
-        choices = [m.value for m in kind]  # type: ignore[attr-defined]
-        if value not in choices:
-            raise self.fail(path, f"{value!r} is not one of {', '.join(map(str, choices))}")
-        return kind(value)  # type: ignore[call-arg]
-
-    def opt(self, m: Mapping[str, Any], key: str, path: str, conv: Callable[[Any, str], T],
-            default: T) -> T:
-        return conv(m[key], f"{path}.{key}" if path else key) if key in m else default
-
-
-_NAME_RULES = {
-    "service": (re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"),
-                "Kubernetes DNS-1035 label: lower-case letters, digits, '-', starting with a "
-                "letter, at most 63"),
-    "pod": (re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-                       r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"),
-            "Kubernetes DNS-1123 subdomain: lower-case letters, digits, '-' and '.'"),
-    "client": (re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"),
-               "letters, digits, '.', '_', '-', at most 63, no '/' or spaces"),
-}
-_NAME_RULES["node"] = _NAME_RULES["pod"]
-_NAME_RULES["flow"] = _NAME_RULES["client"]
-
-
-def _shown(value: Any) -> str:
-    """A value in an error line: short, one line, its type named when it is not text."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return text if isinstance(value, (str, int, float)) else f"{type(value).__name__} {text}"
-
-
-def _not_unicast(a: IPAddress) -> str:
-    if a.is_unspecified:
-        return "the unspecified address"
-    if a.is_multicast:
-        return "a multicast address"
-    if isinstance(a, IPv4Address) and a == IPv4Address("255.255.255.255"):
-        return "the broadcast address"
-    if a.is_loopback:
-        return "a loopback address"
-    if isinstance(a, IPv6Address) and a.ipv4_mapped is not None:
-        return "an IPv4-mapped IPv6 address"
-    return ""
-
-
-def _port(r: _Reader) -> Callable[[Any, str], int]:
-    return lambda v, p: r.integer(v, p, 1, 65535)
 
 
 def load(path: str | Path) -> Scenario:
@@ -294,21 +163,6 @@ def _maglev(r: _Reader, c: Mapping[str, Any]) -> dict[str, Any]:
     except InputError as e:
         raise r.fail("cilium.maglev.hashSeed", str(e)) from None
     return {"maglev_table_size": size, "maglev_hash_seed": seed}
-
-
-def _named(r: _Reader, doc: Mapping[str, Any], key: str, fields: set[str],
-           required: set[str]) -> list[tuple[str, Mapping[str, Any]]]:
-    out, seen = [], set()
-    kind = key.rstrip("s")
-    for i, item in enumerate(r.seq(doc.get(key, []), key)):
-        path = f"{key}[{i}]"
-        m = r.mapping(item, path, fields, required)
-        name = r.name(m["name"], f"{path}.name", kind)
-        if name in seen:
-            raise r.fail(f"{path}.name", f"duplicate name {name!r}")
-        seen.add(name)
-        out.append((path, m))
-    return out
 
 
 def _service(r: _Reader, path: str, m: Mapping[str, Any], pods: Mapping[str, Pod],
@@ -504,66 +358,6 @@ def _check_services(r: _Reader, services: tuple[Service, ...], family: type,
             owner[key] = (s.name, where)
 
 
-def _pod_list(r: _Reader, value: Any, where: str, known: set[str]) -> tuple[str, ...]:
-    """A list of pod names, each one known."""
-    names = tuple(r.string(x, f"{where}[{i}]") for i, x in enumerate(r.seq(value, where)))
-    for i, pod in enumerate(names):
-        if pod not in known:
-            raise r.fail(f"{where}[{i}]", f"unknown pod {pod!r}")
-    return names
-
-
-def _target(r: _Reader, value: Any, path: str, cluster: Cluster,
-            services: Mapping[str, Service], nodes: Mapping[str, Node]
-            ) -> tuple[Service, Endpoint, str, IPAddress | None, Proto]:
-    """A flow's `to`: the service, its frontend, the entry node, the VIP if addressed, and
-    the protocol sent (a NodePort may be sent the protocol it does not serve)."""
-    to = r.mapping(value, path, {"node", "service", "address", "port", "via", "protocol"})
-    if "service" in to:
-        r.mapping(to, path, {"node", "service", "protocol"}, {"node", "service"})
-        if r.string(to["service"], f"{path}.service") not in services:
-            raise r.fail(f"{path}.service", f"unknown service {to['service']!r}")
-        if r.string(to["node"], f"{path}.node") not in nodes:
-            raise r.fail(f"{path}.node", f"unknown node {to['node']!r}")
-        svc = services[to["service"]]
-        if svc.node_port is None:
-            raise r.fail(f"{path}.service", f"service {svc.name!r} has no nodePort")
-        proto = svc.proto
-        if "protocol" in to:
-            if to["protocol"] not in ("TCP", "UDP"):
-                raise r.fail(f"{path}.protocol", f"{to['protocol']!r} is not one of TCP, UDP")
-            proto = Proto[to["protocol"]]
-            other = next((f.service for f in cluster.frontends if f.proto is proto
-                          and f.addr.port == svc.node_port and f.service != svc.name
-                          and f.addr.addr == nodes[to["node"]].ip), None)
-            if other is not None:
-                raise r.fail(f"{path}.protocol", f"{proto.name} to this NodePort is service "
-                             f"{other!r}; name that service instead")
-        return (svc, Endpoint(addr=nodes[to["node"]].ip, port=svc.node_port), to["node"], None,
-                proto)
-    r.mapping(to, path, {"address", "port", "via", "protocol"}, {"address", "port", "via"})
-    addr = r.addr(to["address"], f"{path}.address")
-    frontend = Endpoint(addr=addr, port=_port(r)(to["port"], f"{path}.port"))
-    if r.string(to["via"], f"{path}.via") not in nodes:
-        raise r.fail(f"{path}.via", f"unknown node {to['via']!r}")
-    via: str = to["via"]
-    matches = [f for f in cluster.frontends if f.addr == frontend]
-    if "protocol" in to:
-        if to["protocol"] not in ("TCP", "UDP"):
-            raise r.fail(f"{path}.protocol", f"{to['protocol']!r} is not one of TCP, UDP")
-        matches = [f for f in matches if f.proto is Proto[to["protocol"]]]
-    if not matches:
-        raise r.fail(path, f"no service frontend at {frontend}"
-                     + (f"/{to['protocol']}" if "protocol" in to else ""))
-    if len({f.proto for f in matches}) > 1:
-        raise r.fail(f"{path}.protocol", f"{frontend} serves both TCP and UDP; say which")
-    owner = cluster.owner_of(addr)
-    if owner is not None and owner[0] == "node" and owner[1] != via:
-        raise r.fail(f"{path}.via", f"{addr} is {owner[1]}'s address; a packet to it "
-                     f"arrives at {owner[1]}, not {via}")
-    return services[matches[0].service], frontend, via, addr, matches[0].proto
-
-
 def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
                         taken: Mapping[IPAddress, str]) -> tuple[Node, ...]:
     """cilium_host takes an address from the node's pod CIDR: the first of its pods' /24 (/64)."""
@@ -577,112 +371,3 @@ def _default_router_ips(nodes: tuple[Node, ...], pods: list[Pod],
                 n = attrs.evolve(n, router_ip=candidate)
         out.append(n)
     return tuple(out)
-
-
-def _flows(r: _Reader, top: Mapping[str, Any], cluster: Cluster, cfg: CiliumConfig
-           ) -> tuple[tuple[FlowSpec, ...], dict[IPAddress, frozenset[str]]]:
-    clients = {c.name: c for c in cluster.clients}
-    services = {s.name: s for s in cluster.services}
-    nodes = {n.name: n for n in cluster.nodes}
-    announced: dict[IPAddress, set[str]] = {}
-    live: dict[str, tuple[str, ...]] = {}  # each service's backends after earlier changes
-    pod_names = {pd.name for pd in cluster.pods}
-    draining: dict[str, set[str]] = {}  # each service's terminating pods after changes
-    flows: list[FlowSpec] = []
-    for p, m in _named(r, top, "flows",
-                       {"name", "client", "sourcePort", "to", "packets", "backend", "idle",
-                        "close", "setBackends", "terminating", "resume", "lostReplies",
-                        "backendError", "size", "ipOptions", "fragments",
-                        "fragmentOrder"},
-                       {"name", "client", "sourcePort", "to"}):
-        if r.string(m["client"], f"{p}.client") in pod_names - set(clients):
-            flows.append(egress_flow(r, p, m, cluster, live))  # pod flows (model/podflows.py)
-            continue
-        if m["client"] not in clients:
-            raise r.fail(f"{p}.client", f"unknown client or pod {m['client']!r}")
-        client = clients[m["client"]]
-        svc, frontend, via, addr, proto = _target(r, m["to"], f"{p}.to", cluster, services,
-                                                  nodes)
-        if type(frontend.addr) is not type(client.ip):
-            raise r.fail(f"{p}.to", "mixed address families between client and frontend")
-        if addr is not None and cluster.owner_of(addr) is None:
-            announced.setdefault(addr, set()).add(via)
-        set_backends = []
-        changes = r.mapping(m.get("setBackends", {}), f"{p}.setBackends", set(services))
-        dropped: set[str] = set()
-        for sname, pods in changes.items():
-            new = _pod_list(r, pods, f"{p}.setBackends.{sname}", pod_names)
-            before = set(live.get(sname, services[sname].backends)) | draining.get(sname, set())
-            dropped |= before - set(new)
-            set_backends.append((sname, new))
-        terminating = _pod_list(r, m.get("terminating", []), f"{p}.terminating", pod_names)
-        for i, pod in enumerate(terminating):
-            if pod not in dropped:
-                raise r.fail(f"{p}.terminating[{i}]", f"{pod!r} is not dropped from a service "
-                             "by this flow's setBackends, so it cannot be terminating")
-        for sname, new in set_backends:
-            before = set(live.get(sname, services[sname].backends)) | draining.get(sname, set())
-            draining[sname] = {x for x in before - set(new) if x in terminating}
-        backend = r.opt(m, "backend", p, r.string, None)
-        live.update(dict(set_backends))
-        if backend is not None and backend not in live.get(svc.name, svc.backends):
-            raise r.fail(f"{p}.backend", f"{backend!r} is not a backend of {svc.name!r}")
-        if backend is not None and proto is not svc.proto:
-            raise r.fail(f"{p}.backend", f"the flow sends {proto.name} to the {svc.proto.name} "
-                         f"NodePort of {svc.name!r}: no backend serves it")
-        ending = m.get("close", False)
-        if ending is not True and ending is not False and ending not in ENDINGS:
-            raise r.fail(f"{p}.close", f"{_shown(ending)} is not true, false or one of "
-                         f"{', '.join(ENDINGS)}")
-        close = ending is not False
-        resume = r.opt(m, "resume", p, r.boolean, False)
-        for key, on in (("close", close), ("resume", resume)):
-            if on and proto is not Proto.TCP:
-                raise r.fail(f"{p}.{key}", f"only for TCP flows; this flow sends "
-                             f"{proto.name} (UDP has no connection to close or resume)")
-        size, opts = _size(r, p, m, proto, isinstance(client.ip, IPv6Address),
-                           nodes[via].mtu or cfg.mtu)
-        flows.append(FlowSpec(
-            name=m["name"], client=client.name, service=svc.name, via=via, backend=backend,
-            source=Endpoint(addr=client.ip, port=_port(r)(m["sourcePort"], f"{p}.sourcePort")),
-            frontend=frontend, proto=proto,
-            packets=r.opt(m, "packets", p, lambda v, q: r.integer(v, q, 1, 1000), 3),
-            idle=r.opt(m, "idle", p, lambda v, q: r.integer(v, q, 0, 10**9), 0),
-            close=close, set_backends=tuple(set_backends), terminating=terminating,
-            resume=resume, ending=ending if isinstance(ending, str) else "fin",
-            lost_replies=r.opt(m, "lostReplies", p, r.boolean, False),
-            backend_error=r.opt(m, "backendError", p,
-                                lambda v, q: r.enum(v, q, IcmpKind), None),
-            size=size, ip_options=opts, **_fragmented(r, m, p, len(flows))))
-    return tuple(flows), {a: frozenset(n) for a, n in announced.items()}
-
-
-def _size(r: _Reader, p: str, m: Mapping[str, Any], proto: Proto, v6: bool, mtu: int
-          ) -> tuple[int | None, int]:
-    """A flow's packet size (L3 length, at most the entry node's MTU: the client shares its
-    link) and IPv4 options (NOPs, whole 32-bit words, at most 40 bytes)."""
-    opts = r.opt(m, "ipOptions", p, lambda v, q: r.integer(v, q, 0, MAX_IPOPTLEN), 0)
-    if opts and v6:
-        raise r.fail(f"{p}.ipOptions", "IPv4 only (an IPv6 header has no options)")
-    if opts % 4:
-        raise r.fail(f"{p}.ipOptions", f"{opts} is not a multiple of 4 (the IHL counts words)")
-    least = short_size(v6, proto, opts)
-    size = r.opt(m, "size", p, lambda v, q: r.integer(v, q, least, mtu), None)
-    return (None if size == least else size), opts
-
-
-def _fragmented(r: _Reader, m: Mapping[str, Any], p: str, index: int) -> dict[str, Any]:
-    """fragments (0 or 2..64) and fragmentOrder (only with fragments); the flow's IP ids."""
-    count = r.opt(m, "fragments", p, lambda v, q: r.integer(v, q, 0, 64), 0)
-    if count == 1:
-        raise r.fail(f"{p}.fragments", "1 fragment is an unfragmented datagram: use 0 or "
-                     "at least 2")
-    order = r.opt(m, "fragmentOrder", p, r.string, "in-order")
-    if order not in ORDERS:
-        raise r.fail(f"{p}.fragmentOrder", f"{_shown(order)} is not one of {', '.join(ORDERS)}")
-    if count and "size" in m:
-        raise r.fail(f"{p}.size", "not with fragments (a fragmented datagram is the model's "
-                     "short one, split; size is an unfragmented request's length)")
-    if "fragmentOrder" in m and not count:
-        raise r.fail(f"{p}.fragmentOrder", "needs fragments (2 or more)")
-    return {"fragments": count, "fragment_order": order, "fragment_id": 256 + 1000 * index}

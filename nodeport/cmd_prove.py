@@ -18,7 +18,8 @@ import yaml
 
 from model.errors import InputError
 from nodeport.term import Progress, colour_on, paint, plural
-from properties.catalogue import BY_ID, HOLD, PROPERTIES
+from properties.catalogue import BY_ID, PROPERTIES
+from properties.coreprops import HOLD
 from properties.prove import UNKNOWN, Job, Result, mutants, run_many, suite
 
 SCHEMA = "nodeport-prove/1"  # docs/prove-json.md; bump on any incompatible change

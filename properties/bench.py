@@ -21,9 +21,10 @@ from model.flows import run_flows
 from model.scenario import parse
 from properties import prove
 from properties.catalogue import BY_ID, PROPERTIES
-from properties.checks import CHECKERS, Replay
+from properties.checks import Replay
 from properties.configs import Config
 from properties.decode import FlowDoc, ScenarioValues, document
+from properties.pktchecks import CHECKERS
 from properties.symworld import Bounds
 
 

@@ -18,11 +18,12 @@ import z3
 
 from model.faults import ModelFault
 from model.values import IcmpKind
-from properties.catalogue import Property
-from properties.checks import CHECKERS, LIVE_BELOW, Finding, Replay, xdp_ran
+from properties.checks import LIVE_BELOW, Finding, Replay
 from properties.configs import Config
+from properties.coreprops import Property
 from properties.decode import Replayed, ScenarioValues, document, replay, run_document
 from properties.ewcells import answered, hairpinned
+from properties.pktchecks import CHECKERS, xdp_ran
 from properties.results import (
     COUNTEREXAMPLE,
     DRIFT,

@@ -18,8 +18,9 @@ from model.faults import ModelFault
 from model.flows import run_flows
 from model.scenario import parse
 from model.topology import ServiceType
-from properties.checks import CHECKERS, Finding, Replay
+from properties.checks import Finding, Replay
 from properties.configs import Config, Placement
+from properties.pktchecks import CHECKERS
 
 SEED_TRIES = 48
 

@@ -17,9 +17,9 @@ import attrs
 
 from model.faults import ModelFault
 from model.maglev import DEFAULT_HASH_SEED, DEFAULT_WEIGHT, hash_string, lookup_table, seeds
-from properties.catalogue import Property
 from properties.checks import Finding
 from properties.configs import Config
+from properties.coreprops import Property
 from properties.results import COUNTEREXAMPLE, PROVED, Result
 
 SIZES = (251, 509, 1021, 2039)

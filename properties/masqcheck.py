@@ -14,11 +14,11 @@ from model.faults import ModelFault
 from model.maps import LbMaps, LruMap, NodeState
 from model.masq import masquerade
 from model.values import Endpoint, Packet, Proto
-from properties.catalogue import Property
-from properties.checks import CHECKERS
 from properties.configs import Config
+from properties.coreprops import Property
 from properties.decode import Replayed, run_document
 from properties.induction import CAPACITY, nat02
+from properties.pktchecks import CHECKERS
 from properties.results import PROVED, Result, counterexample_result
 from properties.symexec import SymRandom
 

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import attrs
 
 from model.faults import ModelFault
-from properties.catalogue import BY_ID, PROPERTIES, VIOLATED, Property
+from properties.catalogue import BY_ID, PROPERTIES
 from properties.configs import Config
+from properties.coreprops import VIOLATED, Property
 from properties.results import (
     COUNTEREXAMPLE,
     DRIFT,

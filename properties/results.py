@@ -9,9 +9,9 @@ import attrs
 
 from model.faults import ModelFault
 from model.flows import trace_json
-from properties.catalogue import HOLD
 from properties.checks import Finding
 from properties.configs import Config
+from properties.coreprops import HOLD
 from properties.decode import Replayed
 
 PROVED, COUNTEREXAMPLE, UNKNOWN, VACUOUS, DRIFT, RAISED = (

@@ -126,7 +126,7 @@ def test_real_bpf_host_documented_divergence() -> None:
 
 def test_geneve_device_presents_the_tunnel_info() -> None:
     """The harness's Geneve decap hands cil_from_overlay what the kernel's device would."""
-    from ciliumbpf.adapter import geneve_device
+    from ciliumbpf.node import geneve_device
     from datapath.build import geneve_encap, ipv4, tcp_segment
 
     inner = ipv4(bytes([110, 0, 11, 1]), bytes([192, 168, 0, 2]), 6,
@@ -342,7 +342,7 @@ def test_real_bpf_session_affinity_both_trees() -> None:
     from ciliumbpf.adapter import factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import affinity_program
+    from datapath.explicit import affinity_program
 
     for tree in (TREE, TREE_118):
         if not tree.is_dir():
@@ -385,7 +385,7 @@ def test_real_bpf_masquerade_both_trees() -> None:
     from ciliumbpf.adapter import factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import masq_program
+    from datapath.explicit import masq_program
 
     for tree in (TREE, TREE_118):
         if not tree.is_dir():
@@ -423,7 +423,7 @@ def test_real_bpf_fragments_both_trees() -> None:
     from ciliumbpf.adapter import factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import fragment_program
+    from datapath.explicit import fragment_program
 
     for tree in (TREE, TREE_118):
         if not tree.is_dir():

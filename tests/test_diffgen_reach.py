@@ -255,8 +255,9 @@ def test_deterministic_snat_ports_are_compared_exactly() -> None:
     from datapath.adapter import reference_factory
     from datapath.config import NodeConfig
     from datapath.difftest import DiffRun
+    from datapath.explicit import evict_program, exhaust_program
     from datapath.host import Node
-    from datapath.programs import COMBOS, evict_program, exhaust_program
+    from datapath.programs import COMBOS
 
     combo = COMBOS[0]  # ipv4 snat: every flow SNATed
     sc = parse(exhaust_program(combo))
@@ -281,7 +282,8 @@ def test_affinity_program_sticks_expires_and_follows_the_match_map() -> None:
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import COMBOS, EXPLICIT, affinity_program
+    from datapath.explicit import EXPLICIT, affinity_program
+    from datapath.programs import COMBOS
 
     assert (affinity_program, False) in EXPLICIT
     for combo in COMBOS:
@@ -369,7 +371,8 @@ def test_explicit_maglev_program_agrees_and_keeps_moved_connections() -> None:
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import COMBOS, EXPLICIT, maglev_program
+    from datapath.explicit import EXPLICIT, maglev_program
+    from datapath.programs import COMBOS
 
     assert (maglev_program, False) in EXPLICIT
     for combo in COMBOS:
@@ -409,7 +412,8 @@ def test_masq_program_agrees_and_a_masquerade_fault_diverges() -> None:
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import COMBOS, EXPLICIT, masq_program
+    from datapath.explicit import EXPLICIT, masq_program
+    from datapath.programs import COMBOS
     from model.nodeport import Step
 
     assert (masq_program, False) in EXPLICIT
@@ -437,7 +441,8 @@ def test_fragment_program_and_generated_fragments_reach_the_frag_map(
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import COMBOS, EXPLICIT, fragment_program
+    from datapath.explicit import EXPLICIT, fragment_program
+    from datapath.programs import COMBOS
     from model.drops import DropReason
 
     seen: Counter[str] = Counter()

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datapath.abstraction import bytes_of, node_state, packet_of, wire_fault
+from datapath.abstraction import bytes_of, packet_of, wire_fault
 from datapath.adapter import Datapath, load_factory, reference_factory
 from datapath.config import NodeConfig
 from datapath.difftest import DiffRun, PortRenaming, diff_states
 from datapath.errors import VectorFileError
+from datapath.mapstate import node_state
 from model.config import CiliumVersion
 from model.scenario import load
 from model.values import DsrKind, DsrMeta, Endpoint, IcmpKind, Outer, Packet, Proto, TcpFlags

@@ -18,7 +18,8 @@ from datapath.diffgen import (
     kill_table,
     run_program,
 )
-from datapath.difftest import Counters, Declared, DiffRun, Obs, PortRenaming
+from datapath.difftest import Counters, Declared, DiffRun, PortRenaming
+from datapath.diffwalk import Obs
 from model.config import CiliumVersion
 from model.scenario import load, parse
 from model.values import Endpoint, Packet, Proto, TcpFlags

@@ -17,7 +17,8 @@ from model.flows import FlowTrace, run_flows, trace_json
 from model.scenario import parse
 from model.values import Endpoint, FlowKey, IcmpKind, Proto
 from properties.bmc import check_cell
-from properties.catalogue import BY_ID, HOLD, VIOLATED
+from properties.catalogue import BY_ID
+from properties.coreprops import HOLD, VIOLATED
 from properties.prove import COUNTEREXAMPLE, PROVED
 from tests.conftest import ADDRS, NODE_PORT, TARGET_PORT, build_doc
 
@@ -188,7 +189,7 @@ def test_difftest_mtu_programs_agree_and_kill_the_datapath_fault(
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import mtu_off_program, mtu_program
+    from datapath.explicit import mtu_off_program, mtu_program
     for make in (mtu_program, mtu_off_program):
         c = Counters()
         assert run_program(make(combo), reference_factory, frozenset(), c) is None

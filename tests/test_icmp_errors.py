@@ -17,7 +17,8 @@ from model.maps import TupleFlags
 from model.scenario import parse
 from model.values import Endpoint, FlowKey, IcmpKind, Proto
 from properties.bmc import check_cell
-from properties.catalogue import BY_ID, HOLD, VIOLATED
+from properties.catalogue import BY_ID
+from properties.coreprops import HOLD, VIOLATED
 from properties.prove import COUNTEREXAMPLE, PROVED
 from tests.conftest import ADDRS, NODE_PORT, ROOT, TARGET_PORT, build_doc, run_cli
 
@@ -209,7 +210,7 @@ def test_difftest_icmp_program_agrees(combo: tuple[str, str, str, str]) -> None:
     from datapath.adapter import reference_factory
     from datapath.diffgen import run_program
     from datapath.difftest import Counters
-    from datapath.programs import icmp_program
+    from datapath.explicit import icmp_program
     c = Counters()
     assert run_program(icmp_program(combo), reference_factory, frozenset(), c) is None
     assert c.observations > 5

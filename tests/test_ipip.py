@@ -16,10 +16,11 @@ from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceCo
 from datapath.csum import checksum
 from datapath.diffgen import combos
 from datapath.drop import Verdict, XdpVerdict
+from datapath.explicit import _two_nodes
 from datapath.faults import faults_killed
 from datapath.host import make_node
 from datapath.packet import ip_bytes
-from datapath.programs import IPIP_COMBOS, _two_nodes, programs
+from datapath.programs import IPIP_COMBOS, programs
 from datapath.vectors import run_vector_file
 from diagrams.catalogue import PICTURES, picture_dot
 from model.config import CiliumConfig, CiliumVersion, DsrDispatch, LBMode, validate
@@ -30,7 +31,8 @@ from model.nodeport import Hook, Step
 from model.scenario import parse
 from model.values import Encap
 from nodeport.cli import main
-from properties.catalogue import BY_ID, HOLD, VIOLATED
+from properties.catalogue import BY_ID
+from properties.coreprops import HOLD, VIOLATED
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "ipip-dsr.yaml"

@@ -26,7 +26,8 @@ def test_mypy_strict_clean() -> None:
 
 # The only datapath modules that may see both worlds: the abstraction function and the
 # differential-testing engine/generator.  The reference datapath itself never imports model.
-DATAPATH_MODEL_BRIDGE = frozenset({"datapath/abstraction.py", "datapath/difftest.py",
+DATAPATH_MODEL_BRIDGE = frozenset({"datapath/abstraction.py", "datapath/mapstate.py",
+                                   "datapath/difftest.py", "datapath/diffwalk.py",
                                    "datapath/diffgen.py", "datapath/ewdiff.py"})
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from model.faults import ModelFault
-from properties.catalogue import HOLD, PROPERTIES, VIOLATED
+from properties.catalogue import PROPERTIES
+from properties.coreprops import HOLD, VIOLATED
 from tests.conftest import ROOT
 
 REQUIRED = {"P-LB-01", "P-LB-02", "P-NAT-01", "P-NAT-02", "P-NAT-03", "P-DSR-01", "P-DSR-02",

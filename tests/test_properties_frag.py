@@ -7,8 +7,8 @@ from __future__ import annotations
 from model.faults import ModelFault
 from properties import decode
 from properties.catalogue import BY_ID
-from properties.checks import frag01
 from properties.configs import Config
+from properties.pktchecks import frag01
 from properties.prove import COUNTEREXAMPLE, PROVED, check
 
 P = BY_ID["P-FRAG-01"]

@@ -4,7 +4,8 @@ symbolic lookup's premise, and the measured disruption bound."""
 from __future__ import annotations
 
 from model.faults import ModelFault
-from properties.catalogue import BY_ID, HOLD, VIOLATED
+from properties.catalogue import BY_ID
+from properties.coreprops import HOLD, VIOLATED
 from properties.maglevtables import BOUND, worst_share
 from properties.prove import COUNTEREXAMPLE, PROVED, check
 

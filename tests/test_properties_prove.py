@@ -13,7 +13,7 @@ import z3
 from model.config import LBMode
 from model.faults import ModelFault
 from model.network import Action
-from properties import bmc, checks, decode, induction, symexec, symvalues
+from properties import bmc, checks, decode, induction, pktchecks, symexec, symvalues
 from properties.catalogue import BY_ID
 from properties.configs import Config, Placement
 from properties.prove import COUNTEREXAMPLE, DRIFT, PROVED, UNKNOWN, VACUOUS, check
@@ -69,7 +69,7 @@ def test_witness_that_disagrees_is_a_failure(monkeypatch: pytest.MonkeyPatch) ->
         port = rp.traces[0].spec.source.port
         return checks.Finding(flow=0, hop=0, message="x") if isinstance(port, int) else None
 
-    monkeypatch.setitem(checks.CHECKERS, "P-LB-01", only_concrete)
+    monkeypatch.setitem(pktchecks.CHECKERS, "P-LB-01", only_concrete)
     r = check(BY_ID["P-LB-01"], SNAT_REMOTE)
     assert r.result == DRIFT and not r.ok and "witness" in r.note
 

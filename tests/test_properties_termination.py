@@ -13,7 +13,7 @@ from model.values import Proto
 from properties import decode
 from properties.catalogue import BY_ID
 from properties.configs import Config
-from properties.induction import agent_counterexample
+from properties.ctinduction import agent_counterexample
 from properties.prove import COUNTEREXAMPLE, PROVED, check
 
 SNAT = Config()

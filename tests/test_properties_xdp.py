@@ -9,8 +9,8 @@ from model.faults import ModelFault
 from model.nodeport import Hook
 from properties import decode
 from properties.catalogue import BY_ID, XDP_CONFIGS
-from properties.checks import xdp01, xdp_ran
 from properties.configs import Config, Placement
+from properties.pktchecks import xdp01, xdp_ran
 from properties.prove import COUNTEREXAMPLE, PROVED, check
 from properties.symworld import Bounds
 
