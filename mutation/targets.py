@@ -131,7 +131,8 @@ MODEL_TESTS = (
     "tests/test_masquerade.py",
     "tests/test_dsr_mtu.py",
     "tests/test_model_fragments.py", "tests/test_model_xdp.py",
-    "tests/test_eastwest.py", "tests/test_ipip.py",
+    "tests/test_eastwest.py", "tests/test_ipip.py", "tests/test_model_maglev.py",
+    "tests/test_model_survivors.py",
 )
 # Tests of datapath/ and its bridge (of the ICMP tests, the byte-level ones); the two
 # seeded-fault kill tables (57 s and 13 s, they re-run vectors and difftest per registered

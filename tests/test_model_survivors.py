@@ -1,0 +1,103 @@
+"""Behaviours the model mutation check found unpinned: a pinned backend on a Maglev
+frontend, v1.20's Maglev hash on affinity frontends checked against the reference
+datapath, and the IPIP-at-XDP frag-needed boundary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model.nodeport import Hook, Step
+from model.values import IcmpKind
+from tests.test_ipip import _doc as ipip_doc
+from tests.test_ipip import _run as ipip_run
+from tests.test_model_maglev import _doc as maglev_doc
+from tests.test_model_maglev import _run as maglev_run
+
+
+def test_a_pin_on_a_maglev_frontend_is_taken() -> None:
+    """A flow's `backend:` pin stands for the hash's pick on a Maglev frontend too (as a
+    counterexample replays it): each pinned flow reaches its pod."""
+    doc = maglev_doc("1.20")
+    doc["flows"] = doc["flows"][:8]
+    for i, f in enumerate(doc["flows"]):
+        f["backend"] = f"web-{i % 4}"
+    traces = maglev_run(doc)
+    assert [t.backend_pod for t in traces] == [f"web-{i % 4}" for i in range(8)]
+
+
+def test_v120_maglev_affinity_hash_agrees_with_the_datapath() -> None:
+    """v1.20 hashes a zero client port on affinity frontends (lb.h:1937-1938): the model's
+    picks equal the reference datapath's (datapath/lb.py), flow by flow, through the
+    differential runner; without affinity the ports are hashed and the picks spread."""
+    from datapath.adapter import reference_factory
+    from datapath.diffgen import run_program
+    from datapath.difftest import Counters
+
+    for svc in ({"sessionAffinity": "ClientIP"}, {}):
+        doc: dict[str, Any] = maglev_doc("1.20", **svc)
+        # a client per flow: each first connection of a client is the hash's pick
+        doc["clients"] = [{"name": f"c{i}", "ip": f"203.0.113.{10 + i}"} for i in range(12)]
+        doc["flows"] = [dict(f, client=f"c{i}", packets=1)
+                        for i, f in enumerate(doc["flows"][::2])]
+        c = Counters()
+        assert run_program(doc, reference_factory, frozenset(), c) is None, svc
+        assert c.observations > 20
+
+
+def _ipip_xdp(size: int) -> Any:
+    doc = ipip_doc(enableIPIPTermination=True, loadBalancer={"acceleration": "native"},
+                   pmtuDiscovery={"enabled": True})
+    doc["flows"][0]["size"] = size
+    doc["flows"][0]["packets"] = 1
+    return ipip_run(doc)[0]
+
+
+def test_ipip_at_xdp_frag_needed_only_above_the_mtu() -> None:
+    """dsr_set_ipip4 asks dsr_is_too_big about the request plus the outer header
+    (v1.20 nodeport.h:1735, :192-200: strictly above the MTU): 1480 + 20 fits a 1500 MTU
+    and is encapsulated, 1481 is answered with frag-needed (MTU 1480)."""
+    fits = _ipip_xdp(1480)
+    assert any(h.hook is Hook.XDP and h.action is Step.IPIP for h in fits.hops), fits.hops
+    over = _ipip_xdp(1481)
+    errs = [h.packet for h in over.hops if h.at == "client" and h.reply]
+    assert errs and errs[0].icmp is IcmpKind.FRAG_NEEDED and errs[0].mtu == 1480
+
+
+def test_ipv6_geneve_dsr_later_fragment_without_its_dnated_entry() -> None:
+    """encap_geneve_dsr_opt6 looks the DNATed fragment's ports up again (v1.20
+    nodeport.h:437): a later fragment whose entry under the backend's address is gone
+    (the LRU fragment map evicted it, the frontend's entry still there) is
+    DROP_FRAG_NOT_FOUND, though nodeport_lb6's own lookup found its ports."""
+    from ipaddress import ip_address
+
+    import attrs
+
+    from model.drops import DropReason
+    from model.flows import run_flows
+    from model.maps import FragKey
+    from model.network import _ctx
+    from model.nodeport import nodeport_lb
+    from model.scenario import parse
+    from model.values import Endpoint, Fragment, Packet, Proto
+    from tests.conftest import ADDRS, NODE_PORT, build_doc
+
+    sc = parse(build_doc(family="ipv6", mode="dsr", dispatch="geneve", proto="UDP",
+                         version="1.20", routing="tunnel", tunnel="geneve"))
+    state, _ = run_flows(sc.world, [])
+    a = ADDRS["ipv6"]
+    ctx = _ctx(sc.world, state, "node1", None)
+    client = Endpoint(addr=ip_address(a["client"]), port=40000)
+    to = Endpoint(addr=ip_address(a["node1"]), port=NODE_PORT)
+    first = Packet(src=client, dst=to, proto=Proto.UDP, frag=Fragment(id=7, more=True))
+    st, res = nodeport_lb(ctx, state.nodes["node1"], first, Hook.FROM_NETDEV)
+    assert res.reason is None, res
+    backend = ip_address(a["remote"])
+    key = FragKey(saddr=client.addr, daddr=backend, id=7, proto=Proto.UDP)
+    assert st.frag.get(key) is not None
+    later = attrs.evolve(first, src=attrs.evolve(client, port=0), dst=attrs.evolve(to, port=0),
+                         frag=Fragment(id=7, offset=10))
+    _, ok = nodeport_lb(ctx, st, later, Hook.FROM_NETDEV)
+    assert ok.reason is None, ok
+    _, lost = nodeport_lb(ctx, attrs.evolve(st, frag=st.frag.delete(key)), later,
+                          Hook.FROM_NETDEV)
+    assert lost.reason is DropReason.DROP_FRAG_NOT_FOUND
