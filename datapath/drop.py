@@ -26,7 +26,8 @@ class XdpVerdict(enum.Enum):
 
 # XFER flags XDP hands to tc in the packet's metadata (bpf/lib/common.h:48-53).
 XFER_PKT_NO_SVC = 1 << 0  # skip the service handling in cil_from_netdev
-XFER_FLAGS = {"XFER_PKT_NO_SVC": XFER_PKT_NO_SVC, "XFER_PKT_SNAT_DONE": 1 << 2}
+XFER_PKT_SNAT_DONE = 1 << 2  # reverse SNAT done (ctx_snat_done_set; at XDP, in the xfer)
+XFER_FLAGS = {"XFER_PKT_NO_SVC": XFER_PKT_NO_SVC, "XFER_PKT_SNAT_DONE": XFER_PKT_SNAT_DONE}
 
 
 def verdict_named(name: str) -> Verdict | XdpVerdict:

@@ -11,7 +11,14 @@ import attrs
 
 from datapath.config import NodeConfig
 from datapath.conntrack import ct_gc, nat_gc
-from datapath.drop import XFER_PKT_NO_SVC, DatapathDrop, DropReason, Verdict, XdpVerdict
+from datapath.drop import (
+    XFER_PKT_NO_SVC,
+    XFER_PKT_SNAT_DONE,
+    DatapathDrop,
+    DropReason,
+    Verdict,
+    XdpVerdict,
+)
 from datapath.errors import ConfigError
 from datapath.fragments import load_l4_ports
 from datapath.ipip import terminate
@@ -325,8 +332,10 @@ class Node:
                 done = self._no_service(p, from_overlay=False)
         else:
             self.xfer |= XFER_PKT_NO_SVC  # no service protocol (lb4_extract_tuple errors)
-            if self.config.masquerade:
-                snat_rev_nat_icmp_error(self, p)
+            if self.config.masquerade and snat_rev_nat_icmp_error(self, p):
+                # tail_nodeport_nat_ingress_ipv4's ctx_snat_done_set (nodeport.h:2497),
+                # which at XDP goes into the xfer flags (overloadable_xdp.h:148)
+                self.xfer |= XFER_PKT_SNAT_DONE
         if done is None:
             done = self.local_delivery(p)
         reason, self.rejected = self.rejected, None
@@ -347,6 +356,7 @@ class Node:
             if (from_overlay or self.opt_dispatch) and dsr_ingress(self, p, info):
                 return self.local_delivery(p)
         if snat_rev_nat(self, p):
+            self.xfer |= XFER_PKT_SNAT_DONE  # ctx_snat_done_set (nodeport.h:2497): read at XDP
             revd = self.mode != "dsr" and rev_dnat(self, p, dsr_ok=False)
             if not revd and p.daddr in self.lxc_eps:
                 # a masqueraded pod's reply: no nodeport CT entry, so nodeport_rev_dnat_ipv4
