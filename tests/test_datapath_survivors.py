@@ -8,6 +8,7 @@ import attrs
 from datapath.build import ipv4, tcp_segment, udp_datagram
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.drop import DropReason, Verdict
+from datapath.errors import ConfigError
 from datapath.host import make_node
 from datapath.packet import IPPROTO_TCP, IPPROTO_UDP, ip_bytes
 
@@ -39,3 +40,56 @@ def test_an_exclusion_cidr_of_length_zero_covers_every_address() -> None:
         node = make_node(attrs.evolve(cfg, snat_exclusion_cidrs=cidrs))
         r = node.run("to-netdev", pkt)
         assert r.verdict == Verdict.CTX_ACT_OK and bytes(r.packet[12:16]) == src, cidrs
+
+
+def _web(**kw: object) -> NodeConfig:
+    return NodeConfig(ipv4="10.0.10.1", selection="first", services=(
+        ServiceConfig("172.16.10.2", 80, 1, (7,), **kw),), backends=(  # type: ignore[arg-type]
+        BackendConfig(7, "192.168.0.7", 8080),))
+
+
+def _syn(src: bytes = CLIENT) -> bytes:
+    return ipv4(src, VIP, IPPROTO_TCP, tcp_segment(src, VIP, 40000, 80))
+
+
+def test_terminating_backends_serve_when_none_is_active() -> None:
+    """The agent falls back to terminating backends when a service has no active one: they
+    fill the slots (count 1 here), so a new connection is still served."""
+    cfg = attrs.evolve(_web(), backends=(BackendConfig(7, "192.168.0.7", 8080,
+                                                       state="terminating"),))
+    r = make_node(cfg).run("from-netdev", _syn())
+    assert r.drop_reason is None and bytes(r.packet[16:20]) == ip_bytes("192.168.0.7")
+
+
+def test_a_bare_source_range_address_is_one_host() -> None:
+    """A source range written without a prefix length is a host route (/32): the address
+    itself passes, its neighbour is DROP_NOT_IN_SRC_RANGE."""
+    node = make_node(_web(source_ranges=("110.0.11.1",)))
+    assert node.run("from-netdev", _syn()).drop_reason is None
+    other = node.run("from-netdev", _syn(ip_bytes("110.0.11.2")))
+    assert other.drop_reason == DropReason.DROP_NOT_IN_SRC_RANGE and node.internal_errors == 0
+
+
+def test_reprogramming_syncs_the_maglev_tables_from_scratch() -> None:
+    """A re-sync writes every map afresh: a Maglev table the new configuration no longer
+    has is gone, so its service selects no backend (lb4_select_backend_id_maglev: no
+    outer entry, lb.h:1944-1949) -> DROP_NO_SERVICE."""
+    table = (7,) * 251
+    cfg = attrs.evolve(_web(maglev=table), selection="maglev", maglev_table_size=251)
+    node = make_node(cfg)
+    assert node.run("from-netdev", _syn()).drop_reason is None
+    node.reprogram(attrs.evolve(cfg, services=(ServiceConfig("172.16.10.2", 80, 1, (7,)),)))
+    r = node.run("from-netdev", _syn(ip_bytes("110.0.11.3")))
+    assert r.drop_reason == DropReason.DROP_NO_SERVICE
+
+
+def test_a_maglev_table_of_the_wrong_size_is_refused() -> None:
+    """LB_MAGLEV_LUT_SIZE is the table size: a service's table of another length is a
+    configuration error naming the service."""
+    cfg = attrs.evolve(_web(maglev=(7,) * 250), selection="maglev", maglev_table_size=251)
+    try:
+        make_node(cfg)
+    except ConfigError as e:
+        assert "172.16.10.2:80" in str(e) and "251" in str(e)
+    else:
+        raise AssertionError("a 250-entry table was accepted")
