@@ -101,3 +101,90 @@ def test_ipv6_geneve_dsr_later_fragment_without_its_dnated_entry() -> None:
     _, lost = nodeport_lb(ctx, attrs.evolve(st, frag=st.frag.delete(key)), later,
                           Hook.FROM_NETDEV)
     assert lost.reason is DropReason.DROP_FRAG_NOT_FOUND
+
+
+def _lb_ctx(doc: dict[str, Any], node: str = "node1") -> tuple[Any, Any]:
+    from model.flows import run_flows
+    from model.network import _ctx
+    from model.scenario import parse
+
+    sc = parse(doc)
+    state, _ = run_flows(sc.world, [])
+    return _ctx(sc.world, state, node, None), state.nodes[node]
+
+
+def test_snat_later_fragment_without_its_dnated_entry() -> None:
+    """tail_nodeport_nat_egress_ipv4 extracts the DNATed fragment's ports again
+    (nodeport.h:2621): a later fragment whose entry under the backend's address is gone
+    is DROP_FRAG_NOT_FOUND there, though nodeport_lb4's own lookup found its ports."""
+    from ipaddress import ip_address
+
+    import attrs
+
+    from model.drops import DropReason
+    from model.maps import FragKey
+    from model.nodeport import nodeport_lb
+    from model.values import Endpoint, Fragment, Packet, Proto
+    from tests.conftest import ADDRS, NODE_PORT, build_doc
+
+    ctx, st = _lb_ctx(build_doc(proto="UDP", version="1.20"))
+    a = ADDRS["ipv4"]
+    client = Endpoint(addr=ip_address(a["client"]), port=40000)
+    to = Endpoint(addr=ip_address(a["node1"]), port=NODE_PORT)
+    first = Packet(src=client, dst=to, proto=Proto.UDP, frag=Fragment(id=7, more=True))
+    st, res = nodeport_lb(ctx, st, first, Hook.FROM_NETDEV)
+    assert res.reason is None, res
+    key = FragKey(saddr=client.addr, daddr=ip_address(a["remote"]), id=7, proto=Proto.UDP)
+    assert st.frag.get(key) is not None
+    later = attrs.evolve(first, src=attrs.evolve(client, port=0), dst=attrs.evolve(to, port=0),
+                         frag=Fragment(id=7, offset=10))
+    assert nodeport_lb(ctx, st, later, Hook.FROM_NETDEV)[1].reason is None
+    _, lost = nodeport_lb(ctx, attrs.evolve(st, frag=st.frag.delete(key)), later,
+                          Hook.FROM_NETDEV)
+    assert lost.reason is DropReason.DROP_FRAG_NOT_FOUND
+
+
+def test_geneve_dsr_to_a_backend_without_tunnel_endpoint() -> None:
+    """encap_geneve_dsr_opt4 (nodeport.h:1843-1845): no ipcache entry with a tunnel
+    endpoint for the backend -> DROP_NO_TUNNEL_ENDPOINT."""
+    from ipaddress import ip_address
+    from types import MappingProxyType
+
+    import attrs
+
+    from model.drops import DropReason
+    from model.nodeport import nodeport_lb
+    from model.values import Endpoint, Packet, Proto, TcpFlags
+    from tests.conftest import ADDRS, NODE_PORT, build_doc
+
+    ctx, st = _lb_ctx(build_doc(mode="dsr", dispatch="geneve", version="1.20",
+                                routing="tunnel", tunnel="geneve"))
+    a = ADDRS["ipv4"]
+    syn = Packet(src=Endpoint(addr=ip_address(a["client"]), port=40000),
+                 dst=Endpoint(addr=ip_address(a["node1"]), port=NODE_PORT), proto=Proto.TCP,
+                 flags=TcpFlags.SYN)
+    assert nodeport_lb(ctx, st, syn, Hook.FROM_NETDEV)[1].reason is None
+    bare = attrs.evolve(ctx, ipcache=MappingProxyType({}))
+    _, res = nodeport_lb(bare, st, syn, Hook.FROM_NETDEV)
+    assert res.reason is DropReason.DROP_NO_TUNNEL_ENDPOINT
+
+
+def test_snat_mode_ignores_a_dsr_option() -> None:
+    """Without DSR compiled in (nodeport_extract_dsr_v4 is #ifdef ENABLE_DSR) a packet that
+    carries a DSR option to a local endpoint is no DSR ingress: it is delivered as any."""
+    from ipaddress import ip_address
+
+    from model.nodeport import nodeport_lb
+    from model.values import DsrKind, DsrMeta, Endpoint, Packet, Proto, TcpFlags
+    from tests.conftest import ADDRS, NODE_PORT, TARGET_PORT, build_doc
+
+    a = ADDRS["ipv4"]
+    meta = DsrMeta(kind=DsrKind.IPV4_OPTION,
+                   frontend=Endpoint(addr=ip_address(a["node1"]), port=NODE_PORT))
+    pkt = Packet(src=Endpoint(addr=ip_address(a["client"]), port=40000),
+                 dst=Endpoint(addr=ip_address(a["remote"]), port=TARGET_PORT),
+                 proto=Proto.TCP, flags=TcpFlags.SYN, dsr=meta)
+    for mode, step in (("dsr", Step.DSR_INGRESS), ("snat", None)):
+        ctx, st = _lb_ctx(build_doc(mode=mode), "node2")
+        _, res = nodeport_lb(ctx, st, pkt, Hook.FROM_NETDEV)
+        assert (res.step is Step.DSR_INGRESS) == (step is not None), (mode, res)
