@@ -67,7 +67,7 @@ def snat_new_mapping(node: Node, p: Parsed, otuple: CtTuple, target: bytes) -> i
         port = snat_clamp_port_range(lo, hi, node.prandom(), modulo)
     flag = BPF_ANY if "snat_ignore_reverse_entry" in node.faults else BPF_NOEXIST
     rstate = NatEntry(otuple.saddr, sport, node.now)
-    for retries in range(SNAT_COLLISION_RETRIES.get(node.config.version, 32)):
+    for retries in range(SNAT_COLLISION_RETRIES[node.config.version]):
         rtuple = _new(CtTuple, (target, otuple.daddr, port, otuple.dport, otuple.nexthdr,
                                 TUPLE_F_IN))
         if snat.update(rtuple, rstate, flag):
