@@ -188,3 +188,47 @@ def test_snat_mode_ignores_a_dsr_option() -> None:
         ctx, st = _lb_ctx(build_doc(mode=mode), "node2")
         _, res = nodeport_lb(ctx, st, pkt, Hook.FROM_NETDEV)
         assert (res.step is Step.DSR_INGRESS) == (step is not None), (mode, res)
+
+
+def test_ipip_terminated_later_fragment_without_its_entry() -> None:
+    """IPIP termination runs nodeport_lb4 on the inner packet (v1.20 bpf_host.c:1149-1175),
+    whose lb4_extract_tuple loads a later fragment's ports: with no entry for the datagram
+    on the backend's node it is DROP_FRAG_NOT_FOUND (ipv4.h:96-98)."""
+    from ipaddress import ip_address
+
+    from model.drops import DropReason
+    from model.nodeport import from_netdev
+    from model.values import Encap, Endpoint, Fragment, Outer, Packet, Proto
+
+    doc = ipip_doc()
+    doc["services"][0]["protocol"] = "UDP"
+    ctx, st = _lb_ctx(doc, "node2")
+    client = Endpoint(addr=ip_address("203.0.113.7"), port=0)
+    vip = Endpoint(addr=ip_address("172.16.0.10"), port=0)
+    outer = Outer(src=ip_address("192.168.2.3"), dst=ip_address("10.0.2.10"), kind=Encap.IPIP)
+    later = Packet(src=client, dst=vip, proto=Proto.UDP, outer=outer,
+                   frag=Fragment(id=9, offset=10))
+    _, res = from_netdev(ctx, st, later)
+    assert res.reason is DropReason.DROP_FRAG_NOT_FOUND
+
+
+def test_another_nodes_masquerade_address_is_not_masqueraded_to() -> None:
+    """A node's masquerade address is a cluster address the ipcache knows (remote node), so
+    a pod's packet to it is not masqueraded (nat.h:745-748), as to the node's own IP; an
+    outside address is."""
+    from ipaddress import ip_address
+
+    from model.nodeport import to_netdev
+    from model.values import Endpoint, Packet, Proto, TcpFlags
+    from tests.conftest import ADDRS, build_doc
+
+    doc = build_doc(version="1.20", cilium={"bpf": {"masquerade": True}})
+    doc["nodes"][0]["masqueradeIP"] = "192.168.2.99"  # node1's; the pod is on node2
+    ctx, st = _lb_ctx(doc, "node2")
+    pod = next(p for p in doc["pods"] if p["node"] == "node2")
+    for dst, masqueraded in (("192.168.2.99", False), (ADDRS["ipv4"]["client"], True)):
+        pkt = Packet(src=Endpoint(addr=ip_address(pod["ip"]), port=45000),
+                     dst=Endpoint(addr=ip_address(dst), port=443), proto=Proto.TCP,
+                     flags=TcpFlags.SYN)
+        _, res = to_netdev(ctx, st, pkt)
+        assert (res.packet.src.addr != pkt.src.addr) is masqueraded, (dst, res)
