@@ -270,3 +270,40 @@ def test_v118_reads_the_quote_from_the_mtu_field() -> None:
     frag = bytearray(error(quote("tcp")))
     frag[INNER + 24:INNER + 40] = remote
     assert run(node("1.18"), bytes(frag))[1] == DropReason.DROP_FRAG_NOSUPPORT
+
+
+def test_v120_walk_bounds_and_header_lengths_in_the_quote() -> None:
+    """ipv6_skip_exthdr loads each header's first two bytes (next header, length) from the
+    packet (v1.20 ipv6.h:91-92): one byte short is DROP_INVALID; with both bytes there the
+    walk goes on, here to an unknown protocol, which is punted untranslated. Lengths: an
+    authentication header counts (len + 2) * 4 bytes (ipv6_authlen), the others
+    (len + 1) * 8 (ipv6_optlen): a 16-byte destination-options header and an 8-byte AH
+    both end where the segment starts, which is translated."""
+    head = bytearray(quote("tcp")[:40])
+    head[6] = 60  # destination options next
+    for n, punted in ((1, False), (2, True)):
+        q = bytes(head) + bytes([253, 0])[:n]
+        frame = error(q)
+        out, drop = run(node(), frame)
+        if punted:
+            assert drop is None and out == frame, n
+        else:
+            assert drop == DropReason.DROP_INVALID, n
+    seg = quote("tcp")[40:]
+    opts16 = (60, bytes([0, 1]) + b"\x01\x0c" + b"\0" * 12)  # PadN over 14 bytes: 16
+    ah = (51, bytes([0, 1, 0, 0]) + b"\0\0\0\x01" + b"\0\0\0\x01")  # (1 + 2) * 4 = 12
+    for chain in ((opts16,), (ah,), (opts16, ah)):
+        body = b""
+        for i, (_t, raw) in enumerate(chain):  # each header's first byte: what follows it
+            nxt = chain[i + 1][0] if i + 1 < len(chain) else IPPROTO_TCP
+            body += bytes([nxt]) + raw[1:]
+        ip6 = bytearray(quote("tcp")[:40])
+        ip6[6] = chain[0][0]
+        struct.pack_into("!H", ip6, 4, len(body) + len(seg))
+        q = bytes(ip6) + body + seg
+        l4 = INNER + 40 + len(body)
+        out, drop = run(node(), error(q))
+        assert drop is None and struct.unpack_from("!H", out, l4)[0] == CLIENT_PORT, chain
+        tcp = out[l4:]
+        pseudo = out[INNER + 8:INNER + 40] + struct.pack("!IxxxB", len(tcp), IPPROTO_TCP)
+        assert scapy_checksum(pseudo + tcp) == 0 and icmp6_csum_ok(out), chain
