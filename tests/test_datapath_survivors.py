@@ -93,3 +93,46 @@ def test_a_maglev_table_of_the_wrong_size_is_refused() -> None:
         assert "172.16.10.2:80" in str(e) and "251" in str(e)
     else:
         raise AssertionError("a 250-entry table was accepted")
+
+
+def test_a_forced_backend_does_not_outlive_its_packet() -> None:
+    """IPIP termination forces the outer destination as the backend for that one packet
+    (CB_FORCED_BACKEND, a per-packet control buffer): the next packet, here one that XDP
+    load-balances, selects from the service's own backends."""
+    cfg = NodeConfig(name="be", ipv4="10.0.10.2", mode="snat", ipip_termination=True,
+                     services=(ServiceConfig("172.16.10.2", 80, 1, (124,)),),
+                     backends=(BackendConfig(124, "192.168.0.9", 8080),),
+                     endpoints=(EndpointConfig("192.168.0.1"),))
+    node = make_node(cfg)
+    syn = _syn()
+    r = node.run("from-netdev", ipv4(ip_bytes("10.0.10.1"), ip_bytes("192.168.0.1"), 4, syn))
+    assert bytes(r.packet[16:20]) == ip_bytes("192.168.0.1")
+    x = node.run("xdp", _syn(ip_bytes("110.0.11.9")))
+    assert bytes(x.packet[16:20]) == ip_bytes("192.168.0.9"), x
+
+
+def test_an_exception_inside_a_hook_is_one_internal_error_and_a_drop() -> None:
+    """The datapath never raises: an unexpected exception inside a program is counted (one
+    per packet) and the packet is dropped with DROP_INVALID, returned as it came."""
+    node = make_node(_web())
+    node.maps = None  # type: ignore[assignment]  # every map access now fails
+    pkt = _syn()
+    r = node.run("from-netdev", pkt)
+    assert (r.verdict, r.drop_reason, bytes(r.packet)) == (
+        Verdict.CTX_ACT_DROP, DropReason.DROP_INVALID, pkt)
+    assert node.internal_errors == 1
+
+
+def test_ipip_termination_needs_the_switch_and_v120() -> None:
+    """cil_from_netdev strips IPIP only with enable_ipip_termination (v1.20
+    bpf_host.c:1149-1152); 1.18 has no such path. Without it the packet reaches the pod
+    still encapsulated."""
+    inner = _syn()
+    pkt = ipv4(ip_bytes("10.0.10.1"), ip_bytes("192.168.0.1"), 4, inner)
+    for version, switch, strips in (("1.20", True, True), ("1.20", False, False),
+                                    ("1.18", True, False)):
+        cfg = NodeConfig(name="be", ipv4="10.0.10.2", mode="snat", version=version,
+                         ipip_termination=switch,
+                         endpoints=(EndpointConfig("192.168.0.1"),))
+        r = make_node(cfg).run("from-netdev", pkt)
+        assert (r.packet[9] != 4) is strips, (version, switch)
