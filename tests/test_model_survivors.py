@@ -232,3 +232,21 @@ def test_another_nodes_masquerade_address_is_not_masqueraded_to() -> None:
                      flags=TcpFlags.SYN)
         _, res = to_netdev(ctx, st, pkt)
         assert (res.packet.src.addr != pkt.src.addr) is masqueraded, (dst, res)
+
+
+def test_geneve_dsr_without_pmtu_discovery_loses_what_exceeds_the_mtu() -> None:
+    """PMTU discovery off: the LB node sends the Geneve-encapsulated request whatever its
+    size and the fabric loses what exceeds the 1500-byte MTU. On the wire: the request,
+    the outer IP, UDP, Geneve and inner Ethernet headers (50 over IPv4 nodes, 70 over
+    IPv6), and the DSR option (12 / 24): 1438 and 1406 bytes are the largest that pass
+    (docs/dsr-mtu.md)."""
+    from model.drops import DropReason
+    from tests.test_dsr_mtu import _doc, _run
+
+    for family, largest in (("ipv4", 1438), ("ipv6", 1406)):
+        for size, passes in ((largest, True), (largest + 1, False)):
+            tr = _run(_doc(pmtu=False, family=family, dispatch="geneve", routing="tunnel",
+                           tunnel="geneve", size=size))
+            assert tr.delivered is passes, (family, size, tr.drop)
+            if not passes:
+                assert tr.drop == ("fabric", DropReason.FABRIC_OVER_MTU)
