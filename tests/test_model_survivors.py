@@ -250,3 +250,28 @@ def test_geneve_dsr_without_pmtu_discovery_loses_what_exceeds_the_mtu() -> None:
             assert tr.delivered is passes, (family, size, tr.drop)
             if not passes:
                 assert tr.drop == ("fabric", DropReason.FABRIC_OVER_MTU)
+
+
+def test_fragment_map_capacity_is_the_trees_define() -> None:
+    """cilium_ipv4/6_frag_datagrams hold CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES entries
+    (--bpf-fragments-map-max, 8192 by default); the model's per-node LRU and the
+    reference datapath's maps have that capacity, as both Cilium trees define it."""
+    import re
+
+    from datapath.config import NodeConfig
+    from datapath.host import make_node
+    from model.flows import run_flows
+    from model.maps import FRAG_MAP_MAX
+    from model.scenario import parse
+    from tests.conftest import ROOT, build_doc
+
+    assert FRAG_MAP_MAX == 8192
+    for tree in ("v1.18.0-dev", "v1.20.0-dev"):
+        cfg = ROOT.parent / "shared" / "cilium" / tree / "bpf" / "node_config.h"
+        if cfg.is_file():
+            m = re.search(r"#define\s+CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES\s+(\d+)", cfg.read_text())
+            assert m is not None and int(m.group(1)) == FRAG_MAP_MAX, tree
+    state, _ = run_flows(parse(build_doc(version="1.20")).world, ())
+    assert state.nodes["node1"].frag.capacity == FRAG_MAP_MAX
+    maps = make_node(NodeConfig(ipv4="10.0.10.1")).maps
+    assert maps.frag4.max_entries == maps.frag6.max_entries == FRAG_MAP_MAX
