@@ -275,3 +275,49 @@ def test_fragment_map_capacity_is_the_trees_define() -> None:
     assert state.nodes["node1"].frag.capacity == FRAG_MAP_MAX
     maps = make_node(NodeConfig(ipv4="10.0.10.1")).maps
     assert maps.frag4.max_entries == maps.frag6.max_entries == FRAG_MAP_MAX
+
+
+def test_fragment_orders() -> None:
+    """The network's fragment orders: reversed is last first for any count; first-last
+    sends the first, then the last, then the middle ones."""
+    from ipaddress import ip_address
+
+    from model.fragments import ordered
+    from model.values import Endpoint, Packet, Proto
+
+    frags = tuple(Packet(src=Endpoint(addr=ip_address("203.0.113.7"), port=i),
+                         dst=Endpoint(addr=ip_address("10.0.0.1"), port=80), proto=Proto.UDP)
+                  for i in range(4))
+    assert ordered(frags, "reversed") == frags[::-1]
+    assert ordered(frags[:3], "reversed") == frags[2::-1]
+    assert ordered(frags, "first-last") == (frags[0], frags[3], frags[1], frags[2])
+    assert ordered(frags, "in-order") == frags
+
+
+def test_a_later_fragment_refreshes_its_entry() -> None:
+    """cilium_ipv4_frag_datagrams is an LRU map: a later fragment's lookup makes its entry
+    the most recent (map_lookup_elem on an LRU hash), so a full map evicts another one."""
+    from ipaddress import ip_address
+
+    import attrs
+
+    from model.config import CiliumConfig
+    from model.fragments import load_l4_ports
+    from model.maps import FragKey, FragPorts, LruMap
+    from model.values import Endpoint, Fragment, Packet, Proto
+
+    c, vip = ip_address("203.0.113.7"), ip_address("10.0.0.1")
+    keys = [FragKey(saddr=c, daddr=vip, id=i, proto=Proto.UDP) for i in range(3)]
+    empty: LruMap[FragKey, FragPorts] = LruMap(capacity=2)
+    frag = empty.put(keys[0], FragPorts(sport=1, dport=80))
+    frag = frag.put(keys[1], FragPorts(sport=2, dport=80))
+    from tests.conftest import build_doc
+
+    _ctx_unused, st0 = _lb_ctx(build_doc(version="1.20"))
+    st = attrs.evolve(st0, frag=frag)
+    later = Packet(src=Endpoint(addr=c, port=0), dst=Endpoint(addr=vip, port=0),
+                   proto=Proto.UDP, frag=Fragment(id=0, offset=10))
+    st, pkt, err = load_l4_ports(CiliumConfig(), frozenset(), st, later)
+    assert err is None and pkt.src.port == 1
+    st = attrs.evolve(st, frag=st.frag.put(keys[2], FragPorts(sport=3, dport=80)))
+    assert st.frag.get(keys[0]) is not None and st.frag.get(keys[1]) is None
