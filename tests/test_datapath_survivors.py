@@ -136,3 +136,20 @@ def test_ipip_termination_needs_the_switch_and_v120() -> None:
                          endpoints=(EndpointConfig("192.168.0.1"),))
         r = make_node(cfg).run("from-netdev", pkt)
         assert (r.packet[9] != 4) is strips, (version, switch)
+
+
+def test_overlay_drops_a_first_fragment_without_tracking() -> None:
+    """Fragment tracking off: bpf_overlay drops every fragment, the first too, before
+    nodeport runs (DROP_FRAG_NOSUPPORT, bpf_overlay.c:71, :275), as bpf_host does; with
+    tracking on the first fragment is delivered."""
+    from datapath.build import geneve_encap
+
+    pod = ip_bytes("192.168.0.1")
+    seg = udp_datagram(CLIENT, pod, 40000, 8080)
+    first = ipv4(CLIENT, pod, IPPROTO_UDP, seg, ident=7, frag=0x2000)
+    frame = geneve_encap(ip_bytes("10.0.10.9"), ip_bytes("10.0.10.2"), first, 2, b"", 40000)
+    for tracking, drop in ((False, DropReason.DROP_FRAG_NOSUPPORT), (True, None)):
+        cfg = NodeConfig(name="be", ipv4="10.0.10.2", tunnel=True, version="1.20",
+                         fragment_tracking=tracking, endpoints=(EndpointConfig("192.168.0.1"),))
+        r = make_node(cfg).run("from-overlay", frame)
+        assert r.drop_reason == drop, tracking

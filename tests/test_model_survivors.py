@@ -291,6 +291,7 @@ def test_fragment_orders() -> None:
     assert ordered(frags, "reversed") == frags[::-1]
     assert ordered(frags[:3], "reversed") == frags[2::-1]
     assert ordered(frags, "first-last") == (frags[0], frags[3], frags[1], frags[2])
+    assert ordered(frags[:3], "first-last") == (frags[0], frags[2], frags[1])
     assert ordered(frags, "in-order") == frags
 
 
