@@ -10,9 +10,7 @@ what it cannot parse exactly (docs/validating-a-datapath.md, "Malformed headers"
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-import attrs
 import pytest
 from scapy.contrib.geneve import GENEVE
 from scapy.layers.inet import IP, TCP, UDP, IPOption
@@ -30,9 +28,7 @@ from datapath.build import (
     tcp_segment,
     udp_datagram,
 )
-from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.drop import DatapathDrop, DropReason, Verdict
-from datapath.host import HookResult, Node
 from datapath.packet import (
     IPPROTO_DSTOPTS,
     IPPROTO_FRAGMENT,
@@ -46,6 +42,7 @@ from datapath.packet import (
     ip_bytes,
     parse,
 )
+from tests.test_datapath_edges import _node, run
 
 C4, N4, V4, B4 = (ip_bytes(a) for a in ("203.0.113.7", "10.0.10.1", "172.16.10.2",
                                         "10.0.10.20"))
@@ -53,21 +50,6 @@ C6, V6 = ip_bytes("2001:db8::7"), ip_bytes("fd10::2")
 IPPROTO_GRE = 47
 
 
-def _node(**kw: Any) -> Node:
-    """A dual-stack node: a TCP service on each family with one local backend."""
-    cfg = NodeConfig(
-        name="n", ipv4="10.0.10.1", ipv6="fd00::1", mode="snat",
-        services=(ServiceConfig("172.16.10.2", 80, 1, (1,)),
-                  ServiceConfig("fd10::2", 80, 2, (2,))),
-        backends=(BackendConfig(1, "10.0.10.20", 8080), BackendConfig(2, "fd04::20", 8080)),
-        endpoints=(EndpointConfig("10.0.10.20"), EndpointConfig("fd04::20", 26, 128)))
-    return Node(attrs.evolve(cfg, **kw))
-
-
-def run(node: Node, hook: str, pkt: bytes) -> HookResult:
-    r = node.run(hook, pkt)
-    assert node.internal_errors == 0, "an exception escaped the hook's own checks"
-    return r
 
 
 def _drop_reason(pkt: bytes | bytearray) -> DropReason:
