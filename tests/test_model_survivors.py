@@ -322,3 +322,52 @@ def test_a_later_fragment_refreshes_its_entry() -> None:
     assert err is None and pkt.src.port == 1
     st = attrs.evolve(st, frag=st.frag.put(keys[2], FragPorts(sport=3, dport=80)))
     assert st.frag.get(keys[0]) is not None and st.frag.get(keys[1]) is None
+
+
+def test_pod_to_another_nodes_nodeport_at_the_range_edges() -> None:
+    """v1.20 serves a pod's call to any node's NodePort through the 0.0.0.0:nodePort
+    surrogate (lb4_lookup_service's wildcard, per packet at from-container or at connect()
+    with socket-LB), for every port of the NodePort range, its first and last included; a
+    pod's call to an outside server finds no service and goes out untranslated."""
+    from tests.test_eastwest import _doc as ew_doc
+    from tests.test_eastwest import _hooks
+    from tests.test_eastwest import _run as ew_run
+
+    for socket_lb, hook in ((False, ("from-container", "dnat")),
+                            (True, ("sock-connect", "sock-xlate"))):
+        for port in (30000, 32767):
+            doc = ew_doc({"client": "cli", "to": {"node": "node2", "service": "web"},
+                          "backend": "web-1"}, socket_lb=socket_lb, version="1.20")
+            doc["services"][0]["nodePort"] = port
+            tr = ew_run(doc)
+            assert hook in _hooks(tr) and tr.delivered, (socket_lb, port)
+    out = ew_doc({"client": "cli", "to": {"address": "198.51.100.10", "port": 443,
+                                          "protocol": "TCP"}},
+                 socket_lb=True, version="1.20", clients=[{"name": "srv", "ip": "198.51.100.10"}])
+    tr = ew_run(out)
+    assert tr.delivered and ("sock-connect", "sock-xlate") not in _hooks(tr)
+
+
+def test_xdp_checks_an_etp_local_service_before_its_punt() -> None:
+    """v1.20 at XDP: an eTP=Local service's source ranges are checked before the punt to
+    tc (nodeport.h:2715-2732), so a client outside them is dropped at XDP; one inside is
+    punted and served by from-netdev (vectors/xdp_nodeport.yaml on the bytes)."""
+    from model.drops import DropReason
+    from model.flows import run_flows
+    from model.scenario import parse
+    from tests.conftest import build_doc
+
+    for ranges, dropped in ((["10.0.0.0/8"], True), (["203.0.113.0/24"], False)):
+        doc = build_doc(svc_type="LoadBalancer", placement="local", version="1.20",
+                        service={"externalTrafficPolicy": "Local",
+                                 "loadBalancerSourceRanges": ranges},
+                        cilium={"loadBalancer": {"mode": "snat", "dsrDispatch": "opt",
+                                                 "acceleration": "native"}})
+        sc = parse(doc)
+        tr = run_flows(sc.world, sc.flows)[1][0]
+        xdp = next(h for h in tr.hops if h.hook is Hook.XDP)
+        if dropped:
+            assert tr.drop == ("node1", DropReason.DROP_NOT_IN_SRC_RANGE)
+            assert xdp.action is Step.DROP
+        else:
+            assert tr.delivered and xdp.action is Step.PASS
