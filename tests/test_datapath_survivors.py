@@ -3,6 +3,8 @@ backend map lacks, and a native-routing CIDR of length 0."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from datapath.build import ipv4, tcp_segment, udp_datagram
@@ -129,8 +131,9 @@ def test_ipip_termination_needs_the_switch_and_v120() -> None:
     still encapsulated."""
     inner = _syn()
     pkt = ipv4(ip_bytes("10.0.10.1"), ip_bytes("192.168.0.1"), 4, inner)
-    for version, switch, strips in (("1.20", True, True), ("1.20", False, False),
-                                    ("1.18", True, False)):
+    cases: tuple[tuple[Literal["1.18", "1.20"], bool, bool], ...] = (
+        ("1.20", True, True), ("1.20", False, False), ("1.18", True, False))
+    for version, switch, strips in cases:
         cfg = NodeConfig(name="be", ipv4="10.0.10.2", mode="snat", version=version,
                          ipip_termination=switch,
                          endpoints=(EndpointConfig("192.168.0.1"),))
