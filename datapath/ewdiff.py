@@ -234,7 +234,7 @@ def _model_recv(d: DiffRun, node: str, obs: list[Obs], pkt: Packet, peer: SockPe
     from datapath.diffwalk import End, Obs
 
     if peer is not None:
-        pkt, _ = sock_rev(_ctx(d.world, d.state, node, None), d.state.nodes[node], peer, pkt)
+        pkt = sock_rev(_ctx(d.world, d.state, node, None), d.state.nodes[node], peer, pkt)
         obs = [*obs, Obs(at=node, hook="sock-recvmsg", verdict="deliver", packet=pkt)]
     return obs, End(kind="pod", at=client, packet=pkt, drop=None)
 

@@ -126,18 +126,18 @@ def _slot(slots: tuple[int, ...], rand: int) -> int:
     raise AssertionError("rand % count is below count")  # pragma: no cover
 
 
-def sock_rev(ctx: NodeCtx, st: NodeState, peer: SockPeer, pkt: Packet
-             ) -> tuple[Packet, bool]:
+def sock_rev(ctx: NodeCtx, st: NodeState, peer: SockPeer, pkt: Packet) -> Packet:
     """cil_sock4_recvmsg / getpeername: __sock4_xlate_rev gives the frontend back while the
     service still has that rev_nat_index and backends; else the backend's address shows.
-    The flag says the source was translated."""
+    Cilium also deletes the stale cilium_lb4_reverse_sk entry (v1.20 bpf_sock.c:617-621);
+    a service cannot change within one modelled flow, so the model does not keep it."""
     if ctx.has(ModelFault.EW_SOCK_REV_SKIPPED) or pkt.src != peer.backend:
-        return pkt, False
+        return pkt
     probe = attrs.evolve(pkt, dst=peer.frontend)
     svc, _ = lookup(ctx, st, probe, wildcard=True)
     if svc is None or svc.rev_nat_index != peer.rev_nat_index or svc.count == 0:
-        return pkt, False
-    return attrs.evolve(pkt, src=peer.frontend), True
+        return pkt
+    return attrs.evolve(pkt, src=peer.frontend)
 
 
 def from_container(ctx: NodeCtx, st: NodeState, pkt: Packet, per_packet: bool
@@ -176,11 +176,12 @@ def from_container(ctx: NodeCtx, st: NodeState, pkt: Packet, per_packet: bool
 
 
 def _onward(st: NodeState, pkt: Packet, step: Step) -> HookResult:
-    """DELIVER to a local endpoint, else FORWARD. A loopback reply (to the service loopback
-    address, its CT entry a loopback one) goes back into the pod it came from: the endpoint
-    is looked up by its source (hairpin_flow, v1.20 bpf_lxc.c:1234-1242)."""
+    """DELIVER to a local endpoint, else FORWARD. A reply whose CT entry is a loopback one
+    (hairpin_flow |= ct_state->loopback) is addressed to the service loopback address, so
+    its endpoint is looked up by its source: back into the pod it came from (v1.20
+    bpf_lxc.c:1189, :1234-1242)."""
     local = pkt.dst.addr in st.lb.local_endpoints
-    if not local and pkt.dst.addr == service_loopback(pkt.src.addr):
+    if not local:
         entry = st.ct.get(egress_key(pkt.dst, pkt.src, pkt.proto))
         local = entry is not None and entry.loopback
     return HookResult(verdict=Verdict.DELIVER if local else Verdict.FORWARD, packet=pkt,

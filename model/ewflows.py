@@ -85,9 +85,9 @@ def run_ew_flow(world: World, state: ClusterState, spec: FlowSpec
             break
         if peer is not None:
             ctx = _ctx(world, run.state, node, None)
-            shown, changed = sock_rev(ctx, run.state.nodes[node], peer, seen)
-            run.hop(node, Hook.SOCK_RECVMSG, Step.SOCK_REV if changed else Step.PASS, shown,
-                    True)
+            shown = sock_rev(ctx, run.state.nodes[node], peer, seen)
+            run.hop(node, Hook.SOCK_RECVMSG, Step.SOCK_REV if shown != seen else Step.PASS,
+                    shown, True)
             seen = shown
         run.hop(spec.client, None, Action.RECEIVE, seen, True)
         run.client_saw.append(seen)

@@ -273,3 +273,81 @@ def test_difftest_kills_the_datapath_faults(fault: str) -> None:
         # connect()/recvmsg, per-packet LB at from-container/to-container
         shows = sock if fault == "ew_sock_rev_skipped" else not sock
         assert (div is not None) == shows, (fault, sock, div)
+
+
+def _node_of(doc: dict[str, Any], node: str = "node1") -> tuple[Any, Any]:
+    """The node's context and state once the scenario is programmed (no flow run)."""
+    from model.network import _ctx
+
+    sc = parse(doc, "<ew>")
+    state, _ = run_flows(sc.world, [])
+    return _ctx(sc.world, state, node, None), state.nodes[node]
+
+
+def test_recvmsg_shows_the_backend_once_the_service_is_stale() -> None:
+    """__sock4_xlate_rev (v1.20 bpf_sock.c:613-621): the frontend is given back only while the
+    service exists with the rev_nat_index recorded at connect() and has backends; a reply
+    from any other address is not the connected peer's and is left alone."""
+    from ipaddress import ip_address
+
+    from model.eastwest import sock_connect, sock_rev
+    from model.values import Endpoint, Packet, Proto
+
+    ctx, st = _node_of(_doc(socket_lb=True))
+    pod = Endpoint(addr=ip_address("10.0.1.5"), port=40000)
+    vip = Endpoint(addr=ip_address("10.96.0.10"), port=80)
+    peer, err = sock_connect(ctx, st, Packet(src=pod, dst=vip, proto=Proto.TCP))
+    assert err is None and peer is not None and peer.frontend == vip
+    reply = Packet(src=peer.backend, dst=pod, proto=Proto.TCP)
+    assert sock_rev(ctx, st, peer, reply).src == vip
+    other = attrs.evolve(reply, src=attrs.evolve(peer.backend, port=9))
+    assert sock_rev(ctx, st, peer, other) == other
+    key = (vip.addr, vip.port, Proto.TCP)
+    svc = st.lb.services[key]
+    stale = {
+        "deleted": {k: v for k, v in st.lb.services.items() if k != key},
+        "no backends": {**st.lb.services, key: attrs.evolve(svc, backend_slots=())},
+        "new rev_nat_index": {**st.lb.services,
+                              key: attrs.evolve(svc, rev_nat_index=svc.rev_nat_index + 1)},
+    }
+    for why, services in stale.items():
+        now = attrs.evolve(st, lb=attrs.evolve(st.lb, services=services))
+        assert sock_rev(ctx, now, peer, reply) == reply, why
+
+
+def test_a_connection_from_before_the_wildcard_keeps_its_path() -> None:
+    """v1.20 looks up the 0.0.0.0:nodePort surrogate only for a new connection: a CT_EGRESS
+    entry for the packet's own tuple (a flow established on the legacy path) skips it
+    (bpf_lxc.c:190-198), so the packet leaves untranslated for that node's NodePort."""
+    from ipaddress import ip_address
+
+    from model.conntrack import created
+    from model.eastwest import from_container
+    from model.nodeport import Verdict, egress_key
+    from model.values import Endpoint, Packet, Proto, TcpFlags
+
+    ctx, st = _node_of(_doc(version="1.20"))
+    pod = Endpoint(addr=ip_address("10.0.1.5"), port=40000)
+    other_np = Endpoint(addr=ip_address("192.168.2.4"), port=30080)
+    pkt = Packet(src=pod, dst=other_np, proto=Proto.TCP, flags=TcpFlags.SYN)
+    _, new = from_container(ctx, st, pkt, per_packet=True)
+    assert new.step is Step.DNAT and new.packet.dst != other_np
+    entry = created(ctx.cfg.version, pkt, ctx.now, rev_nat_index=0)
+    old = attrs.evolve(st, ct=st.ct.put(egress_key(pod, other_np, Proto.TCP), entry))
+    _, kept = from_container(ctx, old, pkt, per_packet=True)
+    assert kept.step is Step.PASS and kept.packet == pkt and kept.verdict is Verdict.FORWARD
+
+
+def test_a_packet_to_the_loopback_address_without_a_hairpin_entry_is_forwarded() -> None:
+    """Only a CT entry flagged loopback turns a packet to the service loopback address back
+    into the pod (hairpin_flow, v1.20 bpf_lxc.c:1189, :1242); without one it is forwarded."""
+    from ipaddress import ip_address
+
+    from model.eastwest import LOOPBACK_V4, from_container
+    from model.nodeport import Verdict
+    from model.values import Endpoint, Packet, Proto
+
+    ctx, st = _node_of(_doc())
+    pkt = Packet(src=Endpoint(addr=ip_address("10.0.1.10"), port=8081),
+                 dst=Endpoint(addr=LOOPBACK_V4, port=40000), proto=Proto.TCP)
+    assert from_container(ctx, st, pkt, per_packet=True)[1].verdict is Verdict.FORWARD
