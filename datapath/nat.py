@@ -19,7 +19,6 @@ from datapath.maps import (
 )
 from datapath.packet import (
     EXT_HDRS,
-    IPPROTO_AUTH,
     IPPROTO_FRAGMENT,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -29,6 +28,7 @@ from datapath.packet import (
     IPV6_MAX_HEADERS,
     PORT_PROTOS,
     Parsed,
+    ext_hdr_len,
 )
 
 if TYPE_CHECKING:
@@ -293,8 +293,7 @@ def _quote_hdrlen6(buf: bytearray, l3: int, v118: bool) -> tuple[int, int]:
         if len(buf) < l3 + length + 2:
             raise DatapathDrop(DropReason.DROP_INVALID)
         nxt, hl = buf[l3 + length], buf[l3 + length + 1]
-        length += 8 if nh == IPPROTO_FRAGMENT else (hl + 2) * 4 if nh == IPPROTO_AUTH \
-            else (hl + 1) * 8
+        length += ext_hdr_len(nh, hl)
         nh = nxt
     raise DatapathDrop(DropReason.DROP_INVALID_EXTHDR)
 

@@ -175,6 +175,16 @@ def _parse4(buf: bytearray) -> Parsed:
     return p
 
 
+def ext_hdr_len(nh: int, hdrlen: int, off_by_8: bool = False) -> int:
+    """ipv6_optlen / ipv6_authlen: one extension header's length from its hdrlen byte, the
+    one formula every walk of the extension headers shares (v1.20 ipv6.h:67-75, :100-111)."""
+    if nh == IPPROTO_FRAGMENT:
+        return 8
+    if nh == IPPROTO_AUTH:
+        return (hdrlen + 2) * 4
+    return hdrlen * 8 if off_by_8 else (hdrlen + 1) * 8
+
+
 def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
     n = len(buf)
     if n < 40:
@@ -202,11 +212,7 @@ def _parse6(buf: bytearray, off_by_8: bool) -> Parsed:
                 is_frag = bool(fo & 0xFFF9)
                 frag_first = (fo & 0xFFF8) == 0
                 frag_id = struct.unpack_from("!I", buf, off + 4)[0]
-                hl = 8
-            elif nh == IPPROTO_AUTH:
-                hl = (buf[off + 1] + 2) * 4
-            else:
-                hl = buf[off + 1] * 8 if off_by_8 else (buf[off + 1] + 1) * 8
+            hl = ext_hdr_len(nh, buf[off + 1], off_by_8)
             if hl == 0 or off + hl > end:
                 raise _drop(DropReason.DROP_INVALID)
             off += hl
@@ -277,17 +283,11 @@ def find_dsr_opt6(buf: bytearray | bytes, off_by_8: bool = False) -> tuple[bytes
     off = 40
     end = 40 + _H.unpack_from(buf, 4)[0]
     for _ in range(IPV6_MAX_HEADERS):
-        if nh not in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_AUTH,
-                      IPPROTO_FRAGMENT):
+        if nh not in EXT_HDRS:
             return None
         if off + 8 > end:
             raise _drop(DropReason.DROP_INVALID)
-        if nh == IPPROTO_FRAGMENT:
-            hl = 8
-        elif nh == IPPROTO_AUTH:
-            hl = (buf[off + 1] + 2) * 4
-        else:
-            hl = buf[off + 1] * 8 if off_by_8 else (buf[off + 1] + 1) * 8
+        hl = ext_hdr_len(nh, buf[off + 1], off_by_8)
         if (nh == IPPROTO_DSTOPTS and hl == 24 and off + 24 <= end
                 and buf[off + 2] == DSR_IPV6_OPT_TYPE and buf[off + 3] == DSR_IPV6_OPT_LEN):
             return bytes(buf[off + 4:off + 20]), _H.unpack_from(buf, off + 20)[0]
