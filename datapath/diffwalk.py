@@ -12,9 +12,9 @@ from datapath.drop import Verdict as DpVerdict
 from datapath.drop import XdpVerdict
 from datapath.mapstate import CT_MAPS, NAT_MAPS, node_state
 from model.drops import DropReason
+from model.hooks import Hook, Step
 from model.maps import NodeState
 from model.network import MAX_HOPS, ClusterState, EndKind, World, walk
-from model.nodeport import Hook, Step
 from model.topology import Fabric
 from model.values import Encap, IPAddress, Packet, Proto
 

@@ -29,8 +29,8 @@ from model.eastwest import (
     to_container,
 )
 from model.flows import FlowSpec, answer, request
+from model.hooks import Verdict
 from model.network import _ctx, _set
-from model.nodeport import Verdict
 from model.values import IPAddress, Packet
 
 if TYPE_CHECKING:

@@ -36,9 +36,9 @@ from model import conntrack
 from model.conntrack import CtState
 from model.errors import InputError
 from model.flows import FlowSpec, request
+from model.hooks import Step
 from model.maps import CtEntry, CtTuple, NatEntry, NatTuple, TupleFlags
 from model.network import ClusterState, EndKind, World, gc_all, initial_state, reply_to, walk
-from model.nodeport import Step
 from model.scenario import load
 from model.values import Proto
 

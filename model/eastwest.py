@@ -11,7 +11,7 @@ own node, before the packet meets any NodePort code:
   address on the wire; ENABLE_PER_PACKET_LB is then not defined (v1.20 bpf_lxc.c:99-105).
 - socket-LB off: bpf_lxc's from-container runs `__per_packet_lb_svc_xlate_4` (v1.20
   bpf_lxc.c:161-290, v1.18 bpf_lxc.c:72-130): lb4_local picks the backend (the CT_SERVICE
-  entry, model.nodeport.lb_select) and lb4_dnat_request DNATs the packet; the CT_EGRESS entry
+  entry, model.lbselect.lb_select) and lb4_dnat_request DNATs the packet; the CT_EGRESS entry
   keeps the rev_nat_index, and the client pod's to-container (ipv4_policy, CT_REPLY,
   v1.20 bpf_lxc.c:2230-2242, v1.18 bpf_lxc.c:1915-1928) reverse-translates the reply with
   lb4_rev_nat (v1.20 lib/lb.h:1550-1657).
@@ -42,16 +42,10 @@ from model.config import CiliumVersion
 from model.conntrack import Direction, created, on_packet
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.hooks import HookResult, NodeCtx, Step, Verdict, egress_key
+from model.lbselect import lb_select, random_slot
 from model.maps import NodeState, ServiceEntry
-from model.nodeport import (
-    HookResult,
-    NodeCtx,
-    Step,
-    Verdict,
-    _no_service,
-    egress_key,
-    lb_select,
-)
+from model.nodeport import _no_service
 from model.values import Endpoint, IPAddress, Packet, Proto
 
 # The agent's default service loopback addresses (--ipv4/ipv6-service-loopback-address,
@@ -112,18 +106,9 @@ def sock_connect(ctx: NodeCtx, st: NodeState, pkt: Packet
     slots = svc.backend_slots
     pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
     draw = ctx.rand.u32("sock", ctx.name, pkt.key(), ctx.now)
-    bid = pinned[0] if pinned else _slot(slots, draw)
+    bid = pinned[0] if pinned else random_slot(slots, draw)  # sock_select_slot's formula
     return SockPeer(frontend=pkt.dst, backend=st.lb.backends[bid],
                     rev_nat_index=svc.rev_nat_index), None
-
-
-def _slot(slots: tuple[int, ...], rand: int) -> int:
-    """(sock_select_slot % count) + 1, compared slot by slot."""
-    pick = rand % len(slots)
-    for i, bid in enumerate(slots):
-        if pick == i:
-            return bid
-    raise AssertionError("rand % count is below count")  # pragma: no cover
 
 
 def sock_rev(ctx: NodeCtx, st: NodeState, peer: SockPeer, pkt: Packet) -> Packet:

@@ -14,6 +14,7 @@ from model.eastwest import (
     to_container,
 )
 from model.flows import FlowSpec, FlowTrace, answer, request
+from model.hooks import Hook, Step, Verdict
 from model.network import (
     Action,
     ClusterState,
@@ -25,7 +26,6 @@ from model.network import (
     gc_all,
     walk,
 )
-from model.nodeport import Hook, Step, Verdict
 from model.values import IPAddress, Packet
 
 

@@ -28,6 +28,7 @@ from model.config import CiliumConfig
 from model.conntrack import Direction, created, on_packet
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.hooks import egress_key
 from model.maps import NodeState
 from model.snat import RandomSource, snat_nat
 from model.values import IPAddress, Packet, Proto
@@ -57,8 +58,6 @@ def masquerade(cfg: CiliumConfig, st: NodeState, pkt: Packet, target: IPAddress,
                salt: object, rand: RandomSource, faults: frozenset[ModelFault]) -> Masquerade:
     """The pod's packet through bpf_lxc's CT_EGRESS entry (created or refreshed, so the
     agent's orphan-NAT purge keeps the pair) and snat_v4_nat to IPV4_MASQUERADE."""
-    from model.nodeport import egress_key  # nodeport imports this module
-
     key = egress_key(pkt.src, pkt.dst, pkt.proto)
     version = cfg.version
     old = st.ct.get(key)

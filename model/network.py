@@ -12,19 +12,10 @@ from model.config import CiliumConfig, CiliumVersion, LBMode
 from model.conntrack import gc
 from model.drops import DropReason
 from model.faults import ModelFault
+from model.hooks import Hook, HookResult, NodeCtx, Step, Verdict
 from model.maglev import DEFAULT_WEIGHT, FlowPicker, JhashPicker, hash_string, lookup_table
 from model.maps import LbMaps, LruMap, NodeState, ServiceEntry, ServiceKey
-from model.nodeport import (
-    Hook,
-    HookResult,
-    NodeCtx,
-    Step,
-    Verdict,
-    from_netdev,
-    from_overlay,
-    reply_hook,
-    to_netdev,
-)
+from model.nodeport import from_netdev, from_overlay, reply_hook, to_netdev
 from model.snat import RandomSource, SeededRandom
 from model.topology import Cluster, Fabric, Service
 from model.values import (

@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Mapping
-
 import attrs
 
-from model.config import MTU_DEFAULT, CiliumConfig, CiliumVersion, DsrDispatch
-from model.conntrack import Direction, created, on_packet, reopens, reset
+from model.config import CiliumConfig, CiliumVersion, DsrDispatch
+from model.conntrack import Direction, created, on_packet, reopens
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.fragments import load_l4_ports, no_l4
+from model.hooks import (
+    Hook,
+    HookResult,
+    NodeCtx,
+    Step,
+    Verdict,
+    ct_tuple,
+    dsr_snat_key,
+    egress_key,
+)
 from model.ipip import encapsulate, terminates, v118_ipip_skips
-from model.maglev import FlowPicker, JhashPicker
+from model.lbselect import lb_select
 from model.maps import (
-    AffinityKey,
-    AffinityVal,
     CtEntry,
-    CtTuple,
     NatEntry,
-    NatTuple,
     NodeState,
     ServiceEntry,
     TokenBucket,
     TupleFlags,
 )
 from model.masq import masquerade, needs_masquerade
-from model.snat import RandomSource, snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
+from model.snat import snat_nat, snat_rev_nat, snat_rev_nat_icmp_error
 from model.values import (
     MAX_IPOPTLEN,
     POD_IDENTITY,
@@ -51,98 +54,6 @@ ICMP6_TOKENS_PER_TOPUP = 100
 ICMP6_BUCKET_SIZE = 1000
 
 
-class Hook(enum.Enum):
-    """The attach points the NodePort path runs at."""
-
-    FROM_NETDEV = "from-netdev"
-    TO_NETDEV = "to-netdev"
-    FROM_OVERLAY = "from-overlay"
-    TO_CONTAINER = "to-container"
-    FROM_CONTAINER = "from-container"
-    XDP = "xdp"  # cil_xdp_entry (bpf_xdp.c) under loadBalancer.acceleration, before from-netdev
-    SOCK_CONNECT = "sock-connect"  # bpf_sock's cgroup/connect4/6 (socket-LB, model/eastwest.py)
-    SOCK_RECVMSG = "sock-recvmsg"  # bpf_sock's cgroup/recvmsg4/6, getpeername4/6
-
-
-class Verdict(enum.Enum):
-    """Where a hook sends the packet next."""
-
-    FORWARD = "forward"  # CTX_ACT_REDIRECT / out of the node onto the wire
-    DELIVER = "deliver"  # into a local pod
-    TO_STACK = "to-stack"  # CTX_ACT_OK up the host stack, no further forwarding
-    DROP = "drop"  # CTX_ACT_DROP
-    REJECT = "reject"  # dropped, and an ICMP error goes back out (tail_no_service_ipv4)
-
-
-class Step(enum.Enum):
-    """What the hook did to the packet, for traces and diagrams."""
-
-    PASS = "pass"
-    DNAT = "dnat"
-    SNAT = "dnat+snat"
-    DSR = "dnat+dsr"
-    DSR_INGRESS = "dsr-ingress"
-    IPIP = "ipip"  # DSR dispatch ipip: encapsulated to the backend, no DNAT (docs/ipip.md)
-    IPIP_DNAT = "ipip-decap+dnat"  # v1.20 IPIP termination, DNAT to the outer destination
-    REV_DNAT = "rev-dnat"
-    REV_SNAT = "rev-snat"
-    DROP = "drop"
-    REJECT = "icmp-reject"
-    SOCK_XLATE = "sock-xlate"  # socket-LB: connect()'s peer becomes the backend
-    SOCK_REV = "sock-rev"  # socket-LB: recvmsg/getpeername show the frontend again
-    MASQ = "masq"  # bpf.masquerade: a pod's egress SNATed to IPV4_MASQUERADE (model/masq.py)
-
-
-@attrs.frozen(kw_only=True)
-class NodeCtx:
-    """What a node's programs know besides their maps: config, own IP, ipcache, clock."""
-
-    cfg: CiliumConfig
-    name: str
-    ip: IPAddress
-    ipcache: Mapping[IPAddress, IPAddress]  # pod/node IP -> tunnel endpoint (a node's IP)
-    now: int = 0
-    pinned: IPAddress | None = None  # scenario's backend pin, honoured on CT_NEW
-    router_ip: IPAddress | None = None  # IPV4_GATEWAY: cilium_host, the tunnel SNAT source
-    masq_ip: IPAddress | None = None  # IPV4_MASQUERADE when it is not `ip`
-    faults: frozenset[ModelFault] = frozenset()
-    mtu: int = MTU_DEFAULT  # the device MTU (CONFIG(device_mtu); v1.18 THIS_MTU)
-    rand: RandomSource  # get_prandom_u32(): seeded (SeededRandom), or a prover's choice
-    picker: FlowPicker = attrs.field(factory=JhashPicker)  # Maglev: hash, or a prover's
-
-    def has(self, fault: ModelFault) -> bool:
-        """Whether a seeded fault is switched on for this run."""
-        return fault in self.faults
-
-
-@attrs.frozen(kw_only=True)
-class HookResult:
-    """A hook's verdict, the packet it emits and the reason for a drop."""
-
-    verdict: Verdict
-    packet: Packet
-    step: Step = Step.PASS
-    reason: DropReason | None = None
-
-
-def ct_tuple(pkt: Packet, flags: TupleFlags) -> CtTuple:
-    """lb4_extract_tuple: addresses as in the packet, ports crossed over."""
-    return CtTuple(daddr=pkt.dst.addr, saddr=pkt.src.addr, dport=pkt.src.port,
-                   sport=pkt.dst.port, nexthdr=pkt.proto, flags=flags)
-
-
-def egress_key(client: Endpoint, backend: Endpoint, proto: Proto) -> CtTuple:
-    """The nodeport CT_EGRESS / DSR key {saddr=b, daddr=c, sport=c_port, dport=b_port, OUT}."""
-    return CtTuple(saddr=backend.addr, daddr=client.addr, sport=client.port,
-                   dport=backend.port, nexthdr=proto, flags=TupleFlags.OUT)
-
-
-def dsr_snat_key(client: Endpoint, backend: Endpoint, proto: Proto) -> NatTuple:
-    """snat_v4_create_dsr's key (v1.14-v1.18 keep the DSR frontend in the SNAT map)."""
-    return NatTuple(saddr=backend.addr, daddr=client.addr, sport=backend.port,
-                    dport=client.port, nexthdr=proto, flags=TupleFlags.OUT)
-
-
 def _outer(ctx: NodeCtx, tep: IPAddress, identity: int = WORLD_ID) -> Outer:
     """Geneve towards a tunnel endpoint; the VNI is the sender's identity (get_tunnel_id)."""
     return Outer(src=ctx.ip, dst=tep, vni=identity)
@@ -154,111 +65,6 @@ def _drop(pkt: Packet, reason: DropReason) -> HookResult:
 
 def _in_ranges(addr: IPAddress, ranges: tuple[object, ...]) -> bool:
     return any(addr in r for r in ranges)  # type: ignore[operator]
-
-
-def lb_select(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
-              ) -> tuple[NodeState, int | None, bool]:
-    """lb4_local: CT_SERVICE lookup, then keep, reselect or pick a backend (random)."""
-    key = ct_tuple(pkt, TupleFlags.SERVICE)
-    entry = st.ct.get(key)
-    version = ctx.cfg.version
-    if entry is not None and reopens(version, entry, pkt):
-        # ACTION_CREATE: the closing entry is reset in place and the lookup says CT_NEW.
-        st = attrs.evolve(st, ct=st.ct.put(key, reset(version, entry, pkt, ctx.now)))
-        entry = None
-    if entry is not None:  # the CT lookup itself refreshes the entry (ct_update_timeout)
-        entry = on_packet(version, entry, pkt, ctx.now, service=True)
-    if (entry is not None and not ctx.has(ModelFault.LB_IGNORES_CT_SERVICE)
-            and entry.rev_nat_index == svc.rev_nat_index and entry.backend_id in st.lb.backends
-            and (entry.backend_id not in st.lb.terminating or not pkt.is_syn
-                 or ctx.has(ModelFault.TERMINATING_BACKEND_TAKES_SYN))):
-        # An existing backend is kept; a BE_STATE_TERMINATING one only for established
-        # connections (non-SYN): they drain, new connections go elsewhere.
-        st = attrs.evolve(st, ct=st.ct.put(key, entry))
-        return _update_affinity(ctx, st, svc, pkt, entry.backend_id), entry.backend_id, False
-    if svc.count == 0:
-        if entry is not None:
-            st = attrs.evolve(st, ct=st.ct.put(key, entry))
-        return st, None, False
-    bid = 0
-    if entry is None and svc.affinity_timeout:  # CT_NEW only (lb.h:2219-2226)
-        st, bid = _affinity_backend_id(ctx, st, svc, pkt)
-        if bid not in st.lb.backends:  # lb4_lookup_backend failed: select afresh
-            bid = 0
-    if bid == 0:
-        slots = svc.backend_slots
-        pinned = [b for b in slots if st.lb.backends[b].addr == ctx.pinned]
-        if svc.maglev:  # a pin stands for the hash's pick (counterexample replays)
-            bid = pinned[0] if pinned else _maglev_backend_id(ctx, svc, key)
-        else:
-            draw = ctx.rand.u32("lb", ctx.name, key, ctx.now)
-            bid = pinned[0] if pinned else _random_slot(slots, draw)
-    if entry is not None:  # reselect: the entry stays, only its backend changes
-        new = attrs.evolve(entry, backend_id=bid, rev_nat_index=svc.rev_nat_index)
-    else:
-        new = created(version, pkt, ctx.now, service=True, backend_id=bid,
-                      rev_nat_index=svc.rev_nat_index)
-    st = attrs.evolve(st, ct=st.ct.put(key, new))
-    return _update_affinity(ctx, st, svc, pkt, bid), bid, entry is None
-
-
-def _affinity_backend_id(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
-                         ) -> tuple[NodeState, int]:
-    """__lb4_affinity_backend_id / __lb6_ (lb.h:2056, 1243): the client's remembered backend.
-
-    The entry is stale from last_used + timeout on (lb.h:2079-2080, `<= now`: the session is
-    sticky for [last_used, last_used + timeout)) and void once the agent no longer lists its
-    backend in cilium_lb_affinity_match (lb.h:2085); either way it is deleted and 0 says
-    "select". A live entry's last_used becomes now (lb.h:2090).
-    """
-    key = AffinityKey(client=pkt.src.addr, rev_nat_id=svc.rev_nat_index)
-    val = st.affinity.get(key)
-    if val is None:
-        return st, 0
-    expired = val.last_used + svc.affinity_timeout <= ctx.now
-    if ctx.has(ModelFault.AFFINITY_EXPIRY_INVERTED):
-        expired = not expired
-    if expired or (svc.rev_nat_index, val.backend_id) not in st.lb.affinity_match:
-        return attrs.evolve(st, affinity=st.affinity.delete(key)), 0
-    val = attrs.evolve(val, last_used=ctx.now)
-    return attrs.evolve(st, affinity=st.affinity.put(key, val)), val.backend_id
-
-
-def _update_affinity(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
-                     bid: int) -> NodeState:
-    """lb4_update_affinity_by_addr (lb.h:2124, 2294): every packet lb4_local passes, new or
-    established, writes {backend, now} for its client on an affinity frontend."""
-    if not svc.affinity_timeout:
-        return st
-    key = AffinityKey(client=pkt.src.addr, rev_nat_id=svc.rev_nat_index)
-    return attrs.evolve(st, affinity=st.affinity.put(
-        key, AffinityVal(backend_id=bid, last_used=ctx.now)))
-
-
-def _maglev_backend_id(ctx: NodeCtx, svc: ServiceEntry, key: CtTuple) -> int:
-    """lb4_select_backend_id_maglev / lb6_ (v1.20 lb.h:1928, :1121; v1.18 lb.h:1429): the
-    flow's entry in the frontend's table, hashing the client's address, both ports and the
-    protocol with the cluster-wide seed, never the destination address (hash.h:9). v1.20
-    hashes the CT tuple's ports swapped and a zero client port on affinity frontends
-    (lb.h:1937-1938); v1.18 hashes the tuple as it is."""
-    if ctx.cfg.version is CiliumVersion.V1_20:
-        sport, dport = (0 if svc.affinity_timeout else key.dport), key.sport
-    else:
-        sport, dport = key.sport, key.dport
-    _murmur, seed4, seed6 = ctx.cfg.maglev_seeds
-    seed = seed4 if key.saddr.version == 4 else seed6
-    if ctx.has(ModelFault.MAGLEV_NODE_SEED):
-        seed ^= int(ctx.ip) & 0xFFFFFFFF
-    return ctx.picker.pick(svc.maglev, key.saddr, sport, dport, int(key.nexthdr), seed)
-
-
-def _random_slot(slots: tuple[int, ...], rand: int) -> int:
-    """lb4_select_backend_id_random: slot (rand % count) + 1, compared slot by slot."""
-    pick = rand % len(slots)
-    for i, bid in enumerate(slots):
-        if pick == i:
-            return bid
-    raise AssertionError("rand % count is below count")  # pragma: no cover
 
 
 def _nodeport_ct_egress(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, client: Endpoint,

@@ -8,18 +8,10 @@ from model.config import CiliumVersion
 from model.drops import DropReason
 from model.faults import ModelFault
 from model.fragments import load_l4_ports
+from model.hooks import Hook, HookResult, NodeCtx, Step, Verdict
 from model.ipip import v118_ipip_skips
 from model.maps import NodeState
-from model.nodeport import (
-    Hook,
-    HookResult,
-    NodeCtx,
-    Step,
-    Verdict,
-    _drop,
-    _in_ranges,
-    nodeport_lb,
-)
+from model.nodeport import _drop, _in_ranges, nodeport_lb
 from model.values import Packet, Proto
 
 

@@ -166,8 +166,9 @@ DATAPATH_TESTS = (
 
 MODEL = Target(
     name="model",
-    files=("model/nodeport.py", "model/snat.py", "model/conntrack.py", "model/network.py",
-           "model/maps.py", "model/masq.py", "model/fragments.py", "model/xdp.py",
+    files=("model/nodeport.py", "model/hooks.py", "model/lbselect.py", "model/snat.py",
+           "model/conntrack.py", "model/network.py", "model/maps.py", "model/masq.py",
+           "model/fragments.py", "model/xdp.py",
            "model/eastwest.py", "model/ipip.py"),
     checks=(
         Check(name="prove", argv=_nodeport("prove", "--jobs", "1", "--fail-fast"),

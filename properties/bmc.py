@@ -52,7 +52,7 @@ def _reply_arrives(rp: Replay) -> bool:
 
 
 def _snat_on_lb_node(rp: Replay) -> bool:
-    from model.nodeport import Step
+    from model.hooks import Step
     return any(h.action is Step.SNAT for tr in rp.traces for h in tr.hops)
 
 
@@ -61,7 +61,7 @@ def _sent(rp: Replay) -> bool:
 
 
 def _two_translations(rp: Replay) -> bool:
-    from model.nodeport import Step
+    from model.hooks import Step
     return sum(1 for tr in rp.traces for h in tr.hops if h.action is Step.SNAT) >= 2
 
 

@@ -21,6 +21,7 @@ from model.conntrack import (
 )
 from model.drops import DropReason
 from model.flows import FlowTrace
+from model.hooks import Step
 from model.maps import NatTuple, NodeState, TupleFlags
 from model.network import (
     Action,
@@ -31,7 +32,6 @@ from model.network import (
     initial_state,
     reprogram,
 )
-from model.nodeport import Step
 from model.topology import SessionAffinity
 from model.values import Endpoint, Proto
 from properties.configs import Config

@@ -13,9 +13,10 @@ import z3
 from model.config import CiliumVersion
 from model.conntrack import reopens
 from model.faults import ModelFault
+from model.hooks import NodeCtx, ct_tuple
+from model.lbselect import lb_select
 from model.maps import CtEntry, CtTuple, LbMaps, LruMap, NodeState, ServiceEntry, TupleFlags
 from model.network import AgentBackends
-from model.nodeport import NodeCtx, ct_tuple, lb_select
 from model.topology import Service, ServiceType
 from model.values import Endpoint, Packet, Proto, TcpFlags
 from properties.configs import Config
@@ -62,7 +63,7 @@ def _lb(cfg: Config, draining: bool) -> LbMaps:
 
 def ct_steps(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
              draining: bool) -> Result:
-    """P-CT-01 / P-CT-02: model.nodeport.lb_select on one packet of any flow to frontend F,
+    """P-CT-01 / P-CT-02: model.lbselect.lb_select on one packet of any flow to frontend F,
     from any CT map (CT-01: any map whose F entries name F's slots, the invariant)."""
     t0 = time.perf_counter()
     timer = Timer()

@@ -33,7 +33,7 @@ def render(results: list[Result], kills: list[Result]) -> str:
            "path is replayed through `nodeport trace`, and a proof is re-run on three diverse "
            "concrete witnesses. **induction** proves initiation, consecution and "
            "Inv => Safety over arbitrary map contents by running the model's own step "
-           "(`model.snat.snat_nat`, `snat_rev_nat`, `model.nodeport.lb_select`) on a map of "
+           "(`model.snat.snat_nat`, `snat_rev_nat`, `model.lbselect.lb_select`) on a map of "
            "uninterpreted contents (`properties/openmap.py`), path by path; a failed step is "
            "only a counterexample to induction, so P-NAT-02, P-CT-01 and P-CT-02 are also "
            "explored from empty maps within the bound shown (P-CT-02's: a connection, its "

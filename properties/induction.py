@@ -2,7 +2,7 @@
 (Inv and one step of model/ imply Inv'), and Inv implies Safety.
 
 The step is the model's function itself (model.snat.snat_nat, snat_rev_nat,
-model.nodeport.lb_select, ...) run by the explorer on an `OpenMap`: a map of arbitrary
+model.lbselect.lb_select, ...) run by the explorer on an `OpenMap`: a map of arbitrary
 contents. Each feasible path of the step ends in a write log; the invariant, a formula over
 a map `View`, must hold after the log at a fresh witness key whenever it held before at
 the witness, at every key the path read or wrote, and at those keys' partners (a finite

@@ -8,8 +8,8 @@ import attrs
 
 from model.config import Acceleration, DsrDispatch
 from model.flows import FlowTrace, run_flows
+from model.hooks import Hook
 from model.network import Action, Hop
-from model.nodeport import Hook
 from model.values import Endpoint, FlowKey, IcmpKind, Packet, Proto
 from properties.checks import (
     Checker,

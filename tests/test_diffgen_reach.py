@@ -13,13 +13,14 @@ from typing import Any
 import attrs
 import pytest
 
+import model.lbselect
 import model.nodeport
 from datapath.diffgen import draw_programs, small_maps_for, versions_for
 from datapath.programs import VERSIONS, nat_min
 from model.conntrack import reopens
 from model.flows import run_flows
+from model.hooks import Hook
 from model.maps import LruMap, TupleFlags
-from model.nodeport import Hook
 from model.scenario import parse
 from model.snat import snat_nat
 from model.values import TcpFlags
@@ -176,7 +177,7 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
                 seen["syn-reopens-half-closed-entry"] += 1
         return r
 
-    real_affinity = model.nodeport._affinity_backend_id
+    real_affinity = model.lbselect._affinity_backend_id
 
     def counted_affinity(*args: Any) -> Any:
         st, bid = real_affinity(*args)
@@ -185,10 +186,11 @@ def test_model_runs_reach_the_behaviours(docs: list[dict[str, Any]],
             seen["affinity-entry-dropped"] += 1  # expired, or its backend left
         return st, bid
 
-    monkeypatch.setattr(model.nodeport, "_affinity_backend_id", counted_affinity)
+    monkeypatch.setattr(model.lbselect, "_affinity_backend_id", counted_affinity)
     monkeypatch.setattr(LruMap, "put", put)
     monkeypatch.setattr(model.nodeport, "snat_nat", counted_snat)
     monkeypatch.setattr(model.nodeport, "reopens", counted_reopens)
+    monkeypatch.setattr(model.lbselect, "reopens", counted_reopens)
     for doc in docs:
         sc = parse(doc)
         lo = sc.world.cfg.nat_min
@@ -389,7 +391,7 @@ def test_generated_pod_egress_is_masqueraded_beside_nodeport_snat(
         docs: list[dict[str, Any]]) -> None:
     """Drawn programs with bpf.masquerade run pod egress through to-netdev's masquerade
     and back through reverse SNAT to the pod, on nodes whose SNAT map NodePort flows use."""
-    from model.nodeport import Step
+    from model.hooks import Step
 
     masq = revsnat_to_pod = 0
     for doc in docs:
@@ -414,7 +416,7 @@ def test_masq_program_agrees_and_a_masquerade_fault_diverges() -> None:
     from datapath.difftest import Counters
     from datapath.explicit import EXPLICIT, masq_program
     from datapath.programs import COMBOS
-    from model.nodeport import Step
+    from model.hooks import Step
 
     assert (masq_program, False) in EXPLICIT
     for combo in COMBOS:

@@ -14,7 +14,7 @@ import pytest
 from model.errors import ScenarioError
 from model.faults import ModelFault
 from model.flows import FlowTrace, run_flows, trace_json
-from model.nodeport import Hook, Step
+from model.hooks import Hook, Step
 from model.scenario import parse
 from nodeport.cli import main
 from properties.catalogue import BY_ID
@@ -323,7 +323,7 @@ def test_a_connection_from_before_the_wildcard_keeps_its_path() -> None:
 
     from model.conntrack import created
     from model.eastwest import from_container
-    from model.nodeport import Verdict, egress_key
+    from model.hooks import Verdict, egress_key
     from model.values import Endpoint, Packet, Proto, TcpFlags
 
     ctx, st = _node_of(_doc(version="1.20"))
@@ -344,7 +344,7 @@ def test_a_packet_to_the_loopback_address_without_a_hairpin_entry_is_forwarded()
     from ipaddress import ip_address
 
     from model.eastwest import LOOPBACK_V4, from_container
-    from model.nodeport import Verdict
+    from model.hooks import Verdict
     from model.values import Endpoint, Packet, Proto
 
     ctx, st = _node_of(_doc())

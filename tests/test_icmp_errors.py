@@ -258,7 +258,8 @@ def test_reverse_snat_of_an_error_marks_the_reverse_entry_used() -> None:
 def test_an_error_without_a_snat_mapping_goes_up_the_stack() -> None:
     """snat_v4_rev_nat_handle_icmp_error finds no reverse entry for the quoted tuple: the
     error is punted to the stack (NAT_PUNT_TO_STACK, nat.h:1087), the SNAT map untouched."""
-    from model.nodeport import Hook, NodeCtx, nodeport_lb
+    from model.hooks import Hook, NodeCtx
+    from model.nodeport import nodeport_lb
     from model.snat import SeededRandom
     from model.values import Packet
 

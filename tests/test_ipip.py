@@ -27,7 +27,7 @@ from model.config import CiliumConfig, CiliumVersion, DsrDispatch, LBMode, valid
 from model.drops import DropReason
 from model.errors import ConfigRefused
 from model.flows import run_flows, trace_json
-from model.nodeport import Hook, Step
+from model.hooks import Hook, Step
 from model.scenario import parse
 from model.values import Encap
 from nodeport.cli import main

@@ -13,8 +13,8 @@ from datapath.difftest import DiffRun
 from model.conntrack import gc
 from model.faults import ModelFault
 from model.flows import run_flows
+from model.hooks import Step
 from model.maps import TupleFlags
-from model.nodeport import Step
 from model.scenario import load, parse
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import attrs
 import pytest
 
 from model.flows import FlowTrace, run_flows
+from model.hooks import Hook, Step, egress_key
 from model.network import ClusterState, EndKind, reply_to, walk
-from model.nodeport import Hook, Step, egress_key
 from model.scenario import parse
 from model.values import WORLD_ID, DsrKind, Endpoint, Proto, TcpFlags
 from tests.conftest import ADDRS, NODE_PORT, TARGET_PORT, build_doc, legs

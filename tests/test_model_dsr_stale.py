@@ -6,7 +6,8 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 from model.flows import run_flows
-from model.nodeport import NodeCtx, Step, Verdict, egress_key, from_netdev, to_netdev
+from model.hooks import NodeCtx, Step, Verdict, egress_key
+from model.nodeport import from_netdev, to_netdev
 from model.scenario import parse
 from model.snat import SeededRandom
 from model.values import Endpoint, Packet, Proto, TcpFlags

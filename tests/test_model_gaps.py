@@ -12,8 +12,9 @@ from model.config import CiliumConfig
 from model.conntrack import CtState, state_of
 from model.drops import DropReason
 from model.flows import run_flows
+from model.hooks import Hook, NodeCtx, Step, Verdict
 from model.maps import LruMap, NatEntry, TupleFlags
-from model.nodeport import Hook, NodeCtx, Step, Verdict, nodeport_lb
+from model.nodeport import nodeport_lb
 from model.scenario import parse
 from model.snat import SeededRandom, fwd_key, rev_key, snat_nat
 from model.values import DsrKind, DsrMeta, Endpoint, Packet, Proto, TcpFlags

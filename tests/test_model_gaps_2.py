@@ -13,9 +13,10 @@ import attrs
 from model.config import CiliumConfig, CiliumVersion
 from model.conntrack import CtState, created, gc, on_packet, state_of
 from model.flows import run_flows
+from model.hooks import Hook, NodeCtx, Step, Verdict
 from model.maps import CtEntry, CtTuple, EqMap, LbMaps, LruMap, NatEntry, NodeState, TupleFlags
 from model.network import Action, initial_state, reprogram
-from model.nodeport import Hook, NodeCtx, Step, Verdict, nodeport_lb
+from model.nodeport import nodeport_lb
 from model.scenario import parse
 from model.snat import SeededRandom, clamp_port, fwd_key, rev_key, snat_nat, snat_rev_nat
 from model.values import Endpoint, Packet, Proto, TcpFlags

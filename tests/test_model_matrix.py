@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.flows import FlowTrace, run_flows
+from model.hooks import Step, dsr_snat_key, egress_key
 from model.maps import CtTuple, NatEntry, NodeState, TupleFlags
 from model.network import ClusterState, Hop
-from model.nodeport import Step, dsr_snat_key, egress_key
 from model.scenario import Scenario, parse
 from model.snat import fwd_key, rev_key
 from model.values import DsrKind, Endpoint, Proto

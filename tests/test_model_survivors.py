@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model.nodeport import Hook, Step
+from model.hooks import Hook, Step
 from model.values import IcmpKind
 from tests.test_ipip import _doc as ipip_doc
 from tests.test_ipip import _run as ipip_run

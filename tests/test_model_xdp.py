@@ -10,7 +10,7 @@ import pytest
 from model.config import Acceleration
 from model.errors import ConfigRefused, ScenarioError
 from model.flows import run_flows
-from model.nodeport import Hook, Step
+from model.hooks import Hook, Step
 from model.scenario import load, parse
 from tests.conftest import ROOT
 

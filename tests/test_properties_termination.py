@@ -40,7 +40,7 @@ def test_graceful_termination_is_proved_by_induction_with_vacuity_checks() -> No
         assert r.result == PROVED and r.ok and r.method == "induction", (cfg.label(), r.note)
         names = {q.name for q in r.queries}
         assert {"initiation", "vacuity", "agent-endpoint-changes"} <= names
-        # every TCP packet kind ran through model.nodeport.lb_select
+        # every TCP packet kind ran through model.lbselect.lb_select
         assert {f"consecution-{k}" for k in ("syn", "syn-ack", "ack", "fin", "rst")} <= names
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import attrs
 
 from model.faults import ModelFault
-from model.nodeport import Hook
+from model.hooks import Hook
 from properties import decode
 from properties.catalogue import BY_ID, XDP_CONFIGS
 from properties.configs import Config, Placement

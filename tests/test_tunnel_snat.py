@@ -12,8 +12,9 @@ from datapath.drop import Verdict as DpVerdict
 from datapath.host import make_node
 from datapath.spec import build_packet, describe
 from model.flows import run_flows
+from model.hooks import Hook, NodeCtx, Step, Verdict
 from model.network import Action
-from model.nodeport import Hook, NodeCtx, Step, Verdict, from_overlay, nodeport_lb
+from model.nodeport import from_overlay, nodeport_lb
 from model.scenario import parse
 from model.snat import SeededRandom
 from model.values import REMOTE_NODE_ID, WORLD_ID, Outer, Packet, Proto
