@@ -84,23 +84,15 @@ def csum_replace(check: int, diff: int) -> int:
     return (~((s & 0xFFFF) + (s >> 16))) & 0xFFFF
 
 
-def l3_csum_replace(buf: bytearray, off: int, old: bytes, new: bytes) -> None:
-    """bpf_l3_csum_replace(): incrementally fix the 16-bit checksum at off."""
-    check = _H.unpack_from(buf, off)[0]
-    _H.pack_into(buf, off, csum_replace(check, csum_diff(old, new)))
-
-
-def l4_csum_replace(
-    buf: bytearray, off: int, old: bytes, new: bytes, mangled_0: bool = False
-) -> None:
-    """bpf_l4_csum_replace(); mangled_0 is BPF_F_MARK_MANGLED_0 (UDP: 0 means no checksum)."""
+def csum_fix(buf: bytearray, off: int, diff: int, mangled_0: bool = False) -> None:
+    """bpf_l3/l4_csum_replace(ctx, off, 0, diff, ...) after a bpf_csum_diff(): the 16-bit
+    checksum at off adjusted by diff; mangled_0 is BPF_F_MARK_MANGLED_0 (UDP: a zero
+    checksum means none and stays zero, and no update may produce one)."""
     check = _H.unpack_from(buf, off)[0]
     if mangled_0 and check == 0:
         return
-    res = csum_replace(check, csum_diff(old, new))
-    if mangled_0 and res == 0:
-        res = 0xFFFF
-    _H.pack_into(buf, off, res)
+    res = csum_replace(check, diff)
+    _H.pack_into(buf, off, 0xFFFF if mangled_0 and res == 0 else res)
 
 
 def pseudo_sum(saddr: bytes, daddr: bytes, proto: int, length: int) -> int:

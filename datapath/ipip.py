@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from datapath.config import NodeConfig
 from datapath.conntrack import ct_create, ct_lookup
-from datapath.csum import checksum, csum_diff, csum_replace
+from datapath.csum import checksum, csum_diff, csum_fix
 from datapath.drop import DatapathDrop, DropReason, Verdict
 from datapath.maps import TUPLE_F_SERVICE, CtEntry, CtTuple, LbBackend, LbService
 from datapath.packet import IPPROTO_TCP, Parsed, ip_bytes
@@ -76,7 +76,7 @@ def _xdp_header(node: Node, p: Parsed, backend: bytes) -> bytes:
     h[8], h[9] = IPDEFTTL, IPPROTO_IPIP
     h[12:16], h[16:20] = src, backend
     new = bytes(h[2:4]) + b"\0\0\0\0" + bytes(h[8:10]) + bytes(h[12:20])
-    _H.pack_into(h, 10, csum_replace(_H.unpack_from(h, 10)[0], csum_diff(old, new)))
+    csum_fix(h, 10, csum_diff(old, new))
     return bytes(h)
 
 

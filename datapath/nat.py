@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from datapath.csum import csum_diff, csum_replace
+from datapath.csum import csum_diff, csum_fix
 from datapath.drop import DatapathDrop, DropReason
 from datapath.lb import rewrite
 from datapath.maps import (
@@ -176,16 +176,6 @@ ICMP_DEST_UNREACH, NR_ICMP_UNREACH, ICMP_TIME_EXCEEDED = 3, 15, 11
 ICMP_ECHOREPLY, ICMP_ECHO, ICMPV6_ECHO_REQUEST = 0, 8, 128
 
 
-def _fix16(buf: bytearray, off: int, diff: int, mangled_0: bool = False) -> None:
-    """A checksum field adjusted by a csum_diff() result (l3/l4_csum_replace by diff);
-    mangled_0 is BPF_F_MARK_MANGLED_0 (a zero UDP checksum stays zero, none becomes it)."""
-    check = _H.unpack_from(buf, off)[0]
-    if mangled_0 and check == 0:
-        return
-    res = csum_replace(check, diff)
-    _H.pack_into(buf, off, 0xFFFF if mangled_0 and res == 0 else res)
-
-
 def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
     """snat_v4_rev_nat for an ICMP error (nat.h:1189-1234, v1.20) with
     snat_v4_rev_nat_handle_icmp_error (:1017-1125): the quote's source address and port back
@@ -248,17 +238,17 @@ def snat_rev_nat_icmp_error(node: Node, p: Parsed) -> bool:
         new_addr, new_port, outer_diff = old_addr, old_port, 0
     addr_diff = csum_diff(old_addr, new_addr)
     buf[inner + 12:inner + 16] = new_addr
-    _fix16(buf, inner + 10, addr_diff)
+    csum_fix(buf, inner + 10, addr_diff)
     csum_off = l4 + (16 if iproto == IPPROTO_TCP else 6)
     _H.pack_into(buf, l4, new_port)
     if has_csum:
         udp = iproto == IPPROTO_UDP
-        _fix16(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
-        _fix16(buf, csum_off, addr_diff, udp)
+        csum_fix(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
+        csum_fix(buf, csum_off, addr_diff, udp)
     # the outer header (the `rewrite:` label): destination, IP checksum, ICMP checksum
     rewrite(p, False, state.to_addr, None)
     if outer_diff:
-        _fix16(buf, off + 2, outer_diff)
+        csum_fix(buf, off + 2, outer_diff)
     return True
 
 
@@ -348,7 +338,7 @@ def _rev_nat_pkt_toobig6(node: Node, p: Parsed) -> bool:
             raise DatapathDrop(DropReason.DROP_CSUM_L4)
     else:
         udp = iproto == IPPROTO_UDP
-        _fix16(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
-        _fix16(buf, csum_off, csum_diff(old_addr, new_addr), udp)
+        csum_fix(buf, csum_off, csum_diff(_H.pack(old_port), _H.pack(new_port)), udp)
+        csum_fix(buf, csum_off, csum_diff(old_addr, new_addr), udp)
     rewrite(p, False, state.to_addr, None)
     return True

@@ -14,7 +14,7 @@ from datapath.build import (
     geneve_encap,
 )
 from datapath.conntrack import WORLD_IPV4_ID, WORLD_IPV6_ID, ct_create, ct_lookup
-from datapath.csum import csum_replace, ones_sum
+from datapath.csum import csum_fix, ones_sum
 from datapath.drop import XFER_PKT_NO_SVC, DatapathDrop, DropReason, Verdict
 from datapath.fragments import load_l4_ports
 from datapath.icmp import dsr_reply_icmp4, dsr_reply_icmp6, no_service
@@ -283,7 +283,7 @@ def dsr_set_opt4(node: Node, p: Parsed, vip: bytes, vport: int) -> None:
         # bpf_csum_diff(old first word, new first word, seeded with the option's sum)
         n0, n1 = _HH.unpack_from(buf, 0)
         diff = opt_sum + n0 + n1 + (0xFFFF - w0) + (0xFFFF - w1)
-        _H.pack_into(buf, 10, csum_replace(_H.unpack_from(buf, 10)[0], diff))
+        csum_fix(buf, 10, diff)
     p.l4_off += 8
     p.l3_len += 8
 
