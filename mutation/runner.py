@@ -214,6 +214,9 @@ def workspace(root: Path) -> Iterator[Path]:
     try:
         ws = tmp / "repo"
         shutil.copytree(root, ws, ignore=_COPY_IGNORE, symlinks=True)
+        shared = root.parent / "shared"
+        if shared.is_dir():  # the Cilium trees beside the copy, as beside the clone
+            (tmp / "shared").symlink_to(shared)
         yield ws
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
