@@ -37,7 +37,8 @@ def _wildcard_node(version: Version = "1.20") -> Node:
     svcs = tuple(ServiceConfig("0.0.0.0", port, n, (7,), kind="nodeport")
                  for n, port in enumerate((30000, 30080, 32767, 32768), start=1))
     return make_node(NodeConfig(
-        ipv4=OWN, version=version, selection="first", services=svcs, backends=(BackendConfig(7, BE, 8080),),
+        ipv4=OWN, version=version, selection="first", services=svcs,
+        backends=(BackendConfig(7, BE, 8080),),
         endpoints=(EndpointConfig(POD, 25), EndpointConfig(BE, 26)),
         tunnel_endpoints=((NODE2, NODE2), (REMOTE_POD, NODE2))))
 
