@@ -64,7 +64,7 @@ def test_wildcard_nodeport_lookup_needs_a_node_address_and_the_nodeport_range() 
 
 
 def test_v1_18_from_container_has_no_wildcard_lookup() -> None:
-    """v1.18 __per_packet_lb_svc_xlate_4 (bpf_lxc.c:98-110) looks up the exact frontend only:
+    """v1.18 __per_packet_lb_svc_xlate_4 (bpf_lxc.c:97-110) looks up the exact frontend only:
     another node's NodePort leaves the pod untranslated, for that node to serve."""
     node = _wildcard_node("1.18")
     for dst in (NODE2, OWN):
