@@ -95,14 +95,21 @@ def _kernel_header(node: Node, p: Parsed, backend: bytes) -> bytes:
     return _outer_for(p.buf, p.v6, src, backend)
 
 
+def _ecn_encapsulate(inner_dsfield: int) -> int:
+    """INET_ECN_encapsulate(0, inner) (include/net/inet_ecn.h): the outer TOS is the inner's
+    ECN field, except that congestion experienced (CE) becomes ECT(0)."""
+    ecn = inner_dsfield & 0x3
+    return 0x2 if ecn == 0x3 else ecn
+
+
 def _outer_for(buf: bytearray, v6: bool, src: bytes, backend: bytes) -> bytes:
     if v6:
-        ecn = (buf[1] >> 4) & 0x3
+        ecn = _ecn_encapsulate((buf[0] << 4 | buf[1] >> 4) & 0xFF)
         first = (6 << 28) | (ecn << 20)
         return struct.pack("!IHBB16s16s", first, len(buf), IPPROTO_IPV6, IPDEFTTL,
                            src, backend)
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, buf[1] & 0x3, 20 + len(buf), 0, 0, IPDEFTTL,
-                    IPPROTO_IPIP, 0, src, backend)
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, _ecn_encapsulate(buf[1]), 20 + len(buf), 0, 0,
+                    IPDEFTTL, IPPROTO_IPIP, 0, src, backend)
     return h[:10] + _H.pack(checksum(h)) + h[12:]
 
 

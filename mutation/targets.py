@@ -151,6 +151,7 @@ DATAPATH_TESTS = (
     "tests/test_datapath_parse_edges.py",
     "tests/test_csum.py", "tests/test_constants_are_ciliums.py",
     "tests/test_datapath_maps_survivors.py", "tests/test_lxc_survivors.py",
+    "tests/test_ipip_survivors.py",
     "tests/test_eastwest.py", "tests/test_ipip.py",
     *(f"tests/test_icmp_errors.py::{t}" for t in (
         "test_datapath_matches_ciliums_expected_packet_in_v120",

@@ -50,17 +50,18 @@ def _tc_encap(inner: bytes) -> bytes:
     return bytes(r.packet)
 
 
-@pytest.mark.parametrize("ecn", [1, 2])  # ECT(1), ECT(0); DSCP 46 above them
-def test_tc_outer_header_takes_only_the_inner_ecn_bits(ecn: int) -> None:
+@pytest.mark.parametrize(("ecn", "want"), [(0, 0), (1, 1), (2, 2), (3, 2)])  # DSCP 46 above
+def test_tc_outer_header_takes_only_the_inner_ecn_bits(ecn: int, want: int) -> None:
     """dsr_set_ipip4_dev / dsr_set_ipip6_dev (v1.20 nodeport.h:1668, v6 :258) zero the
     tunnel key, tos included; the collect-md device's ip_md_tunnel_xmit / ipxip6_tnl_xmit
     then apply INET_ECN_encapsulate(0, inner dsfield) (include/net/inet_ecn.h): the outer
-    TOS / traffic class is the inner's ECN field alone, its DSCP not copied."""
+    TOS / traffic class is the inner's ECN field alone, its DSCP not copied, and a
+    congestion-experienced inner (CE) gives ECT(0)."""
     out = _tc_encap(_syn4(0xB8 | ecn))
-    assert out[1] == ecn and out[20:] == _syn4(0xB8 | ecn)
+    assert out[1] == want and out[20:] == _syn4(0xB8 | ecn)
     out6 = _tc_encap(_syn6(0xB8 | ecn))
     first = struct.unpack_from("!I", out6)[0]
-    assert first >> 28 == 6 and (first >> 20) & 0xFF == ecn and out6[40:] == _syn6(0xB8 | ecn)
+    assert first >> 28 == 6 and (first >> 20) & 0xFF == want and out6[40:] == _syn6(0xB8 | ecn)
 
 
 def test_tc_outer_ipv4_header_has_ip_id_zero() -> None:
