@@ -130,3 +130,32 @@ def test_a_runt_frame_on_a_terminating_node_is_dropped_cleanly() -> None:
         r = node.run("from-netdev", runt)
         assert (r.verdict, r.drop_reason) == (Verdict.CTX_ACT_DROP, DropReason.DROP_INVALID)
         assert node.internal_errors == 0
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_xdp_outer_header_whatever_the_inner_ttl_and_length(v6: bool) -> None:
+    """dsr_set_ipip4 / dsr_set_ipip6 at XDP (v1.20 nodeport.h:1690-1735) write the outer
+    length as the inner's plus one header (an odd length too) and their own TTL / hop limit
+    (IPDEFTTL), not the inner packet's; the IPv4 outer checksum stays valid."""
+    from datapath.csum import checksum
+    from datapath.host import XdpVerdict
+
+    seen = set()
+    for ttl, data in ((64, b""), (17, b"x" * 7)):
+        if v6:
+            seg = tcp_segment(CLIENT6, VIP6, 111, 80, payload=data)
+            inner = ipv6(CLIENT6, VIP6, IPPROTO_TCP, seg, hlim=ttl)
+        else:
+            seg = tcp_segment(CLIENT4, VIP4, 111, 80, payload=data)
+            inner = ipv4(CLIENT4, VIP4, IPPROTO_TCP, seg, ttl=ttl)
+        r = make_node(LB_CFG).run("xdp", inner)
+        assert r.verdict == XdpVerdict.XDP_TX
+        out = bytes(r.packet)
+        if v6:
+            assert struct.unpack_from("!H", out, 4)[0] == len(inner) and out[40:] == inner
+            seen.add(out[7])
+        else:
+            assert struct.unpack_from("!H", out, 2)[0] == len(inner) + 20
+            assert checksum(out[:20]) == 0 and out[20:] == inner
+            seen.add(out[8])
+    assert len(seen) == 1, seen  # the inner TTL / hop limit does not reach the outer header
