@@ -138,7 +138,7 @@ def test_xdp_outer_header_whatever_the_inner_ttl_and_length(v6: bool) -> None:
     length as the inner's plus one header (an odd length too) and their own TTL / hop limit
     (IPDEFTTL), not the inner packet's; the IPv4 outer checksum stays valid."""
     from datapath.csum import checksum
-    from datapath.host import XdpVerdict
+    from datapath.drop import XdpVerdict
 
     seen = set()
     for ttl, data in ((64, b""), (17, b"x" * 7)):
