@@ -175,3 +175,45 @@ def test_the_header_reader() -> None:
     assert c["AFFINITY_TIMEOUT_MASK"] == (1 << 24) - 1
     assert c["BE_STATE_MAINTENANCE"] == 3 and c["BPF_EXIST"] == 2
     assert c["IPPROTO_TCP"] == 6 and c["DSR_IPV4_OPT_TYPE"] == 0x9A
+
+
+_MAP = re.compile(r"struct\s*\{([^{}]*)\}\s*(cilium_\w+)\s+__section_maps_btf", re.S)
+_MAX = re.compile(r"__uint\(\s*max_entries\s*,\s*([^)]+?)\s*\)")
+# Capacities the agent sets per node at load time (NodeMaps' constructor arguments, from the
+# node's configuration): node_config.h has the unit tests' small values for them.
+_CONFIGURED = ("cilium_ct", "cilium_snat_")
+
+
+def cilium_map_sizes(release: str) -> dict[str, int]:
+    """max_entries of every map the tree's headers define, by the name Cilium pins it as."""
+    consts = cilium_constants(release)
+    sizes: dict[str, int] = {}
+    for header in sorted((TREES[release] / "lib").glob("*.h")):
+        text = re.sub(r"/\*.*?\*/", " ", header.read_text(errors="replace"), flags=re.S)
+        for body, name in _MAP.findall(text):
+            m = _MAX.search(body)
+            value = None if m is None else _evaluate(m.group(1), consts)
+            if value is not None:
+                sizes[name] = value
+    return sizes
+
+
+@needs_trees
+def test_map_capacities_are_the_trees() -> None:
+    """The reference's fixed-size maps hold what Cilium's map definitions say (lib/eps.h,
+    lib/lb.h, lib/ipv4.h, lib/ratelimit.h ...): max_entries matters once a map fills."""
+    from datapath.config import NodeConfig
+    from datapath.host import make_node
+
+    maps = make_node(NodeConfig(ipv4="10.0.10.1")).maps.all_maps()
+    ours = {m.name: m.max_entries for m in maps}
+    checked = 0
+    for release in TREES:
+        theirs = cilium_map_sizes(release)
+        for name, size in ours.items():
+            if name in theirs and not name.startswith(_CONFIGURED):
+                assert size == theirs[name], (release, name, size, theirs[name])
+                checked += 1
+    # v1.18 names most maps by load-time macros (LB4_SERVICES_MAP_V2 ...), so v1.20's
+    # definitions carry the check; the reader still finds what it found when written
+    assert checked >= 14, checked
