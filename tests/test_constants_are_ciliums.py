@@ -88,22 +88,28 @@ def cilium_constants(release: str) -> dict[str, int]:
     return env
 
 
+@cache
+def _source(header: Path) -> str:
+    """A header's text without comments, continued lines joined (read once per run)."""
+    text = re.sub(r"/\*.*?\*/", " ", header.read_text(errors="replace"), flags=re.S)
+    return re.sub(r"//[^\n]*", "", text).replace("\\\n", " ")
+
+
 def _read(headers: list[Path], known: dict[str, int] | None = None) -> dict[str, int]:
     """The integer #defines and enum members of these headers (names from known usable)."""
     defines: dict[str, set[str]] = {}
     enums: list[str] = []
     for header in headers:
-        text = re.sub(r"/\*.*?\*/", " ", header.read_text(errors="replace"), flags=re.S)
-        text = re.sub(r"//[^\n]*", "", text).replace("\\\n", " ")
+        text = _source(header)
         for m in _DEFINE.finditer(text):
             defines.setdefault(m.group(1), set()).add(m.group(2))
         enums += [m.group(1) for m in _ENUM.finditer(text)]
     env: dict[str, int] = dict(known or {})
     for _ in range(6):  # definitions refer to each other in any order
         for name, bodies in defines.items():
-            values = {_evaluate(b, env) for b in bodies} - {None}
+            values = {v for b in bodies if (v := _evaluate(b, env)) is not None}
             if len(values) == 1:
-                env[name] = values.pop()  # type: ignore[assignment]
+                env[name] = values.pop()
         for body in enums:
             body = re.sub(r"^[ \t]*#[^\n]*", "", body, flags=re.M)  # in-enum #defines
             value = 0
@@ -189,8 +195,7 @@ def cilium_map_sizes(release: str) -> dict[str, int]:
     consts = cilium_constants(release)
     sizes: dict[str, int] = {}
     for header in sorted((TREES[release] / "lib").glob("*.h")):
-        text = re.sub(r"/\*.*?\*/", " ", header.read_text(errors="replace"), flags=re.S)
-        for body, name in _MAP.findall(text):
+        for body, name in _MAP.findall(_source(header)):
             m = _MAX.search(body)
             value = None if m is None else _evaluate(m.group(1), consts)
             if value is not None:

@@ -12,11 +12,10 @@ from datapath.build import icmp4_message, ipv4, ipv6, tcp_segment
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.drop import DropReason, Verdict
 from datapath.host import HookResult, Node, make_node
-from datapath.packet import IPPROTO_ICMP, IPPROTO_TCP, TCP_SYN, ip_bytes
+from datapath.packet import IPPROTO_ICMP, IPPROTO_TCP, TCP_ACK, TCP_SYN, ip_bytes
 
 OWN, NODE2, POD, BE = "192.168.2.3", "192.168.2.4", "10.0.1.5", "10.0.1.10"
 REMOTE_POD, OUTSIDE = "10.0.2.10", "8.8.8.8"
-TCP_ACK = 0x10
 Version = Literal["1.18", "1.20"]
 
 
