@@ -117,20 +117,24 @@ def terminate(node: Node, buf: bytearray) -> bytes | None:
     """cil_from_netdev's IPIP termination (v1.20 bpf_host.c:1149-1175, v6 :1061-1090):
     under enable_ipip_termination an IPIP (IPv4, ihl 5) / IPv6-in-IPv6 packet whose outer
     destination is a local endpoint loses its outer header; the destination is returned
-    as the forced backend (CB_FORCED_BACKEND_V4). None: left as it is."""
+    as the forced backend (CB_FORCED_BACKEND_V4). None: left as it is. A packet with less
+    than a second base header behind the outer one is DROP_INVALID: bpf_skb_adjust_room
+    refuses to shrink below one (bpf_host.c:1158-1161, v6 :1072-1075)."""
     c = node.config
-    if not c.ipip_termination or c.version != "1.20" or len(buf) < 40:
+    if not c.ipip_termination or c.version != "1.20" or len(buf) < 20:
         return None
     if buf[0] >> 4 == 4:
         if buf[9] != IPPROTO_IPIP or buf[0] & 0xF != 5:
             return None
         dst, hdr = bytes(buf[16:20]), 20
-    elif buf[0] >> 4 == 6 and buf[6] == IPPROTO_IPV6 and len(buf) >= 80:
+    elif buf[0] >> 4 == 6 and len(buf) >= 40 and buf[6] == IPPROTO_IPV6:
         dst, hdr = bytes(buf[24:40]), 40
     else:
         return None
     if dst not in node.lxc_eps:
         return None
+    if len(buf) < 2 * hdr:
+        raise DatapathDrop(DropReason.DROP_INVALID)
     del buf[:hdr]
     return dst
 
