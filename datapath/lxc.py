@@ -85,11 +85,11 @@ def from_container(node: Node, buf: bytearray) -> HookResult:
                 reason, node.rejected = node.rejected, None
                 return HookResult(Verdict(verdict), p.buf, reason, target)
     ep = node.lxc_eps.get(p.daddr)
-    if ep is None and p.has_ports() and p.daddr == loopback_addr(node, p.v6):
-        # a loopback reply: the endpoint is looked up by the source (hairpin_flow,
-        # v1.20 bpf_lxc.c:1234-1242) when its connection is a loopback one
+    if ep is None and p.has_ports():
+        # a reply whose CT entry is a loopback one (hairpin_flow |= ct_state->loopback,
+        # bpf_lxc.c:1189) has its endpoint looked up by the source (v1.20 :1234-1242)
         key = _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT))
-        e = node.maps.ct_map(p.v6, p.proto).lookup(key)
+        e = node.maps.ct_map(p.v6, p.proto).peek(key)
         if e is not None and e.loopback:
             ep = node.lxc_eps.get(p.saddr)
     if ep is not None:  # ipv4_local_delivery: the endpoint's policy program takes it

@@ -63,6 +63,11 @@ class HashMap(Generic[K, V]):
         """map_lookup_elem()."""
         return self._d.get(key)
 
+    def peek(self, key: K) -> V | None:
+        """A lookup that leaves an LRU map's order alone, where Cilium's own lookup is a
+        per-packet CT refresh the reference does not run."""
+        return self._d.get(key)
+
     def update(self, key: K, value: V, flags: int = BPF_ANY) -> bool:
         """map_update_elem(); False stands for -EEXIST / -ENOENT / -E2BIG."""
         d = self._d

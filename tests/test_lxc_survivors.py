@@ -12,6 +12,7 @@ from datapath.build import icmp4_message, ipv4, ipv6, tcp_segment
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.drop import DropReason, Verdict
 from datapath.host import HookResult, Node, make_node
+from datapath.maps import TUPLE_F_OUT, CtEntry, CtTuple
 from datapath.packet import IPPROTO_ICMP, IPPROTO_TCP, TCP_ACK, TCP_SYN, ip_bytes
 
 OWN, NODE2, POD, BE = "192.168.2.3", "192.168.2.4", "10.0.1.5", "10.0.1.10"
@@ -111,6 +112,31 @@ def test_a_packet_to_the_loopback_address_without_a_loopback_connection() -> Non
     r = node.run("from-container", pkt)
     assert (r.verdict, r.drop_reason, r.target, bytes(r.packet)) == (
         Verdict.CTX_ACT_OK, None, "stack", pkt)
+    assert node.internal_errors == 0
+
+
+def test_a_loopback_connections_reply_goes_back_by_its_source_whatever_its_address() -> None:
+    """hairpin_flow comes from the CT entry alone (bpf_lxc.c:1189): a reply whose CT_EGRESS
+    entry is a loopback one has its endpoint looked up by its source (:1241-1242), whatever
+    address it is sent to (here one the node no longer uses as its loopback address). The
+    lookup leaves the CT map's LRU order alone, as the model's does."""
+    node = make_node(NodeConfig(ipv4=OWN, endpoints=(EndpointConfig(POD, 25),)))
+    old = "169.254.0.9"
+    ct = node.maps.ct_map(False, IPPROTO_TCP)
+    hairpin = CtTuple(ip_bytes(old), ip_bytes(POD), 8080, 40000, IPPROTO_TCP,
+                          TUPLE_F_OUT)
+    other = CtTuple(ip_bytes(OUTSIDE), ip_bytes(POD), 80, 40001, IPPROTO_TCP,
+                        TUPLE_F_OUT)
+    assert ct.update(hairpin, CtEntry(rev_nat_index=1, loopback=True))
+    assert ct.update(other, CtEntry())
+    pkt = _syn(old, 40000, sport=8080)
+    r = node.run("from-container", pkt)
+    assert (r.verdict, r.drop_reason, r.target, bytes(r.packet)) == (
+        Verdict.CTX_ACT_OK, None, "lxc:25", pkt)
+    assert [k for k, _ in ct.items()] == [hairpin, other]
+    assert ct.update(hairpin, CtEntry(rev_nat_index=1))  # no longer a loopback one
+    r = node.run("from-container", pkt)
+    assert (r.drop_reason, r.target) == (None, "stack")
     assert node.internal_errors == 0
 
 
