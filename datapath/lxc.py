@@ -84,14 +84,15 @@ def from_container(node: Node, buf: bytearray) -> HookResult:
                 verdict, target = no_service(node, p, found[1])
                 reason, node.rejected = node.rejected, None
                 return HookResult(Verdict(verdict), p.buf, reason, target)
-    ep = node.lxc_eps.get(p.daddr)
-    if ep is None and p.has_ports():
+    daddr = p.daddr
+    if p.has_ports():
         # a reply whose CT entry is a loopback one (hairpin_flow |= ct_state->loopback,
         # bpf_lxc.c:1189) has its endpoint looked up by the source (v1.20 :1234-1242)
         key = _new(CtTuple, (p.daddr, p.saddr, p.sport, p.dport, p.proto, TUPLE_F_OUT))
         e = node.maps.ct_map(p.v6, p.proto).peek(key)
         if e is not None and e.loopback:
-            ep = node.lxc_eps.get(p.saddr)
+            daddr = p.saddr
+    ep = node.lxc_eps.get(daddr)
     if ep is not None:  # ipv4_local_delivery: the endpoint's policy program takes it
         return HookResult(Verdict.CTX_ACT_OK, p.buf, None, f"lxc:{ep.ifindex}")
     return HookResult(Verdict.CTX_ACT_OK, p.buf, None, "stack")

@@ -89,11 +89,17 @@ def write_report(root: Path, target: Target) -> tuple[str, list[str]]:
     mutants = all_mutants(root, target)
     sources = {f: (root / f).read_bytes() for f in target.files}
     results = measured_results(mutants, load_results(root / target.results), sources)
-    classes = expand(load_classifications(root / target.classifications), mutants)
+    stale: list[str] = []
+    classes = expand(load_classifications(root / target.classifications), mutants, stale)
+    stale = [k for k in stale if k.split("::")[0] in target.files]  # the file is shared
     tree = tree_fingerprint(root, target)
     speed = load_speed(root / "mutation" / "speed.yaml", target.name)
     text = render(target, mutants, results, classes, tree, speed)
-    return text, summarise(target, mutants, results, classes, tree).unclassified
+    if stale:  # entries whose edit is gone: their survivors, if any, show as unclassified
+        text += ("\n## Stale classifications\n\nThese entries name an edit the code no longer "
+                 "has; delete or rewrite them:\n\n" + "".join(f"- `{k}`\n" for k in stale))
+    return text, summarise(target, mutants, results, classes, tree).unclassified + [
+        f"{k} (stale classification)" for k in stale]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,12 @@ class Mutant:
     anchor: str = ""  # file::scope:operator[#n], stable under edits outside the scope
     seg_start: int = 0  # the enclosing function (or top-level statement): what `local` hashes
     seg_end: int = 0
+    site: str = ""  # the line's code, whitespace folded and any trailing comment cut
+
+    def pin(self) -> str:
+        """What a classification names so that it can tell if its anchor moved to another
+        edit (a `#n` renumbered by an edit earlier in the function): line and edit."""
+        return f"{self.site} :: {self.describe()}"
 
     def apply(self, source: bytes) -> bytes:
         """The file's bytes with this mutant's splice applied."""
@@ -385,8 +391,15 @@ def mutants_of(path: Path, rel: str, *, immutable_writes: bool = False) -> list[
                           end=end, replacement=text,
                           original=source[start:end].decode(errors="replace"),
                           anchor=f"{anchor}#{k}" if k else anchor,
-                          seg_start=seg[0], seg_end=seg[1]))
+                          seg_start=seg[0], seg_end=seg[1], site=_site(source, starts, line)))
     return out
+
+
+def _site(source: bytes, starts: list[int], line: int) -> str:
+    """One source line as code: whitespace folded, a `  #` inline comment cut."""
+    end = starts[line] if line < len(starts) else len(source)
+    text = source[starts[line - 1]:end].decode(errors="replace")
+    return " ".join(text.split("  #", 1)[0].split())
 
 
 def operator_family(op: str) -> str:

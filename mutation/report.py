@@ -25,6 +25,7 @@ class Classification:
 
     kind: str
     why: str
+    pin: str | None = None  # the edit it was written for (Mutant.pin): followed if renumbered
 
 
 def load_classifications(path: Path) -> dict[str, Classification]:
@@ -42,7 +43,7 @@ def load_classifications(path: Path) -> dict[str, Classification]:
         where = f"{path}: {key}"
         if not isinstance(entry, dict):
             raise MutationError(f"{where}: expected a mapping with 'class' and 'why'")
-        extra = set(entry) - {"class", "why"}
+        extra = set(entry) - {"class", "why", "pin"}
         if extra:
             raise MutationError(f"{where}.{sorted(extra)[0]}: unknown key")
         kind, why = entry.get("class"), entry.get("why")
@@ -50,8 +51,21 @@ def load_classifications(path: Path) -> dict[str, Classification]:
             raise MutationError(f"{where}.class: expected one of {', '.join(CLASSES)}")
         if not isinstance(why, str) or not why.strip():
             raise MutationError(f"{where}.why: a reason is required")
-        out[str(key)] = Classification(kind=kind, why=" ".join(why.split()))
+        pin = entry.get("pin")
+        if pin is not None and not isinstance(pin, str):
+            raise MutationError(f"{where}.pin: expected the edit as one string")
+        out[str(key)] = Classification(kind=kind, why=" ".join(why.split()), pin=pin)
     return out
+
+
+def _pinned(key: str, c: Classification, by_anchor: dict[str, Mutant],
+            by_pin: dict[tuple[str, str], list[Mutant]]) -> str | None:
+    """The ID of the mutant an anchored entry classes, or None."""
+    m = by_anchor.get(key)
+    if c.pin is None or (m is not None and m.pin() == c.pin):
+        return m.id if m is not None else None
+    same = by_pin.get((key.rsplit(":", 1)[0], c.pin), [])
+    return same[0].id if len(same) == 1 else None
 
 
 _KEY = re.compile(r"^(?P<file>[^:]+\.py):(?P<first>\d+)"
@@ -67,23 +81,31 @@ def _at_lines(path: str, first: int, last: int, col: int | None, mu: Mutant) -> 
     return mu.path == path and first <= mu.line <= last and (col is None or mu.col == col)
 
 
-def expand(classes: dict[str, Classification], mutants: list[Mutant]
-           ) -> dict[str, Classification]:
+def expand(classes: dict[str, Classification], mutants: list[Mutant],
+           stale: list[str] | None = None) -> dict[str, Classification]:
     """Class keys to mutant IDs. Anchored keys survive edits elsewhere in the file:
     `file::scope:operator[#n]` is one mutant, `file::scope` every mutant of a function (one
     reason for it all, e.g. a branch only a seeded fault reaches). Line keys (`file:line`,
     `file:first-last`, `file:line:col`, `file:line:col:operator`) still work until the
-    lines move. A narrower key wins over a wider one, an exact one over all."""
+    lines move. A narrower key wins over a wider one, an exact one over all. An anchor with
+    a pin classes the mutant of its function with that very edit: its own if it still has
+    it, else the one it was renumbered to; none (appended to `stale`) if it is gone."""
     out: dict[str, Classification] = {}
     exact: dict[str, Classification] = {}
-    by_anchor = {m.anchor: m.id for m in mutants}
+    by_anchor = {m.anchor: m for m in mutants}
+    by_pin: dict[tuple[str, str], list[Mutant]] = {}
+    for mu in mutants:
+        by_pin.setdefault((mu.anchor.rsplit(":", 1)[0], mu.pin()), []).append(mu)
     ranked: list[tuple[int, int, Classification, Callable[[Mutant], bool]]] = []
     for key, c in classes.items():
         a = _ANCHOR.match(key)
         if a is not None:
             if key.count(":") == 3:
-                if key in by_anchor:
-                    exact[by_anchor[key]] = c
+                found = _pinned(key, c, by_anchor, by_pin)
+                if found is not None:
+                    exact[found] = c
+                elif stale is not None:
+                    stale.append(key)
                 continue
             ranked.append((2, 0, c, functools.partial(_in_scope, f"{a['file']}::{a['scope']}")))
             continue

@@ -19,6 +19,7 @@ from model.maps import CtEntry, CtTuple, LbMaps, LruMap, NodeState, ServiceEntry
 from model.network import AgentBackends
 from model.topology import Service, ServiceType
 from model.values import Endpoint, Packet, Proto, TcpFlags
+from properties import zterms as zt
 from properties.configs import Config
 from properties.coreprops import Property
 from properties.decode import FlowDoc, Replayed, ScenarioValues, replay
@@ -90,14 +91,15 @@ def ct_steps(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int
     def inv_at(v: View, k: Keys) -> z3.BoolRef:
         """F's entries with F's rev_nat_index name one of F's slots."""
         e = v.get(fam, k)
-        mine = z3.And(e.present, e.rev_nat_index == RNI, k[0] == fe.var.e, k[2] == fport.var.e)
-        return z3.Implies(mine, z3.Or(*(e.backend_id == b for b in SLOTS)))
+        mine = zt.conj([e.present, zt.same(e.rev_nat_index, zt.const(RNI)),
+                        zt.same(k[0], fe.var.e), zt.same(k[2], fport.var.e)])
+        return zt.implies(mine, zt.disj([zt.same(e.backend_id, zt.const(b)) for b in SLOTS]))
 
     def rest() -> Rest:
         r = Rest("ct", CtEntry, CT_SPEC, bits)
         pre = View(r)
         if not draining:
-            r.on_read = lambda f, k: inv(pre, k) if f == fam else z3.BoolVal(True)
+            r.on_read = lambda f, k: inv(pre, k) if f == fam else zt.TRUE
         state[:] = [NodeState(lb=lb, ct=LruMap(capacity=CAPACITY, entries=OpenMap(r)),
                               snat=LruMap(capacity=CAPACITY))]
         return r

@@ -26,6 +26,7 @@ from model.faults import ModelFault
 from model.maps import LruMap, NatEntry, NatTuple, TupleFlags
 from model.snat import fwd_key, rev_key, snat_nat, snat_rev_nat
 from model.values import Endpoint, Proto
+from properties import zterms as zt
 from properties.configs import Config
 from properties.coreprops import Property
 from properties.openmap import ADDR, ANY, BOOL, PORT, Family, OpenMap, Rest, Slot, View, written
@@ -193,7 +194,7 @@ class NatInv:
 
     def in_range(self, p: z3.ExprRef) -> z3.BoolRef:
         """A port in the NAT range."""
-        return z3.And(p >= self.lo, p <= self.hi)
+        return zt.within(p, self.lo, self.hi)
 
     def fwd(self, v: View, k: Keys) -> z3.BoolRef:
         """A forward entry {c, b, c_port, b_port} maps to L:N and {b, L, b_port, N} to c."""
@@ -207,15 +208,17 @@ class NatInv:
         c, b, cp, bp = k
         f = v.get(self.out, k)
         r = v.get(self.inn, (b, self.node, bp, f.to_port))
-        return z3.Implies(f.present, z3.And(f.to_addr == self.node, self.in_range(f.to_port),
-                                            r.present, r.to_addr == c, r.to_port == cp))
+        return zt.implies(f.present, zt.conj([zt.same(f.to_addr, self.node),
+                                              self.in_range(f.to_port), r.present,
+                                              zt.same(r.to_addr, c), zt.same(r.to_port, cp)]))
 
     def _rev(self, v: View, k: Keys) -> z3.BoolRef:
         b, bp, n = k
         r = v.get(self.inn, (b, self.node, bp, n))
         f = v.get(self.out, (r.to_addr, b, r.to_port, bp))
-        return z3.Implies(r.present, z3.And(self.in_range(n), f.present,
-                                            f.to_addr == self.node, f.to_port == n))
+        return zt.implies(r.present, zt.conj([self.in_range(n), f.present,
+                                              zt.same(f.to_addr, self.node),
+                                              zt.same(f.to_port, n)]))
 
     def fwd_partner(self, v: View, k: Keys) -> Keys:
         """The reverse key a forward entry names."""
@@ -263,7 +266,7 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
         pre = View(r)
         # the hypothesis at each key read is assumed on the spot: paths that only an
         # invariant-breaking state takes (a stale target address) end at once
-        r.on_read = lambda fam, k: z3.And(*inv.instances(pre, pre, [(fam, k)]))
+        r.on_read = lambda fam, k: zt.conj(inv.instances(pre, pre, [(fam, k)]))
         state[:] = [LruMap(capacity=CAPACITY, entries=OpenMap(r))]
         return r
 
@@ -302,7 +305,7 @@ def nat02(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int,
     wr: Keys = tuple(z3.Int(f"w'.{x}") for x in ("b", "bp", "n"))
 
     def goal(v: View) -> z3.BoolRef:
-        return z3.And(inv.fwd(v, wf), inv.rev(v, wr))
+        return zt.conj([inv.fwd(v, wf), inv.rev(v, wr)])
 
     def hyp(pre: View, post: View, keys: Iterable[tuple[Family, Keys]]) -> list[z3.BoolRef]:
         base = [(out_f, wf), (in_f, (wr[0], node.var.e, wr[1], wr[2])), *keys]

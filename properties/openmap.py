@@ -102,7 +102,7 @@ class Rest:
         """The z3 function of one family's field (or presence)."""
         got = self._fns.get((fam, field))
         if got is None:
-            ints = [z3.IntSort()] * len(fam.open_fields())
+            ints = [zt.INT] * len(fam.open_fields())
             got = z3.Function(f"{self.name}.{fam.name}.{field}", *ints, sort)
             self._fns[(fam, field)] = got
         return got
@@ -120,22 +120,22 @@ class Rest:
 
     def present(self, fam: Family, keys: tuple[z3.ExprRef, ...]) -> z3.BoolRef:
         """Whether the arbitrary initial map holds this key."""
-        return self.apply(fam, "present", z3.BoolSort(), keys)
+        return self.apply(fam, "present", zt.BOOL, keys)
 
     def field(self, fam: Family, name: str, keys: tuple[z3.ExprRef, ...],
               ids: tuple[int, ...] | None = None) -> z3.ExprRef:
         """One field of the entry at this key (meaningful when present)."""
         kind = self.spec[name]
         if kind == BOOL:
-            return self.apply(fam, name, z3.BoolSort(), keys, ids)
+            return self.apply(fam, name, zt.BOOL, keys, ids)
         if kind == OPT_ADDR:
-            return self.apply(fam, f"{name}.set", z3.BoolSort(), keys, ids)
-        return self.apply(fam, name, z3.IntSort(), keys, ids)
+            return self.apply(fam, f"{name}.set", zt.BOOL, keys, ids)
+        return self.apply(fam, name, zt.INT, keys, ids)
 
     def addr_field(self, fam: Family, name: str, keys: tuple[z3.ExprRef, ...],
                    ids: tuple[int, ...] | None = None) -> z3.ExprRef:
         """The address half of an optional-address field."""
-        return self.apply(fam, name, z3.IntSort(), keys, ids)
+        return self.apply(fam, name, zt.INT, keys, ids)
 
     def entry(self, fam: Family, keys: tuple[z3.ExprRef, ...]) -> object:
         """The model's value object at a present key, its fields symbolic."""
@@ -216,10 +216,9 @@ class Slot:
     def __init__(self, view: View, fam: Family, keys: tuple[z3.ExprRef, ...]) -> None:
         self._view, self._fam, self._keys = view, fam, keys
         self._hits = view.hits(fam, keys)
-        present: z3.BoolRef = (z3.BoolVal(False) if view.empty
-                               else view.rest.present(fam, keys))
+        present: z3.ExprRef = zt.FALSE if view.empty else view.rest.present(fam, keys)
         for hit, v in self._hits:
-            present = z3.If(hit, z3.BoolVal(v is not None), present)
+            present = zt.choose(hit, zt.FALSE if v is None else zt.TRUE, present)
         self.present = present
 
     def __getattr__(self, name: str) -> z3.ExprRef:
@@ -240,9 +239,9 @@ class Slot:
             if kind == OPT_ADDR:
                 if addr and x is None:
                     continue
-                val = z3.If(hit, term(x) if addr else z3.BoolVal(x is not None), val)
+                val = zt.choose(hit, term(x) if addr else zt.FALSE if x is None else zt.TRUE, val)
             else:
-                val = z3.If(hit, term(x), val)
+                val = zt.choose(hit, term(x), val)
         setattr(self, name, val)
         return val
 
@@ -259,7 +258,7 @@ class View:
     def hits(self, fam: Family, keys: tuple[z3.ExprRef, ...]
              ) -> list[tuple[z3.BoolRef, Any]]:
         """The writes to this family, oldest first, each with `key equals keys`."""
-        return [(z3.And(*(a == b for a, b in zip(t, keys, strict=True))), v)
+        return [(zt.conj([zt.same(a, b) for a, b in zip(t, keys, strict=True)]), v)
                 for f, t, v in self._keyed if f == fam]
 
     def get(self, fam: Family, keys: tuple[z3.ExprRef, ...]) -> Slot:

@@ -20,7 +20,7 @@ from model.maglev import IPAddr, select
 from properties.intervals import Interval, Memo, interval, truth
 from properties.symvalues import _PATH, Input, SymbolicMisuse, SymInt, current
 from properties.zterms import assert_in as add
-from properties.zterms import conj
+from properties.zterms import conj, within
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ class Shared:
         """The fact lo <= e <= hi, built once per term (a term has one domain)."""
         got = self.domains.get(e.get_id())
         if got is None:
-            got = self.domains[e.get_id()] = z3.And(e >= lo, e <= hi)
+            got = self.domains[e.get_id()] = within(e, lo, hi)
         return got
 
 

@@ -217,7 +217,7 @@ class Input:
     def __attrs_post_init__(self) -> None:
         v = z3.Int(self.name)
         object.__setattr__(self, "var", SymInt(v))
-        object.__setattr__(self, "_fact", z3.And(v >= self.lo, v <= self.hi))
+        object.__setattr__(self, "_fact", zt.within(v, self.lo, self.hi))
 
     def fact(self) -> z3.BoolRef:
         """lo <= var <= hi."""

@@ -105,3 +105,42 @@ def app(f: z3.FuncDeclRef, args: Sequence[z3.ExprRef]) -> z3.ExprRef:
     ctx = f.ctx
     arr = (z3.Ast * len(args))(*(a.as_ast() for a in args))
     return z3.z3._to_expr_ref(z3.Z3_mk_app(ctx.ref(), f.ast, len(args), arr), ctx)
+
+
+def disj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
+    """Or of z3 conditions without z3.Or's per-argument coercion."""
+    if not parts:
+        return z3.BoolVal(False)
+    if len(parts) == 1:
+        return parts[0]
+    ctx = parts[0].ctx
+    arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
+    return z3.BoolRef(z3.Z3_mk_or(ctx.ref(), len(parts), arr), ctx)
+
+
+def implies(a: z3.BoolRef, b: z3.BoolRef) -> z3.BoolRef:
+    """Implies(a, b)."""
+    ctx = a.ctx
+    return z3.BoolRef(z3.Z3_mk_implies(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
+
+
+def same(a: z3.ExprRef, b: z3.ExprRef) -> z3.BoolRef:
+    """a == b for two terms of one sort (integers or Booleans)."""
+    ctx = a.ctx
+    return z3.BoolRef(z3.Z3_mk_eq(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
+
+
+def choose(c: z3.BoolRef, a: z3.ExprRef, b: z3.ExprRef) -> z3.ExprRef:
+    """If(c, a, b) for two terms of one sort, Boolean or integer."""
+    ctx = c.ctx
+    return z3.z3._to_expr_ref(
+        z3.Z3_mk_ite(ctx.ref(), c.as_ast(), a.as_ast(), b.as_ast()), ctx)
+
+
+def within(e: Arith, lo: int, hi: int) -> z3.BoolRef:
+    """lo <= e <= hi, as z3.And(e >= lo, e <= hi) builds it."""
+    return conj((ge(e, const(lo)), le(e, const(hi))))
+
+
+TRUE, FALSE = z3.BoolVal(True), z3.BoolVal(False)
+INT, BOOL = z3.IntSort(), z3.BoolSort()

@@ -175,11 +175,12 @@ def test_reverse_snat_restores_a_missing_forward_entry() -> None:
 
 def test_short_sctp_and_icmp_headers_are_invalid() -> None:
     s, d = ip_bytes("110.0.11.1"), ip_bytes("10.0.10.2")
-    for proto, l4 in ((132, b"\0" * 8), (1, b"\0" * 4)):
+    for proto, l4 in ((132, b"\0" * 8), (132, b"\0" * 11), (1, b"\0" * 4), (1, b"\0" * 7)):
         with pytest.raises(DatapathDrop) as e:
             parse(bytearray(ipv4(s, d, proto, l4)))
         assert e.value.reason == DropReason.DROP_INVALID
     assert parse(bytearray(ipv4(s, d, 132, bytes([0, 1, 0, 2]) + b"\0" * 8))).dport == 2
+    assert parse(bytearray(ipv4(s, d, 1, b"\0" * 8))).proto == 1  # a whole ICMP header
 
 
 def test_ipv6_dsr_option_found_after_fragment_and_auth_headers() -> None:
@@ -209,9 +210,12 @@ def test_from_overlay_reject_of_a_service_without_backends() -> None:
     r = node.run("from-overlay", _overlay(_syn(1000)))
     assert r.drop_reason == DropReason.DROP_NO_SERVICE and node.internal_errors == 0
     assert describe(r.packet)["ip.proto"] == 1  # ICMP port unreachable to the client
+    # the reply leaves by the device; a tc program hands no XFER flags on (XDP alone does)
+    assert (r.verdict, r.target, r.xfer) == (Verdict.CTX_ACT_REDIRECT, "netdev", 0)
     ok = node.run("from-overlay", _overlay(build_packet(
         {"ip": {"src": "110.0.11.1", "dst": "10.0.10.2"}, "tcp": {"sport": 1, "dport": 2}})))
     assert ok.drop_reason is None  # the next packet is not marked rejected
+    assert (ok.verdict, ok.target, ok.xfer) == (Verdict.CTX_ACT_OK, "stack", 0)
 
 
 def test_a_geneve_option_longer_than_the_option_area_is_not_parsed() -> None:

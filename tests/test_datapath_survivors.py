@@ -7,7 +7,7 @@ from typing import Literal
 
 import attrs
 
-from datapath.build import ipv4, tcp_segment, udp_datagram
+from datapath.build import ipv4, ipv6, tcp_segment, udp_datagram
 from datapath.config import BackendConfig, EndpointConfig, NodeConfig, ServiceConfig
 from datapath.drop import DropReason, Verdict
 from datapath.errors import ConfigError
@@ -83,6 +83,24 @@ def test_reprogramming_syncs_the_maglev_tables_from_scratch() -> None:
     node.reprogram(attrs.evolve(cfg, services=(ServiceConfig("172.16.10.2", 80, 1, (7,)),)))
     r = node.run("from-netdev", _syn(ip_bytes("110.0.11.3")))
     assert r.drop_reason == DropReason.DROP_NO_SERVICE
+
+
+def test_reprogramming_syncs_the_ipv6_maglev_tables_from_scratch() -> None:
+    """The same for cilium_lb6_maglev (lb6_select_backend_id_maglev, lb.h): the IPv6 table
+    of a service the new configuration leaves without one is gone too."""
+    vip6, client6 = ip_bytes("fd10::2"), ip_bytes("2001:db8::1")
+    svc = ServiceConfig("fd10::2", 80, 2, (8,), maglev=(8,) * 251)
+    cfg = NodeConfig(ipv4=None, ipv6="fd05::1", selection="maglev", maglev_table_size=251,
+                     services=(svc,), backends=(BackendConfig(8, "fd04::8", 8080),))
+    node = make_node(cfg)
+
+    def syn(sport: int) -> bytes:
+        return ipv6(client6, vip6, IPPROTO_TCP, tcp_segment(client6, vip6, sport, 80))
+
+    assert node.run("from-netdev", syn(40000)).drop_reason is None
+    node.reprogram(attrs.evolve(cfg, services=(attrs.evolve(svc, maglev=None),)))
+    r = node.run("from-netdev", syn(40001))
+    assert r.drop_reason == DropReason.DROP_NO_SERVICE and node.internal_errors == 0
 
 
 def test_a_maglev_table_of_the_wrong_size_is_refused() -> None:
