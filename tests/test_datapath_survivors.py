@@ -98,7 +98,7 @@ def test_reprogramming_syncs_the_ipv6_maglev_tables_from_scratch() -> None:
         return ipv6(client6, vip6, IPPROTO_TCP, tcp_segment(client6, vip6, sport, 80))
 
     assert node.run("from-netdev", syn(40000)).drop_reason is None
-    node.reprogram(attrs.evolve(cfg, services=(attrs.evolve(svc, maglev=None),)))
+    node.reprogram(attrs.evolve(cfg, services=(attrs.evolve(svc, maglev=()),)))
     r = node.run("from-netdev", syn(40001))
     assert r.drop_reason == DropReason.DROP_NO_SERVICE and node.internal_errors == 0
 
