@@ -159,3 +159,18 @@ def test_xdp_outer_header_whatever_the_inner_ttl_and_length(v6: bool) -> None:
             assert checksum(out[:20]) == 0 and out[20:] == inner
             seen.add(out[8])
     assert len(seen) == 1, seen  # the inner TTL / hop limit does not reach the outer header
+
+
+def test_v1_18_hands_a_local_backends_dsr_request_on_untranslated() -> None:
+    """v1.18 nodeport_xlate4 skips the DNAT of a DSR service under IPIP for a local backend
+    too (v1.18 nodeport.h:1441-1449): the request keeps the frontend as destination, so tc's
+    local delivery finds no endpoint for it and it goes up the stack, unchanged (the CT_EGRESS
+    entry written on the way is keyed by the backend's address, :2619-2640)."""
+    cfg = NodeConfig(name="lb", ipv4="10.0.10.1", mode="dsr", dispatch="ipip", version="1.18",
+                     services=(ServiceConfig("172.16.10.2", 80, 1, (124,)),),
+                     backends=(BackendConfig(124, "192.168.0.1", 80),),
+                     endpoints=(EndpointConfig("192.168.0.1"),))
+    syn = _syn4()
+    r = make_node(cfg).run("from-netdev", syn)
+    assert (r.verdict, r.drop_reason, r.target, bytes(r.packet)) == (
+        Verdict.CTX_ACT_OK, None, "stack", syn)
