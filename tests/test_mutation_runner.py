@@ -183,3 +183,37 @@ def test_results_and_classes_follow_a_function_when_lines_move(tmp_path: Path) -
     classes = expand({"pkg/mod.py::unused": why, unused[0].anchor: one}, now)
     assert classes[unused[0].id] is one  # an exact anchor wins over its function's
     assert {k for k, v in classes.items() if v is why} == {m.id for m in unused[1:]}
+
+
+def test_a_pinned_class_follows_its_edit_when_the_anchor_is_renumbered(tmp_path: Path) -> None:
+    """An entry names its anchor and pins the edit it was written for: when an edit earlier
+    in the function renumbers `#n`, the class follows the edit; when the edit is gone, the
+    entry classes nothing and is reported stale (the survivor shows as unclassified)."""
+    root, target = _repo(tmp_path)
+    mod = root / "pkg" / "mod.py"
+    mod.write_text(MOD.replace("return 5", "a = 1\n    return 5"))
+    before = {m.anchor: m for m in all_mutants(root, target)}
+    five = next(m for m in before.values() if m.anchor.startswith("pkg/mod.py::unused:const-inc")
+                and m.original == "5")
+    why = Classification(kind="equivalent", why="five", pin=five.pin())
+    mod.write_text(MOD.replace("return 5", "a = 1\n    b = 2\n    return 5"))  # renumbers
+    now = all_mutants(root, target)
+    moved = next(m for m in now if m.pin() == five.pin())
+    assert moved.anchor != five.anchor  # the same edit under another #n
+    stale: list[str] = []
+    got = expand({five.anchor: why}, now, stale)
+    assert got.get(moved.id) is why and not stale
+    assert all(got.get(m.id) is not why for m in now if m is not moved)
+    mod.write_text(MOD.replace("return 5", "a = 1\n    return 6"))  # the edit is gone
+    gone: list[str] = []
+    assert not expand({five.anchor: why}, all_mutants(root, target), gone)
+    assert gone == [five.anchor]
+
+
+def test_committed_exact_classes_pin_their_edit() -> None:
+    """Every committed one-mutant entry carries the edit it classes, so a renumbered anchor
+    cannot silently lend its reason to another mutant."""
+    root = Path(__file__).resolve().parent.parent
+    classes = load_classifications(root / "mutation" / "classifications.yaml")
+    unpinned = [k for k, c in classes.items() if k.count(":") == 3 and c.pin is None]
+    assert not unpinned, unpinned[:5]
