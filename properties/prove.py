@@ -6,6 +6,7 @@ import multiprocessing
 from collections.abc import Iterator
 
 import attrs
+import z3
 
 from model.faults import ModelFault
 from properties.catalogue import BY_ID, PROPERTIES
@@ -20,6 +21,18 @@ from properties.results import (
     VACUOUS,
     Result,
 )
+
+
+def fresh_z3() -> None:
+    """z3 as a new process has it, for the next group of jobs: a new main context (the AST
+    ids, and so the solver's choices and its counterexamples, then do not depend on what
+    ran before in this process), and the caches of terms made in the old one emptied."""
+    from properties import symexec, symworld
+    from properties import zterms as zt
+    z3.z3._main_ctx = None  # main_ctx() makes the next one; old terms keep theirs alive
+    zt.reset()
+    symexec.reset()
+    symworld.cell.cache_clear()
 
 
 def check(prop: Property, cfg: Config, faults: frozenset[ModelFault] = frozenset(),
@@ -129,4 +142,4 @@ def run_many(jobs: list[Job], timeout_s: float = 20.0, workers: int = 1) -> list
 
 __all__ = ["BY_ID", "COUNTEREXAMPLE", "DRIFT", "PROVED", "RAISED", "UNKNOWN", "VACUOUS",
            "VIOLATED",
-           "Result", "check", "mutants", "run_many", "suite"]
+           "Result", "check", "fresh_z3", "mutants", "run_many", "suite"]

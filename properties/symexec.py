@@ -411,6 +411,11 @@ class TwinRandom:
 _TABLES: dict[tuple[int, ...], int] = {}
 
 
+def reset() -> None:
+    """Forget the Maglev table numbering (a new z3 context starts it afresh)."""
+    _TABLES.clear()
+
+
 @attrs.frozen
 class SymPicker:
     """A Maglev lookup on symbolic ports as one uninterpreted function of the table and the

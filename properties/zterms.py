@@ -144,3 +144,11 @@ def within(e: Arith, lo: int, hi: int) -> z3.BoolRef:
 
 TRUE, FALSE = z3.BoolVal(True), z3.BoolVal(False)
 INT, BOOL = z3.IntSort(), z3.BoolSort()
+
+
+def reset() -> None:
+    """Rebuild the cached terms in z3's current main context (after a new one is made)."""
+    global TRUE, FALSE, INT, BOOL
+    const.cache_clear()
+    TRUE, FALSE = z3.BoolVal(True), z3.BoolVal(False)
+    INT, BOOL = z3.IntSort(), z3.BoolSort()
