@@ -40,14 +40,14 @@ def ipip_forward(node: Node, p: Parsed, backend: bytes) -> tuple[int, str]:
     reference writes it as that device would: TTL 64, DF clear, the ECN bits of the inner
     TOS, IP id 0 (the kernel's ip_select_ident differs), source the node's address (the
     route's source, TUNNEL_KEY_WITHOUT_SRC_IP)."""
-    from datapath.nodeport import _frag_needed, _too_big
+    from datapath.nodeport import frag_needed, too_big
     outer = 40 if p.v6 else 20
     if node.at_xdp:
-        if _too_big(node, p, outer):  # dsr_set_ipip4/6's dsr_is_too_big, XDP only
+        if too_big(node, p, outer):  # dsr_set_ipip4/6's dsr_is_too_big, XDP only
             # dsr_reply_icmp4/6 write "the frontend" into the quote from CB_ADDR_V4 and
             # CB_PORT: under IPIP the backend's address and, CB_PORT aliasing CB_HINT
             # (common.h:329-330), the CT tuple's dport, the client's port (:2903-2905)
-            return _frag_needed(node, p, backend, p.sport, outer)
+            return frag_needed(node, p, backend, p.sport, outer)
         p.buf[:] = _xdp_header(node, p, backend) + p.buf
         if p.v6:  # tail_nodeport_ipv6_dsr's fib_redirect has no hop-limit step (:766,
             return Verdict.CTX_ACT_REDIRECT, "netdev"  # lib/fib.h:163-240)

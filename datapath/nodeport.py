@@ -220,18 +220,18 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
         # encap_geneve_dsr_opt4/6 (:1823-1824, :1863, :415-416, :455): outer IP (the v6
         # one counts an ipv6hdr), UDP, Geneve, inner Ethernet, and the TLV when there is one
         encap = (40 if p.v6 else 20) + 8 + 8 + 14 + len(opt)
-        if _too_big(node, p, encap):
-            return _frag_needed(node, p, vip, vport, encap)
+        if too_big(node, p, encap):
+            return frag_needed(node, p, vip, vport, encap)
         return tunnel_forward(node, p, be.address, opt)
     if _wants_dsr_info(node, p, "dsr_opt_every_tcp_packet", ct_new):
         if p.v6:
-            if _too_big(node, p, 24):  # dsr_set_ext6 (:380): struct dsr_opt_v6
-                return _frag_needed(node, p, vip, vport, 24)
+            if too_big(node, p, 24):  # dsr_set_ext6 (:380): struct dsr_opt_v6
+                return frag_needed(node, p, vip, vport, 24)
             dsr_set_ext6(node, p, vip, vport)
         else:
-            if (p.buf[0] & 0xF) * 4 + 8 <= 60 and _too_big(node, p, 8):
+            if (p.buf[0] & 0xF) * 4 + 8 <= 60 and too_big(node, p, 8):
                 # dsr_set_opt4 (:1785, after its header limit): struct dsr_opt_v4
-                return _frag_needed(node, p, vip, vport, 8)
+                return frag_needed(node, p, vip, vport, 8)
             dsr_set_opt4(node, p, vip, vport)
     return node.fib_redirect(p)
 
@@ -243,12 +243,12 @@ def _l3_len(p: Parsed) -> int:
     return int(_H.unpack_from(p.buf, 2)[0])
 
 
-def _too_big(node: Node, p: Parsed, overhead: int) -> bool:
+def too_big(node: Node, p: Parsed, overhead: int) -> bool:
     """dsr_is_too_big(): only with ENABLE_DSR_ICMP_ERRORS, against the device MTU."""
     return node.config.pmtu_discovery and _l3_len(p) + overhead > node.config.mtu
 
 
-def _frag_needed(node: Node, p: Parsed, vip: bytes, vport: int, overhead: int
+def frag_needed(node: Node, p: Parsed, vip: bytes, vport: int, overhead: int
                  ) -> tuple[int, str]:
     """dsr_fail_needs_reply(): the ICMP error goes back out the receiving device."""
     mtu = node.config.mtu

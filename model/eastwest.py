@@ -45,7 +45,7 @@ from model.faults import ModelFault
 from model.hooks import HookResult, NodeCtx, Step, Verdict, egress_key
 from model.lbselect import lb_select, random_slot
 from model.maps import NodeState, ServiceEntry
-from model.nodeport import _no_service
+from model.nodeport import no_service
 from model.values import Endpoint, IPAddress, Packet, Proto
 
 # The agent's default service loopback addresses (--ipv4/ipv6-service-loopback-address,
@@ -138,7 +138,7 @@ def from_container(ctx: NodeCtx, st: NodeState, pkt: Packet, per_packet: bool
         return st, _onward(st, pkt, Step.PASS)
     st, bid, _first = lb_select(ctx, st, svc, pkt)
     if bid is None:  # tail_no_service_ipv4/6 as at from-netdev (v1.20 bpf_lxc.c:254-262)
-        return _no_service(ctx, st, svc, pkt)
+        return no_service(ctx, st, svc, pkt)
     backend = st.lb.backends[bid]
     loopback = pkt.src.addr == backend.addr and not ctx.has(ModelFault.HAIRPIN_NO_LOOPBACK)
     if loopback and pkt.is_ipv6 and ctx.cfg.version is not CiliumVersion.V1_20:

@@ -59,11 +59,13 @@ def _outer(ctx: NodeCtx, tep: IPAddress, identity: int = WORLD_ID) -> Outer:
     return Outer(src=ctx.ip, dst=tep, vni=identity)
 
 
-def _drop(pkt: Packet, reason: DropReason) -> HookResult:
+def dropped(pkt: Packet, reason: DropReason) -> HookResult:
+    """A hook's DROP with Cilium's drop reason (what every refusal of a hook returns)."""
     return HookResult(verdict=Verdict.DROP, packet=pkt, step=Step.DROP, reason=reason)
 
 
-def _in_ranges(addr: IPAddress, ranges: tuple[object, ...]) -> bool:
+def in_ranges(addr: IPAddress, ranges: tuple[object, ...]) -> bool:
+    """loadBalancerSourceRanges: the client in one of the service's CIDRs (SRC_RANGE map)."""
     return any(addr in r for r in ranges)  # type: ignore[operator]
 
 
@@ -113,10 +115,10 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
                     ) -> tuple[NodeState, HookResult]:
     """nodeport_svc_lb4: checks, lb4_local, DNAT, then local / DSR / SNAT forwarding.
     `forced` is v1.20's CB_FORCED_BACKEND_V4 after IPIP termination (nodeport.h:2783)."""
-    if svc.source_ranges and not _in_ranges(pkt.src.addr, svc.source_ranges):
-        return st, _drop(pkt, DropReason.DROP_NOT_IN_SRC_RANGE)
+    if svc.source_ranges and not in_ranges(pkt.src.addr, svc.source_ranges):
+        return st, dropped(pkt, DropReason.DROP_NOT_IN_SRC_RANGE)
     if not svc.routable:
-        return st, _drop(pkt, DropReason.DROP_IS_CLUSTER_IP)
+        return st, dropped(pkt, DropReason.DROP_IS_CLUSTER_IP)
     if ctx.has(ModelFault.ETP_LOCAL_FORWARDS_REMOTE) and svc.etp_local:
         svc = attrs.evolve(svc, backend_slots=svc.all_backends)
     first = False
@@ -125,7 +127,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
     else:
         st, bid, first = lb_select(ctx, st, svc, pkt)
         if bid is None:
-            return _no_service(ctx, st, svc, pkt)
+            return no_service(ctx, st, svc, pkt)
         backend = st.lb.backends[bid]
     client = pkt.src
     if ctx.has(ModelFault.DNAT_KEEPS_FRONTEND_PORT):
@@ -168,7 +170,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
             # encap_geneve_dsr_opt6 extracts the DNATed tuple again (nodeport.h:437)
             st, _, err = load_l4_ports(ctx.cfg, ctx.faults, st, out)
             if err is not None:
-                return st, _drop(out, err)
+                return st, dropped(out, err)
         if ctx.has(ModelFault.DSR_ALSO_SNATS):
             out = attrs.evolve(out, src=Endpoint(addr=ctx.ip, port=client.port))
         return st, _dsr_forward(ctx, pkt, out, first)
@@ -182,12 +184,12 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
         target = ctx.router_ip
     st, _, err = load_l4_ports(ctx.cfg, ctx.faults, st, out)  # tail_nodeport_nat_egress_ipv4's
     if err is not None:  # lb4_extract_tuple on the DNATed packet (nodeport.h:2621)
-        return st, _drop(out, err)
+        return st, dropped(out, err)
     res = snat_nat(ctx.cfg, st.snat, client, backend, pkt.proto, target, ctx.now, ctx.name,
                    ctx.rand, ctx.faults)
     st = attrs.evolve(st, snat=res.snat)
     if res.nat is None:  # the destination is already the backend's (lb4 DNAT ran first)
-        return st, _drop(out, DropReason.DROP_NAT_NO_MAPPING)
+        return st, dropped(out, DropReason.DROP_NAT_NO_MAPPING)
     if not ctx.has(ModelFault.SNAT_SKIPPED):
         out = attrs.evolve(out, src=res.nat)
     if tep is not None:
@@ -195,7 +197,7 @@ def nodeport_svc_lb(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet,
     return st, HookResult(verdict=Verdict.FORWARD, packet=out, step=Step.SNAT)
 
 
-def _no_service(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
+def no_service(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
                 ) -> tuple[NodeState, HookResult]:
     """lb4_local found no backend: v1.20's routable switch (nodeport.h:2797), then
     tail_no_service_ipv4/6 under serviceNoBackendResponse=reject (lb.h:2340, 2363)."""
@@ -203,16 +205,16 @@ def _no_service(ctx: NodeCtx, st: NodeState, svc: ServiceEntry, pkt: Packet
         # handle_nonroutable_endpoints_v4: every frontend here is external; eTP=Local drops,
         # the rest goes up the stack untranslated.
         if svc.etp_local:
-            return st, _drop(pkt, DropReason.DROP_NO_SERVICE)
+            return st, dropped(pkt, DropReason.DROP_NO_SERVICE)
         return st, HookResult(verdict=Verdict.TO_STACK, packet=pkt, step=Step.PASS,
                               reason=DropReason.PUNT_TO_STACK)
     if not ctx.cfg.reject_no_backend:
-        return st, _drop(pkt, DropReason.DROP_NO_SERVICE)
+        return st, dropped(pkt, DropReason.DROP_NO_SERVICE)
     if pkt.is_ipv6:
         bucket, allowed = icmp6_ratelimit(st.icmp6_bucket, ctx.now)
         st = attrs.evolve(st, icmp6_bucket=bucket)
         if not allowed:
-            return st, _drop(pkt, DropReason.DROP_RATE_LIMITED)
+            return st, dropped(pkt, DropReason.DROP_RATE_LIMITED)
     icmp = Packet(src=Endpoint(addr=pkt.dst.addr, port=0),
                   dst=Endpoint(addr=pkt.src.addr, port=0),
                   proto=Proto.ICMPV6 if pkt.is_ipv6 else Proto.ICMP,
@@ -248,10 +250,10 @@ def _dsr_forward(ctx: NodeCtx, pkt: Packet, out: Packet, first: bool) -> HookRes
         meta = DsrMeta(kind=kind, frontend=pkt.dst)
         if kind is DsrKind.IPV4_OPTION and 20 + pkt.ip_options + 8 > 20 + MAX_IPOPTLEN:
             # dsr_set_opt4: the option does not fit in the IPv4 header (nodeport.h:1782)
-            return _drop(out, DropReason.DROP_CT_INVALID_HDR)
+            return dropped(out, DropReason.DROP_CT_INVALID_HDR)
     tep = ctx.ipcache.get(out.dst.addr)
     if geneve and tep is None:
-        return _drop(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
+        return dropped(pkt, DropReason.DROP_NO_TUNNEL_ENDPOINT)
     if meta is not None or geneve:  # opt/ext6 check SYNs and UDP only; Geneve every packet
         overhead = dsr_overhead(None if meta is None else meta.kind, pkt.is_ipv6, geneve)
         size = short_size(pkt.is_ipv6, pkt.proto, pkt.ip_options) if pkt.size is None \
@@ -408,7 +410,7 @@ def nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
         return _nodeport_lb(ctx, st, pkt, hook)
     st, logical, err = load_l4_ports(ctx.cfg, ctx.faults, st, pkt)
     if err is not None:
-        return st, _drop(pkt, err)
+        return st, dropped(pkt, err)
     st, res = _nodeport_lb(ctx, st, logical, hook)
     if not pkt.frag.first and res.packet.frag is not None:
         res = attrs.evolve(res, packet=no_l4(res.packet))
@@ -429,7 +431,7 @@ def _nodeport_lb(ctx: NodeCtx, st: NodeState, pkt: Packet, hook: Hook
             if is_dsr:
                 st, err = _dsr_ingress(ctx, st, pkt, frontend)
                 if err is not None:
-                    return st, _drop(pkt, err)
+                    return st, dropped(pkt, err)
                 return st, HookResult(verdict=Verdict.DELIVER, packet=pkt,
                                       step=Step.DSR_INGRESS)
         if (ctx.cfg.nat_min <= pkt.dst.port <= ctx.cfg.nat_max_port
@@ -465,7 +467,7 @@ def from_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet, *, skip_nodeport: bool
     if pkt.outer is not None and pkt.outer.kind is Encap.IPIP:
         return _ipip_in(ctx, st, pkt)
     if pkt.outer is not None:
-        return st, _drop(pkt, DropReason.DROP_UNKNOWN_L4)
+        return st, dropped(pkt, DropReason.DROP_UNKNOWN_L4)
     if skip_nodeport:
         return st, _local(ctx, st, pkt, Step.PASS)
     return nodeport_lb(ctx, st, pkt, Hook.FROM_NETDEV)
@@ -481,12 +483,12 @@ def _ipip_in(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, HookR
     forced = pkt.outer.dst
     local = forced in st.lb.local_endpoints
     if not terminates(ctx.cfg, local):
-        return st, _drop(pkt, DropReason.ENDPOINT_NO_IPIP)
+        return st, dropped(pkt, DropReason.ENDPOINT_NO_IPIP)
     inner = logical = attrs.evolve(pkt, outer=None)
     if inner.frag is not None and inner.quote is None:  # lb4_extract_tuple, as nodeport_lb
         st, logical, err = load_l4_ports(ctx.cfg, ctx.faults, st, inner)
         if err is not None:
-            return st, _drop(inner, err)
+            return st, dropped(inner, err)
     svc = None
     if logical.proto in (Proto.TCP, Proto.UDP) and logical.quote is None:
         svc = st.lb.services.get((logical.dst.addr, logical.dst.port, logical.proto))
@@ -540,7 +542,7 @@ def to_netdev(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, Hook
         m = masquerade(ctx.cfg, st, pkt, ctx.masq_ip or ctx.ip, ctx.now, ctx.name, ctx.rand,
                        ctx.faults)
         if m.drop is not None:
-            return m.state, _drop(pkt, m.drop)
+            return m.state, dropped(pkt, m.drop)
         return m.state, HookResult(verdict=Verdict.FORWARD, packet=m.packet, step=Step.MASQ)
     tep = ctx.ipcache.get(out.dst.addr)
     if ctx.cfg.tunneling and tep is not None and tep != ctx.ip:

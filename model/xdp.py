@@ -11,7 +11,7 @@ from model.fragments import load_l4_ports
 from model.hooks import Hook, HookResult, NodeCtx, Step, Verdict
 from model.ipip import v118_ipip_skips
 from model.maps import NodeState
-from model.nodeport import _drop, _in_ranges, nodeport_lb
+from model.nodeport import dropped, in_ranges, nodeport_lb
 from model.values import Packet, Proto
 
 
@@ -56,10 +56,10 @@ def xdp(ctx: NodeCtx, st: NodeState, pkt: Packet) -> tuple[NodeState, XdpResult]
         svc = st.lb.services.get((probe.dst.addr, probe.dst.port, probe.proto))
     if svc is not None and svc.etp_local and ctx.cfg.version is CiliumVersion.V1_20:
         st = loaded  # a first fragment's ports were recorded before the lookup
-        if svc.source_ranges and not _in_ranges(pkt.src.addr, svc.source_ranges):
-            return st, _final(_drop(pkt, DropReason.DROP_NOT_IN_SRC_RANGE))
+        if svc.source_ranges and not in_ranges(pkt.src.addr, svc.source_ranges):
+            return st, _final(dropped(pkt, DropReason.DROP_NOT_IN_SRC_RANGE))
         if not svc.routable:
-            return st, _final(_drop(pkt, DropReason.DROP_IS_CLUSTER_IP))
+            return st, _final(dropped(pkt, DropReason.DROP_IS_CLUSTER_IP))
         return st, _pass(pkt, Step.PASS, ctx.has(ModelFault.XDP_ETP_LOCAL_SKIPS_TC))
     before = st
     st, res = nodeport_lb(ctx, st, pkt, Hook.XDP)
