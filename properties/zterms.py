@@ -89,15 +89,20 @@ def assert_in(solver: z3.Solver, f: z3.BoolRef) -> None:
     z3.Z3_solver_assert(solver.ctx.ref(), solver.solver, f.as_ast())
 
 
-def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
-    """And of z3 conditions without z3.And's per-argument coercion."""
+def _junction(mk: Callable[..., z3.Ast], parts: Sequence[z3.BoolRef], unit: bool
+              ) -> z3.BoolRef:
     if not parts:
-        return z3.BoolVal(True)
+        return z3.BoolVal(unit)
     if len(parts) == 1:
         return parts[0]
     ctx = parts[0].ctx
     arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
-    return z3.BoolRef(z3.Z3_mk_and(ctx.ref(), len(parts), arr), ctx)
+    return z3.BoolRef(mk(ctx.ref(), len(parts), arr), ctx)
+
+
+def conj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
+    """And of z3 conditions without z3.And's per-argument coercion."""
+    return _junction(z3.Z3_mk_and, parts, True)
 
 
 def app(f: z3.FuncDeclRef, args: Sequence[z3.ExprRef]) -> z3.ExprRef:
@@ -109,13 +114,7 @@ def app(f: z3.FuncDeclRef, args: Sequence[z3.ExprRef]) -> z3.ExprRef:
 
 def disj(parts: Sequence[z3.BoolRef]) -> z3.BoolRef:
     """Or of z3 conditions without z3.Or's per-argument coercion."""
-    if not parts:
-        return z3.BoolVal(False)
-    if len(parts) == 1:
-        return parts[0]
-    ctx = parts[0].ctx
-    arr = (z3.Ast * len(parts))(*(p.as_ast() for p in parts))
-    return z3.BoolRef(z3.Z3_mk_or(ctx.ref(), len(parts), arr), ctx)
+    return _junction(z3.Z3_mk_or, parts, False)
 
 
 def implies(a: z3.BoolRef, b: z3.BoolRef) -> z3.BoolRef:
