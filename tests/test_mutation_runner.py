@@ -217,3 +217,21 @@ def test_committed_exact_classes_pin_their_edit() -> None:
     classes = load_classifications(root / "mutation" / "classifications.yaml")
     unpinned = [k for k, c in classes.items() if k.count(":") == 3 and c.pin is None]
     assert not unpinned, unpinned[:5]
+
+
+def test_the_report_lists_a_stale_class_and_check_counts_it(tmp_path: Path) -> None:
+    """A pinned entry whose edit is gone is listed in the report and counted with the
+    unclassified (so `report --check` fails); an entry of another target's file is not."""
+    from mutation.__main__ import write_report
+    root, target = _repo(tmp_path)
+    five = next(m for m in all_mutants(root, target) if m.id == SURVIVOR)
+    (root / "mutation").mkdir()
+    (root / target.classifications).write_text(
+        f"{five.anchor}:\n  class: equivalent\n  pin: \"{five.pin()}\"\n  why: five\n"
+        "other/file.py::f:const-inc:\n  class: equivalent\n  pin: \"x :: y\"\n  why: not ours\n")
+    text, unclassified = write_report(root, target)
+    assert "Stale classifications" not in text and unclassified == []
+    (root / "pkg" / "mod.py").write_text(MOD.replace("return 5", "return 6"))
+    text, unclassified = write_report(root, target)
+    assert f"- `{five.anchor}`" in text and "other/file.py" not in text
+    assert unclassified == [f"{five.anchor} (stale classification)"]
