@@ -167,13 +167,14 @@ def defines(cfg: NodeConfig, overlay: bool = False, version: str = "1.20") -> di
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
                  LB_SELECTION="3")
     if cfg.selection == "maglev":
-        # loadBalancer.algorithm=maglev: LB_SELECTION_MAGLEV (node_config.h), the table size
-        # LB_MAGLEV_LUT_SIZE and the seeds: HASH_INIT4/6_SEED defines in 1.18 (hash.h:16),
-        # CONFIG(hash_init4/6_seed) in 1.20 (include/bpf/config/node.h:69-70); harness.h
-        # and config.h put them in place
+        # loadBalancer.algorithm=maglev: LB_SELECTION_MAGLEV (node_config.h) and the table
+        # size LB_MAGLEV_LUT_SIZE
         d.update(LB_SELECTION_RANDOM="1", LB_SELECTION_MAGLEV="2", LB_SELECTION_FIRST="3",
-                 LB_SELECTION="2", NPH_LB_MAGLEV_LUT_SIZE=str(cfg.maglev_table_size),
-                 NPH_HASH_INIT4_SEED=str(cfg.hash_seed4), NPH_HASH_INIT6_SEED=str(cfg.hash_seed6))
+                 LB_SELECTION="2", NPH_LB_MAGLEV_LUT_SIZE=str(cfg.maglev_table_size))
+    # the tuple-hash seeds, read by Maglev and by XDP's tunnel source port (encap.h:92):
+    # HASH_INIT4/6_SEED defines in 1.18 (hash.h:16), CONFIG(hash_init4/6_seed) in 1.20
+    # (include/bpf/config/node.h:69-70); harness.h and config.h put them in place
+    d.update(NPH_HASH_INIT4_SEED=str(cfg.hash_seed4), NPH_HASH_INIT6_SEED=str(cfg.hash_seed6))
     return d
 
 

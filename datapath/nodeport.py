@@ -20,6 +20,7 @@ from datapath.fragments import load_l4_ports
 from datapath.icmp import dsr_reply_icmp4, dsr_reply_icmp6, no_service
 from datapath.ipip import forced_local, ipip_forward
 from datapath.lb import lb_local, lb_lookup_service, rewrite, src_range_ok
+from datapath.maglev import tuple_hash
 from datapath.maps import (
     SVC_FLAG_EXT_LOCAL_SCOPE,
     SVC_FLAG_FWD_MODE_DSR,
@@ -131,8 +132,19 @@ def nodeport_lb(node: Node, p: Parsed) -> tuple[int, str] | None:
     # (ipv4_l3, :2635) and the packet goes into the tunnel tagged WORLD_ID (:2650-2668).
     node.dec_ttl(p)
     snat_nat(node, p, node.router_addr(p.v6) or target)
-    encapsulate(node, p, tep, b"")
+    sport = xdp_tunnel_sport(node, p, p.sport, p.dport) if node.at_xdp else None
+    encapsulate(node, p, tep, b"", sport=sport)
     return node.tunnel_redirect()
+
+
+def xdp_tunnel_sport(node: Node, p: Parsed, tuple_sport: int, tuple_dport: int) -> int:
+    """tunnel_gen_src_port_v4/v6 at XDP (lib/encap.h:92-110): the CT tuple's hash folded
+    to 16 bits, `(hash >> 16) ^ (__be16)hash`, stored unconverted in the network-order
+    field. At tc the device picks the port (encapsulate's stand-in)."""
+    seed = node.config.hash_seed6 if p.v6 else node.config.hash_seed4
+    h = tuple_hash(p.saddr, _H.pack(tuple_sport), _H.pack(tuple_dport), p.proto, seed)
+    folded = ((h >> 16) ^ h) & 0xFFFF
+    return int.from_bytes(folded.to_bytes(2, "little"), "big")
 
 
 def _svc_checks(node: Node, p: Parsed, key: LbKey, svc: LbService) -> None:
@@ -156,21 +168,25 @@ def xdp_punts_etp_local(node: Node, p: Parsed) -> bool:
     return True
 
 
-def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"") -> tuple[int, str]:
+def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"",
+                   sport: int | None = None) -> tuple[int, str]:
     """__encap_with_nodeid(): Geneve towards dst's tunnel endpoint from cilium_ipcache."""
     tep = node.maps.ipcache.lookup(dst)
     if tep is None:
         raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
-    encapsulate(node, p, tep, opt)
+    encapsulate(node, p, tep, opt, sport=sport)
     return node.tunnel_redirect()
 
 
-def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes, identity: int = WORLD_ID) -> None:
+def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes, identity: int = WORLD_ID,
+                sport: int | None = None) -> None:
     """Outer IP (the node's own address of the underlay family)/UDP 6081/Geneve + inner;
-    the VNI carries the sender's identity."""
+    the VNI carries the sender's identity. Without `sport` (the program's own), the outer
+    source port stands in for the device's choice: a flow hash in 32768-61000."""
     inner = bytes(p.buf)
-    h = zlib.crc32(p.saddr + p.daddr + _H.pack(p.sport) + _H.pack(p.dport))
-    sport = 32768 + h % (61000 - 32768)
+    if sport is None:
+        h = zlib.crc32(p.saddr + p.daddr + _H.pack(p.sport) + _H.pack(p.dport))
+        sport = 32768 + h % (61000 - 32768)
     vni = 0 if "geneve_wrong_vni" in node.faults else identity
     p.buf[:] = geneve_encap(node.snat_addr(len(tep) == 16), tep, inner, vni, opt, sport, p.v6)
 
@@ -222,7 +238,10 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
         encap = (40 if p.v6 else 20) + 8 + 8 + 14 + len(opt)
         if too_big(node, p, encap):
             return frag_needed(node, p, vip, vport, encap)
-        return tunnel_forward(node, p, be.address, opt)
+        # at XDP the outer source port hashes lb4/6_extract_tuple's tuple of the DNATed
+        # packet, whose sport field holds the packet's destination port (nodeport.h:1840)
+        sport = xdp_tunnel_sport(node, p, p.dport, p.sport) if node.at_xdp else None
+        return tunnel_forward(node, p, be.address, opt, sport)
     if _wants_dsr_info(node, p, "dsr_opt_every_tcp_packet", ct_new):
         if p.v6:
             if too_big(node, p, 24):  # dsr_set_ext6 (:380): struct dsr_opt_v6

@@ -21,16 +21,21 @@
 
 #include <node_config.h>
 
+/* The tuple-hash seeds (Maglev, XDP's tunnel source port): defines in 1.18; 1.20 reads
+ * CONFIG(hash_init4/6_seed), set in config.h. */
+#if defined(NPH_HASH_INIT4_SEED) && NPH_CILIUM_MINOR < 120
+# undef HASH_INIT4_SEED
+# define HASH_INIT4_SEED NPH_HASH_INIT4_SEED
+# undef HASH_INIT6_SEED
+# define HASH_INIT6_SEED NPH_HASH_INIT6_SEED
+#endif
+
 /* loadBalancer.algorithm=maglev: the agent's table size (LB_MAGLEV_LUT_SIZE), in 1.18 also
- * the hash seeds as defines and the maps under the names 1.20 gives them. */
+ * the maps under the names 1.20 gives them. */
 #ifdef NPH_LB_MAGLEV_LUT_SIZE
 # undef LB_MAGLEV_LUT_SIZE
 # define LB_MAGLEV_LUT_SIZE NPH_LB_MAGLEV_LUT_SIZE
 # if NPH_CILIUM_MINOR < 120
-#  undef HASH_INIT4_SEED
-#  define HASH_INIT4_SEED NPH_HASH_INIT4_SEED
-#  undef HASH_INIT6_SEED
-#  define HASH_INIT6_SEED NPH_HASH_INIT6_SEED
 #  undef LB4_MAGLEV_MAP_OUTER
 #  define LB4_MAGLEV_MAP_OUTER cilium_lb4_maglev
 #  undef LB6_MAGLEV_MAP_OUTER
