@@ -168,16 +168,6 @@ def xdp_punts_etp_local(node: Node, p: Parsed) -> bool:
     return True
 
 
-def tunnel_forward(node: Node, p: Parsed, dst: bytes, opt: bytes = b"",
-                   sport: int | None = None) -> tuple[int, str]:
-    """__encap_with_nodeid(): Geneve towards dst's tunnel endpoint from cilium_ipcache."""
-    tep = node.maps.ipcache.lookup(dst)
-    if tep is None:
-        raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
-    encapsulate(node, p, tep, opt, sport=sport)
-    return node.tunnel_redirect()
-
-
 def encapsulate(node: Node, p: Parsed, tep: bytes, opt: bytes, identity: int = WORLD_ID,
                 sport: int | None = None) -> None:
     """Outer IP (the node's own address of the underlay family)/UDP 6081/Geneve + inner;
@@ -231,7 +221,8 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
         opt = b""
         if _wants_dsr_info(node, p, "geneve_opt_every_tcp", ct_new):
             opt = geneve_dsr_opt(vip, vport)
-        if node.maps.ipcache.lookup(be.address) is None:
+        tep = node.maps.ipcache.lookup(be.address)
+        if tep is None:  # before the MTU check (nodeport.h:1843, :1867)
             raise DatapathDrop(DropReason.DROP_NO_TUNNEL_ENDPOINT)
         # encap_geneve_dsr_opt4/6 (:1823-1824, :1863, :415-416, :455): outer IP (the v6
         # one counts an ipv6hdr), UDP, Geneve, inner Ethernet, and the TLV when there is one
@@ -241,7 +232,8 @@ def _dsr_forward(node: Node, p: Parsed, be: LbBackend, vip: bytes, vport: int,
         # at XDP the outer source port hashes lb4/6_extract_tuple's tuple of the DNATed
         # packet, whose sport field holds the packet's destination port (nodeport.h:1840)
         sport = xdp_tunnel_sport(node, p, p.dport, p.sport) if node.at_xdp else None
-        return tunnel_forward(node, p, be.address, opt, sport)
+        encapsulate(node, p, tep, opt, sport=sport)
+        return node.tunnel_redirect()
     if _wants_dsr_info(node, p, "dsr_opt_every_tcp_packet", ct_new):
         if p.v6:
             if too_big(node, p, 24):  # dsr_set_ext6 (:380): struct dsr_opt_v6
