@@ -260,7 +260,7 @@ def too_big(node: Node, p: Parsed, overhead: int) -> bool:
 
 
 def frag_needed(node: Node, p: Parsed, vip: bytes, vport: int, overhead: int
-                 ) -> tuple[int, str]:
+                ) -> tuple[int, str]:
     """dsr_fail_needs_reply(): the ICMP error goes back out the receiving device."""
     mtu = node.config.mtu
     if "dsr_mtu_keeps_overhead" not in node.faults:

@@ -91,7 +91,6 @@ def write_report(root: Path, target: Target) -> tuple[str, list[str]]:
     results = measured_results(mutants, load_results(root / target.results), sources)
     stale: list[str] = []
     classes = expand(load_classifications(root / target.classifications), mutants, stale)
-    stale = [k for k in stale if k.split("::")[0] in target.files]  # the file is shared
     tree = tree_fingerprint(root, target)
     speed = load_speed(root / "mutation" / "speed.yaml", target.name)
     text = render(target, mutants, results, classes, tree, speed)

@@ -89,10 +89,13 @@ def expand(classes: dict[str, Classification], mutants: list[Mutant],
     `file:first-last`, `file:line:col`, `file:line:col:operator`) still work until the
     lines move. A narrower key wins over a wider one, an exact one over all. An anchor with
     a pin classes the mutant of its function with that very edit: its own if it still has
-    it, else the one it was renumbered to; none (appended to `stale`) if it is gone."""
+    it, else the one it was renumbered to; none (appended to `stale`) if it is gone. The
+    classifications file is shared by the targets: keys of files other than the mutants'
+    are not theirs to class, nor stale."""
     out: dict[str, Classification] = {}
     exact: dict[str, Classification] = {}
     by_anchor = {m.anchor: m for m in mutants}
+    files = {m.path for m in mutants}
     by_pin: dict[tuple[str, str], list[Mutant]] = {}
     for mu in mutants:
         by_pin.setdefault((mu.anchor.rsplit(":", 1)[0], mu.pin()), []).append(mu)
@@ -104,7 +107,7 @@ def expand(classes: dict[str, Classification], mutants: list[Mutant],
                 found = _pinned(key, c, by_anchor, by_pin)
                 if found is not None:
                     exact[found] = c
-                elif stale is not None:
+                elif stale is not None and a["file"] in files:
                     stale.append(key)
                 continue
             ranked.append((2, 0, c, functools.partial(_in_scope, f"{a['file']}::{a['scope']}")))

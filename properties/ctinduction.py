@@ -91,9 +91,9 @@ def ct_steps(prop: Property, cfg: Config, faults: frozenset[ModelFault], ms: int
     def inv_at(v: View, k: Keys) -> z3.BoolRef:
         """F's entries with F's rev_nat_index name one of F's slots."""
         e = v.get(fam, k)
-        mine = zt.conj([e.present, zt.same(e.rev_nat_index, zt.const(RNI)),
-                        zt.same(k[0], fe.var.e), zt.same(k[2], fport.var.e)])
-        return zt.implies(mine, zt.disj([zt.same(e.backend_id, zt.const(b)) for b in SLOTS]))
+        mine = zt.conj([e.present, zt.eq(e.rev_nat_index, zt.const(RNI)),
+                        zt.eq(k[0], fe.var.e), zt.eq(k[2], fport.var.e)])
+        return zt.implies(mine, zt.disj([zt.eq(e.backend_id, zt.const(b)) for b in SLOTS]))
 
     def rest() -> Rest:
         r = Rest("ct", CtEntry, CT_SPEC, bits)

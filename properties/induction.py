@@ -208,17 +208,17 @@ class NatInv:
         c, b, cp, bp = k
         f = v.get(self.out, k)
         r = v.get(self.inn, (b, self.node, bp, f.to_port))
-        return zt.implies(f.present, zt.conj([zt.same(f.to_addr, self.node),
+        return zt.implies(f.present, zt.conj([zt.eq(f.to_addr, self.node),
                                               self.in_range(f.to_port), r.present,
-                                              zt.same(r.to_addr, c), zt.same(r.to_port, cp)]))
+                                              zt.eq(r.to_addr, c), zt.eq(r.to_port, cp)]))
 
     def _rev(self, v: View, k: Keys) -> z3.BoolRef:
         b, bp, n = k
         r = v.get(self.inn, (b, self.node, bp, n))
         f = v.get(self.out, (r.to_addr, b, r.to_port, bp))
         return zt.implies(r.present, zt.conj([self.in_range(n), f.present,
-                                              zt.same(f.to_addr, self.node),
-                                              zt.same(f.to_port, n)]))
+                                              zt.eq(f.to_addr, self.node),
+                                              zt.eq(f.to_port, n)]))
 
     def fwd_partner(self, v: View, k: Keys) -> Keys:
         """The reverse key a forward entry names."""

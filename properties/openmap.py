@@ -258,7 +258,7 @@ class View:
     def hits(self, fam: Family, keys: tuple[z3.ExprRef, ...]
              ) -> list[tuple[z3.BoolRef, Any]]:
         """The writes to this family, oldest first, each with `key equals keys`."""
-        return [(zt.conj([zt.same(a, b) for a, b in zip(t, keys, strict=True)]), v)
+        return [(zt.conj([zt.eq(a, b) for a, b in zip(t, keys, strict=True)]), v)
                 for f, t, v in self._keyed if f == fam]
 
     def get(self, fam: Family, keys: tuple[z3.ExprRef, ...]) -> Slot:

@@ -53,11 +53,16 @@ sub = _nary(z3.Z3_mk_sub)
 mul = _nary(z3.Z3_mk_mul)
 div = _binary(z3.Z3_mk_div)  # integer division (floor for a positive divisor)
 mod = _binary(z3.Z3_mk_mod)
-eq = _rel(z3.Z3_mk_eq)
 le = _rel(z3.Z3_mk_le)
 lt = _rel(z3.Z3_mk_lt)
 ge = _rel(z3.Z3_mk_ge)
 gt = _rel(z3.Z3_mk_gt)
+
+
+def eq(a: z3.ExprRef, b: z3.ExprRef) -> z3.BoolRef:
+    """a == b for two terms of one sort (integers or Booleans), as z3's operator builds it."""
+    ctx = a.ctx
+    return z3.BoolRef(z3.Z3_mk_eq(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
 
 
 def ne(a: Arith, b: Arith) -> z3.BoolRef:
@@ -121,12 +126,6 @@ def implies(a: z3.BoolRef, b: z3.BoolRef) -> z3.BoolRef:
     """Implies(a, b)."""
     ctx = a.ctx
     return z3.BoolRef(z3.Z3_mk_implies(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
-
-
-def same(a: z3.ExprRef, b: z3.ExprRef) -> z3.BoolRef:
-    """a == b for two terms of one sort (integers or Booleans)."""
-    ctx = a.ctx
-    return z3.BoolRef(z3.Z3_mk_eq(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
 
 
 def choose(c: z3.BoolRef, a: z3.ExprRef, b: z3.ExprRef) -> z3.ExprRef:
